@@ -1,0 +1,1 @@
+"""Pure rules and types of pushtrack: no I/O lives here."""

@@ -1,0 +1,51 @@
+"""Delivery statuses and the hourly counters they feed."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Status(IntEnum):
+    """The life of one notification to one device; the value orders the steps."""
+
+    CREATED = 1
+    SENT = 2
+    DELIVERED = 3
+    FAILED = 4
+    OPENED = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.DELIVERED, Status.FAILED)
+
+
+BY_LABEL: dict[str, Status] = {s.label: s for s in Status}
+
+#: The hourly counter column each status increments (created counts nowhere).
+COUNTER_OF: dict[Status, str] = {
+    Status.SENT: "sends",
+    Status.DELIVERED: "deliveries",
+    Status.FAILED: "errors",
+    Status.OPENED: "opens",
+}
+
+COUNTERS: tuple[str, ...] = (
+    "sends",
+    "deliveries",
+    "opens",
+    "inbox_opens",
+    "unshowable_sends",
+    "errors",
+)
+
+#: Descriptions the service writes itself (gateways write their own reasons).
+DESC_CREATED = "Created"
+DESC_UNKNOWN_DEVICE = "Unknown device"
+DESC_UNSUBSCRIBED = "Device unsubscribed"
+DESC_CANCELLED = "Cancelled"
+DESC_OPENED = "Opened"
+DESC_DEVICE_CONFIRMED = "Confirmed by device"
