@@ -1,0 +1,130 @@
+"""SQLite schema, as forward-only migrations keyed by ``PRAGMA user_version``."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the foundation
+    """
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE applications (
+        id INTEGER PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        name TEXT NOT NULL,
+        tracking INTEGER NOT NULL,
+        open_logging INTEGER NOT NULL,
+        device_token_required INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        kind TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        apps TEXT,
+        methods TEXT,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE devices (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES applications (id),
+        hwid TEXT NOT NULL,
+        push_token TEXT,
+        device_type INTEGER NOT NULL,
+        language TEXT,
+        timezone INTEGER,
+        tags TEXT,
+        user_id TEXT,
+        app_version TEXT,
+        device_model TEXT,
+        os_version TEXT,
+        subscribed INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (app_id, hwid)
+    );
+    CREATE INDEX devices_token ON devices (app_id, push_token);
+    CREATE INDEX devices_user ON devices (app_id, user_id);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        app_id INTEGER NOT NULL REFERENCES applications (id),
+        campaign TEXT,
+        notification TEXT NOT NULL,
+        send_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        deliveries INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX messages_app ON messages (app_id, created_at);
+    CREATE TABLE payloads (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL,
+        platform INTEGER NOT NULL,
+        language TEXT,
+        body TEXT NOT NULL,
+        options TEXT NOT NULL
+    );
+    CREATE INDEX payloads_message ON payloads (message_id);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL,
+        device_id INTEGER,
+        payload_id INTEGER,
+        tracking_code TEXT NOT NULL UNIQUE,
+        target_id TEXT NOT NULL,
+        hwid TEXT NOT NULL,
+        user_id TEXT,
+        platform INTEGER NOT NULL,
+        hash TEXT,
+        state INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER
+    );
+    CREATE INDEX deliveries_message ON deliveries (message_id);
+    CREATE INDEX deliveries_hwid ON deliveries (hwid);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        delivery_id INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        UNIQUE (delivery_id, status)
+    );
+    CREATE INDEX events_ts ON events (ts);
+    CREATE TABLE counters (
+        message_id INTEGER NOT NULL,
+        hour INTEGER NOT NULL,
+        platform INTEGER NOT NULL,
+        sends INTEGER NOT NULL DEFAULT 0,
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        opens INTEGER NOT NULL DEFAULT 0,
+        inbox_opens INTEGER NOT NULL DEFAULT 0,
+        unshowable_sends INTEGER NOT NULL DEFAULT 0,
+        errors INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (message_id, hour, platform)
+    ) WITHOUT ROWID;
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        account_id INTEGER,
+        params TEXT NOT NULL,
+        state TEXT NOT NULL,
+        result TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        run_at INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX jobs_due ON jobs (state, run_at);
+    """,
+]

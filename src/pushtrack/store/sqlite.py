@@ -1,0 +1,340 @@
+"""The embedded engine: one SQLite file in WAL mode.
+
+Writes go through one writer thread per process that commits in groups: the
+units of work waiting in its queue run in one transaction, each inside its
+own savepoint, so one failing unit rolls back alone while the others commit
+together. A caller is answered only after the commit, so nothing it was told
+about is lost. Reads run on a small pool of reader connections, which WAL
+lets proceed beside the writer. Other processes (a worker, the CLI) share the
+file; SQLite's lock and the busy timeout order their transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pushtrack.domain.status import DESC_DEVICE_CONFIRMED, DESC_OPENED, Status
+from pushtrack.domain.timeutil import now_us
+from pushtrack.store import tx as logic
+from pushtrack.store.base import (
+    App,
+    ConflictError,
+    DeviceIn,
+    LogQuery,
+    LogRow,
+    MessageCreated,
+    MessagePlan,
+    StoreError,
+    TokenInfo,
+)
+from pushtrack.store.schema import MIGRATIONS
+
+T = TypeVar("T")
+
+#: Most units of work one group commit takes.
+GROUP_MAX = 64
+BUSY_TIMEOUT_MS = 10_000
+
+# Exceptions that are the caller's business, passed through untouched.
+_DOMAIN_ERRORS = (ConflictError,)
+
+
+class _Tx:
+    """``logic.Tx`` over one sqlite3 connection."""
+
+    __slots__ = ("_clock", "conn")
+
+    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], int]) -> None:
+        self.conn = conn
+        self._clock = clock
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def new_ids(self, table: str, n: int) -> list[int]:
+        # Safe: we hold the database's write lock (BEGIN IMMEDIATE) until commit.
+        (top,) = self.conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()
+        return list(range(top + 1, top + 1 + n))
+
+    def now(self) -> int:
+        return self._clock()
+
+
+def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}?mode=rwc"
+    conn = sqlite3.connect(
+        uri, uri=True, isolation_level=None, check_same_thread=False, cached_statements=256
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class _Unit:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[_Tx], Any]) -> None:
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+
+class SQLiteStore:
+    """The ``Store`` on a SQLite file."""
+
+    def __init__(self, path: str, *, clock: Callable[[], int] = now_us) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.clock = clock
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(_connect(path)) as conn:
+            migrate(conn)
+        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
+        self._writer.start()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite-reader")
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        path = url.removeprefix("sqlite://")
+        if path.startswith("/"):
+            path = path[1:] if not path.startswith("//") else path[1:]
+        return cls(path or "pushtrack.db")
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        conn = _connect(self.path)
+        tx = _Tx(conn, self.clock)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                group = [first]
+                stop = False
+                while len(group) < GROUP_MAX:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    group.append(nxt)
+                self._commit_group(conn, tx, group)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit_group(self, conn: sqlite3.Connection, tx: _Tx, group: list[_Unit]) -> None:
+        results: list[tuple[_Unit, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for unit in group:
+                conn.execute("SAVEPOINT unit")
+                try:
+                    value = unit.fn(tx)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    results.append((unit, False, exc))
+                else:
+                    conn.execute("RELEASE unit")
+                    results.append((unit, True, value))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            for unit in group:
+                if not unit.future.done():
+                    unit.future.set_exception(StoreError(f"commit failed: {exc}"))
+            return
+        for unit, ok, value in results:
+            if ok:
+                unit.future.set_result(value)
+            else:
+                unit.future.set_exception(value)
+
+    async def _write(self, fn: Callable[[_Tx], T]) -> T:
+        if self._closed:
+            raise StoreError("store is closed")
+        unit = _Unit(fn)
+        self._queue.put(unit)
+        try:
+            result: T = await asyncio.wrap_future(unit.future)
+        except _DOMAIN_ERRORS:
+            raise
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+        return result
+
+    def write_sync(self, fn: Callable[[_Tx], T]) -> T:
+        """Run a unit of work from a thread that has no event loop (CLI, jobs)."""
+        unit = _Unit(fn)
+        self._queue.put(unit)
+        try:
+            result: T = unit.future.result()
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+        return result
+
+    def _reader(self) -> _Tx:
+        tx: _Tx | None = getattr(self._local, "tx", None)
+        if tx is None:
+            conn = _connect(self.path)
+            with self._readers_lock:
+                self._readers.append(conn)
+            tx = _Tx(conn, self.clock)
+            self._local.tx = tx
+        return tx
+
+    def _read_sync(self, fn: Callable[[_Tx], T]) -> T:
+        tx = self._reader()
+        try:
+            tx.conn.execute("BEGIN")
+            try:
+                return fn(tx)
+            finally:
+                tx.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def _read(self, fn: Callable[[_Tx], T]) -> T:
+        if self._closed:
+            raise StoreError("store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._read_sync, fn)
+
+    async def close(self) -> None:
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
+        self._pool.shutdown(wait=True)
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    # -- accounts, applications, tokens ---------------------------------------------------
+
+    async def create_app(
+        self,
+        account: str,
+        name: str,
+        *,
+        tracking: bool = True,
+        open_logging: bool = True,
+        device_token_required: bool = True,
+    ) -> App:
+        return await self._write(
+            lambda tx: logic.create_app(
+                tx, account, name, tracking, open_logging, device_token_required
+            )
+        )
+
+    async def list_apps(self, account: str) -> list[App]:
+        return await self._read(lambda tx: logic.list_apps(tx, account))
+
+    async def get_app(self, code: str) -> App | None:
+        return await self._read(lambda tx: logic.get_app(tx, code))
+
+    async def create_token(
+        self,
+        account: str,
+        kind: str,
+        token_hash: str,
+        prefix: str,
+        apps: Sequence[str] | None,
+        methods: Sequence[str] | None,
+    ) -> TokenInfo:
+        return await self._write(
+            lambda tx: logic.create_token(tx, account, kind, token_hash, prefix, apps, methods)
+        )
+
+    async def find_token(self, token_hash: str) -> TokenInfo | None:
+        return await self._read(lambda tx: logic.find_token(tx, token_hash))
+
+    async def list_tokens(self, account: str) -> list[TokenInfo]:
+        return await self._read(lambda tx: logic.list_tokens(tx, account))
+
+    async def revoke_tokens(self, account: str, prefix: str) -> int:
+        return await self._write(lambda tx: logic.revoke_tokens(tx, account, prefix))
+
+    # -- devices --------------------------------------------------------------------------
+
+    async def register_device(self, app: App, device: DeviceIn) -> None:
+        await self._write(lambda tx: logic.register_device(tx, app, device))
+
+    async def unregister_device(self, app: App, hwid: str) -> bool:
+        return await self._write(lambda tx: logic.unregister_device(tx, app, hwid))
+
+    async def record_device_report(
+        self, app: App, hwid: str, payload_hash: str, status: Status
+    ) -> bool:
+        description = DESC_OPENED if status is Status.OPENED else DESC_DEVICE_CONFIRMED
+        return await self._write(
+            lambda tx: logic.record_device_report(tx, app, hwid, payload_hash, status, description)
+        )
+
+    # -- messages -------------------------------------------------------------------------
+
+    async def create_messages(
+        self, app: App, plans: Sequence[MessagePlan]
+    ) -> list[MessageCreated]:
+        return await self._write(lambda tx: logic.create_messages(tx, app, plans))
+
+    async def delete_message(self, account: str, apps: frozenset[str] | None, code: str) -> str:
+        return await self._write(lambda tx: logic.delete_message(tx, account, apps, code))
+
+    # -- reading the trail ----------------------------------------------------------------
+
+    async def message_log(self, query: LogQuery) -> list[LogRow]:
+        return await self._read(lambda tx: logic.message_log(tx, query))
