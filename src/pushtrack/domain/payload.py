@@ -43,16 +43,6 @@ def pick_language(value: str | dict[str, str] | None, language: str | None) -> s
     return next(iter(value.values()))
 
 
-def languages_of(notification: dict[str, Any]) -> list[str | None]:
-    """The distinct language keys a notification's localised fields name (None: one text)."""
-    keys: set[str] = set()
-    for field in ("content", "title", "subtitle"):
-        value = notification.get(field)
-        if isinstance(value, dict):
-            keys.update(value)
-    return sorted(keys) if keys else [None]
-
-
 def build_template(
     notification: dict[str, Any], platform: Platform, language: str | None
 ) -> Template:
@@ -66,8 +56,10 @@ def build_template(
     if n.get("data") is not None:
         body["u"] = n["data"]
     if platform in APPLE:
-        title = n.get("ios_title", title) if platform is not Platform.SAFARI else (
-            n.get("safari_title", title)
+        title = (
+            n.get("ios_title", title)
+            if platform is not Platform.SAFARI
+            else (n.get("safari_title", title))
         )
         subtitle = n.get("ios_subtitle", subtitle)
         alert: str | dict[str, str] = text

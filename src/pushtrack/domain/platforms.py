@@ -55,9 +55,7 @@ BY_NAME: dict[str, Platform] = {name: platform for platform, name in _NAMES.item
 #: Device types accepted by registerDevice and createMessage.
 ACCEPTED: frozenset[int] = frozenset(int(p) for p in Platform)
 
-WEB_PLATFORMS: frozenset[Platform] = frozenset(
-    {Platform.CHROME, Platform.FIREFOX, Platform.SAFARI}
-)
+WEB_PLATFORMS: frozenset[Platform] = frozenset({Platform.CHROME, Platform.FIREFOX, Platform.SAFARI})
 
 
 def from_name(name: str) -> Platform | None:

@@ -6,7 +6,7 @@ coroutine; engines run blocking database work off the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -117,6 +117,8 @@ class LogRow(msgspec.Struct, frozen=True):
 
 class Store(Protocol):
     url: str
+    #: The store's clock, microseconds UTC (injectable for tests of time rules).
+    clock: Callable[[], int]
 
     async def close(self) -> None: ...
 
@@ -168,7 +170,7 @@ class Store(Protocol):
         ...
 
     async def delete_message(self, account: str, apps: frozenset[str] | None, code: str) -> str:
-        """Cancel what is not yet sent; returns the message's status after, ConflictError if unknown."""
+        """Cancel what is not yet sent; the message's status after (ConflictError: unknown)."""
         ...
 
     # reading the trail

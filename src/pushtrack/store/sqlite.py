@@ -137,9 +137,8 @@ class SQLiteStore:
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
-        path = url.removeprefix("sqlite://")
-        if path.startswith("/"):
-            path = path[1:] if not path.startswith("//") else path[1:]
+        # sqlite:///relative/path or sqlite:////absolute/path, as SQLAlchemy spells them
+        path = url.removeprefix("sqlite://").removeprefix("/")
         return cls(path or "pushtrack.db")
 
     # -- plumbing -----------------------------------------------------------------------
@@ -177,7 +176,7 @@ class SQLiteStore:
                 conn.execute("SAVEPOINT unit")
                 try:
                     value = unit.fn(tx)
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's future
                     conn.execute("ROLLBACK TO unit")
                     conn.execute("RELEASE unit")
                     results.append((unit, False, exc))
@@ -326,9 +325,7 @@ class SQLiteStore:
 
     # -- messages -------------------------------------------------------------------------
 
-    async def create_messages(
-        self, app: App, plans: Sequence[MessagePlan]
-    ) -> list[MessageCreated]:
+    async def create_messages(self, app: App, plans: Sequence[MessagePlan]) -> list[MessageCreated]:
         return await self._write(lambda tx: logic.create_messages(tx, app, plans))
 
     async def delete_message(self, account: str, apps: frozenset[str] | None, code: str) -> str:

@@ -161,10 +161,7 @@ def create_token(
 ) -> TokenInfo:
     acc = account_id(tx, account)
     if apps:
-        known = {
-            r[0]
-            for r in tx.all("SELECT code FROM applications WHERE account_id = ?", (acc,))
-        }
+        known = {r[0] for r in tx.all("SELECT code FROM applications WHERE account_id = ?", (acc,))}
         missing = sorted(set(apps) - known)
         if missing:
             raise ConflictError(f"no application {', '.join(missing)} in account {account!r}")
@@ -338,9 +335,7 @@ def record_device_report(
 # -- messages ---------------------------------------------------------------------------
 
 
-def _resolve(
-    tx: Tx, app: App, entries: Sequence[str]
-) -> dict[str, tuple[Any, ...]]:
+def _resolve(tx: Tx, app: App, entries: Sequence[str]) -> dict[str, tuple[Any, ...]]:
     """Map each entry (hwid first, then push token) to its device row."""
     found: dict[str, tuple[Any, ...]] = {}
     unique = list(dict.fromkeys(entries))
@@ -407,9 +402,12 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
         ids = tx.new_ids("payloads", len(templates))
         for pid, key in zip(ids, list(templates), strict=True):
             templates[key] = pid
-            platform = _platform_or_none(key[0])
-            tpl = build_template(plan.notification, platform or Platform.IOS, key[1])
-            payload_rows.append((pid, message_id, key[0], key[1], dumps(tpl.body), dumps(tpl.options)))
+            tpl = build_template(
+                plan.notification, _platform_or_none(key[0]) or Platform.IOS, key[1]
+            )
+            payload_rows.append(
+                (pid, message_id, key[0], key[1], dumps(tpl.body), dumps(tpl.options))
+            )
         tx.many(
             "INSERT INTO payloads (id, message_id, platform, language, body, options)"
             " VALUES (?, ?, ?, ?, ?, ?)",
@@ -417,15 +415,15 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
         )
 
     # One delivery per distinct device (or per distinct unknown entry).
-    seen: dict[Any, int] = {}
+    seen: dict[tuple[str, Any], int] = {}
     slots: list[int] = []  # per target: index into deliveries
     deliveries: list[list[Any]] = []
     for entry, dev in targets:
-        key = ("d", dev[0]) if dev is not None else ("e", entry)
-        if key in seen:
-            slots.append(seen[key])
+        who = ("d", dev[0]) if dev is not None else ("e", entry)
+        if who in seen:
+            slots.append(seen[who])
             continue
-        seen[key] = len(deliveries)
+        seen[who] = len(deliveries)
         slots.append(len(deliveries))
         deliveries.append([entry, dev])
     n = len(deliveries)
@@ -441,8 +439,20 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
         if dev is None:
             platform = 0
             delivery_rows.append(
-                (did, message_id, None, None, tcodes[i], entry, entry, None, 0, None,
-                 int(Status.FAILED), now)
+                (
+                    did,
+                    message_id,
+                    None,
+                    None,
+                    tcodes[i],
+                    entry,
+                    entry,
+                    None,
+                    0,
+                    None,
+                    int(Status.FAILED),
+                    now,
+                )
             )
             failed.append((did, Status.FAILED, DESC_UNKNOWN_DEVICE, message_id, platform))
         else:
@@ -451,8 +461,20 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
             live = bool(dev[6]) and bool(dev[2])
             state = Status.CREATED if live else Status.FAILED
             delivery_rows.append(
-                (did, message_id, dev[0], pid, tcodes[i], entry, dev[1], dev[5], platform,
-                 hashes[i], int(state), plan.send_at)
+                (
+                    did,
+                    message_id,
+                    dev[0],
+                    pid,
+                    tcodes[i],
+                    entry,
+                    dev[1],
+                    dev[5],
+                    platform,
+                    hashes[i],
+                    int(state),
+                    plan.send_at,
+                )
             )
             if live:
                 to_send.append(did)
@@ -467,8 +489,17 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
     tx.run(
         "INSERT INTO messages (id, code, app_id, campaign, notification, send_at, status,"
         " deliveries, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (message_id, code, app.id, plan.campaign, dumps(plan.notification), plan.send_at,
-         status, n, now),
+        (
+            message_id,
+            code,
+            app.id,
+            plan.campaign,
+            dumps(plan.notification),
+            plan.send_at,
+            status,
+            n,
+            now,
+        ),
     )
     if delivery_rows:
         tx.many(

@@ -1,0 +1,1 @@
+"""The HTTP edge: envelope, auth, validation; one module per API group."""

@@ -1,0 +1,69 @@
+"""API tokens: hashing, who may call what, and the per-token rate limit."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from pushtrack.api.errors import AuthError, ForbiddenError, RateLimitedError
+from pushtrack.store.base import App, TokenInfo
+
+SERVER = "server"
+DEVICE = "device"
+KINDS = (SERVER, DEVICE)
+
+
+def hash_token(token: str) -> str:
+    """Tokens are long random strings, so a plain SHA-256 is the right hash."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def prefix_of(token: str) -> str:
+    return token[:8]
+
+
+def token_from_header(value: str | None) -> str | None:
+    """The token of an ``Authorization: Token <token>`` header (also ``Bearer``)."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() not in ("token", "bearer", "api") or not token.strip():
+        raise AuthError
+    return token.strip()
+
+
+def check_method(token: TokenInfo, method: str, *, server_method: bool) -> None:
+    if token.revoked:
+        raise AuthError
+    if server_method and token.kind != SERVER:
+        raise ForbiddenError("Token restrictions forbid this operation: not a server token")
+    if token.methods is not None and method not in token.methods:
+        raise ForbiddenError
+
+
+def check_app(token: TokenInfo, app: App) -> None:
+    if token.apps is not None and app.code not in token.apps:
+        raise ForbiddenError
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per key; ``rate`` 0 turns it off."""
+
+    rate: float
+    burst: int
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def check(self, key: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            raise RateLimitedError
+        self._buckets[key] = (tokens - 1.0, now)
+        if len(self._buckets) > 100_000:  # forget idle keys rather than grow forever
+            self._buckets.clear()

@@ -1,0 +1,92 @@
+"""What every handler gets: the settings, the store, and the caller's identity."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushtrack.api import auth
+from pushtrack.api.errors import ArgumentError, AuthError
+from pushtrack.config import Settings
+from pushtrack.store.base import App, Store, TokenInfo
+
+#: Seconds a token or application looked up stays cached (revocation takes this long).
+CACHE_SECONDS = 2.0
+
+
+@dataclass
+class Context:
+    """Built once at start-up and passed down; no process-wide globals."""
+
+    settings: Settings
+    store: Store
+    limiter: auth.RateLimiter
+    _tokens: dict[str, tuple[float, TokenInfo | None]] = field(default_factory=dict)
+    _apps: dict[str, tuple[float, App | None]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, store: Store) -> Context:
+        return cls(settings, store, auth.RateLimiter(settings.rate_limit, settings.rate_burst))
+
+    def store_clock(self) -> int:
+        return self.store.clock()
+
+    async def token(self, raw: str) -> TokenInfo:
+        key = auth.hash_token(raw)
+        now = time.monotonic()
+        hit = self._tokens.get(key)
+        if hit is None or hit[0] < now:
+            info = await self.store.find_token(key)
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
+            self._tokens[key] = (now + CACHE_SECONDS, info)
+        else:
+            info = hit[1]
+        if info is None or info.revoked:
+            raise AuthError
+        return info
+
+    async def app(self, code: str) -> App | None:
+        now = time.monotonic()
+        hit = self._apps.get(code)
+        if hit is not None and hit[0] >= now:
+            return hit[1]
+        found = await self.store.get_app(code)
+        if len(self._apps) > 10_000:
+            self._apps.clear()
+        self._apps[code] = (now + CACHE_SECONDS, found)
+        return found
+
+
+@dataclass
+class Call:
+    """One API call: who makes it and what they asked."""
+
+    ctx: Context
+    method: str
+    token: TokenInfo | None
+
+    async def app_for(self, code: Any) -> App:
+        """The application a server call names, checked against the token."""
+        if not isinstance(code, str) or not code:
+            raise ArgumentError("application: required")
+        app = await self.ctx.app(code)
+        if app is None or self.token is None or app.account != self.token.account:
+            raise ArgumentError(f"application: {code} not found")
+        auth.check_app(self.token, app)
+        return app
+
+    async def device_app_for(self, code: Any) -> App:
+        """The application a device call names; tokenless calls only where it allows them."""
+        if not isinstance(code, str) or not code:
+            raise ArgumentError("application: required")
+        app = await self.ctx.app(code)
+        if self.token is None:
+            if app is None or app.device_token_required:
+                raise AuthError
+            return app
+        if app is None or app.account != self.token.account:
+            raise ArgumentError(f"application: {code} not found")
+        auth.check_app(self.token, app)
+        return app

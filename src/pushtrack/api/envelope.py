@@ -1,0 +1,104 @@
+"""Reading request bodies and writing the two response shapes.
+
+JSON 1.3: ``{"status_code", "status_message", "response"}``.
+Statistics v2: the result itself, or ``{"error": message}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pushtrack.api.errors import (
+    ArgumentError,
+    MalformedError,
+    PushtrackError,
+    TooLargeError,
+)
+
+log = logging.getLogger("pushtrack.api")
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_JSON = "application/json"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise TooLargeError
+        except ValueError:
+            raise MalformedError from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_json(body: bytes) -> Any:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise MalformedError from None
+
+
+def unwrap_request(body: bytes) -> dict[str, Any]:
+    """The ``request`` object of a JSON 1.3 body (400 when there is none)."""
+    doc = decode_json(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("request"), dict):
+        raise MalformedError
+    request: dict[str, Any] = doc["request"]
+    return request
+
+
+def convert(data: dict[str, Any], type_: type[T]) -> T:
+    """Validate a decoded object into a typed struct; 210 naming the field on failure."""
+    try:
+        return msgspec.convert(data, type_)
+    except msgspec.ValidationError as exc:
+        raise ArgumentError(_describe(exc)) from None
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    # msgspec says "Expected `int`, got `str` - at `$.notifications[0].platforms[0]`"
+    return text.replace("`$.", "`").replace("`$`", "request")
+
+
+def ok(response: Any = None) -> Response:
+    body = _encoder.encode({"status_code": 200, "status_message": "OK", "response": response})
+    return Response(body, media_type=_JSON)
+
+
+def error(exc: PushtrackError) -> Response:
+    body = _encoder.encode(
+        {"status_code": exc.status_code, "status_message": exc.message, "response": None}
+    )
+    return Response(body, status_code=exc.http_status, media_type=_JSON)
+
+
+def v2_ok(result: Any) -> Response:
+    return Response(_encoder.encode(result), media_type=_JSON)
+
+
+def v2_error(exc: PushtrackError) -> Response:
+    status = 400 if exc.http_status == 200 else exc.http_status
+    return Response(_encoder.encode({"error": exc.message}), status_code=status, media_type=_JSON)
+
+
+def internal(where: str) -> PushtrackError:
+    """Log the exception being handled and return the bare 500 the caller sees."""
+    log.exception("internal error in %s", where)
+    return PushtrackError()

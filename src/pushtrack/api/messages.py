@@ -1,0 +1,154 @@
+"""Message methods: createMessage, deleteMessage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from pushtrack.api.context import Call
+from pushtrack.api.envelope import convert
+from pushtrack.api.errors import ArgumentError
+from pushtrack.domain.platforms import ACCEPTED
+from pushtrack.domain.timeutil import US
+from pushtrack.store.base import ConflictError, MessagePlan, Targeting
+
+MAX_DEVICES = 1000
+MAX_NOTIFICATIONS = 100
+
+Entry = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+Localized = Annotated[str, msgspec.Meta(max_length=4096)] | dict[str, str]
+
+
+class NotificationIn(msgspec.Struct, omit_defaults=True):
+    send_date: str = "now"
+    timezone: str | None = None
+    ignore_user_timezone: bool | None = None
+    content: Localized | None = None
+    title: Localized | None = None
+    subtitle: Localized | None = None
+    data: dict[str, Any] | None = None
+    campaign: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    devices: Annotated[list[Entry], msgspec.Meta(max_length=MAX_DEVICES)] | None = None
+    platforms: list[int] | None = None
+    users: Annotated[list[Entry], msgspec.Meta(max_length=MAX_DEVICES)] | None = None
+    # iOS
+    ios_badges: int | str | None = None
+    ios_sound: str | None = None
+    ios_ttl: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    ios_category_id: int | str | None = None
+    ios_root_params: dict[str, Any] | None = None
+    ios_title: str | None = None
+    ios_subtitle: str | None = None
+    # Android and its kin
+    android_header: str | None = None
+    android_sound: str | None = None
+    android_icon: str | None = None
+    android_gcm_ttl: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    android_root_params: dict[str, Any] | None = None
+    # Web
+    chrome_title: str | None = None
+    chrome_icon: str | None = None
+    chrome_gcm_ttl: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    firefox_title: str | None = None
+    firefox_icon: str | None = None
+    firefox_ttl: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    safari_title: str | None = None
+    safari_ttl: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    safari_url_args: list[str] | None = None
+
+
+class CreateMessage(msgspec.Struct):
+    auth: str
+    application: str
+    notifications: Annotated[
+        list[NotificationIn], msgspec.Meta(min_length=1, max_length=MAX_NOTIFICATIONS)
+    ]
+
+
+class DeleteMessage(msgspec.Struct):
+    auth: str
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+def send_at(n: NotificationIn, now_us: int, where: str) -> int:
+    """When a notification is due, in microseconds UTC."""
+    if n.send_date in ("", "now"):
+        if n.timezone is not None:
+            _zone(n.timezone, where)
+        return now_us
+    try:
+        local = datetime.strptime(n.send_date, "%Y-%m-%d %H:%M")
+    except ValueError:
+        try:
+            local = datetime.strptime(n.send_date, "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise ArgumentError(
+                f'{where}.send_date: expected "now" or "YYYY-MM-DD HH:mm", got {n.send_date!r}'
+            ) from None
+    zone = _zone(n.timezone, where) if n.timezone else UTC
+    due = int(local.replace(tzinfo=zone).timestamp()) * US
+    return max(due, now_us)  # a past date means now
+
+
+def _zone(name: str, where: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ArgumentError(f"{where}.timezone: unknown time zone {name!r}") from None
+
+
+def _check(n: NotificationIn, where: str) -> None:
+    if n.content in (None, "", {}) and not n.data:
+        raise ArgumentError(f"{where}.content: required (or data for a silent push)")
+    for bad in n.platforms or ():
+        if bad not in ACCEPTED:
+            raise ArgumentError(f"{where}.platforms: {bad} is not a known device type")
+    if n.devices is not None and not n.devices:
+        raise ArgumentError(f"{where}.devices: must name at least one device")
+
+
+async def create_message(call: Call, request: dict[str, Any]) -> dict[str, Any]:
+    app = await call.app_for(request.get("application"))
+    r = convert(request, CreateMessage)
+    now = call.ctx.store_clock()
+    plans = []
+    for i, n in enumerate(r.notifications):
+        where = f"notifications[{i}]"
+        _check(n, where)
+        plans.append(
+            MessagePlan(
+                notification=msgspec.structs.asdict(n),
+                targeting=Targeting(
+                    devices=tuple(n.devices) if n.devices is not None else None,
+                    platforms=tuple(n.platforms) if n.platforms else None,
+                    users=tuple(n.users) if n.users else None,
+                ),
+                send_at=send_at(n, now, where),
+                campaign=n.campaign,
+            )
+        )
+    for plan in plans:
+        _strip_none(plan.notification)
+    created = await call.ctx.store.create_messages(app, plans)
+    response: dict[str, Any] = {"Messages": [m.code for m in created]}
+    codes = [c for m in created if m.tracking_codes is not None for c in m.tracking_codes]
+    if app.tracking and any(m.tracking_codes is not None for m in created):
+        response["TrackingCodes"] = codes
+    return response
+
+
+def _strip_none(d: dict[str, Any]) -> None:
+    for key in [k for k, v in d.items() if v is None]:
+        del d[key]
+
+
+async def delete_message(call: Call, request: dict[str, Any]) -> None:
+    r = convert(request, DeleteMessage)
+    assert call.token is not None
+    try:
+        await call.ctx.store.delete_message(call.token.account, call.token.apps, r.message)
+    except ConflictError as exc:
+        raise ArgumentError(f"message: {exc}") from None

@@ -1,0 +1,148 @@
+"""Statistics v2: getMessageLog (more v2 methods join this module's router)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+import msgspec
+
+from pushtrack.api.context import Call
+from pushtrack.api.envelope import convert
+from pushtrack.api.errors import ArgumentError
+from pushtrack.domain import platforms
+from pushtrack.domain.status import BY_LABEL, Status
+from pushtrack.domain.timeutil import DAY_US, parse_wire, to_wire
+from pushtrack.store.base import LogQuery
+
+MAX_INTERVAL_DAYS = 30
+MAX_LIMIT = 100_000
+
+
+class GetMessageLog(msgspec.Struct):
+    message_id: int | None = None
+    message_code: str | None = None
+    campaign_code: str | None = None
+    hwid: str | list[str] | None = None
+    user_id: str | None = None
+    application_code: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    actions: list[str] | None = None
+    platforms: list[str] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 1000
+    pagination_token: str | None = None
+    auth: str | None = None
+
+
+#: Pushwoosh's inbox actions exist in the filter vocabulary but are never recorded here.
+_INBOX_ACTIONS = frozenset({"inbox_opened", "inbox_read", "inbox_deleted", "inbox_received"})
+
+
+def encode_cursor(ts: int, event_id: int) -> str:
+    raw = msgspec.json.encode([ts, event_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        ts, event_id = msgspec.json.decode(raw, type=tuple[int, int])
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        raise ArgumentError("pagination_token: not a token this service issued") from None
+    return ts, event_id
+
+
+def _date(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_wire(value)
+    except ValueError:
+        raise ArgumentError(f'{name}: expected "YYYY-MM-DD HH:MM:SS", got {value!r}') from None
+
+
+def build_query(call: Call, r: GetMessageLog) -> LogQuery:
+    assert call.token is not None
+    hwids = [r.hwid] if isinstance(r.hwid, str) else r.hwid
+    date_from, date_to = _date(r.date_from, "date_from"), _date(r.date_to, "date_to")
+    has_id = any(
+        v is not None
+        for v in (r.message_id, r.message_code, r.campaign_code, r.user_id, r.application_code)
+    ) or bool(hwids)
+    if not has_id and (date_from is None or date_to is None):
+        raise ArgumentError(
+            "at least one of message_id, message_code, campaign_code, hwid, user_id,"
+            " application_code, or both date_from and date_to is required"
+        )
+    if date_from is not None and date_to is not None:
+        if date_to < date_from:
+            raise ArgumentError("date_to: must not be before date_from")
+        if date_to - date_from > MAX_INTERVAL_DAYS * DAY_US:
+            raise ArgumentError(
+                f"exceeded the maximum date interval. Max interval: {MAX_INTERVAL_DAYS} days"
+            )
+    statuses: list[Status] = []
+    for action in r.actions or ():
+        if action in BY_LABEL:
+            statuses.append(BY_LABEL[action])
+        elif action not in _INBOX_ACTIONS:
+            raise ArgumentError(f"actions: unknown action {action!r}")
+    wanted_platforms = []
+    for name in r.platforms or ():
+        platform = platforms.from_name(name)
+        if platform is None:
+            raise ArgumentError(f"platforms: unknown platform {name!r}")
+        wanted_platforms.append(platform)
+    return LogQuery(
+        account=call.token.account,
+        apps=call.token.apps,
+        message_id=r.message_id,
+        message_code=r.message_code,
+        campaign_code=r.campaign_code,
+        hwids=tuple(hwids) if hwids else None,
+        user_id=r.user_id,
+        application_code=r.application_code,
+        date_from=date_from,
+        date_to=date_to,
+        statuses=tuple(statuses) if r.actions else None,
+        platforms=tuple(wanted_platforms) or None,
+        after=decode_cursor(r.pagination_token) if r.pagination_token else None,
+        limit=r.limit + 1,
+    )
+
+
+async def get_message_log(call: Call, body: dict[str, Any]) -> dict[str, Any]:
+    r = convert(body, GetMessageLog)
+    query = build_query(call, r)
+    if query.statuses == ():
+        return {"data": [], "pagination_token": None}
+    rows = await call.ctx.store.message_log(query)
+    more = len(rows) > r.limit
+    rows = rows[: r.limit]
+    data = [
+        {
+            "timestamp": to_wire(row.ts),
+            "action": row.status.label,
+            "application_code": row.application_code,
+            "message_code": row.message_code,
+            "message_id": row.message_id,
+            "tracking_code": row.tracking_code,
+            "hwid": row.hwid,
+            "target_id": row.target_id,
+            "user_id": row.user_id,
+            "platform": _platform_name(row.platform),
+            "description": row.description,
+        }
+        for row in rows
+    ]
+    token = encode_cursor(rows[-1].ts, rows[-1].event_id) if more and rows else None
+    return {"data": data, "pagination_token": token}
+
+
+def _platform_name(value: int) -> str:
+    try:
+        return platforms.Platform(value).api_name
+    except ValueError:
+        return "unknown"

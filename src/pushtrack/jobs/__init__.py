@@ -1,0 +1,1 @@
+"""Background jobs: dispatch, exports, retention."""
