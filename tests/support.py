@@ -1,0 +1,202 @@
+"""Test support: a real pushtrack server on a real database, driven over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+
+from pushtrack import config
+from pushtrack.api import auth
+from pushtrack.api.app import create_app
+from pushtrack.api.context import Context
+from pushtrack.domain import codes
+from pushtrack.store import Store, open_store
+from pushtrack.store.base import App
+
+TABLES = (
+    "accounts",
+    "applications",
+    "api_tokens",
+    "devices",
+    "messages",
+    "payloads",
+    "deliveries",
+    "events",
+    "counters",
+    "jobs",
+)
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def run(coro: Any) -> Any:
+    """Run a store coroutine from test code (the store is not tied to any loop)."""
+    return asyncio.run(coro)
+
+
+class Database:
+    """Raw access to the database behind a store, for checking what was written."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.url.startswith("sqlite:"):
+            path = self.url.removeprefix("sqlite://").removeprefix("/")
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                return conn.execute(sql, params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql.replace("?", "%s"), params).fetchall()  # type: ignore[arg-type]
+
+    def execute(self, sql: str) -> None:
+        if self.url.startswith("sqlite:"):
+            path = self.url.removeprefix("sqlite://").removeprefix("/")
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                conn.executescript(sql)
+            return
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    def count(self, table: str) -> int:
+        return int(self.rows(f"SELECT COUNT(*) FROM {table}")[0][0])
+
+    def counts(self) -> dict[str, int]:
+        return {t: self.count(t) for t in TABLES}
+
+
+@dataclass
+class Service:
+    """A running server plus what a test needs to talk to it."""
+
+    url: str
+    store: Store
+    db: Database
+    app: App
+    server_token: str
+    device_token: str
+    http: httpx.Client
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def call(self, method: str, request: dict[str, Any], **kw: Any) -> httpx.Response:
+        return self.http.post(f"/json/1.3/{method}", json={"request": request}, **kw)
+
+    def server(self, method: str, **fields: Any) -> dict[str, Any]:
+        """A server method call with this service's token; returns the envelope."""
+        body = {"auth": self.server_token, "application": self.app.code, **fields}
+        resp = self.call(method, body)
+        return resp.json()  # type: ignore[no-any-return]
+
+    def device(self, method: str, **fields: Any) -> dict[str, Any]:
+        body = {"application": self.app.code, **fields}
+        resp = self.call(method, body, headers={"Authorization": f"Token {self.device_token}"})
+        return resp.json()  # type: ignore[no-any-return]
+
+    def v2(self, method: str, body: dict[str, Any], token: str | None = None) -> httpx.Response:
+        return self.http.post(
+            f"/api/v2/{method}",
+            json=body,
+            headers={"Authorization": f"Token {token or self.server_token}"},
+        )
+
+    def register(self, hwid: str, device_type: int = 1, **fields: Any) -> None:
+        fields.setdefault("push_token", f"token-{hwid}")
+        out = self.device("registerDevice", hwid=hwid, device_type=device_type, **fields)
+        assert out["status_code"] == 200, out
+
+    def make_token(
+        self, kind: str = "server", apps: list[str] | None = None, methods: list[str] | None = None,
+        account: str = "default",
+    ) -> str:
+        raw = codes.secret_token()
+        run(self.store.create_token(account, kind, auth.hash_token(raw), auth.prefix_of(raw),
+                                    apps, methods))
+        return raw
+
+    def log(self, **filters: Any) -> list[dict[str, Any]]:
+        """Every getMessageLog row matching the filters, walking all pages."""
+        rows: list[dict[str, Any]] = []
+        token = None
+        while True:
+            body = dict(filters)
+            if token:
+                body["pagination_token"] = token
+            resp = self.v2("statistics/getMessageLog", body)
+            assert resp.status_code == 200, resp.text
+            page = resp.json()
+            rows.extend(page["data"])
+            token = page["pagination_token"]
+            if not token:
+                return rows
+
+
+class ServerThread:
+    """uvicorn serving an app in a background thread, on an ephemeral port."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                             access_log=False, lifespan="on")
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def service(database_url: str, **settings: Any) -> Iterator[Service]:
+    store = open_store(database_url)
+    try:
+        app = run(store.create_app("default", "test app"))
+        cfg = config.load({"database": database_url, **settings}, env={})
+        ctx = Context.build(cfg, store)
+        with ServerThread(create_app(ctx)) as srv, httpx.Client(
+            base_url=srv.url, timeout=30
+        ) as http:
+            svc = Service(
+                url=srv.url,
+                store=store,
+                db=Database(database_url),
+                app=app,
+                server_token="",
+                device_token="",
+                http=http,
+            )
+            svc.server_token = svc.make_token("server")
+            svc.device_token = svc.make_token("device")
+            yield svc
+    finally:
+        run(store.close())
