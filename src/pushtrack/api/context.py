@@ -9,7 +9,8 @@ from typing import Any
 from pushtrack.api import auth
 from pushtrack.api.errors import ArgumentError, AuthError
 from pushtrack.config import Settings
-from pushtrack.store.base import App, Store, TokenInfo
+from pushtrack.store import Store
+from pushtrack.store.base import App, TokenInfo
 
 #: Seconds a token or application looked up stays cached (revocation takes this long).
 CACHE_SECONDS = 2.0

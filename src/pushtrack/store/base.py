@@ -1,4 +1,4 @@
-"""The ``Store`` protocol and the plain types that cross it.
+"""The types that cross the store boundary, and the ``Engine`` and ``Tx`` protocols.
 
 Rows never leave the store: engines return these types. Every method is a
 coroutine; engines run blocking database work off the event loop.
@@ -6,13 +6,15 @@ coroutine; engines run blocking database work off the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from pushtrack.domain.platforms import Platform
 from pushtrack.domain.status import Status
+
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -115,63 +117,49 @@ class LogRow(msgspec.Struct, frozen=True):
     platform: int
 
 
-class Store(Protocol):
+class Tx(Protocol):
+    """What transaction logic needs of an engine's open transaction.
+
+    SQL uses ``?`` placeholders; engines translate where their driver differs.
+    """
+
+    dialect: str  # "sqlite" | "postgresql", for the few statements that differ
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def new_ids(self, table: str, n: int) -> list[int]:
+        """``n`` unused primary keys of ``table``, ascending."""
+        ...
+
+    def now(self) -> int:
+        """This transaction's clock (microseconds, UTC)."""
+        ...
+
+
+class Engine(Protocol):
+    """A database engine: runs transaction functions, off the event loop.
+
+    ``write`` functions run in one transaction that commits before the call
+    returns (engines may commit several callers' functions together, each in
+    its own savepoint). Domain errors (``ConflictError``) raised inside pass
+    through unchanged, after their function's writes were rolled back.
+    """
+
     url: str
-    #: The store's clock, microseconds UTC (injectable for tests of time rules).
     clock: Callable[[], int]
 
+    async def write(self, fn: Callable[[Tx], T]) -> T: ...
+
+    async def read(self, fn: Callable[[Tx], T]) -> T: ...
+
+    def write_sync(self, fn: Callable[[Tx], T]) -> T: ...
+
+    def read_sync(self, fn: Callable[[Tx], T]) -> T: ...
+
     async def close(self) -> None: ...
-
-    # accounts, applications and tokens
-    async def create_app(
-        self,
-        account: str,
-        name: str,
-        *,
-        tracking: bool = True,
-        open_logging: bool = True,
-        device_token_required: bool = True,
-    ) -> App: ...
-
-    async def list_apps(self, account: str) -> list[App]: ...
-
-    async def get_app(self, code: str) -> App | None: ...
-
-    async def create_token(
-        self,
-        account: str,
-        kind: str,
-        token_hash: str,
-        prefix: str,
-        apps: Sequence[str] | None,
-        methods: Sequence[str] | None,
-    ) -> TokenInfo: ...
-
-    async def find_token(self, token_hash: str) -> TokenInfo | None: ...
-
-    async def list_tokens(self, account: str) -> list[TokenInfo]: ...
-
-    async def revoke_tokens(self, account: str, prefix: str) -> int: ...
-
-    # devices
-    async def register_device(self, app: App, device: DeviceIn) -> None: ...
-
-    async def unregister_device(self, app: App, hwid: str) -> bool: ...
-
-    async def record_device_report(
-        self, app: App, hwid: str, payload_hash: str, status: Status
-    ) -> bool:
-        """Record ``opened`` or device-confirmed ``delivered``; False if no such delivery."""
-        ...
-
-    # messages
-    async def create_messages(self, app: App, plans: Sequence[MessagePlan]) -> list[MessageCreated]:
-        """Everything of one createMessage request, in one transaction."""
-        ...
-
-    async def delete_message(self, account: str, apps: frozenset[str] | None, code: str) -> str:
-        """Cancel what is not yet sent; the message's status after (ConflictError: unknown)."""
-        ...
-
-    # reading the trail
-    async def message_log(self, query: LogQuery) -> list[LogRow]: ...

@@ -84,6 +84,7 @@ MIGRATIONS: list[str] = [
         platform INTEGER NOT NULL,
         hash TEXT,
         state INTEGER NOT NULL,
+        opened INTEGER NOT NULL DEFAULT 0,
         attempts INTEGER NOT NULL DEFAULT 0,
         next_at INTEGER
     );
@@ -94,9 +95,9 @@ MIGRATIONS: list[str] = [
         ts INTEGER NOT NULL,
         delivery_id INTEGER NOT NULL,
         status INTEGER NOT NULL,
-        description TEXT NOT NULL,
-        UNIQUE (delivery_id, status)
+        description TEXT NOT NULL
     );
+    CREATE INDEX events_delivery ON events (delivery_id);
     CREATE INDEX events_ts ON events (ts);
     CREATE TABLE counters (
         message_id INTEGER NOT NULL,

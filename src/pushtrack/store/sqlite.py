@@ -21,20 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pushtrack.domain.status import DESC_DEVICE_CONFIRMED, DESC_OPENED, Status
 from pushtrack.domain.timeutil import now_us
-from pushtrack.store import tx as logic
-from pushtrack.store.base import (
-    App,
-    ConflictError,
-    DeviceIn,
-    LogQuery,
-    LogRow,
-    MessageCreated,
-    MessagePlan,
-    StoreError,
-    TokenInfo,
-)
+from pushtrack.store.base import ConflictError, StoreError, Tx
 from pushtrack.store.schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -48,7 +36,9 @@ _DOMAIN_ERRORS = (ConflictError,)
 
 
 class _Tx:
-    """``logic.Tx`` over one sqlite3 connection."""
+    """``Tx`` over one sqlite3 connection."""
+
+    dialect = "sqlite"
 
     __slots__ = ("_clock", "conn")
 
@@ -110,13 +100,13 @@ def migrate(conn: sqlite3.Connection) -> None:
 class _Unit:
     __slots__ = ("fn", "future")
 
-    def __init__(self, fn: Callable[[_Tx], Any]) -> None:
+    def __init__(self, fn: Callable[[Tx], Any]) -> None:
         self.fn = fn
         self.future: Future[Any] = Future()
 
 
-class SQLiteStore:
-    """The ``Store`` on a SQLite file."""
+class SQLiteEngine:
+    """The ``Engine`` on a SQLite file."""
 
     def __init__(self, path: str, *, clock: Callable[[], int] = now_us) -> None:
         self.path = path
@@ -136,7 +126,7 @@ class SQLiteStore:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str) -> SQLiteEngine:
         # sqlite:///relative/path or sqlite:////absolute/path, as SQLAlchemy spells them
         path = url.removeprefix("sqlite://").removeprefix("/")
         return cls(path or "pushtrack.db")
@@ -197,7 +187,7 @@ class SQLiteStore:
             else:
                 unit.future.set_exception(value)
 
-    async def _write(self, fn: Callable[[_Tx], T]) -> T:
+    async def write(self, fn: Callable[[Tx], T]) -> T:
         if self._closed:
             raise StoreError("store is closed")
         unit = _Unit(fn)
@@ -210,7 +200,7 @@ class SQLiteStore:
             raise StoreError(str(exc)) from exc
         return result
 
-    def write_sync(self, fn: Callable[[_Tx], T]) -> T:
+    def write_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run a unit of work from a thread that has no event loop (CLI, jobs)."""
         unit = _Unit(fn)
         self._queue.put(unit)
@@ -230,7 +220,8 @@ class SQLiteStore:
             self._local.tx = tx
         return tx
 
-    def _read_sync(self, fn: Callable[[_Tx], T]) -> T:
+    def read_sync(self, fn: Callable[[Tx], T]) -> T:
+        """Run a read in the calling thread (for streaming exports from a worker thread)."""
         tx = self._reader()
         try:
             tx.conn.execute("BEGIN")
@@ -241,11 +232,11 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
 
-    async def _read(self, fn: Callable[[_Tx], T]) -> T:
+    async def read(self, fn: Callable[[Tx], T]) -> T:
         if self._closed:
             raise StoreError("store is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._read_sync, fn)
+        return await loop.run_in_executor(self._pool, self.read_sync, fn)
 
     async def close(self) -> None:
         self.close_sync()
@@ -261,77 +252,3 @@ class SQLiteStore:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
-
-    # -- accounts, applications, tokens ---------------------------------------------------
-
-    async def create_app(
-        self,
-        account: str,
-        name: str,
-        *,
-        tracking: bool = True,
-        open_logging: bool = True,
-        device_token_required: bool = True,
-    ) -> App:
-        return await self._write(
-            lambda tx: logic.create_app(
-                tx, account, name, tracking, open_logging, device_token_required
-            )
-        )
-
-    async def list_apps(self, account: str) -> list[App]:
-        return await self._read(lambda tx: logic.list_apps(tx, account))
-
-    async def get_app(self, code: str) -> App | None:
-        return await self._read(lambda tx: logic.get_app(tx, code))
-
-    async def create_token(
-        self,
-        account: str,
-        kind: str,
-        token_hash: str,
-        prefix: str,
-        apps: Sequence[str] | None,
-        methods: Sequence[str] | None,
-    ) -> TokenInfo:
-        return await self._write(
-            lambda tx: logic.create_token(tx, account, kind, token_hash, prefix, apps, methods)
-        )
-
-    async def find_token(self, token_hash: str) -> TokenInfo | None:
-        return await self._read(lambda tx: logic.find_token(tx, token_hash))
-
-    async def list_tokens(self, account: str) -> list[TokenInfo]:
-        return await self._read(lambda tx: logic.list_tokens(tx, account))
-
-    async def revoke_tokens(self, account: str, prefix: str) -> int:
-        return await self._write(lambda tx: logic.revoke_tokens(tx, account, prefix))
-
-    # -- devices --------------------------------------------------------------------------
-
-    async def register_device(self, app: App, device: DeviceIn) -> None:
-        await self._write(lambda tx: logic.register_device(tx, app, device))
-
-    async def unregister_device(self, app: App, hwid: str) -> bool:
-        return await self._write(lambda tx: logic.unregister_device(tx, app, hwid))
-
-    async def record_device_report(
-        self, app: App, hwid: str, payload_hash: str, status: Status
-    ) -> bool:
-        description = DESC_OPENED if status is Status.OPENED else DESC_DEVICE_CONFIRMED
-        return await self._write(
-            lambda tx: logic.record_device_report(tx, app, hwid, payload_hash, status, description)
-        )
-
-    # -- messages -------------------------------------------------------------------------
-
-    async def create_messages(self, app: App, plans: Sequence[MessagePlan]) -> list[MessageCreated]:
-        return await self._write(lambda tx: logic.create_messages(tx, app, plans))
-
-    async def delete_message(self, account: str, apps: frozenset[str] | None, code: str) -> str:
-        return await self._write(lambda tx: logic.delete_message(tx, account, apps, code))
-
-    # -- reading the trail ----------------------------------------------------------------
-
-    async def message_log(self, query: LogQuery) -> list[LogRow]:
-        return await self._read(lambda tx: logic.message_log(tx, query))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -35,6 +35,7 @@ from pushtrack.store.base import (
     MessageCreated,
     MessagePlan,
     TokenInfo,
+    Tx,
 )
 
 #: Deliveries per dispatch job.
@@ -49,26 +50,6 @@ def dumps(value: Any) -> str:
 
 def loads(text: str | bytes | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
-
-
-class Tx(Protocol):
-    """What the logic needs of an engine's open transaction."""
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
-
-    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
-
-    def new_ids(self, table: str, n: int) -> list[int]:
-        """``n`` unused primary keys of ``table``, ascending."""
-        ...
-
-    def now(self) -> int:
-        """This transaction's clock (microseconds, UTC)."""
-        ...
 
 
 # -- accounts, applications, tokens --------------------------------------------------
@@ -105,9 +86,9 @@ def account_id(tx: Tx, name: str) -> int:
 
 
 def create_app(
-    tx: Tx, account: str, name: str, tracking: bool, open_logging: bool, token_required: bool
+    tx: Tx, *, account: str, name: str, tracking: bool, open_logging: bool, token_required: bool
 ) -> App:
-    acc = account_id(tx, name=account)
+    acc = account_id(tx, account)
     code = codes.app_code()
     while tx.one("SELECT 1 FROM applications WHERE code = ?", (code,)):
         code = codes.app_code()
@@ -269,16 +250,16 @@ def unregister_device(tx: Tx, app: App, hwid: str) -> bool:
 def append_events(tx: Tx, events: Sequence[tuple[int, Status, str, int, int]]) -> None:
     """Append events ``(delivery_id, status, description, message_id, platform)``.
 
-    Callers pass only transitions that are new (the delivery's state guards
-    them), so counters and log agree; the unique (delivery, status) key still
-    absorbs any repeat.
+    Callers pass only transitions they won on the delivery row (its ``state``
+    and ``opened`` columns, changed by a guarded UPDATE in the same
+    transaction), so there is at most one event per (delivery, status) and
+    counters always agree with the log.
     """
     if not events:
         return
     ts = tx.now()
     tx.many(
-        "INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (delivery_id, status) DO NOTHING",
+        "INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, ?, ?)",
         [(ts, e[0], int(e[1]), e[2]) for e in events],
     )
     bump_counters(tx, ((e[3], hour_of(ts), e[4], e[1]) for e in events))
@@ -309,26 +290,27 @@ def record_device_report(
     tx: Tx, app: App, hwid: str, payload_hash: str, status: Status, description: str
 ) -> bool:
     row = tx.one(
-        "SELECT d.id, d.message_id, d.platform, d.state FROM deliveries d"
+        "SELECT d.id, d.message_id, d.platform FROM deliveries d"
         " JOIN messages m ON m.id = d.message_id"
         " WHERE d.hwid = ? AND d.hash = ? AND m.app_id = ?",
         (hwid, payload_hash, app.id),
     )
     if row is None:
         return False
-    delivery_id, message_id, platform, state = row
-    seen = tx.one(
-        "SELECT 1 FROM events WHERE delivery_id = ? AND status = ?", (delivery_id, int(status))
-    )
-    if seen:
-        return True
+    delivery_id, message_id, platform = row
     if status is Status.DELIVERED:
-        if state == Status.DELIVERED:
-            return True  # the gateway's acceptance is already counted
-        tx.run("UPDATE deliveries SET state = ? WHERE id = ?", (int(status), delivery_id))
-    elif not app.open_logging:
-        return True
-    append_events(tx, [(delivery_id, status, description, message_id, platform)])
+        # The device's word settles a delivery still in flight; one already
+        # delivered (the gateway accepted it) or failed keeps its one terminal status.
+        won = tx.run(
+            "UPDATE deliveries SET state = ? WHERE id = ? AND state IN (?, ?)",
+            (int(Status.DELIVERED), delivery_id, int(Status.CREATED), int(Status.SENT)),
+        )
+    elif app.open_logging:
+        won = tx.run("UPDATE deliveries SET opened = 1 WHERE id = ? AND opened = 0", (delivery_id,))
+    else:
+        won = 0
+    if won:
+        append_events(tx, [(delivery_id, status, description, message_id, platform)])
     return True
 
 

@@ -1,0 +1,139 @@
+"""``Store``: the typed face of the database that the API, workers and CLI use.
+
+Each method names one unit of work and hands the matching transaction
+function (``store/tx.py`` and its siblings) to the engine. Engines differ
+only in how they run transactions, never in what a unit of work does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from pushtrack.domain.status import DESC_DEVICE_CONFIRMED, DESC_OPENED, Status
+from pushtrack.store import tx
+from pushtrack.store.base import (
+    App,
+    DeviceIn,
+    Engine,
+    LogQuery,
+    LogRow,
+    MessageCreated,
+    MessagePlan,
+    TokenInfo,
+)
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def url(self) -> str:
+        return self.engine.url
+
+    @property
+    def clock(self) -> Callable[[], int]:
+        return self.engine.clock
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    # -- accounts, applications, tokens ---------------------------------------------------
+
+    async def create_app(
+        self,
+        account: str,
+        name: str,
+        *,
+        tracking: bool = True,
+        open_logging: bool = True,
+        device_token_required: bool = True,
+    ) -> App:
+        return await self.engine.write(
+            partial(
+                tx.create_app,
+                account=account,
+                name=name,
+                tracking=tracking,
+                open_logging=open_logging,
+                token_required=device_token_required,
+            )
+        )
+
+    async def list_apps(self, account: str) -> list[App]:
+        return await self.engine.read(partial(tx.list_apps, account=account))
+
+    async def get_app(self, code: str) -> App | None:
+        return await self.engine.read(partial(tx.get_app, code=code))
+
+    async def create_token(
+        self,
+        account: str,
+        kind: str,
+        token_hash: str,
+        prefix: str,
+        apps: Sequence[str] | None,
+        methods: Sequence[str] | None,
+    ) -> TokenInfo:
+        return await self.engine.write(
+            partial(
+                tx.create_token,
+                account=account,
+                kind=kind,
+                token_hash=token_hash,
+                prefix=prefix,
+                apps=apps,
+                methods=methods,
+            )
+        )
+
+    async def find_token(self, token_hash: str) -> TokenInfo | None:
+        return await self.engine.read(partial(tx.find_token, token_hash=token_hash))
+
+    async def list_tokens(self, account: str) -> list[TokenInfo]:
+        return await self.engine.read(partial(tx.list_tokens, account=account))
+
+    async def revoke_tokens(self, account: str, prefix: str) -> int:
+        return await self.engine.write(partial(tx.revoke_tokens, account=account, prefix=prefix))
+
+    # -- devices --------------------------------------------------------------------------
+
+    async def register_device(self, app: App, device: DeviceIn) -> None:
+        await self.engine.write(partial(tx.register_device, app=app, d=device))
+
+    async def unregister_device(self, app: App, hwid: str) -> bool:
+        return await self.engine.write(partial(tx.unregister_device, app=app, hwid=hwid))
+
+    async def record_device_report(
+        self, app: App, hwid: str, payload_hash: str, status: Status
+    ) -> bool:
+        """Record ``opened`` or device-confirmed ``delivered``; False if no such delivery."""
+        description = DESC_OPENED if status is Status.OPENED else DESC_DEVICE_CONFIRMED
+        return await self.engine.write(
+            partial(
+                tx.record_device_report,
+                app=app,
+                hwid=hwid,
+                payload_hash=payload_hash,
+                status=status,
+                description=description,
+            )
+        )
+
+    # -- messages -------------------------------------------------------------------------
+
+    async def create_messages(self, app: App, plans: Sequence[MessagePlan]) -> list[MessageCreated]:
+        """Everything of one createMessage request, in one transaction."""
+        return await self.engine.write(partial(tx.create_messages, app=app, plans=plans))
+
+    async def delete_message(self, account: str, apps: frozenset[str] | None, code: str) -> str:
+        """Cancel what is not yet sent (ConflictError: unknown or already ended)."""
+        return await self.engine.write(
+            partial(tx.delete_message, account=account, apps=apps, code=code)
+        )
+
+    # -- reading the trail ----------------------------------------------------------------
+
+    async def message_log(self, query: LogQuery) -> list[LogRow]:
+        return await self.engine.read(partial(tx.message_log, q=query))

@@ -1,0 +1,260 @@
+"""A small HTTP/2-over-TLS server (the h2 library on asyncio) running in a background thread.
+
+Each local gateway is a handler on top of it: ``async handler(Request) -> Response``.
+It speaks real HTTP/2 (ALPN "h2", flow control, concurrent streams) and can
+send GOAWAY after a number of streams on a connection, the way APNs retires
+connections, then close the connection: requests on streams it did not take
+must be retried by the client on a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names; see header_list for repeats
+    header_list: list[tuple[str, str]]
+    body: bytes
+    connection: int  # 1-based number of the TCP connection the request came on
+    stream_id: int
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    @classmethod
+    def json(cls, status: int, data: Any, headers: dict[str, str] | None = None) -> Response:
+        headers = {"content-type": "application/json; charset=UTF-8", **(headers or {})}
+        return cls(status, headers, json.dumps(data).encode())
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class H2Server:
+    def __init__(self, handler: Handler, ssl_context: ssl.SSLContext) -> None:
+        self.handler = handler
+        self.ssl_context = ssl_context
+        #: Send GOAWAY and close a connection once it has answered this many streams.
+        self.goaway_after: int | None = None
+        self.connections = 0
+        #: Exceptions raised by the handler (answered as 500): tests assert this stays empty.
+        self.errors: list[BaseException] = []
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopping: asyncio.Event | None = None
+        self._start_error: BaseException | None = None
+        self._live: set[_Connection] = set()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="h2-test-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("local HTTP/2 server did not start")
+        if self._start_error is not None:
+            raise RuntimeError("local HTTP/2 server failed") from self._start_error
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        if self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(10)
+        self._thread = None
+
+    def __enter__(self) -> H2Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.run_until_complete(self._main())
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stopping = asyncio.Event()
+        try:
+            server = await asyncio.start_server(
+                self._accept, "127.0.0.1", 0, ssl=self.ssl_context, ssl_shutdown_timeout=1.0
+            )
+        except BaseException as exc:
+            self._start_error = exc
+            self._ready.set()
+            raise
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        await self._stopping.wait()
+        server.close()
+        tasks = [conn.task for conn in self._live]
+        for conn in list(self._live):
+            conn.abort()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        conn = _Connection(self, reader, writer, self.connections)
+        self._live.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self._live.discard(conn)
+
+
+class _Connection:
+    def __init__(
+        self,
+        server: H2Server,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        number: int,
+    ) -> None:
+        self.server, self.reader, self.writer, self.number = server, reader, writer, number
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        self.h2 = h2.connection.H2Connection(config=config)
+        self.task = asyncio.current_task()
+        self.streams: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
+        self.responders: set[asyncio.Task[None]] = set()
+        self.window_open = asyncio.Event()
+        self.answered = 0
+        self.closed = False
+
+    async def run(self) -> None:
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+            self.writer.close()
+            return
+        self.h2.initiate_connection()
+        self._flush()
+        try:
+            while not self.closed:
+                data = await self.reader.read(65536)
+                if not data:
+                    break
+                try:
+                    events = self.h2.receive_data(data)
+                except h2.exceptions.ProtocolError:
+                    self._flush()
+                    break
+                for event in events:
+                    self._on(event)
+                self._flush()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            self.closed = True
+            for task in list(self.responders):
+                task.cancel()
+            await asyncio.gather(*self.responders, return_exceptions=True)
+            self.writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
+                await asyncio.wait_for(self.writer.wait_closed(), 2)
+
+    def abort(self) -> None:
+        self.closed = True
+        self.writer.transport.abort()
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    def _on(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            self.streams[event.stream_id] = (list(event.headers), bytearray())
+        elif isinstance(event, h2.events.DataReceived):
+            if event.stream_id in self.streams:
+                self.streams[event.stream_id][1].extend(event.data)
+            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded) and event.stream_id in self.streams:
+            headers, body = self.streams.pop(event.stream_id)
+            task = asyncio.create_task(self._respond(event.stream_id, headers, bytes(body)))
+            self.responders.add(task)
+            task.add_done_callback(self.responders.discard)
+        elif isinstance(event, h2.events.StreamReset):
+            self.streams.pop(event.stream_id, None)
+        elif isinstance(event, h2.events.WindowUpdated):
+            self.window_open.set()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.closed = True
+
+    async def _respond(self, stream_id: int, header_list: list[tuple[str, str]], body: bytes) -> None:
+        headers = dict(header_list)
+        request = Request(
+            method=headers.get(":method", ""),
+            path=headers.get(":path", ""),
+            headers={k: v for k, v in headers.items() if not k.startswith(":")},
+            header_list=[(k, v) for k, v in header_list if not k.startswith(":")],
+            body=body,
+            connection=self.number,
+            stream_id=stream_id,
+        )
+        try:
+            response = await self.server.handler(request)
+        except Exception as exc:
+            self.server.errors.append(exc)
+            response = Response(500, body=repr(exc).encode())
+        if self.closed:
+            return
+        self.h2.send_headers(
+            stream_id,
+            [
+                (":status", str(response.status)),
+                ("content-length", str(len(response.body))),
+                *response.headers.items(),
+            ],
+            end_stream=not response.body,
+        )
+        self._flush()
+        if response.body:
+            await self._send_body(stream_id, response.body)
+        self.answered += 1
+        limit = self.server.goaway_after
+        if limit is not None and self.answered >= limit and not self.closed:
+            self.closed = True
+            self.h2.close_connection(last_stream_id=stream_id)
+            self._flush()
+            self.writer.close()
+
+    async def _send_body(self, stream_id: int, body: bytes) -> None:
+        while body and not self.closed:
+            window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
+            if window <= 0:
+                self.window_open.clear()
+                await self.window_open.wait()
+                continue
+            self.h2.send_data(stream_id, body[:window], end_stream=len(body) <= window)
+            body = body[window:]
+            self._flush()

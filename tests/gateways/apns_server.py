@@ -1,0 +1,209 @@
+"""A local APNs provider API: ``POST /3/device/<token>`` over HTTP/2 with token auth.
+
+It verifies the provider token (ES256 signature against the team key's public
+half, ``kid`` and ``iss``, at most an hour old) and the apns-* headers, and
+answers the way APNs does: status code, ``apns-id`` header, and
+``{"reason": ...}`` (plus ``timestamp`` for 410) on errors.
+
+Knobs for tests: ``failures`` (device token → (status, reason[, headers])),
+``latency`` (seconds per request), ``goaway_after`` (streams per connection),
+``expire_provider_tokens()``; ``received`` records every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.gateways import LocalTLS
+from tests.gateways._h2server import H2Server, Request, Response
+
+PUSH_TYPES = frozenset(
+    {"alert", "background", "location", "voip", "complication", "fileprovider", "mdm",
+     "liveactivity", "pushtotalk", "widgets"}
+)
+MAX_PAYLOAD = 4096
+_PATH = re.compile(r"/3/device/([^/?]*)")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HEX = re.compile(r"[0-9a-fA-F]{64,200}")
+
+
+@dataclass
+class ReceivedPush:
+    token: str
+    headers: dict[str, str]
+    payload: Any  # the decoded JSON body, or None
+    status: int
+    reason: str | None
+    apns_id: str
+    connection: int
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.headers = status, reason, headers or {}
+
+
+class ApnsServer:
+    def __init__(
+        self,
+        tls: LocalTLS,
+        *,
+        public_key: ec.EllipticCurvePublicKey,
+        key_id: str,
+        team_id: str,
+        topic: str,
+    ) -> None:
+        self.public_key, self.key_id, self.team_id, self.topic = public_key, key_id, team_id, topic
+        self.failures: dict[str, tuple[Any, ...]] = {}
+        self.latency = 0.0
+        self.received: list[ReceivedPush] = []
+        #: Provider tokens in the order first seen.
+        self.provider_tokens: list[str] = []
+        self.expired: set[str] = set()
+        self._server = H2Server(self._handle, tls.server_context())
+
+    # -- running ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    @property
+    def connections(self) -> int:
+        return self._server.connections
+
+    @property
+    def errors(self) -> list[BaseException]:
+        return self._server.errors
+
+    @property
+    def goaway_after(self) -> int | None:
+        return self._server.goaway_after
+
+    @goaway_after.setter
+    def goaway_after(self, value: int | None) -> None:
+        self._server.goaway_after = value
+
+    def start(self) -> ApnsServer:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> ApnsServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        self.failures.clear()
+        self.latency = 0.0
+        self.received.clear()
+        self.provider_tokens.clear()
+        self.expired.clear()
+        self.goaway_after = None
+        self._server.errors.clear()
+
+    def expire_provider_tokens(self) -> None:
+        """Answer ExpiredProviderToken to every provider token seen so far."""
+        self.expired.update(self.provider_tokens)
+
+    def delivered(self) -> list[ReceivedPush]:
+        return [r for r in self.received if r.status == 200]
+
+    # -- handling --------------------------------------------------------------
+
+    async def _handle(self, request: Request) -> Response:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        apns_id = request.headers.get("apns-id") or str(uuid.uuid4()).upper()
+        match = _PATH.fullmatch(request.path)
+        token = unquote(match[1]) if match else ""
+        try:
+            payload = json.loads(request.body) if request.body else None
+        except ValueError:
+            payload = None
+        try:
+            self._check(request, token, apns_id)
+            status, reason, headers = 200, None, {}
+            if token in self.failures:
+                status, reason, *extra = self.failures[token]
+                headers = extra[0] if extra else {}
+        except _Refusal as refusal:
+            status, reason, headers = refusal.status, refusal.reason, refusal.headers
+        self.received.append(
+            ReceivedPush(token, dict(request.headers), payload, status, reason, apns_id,
+                         request.connection)
+        )
+        headers = {"apns-id": apns_id, **headers}
+        if status == 200:
+            return Response(200, headers)
+        body: dict[str, Any] = {"reason": reason}
+        if status == 410:
+            body["timestamp"] = int(time.time() * 1000) - 86_400_000
+        return Response.json(status, body, headers)
+
+    def _check(self, request: Request, token: str, apns_id: str) -> None:
+        if request.method != "POST":
+            raise _Refusal(405, "MethodNotAllowed")
+        if not _PATH.fullmatch(request.path):
+            raise _Refusal(404, "BadPath")
+        names = [name for name, _ in request.header_list]
+        if len(names) != len(set(names)):
+            raise _Refusal(400, "DuplicateHeaders")
+        self._check_provider_token(request.headers.get("authorization"))
+        headers = request.headers
+        if not _UUID.fullmatch(apns_id):
+            raise _Refusal(400, "BadMessageId")
+        if "apns-topic" not in headers:
+            raise _Refusal(400, "MissingTopic")
+        if headers["apns-topic"] != self.topic:
+            raise _Refusal(400, "TopicDisallowed")
+        if headers.get("apns-push-type") not in PUSH_TYPES:
+            raise _Refusal(400, "InvalidPushType")
+        if headers.get("apns-priority", "10") not in ("1", "5", "10"):
+            raise _Refusal(400, "BadPriority")
+        if not headers.get("apns-expiration", "0").isdigit():
+            raise _Refusal(400, "BadExpirationDate")
+        if len(headers.get("apns-collapse-id", "").encode()) > 64:
+            raise _Refusal(400, "BadCollapseId")
+        if not token:
+            raise _Refusal(400, "MissingDeviceToken")
+        if not request.body:
+            raise _Refusal(400, "PayloadEmpty")
+        if len(request.body) > MAX_PAYLOAD:
+            raise _Refusal(413, "PayloadTooLarge")
+        if not _HEX.fullmatch(token):
+            raise _Refusal(400, "BadDeviceToken")
+
+    def _check_provider_token(self, authorization: str | None) -> None:
+        if not authorization:
+            raise _Refusal(403, "MissingProviderToken")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise _Refusal(403, "MissingProviderToken")
+        if token not in self.provider_tokens:
+            self.provider_tokens.append(token)
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, self.public_key, algorithms=["ES256"],
+                                options={"require": ["iss", "iat"]})
+        except jwt.InvalidTokenError:
+            raise _Refusal(403, "InvalidProviderToken") from None
+        if header.get("kid") != self.key_id or claims["iss"] != self.team_id:
+            raise _Refusal(403, "InvalidProviderToken")
+        if token in self.expired or time.time() - claims["iat"] > 3600:
+            raise _Refusal(403, "ExpiredProviderToken")
