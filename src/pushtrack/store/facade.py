@@ -22,11 +22,13 @@ from pushtrack.store.base import (
     MessagePlan,
     TokenInfo,
 )
+from pushtrack.store.jobs import JobStore
 
 
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.jobs = JobStore(engine)
 
     @property
     def url(self) -> str:

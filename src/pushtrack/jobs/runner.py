@@ -1,0 +1,159 @@
+"""The worker: claims due jobs from the store and runs their handlers.
+
+Each claimed job runs under a lease that a heartbeat renews; if the lease is
+lost (the job was cancelled, or this worker stalled past it and another took
+over) the handler is cancelled. A handler returns ``Done`` (with a result),
+``Later`` (hand the job back, due at a time) or raises: then the job is tried
+again with backoff until ``max_attempts``, and marked failed after that.
+On shutdown the worker stops claiming, cancels running handlers and hands
+their jobs back at once, so another worker resumes them without waiting for
+the lease to run out. Handlers must therefore be safe to run again from the
+start: each records its progress in the store as it goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushtrack.store import Store
+from pushtrack.store.jobs import DONE, FAILED, Job
+
+log = logging.getLogger("pushtrack.jobs")
+
+
+@dataclass(frozen=True)
+class Done:
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class Later:
+    run_at: int  # microseconds UTC
+
+
+Outcome = Done | Later
+Handler = Callable[[Job], Awaitable[Outcome]]
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
+@dataclass
+class Worker:
+    store: Store
+    handlers: dict[str, Handler]
+    owner: str = field(default_factory=worker_id)
+    concurrency: int = 4
+    lease_seconds: float = 30.0
+    poll_seconds: float = 0.2
+    max_attempts: int = 5
+    _running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run jobs until ``stop`` is set; then release what is in flight."""
+        log.info("worker %s started (%s)", self.owner, ", ".join(sorted(self.handlers)))
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(self._running)
+                claimed: list[Job] = []
+                if free > 0:
+                    try:
+                        claimed = await self.store.jobs.claim(
+                            self.owner, list(self.handlers), free, self.lease_seconds
+                        )
+                    except Exception:
+                        log.exception("claiming jobs failed; retrying")
+                for job in claimed:
+                    self._running[job.id] = asyncio.create_task(self._run_one(job))
+                if not claimed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.poll_seconds)
+        finally:
+            await self._release_all()
+        log.info("worker %s stopped", self.owner)
+
+    async def run_until_idle(self, max_seconds: float = 60.0) -> None:
+        """Run jobs until none is due and none is running (tests, one-shot CLI runs)."""
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max_seconds
+            idle_rounds = 0
+            while loop.time() < deadline:
+                await asyncio.sleep(self.poll_seconds)
+                idle_rounds = idle_rounds + 1 if not self._running else 0
+                if idle_rounds >= 3:
+                    break
+            stop.set()
+
+        watcher = asyncio.create_task(watch())
+        await self.run(stop)
+        await watcher
+
+    async def _run_one(self, job: Job) -> None:
+        beat = asyncio.create_task(self._heartbeat(job))
+        try:
+            outcome = await self.handlers[job.kind](job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any handler fault is one failed attempt
+            await self._failed_attempt(job, exc)
+        else:
+            if isinstance(outcome, Later):
+                await self.store.jobs.reschedule(job.id, self.owner, outcome.run_at)
+            else:
+                await self.store.jobs.finish(job.id, self.owner, DONE, outcome.result)
+        finally:
+            beat.cancel()
+            self._running.pop(job.id, None)
+
+    async def _failed_attempt(self, job: Job, exc: Exception) -> None:
+        if job.attempts >= self.max_attempts:
+            log.error("job %s (%s) failed for good: %s", job.request_id, job.kind, exc)
+            await self.store.jobs.finish(job.id, self.owner, FAILED, {"error": str(exc)})
+            return
+        delay = min(300.0, 2.0**job.attempts) * (0.5 + random.random())
+        log.warning(
+            "job %s (%s) attempt %d failed: %s; again in %.1fs",
+            job.request_id,
+            job.kind,
+            job.attempts,
+            exc,
+            delay,
+        )
+        await self.store.jobs.reschedule(job.id, self.owner, self.store.clock() + int(delay * 1e6))
+
+    async def _heartbeat(self, job: Job) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                ours = await self.store.jobs.heartbeat(job.id, self.owner, self.lease_seconds)
+            except Exception:
+                log.exception("heartbeat for job %s failed", job.request_id)
+                continue
+            if not ours:
+                log.warning("lost the lease on job %s; stopping it", job.request_id)
+                task = self._running.get(job.id)
+                if task:
+                    task.cancel()
+                return
+
+    async def _release_all(self) -> None:
+        tasks = dict(self._running)
+        for task in tasks.values():
+            task.cancel()
+        for job_id, task in tasks.items():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            with contextlib.suppress(Exception):
+                await self.store.jobs.reschedule(job_id, self.owner, self.store.clock())
