@@ -127,5 +127,25 @@ MIGRATIONS: list[str] = [
         updated_at INTEGER NOT NULL
     );
     CREATE INDEX jobs_due ON jobs (state, run_at);
+    CREATE TABLE gateways (
+        app_id INTEGER NOT NULL REFERENCES applications (id),
+        platform INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        config TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (app_id, platform)
+    );
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        job_id INTEGER,
+        account_id INTEGER REFERENCES accounts (id),
+        path TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        rows INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX files_expiry ON files (expires_at);
     """,
 ]

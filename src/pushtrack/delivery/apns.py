@@ -1,0 +1,224 @@
+"""Apple Push Notification service: the HTTP/2 provider API with token (JWT) auth.
+
+One ``httpx`` client multiplexes a batch over HTTP/2 streams, at most
+``concurrency`` at a time. The provider token is an ES256 JWT signed with the
+team's .p8 key; APNs rejects one older than an hour, so it is re-signed every
+50 minutes, and once more when APNs answers ``ExpiredProviderToken``.
+
+Every status and reason of "Handling error responses from APNs" maps to an
+outcome through the tables below (see FIELD-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+import httpx
+import jwt
+
+from pushtrack.delivery import _http
+from pushtrack.delivery.base import Notification, Outcome, Verdict
+from pushtrack.domain import payload as payloads
+from pushtrack.domain.timeutil import to_wire
+from pushtrack.secret import Secret
+
+log = logging.getLogger(__name__)
+
+PRODUCTION_URL = "https://api.push.apple.com"
+SANDBOX_URL = "https://api.sandbox.push.apple.com"
+
+#: APNs refuses provider tokens older than one hour; sign a new one well before.
+TOKEN_LIFETIME = 50 * 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApnsConfig:
+    key: Secret  # the .p8 file's PEM text
+    key_id: str
+    team_id: str
+    topic: str  # the app's bundle id
+    sandbox: bool = False
+    base_url: str | None = None  # overrides the production/sandbox host (tests)
+    ca_file: str | None = None
+    concurrency: int = 100  # concurrent HTTP/2 streams
+    timeout: float = 30.0
+
+    @property
+    def url(self) -> str:
+        return self.base_url or (SANDBOX_URL if self.sandbox else PRODUCTION_URL)
+
+
+class _Rule(NamedTuple):
+    verdict: Verdict
+    reason: str  # used when the body names none
+    unsubscribe: bool = False
+
+
+_FAILED, _RETRY = Verdict.FAILED, Verdict.RETRY
+
+#: HTTP status → outcome. Reasons per status are listed in FIELD-NOTES.md.
+_BY_STATUS: dict[int, _Rule] = {
+    400: _Rule(_FAILED, "BadRequest"),
+    403: _Rule(_FAILED, "Forbidden"),  # credentials: the whole application is affected
+    404: _Rule(_FAILED, "BadPath"),  # configuration
+    405: _Rule(_FAILED, "MethodNotAllowed"),  # configuration
+    410: _Rule(_FAILED, "Unregistered", unsubscribe=True),
+    413: _Rule(_FAILED, "PayloadTooLarge"),
+    429: _Rule(_RETRY, "TooManyRequests"),
+    500: _Rule(_RETRY, "InternalServerError"),
+    503: _Rule(_RETRY, "ServiceUnavailable"),
+}
+
+#: Statuses that mean our set-up is wrong rather than this one device: logged loudly.
+_SETUP_STATUSES = frozenset({403, 404, 405})
+
+
+class ProviderToken:
+    """The ES256 JWT sent as ``authorization: bearer``, re-signed before it goes stale."""
+
+    def __init__(
+        self,
+        key: Secret,
+        key_id: str,
+        team_id: str,
+        *,
+        lifetime: float = TOKEN_LIFETIME,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key = _http.load_p256_key(key.reveal(), "APNs key")
+        self._key_id = key_id
+        self._team_id = team_id
+        self._lifetime = lifetime
+        self._clock = clock
+        self._token: str | None = None
+        self._issued_at = 0.0
+
+    def current(self) -> str:
+        now = self._clock()
+        if self._token is None or now - self._issued_at >= self._lifetime:
+            self._issued_at = now
+            self._token = jwt.encode(
+                {"iss": self._team_id, "iat": int(now)},
+                self._key,
+                algorithm="ES256",
+                headers={"kid": self._key_id},
+            )
+        return self._token
+
+    def expire(self, token: str) -> None:
+        """APNs called ``token`` expired: sign a new one next time, unless that happened already."""
+        if token == self._token:
+            self._token = None
+
+
+class ApnsGateway:
+    def __init__(self, config: ApnsConfig, *, clock: Callable[[], float] = time.time) -> None:
+        if config.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.config = config
+        self._clock = clock
+        self._token = ProviderToken(config.key, config.key_id, config.team_id, clock=clock)
+        self._streams = asyncio.Semaphore(config.concurrency)
+        self._client = _http.make_client(
+            base_url=config.url, ca_file=config.ca_file, timeout=config.timeout
+        )
+
+    async def send(self, batch: Sequence[Notification]) -> list[Outcome]:
+        outcomes = await asyncio.gather(*(self._send_one(n) for n in batch))
+        for reason in {o.reason for o in outcomes if o.http_status in _SETUP_STATUSES}:
+            log.warning(
+                "APNs refused the application's requests: %s (topic %s)", reason, self.config.topic
+            )
+        return outcomes
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> ApnsGateway:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _send_one(self, n: Notification) -> Outcome:
+        url = "/3/device/" + quote(n.push_token, safe="")
+        headers = self._headers(n)
+        content = payloads.encode(n.payload)
+        async with self._streams:
+            try:
+                token = self._token.current()
+                response = await self._post(url, headers, token, content)
+                if _reason_of(response) == "ExpiredProviderToken":
+                    self._token.expire(token)
+                    response = await self._post(url, headers, self._token.current(), content)
+            except httpx.TransportError as exc:
+                return _http.transport_outcome(n.delivery_id, exc)
+        return outcome_of(n.delivery_id, response)
+
+    async def _post(
+        self, url: str, headers: dict[str, str], token: str, content: bytes
+    ) -> httpx.Response:
+        headers = {"authorization": f"bearer {token}", **headers}
+        return await _http.post(self._client, url, headers=headers, content=content)
+
+    def _headers(self, n: Notification) -> dict[str, str]:
+        options = n.options
+        push_type = str(options.get("push_type") or "alert")
+        priority = options.get("priority") or (5 if push_type == "background" else 10)
+        headers = {
+            "content-type": "application/json",
+            "apns-topic": self.config.topic,
+            "apns-push-type": push_type,
+            "apns-priority": str(priority),
+        }
+        ttl = _http.positive_ttl(options)
+        if ttl is not None:
+            # 0 means "deliver now or never"; otherwise an absolute UNIX time.
+            headers["apns-expiration"] = str(int(self._clock()) + ttl if ttl else 0)
+        if options.get("collapse_id"):
+            headers["apns-collapse-id"] = str(options["collapse_id"])
+        return headers
+
+
+def _reason_of(response: httpx.Response) -> str | None:
+    if response.status_code == 200:
+        return None
+    reason = _http.json_body(response).get("reason")
+    return reason if isinstance(reason, str) and reason else None
+
+
+def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
+    """The outcome of one APNs answer."""
+    status = response.status_code
+    apns_id = response.headers.get("apns-id")
+    if status == 200:
+        return Outcome(
+            delivery_id, Verdict.DELIVERED, "Success", gateway_id=apns_id, http_status=status
+        )
+    body: dict[str, Any] = _http.json_body(response)
+    rule = _BY_STATUS.get(status) or _Rule(_RETRY if status >= 500 else _FAILED, f"HTTP {status}")
+    reason = body.get("reason") if isinstance(body.get("reason"), str) else None
+    reason = reason or rule.reason
+    description = reason
+    timestamp = body.get("timestamp")
+    if status == 410 and isinstance(timestamp, int) and not isinstance(timestamp, bool):
+        description = f"{reason} (since {to_wire(timestamp * 1000)} UTC)"
+    retry_after = None
+    if rule.verdict is Verdict.RETRY:
+        retry_after = _http.parse_retry_after(response.headers.get("retry-after"))
+    return Outcome(
+        delivery_id,
+        rule.verdict,
+        description,
+        unsubscribe=rule.unsubscribe,
+        retry_after=retry_after,
+        gateway_id=apns_id,
+        http_status=status,
+        reason=reason,
+    )

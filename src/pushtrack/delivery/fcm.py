@@ -1,0 +1,311 @@
+"""Firebase Cloud Messaging, HTTP v1 API, authorised with a service account.
+
+The service account signs an RS256 assertion that its ``token_uri`` trades
+for an OAuth2 access token (the JWT bearer grant); the token is reused until
+five minutes before it expires, and fetched anew once when a send answers 401.
+Each notification is one ``messages:send`` request; a batch shares one
+HTTP/2 connection, at most ``concurrency`` requests in flight.
+
+A token endpoint that refuses or cannot be reached makes the whole batch
+unsendable: ``send`` raises ``GatewayError`` (``retryable`` unless it refused).
+Answers map to outcomes by FCM ``errorCode``, else by RPC status, else by HTTP
+status, through the tables below (see FIELD-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from pushtrack.delivery import _http
+from pushtrack.delivery.base import GatewayError, Notification, Outcome, Verdict
+from pushtrack.domain import payload as payloads
+from pushtrack.secret import Secret
+
+DEFAULT_BASE_URL = "https://fcm.googleapis.com"
+SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: Fetch a new access token this long before the current one expires.
+REFRESH_MARGIN = 300.0
+_FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccount:
+    project_id: str
+    client_email: str
+    private_key: Secret
+    token_uri: str
+    private_key_id: str | None = None
+
+    @classmethod
+    def from_json(cls, data: str | Mapping[str, Any]) -> ServiceAccount:
+        """From the service-account JSON file Firebase hands out (text or parsed)."""
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise ValueError("service_account is not valid JSON") from exc
+        if not isinstance(data, Mapping):
+            raise ValueError("service_account must be a JSON object")
+        missing = [
+            key
+            for key in ("project_id", "client_email", "private_key", "token_uri")
+            if not isinstance(data.get(key), str) or not data[key]
+        ]
+        if missing:
+            raise ValueError(f"service_account lacks {', '.join(missing)}")
+        key_id = data.get("private_key_id")
+        account = cls(
+            project_id=data["project_id"],
+            client_email=data["client_email"],
+            private_key=Secret(data["private_key"]),
+            token_uri=data["token_uri"],
+            private_key_id=key_id if isinstance(key_id, str) and key_id else None,
+        )
+        load_rsa_key(account.private_key)  # fail now, not at the first send
+        return account
+
+
+def load_rsa_key(secret: Secret) -> rsa.RSAPrivateKey:
+    try:
+        key = load_pem_private_key(secret.reveal().encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("service_account private_key is not a PEM private key") from exc
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("service_account private_key must be an RSA key")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class FcmConfig:
+    service_account: ServiceAccount
+    base_url: str = DEFAULT_BASE_URL
+    token_uri: str | None = None  # overrides the service account's (tests)
+    ca_file: str | None = None
+    concurrency: int = 100
+    timeout: float = 30.0
+    #: Send only ``data`` (no ``notification`` block), leaving display to the app.
+    data_only: bool = False
+
+
+class AccessToken:
+    """An OAuth2 access token for FCM, fetched with the JWT bearer grant and cached."""
+
+    def __init__(
+        self,
+        account: ServiceAccount,
+        client: httpx.AsyncClient,
+        *,
+        token_uri: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._account = account
+        self._key = load_rsa_key(account.private_key)
+        self._client = client
+        self._token_uri = token_uri or account.token_uri
+        self._clock = clock
+        self._token: str | None = None
+        self._refresh_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> str:
+        if self._token is not None and self._clock() < self._refresh_at:
+            return self._token
+        async with self._lock:
+            if self._token is None or self._clock() >= self._refresh_at:
+                self._token, self._refresh_at = await self._fetch()
+            return self._token
+
+    def expire(self, token: str) -> None:
+        """FCM refused ``token``: fetch a new one next time, unless that happened already."""
+        if token == self._token:
+            self._token = None
+
+    async def _fetch(self) -> tuple[str, float]:
+        now = self._clock()
+        claims = {
+            "iss": self._account.client_email,
+            "scope": SCOPE,
+            "aud": self._token_uri,
+            "iat": int(now),
+            "exp": int(now) + 3600,
+        }
+        headers = {"kid": self._account.private_key_id} if self._account.private_key_id else None
+        assertion = jwt.encode(claims, self._key, algorithm="RS256", headers=headers)
+        try:
+            response = await self._client.post(
+                self._token_uri, data={"grant_type": GRANT_TYPE, "assertion": assertion}
+            )
+        except httpx.TransportError as exc:
+            raise GatewayError(f"FCM token endpoint unreachable: {exc}", retryable=True) from exc
+        body = _http.json_body(response)
+        token, expires_in = body.get("access_token"), body.get("expires_in", 3600)
+        if response.status_code == 200 and isinstance(token, str) and token:
+            lifetime = float(expires_in) if isinstance(expires_in, int | float) else 3600.0
+            return token, now + max(lifetime - REFRESH_MARGIN, lifetime / 2)
+        error = " ".join(str(body.get(k)) for k in ("error", "error_description") if body.get(k))
+        message = f"FCM token endpoint answered {response.status_code}: {error or 'no detail'}"
+        raise GatewayError(message, retryable=response.status_code >= 500)
+
+
+class _Rule(NamedTuple):
+    verdict: Verdict
+    unsubscribe: bool = False
+
+
+_FAILED, _RETRY = _Rule(Verdict.FAILED), _Rule(Verdict.RETRY)
+
+#: FcmError errorCode (first) or google.rpc status (when no errorCode) → outcome.
+_BY_CODE: dict[str, _Rule] = {
+    "UNREGISTERED": _Rule(Verdict.FAILED, unsubscribe=True),
+    "INVALID_ARGUMENT": _FAILED,
+    "SENDER_ID_MISMATCH": _FAILED,
+    "QUOTA_EXCEEDED": _RETRY,
+    "UNAVAILABLE": _RETRY,
+    "INTERNAL": _RETRY,
+    "THIRD_PARTY_AUTH_ERROR": _FAILED,
+    "UNSPECIFIED_ERROR": _FAILED,
+    # RPC statuses seen without an FcmError detail.
+    "RESOURCE_EXHAUSTED": _RETRY,
+    "DEADLINE_EXCEEDED": _RETRY,
+    "PERMISSION_DENIED": _FAILED,
+    "UNAUTHENTICATED": _FAILED,
+    "NOT_FOUND": _FAILED,
+}
+
+
+#: Message priority option (words or APNs-style numbers) → AndroidMessagePriority.
+_ANDROID_PRIORITY = {"high": "HIGH", "10": "HIGH", "normal": "NORMAL", "5": "NORMAL"}
+
+
+class FcmGateway:
+    def __init__(self, config: FcmConfig, *, clock: Callable[[], float] = time.time) -> None:
+        if config.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.config = config
+        self._url = f"/v1/projects/{config.service_account.project_id}/messages:send"
+        self._requests = asyncio.Semaphore(config.concurrency)
+        self._client = _http.make_client(
+            base_url=config.base_url, ca_file=config.ca_file, timeout=config.timeout
+        )
+        self._access = AccessToken(
+            config.service_account, self._client, token_uri=config.token_uri, clock=clock
+        )
+
+    async def send(self, batch: Sequence[Notification]) -> list[Outcome]:
+        if not batch:
+            return []
+        await self._access.get()  # a token endpoint problem fails the batch as a whole
+        return list(await asyncio.gather(*(self._send_one(n) for n in batch)))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> FcmGateway:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _send_one(self, n: Notification) -> Outcome:
+        content = payloads.encode({"message": build_message(n, data_only=self.config.data_only)})
+        async with self._requests:
+            try:
+                token = await self._access.get()
+                response = await self._post(token, content)
+                if response.status_code == 401 and _error_of(response)[0] == "UNAUTHENTICATED":
+                    self._access.expire(token)
+                    response = await self._post(await self._access.get(), content)
+            except httpx.TransportError as exc:
+                return _http.transport_outcome(n.delivery_id, exc)
+            except GatewayError as exc:  # the token refresh after a 401 failed
+                verdict = Verdict.RETRY if exc.retryable else Verdict.FAILED
+                return Outcome(n.delivery_id, verdict, str(exc), reason="UNAUTHENTICATED")
+        return outcome_of(n.delivery_id, response)
+
+    async def _post(self, token: str, content: bytes) -> httpx.Response:
+        headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+        return await _http.post(self._client, self._url, headers=headers, content=content)
+
+
+def build_message(n: Notification, *, data_only: bool = False) -> dict[str, Any]:
+    """The v1 ``message`` for one notification: the payload as string data, plus display."""
+    data = {
+        key: value if isinstance(value, str) else payloads.encode(value).decode()
+        for key, value in n.payload.items()
+    }
+    message: dict[str, Any] = {"token": n.push_token, "data": data}
+    display = {
+        key: n.payload[key]
+        for key in ("title", "body")
+        if isinstance(n.payload.get(key), str) and n.payload[key]
+    }
+    if display and not data_only:
+        message["notification"] = display
+    priority = str(n.options.get("priority") or "high").lower()
+    android: dict[str, Any] = {"priority": _ANDROID_PRIORITY.get(priority, "HIGH")}
+    ttl = _http.positive_ttl(n.options)
+    if ttl is not None:
+        android["ttl"] = f"{ttl}s"
+    if n.options.get("collapse_id"):
+        android["collapse_key"] = str(n.options["collapse_id"])
+    message["android"] = android
+    return message
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str]:
+    """(FcmError errorCode or RPC status or "HTTP nnn", message) of an error answer."""
+    error = _http.json_body(response).get("error")
+    if not isinstance(error, dict):
+        return f"HTTP {response.status_code}", ""
+    message = error.get("message")
+    message = message if isinstance(message, str) else ""
+    details = error.get("details")
+    details = details if isinstance(details, list) else []
+    for detail in details:
+        if isinstance(detail, dict) and detail.get("@type") == _FCM_ERROR_TYPE:
+            code = detail.get("errorCode")
+            if isinstance(code, str) and code:
+                return code, message
+    status = error.get("status")
+    if isinstance(status, str) and status:
+        return status, message
+    return f"HTTP {response.status_code}", message
+
+
+def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
+    """The outcome of one ``messages:send`` answer."""
+    status = response.status_code
+    if status == 200:
+        name = _http.json_body(response).get("name")
+        return Outcome(
+            delivery_id,
+            Verdict.DELIVERED,
+            "Success",
+            gateway_id=name if isinstance(name, str) else None,
+            http_status=status,
+        )
+    code, message = _error_of(response)
+    rule = _BY_CODE.get(code) or (_RETRY if status >= 500 or status == 429 else _FAILED)
+    retry_after = None
+    if rule.verdict is Verdict.RETRY:
+        retry_after = _http.parse_retry_after(response.headers.get("retry-after"))
+    return Outcome(
+        delivery_id,
+        rule.verdict,
+        f"{code}: {message}" if message else code,
+        unsubscribe=rule.unsubscribe,
+        retry_after=retry_after,
+        http_status=status,
+        reason=code,
+    )
