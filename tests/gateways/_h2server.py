@@ -2,9 +2,12 @@
 
 Each local gateway is a handler on top of it: ``async handler(Request) -> Response``.
 It speaks real HTTP/2 (ALPN "h2", flow control, concurrent streams) and can
-send GOAWAY after a number of streams on a connection, the way APNs retires
-connections, then close the connection: requests on streams it did not take
-must be retried by the client on a new connection.
+retire a connection after ``goaway_after`` streams, as APNs does: it takes
+that many streams, leaves any later ones unprocessed, answers the ones it
+took, then sends GOAWAY naming the last one it took, and closes the connection
+when the client has hung up. Requests on streams it did not take must be
+retried by the client on a new connection. ``reset_after`` does the same but
+drops the connection abruptly, without a GOAWAY.
 """
 
 from __future__ import annotations
@@ -54,8 +57,11 @@ class H2Server:
     def __init__(self, handler: Handler, ssl_context: ssl.SSLContext) -> None:
         self.handler = handler
         self.ssl_context = ssl_context
-        #: Send GOAWAY and close a connection once it has answered this many streams.
+        #: Take this many streams per connection, answer them, then send GOAWAY.
         self.goaway_after: int | None = None
+        #: Take this many streams per connection, answer them, then drop the connection
+        #: (no GOAWAY, TCP closed at once): a network failure as the client sees it.
+        self.reset_after: int | None = None
         self.connections = 0
         #: Exceptions raised by the handler (answered as 500): tests assert this stays empty.
         self.errors: list[BaseException] = []
@@ -148,7 +154,10 @@ class _Connection:
         self.streams: dict[int, tuple[list[tuple[str, str]], bytearray]] = {}
         self.responders: set[asyncio.Task[None]] = set()
         self.window_open = asyncio.Event()
+        self.accepted = 0  # streams taken for processing
         self.answered = 0
+        self.last_stream_id = 0
+        self.draining = False
         self.closed = False
 
     async def run(self) -> None:
@@ -160,9 +169,12 @@ class _Connection:
         self._flush()
         try:
             while not self.closed:
-                data = await self.reader.read(65536)
+                timeout = 2.0 if self.draining else None
+                data = await asyncio.wait_for(self.reader.read(65536), timeout)
                 if not data:
                     break
+                if self.draining:
+                    continue  # after GOAWAY: let the client read it and hang up first
                 try:
                     events = self.h2.receive_data(data)
                 except h2.exceptions.ProtocolError:
@@ -171,7 +183,7 @@ class _Connection:
                 for event in events:
                     self._on(event)
                 self._flush()
-        except (ConnectionError, ssl.SSLError):
+        except (ConnectionError, ssl.SSLError, TimeoutError):
             pass
         finally:
             self.closed = True
@@ -200,6 +212,11 @@ class _Connection:
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded) and event.stream_id in self.streams:
             headers, body = self.streams.pop(event.stream_id)
+            limit = self.server.goaway_after or self.server.reset_after
+            if limit is not None and self.accepted >= limit:
+                return  # past the limit: never processed, named so by the GOAWAY to come
+            self.accepted += 1
+            self.last_stream_id = event.stream_id
             task = asyncio.create_task(self._respond(event.stream_id, headers, bytes(body)))
             self.responders.add(task)
             task.add_done_callback(self.responders.discard)
@@ -210,7 +227,9 @@ class _Connection:
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.closed = True
 
-    async def _respond(self, stream_id: int, header_list: list[tuple[str, str]], body: bytes) -> None:
+    async def _respond(
+        self, stream_id: int, header_list: list[tuple[str, str]], body: bytes
+    ) -> None:
         headers = dict(header_list)
         request = Request(
             method=headers.get(":method", ""),
@@ -241,16 +260,19 @@ class _Connection:
         if response.body:
             await self._send_body(stream_id, response.body)
         self.answered += 1
-        limit = self.server.goaway_after
-        if limit is not None and self.answered >= limit and not self.closed:
-            self.closed = True
-            self.h2.close_connection(last_stream_id=stream_id)
+        if self.answered == self.server.goaway_after:
+            # Every stream taken is answered: say which was the last one, then drain.
+            self.draining = True
+            self.h2.close_connection(last_stream_id=self.last_stream_id)
             self._flush()
-            self.writer.close()
+        elif self.answered == self.server.reset_after:
+            self.abort()
 
     async def _send_body(self, stream_id: int, body: bytes) -> None:
         while body and not self.closed:
-            window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
+            window = min(
+                self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size
+            )
             if window <= 0:
                 self.window_open.clear()
                 await self.window_open.wait()

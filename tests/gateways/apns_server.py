@@ -6,7 +6,8 @@ answers the way APNs does: status code, ``apns-id`` header, and
 ``{"reason": ...}`` (plus ``timestamp`` for 410) on errors.
 
 Knobs for tests: ``failures`` (device token → (status, reason[, headers])),
-``latency`` (seconds per request), ``goaway_after`` (streams per connection),
+``latency`` (seconds per request), ``goaway_after`` / ``reset_after`` (streams
+per connection before a GOAWAY / an abrupt close),
 ``expire_provider_tokens()``; ``received`` records every request.
 """
 
@@ -28,8 +29,18 @@ from tests.gateways import LocalTLS
 from tests.gateways._h2server import H2Server, Request, Response
 
 PUSH_TYPES = frozenset(
-    {"alert", "background", "location", "voip", "complication", "fileprovider", "mdm",
-     "liveactivity", "pushtotalk", "widgets"}
+    {
+        "alert",
+        "background",
+        "location",
+        "voip",
+        "complication",
+        "fileprovider",
+        "mdm",
+        "liveactivity",
+        "pushtotalk",
+        "widgets",
+    }
 )
 MAX_PAYLOAD = 4096
 _PATH = re.compile(r"/3/device/([^/?]*)")
@@ -95,6 +106,14 @@ class ApnsServer:
     def goaway_after(self, value: int | None) -> None:
         self._server.goaway_after = value
 
+    @property
+    def reset_after(self) -> int | None:
+        return self._server.reset_after
+
+    @reset_after.setter
+    def reset_after(self, value: int | None) -> None:
+        self._server.reset_after = value
+
     def start(self) -> ApnsServer:
         self._server.start()
         return self
@@ -115,6 +134,7 @@ class ApnsServer:
         self.provider_tokens.clear()
         self.expired.clear()
         self.goaway_after = None
+        self.reset_after = None
         self._server.errors.clear()
 
     def expire_provider_tokens(self) -> None:
@@ -145,8 +165,9 @@ class ApnsServer:
         except _Refusal as refusal:
             status, reason, headers = refusal.status, refusal.reason, refusal.headers
         self.received.append(
-            ReceivedPush(token, dict(request.headers), payload, status, reason, apns_id,
-                         request.connection)
+            ReceivedPush(
+                token, dict(request.headers), payload, status, reason, apns_id, request.connection
+            )
         )
         headers = {"apns-id": apns_id, **headers}
         if status == 200:
@@ -199,8 +220,9 @@ class ApnsServer:
             self.provider_tokens.append(token)
         try:
             header = jwt.get_unverified_header(token)
-            claims = jwt.decode(token, self.public_key, algorithms=["ES256"],
-                                options={"require": ["iss", "iat"]})
+            claims = jwt.decode(
+                token, self.public_key, algorithms=["ES256"], options={"require": ["iss", "iat"]}
+            )
         except jwt.InvalidTokenError:
             raise _Refusal(403, "InvalidProviderToken") from None
         if header.get("kid") != self.key_id or claims["iss"] != self.team_id:

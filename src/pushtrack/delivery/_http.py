@@ -70,6 +70,8 @@ def transport_outcome(delivery_id: int, exc: httpx.TransportError) -> Outcome:
     else:
         reason = "ConnectionError"
         detail = str(exc) or type(exc).__name__
+        if "ConnectionTerminated" in detail:  # h2's event for a GOAWAY frame
+            detail = "the gateway closed the connection (HTTP/2 GOAWAY)"
         description = f"Connection error talking to the gateway: {detail}"
     return Outcome(delivery_id, Verdict.RETRY, description, reason=reason)
 

@@ -1,0 +1,367 @@
+"""The APNs gateway against the local APNs server (HTTP/2 over TLS, ES256 provider tokens)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pushtrack.delivery.apns import PRODUCTION_URL, SANDBOX_URL, ApnsConfig, ApnsGateway
+from pushtrack.delivery.base import Notification, Outcome, Verdict
+from pushtrack.delivery.registry import build_gateway, parse_config
+from pushtrack.domain.platforms import Platform
+from tests.delivery._support import apns_token, notification, pem_of
+from tests.gateways import ApnsServer
+
+pytestmark = pytest.mark.anyio
+
+
+async def send(settings: dict[str, Any], batch: list[Notification], **kwargs: Any) -> list[Outcome]:
+    async with ApnsGateway(apns_config(settings), **kwargs) as gateway:
+        return await gateway.send(batch)
+
+
+def apns_config(settings: dict[str, Any]) -> ApnsConfig:
+    config = parse_config("apns", settings)
+    assert isinstance(config, ApnsConfig)
+    return config
+
+
+async def test_delivered_with_payload_and_headers(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    token = apns_token()
+    sent = notification(Platform.IOS, token, options={"ttl": 3600})
+    [outcome] = await send(apns_settings, [sent])
+
+    [received] = apns_server.received
+    assert outcome == Outcome(
+        1, Verdict.DELIVERED, "Success", gateway_id=received.apns_id, http_status=200
+    )
+    assert received.token == token
+    assert received.payload == sent.payload
+    assert {"aps", "p", "md", "pw_msg", "u"} <= received.payload.keys()
+    assert received.payload["md"] == {"mid": 42, "user_id": "user-1"}
+    headers = received.headers
+    assert headers["apns-topic"] == apns_settings["topic"]
+    assert headers["apns-push-type"] == "alert"
+    assert headers["apns-priority"] == "10"
+    assert abs(int(headers["apns-expiration"]) - (time.time() + 3600)) < 60
+    assert headers["authorization"].startswith("bearer ")
+
+
+async def test_ttl_zero_and_no_ttl(apns_server: ApnsServer, apns_settings: dict[str, Any]) -> None:
+    batch = [
+        notification(Platform.IOS, apns_token(), 1, options={"ttl": 0}),
+        notification(Platform.IOS, apns_token(), 2),
+    ]
+    outcomes = await send(apns_settings, batch)
+    assert [o.verdict for o in outcomes] == [Verdict.DELIVERED] * 2
+    by_token = {r.token: r.headers for r in apns_server.received}
+    assert by_token[batch[0].push_token]["apns-expiration"] == "0"
+    assert "apns-expiration" not in by_token[batch[1].push_token]
+
+
+async def test_batch_is_multiplexed_in_order(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    apns_server.latency = 0.05
+    batch = [notification(Platform.IOS, apns_token(), i) for i in range(1, 61)]
+    failing = {n.push_token for n in batch[::7]}
+    apns_server.failures = dict.fromkeys(failing, (410, "Unregistered"))
+    connections = apns_server.connections
+
+    started = time.monotonic()
+    outcomes = await send(apns_settings, batch)
+    elapsed = time.monotonic() - started
+
+    assert [o.delivery_id for o in outcomes] == [n.delivery_id for n in batch]
+    for n, outcome in zip(batch, outcomes, strict=True):
+        expected = Verdict.FAILED if n.push_token in failing else Verdict.DELIVERED
+        assert outcome.verdict is expected
+    assert apns_server.connections == connections + 1  # one HTTP/2 connection, many streams
+    assert elapsed < 1.5  # 60 requests of 50 ms one after another would take 3 s
+
+
+async def test_concurrency_limit_bounds_streams(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    apns_server.latency = 0.05
+    batch = [notification(Platform.IOS, apns_token(), i) for i in range(1, 7)]
+    started = time.monotonic()
+    outcomes = await send({**apns_settings, "concurrency": 2}, batch)
+    assert all(o.verdict is Verdict.DELIVERED for o in outcomes)
+    assert time.monotonic() - started >= 0.15  # three rounds of two
+
+
+FIELD_NOTES = [
+    *[
+        (400, reason, Verdict.FAILED, False)
+        for reason in (
+            "BadCollapseId",
+            "BadDeviceToken",
+            "BadExpirationDate",
+            "BadMessageId",
+            "BadPriority",
+            "BadTopic",
+            "DeviceTokenNotForTopic",
+            "DuplicateHeaders",
+            "IdleTimeout",
+            "InvalidPushType",
+            "MissingDeviceToken",
+            "MissingTopic",
+            "PayloadEmpty",
+            "TopicDisallowed",
+        )
+    ],
+    *[
+        (403, reason, Verdict.FAILED, False)
+        for reason in (
+            "BadCertificate",
+            "BadCertificateEnvironment",
+            "Forbidden",
+            "InvalidProviderToken",
+            "MissingProviderToken",
+        )
+    ],
+    (404, "BadPath", Verdict.FAILED, False),
+    (405, "MethodNotAllowed", Verdict.FAILED, False),
+    (410, "Unregistered", Verdict.FAILED, True),
+    (410, "ExpiredToken", Verdict.FAILED, True),
+    (413, "PayloadTooLarge", Verdict.FAILED, False),
+    (429, "TooManyProviderTokenUpdates", Verdict.RETRY, False),
+    (429, "TooManyRequests", Verdict.RETRY, False),
+    (500, "InternalServerError", Verdict.RETRY, False),
+    (503, "ServiceUnavailable", Verdict.RETRY, False),
+    (503, "Shutdown", Verdict.RETRY, False),
+    (502, "BadGateway", Verdict.RETRY, False),  # not in Apple's list: 5xx is transient
+    (418, "Teapot", Verdict.FAILED, False),  # not in Apple's list: 4xx is permanent
+]
+
+
+@pytest.mark.parametrize(("status", "reason", "verdict", "unsubscribe"), FIELD_NOTES)
+async def test_every_apns_answer_maps(
+    apns_server: ApnsServer,
+    apns_settings: dict[str, Any],
+    status: int,
+    reason: str,
+    verdict: Verdict,
+    unsubscribe: bool,
+) -> None:
+    token = apns_token()
+    apns_server.failures[token] = (status, reason)
+    [outcome] = await send(apns_settings, [notification(Platform.IOS, token)])
+    assert outcome.verdict is verdict
+    assert outcome.unsubscribe is unsubscribe
+    assert outcome.reason == reason
+    assert outcome.http_status == status
+    assert outcome.description.startswith(reason)
+    assert outcome.gateway_id == apns_server.received[0].apns_id
+    assert outcome.retry_after is None
+
+
+async def test_unregistered_keeps_the_timestamp(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    token = apns_token()
+    apns_server.failures[token] = (410, "Unregistered")
+    [outcome] = await send(apns_settings, [notification(Platform.IOS, token)])
+    yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86_400))
+    assert outcome.description.startswith(f"Unregistered (since {yesterday} ")
+    assert outcome.description.endswith(" UTC)")
+
+
+@pytest.mark.parametrize(("header", "expected"), [("7", 7.0), ("0.5", 0.5), ("soon", None)])
+async def test_retry_after_is_honoured(
+    apns_server: ApnsServer, apns_settings: dict[str, Any], header: str, expected: float | None
+) -> None:
+    token = apns_token()
+    apns_server.failures[token] = (429, "TooManyRequests", {"retry-after": header})
+    [outcome] = await send(apns_settings, [notification(Platform.IOS, token)])
+    assert outcome.verdict is Verdict.RETRY
+    assert outcome.retry_after == expected
+
+
+async def test_server_side_refusals(apns_server: ApnsServer, apns_settings: dict[str, Any]) -> None:
+    """Not injected: what the server finds wrong with the requests themselves."""
+    big = {"content": "x" * 5000}
+    batch = [
+        notification(Platform.IOS, "not-a-hex-token", 1),
+        notification(Platform.IOS, apns_token(), 2, message=big),
+        notification(Platform.IOS, apns_token(), 3, options={"priority": 7}),
+        notification(Platform.IOS, "", 4),
+    ]
+    outcomes = await send(apns_settings, batch)
+    assert [(o.http_status, o.reason) for o in outcomes] == [
+        (400, "BadDeviceToken"),
+        (413, "PayloadTooLarge"),
+        (400, "BadPriority"),
+        (400, "MissingDeviceToken"),
+    ]
+    assert all(o.verdict is Verdict.FAILED for o in outcomes)
+
+
+async def test_wrong_topic(apns_server: ApnsServer, apns_settings: dict[str, Any]) -> None:
+    settings = {**apns_settings, "topic": "com.example.other"}
+    [outcome] = await send(settings, [notification(Platform.IOS, apns_token())])
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAILED, "TopicDisallowed")
+
+
+@pytest.mark.parametrize("change", ["key", "key_id", "team_id"])
+async def test_bad_credentials_fail(
+    apns_server: ApnsServer, apns_settings: dict[str, Any], change: str
+) -> None:
+    wrong = {
+        "key": pem_of(ec.generate_private_key(ec.SECP256R1())),
+        "key_id": "ZZZ999ZZZZ",
+        "team_id": "ZZZ999ZZZZ",
+    }
+    batch = [notification(Platform.IOS, apns_token(), i) for i in (1, 2)]
+    outcomes = await send({**apns_settings, change: wrong[change]}, batch)
+    assert [(o.verdict, o.http_status, o.reason) for o in outcomes] == [
+        (Verdict.FAILED, 403, "InvalidProviderToken")
+    ] * 2
+
+
+async def test_expired_provider_token_is_refreshed_once(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    async with ApnsGateway(apns_config(apns_settings)) as gateway:
+        [first] = await gateway.send([notification(Platform.IOS, apns_token())])
+        apns_server.expire_provider_tokens()
+        batch = [notification(Platform.IOS, apns_token(), i) for i in range(1, 11)]
+        outcomes = await gateway.send(batch)
+    assert first.verdict is Verdict.DELIVERED
+    assert [o.verdict for o in outcomes] == [Verdict.DELIVERED] * 10
+    # Ten streams were refused at once; the token was re-signed only once.
+    assert len(apns_server.provider_tokens) == 2
+    refused = [r for r in apns_server.received if r.reason == "ExpiredProviderToken"]
+    assert len(refused) == 10
+
+
+async def test_provider_token_too_old_fails_after_one_refresh(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    # A clock two hours behind signs tokens APNs finds stale, again and again.
+    [outcome] = await send(
+        apns_settings, [notification(Platform.IOS, apns_token())], clock=lambda: time.time() - 7200
+    )
+    assert (outcome.verdict, outcome.http_status, outcome.reason) == (
+        Verdict.FAILED,
+        403,
+        "ExpiredProviderToken",
+    )
+    assert len(apns_server.received) == 2
+    assert len(apns_server.provider_tokens) == 2
+
+
+async def test_provider_token_is_renewed_before_the_hour(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    now = [time.time() - 55 * 60]
+    async with ApnsGateway(apns_config(apns_settings), clock=lambda: now[0]) as gateway:
+        await gateway.send([notification(Platform.IOS, apns_token())])
+        now[0] += 40 * 60
+        await gateway.send([notification(Platform.IOS, apns_token())])
+        assert len(apns_server.provider_tokens) == 1  # 40 minutes old: still in use
+        now[0] += 10 * 60
+        outcomes = await gateway.send([notification(Platform.IOS, apns_token())])
+    assert outcomes[0].verdict is Verdict.DELIVERED
+    assert len(apns_server.provider_tokens) == 2
+    assert all(r.status == 200 for r in apns_server.received)
+
+
+async def test_goaway_requests_move_to_a_new_connection(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    apns_server.goaway_after = 4
+    connections = apns_server.connections
+    batch = [notification(Platform.IOS, apns_token(), i) for i in range(1, 7)]
+    outcomes = await send(apns_settings, batch)
+    assert [o.verdict for o in outcomes] == [Verdict.DELIVERED] * 6
+    assert apns_server.connections == connections + 2
+    assert sorted(r.token for r in apns_server.received) == sorted(n.push_token for n in batch)
+
+
+async def test_goaway_after_every_request(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    apns_server.goaway_after = 1
+    connections = apns_server.connections
+    async with ApnsGateway(apns_config({**apns_settings, "concurrency": 1})) as gateway:
+        for i in range(1, 5):
+            [outcome] = await gateway.send([notification(Platform.IOS, apns_token(), i)])
+            assert outcome.verdict is Verdict.DELIVERED
+    assert apns_server.connections == connections + 4
+    assert len(apns_server.received) == 4
+
+
+async def test_dropped_connection_is_retried_on_a_new_one(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    # The server hangs up without a GOAWAY after each request: the next request
+    # finds a dead connection, and must go out again on a fresh one.
+    apns_server.reset_after = 1
+    async with ApnsGateway(apns_config({**apns_settings, "concurrency": 1})) as gateway:
+        for i in range(1, 5):
+            [outcome] = await gateway.send([notification(Platform.IOS, apns_token(), i)])
+            assert outcome.verdict is Verdict.DELIVERED, outcome
+    assert [r.status for r in apns_server.received] == [200] * 4
+
+
+async def test_connection_lost_twice_is_a_retry(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    apns_server.reset_after = 1  # one request per connection, then a dropped connection
+    batch = [notification(Platform.IOS, apns_token(), i) for i in range(1, 4)]
+    outcomes = await send(apns_settings, batch)
+    retried = [o for o in outcomes if o.verdict is not Verdict.DELIVERED]
+    assert retried  # three requests, two connections: at least one was lost twice
+    for outcome in retried:
+        assert (outcome.verdict, outcome.reason) == (Verdict.RETRY, "ConnectionError")
+        assert outcome.description.startswith("Connection error talking to the gateway")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_unreachable_host_is_a_retry(apns_settings: dict[str, Any]) -> None:
+    settings = {**apns_settings, "base_url": f"https://127.0.0.1:{closed_port()}"}
+    outcomes = await send(settings, [notification(Platform.IOS, apns_token(), i) for i in (1, 2)])
+    for outcome in outcomes:
+        assert (outcome.verdict, outcome.reason) == (Verdict.RETRY, "ConnectionError")
+        assert outcome.description.startswith("Connection error talking to the gateway")
+
+
+async def test_timeout_is_a_retry(apns_server: ApnsServer, apns_settings: dict[str, Any]) -> None:
+    apns_server.latency = 1.0
+    [outcome] = await send(
+        {**apns_settings, "timeout": 0.2}, [notification(Platform.IOS, apns_token())]
+    )
+    assert (outcome.verdict, outcome.reason) == (Verdict.RETRY, "Timeout")
+    assert "Timeout" in outcome.description
+
+
+async def test_registry_builds_a_working_gateway(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    gateway = build_gateway("apns", apns_settings)
+    try:
+        assert await gateway.send([]) == []
+        [outcome] = await gateway.send([notification(Platform.MACOS, apns_token())])
+    finally:
+        await gateway.aclose()
+    assert outcome.verdict is Verdict.DELIVERED
+
+
+def test_hosts(apns_settings: dict[str, Any]) -> None:
+    settings = {k: v for k, v in apns_settings.items() if k != "base_url"}
+    assert apns_config(settings).url == PRODUCTION_URL
+    assert apns_config({**settings, "sandbox": True}).url == SANDBOX_URL
