@@ -34,6 +34,12 @@ class Settings:
     files_dir: str = "./pushtrack-files"
     #: Run a dispatch/export worker inside ``serve``.
     worker: bool = True
+    #: Jobs one worker runs at once; seconds a claimed job's lease lasts.
+    worker_concurrency: int = 4
+    worker_lease_seconds: float = 30.0
+    #: Sending: tries per delivery before it ends failed; first backoff in seconds.
+    max_attempts: int = 5
+    retry_backoff_seconds: float = 2.0
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
@@ -52,6 +58,10 @@ class Settings:
             raise ValueError("rate_limit must be >= 0 and rate_burst >= 1")
         if self.retention_days < 1:
             raise ValueError("retention_days must be at least 1")
+        if self.worker_concurrency < 1 or self.worker_lease_seconds < 1:
+            raise ValueError("worker_concurrency and worker_lease_seconds must be at least 1")
+        if self.max_attempts < 1 or self.retry_backoff_seconds < 0:
+            raise ValueError("max_attempts must be at least 1, retry_backoff_seconds >= 0")
         if self.file_ttl_hours < 1:
             raise ValueError("file_ttl_hours must be at least 1")
         if not self.database.startswith(("sqlite:", "postgresql:", "postgres:")):

@@ -56,6 +56,8 @@ class Worker:
     lease_seconds: float = 30.0
     poll_seconds: float = 0.2
     max_attempts: int = 5
+    #: Called once when the worker stops (closing gateway connections, ...).
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -79,6 +81,11 @@ class Worker:
                         await asyncio.wait_for(stop.wait(), self.poll_seconds)
         finally:
             await self._release_all()
+            for close in self.closers:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing worker resources failed")
         log.info("worker %s stopped", self.owner)
 
     async def run_until_idle(self, max_seconds: float = 60.0) -> None:

@@ -22,6 +22,7 @@ from pushtrack.store.base import (
     MessagePlan,
     TokenInfo,
 )
+from pushtrack.store.dispatch import DispatchStore
 from pushtrack.store.jobs import JobStore
 
 
@@ -29,6 +30,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.jobs = JobStore(engine)
+        self.dispatch = DispatchStore(engine)
 
     @property
     def url(self) -> str:

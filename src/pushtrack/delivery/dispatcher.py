@@ -1,0 +1,229 @@
+"""The dispatcher: runs ``dispatch`` jobs, one id range of a message's deliveries each.
+
+For a range it loads what is due, marks it ``sent`` (before any byte reaches a
+gateway, so a crash can only resend what was in flight, never what ended),
+hands each platform's share to that platform's gateway, and records the
+outcomes. Transient refusals are retried with exponential backoff and jitter
+(or after the gateway's Retry-After) up to ``max_attempts``, then end
+``failed`` with the last reason. Gateway outcome → status mapping happens here
+and only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from pushtrack.delivery.base import Gateway, GatewayError, Notification, Outcome, Verdict
+from pushtrack.delivery.registry import build_gateway
+from pushtrack.domain.payload import render
+from pushtrack.domain.platforms import Platform
+from pushtrack.domain.status import Status
+from pushtrack.jobs.runner import Done, Later
+from pushtrack.jobs.runner import Outcome as JobOutcome
+from pushtrack.store import Store
+from pushtrack.store.dispatch import Due, Result
+from pushtrack.store.jobs import Job
+
+log = logging.getLogger("pushtrack.delivery")
+
+#: Device types a gateway here can serve.
+SERVED = frozenset(
+    {
+        Platform.IOS,
+        Platform.ANDROID,
+        Platform.MACOS,
+        Platform.AMAZON,
+        Platform.SAFARI,
+        Platform.CHROME,
+        Platform.FIREFOX,
+        Platform.HUAWEI,
+    }
+)
+
+
+def platform_label(value: int) -> str:
+    try:
+        return Platform(value).api_name
+    except ValueError:
+        return f"device type {value}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_attempts: int = 5,
+        backoff_seconds: float = 2.0,
+        max_backoff_seconds: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.max_attempts = max_attempts
+        self.backoff = backoff_seconds
+        self.max_backoff = max_backoff_seconds
+        self._gateways: dict[tuple[int, int], tuple[int, Gateway]] = {}
+        self._lock = asyncio.Lock()
+
+    async def handle(self, job: Job) -> JobOutcome:
+        message_id = int(job.params["message_id"])
+        first, last = int(job.params["first"]), int(job.params["last"])
+        batch = await self.store.dispatch.load_batch(message_id, first, last)
+        if batch is None:
+            return Done({"message": "gone"})
+        if batch.message_status == "cancelled":
+            await self.store.dispatch.cancel_rest(message_id, first, last)
+            return Done({"message": "cancelled"})
+        if batch.due:
+            await self._send(batch.app_id, message_id, batch.due, batch.payloads)
+            batch = await self.store.dispatch.load_batch(message_id, first, last)
+            if batch is None:
+                return Done({"message": "gone"})
+        if batch.due:  # due again at once (a Retry-After of zero): go round once more
+            return Later(self.store.clock())
+        if batch.next_due is not None:
+            return Later(batch.next_due)
+        status = await self.store.dispatch.finish_message(message_id)
+        return Done({"message": status})
+
+    async def _send(
+        self,
+        app_id: int,
+        message_id: int,
+        due: Sequence[Due],
+        payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]],
+    ) -> None:
+        settings = await self.store.dispatch.gateways(app_id)
+        by_platform: dict[int, list[Due]] = defaultdict(list)
+        unusable: list[tuple[int, int, str]] = []
+        for d in due:
+            if d.platform not in SERVED:
+                unusable.append(
+                    (
+                        d.delivery_id,
+                        d.platform,
+                        f"Platform not supported: {platform_label(d.platform)}",
+                    )
+                )
+            elif d.platform not in settings:
+                unusable.append(
+                    (
+                        d.delivery_id,
+                        d.platform,
+                        f"No gateway configured for {platform_label(d.platform)}",
+                    )
+                )
+            else:
+                by_platform[d.platform].append(d)
+        if unusable:
+            await self.store.dispatch.fail(message_id, unusable)
+        if not by_platform:
+            return
+        sendable = [(d.delivery_id, d.platform) for ds in by_platform.values() for d in ds]
+        await self.store.dispatch.mark_sent(message_id, sendable)
+        groups = list(by_platform.items())
+        answers = await asyncio.gather(
+            *(
+                self._send_group(app_id, platform, settings[platform], message_id, ds, payloads)
+                for platform, ds in groups
+            )
+        )
+        results: list[Result] = []
+        dead_tokens: list[str] = []
+        now = self.store.clock()
+        for (_, ds), outcomes in zip(groups, answers, strict=True):
+            for d, outcome in zip(ds, outcomes, strict=True):
+                results.append(self._result(d, outcome, now))
+                if outcome.unsubscribe:
+                    dead_tokens.append(d.push_token)
+        platforms = dict(sendable)
+        await self.store.dispatch.record(message_id, app_id, platforms, results, dead_tokens)
+
+    async def _send_group(
+        self,
+        app_id: int,
+        platform: int,
+        setting: tuple[str, dict[str, Any], int],
+        message_id: int,
+        due: Sequence[Due],
+        payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]],
+    ) -> list[Outcome]:
+        notifications = []
+        for d in due:
+            body, options = payloads[d.payload_id]
+            notifications.append(
+                Notification(
+                    delivery_id=d.delivery_id,
+                    tracking_code=d.tracking_code,
+                    platform=Platform(d.platform),
+                    push_token=d.push_token,
+                    payload=render(body, d.hash, message_id, d.user_id),
+                    options=options,
+                )
+            )
+        try:
+            gateway = await self._gateway(app_id, platform, setting)
+            outcomes = await gateway.send(notifications)
+        except (GatewayError, ValueError) as exc:
+            retryable = isinstance(exc, GatewayError) and exc.retryable
+            log.error(
+                "gateway %s for app %s, %s: %s", setting[0], app_id, platform_label(platform), exc
+            )
+            verdict = Verdict.RETRY if retryable else Verdict.FAILED
+            return [Outcome(n.delivery_id, verdict, f"Gateway error: {exc}") for n in notifications]
+        if len(outcomes) != len(notifications):
+            raise RuntimeError(
+                f"{setting[0]} gateway answered {len(outcomes)} outcomes"
+                f" for {len(notifications)} notifications"
+            )
+        return outcomes
+
+    def _result(self, d: Due, outcome: Outcome, now: int) -> Result:
+        if outcome.verdict is Verdict.DELIVERED:
+            return Result(d.delivery_id, Status.DELIVERED, outcome.description)
+        if outcome.verdict is Verdict.FAILED:
+            return Result(
+                d.delivery_id, Status.FAILED, outcome.description, unsubscribe=outcome.unsubscribe
+            )
+        attempt = d.attempts + 1
+        if attempt >= self.max_attempts:
+            return Result(
+                d.delivery_id,
+                Status.FAILED,
+                f"{outcome.description} (gave up after {attempt} attempts)",
+            )
+        if outcome.retry_after is not None:
+            delay = max(0.0, outcome.retry_after)
+        else:
+            delay = min(self.max_backoff, self.backoff * 2**d.attempts)
+            delay *= 0.5 + random.random()  # jitter: spread the retries of a burst
+        return Result(
+            d.delivery_id, None, outcome.description, retry_at=now + int(delay * 1_000_000)
+        )
+
+    async def _gateway(
+        self, app_id: int, platform: int, setting: tuple[str, dict[str, Any], int]
+    ) -> Gateway:
+        kind, config, version = setting
+        async with self._lock:
+            cached = self._gateways.get((app_id, platform))
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            if cached is not None:
+                await cached[1].aclose()
+            gateway = build_gateway(kind, config)
+            self._gateways[(app_id, platform)] = (version, gateway)
+            return gateway
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            for _, gateway in self._gateways.values():
+                try:
+                    await gateway.aclose()
+                except Exception:
+                    log.exception("closing a gateway failed")
+            self._gateways.clear()

@@ -1,0 +1,300 @@
+"""The store's side of sending: gateway settings, loading due deliveries, outcomes.
+
+A dispatch job covers an id range of one message's deliveries. Every status
+change here is a guarded update of the delivery row (``state``) that returns
+the rows it won, and only those get an event and a counter: a delivery is
+marked ``sent`` once, ends ``delivered`` or ``failed`` once, and a delivery
+that already ended is never loaded for sending again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from pushtrack.domain.status import DESC_CANCELLED, DESC_UNSUBSCRIBED, Status
+from pushtrack.store.base import ConflictError, Engine, Tx
+from pushtrack.store.tx import append_events, dumps, loads
+
+_SENT, _CREATED = int(Status.SENT), int(Status.CREATED)
+
+
+class Due(msgspec.Struct, frozen=True):
+    """A delivery ready to hand to a gateway."""
+
+    delivery_id: int
+    tracking_code: str
+    platform: int
+    push_token: str
+    hash: str
+    user_id: str
+    attempts: int
+    payload_id: int
+
+
+class Batch(msgspec.Struct, frozen=True):
+    app_id: int
+    message_id: int
+    message_status: str
+    due: list[Due]
+    payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]]  # id -> (body, options)
+    #: When the next not-yet-due delivery of the range is due (None: nothing waits).
+    next_due: int | None
+
+
+class Result(msgspec.Struct, frozen=True):
+    """One gateway outcome, as the store records it."""
+
+    delivery_id: int
+    status: Status | None  # DELIVERED / FAILED, or None to retry
+    description: str
+    unsubscribe: bool = False
+    retry_at: int | None = None
+
+
+def set_gateway(
+    tx: Tx, *, account: str, app_code: str, platform: int, kind: str, config: dict[str, Any]
+) -> None:
+    row = tx.one(
+        "SELECT a.id FROM applications a JOIN accounts acc ON acc.id = a.account_id"
+        " WHERE a.code = ? AND acc.name = ?",
+        (app_code, account),
+    )
+    if row is None:
+        raise ConflictError(f"no application {app_code} in account {account!r}")
+    tx.run(
+        "INSERT INTO gateways (app_id, platform, kind, config, updated_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (app_id, platform) DO UPDATE SET kind = excluded.kind,"
+        " config = excluded.config, updated_at = excluded.updated_at",
+        (row[0], platform, kind, dumps(config), tx.now()),
+    )
+
+
+def gateways(tx: Tx, *, app_id: int) -> dict[int, tuple[str, dict[str, Any], int]]:
+    """platform -> (kind, settings, version) of an application."""
+    rows = tx.all(
+        "SELECT platform, kind, config, updated_at FROM gateways WHERE app_id = ?", (app_id,)
+    )
+    return {r[0]: (r[1], loads(r[2]), r[3]) for r in rows}
+
+
+def gateway_kinds(tx: Tx, *, app_id: int) -> dict[int, str]:
+    """platform -> gateway kind, without the settings (safe to show)."""
+    return {
+        r[0]: r[1]
+        for r in tx.all("SELECT platform, kind FROM gateways WHERE app_id = ?", (app_id,))
+    }
+
+
+def load_batch(tx: Tx, *, message_id: int, first: int, last: int) -> Batch | None:
+    msg = tx.one("SELECT app_id, status FROM messages WHERE id = ?", (message_id,))
+    if msg is None:
+        return None
+    now = tx.now()
+    rows = tx.all(
+        "SELECT d.id, d.tracking_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
+        " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at, d.state"
+        " FROM deliveries d LEFT JOIN devices dev ON dev.id = d.device_id"
+        " WHERE d.id BETWEEN ? AND ? AND d.message_id = ? AND d.state IN (?, ?)"
+        " ORDER BY d.id",
+        (first, last, message_id, _CREATED, _SENT),
+    )
+    due: list[Due] = []
+    gone: list[tuple[int, int]] = []
+    next_due: int | None = None
+    for r in rows:
+        if r[9] is not None and r[9] > now:
+            next_due = r[9] if next_due is None else min(next_due, r[9])
+            continue
+        if not r[3] or not r[4]:
+            gone.append((r[0], r[2]))
+            continue
+        due.append(Due(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[8]))
+    if gone:
+        # The device unsubscribed after the message was created.
+        fail(tx, message_id, [(did, platform, DESC_UNSUBSCRIBED) for did, platform in gone])
+    payload_ids = sorted({d.payload_id for d in due})
+    payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for start in range(0, len(payload_ids), 500):
+        part = payload_ids[start : start + 500]
+        for pid, body, options in tx.all(
+            f"SELECT id, body, options FROM payloads WHERE id IN ({','.join('?' * len(part))})",
+            part,
+        ):
+            payloads[pid] = (loads(body), loads(options))
+    return Batch(msg[0], message_id, msg[1], due, payloads, next_due)
+
+
+def _won(
+    tx: Tx,
+    ids: Sequence[int],
+    new: int,
+    old: Sequence[int],
+    extra: str = "",
+    params: Sequence[Any] = (),
+) -> set[int]:
+    won: set[int] = set()
+    for start in range(0, len(ids), 900):
+        part = ids[start : start + 900]
+        rows = tx.all(
+            f"UPDATE deliveries SET state = ?{extra} WHERE id IN ({','.join('?' * len(part))})"
+            f" AND state IN ({','.join('?' * len(old))}) RETURNING id",
+            (new, *params, *part, *old),
+        )
+        won.update(r[0] for r in rows)
+    return won
+
+
+def mark_sent(tx: Tx, *, message_id: int, deliveries: Sequence[tuple[int, int]]) -> None:
+    """Record ``sent`` for (delivery, platform) pairs not yet marked; start the message."""
+    won = _won(tx, [d for d, _ in deliveries], _SENT, (_CREATED,))
+    append_events(tx, [(d, Status.SENT, "Sent", message_id, p) for d, p in deliveries if d in won])
+    tx.run(
+        "UPDATE messages SET status = 'sending' WHERE id = ? AND status IN ('pending',"
+        " 'scheduled')",
+        (message_id,),
+    )
+
+
+def fail(tx: Tx, message_id: int, items: Sequence[tuple[int, int, str]]) -> None:
+    """End (delivery, platform, description) items ``failed`` unless they already ended."""
+    won = _won(tx, [i[0] for i in items], int(Status.FAILED), (_CREATED, _SENT))
+    append_events(tx, [(d, Status.FAILED, desc, message_id, p) for d, p, desc in items if d in won])
+
+
+def record(
+    tx: Tx,
+    *,
+    message_id: int,
+    platforms: dict[int, int],
+    results: Sequence[Result],
+    unsubscribe_tokens: Sequence[str],
+    app_id: int,
+) -> None:
+    """Write a batch of gateway outcomes (``platforms``: delivery -> platform)."""
+    delivered = [r for r in results if r.status is Status.DELIVERED]
+    if delivered:
+        won = _won(tx, [r.delivery_id for r in delivered], int(Status.DELIVERED), (_SENT,))
+        append_events(
+            tx,
+            [
+                (
+                    r.delivery_id,
+                    Status.DELIVERED,
+                    r.description,
+                    message_id,
+                    platforms[r.delivery_id],
+                )
+                for r in delivered
+                if r.delivery_id in won
+            ],
+        )
+    failed = [r for r in results if r.status is Status.FAILED]
+    if failed:
+        fail(
+            tx,
+            message_id,
+            [(r.delivery_id, platforms[r.delivery_id], r.description) for r in failed],
+        )
+    retry: dict[int, list[int]] = defaultdict(list)
+    for r in results:
+        if r.status is None and r.retry_at is not None:
+            retry[r.retry_at].append(r.delivery_id)
+    for when, ids in retry.items():
+        _won(tx, ids, _SENT, (_SENT,), ", attempts = attempts + 1, next_at = ?", (when,))
+    for start in range(0, len(unsubscribe_tokens), 900):
+        part = unsubscribe_tokens[start : start + 900]
+        tx.run(
+            "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
+            f" AND push_token IN ({','.join('?' * len(part))})",
+            (tx.now(), app_id, *part),
+        )
+
+
+def finish_message(tx: Tx, *, message_id: int) -> str:
+    """Mark a message done once every delivery has ended; its status after."""
+    tx.run(
+        "UPDATE messages SET status = 'done' WHERE id = ? AND status IN ('pending', 'scheduled',"
+        " 'sending') AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?"
+        " AND state IN (?, ?))",
+        (message_id, message_id, _CREATED, _SENT),
+    )
+    row = tx.one("SELECT status FROM messages WHERE id = ?", (message_id,))
+    return str(row[0]) if row else "unknown"
+
+
+def cancel_rest(tx: Tx, *, message_id: int, first: int, last: int) -> None:
+    """A cancelled message: end what is left of a range ``failed``/``Cancelled``."""
+    rows = tx.all(
+        "SELECT id, platform FROM deliveries WHERE id BETWEEN ? AND ? AND message_id = ?"
+        " AND state IN (?, ?)",
+        (first, last, message_id, _CREATED, _SENT),
+    )
+    fail(tx, message_id, [(d, p, DESC_CANCELLED) for d, p in rows])
+
+
+class DispatchStore:
+    """The sending part of the ``Store``: ``store.dispatch``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def set_gateway(
+        self, account: str, app_code: str, platform: int, kind: str, config: dict[str, Any]
+    ) -> None:
+        await self.engine.write(
+            partial(
+                set_gateway,
+                account=account,
+                app_code=app_code,
+                platform=platform,
+                kind=kind,
+                config=config,
+            )
+        )
+
+    async def gateways(self, app_id: int) -> dict[int, tuple[str, dict[str, Any], int]]:
+        return await self.engine.read(partial(gateways, app_id=app_id))
+
+    async def gateway_kinds(self, app_id: int) -> dict[int, str]:
+        return await self.engine.read(partial(gateway_kinds, app_id=app_id))
+
+    async def load_batch(self, message_id: int, first: int, last: int) -> Batch | None:
+        return await self.engine.write(
+            partial(load_batch, message_id=message_id, first=first, last=last)
+        )
+
+    async def mark_sent(self, message_id: int, deliveries: Sequence[tuple[int, int]]) -> None:
+        await self.engine.write(partial(mark_sent, message_id=message_id, deliveries=deliveries))
+
+    async def fail(self, message_id: int, items: Sequence[tuple[int, int, str]]) -> None:
+        await self.engine.write(partial(fail, message_id=message_id, items=items))
+
+    async def record(
+        self,
+        message_id: int,
+        app_id: int,
+        platforms: dict[int, int],
+        results: Sequence[Result],
+        unsubscribe_tokens: Sequence[str],
+    ) -> None:
+        await self.engine.write(
+            partial(
+                record,
+                message_id=message_id,
+                app_id=app_id,
+                platforms=platforms,
+                results=results,
+                unsubscribe_tokens=unsubscribe_tokens,
+            )
+        )
+
+    async def finish_message(self, message_id: int) -> str:
+        return await self.engine.write(partial(finish_message, message_id=message_id))
+
+    async def cancel_rest(self, message_id: int, first: int, last: int) -> None:
+        await self.engine.write(partial(cancel_rest, message_id=message_id, first=first, last=last))
