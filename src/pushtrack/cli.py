@@ -80,10 +80,8 @@ def _with_store(database: str | None, fn: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(data) + "\n")
-    else:
-        console.print(text)
+    sys.stdout.write((json.dumps(data) if as_json else text) + "\n")
+    sys.stdout.flush()
 
 
 # -- serve ------------------------------------------------------------------------------
@@ -252,5 +250,20 @@ def token_revoke(
     _emit(as_json, {"revoked": n}, f"revoked {n} token(s)")
 
 
+@cli.command()
+def worker(
+    database: Database = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run a worker: sends pushes, builds exports, applies retention. Stops on SIGTERM."""
+    from pushtrack.server import run_worker
+
+    settings = _settings(database, worker_concurrency=concurrency)
+    run_worker(settings, announce=lambda data, text: _emit(as_json, data, text))
+
+
 def main() -> None:
+    import pushtrack.cli_gateways  # noqa: F401 - registers the gateway commands
+
     cli()

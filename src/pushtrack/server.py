@@ -1,9 +1,11 @@
-"""Running the service: the store, the HTTP server, and first-start set-up."""
+"""Running the service: the store, the HTTP server, the worker, first-start set-up."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -14,11 +16,23 @@ from pushtrack.api.app import create_app
 from pushtrack.api.context import Context
 from pushtrack.config import Settings
 from pushtrack.domain import codes
+from pushtrack.domain.platforms import Platform
 from pushtrack.store import Store, open_store
+from pushtrack.worker import build_worker
 
 log = logging.getLogger("pushtrack")
 
 Announce = Callable[[dict[str, Any], str], None]
+
+#: The demo application sends through the sandbox on these platforms.
+DEMO_PLATFORMS = (
+    Platform.IOS,
+    Platform.ANDROID,
+    Platform.CHROME,
+    Platform.FIREFOX,
+    Platform.SAFARI,
+)
+DEMO_SANDBOX = {"failure_rate": 0.05, "retry_rate": 0.05, "latency_ms": 20}
 
 
 async def ensure_demo(store: Store) -> dict[str, Any] | None:
@@ -26,6 +40,10 @@ async def ensure_demo(store: Store) -> dict[str, Any] | None:
     if await store.list_apps("default"):
         return None
     app = await store.create_app("default", "demo")
+    for platform in DEMO_PLATFORMS:
+        await store.dispatch.set_gateway(
+            "default", app.code, int(platform), "sandbox", DEMO_SANDBOX
+        )
     tokens = {}
     for kind in auth.KINDS:
         raw = codes.secret_token()
@@ -40,21 +58,71 @@ async def ensure_demo(store: Store) -> dict[str, Any] | None:
     }
 
 
-def run_server(settings: Settings, announce: Announce) -> None:
+def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def run_server(settings: Settings, announce: Announce) -> None:
+    _logging()
+    asyncio.run(_serve(settings, announce))
+
+
+async def _serve(settings: Settings, announce: Announce) -> None:
     store = open_store(settings.database)
-    demo = asyncio.run(ensure_demo(store))
-    if demo:
-        announce(
-            demo,
-            "First start: created a demo application.\n"
-            f"  application:  {demo['application']}\n"
-            f"  server token: {demo['server_token']}\n"
-            f"  device token: {demo['device_token']}\n"
-            "Tokens are shown once; create more with `pushtrack token create`.",
+    try:
+        demo = await ensure_demo(store)
+        if demo:
+            announce(
+                demo,
+                "First start: created a demo application (sending through the sandbox).\n"
+                f"  application:  {demo['application']}\n"
+                f"  server token: {demo['server_token']}\n"
+                f"  device token: {demo['device_token']}\n"
+                "Tokens are shown once; create more with `pushtrack token create`.",
+            )
+        ctx = Context.build(settings, store)
+        config = uvicorn.Config(
+            create_app(ctx),
+            host=settings.host,
+            port=settings.port,
+            access_log=False,
+            log_level="info",
+            lifespan="on",
         )
-    ctx = Context.build(settings, store)
-    app = create_app(ctx, lifespan_store=True)
-    where = {"listening": settings.base_url(), "database": settings.redacted()["database"]}
-    announce(where, f"pushtrack listening on {where['listening']} (database {where['database']})")
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info")
+        server = uvicorn.Server(config)
+        stop = asyncio.Event()
+        worker_task = None
+        if settings.worker:
+            worker_task = asyncio.create_task(build_worker(settings, store).run(stop))
+        where = {"listening": settings.base_url(), "database": settings.redacted()["database"]}
+        announce(
+            where, f"pushtrack listening on {where['listening']} (database {where['database']})"
+        )
+        try:
+            await server.serve()  # returns on SIGINT/SIGTERM
+        finally:
+            stop.set()
+            if worker_task is not None:
+                await worker_task
+    finally:
+        await store.close()
+
+
+def run_worker(settings: Settings, announce: Announce) -> None:
+    _logging()
+    asyncio.run(_work(settings, announce))
+
+
+async def _work(settings: Settings, announce: Announce) -> None:
+    store = open_store(settings.database)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        worker = build_worker(settings, store)
+        announce({"worker": worker.owner}, f"pushtrack worker {worker.owner} running")
+        await worker.run(stop)
+    finally:
+        await store.close()

@@ -1,0 +1,120 @@
+"""``pushtrack app set-gateway`` and ``pushtrack app gateways``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pushtrack.cli import Account, AsJson, Database, _emit, _fail, _with_store, app_cli, console
+from pushtrack.delivery.registry import KINDS, parse_config
+from pushtrack.domain.platforms import Platform, from_name
+from pushtrack.store.base import ConflictError
+
+#: Which gateway kinds can serve which platforms (the sandbox serves any).
+SERVES: dict[str, frozenset[Platform]] = {
+    "apns": frozenset({Platform.IOS, Platform.MACOS, Platform.SAFARI}),
+    "fcm": frozenset({Platform.ANDROID, Platform.IOS, Platform.HUAWEI, Platform.AMAZON}),
+    "webpush": frozenset({Platform.CHROME, Platform.FIREFOX}),
+    "sandbox": frozenset(Platform),
+}
+#: The setting a --key-file fills, per kind.
+KEY_SETTING = {"apns": "key", "fcm": "service_account", "webpush": "vapid_private_key"}
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@app_cli.command("set-gateway")
+def set_gateway(
+    code: str,
+    platform: Annotated[str, typer.Option("--platform", help="ios, android, chrome, ...")],
+    kind: Annotated[str, typer.Option("--kind", help="apns, fcm, webpush or sandbox.")],
+    setting: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE gateway setting (repeatable; JSON values ok)."),
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="JSON file with the gateway settings.")
+    ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option("--key-file", help="APNs .p8 key, FCM service-account JSON or VAPID key."),
+    ] = None,
+    account: Account = "default",
+    database: Database = None,
+    as_json: AsJson = False,
+) -> None:
+    """Set the gateway that sends an application's pushes to one platform.
+
+    Secrets are stored and never printed back.
+    """
+    target = from_name(platform)
+    if target is None:
+        _fail(f"unknown platform {platform!r}")
+    if kind not in KINDS:
+        _fail(f"--kind must be one of {', '.join(KINDS)}")
+    if target not in SERVES[kind]:
+        _fail(f"a {kind} gateway cannot send to {target.api_name}")
+    config: dict[str, Any] = {}
+    try:
+        if config_file is not None:
+            loaded = json.loads(config_file.read_text())
+            if not isinstance(loaded, dict):
+                _fail("--config must hold a JSON object")
+            config.update(loaded)
+        if key_file is not None:
+            if kind not in KEY_SETTING:
+                _fail(f"a {kind} gateway takes no key file")
+            config[KEY_SETTING[kind]] = key_file.read_text()
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read settings: {exc}")
+    for item in setting or ():
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            _fail(f"--set takes KEY=VALUE, not {item!r}")
+        config[name.strip()] = _value(text)
+    try:
+        parse_config(kind, config)
+    except ValueError as exc:
+        _fail(str(exc))
+    _with_store(
+        database,
+        lambda s: s.dispatch.set_gateway(account, code, int(target), kind, config),
+    )
+    _emit(
+        as_json,
+        {"application": code, "platform": target.api_name, "kind": kind},
+        f"{code}: {target.api_name} pushes go through {kind}",
+    )
+
+
+@app_cli.command("gateways")
+def list_gateways(
+    code: str, account: Account = "default", database: Database = None, as_json: AsJson = False
+) -> None:
+    """Show which gateway serves each platform of an application (no secrets)."""
+
+    async def lookup(store: Any) -> dict[int, str]:
+        for app in await store.list_apps(account):
+            if app.code == code:
+                kinds: dict[int, str] = await store.dispatch.gateway_kinds(app.id)
+                return kinds
+        raise ConflictError(f"no application {code} in account {account!r}")
+
+    kinds = _with_store(database, lookup)
+    rows = {Platform(p).api_name: k for p, k in sorted(kinds.items())}
+    if as_json:
+        _emit(True, rows, "")
+        return
+    table = Table("platform", "gateway")
+    for name, kind in rows.items():
+        table.add_row(name, kind)
+    console.print(table)
