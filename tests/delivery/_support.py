@@ -6,7 +6,7 @@ import secrets
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pushtrack.delivery.base import Notification
 from pushtrack.domain import payload as payloads
@@ -17,7 +17,7 @@ APNS_TEAM_ID = "DEF123GHIJ"
 APNS_TOPIC = "com.example.pushtrack"
 
 
-def pem_of(key: ec.EllipticCurvePrivateKey) -> str:
+def pem_of(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

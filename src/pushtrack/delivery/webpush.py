@@ -41,7 +41,8 @@ _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict base64url, padding optional; binascii.Error on anything else."""
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 def b64url_encode(data: bytes) -> str:
