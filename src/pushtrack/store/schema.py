@@ -63,6 +63,7 @@ MIGRATIONS: list[str] = [
         created_at INTEGER NOT NULL
     );
     CREATE INDEX messages_app ON messages (app_id, created_at);
+    CREATE INDEX messages_created ON messages (created_at);
     CREATE TABLE payloads (
         id INTEGER PRIMARY KEY,
         message_id INTEGER NOT NULL,
@@ -111,6 +112,20 @@ MIGRATIONS: list[str] = [
         errors INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (message_id, hour, platform)
     ) WITHOUT ROWID;
+    CREATE INDEX counters_hour ON counters (hour);
+    CREATE TABLE counters_minute (
+        message_id INTEGER NOT NULL,
+        minute INTEGER NOT NULL,
+        platform INTEGER NOT NULL,
+        sends INTEGER NOT NULL DEFAULT 0,
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        opens INTEGER NOT NULL DEFAULT 0,
+        inbox_opens INTEGER NOT NULL DEFAULT 0,
+        unshowable_sends INTEGER NOT NULL DEFAULT 0,
+        errors INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (message_id, minute, platform)
+    ) WITHOUT ROWID;
+    CREATE INDEX counters_minute_minute ON counters_minute (minute);
     CREATE TABLE jobs (
         id INTEGER PRIMARY KEY,
         request_id TEXT NOT NULL UNIQUE,

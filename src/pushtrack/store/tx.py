@@ -25,7 +25,7 @@ from pushtrack.domain.status import (
     DESC_UNSUBSCRIBED,
     Status,
 )
-from pushtrack.domain.timeutil import hour_of
+from pushtrack.domain.timeutil import HOUR_US, US
 from pushtrack.store.base import (
     App,
     ConflictError,
@@ -262,28 +262,36 @@ def append_events(tx: Tx, events: Sequence[tuple[int, Status, str, int, int]]) -
         "INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, ?, ?)",
         [(ts, e[0], int(e[1]), e[2]) for e in events],
     )
-    bump_counters(tx, ((e[3], hour_of(ts), e[4], e[1]) for e in events))
+    bump_counters(tx, ((e[3], ts, e[4], e[1]) for e in events))
+
+
+#: Counter tables: (table, bucket column, bucket width in µs).
+COUNTER_TABLES = (("counters", "hour", HOUR_US), ("counters_minute", "minute", 60 * US))
 
 
 def bump_counters(tx: Tx, items: Iterable[tuple[int, int, int, Status]]) -> None:
-    """Add one to the counter of each ``(message_id, hour, platform, status)``."""
+    """Add one to the counters of each ``(message_id, ts, platform, status)``.
+
+    Each event counts in its hour (``counters``) and its minute (``counters_minute``).
+    """
     totals: Counter[tuple[int, int, int, str]] = Counter()
-    for message_id, hour, platform, status in items:
+    for message_id, ts, platform, status in items:
         column = COUNTER_OF.get(status)
         if column:
-            totals[(message_id, hour, platform, column)] += 1
+            totals[(message_id, ts, platform, column)] += 1
     if not totals:
         return
-    by_column: dict[str, list[tuple[int, int, int, int]]] = {}
-    for (message_id, hour, platform, column), n in totals.items():
-        by_column.setdefault(column, []).append((message_id, hour, platform, n))
-    for column, rows in by_column.items():
-        tx.many(
-            f"INSERT INTO counters (message_id, hour, platform, {column}) VALUES (?, ?, ?, ?)"
-            f" ON CONFLICT (message_id, hour, platform) DO UPDATE"
-            f" SET {column} = counters.{column} + excluded.{column}",
-            rows,
-        )
+    for table, bucket, width in COUNTER_TABLES:
+        by_column: dict[str, Counter[tuple[int, int, int]]] = {}
+        for (message_id, ts, platform, column), n in totals.items():
+            by_column.setdefault(column, Counter())[(message_id, ts - ts % width, platform)] += n
+        for column, counts in by_column.items():
+            tx.many(
+                f"INSERT INTO {table} (message_id, {bucket}, platform, {column})"
+                f" VALUES (?, ?, ?, ?) ON CONFLICT (message_id, {bucket}, platform) DO UPDATE"
+                f" SET {column} = {table}.{column} + excluded.{column}",
+                [(*key, n) for key, n in counts.items()],
+            )
 
 
 def record_device_report(
