@@ -65,6 +65,31 @@ async def test_ttl_zero_and_no_ttl(apns_server: ApnsServer, apns_settings: dict[
     assert "apns-expiration" not in by_token[batch[1].push_token]
 
 
+@pytest.mark.parametrize(
+    ("options", "push_type", "priority", "collapse_id"),
+    [
+        ({"priority": "normal"}, "alert", "5", None),
+        ({"priority": 10, "collapse_id": "scores"}, "alert", "10", "scores"),
+        ({"push_type": "background"}, "background", "5", None),
+    ],
+)
+async def test_header_options(
+    apns_server: ApnsServer,
+    apns_settings: dict[str, Any],
+    options: dict[str, Any],
+    push_type: str,
+    priority: str,
+    collapse_id: str | None,
+) -> None:
+    [outcome] = await send(
+        apns_settings, [notification(Platform.IOS, apns_token(), options=options)]
+    )
+    assert outcome.verdict is Verdict.DELIVERED
+    headers = apns_server.received[0].headers
+    assert (headers["apns-push-type"], headers["apns-priority"]) == (push_type, priority)
+    assert headers.get("apns-collapse-id") == collapse_id
+
+
 async def test_batch_is_multiplexed_in_order(
     apns_server: ApnsServer, apns_settings: dict[str, Any]
 ) -> None:

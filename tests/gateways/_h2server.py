@@ -247,18 +247,18 @@ class _Connection:
             response = Response(500, body=repr(exc).encode())
         if self.closed:
             return
-        self.h2.send_headers(
-            stream_id,
-            [
-                (":status", str(response.status)),
-                ("content-length", str(len(response.body))),
-                *response.headers.items(),
-            ],
-            end_stream=not response.body,
-        )
-        self._flush()
-        if response.body:
-            await self._send_body(stream_id, response.body)
+        headers = [
+            (":status", str(response.status)),
+            ("content-length", str(len(response.body))),
+            *response.headers.items(),
+        ]
+        try:
+            self.h2.send_headers(stream_id, headers, end_stream=not response.body)
+            self._flush()
+            if response.body:
+                await self._send_body(stream_id, response.body)
+        except h2.exceptions.StreamClosedError:
+            return  # the client gave up on this stream (a timeout) and reset it
         self.answered += 1
         if self.answered == self.server.goaway_after:
             # Every stream taken is answered: say which was the last one, then drain.

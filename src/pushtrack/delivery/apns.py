@@ -75,6 +75,9 @@ _BY_STATUS: dict[int, _Rule] = {
     503: _Rule(_RETRY, "ServiceUnavailable"),
 }
 
+#: The priority option in words (as FCM takes it) → apns-priority.
+_PRIORITY = {"high": "10", "normal": "5", "low": "1"}
+
 #: Statuses that mean our set-up is wrong rather than this one device: logged loudly.
 _SETUP_STATUSES = frozenset({403, 404, 405})
 
@@ -170,12 +173,12 @@ class ApnsGateway:
     def _headers(self, n: Notification) -> dict[str, str]:
         options = n.options
         push_type = str(options.get("push_type") or "alert")
-        priority = options.get("priority") or (5 if push_type == "background" else 10)
+        priority = str(options.get("priority") or (5 if push_type == "background" else 10))
         headers = {
             "content-type": "application/json",
             "apns-topic": self.config.topic,
             "apns-push-type": push_type,
-            "apns-priority": str(priority),
+            "apns-priority": _PRIORITY.get(priority.lower(), priority),
         }
         ttl = _http.positive_ttl(options)
         if ttl is not None:
