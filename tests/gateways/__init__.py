@@ -6,48 +6,28 @@ credentials and request shape the way the real service does, answers with the
 real status codes and bodies, and records what it received. Use them as
 context managers::
 
-    with LocalTLS() as tls, ApnsServer(tls) as apns:
-        ...  # point a gateway at apns.url, trusting tls.ca_file
+    with LocalTLS() as tls, WebPushServer(tls) as push:
+        subscriber = push.subscribe()  # subscriber.token: the device's push token
+        ...  # a webpush gateway with ca_file=tls.ca_file; then push.received
+
+    with LocalTLS() as tls, ApnsServer(tls, public_key=key.public_key(), key_id=...,
+                                       team_id=..., topic=...) as apns:
+        ...  # an apns gateway with base_url=apns.url, ca_file=tls.ca_file
+
+    with LocalTLS() as tls, FcmServer(tls) as fcm:
+        ...  # an fcm gateway with service_account=fcm.service_account, base_url=fcm.url
+
+In pytest, ``tests/delivery/conftest.py`` starts them once per session (per
+xdist worker) as the fixtures ``apns_server``, ``fcm_server`` and
+``webpush_server`` (reset before each test), with the matching gateway
+settings in ``apns_settings``, ``fcm_settings`` and ``webpush_settings``.
 """
 
 from __future__ import annotations
 
-import os
-import ssl
-import tempfile
-
-import trustme
-
-
-class LocalTLS:
-    """A throw-away certificate authority, and a server certificate for 127.0.0.1."""
-
-    def __init__(self) -> None:
-        self.ca = trustme.CA()
-        self._cert = self.ca.issue_cert("127.0.0.1", "localhost")
-        fd, self.ca_file = tempfile.mkstemp(prefix="pushtrack-test-ca-", suffix=".pem")
-        os.close(fd)
-        self.ca.cert_pem.write_to_path(self.ca_file)
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._cert.configure_cert(context)
-        context.set_alpn_protocols(["h2"])
-        return context
-
-    def close(self) -> None:
-        if os.path.exists(self.ca_file):
-            os.unlink(self.ca_file)
-
-    def __enter__(self) -> LocalTLS:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-from tests.gateways.apns_server import ApnsServer  # noqa: E402
-from tests.gateways.fcm_server import FcmServer  # noqa: E402
-from tests.gateways.webpush_server import WebPushServer  # noqa: E402
+from tests.gateways._tls import LocalTLS
+from tests.gateways.apns_server import ApnsServer
+from tests.gateways.fcm_server import FcmServer
+from tests.gateways.webpush_server import WebPushServer
 
 __all__ = ["ApnsServer", "FcmServer", "LocalTLS", "WebPushServer"]

@@ -25,8 +25,8 @@ from urllib.parse import unquote
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.gateways import LocalTLS
 from tests.gateways._h2server import H2Server, Request, Response
+from tests.gateways._tls import LocalTLS
 
 PUSH_TYPES = frozenset(
     {

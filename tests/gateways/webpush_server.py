@@ -28,8 +28,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.gateways import LocalTLS
 from tests.gateways._h2server import H2Server, Request, Response
+from tests.gateways._tls import LocalTLS
 
 URGENCIES = ("very-low", "low", "normal", "high")
 MAX_BODY = 4096

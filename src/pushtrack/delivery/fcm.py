@@ -155,7 +155,9 @@ class AccessToken:
             return token, now + max(lifetime - REFRESH_MARGIN, lifetime / 2)
         error = " ".join(str(body.get(k)) for k in ("error", "error_description") if body.get(k))
         message = f"FCM token endpoint answered {response.status_code}: {error or 'no detail'}"
-        raise GatewayError(message, retryable=response.status_code >= 500)
+        raise GatewayError(
+            message, retryable=response.status_code in (408, 429) or response.status_code >= 500
+        )
 
 
 class _Rule(NamedTuple):
