@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from pushtrack.config import Settings
 from pushtrack.delivery.dispatcher import Dispatcher
+from pushtrack.jobs import msgstats, retention, tracklog
 from pushtrack.jobs.runner import Handler, Worker
 from pushtrack.store import Store
+
+log = logging.getLogger("pushtrack.worker")
 
 
 def handlers(settings: Settings, store: Store) -> dict[str, Handler]:
     """Each feature contributes the handlers of its job kinds here (besides dispatch)."""
-    table: dict[str, Handler] = {}
+    table: dict[str, Handler] = {
+        tracklog.KIND: tracklog.handler(settings, store),
+        msgstats.KIND: msgstats.handler(settings, store),
+        retention.KIND: retention.handler(settings, store),
+    }
     return table
+
+
+class ServiceWorker(Worker):
+    """The worker with its periodic jobs: on start it makes sure they exist."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await retention.ensure_scheduled(self.store)
+        except Exception:
+            log.exception("could not schedule the retention job; the next start will")
+        await super().run(stop)
 
 
 def build_worker(settings: Settings, store: Store, **options: float) -> Worker:
@@ -21,7 +42,7 @@ def build_worker(settings: Settings, store: Store, **options: float) -> Worker:
         max_attempts=settings.max_attempts,
         backoff_seconds=settings.retry_backoff_seconds,
     )
-    worker = Worker(
+    worker = ServiceWorker(
         store,
         {"dispatch": dispatcher.handle, **handlers(settings, store)},
         concurrency=settings.worker_concurrency,

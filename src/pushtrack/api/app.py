@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pushtrack.api import auth, devices, envelope, messages, stats
+from pushtrack.api import auth, devices, envelope, files, messages, stats, tracking, v2stats
 from pushtrack.api.context import Call, Context
 from pushtrack.api.errors import AuthError, MalformedError, MethodNotFoundError, PushtrackError
 
@@ -36,10 +36,15 @@ JSON13: dict[str, Method] = {
     "messageDeliveryEvent": Method(devices.message_delivery_event, server=False),
     "createMessage": Method(messages.create_message, server=True),
     "deleteMessage": Method(messages.delete_message, server=True),
+    "getTrackingLog": Method(tracking.get_tracking_log, server=True),
+    "getResults": Method(tracking.get_results, server=True),
+    "getMsgStats": Method(tracking.get_msg_stats, server=True),
 }
 
 V2: dict[str, Handler] = {
     "statistics/getMessageLog": stats.get_message_log,
+    "statistics/messages/totalsByIntervals": v2stats.totals_by_intervals,
+    "messages:list": v2stats.messages_list,
 }
 
 
@@ -101,6 +106,7 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
         Route("/json/1.3/{method}", json13, methods=["POST"]),
         Route("/api/v2/{method:path}", v2, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
+        Route("/files/{name}", files.endpoint(ctx), methods=["GET", "HEAD"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx

@@ -15,6 +15,7 @@ from pushtrack.domain import platforms
 from pushtrack.domain.status import BY_LABEL, Status
 from pushtrack.domain.timeutil import DAY_US, parse_wire, to_wire
 from pushtrack.store.base import LogQuery
+from pushtrack.store.retention import window_start
 
 MAX_INTERVAL_DAYS = 30
 MAX_LIMIT = 100_000
@@ -116,6 +117,8 @@ def build_query(call: Call, r: GetMessageLog) -> LogQuery:
 async def get_message_log(call: Call, body: dict[str, Any]) -> dict[str, Any]:
     r = convert(body, GetMessageLog)
     query = build_query(call, r)
+    since = window_start(call.ctx.store_clock(), call.ctx.settings.retention_days)
+    query = msgspec.structs.replace(query, date_from=max(query.date_from or since, since))
     if query.statuses == ():
         return {"data": [], "pagination_token": None}
     rows = await call.ctx.store.message_log(query)

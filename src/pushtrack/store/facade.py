@@ -23,7 +23,10 @@ from pushtrack.store.base import (
     TokenInfo,
 )
 from pushtrack.store.dispatch import DispatchStore
+from pushtrack.store.exports import ExportStore
 from pushtrack.store.jobs import JobStore
+from pushtrack.store.retention import RetentionStore
+from pushtrack.store.stats import StatsStore
 
 
 class Store:
@@ -31,6 +34,9 @@ class Store:
         self.engine = engine
         self.jobs = JobStore(engine)
         self.dispatch = DispatchStore(engine)
+        self.exports = ExportStore(engine)
+        self.stats = StatsStore(engine)
+        self.retention = RetentionStore(engine)
 
     @property
     def url(self) -> str:

@@ -1,0 +1,107 @@
+"""Scheduled requests: getTrackingLog and getMsgStats, and getResults to collect them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from pushtrack.api.context import Call
+from pushtrack.api.envelope import convert
+from pushtrack.api.errors import ArgumentError
+from pushtrack.domain.codes import REQUEST_ID_RE
+from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire
+from pushtrack.jobs import msgstats, tracklog
+from pushtrack.store.jobs import DONE, PENDING, RUNNING
+from pushtrack.store.retention import window_start
+
+#: Job kinds whose results getResults hands out.
+RESULT_KINDS = frozenset({tracklog.KIND, msgstats.KIND})
+
+
+class GetTrackingLog(msgspec.Struct):
+    auth: str
+    date: str | None = None
+    application: str | None = None
+
+
+class GetResults(msgspec.Struct):
+    auth: str
+    request_id: Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class GetMsgStats(msgspec.Struct):
+    auth: str
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+def _day(call: Call, text: str | None) -> str:
+    """The requested UTC day, checked against today and the retention window."""
+    now = call.ctx.store_clock()
+    today = to_wire(now)[:10]
+    if text is None:
+        return today
+    try:
+        start = parse_day(text)
+    except ValueError:
+        raise ArgumentError(f'date: expected "YYYY-MM-DD", got {text!r}') from None
+    if start > day_of(now):
+        raise ArgumentError(f"date: {text} is in the future (today is {today} UTC)")
+    days = call.ctx.settings.retention_days
+    if start + DAY_US <= window_start(now, days):
+        raise ArgumentError(f"date: {text} is outside the retention window of {days} days")
+    return to_wire(start)[:10]
+
+
+async def get_tracking_log(call: Call, request: dict[str, Any]) -> dict[str, Any]:
+    r = convert(request, GetTrackingLog)
+    assert call.token is not None
+    app_code = None
+    if r.application is not None:
+        app_code = (await call.app_for(r.application)).code
+    day = _day(call, r.date)
+    apps = sorted(call.token.apps) if call.token.apps is not None else None
+    request_id = await call.ctx.store.jobs.enqueue(
+        tracklog.KIND,
+        call.token.account,
+        {"date": day, "application": app_code, "apps": apps},
+    )
+    return {"request_id": request_id}
+
+
+async def get_msg_stats(call: Call, request: dict[str, Any]) -> dict[str, Any]:
+    r = convert(request, GetMsgStats)
+    assert call.token is not None
+    since = window_start(call.ctx.store_clock(), call.ctx.settings.retention_days)
+    found = await call.ctx.store.stats.find_message(
+        call.token.account, call.token.apps, r.message, since
+    )
+    if found is None:
+        raise ArgumentError(f"message: {r.message} not found")
+    request_id = await call.ctx.store.jobs.enqueue(
+        msgstats.KIND, call.token.account, {"message_id": found.id, "message": found.code}
+    )
+    return {"request_id": request_id}
+
+
+async def get_results(call: Call, request: dict[str, Any]) -> dict[str, Any]:
+    r = convert(request, GetResults)
+    assert call.token is not None
+    job = None
+    if REQUEST_ID_RE.match(r.request_id):
+        job = await call.ctx.store.jobs.get(r.request_id, call.token.account)
+    if job is None or job.kind not in RESULT_KINDS:
+        raise ArgumentError(f"request_id: {r.request_id} not found")
+    out: dict[str, Any] = {"request_id": job.request_id}
+    if job.state in (PENDING, RUNNING):
+        out["status"] = job.state
+    elif job.state == DONE and job.kind == tracklog.KIND:
+        out["status"] = "done"
+        out["fileName"] = tracklog.file_url(call.ctx.settings, job.result["file"])
+    elif job.state == DONE:
+        out["status"] = "done"
+        out.update(job.result)
+    else:
+        # (ours) the job gave up or was cancelled; its internal error stays in the log
+        out["status"] = "failed"
+    return out

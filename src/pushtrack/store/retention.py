@@ -1,0 +1,174 @@
+"""The retention window: removing tracking data older than it, a little at a time.
+
+Everything is removed in small batches, each its own short write transaction,
+so ingestion (which shares SQLite's one writer) waits at most one batch. On
+PostgreSQL the event log is range-partitioned by day: whole days before the
+window are dropped as partitions, and only the day the window starts in is
+trimmed row by row.
+
+What goes, for a window starting at ``before``:
+
+- events with ``ts < before``;
+- messages created (and due) before it, with their deliveries, payload
+  templates and counters; events of theirs still inside the window lose their
+  delivery and so drop out of every query, until their own day goes;
+- counter buckets (hourly and per minute) that end at or before it;
+- finished jobs last updated before it;
+- export files past their expiry or made before it (rows and files on disk:
+  ``jobs/retention.py`` unlinks them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import msgspec
+
+from pushtrack.domain.timeutil import DAY_US, day_of
+from pushtrack.store.base import Engine, Tx
+from pushtrack.store.exports import FileRecord, delete_files, expired_files
+from pushtrack.store.tx import COUNTER_TABLES
+
+#: Rows per delete batch: a few milliseconds of writer time on SQLite.
+BATCH = 2000
+#: Messages whose rows are removed per batch.
+MESSAGE_BATCH = 50
+
+
+def window_start(now: int, days: int) -> int:
+    """The first microsecond inside a retention window of ``days`` ending at ``now``."""
+    return now - days * DAY_US
+
+
+class PurgeReport(msgspec.Struct):
+    before: int
+    events: int = 0
+    partitions: int = 0
+    messages: int = 0
+    deliveries: int = 0
+    counters: int = 0
+    jobs: int = 0
+    files: int = 0
+
+
+def drop_partitions(tx: Tx, *, before: int) -> int:
+    """Drop the event partitions of whole days before ``before`` (PostgreSQL only)."""
+    if tx.dialect != "postgresql":
+        return 0
+    from pushtrack.store import pg_partitions  # type: ignore[attr-defined,unused-ignore]
+
+    dropped: int = pg_partitions.drop_partitions_before(tx, day_of(before))
+    return dropped
+
+
+def delete_events(tx: Tx, *, before: int, limit: int) -> int:
+    return tx.run(
+        "DELETE FROM events WHERE ts < ? AND id IN (SELECT id FROM events WHERE ts < ? LIMIT ?)",
+        (before, before, limit),
+    )
+
+
+def old_messages(tx: Tx, *, before: int, limit: int) -> list[int]:
+    rows = tx.all(
+        "SELECT id FROM messages WHERE created_at < ? AND send_at < ? ORDER BY created_at LIMIT ?",
+        (before, before, limit),
+    )
+    return [r[0] for r in rows]
+
+
+def delete_deliveries(tx: Tx, *, message_ids: Sequence[int], limit: int) -> int:
+    marks = ",".join("?" * len(message_ids))
+    return tx.run(
+        "DELETE FROM deliveries WHERE id IN"
+        f" (SELECT id FROM deliveries WHERE message_id IN ({marks}) LIMIT ?)",
+        (*message_ids, limit),
+    )
+
+
+def delete_messages(tx: Tx, *, message_ids: Sequence[int]) -> int:
+    """The messages themselves, once their deliveries are gone."""
+    marks = ",".join("?" * len(message_ids))
+    for table in ("payloads", *(t for t, _, _ in COUNTER_TABLES)):
+        tx.run(f"DELETE FROM {table} WHERE message_id IN ({marks})", message_ids)
+    return tx.run(f"DELETE FROM messages WHERE id IN ({marks})", message_ids)
+
+
+def delete_counters(tx: Tx, *, before: int, limit: int) -> int:
+    """Counter buckets that end at or before ``before``, from every counter table."""
+    removed = 0
+    for table, column, width in COUNTER_TABLES:
+        removed += tx.run(
+            f"DELETE FROM {table} WHERE (message_id, {column}, platform) IN"
+            f" (SELECT message_id, {column}, platform FROM {table} WHERE {column} <= ? LIMIT ?)",
+            (before - width, limit),
+        )
+    return removed
+
+
+def delete_jobs(tx: Tx, *, before: int, limit: int) -> int:
+    return tx.run(
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+        " WHERE state IN ('done', 'failed', 'cancelled') AND updated_at < ? LIMIT ?)",
+        (before, limit),
+    )
+
+
+def ensure_periodic(tx: Tx, *, kind: str, run_at: int) -> None:
+    """Make sure the one job of a periodic kind exists, pending or running.
+
+    Its request id is fixed (``periodic:<kind>``), so concurrent workers cannot
+    make two; one that ended (failed, cancelled) is brought back.
+    """
+    now = tx.now()
+    tx.run(
+        "INSERT INTO jobs (request_id, kind, account_id, params, state, run_at, created_at,"
+        " updated_at) VALUES (?, ?, NULL, '{}', 'pending', ?, ?, ?)"
+        " ON CONFLICT (request_id) DO UPDATE SET state = 'pending', run_at = excluded.run_at,"
+        " attempts = 0, lease_owner = NULL, lease_until = NULL, updated_at = excluded.updated_at"
+        " WHERE jobs.state IN ('done', 'failed', 'cancelled')",
+        (f"periodic:{kind}", kind, run_at, now, now),
+    )
+
+
+class RetentionStore:
+    """The retention part of the ``Store``: ``store.retention``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def _drain(self, fn: partial[int], limit: int) -> int:
+        total = 0
+        while True:
+            n = await self.engine.write(fn)
+            total += n
+            if n < limit:
+                return total
+
+    async def purge_rows(self, before: int, batch: int = BATCH) -> PurgeReport:
+        """Remove the tracking rows older than ``before`` (files: see ``stale_files``)."""
+        report = PurgeReport(before=before)
+        report.partitions = await self.engine.write(partial(drop_partitions, before=before))
+        report.events = await self._drain(partial(delete_events, before=before, limit=batch), batch)
+        while ids := await self.engine.read(
+            partial(old_messages, before=before, limit=MESSAGE_BATCH)
+        ):
+            report.deliveries += await self._drain(
+                partial(delete_deliveries, message_ids=ids, limit=batch), batch
+            )
+            report.messages += await self.engine.write(partial(delete_messages, message_ids=ids))
+        report.counters = await self._drain(
+            partial(delete_counters, before=before, limit=batch), batch
+        )
+        report.jobs = await self._drain(partial(delete_jobs, before=before, limit=batch), batch)
+        return report
+
+    async def stale_files(self, now: int, before: int, limit: int = 500) -> list[FileRecord]:
+        """Export files past their expiry, or made before the window (all their rows are out)."""
+        return await self.engine.read(partial(expired_files, now=now, before=before, limit=limit))
+
+    async def forget_files(self, ids: list[str]) -> int:
+        return await self.engine.write(partial(delete_files, ids=ids))
+
+    async def ensure_periodic(self, kind: str, run_at: int) -> None:
+        await self.engine.write(partial(ensure_periodic, kind=kind, run_at=run_at))

@@ -1,0 +1,261 @@
+"""Statistics served from the counters (hourly, and the minute rollup): never the event log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Literal
+
+import msgspec
+
+from pushtrack.domain.status import COUNTERS
+from pushtrack.domain.timeutil import DAY_US, HOUR_US, US
+from pushtrack.store.base import Engine, Tx
+from pushtrack.store.tx import loads
+
+Interval = Literal["minute", "hour", "day"]
+
+MINUTE_US = 60 * US
+#: Bucket width of each interval.
+WIDTH: dict[str, int] = {"minute": MINUTE_US, "hour": HOUR_US, "day": DAY_US}
+
+
+class MessageRef(msgspec.Struct, frozen=True):
+    id: int
+    code: str
+    app_code: str
+    created_at: int
+
+
+class Totals(msgspec.Struct, frozen=True):
+    """The counters of one bucket (or a whole message) on one platform."""
+
+    bucket: int
+    platform: int
+    sends: int = 0
+    deliveries: int = 0
+    opens: int = 0
+    inbox_opens: int = 0
+    unshowable_sends: int = 0
+    errors: int = 0
+
+
+class MessageSummary(msgspec.Struct, frozen=True):
+    id: int
+    code: str
+    app_code: str
+    campaign: str | None
+    notification: dict[str, Any]
+    send_at: int
+    status: str
+    created_at: int
+    platforms: list[int]
+    #: Per platform, over the message's life (``bucket`` is 0).
+    totals: list[Totals]
+
+
+_SUMS = ", ".join(f"SUM({c})" for c in COUNTERS)
+_COLS = ", ".join(COUNTERS)
+
+
+def _totals(bucket: int, platform: int, values: Sequence[Any]) -> Totals:
+    return Totals(bucket, platform, *(int(v or 0) for v in values))
+
+
+def find_message(
+    tx: Tx, *, account: str, apps: frozenset[str] | None, code: str, since: int
+) -> MessageRef | None:
+    """A message of the account (and of the token's applications), created at or after ``since``."""
+    row = tx.one(
+        "SELECT m.id, m.code, a.code, m.created_at FROM messages m"
+        " JOIN applications a ON a.id = m.app_id JOIN accounts acc ON acc.id = a.account_id"
+        " WHERE m.code = ? AND acc.name = ? AND m.created_at >= ?",
+        (code, account, since),
+    )
+    if row is None or (apps is not None and row[2] not in apps):
+        return None
+    return MessageRef(*row)
+
+
+def counter_rows(
+    tx: Tx,
+    *,
+    message_id: int,
+    interval: Interval,
+    since: int,
+    until: int | None = None,
+    platforms: Sequence[int] | None = None,
+) -> list[Totals]:
+    """Counters of a message per (bucket, platform), ordered by bucket then platform.
+
+    A bucket is included when any part of it lies in ``[since, until]``; day
+    buckets sum the hours that do.
+    """
+    table, column, width = (
+        ("counters_minute", "minute", MINUTE_US)
+        if interval == "minute"
+        else ("counters", "hour", HOUR_US)
+    )
+    where = ["message_id = ?", f"{column} > ?"]
+    params: list[Any] = [message_id, since - width]
+    if until is not None:
+        where.append(f"{column} <= ?")
+        params.append(until)
+    if platforms:
+        where.append(f"platform IN ({','.join('?' * len(platforms))})")
+        params.extend(platforms)
+    rows = tx.all(
+        f"SELECT {column}, platform, {_COLS} FROM {table} WHERE {' AND '.join(where)}"
+        f" ORDER BY {column}, platform",
+        params,
+    )
+    if interval != "day":
+        return [_totals(r[0], r[1], r[2:]) for r in rows]
+    days: dict[tuple[int, int], list[int]] = {}
+    for r in rows:
+        sums = days.setdefault((r[0] - r[0] % DAY_US, r[1]), [0] * len(COUNTERS))
+        for i, v in enumerate(r[2:]):
+            sums[i] += int(v)
+    return [_totals(day, platform, sums) for (day, platform), sums in sorted(days.items())]
+
+
+def list_messages(
+    tx: Tx,
+    *,
+    account: str,
+    apps: frozenset[str] | None,
+    app_code: str,
+    since: int,
+    date_from: int | None,
+    date_to: int | None,
+    codes: Sequence[str] | None,
+    platforms: Sequence[int] | None,
+    offset: int,
+    limit: int,
+) -> tuple[int, list[MessageSummary]]:
+    """Messages of an application created at or after ``since``, newest first, with totals."""
+    if apps is not None and app_code not in apps:
+        return 0, []
+    where = ["a.code = ?", "acc.name = ?", "m.created_at >= ?"]
+    params: list[Any] = [app_code, account, since]
+    if date_from is not None:
+        where.append("m.send_at >= ?")
+        params.append(date_from)
+    if date_to is not None:
+        where.append("m.send_at <= ?")
+        params.append(date_to)
+    if codes:
+        where.append(f"m.code IN ({','.join('?' * len(codes))})")
+        params.extend(codes)
+    if platforms:
+        where.append(
+            "EXISTS (SELECT 1 FROM payloads p WHERE p.message_id = m.id"
+            f" AND p.platform IN ({','.join('?' * len(platforms))}))"
+        )
+        params.extend(platforms)
+    base = (
+        "FROM messages m JOIN applications a ON a.id = m.app_id"
+        " JOIN accounts acc ON acc.id = a.account_id"
+        f" WHERE {' AND '.join(where)}"
+    )
+    found = tx.one(f"SELECT COUNT(*) {base}", params)
+    total = int(found[0]) if found else 0
+    rows = tx.all(
+        "SELECT m.id, m.code, a.code, m.campaign, m.notification, m.send_at, m.status,"
+        f" m.created_at {base} ORDER BY m.created_at DESC, m.id DESC LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    if not rows:
+        return total, []
+    ids = [r[0] for r in rows]
+    marks = ",".join("?" * len(ids))
+    kinds: dict[int, set[int]] = {}
+    for mid, platform in tx.all(
+        f"SELECT DISTINCT message_id, platform FROM payloads WHERE message_id IN ({marks})", ids
+    ):
+        kinds.setdefault(mid, set()).add(platform)
+    totals: dict[int, list[Totals]] = {}
+    for r in tx.all(
+        f"SELECT message_id, platform, {_SUMS} FROM counters WHERE message_id IN ({marks})"
+        " GROUP BY message_id, platform ORDER BY message_id, platform",
+        ids,
+    ):
+        totals.setdefault(r[0], []).append(_totals(0, r[1], r[2:]))
+    return total, [
+        MessageSummary(
+            id=r[0],
+            code=r[1],
+            app_code=r[2],
+            campaign=r[3],
+            notification=loads(r[4]),
+            send_at=r[5],
+            status=r[6],
+            created_at=r[7],
+            platforms=sorted(kinds.get(r[0], ())),
+            totals=totals.get(r[0], []),
+        )
+        for r in rows
+    ]
+
+
+class StatsStore:
+    """The statistics part of the ``Store``: ``store.stats``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def find_message(
+        self, account: str, apps: frozenset[str] | None, code: str, since: int
+    ) -> MessageRef | None:
+        return await self.engine.read(
+            partial(find_message, account=account, apps=apps, code=code, since=since)
+        )
+
+    async def counters(
+        self,
+        message_id: int,
+        interval: Interval,
+        since: int,
+        until: int | None = None,
+        platforms: Sequence[int] | None = None,
+    ) -> list[Totals]:
+        return await self.engine.read(
+            partial(
+                counter_rows,
+                message_id=message_id,
+                interval=interval,
+                since=since,
+                until=until,
+                platforms=tuple(platforms) if platforms else None,
+            )
+        )
+
+    async def list_messages(
+        self,
+        *,
+        account: str,
+        apps: frozenset[str] | None,
+        app_code: str,
+        since: int,
+        date_from: int | None = None,
+        date_to: int | None = None,
+        codes: Sequence[str] | None = None,
+        platforms: Sequence[int] | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[int, list[MessageSummary]]:
+        return await self.engine.read(
+            partial(
+                list_messages,
+                account=account,
+                apps=apps,
+                app_code=app_code,
+                since=since,
+                date_from=date_from,
+                date_to=date_to,
+                codes=tuple(codes) if codes else None,
+                platforms=tuple(platforms) if platforms else None,
+                offset=offset,
+                limit=limit,
+            )
+        )
