@@ -1,0 +1,88 @@
+"""The bare engine, for baselines and for bulk set-up: DB-API calls, no pushtrack code.
+
+Baselines measure what the database itself costs for the same rows, so they
+talk to it directly with the same connection settings the product uses.
+The schema is always the product's own: a database is created by opening
+the store (which migrates it) before anything here writes to it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from bench.harness import sqlite_path
+from pushtrack.store import open_store
+
+
+def create_schema(url: str) -> None:
+    """Create (migrate) the product's schema in a fresh database."""
+    import asyncio
+
+    async def go() -> None:
+        store = open_store(url)
+        await store.close()
+
+    asyncio.run(go())
+
+
+class Raw:
+    """One bare connection, ``?`` placeholders on either engine, explicit transactions."""
+
+    def __init__(self, url: str, *, bulk: bool = False) -> None:
+        self.url = url
+        self.sqlite = url.startswith("sqlite:")
+        if self.sqlite:
+            conn = sqlite3.connect(sqlite_path(url), isolation_level=None)
+            # As pushtrack.store.sqlite._connect sets them.
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA cache_size = -65536")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            if bulk:  # set-up only: a bigger cache; durability does not matter there
+                conn.execute("PRAGMA cache_size = -524288")
+                conn.execute("PRAGMA synchronous = OFF")
+            self._sqlite = conn
+        else:
+            import psycopg
+
+            self._pg = psycopg.connect(url, autocommit=True)
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.sqlite else sql.replace("?", "%s")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self.sqlite:
+            return self._sqlite.execute(sql, params).fetchall()
+        cur = self._pg.execute(self._sql(sql), params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        if self.sqlite:
+            self._sqlite.executemany(sql, rows)
+        else:
+            with self._pg.cursor() as cur:
+                cur.executemany(self._sql(sql), list(rows))  # type: ignore[arg-type]
+
+    def begin(self) -> None:
+        self.execute("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+    def close(self) -> None:
+        if self.sqlite:
+            self._sqlite.close()
+        else:
+            self._pg.close()
+
+    def __enter__(self) -> Raw:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
