@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import sqlite3
 import threading
@@ -49,6 +50,11 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def json_value(value: Any) -> Any:
+    """A JSON column as Python: SQLite keeps JSON as text, PostgreSQL may decode it."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
 class Database:
     """Raw access to the database behind a store, for checking what was written."""
 
@@ -80,7 +86,9 @@ class Database:
         return int(self.rows(f"SELECT COUNT(*) FROM {table}")[0][0])
 
     def counts(self) -> dict[str, int]:
-        return {t: self.count(t) for t in TABLES}
+        """Row counts of every table, read in one query (one consistent snapshot)."""
+        sql = "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in TABLES)
+        return {t: int(n) for t, n in zip(TABLES, self.rows(sql)[0], strict=True)}
 
 
 @dataclass
@@ -116,6 +124,18 @@ class Service:
             json=body,
             headers={"Authorization": f"Token {token or self.server_token}"},
         )
+
+    def send(self, **notification: Any) -> dict[str, Any]:
+        """createMessage with one notification; asserts success, returns ``response``."""
+        notification.setdefault("content", "hello")
+        out = self.server("createMessage", notifications=[notification])
+        assert out["status_code"] == 200, out
+        return out["response"]  # type: ignore[no-any-return]
+
+    def hash_of(self, tracking_code: str) -> str:
+        """The ``p`` value of a delivery (what the device would find in its payload)."""
+        rows = self.db.rows("SELECT hash FROM deliveries WHERE tracking_code = ?", (tracking_code,))
+        return str(rows[0][0])
 
     def register(self, hwid: str, device_type: int = 1, **fields: Any) -> None:
         fields.setdefault("push_token", f"token-{hwid}")
