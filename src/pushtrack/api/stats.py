@@ -19,13 +19,16 @@ from pushtrack.store.retention import window_start
 
 MAX_INTERVAL_DAYS = 30
 MAX_LIMIT = 100_000
+MAX_HWIDS = 1000
+#: Ids and cursor positions are 64-bit integers in every engine.
+Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 class GetMessageLog(msgspec.Struct):
-    message_id: int | None = None
+    message_id: Id | None = None
     message_code: str | None = None
     campaign_code: str | None = None
-    hwid: str | list[str] | None = None
+    hwid: str | Annotated[list[str], msgspec.Meta(max_length=MAX_HWIDS)] | None = None
     user_id: str | None = None
     application_code: str | None = None
     date_from: str | None = None
@@ -49,7 +52,7 @@ def encode_cursor(ts: int, event_id: int) -> str:
 def decode_cursor(token: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        ts, event_id = msgspec.json.decode(raw, type=tuple[int, int])
+        ts, event_id = msgspec.json.decode(raw, type=tuple[Id, Id])
     except (binascii.Error, ValueError, msgspec.DecodeError):
         raise ArgumentError("pagination_token: not a token this service issued") from None
     return ts, event_id
@@ -66,7 +69,7 @@ def _date(value: str | None, name: str) -> int | None:
 
 def build_query(call: Call, r: GetMessageLog) -> LogQuery:
     assert call.token is not None
-    hwids = [r.hwid] if isinstance(r.hwid, str) else r.hwid
+    hwids = [r.hwid] if isinstance(r.hwid, str) else list(dict.fromkeys(r.hwid or ()))
     date_from, date_to = _date(r.date_from, "date_from"), _date(r.date_to, "date_to")
     has_id = any(
         v is not None
@@ -87,7 +90,8 @@ def build_query(call: Call, r: GetMessageLog) -> LogQuery:
     statuses: list[Status] = []
     for action in r.actions or ():
         if action in BY_LABEL:
-            statuses.append(BY_LABEL[action])
+            if BY_LABEL[action] not in statuses:
+                statuses.append(BY_LABEL[action])
         elif action not in _INBOX_ACTIONS:
             raise ArgumentError(f"actions: unknown action {action!r}")
     wanted_platforms = []
@@ -95,7 +99,8 @@ def build_query(call: Call, r: GetMessageLog) -> LogQuery:
         platform = platforms.from_name(name)
         if platform is None:
             raise ArgumentError(f"platforms: unknown platform {name!r}")
-        wanted_platforms.append(platform)
+        if platform not in wanted_platforms:
+            wanted_platforms.append(platform)
     return LogQuery(
         account=call.token.account,
         apps=call.token.apps,
