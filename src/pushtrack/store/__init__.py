@@ -16,7 +16,7 @@ def open_engine(url: str) -> Engine:
 
         return SQLiteEngine.from_url(url)
     if url.startswith(("postgresql:", "postgres:")):
-        from pushtrack.store import postgres  # type: ignore[attr-defined,unused-ignore]
+        from pushtrack.store import postgres
 
         engine: Engine = postgres.PostgresEngine.from_url(url)
         return engine

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pushtrack.domain.timeutil import now_us
-from pushtrack.store.base import ConflictError, StoreError, Tx
+from pushtrack.store.base import ConflictError, Engine, StoreError, Tx
 from pushtrack.store.schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -252,3 +252,7 @@ class SQLiteEngine:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+#: mypy checks here that the engine satisfies the ``Engine`` protocol.
+_ENGINE_CHECK: type[Engine] = SQLiteEngine

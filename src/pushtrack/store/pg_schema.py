@@ -1,0 +1,214 @@
+"""PostgreSQL schema, as forward-only migrations recorded in ``schema_version``.
+
+The logical schema is the one of ``store/schema.py`` (same tables, same
+column names, so the transaction functions of ``store/tx.py`` run unchanged);
+only the types differ: BIGINT ids and timestamps (microseconds), INTEGER
+flags and enums (the SQL compares them with ``= 1``), TEXT for JSON.
+
+``events`` is range-partitioned by UTC day on ``ts`` (see
+``store/pg_partitions.py``); its primary key must therefore hold ``ts``, and
+that key, ``(ts, id)``, is also the index by time. A DEFAULT partition
+catches rows of a day whose partition does not exist yet; the engine keeps
+partitions ahead of the clock so that it stays empty.
+
+Migrations run in one transaction under an advisory lock, so any number of
+processes may start at once: the first applies what is missing, the others
+wait for it and then find nothing left to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from pushtrack.domain.timeutil import now_us
+
+#: pg_advisory_xact_lock key of migrations ("pushtrack" in ASCII, then 1).
+MIGRATE_LOCK = 0x7075736874726101
+
+MIGRATIONS: list[str] = [
+    # 1: the foundation
+    """
+    CREATE TABLE accounts (
+        id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE applications (
+        id BIGSERIAL PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        account_id BIGINT NOT NULL REFERENCES accounts (id),
+        name TEXT NOT NULL,
+        tracking INTEGER NOT NULL,
+        open_logging INTEGER NOT NULL,
+        device_token_required INTEGER NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id BIGSERIAL PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts (id),
+        kind TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        apps TEXT,
+        methods TEXT,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE TABLE devices (
+        id BIGSERIAL PRIMARY KEY,
+        app_id BIGINT NOT NULL REFERENCES applications (id),
+        hwid TEXT NOT NULL,
+        push_token TEXT,
+        device_type INTEGER NOT NULL,
+        language TEXT,
+        timezone INTEGER,
+        tags TEXT,
+        user_id TEXT,
+        app_version TEXT,
+        device_model TEXT,
+        os_version TEXT,
+        subscribed INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        UNIQUE (app_id, hwid)
+    );
+    CREATE INDEX devices_token ON devices (app_id, push_token);
+    CREATE INDEX devices_user ON devices (app_id, user_id);
+    CREATE TABLE messages (
+        id BIGSERIAL PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        app_id BIGINT NOT NULL REFERENCES applications (id),
+        campaign TEXT,
+        notification TEXT NOT NULL,
+        send_at BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        deliveries INTEGER NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX messages_app ON messages (app_id, created_at);
+    CREATE INDEX messages_created ON messages (created_at);
+    CREATE TABLE payloads (
+        id BIGSERIAL PRIMARY KEY,
+        message_id BIGINT NOT NULL,
+        platform INTEGER NOT NULL,
+        language TEXT,
+        body TEXT NOT NULL,
+        options TEXT NOT NULL
+    );
+    CREATE INDEX payloads_message ON payloads (message_id);
+    CREATE TABLE deliveries (
+        id BIGSERIAL PRIMARY KEY,
+        message_id BIGINT NOT NULL,
+        device_id BIGINT,
+        payload_id BIGINT,
+        tracking_code TEXT NOT NULL UNIQUE,
+        target_id TEXT NOT NULL,
+        hwid TEXT NOT NULL,
+        user_id TEXT,
+        platform INTEGER NOT NULL,
+        hash TEXT,
+        state INTEGER NOT NULL,
+        opened INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at BIGINT
+    );
+    CREATE INDEX deliveries_message ON deliveries (message_id);
+    CREATE INDEX deliveries_hwid ON deliveries (hwid);
+    CREATE TABLE events (
+        id BIGSERIAL NOT NULL,
+        ts BIGINT NOT NULL,
+        delivery_id BIGINT NOT NULL,
+        status INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        PRIMARY KEY (ts, id)
+    ) PARTITION BY RANGE (ts);
+    CREATE INDEX events_delivery ON events (delivery_id);
+    CREATE TABLE events_default PARTITION OF events DEFAULT;
+    CREATE TABLE counters (
+        message_id BIGINT NOT NULL,
+        hour BIGINT NOT NULL,
+        platform INTEGER NOT NULL,
+        sends INTEGER NOT NULL DEFAULT 0,
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        opens INTEGER NOT NULL DEFAULT 0,
+        inbox_opens INTEGER NOT NULL DEFAULT 0,
+        unshowable_sends INTEGER NOT NULL DEFAULT 0,
+        errors INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (message_id, hour, platform)
+    );
+    CREATE INDEX counters_hour ON counters (hour);
+    CREATE TABLE counters_minute (
+        message_id BIGINT NOT NULL,
+        minute BIGINT NOT NULL,
+        platform INTEGER NOT NULL,
+        sends INTEGER NOT NULL DEFAULT 0,
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        opens INTEGER NOT NULL DEFAULT 0,
+        inbox_opens INTEGER NOT NULL DEFAULT 0,
+        unshowable_sends INTEGER NOT NULL DEFAULT 0,
+        errors INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (message_id, minute, platform)
+    );
+    CREATE INDEX counters_minute_minute ON counters_minute (minute);
+    CREATE TABLE jobs (
+        id BIGSERIAL PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        account_id BIGINT,
+        params TEXT NOT NULL,
+        state TEXT NOT NULL,
+        result TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        run_at BIGINT NOT NULL,
+        lease_owner TEXT,
+        lease_until BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX jobs_due ON jobs (state, run_at);
+    CREATE TABLE gateways (
+        app_id BIGINT NOT NULL REFERENCES applications (id),
+        platform INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        config TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (app_id, platform)
+    );
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        job_id BIGINT,
+        account_id BIGINT REFERENCES accounts (id),
+        path TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        rows BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX files_expiry ON files (expires_at);
+    """,
+]
+
+
+def migrate(conn: psycopg.Connection[Any]) -> int:
+    """Bring the database to the newest schema; the number of migrations applied.
+
+    ``conn`` must be idle (not inside a transaction); it is left idle.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )
+        row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+        current = int(row[0]) if row else 0
+        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            conn.execute(script.encode())
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
+                (number, now_us()),
+            )
+        return len(MIGRATIONS) - current if current < len(MIGRATIONS) else 0

@@ -1,0 +1,263 @@
+"""The scale-out engine: PostgreSQL through psycopg 3 and a connection pool.
+
+Each unit of work runs in its own transaction on a pooled connection, in a
+worker thread (the transaction functions are synchronous), and commits before
+the caller is answered. Many processes on many hosts share one database:
+jobs are claimed with ``FOR UPDATE SKIP LOCKED``, migrations and partition
+upkeep take advisory locks. A unit that loses a race the database detects
+(deadlock, serialization failure, a unique key taken meanwhile) runs again
+from the start, up to ``ATTEMPTS`` times; it saw nothing committed.
+
+Bulk appends (a plain ``INSERT ... VALUES`` of many rows) go through COPY;
+other batches through psycopg's pipelined ``executemany``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from pushtrack.domain.timeutil import DAY_US, US, now_us
+from pushtrack.store.base import ConflictError, Engine, StoreError, Tx
+from pushtrack.store.pg_partitions import ensure_partitions
+from pushtrack.store.pg_schema import migrate
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+POOL_MIN = 1
+POOL_MAX = 10
+#: How long a unit of work waits for a free connection.
+POOL_TIMEOUT_S = 30.0
+#: Runs of a unit of work that keeps losing races before its error is the caller's.
+ATTEMPTS = 4
+#: Daily partitions kept ready beyond today.
+DAYS_AHEAD = 3
+#: Partition upkeep waits this long for its lock on ``events``, then tries later.
+UPKEEP_LOCK_TIMEOUT = "2s"
+UPKEEP_RETRY_US = 60 * US
+#: ``many`` switches from pipelined executemany to COPY from this many rows.
+COPY_MIN_ROWS = 16
+
+_DOMAIN_ERRORS = (ConflictError,)
+_RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.UniqueViolation)
+_PLAIN_INSERT = re.compile(r"\s*INSERT INTO (\w+) \(([\w\s,]+)\) VALUES \(([?,\s]+)\)\s*")
+_IDENT = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=2048)
+def _pg_sql(sql: str) -> bytes:
+    """``?`` placeholders to psycopg's ``%s`` (a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s").encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _copy_sql(sql: str) -> bytes | None:
+    """The COPY statement doing what a plain multi-row INSERT does, if it is one."""
+    m = _PLAIN_INSERT.fullmatch(sql)
+    if m is None:
+        return None
+    columns = [c.strip() for c in m.group(2).split(",")]
+    if m.group(3).count("?") != len(columns):
+        return None
+    return f"COPY {m.group(1)} ({', '.join(columns)}) FROM STDIN".encode()
+
+
+class _PgTx:
+    """``Tx`` over one open psycopg transaction."""
+
+    dialect = "postgresql"
+
+    __slots__ = ("_clock", "conn", "cur")
+
+    def __init__(self, conn: psycopg.Connection[Any], clock: Callable[[], int]) -> None:
+        self.conn = conn
+        self.cur = conn.cursor()
+        self._clock = clock
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.cur.execute(_pg_sql(sql), params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.cur.execute(_pg_sql(sql), params).fetchall()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.cur.execute(_pg_sql(sql), params).rowcount
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        batch = rows if isinstance(rows, list) else list(rows)
+        if not batch:
+            return
+        copy_sql = _copy_sql(sql) if len(batch) >= COPY_MIN_ROWS else None
+        if copy_sql is None:
+            self.cur.executemany(_pg_sql(sql), batch)
+            return
+        with self.cur.copy(copy_sql) as copy:
+            for row in batch:
+                copy.write_row(row)
+
+    def new_ids(self, table: str, n: int) -> list[int]:
+        if not _IDENT.fullmatch(table):
+            raise ValueError(f"not a table name: {table!r}")
+        rows = self.cur.execute(
+            b"SELECT nextval(%s) FROM generate_series(1, %s)", (f"{table}_id_seq", n)
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def now(self) -> int:
+        return self._clock()
+
+
+class PostgresEngine:
+    """The ``Engine`` on a PostgreSQL database."""
+
+    url: str
+    clock: Callable[[], int]
+
+    def __init__(
+        self, url: str, *, clock: Callable[[], int] = now_us, max_connections: int = POOL_MAX
+    ) -> None:
+        self.url = url
+        self.clock = clock
+        self._closed = False
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            min_size=POOL_MIN,
+            max_size=max_connections,
+            open=False,
+            timeout=POOL_TIMEOUT_S,
+            check=ConnectionPool.check_connection,
+            name="pushtrack",
+        )
+        try:
+            self._pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+            with self._pool.connection() as conn:
+                migrate(conn)
+        except psycopg.Error as exc:
+            self._pool.close()
+            raise StoreError(f"cannot open {_redacted(url)}: {exc}") from exc
+        self._executor = ThreadPoolExecutor(max_connections, thread_name_prefix="pg")
+        #: Partitions exist up to (not including) this instant.
+        self._ready_until = 0
+        self._upkeep_lock = threading.Lock()
+        self._upkeep()
+        if self._ready_until == 0:
+            raise StoreError("could not create the events partitions")
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresEngine:
+        return cls(url)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _upkeep(self) -> None:
+        """Keep daily partitions ready from today to ``DAYS_AHEAD`` days on."""
+        today = self.clock() // DAY_US * DAY_US
+        last = today + DAYS_AHEAD * DAY_US
+
+        def ensure(tx: Tx) -> None:
+            tx.run(f"SET LOCAL lock_timeout = '{UPKEEP_LOCK_TIMEOUT}'")
+            ensure_partitions(tx, today, last)
+
+        try:
+            self._transact(ensure, attempts=1)
+        except StoreError as exc:
+            log.warning("events partitions not extended, will retry: %s", exc)
+            self._ready_until = max(self._ready_until, self.clock() + UPKEEP_RETRY_US)
+            return
+        self._ready_until = last + DAY_US
+
+    def _maybe_upkeep(self) -> None:
+        # Extend once the horizon is closer than all but one of the days ahead.
+        if self.clock() < self._ready_until - DAYS_AHEAD * DAY_US + DAY_US:
+            return
+        if self._upkeep_lock.acquire(blocking=False):
+            try:
+                self._upkeep()
+            finally:
+                self._upkeep_lock.release()
+
+    def _transact(self, fn: Callable[[Tx], T], attempts: int = ATTEMPTS) -> T:
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._once(fn)
+            except _DOMAIN_ERRORS:
+                raise
+            except _RETRYABLE as exc:
+                if attempt == attempts:
+                    raise StoreError(str(exc)) from exc
+                log.debug("retrying a unit of work after %s", type(exc).__name__)
+            except psycopg.Error as exc:
+                raise StoreError(str(exc)) from exc
+        raise AssertionError("unreachable")
+
+    def _once(self, fn: Callable[[Tx], T]) -> T:
+        with self._pool.connection() as conn:
+            tx = _PgTx(conn, self.clock)
+            try:
+                result = fn(tx)
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+                raise
+            conn.commit()
+            return result
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+
+    # -- the Engine protocol ------------------------------------------------------------
+
+    def write_sync(self, fn: Callable[[Tx], T]) -> T:
+        """Run a unit of work in the calling thread; committed when this returns."""
+        self._check_open()
+        self._maybe_upkeep()
+        return self._transact(fn)
+
+    def read_sync(self, fn: Callable[[Tx], T]) -> T:
+        """Run a read in the calling thread."""
+        self._check_open()
+        return self._transact(fn)
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.write_sync, fn)
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.read_sync, fn)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.close_sync)
+
+    def close_sync(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=True)
+        self._pool.close()
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+#: mypy checks here that the engine satisfies the ``Engine`` protocol.
+_ENGINE_CHECK: type[Engine] = PostgresEngine
