@@ -85,6 +85,9 @@ class Database:
     def count(self, table: str) -> int:
         return int(self.rows(f"SELECT COUNT(*) FROM {table}")[0][0])
 
+    def count_where(self, table: str, condition: str) -> int:
+        return int(self.rows(f"SELECT COUNT(*) FROM {table} WHERE {condition}")[0][0])
+
     def counts(self) -> dict[str, int]:
         """Row counts of every table, read in one query (one consistent snapshot)."""
         sql = "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in TABLES)
@@ -143,12 +146,18 @@ class Service:
         assert out["status_code"] == 200, out
 
     def make_token(
-        self, kind: str = "server", apps: list[str] | None = None, methods: list[str] | None = None,
+        self,
+        kind: str = "server",
+        apps: list[str] | None = None,
+        methods: list[str] | None = None,
         account: str = "default",
     ) -> str:
         raw = codes.secret_token()
-        run(self.store.create_token(account, kind, auth.hash_token(raw), auth.prefix_of(raw),
-                                    apps, methods))
+        run(
+            self.store.create_token(
+                account, kind, auth.hash_token(raw), auth.prefix_of(raw), apps, methods
+            )
+        )
         return raw
 
     def log(self, **filters: Any) -> list[dict[str, Any]]:
@@ -173,8 +182,14 @@ class ServerThread:
 
     def __init__(self, app: Any) -> None:
         self.port = free_port()
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                             access_log=False, lifespan="on")
+        cfg = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -203,9 +218,10 @@ def service(database_url: str, **settings: Any) -> Iterator[Service]:
         app = run(store.create_app("default", "test app"))
         cfg = config.load({"database": database_url, **settings}, env={})
         ctx = Context.build(cfg, store)
-        with ServerThread(create_app(ctx)) as srv, httpx.Client(
-            base_url=srv.url, timeout=30
-        ) as http:
+        with (
+            ServerThread(create_app(ctx)) as srv,
+            httpx.Client(base_url=srv.url, timeout=30) as http,
+        ):
             svc = Service(
                 url=srv.url,
                 store=store,

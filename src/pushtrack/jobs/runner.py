@@ -88,18 +88,23 @@ class Worker:
                     log.exception("closing worker resources failed")
         log.info("worker %s stopped", self.owner)
 
-    async def run_until_idle(self, max_seconds: float = 60.0) -> None:
-        """Run jobs until none is due and none is running (tests, one-shot CLI runs)."""
+    async def run_until_idle(self, max_seconds: float = 60.0, horizon: float = 5.0) -> None:
+        """Run jobs until none runs and none is due within ``horizon`` seconds.
+
+        For tests and one-shot command-line runs; gives up after ``max_seconds``.
+        """
         stop = asyncio.Event()
+        kinds = list(self.handlers)
 
         async def watch() -> None:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + max_seconds
-            idle_rounds = 0
             while loop.time() < deadline:
                 await asyncio.sleep(self.poll_seconds)
-                idle_rounds = idle_rounds + 1 if not self._running else 0
-                if idle_rounds >= 3:
+                if self._running:
+                    continue
+                due = await self.store.jobs.next_due(kinds)
+                if due is None or due > self.store.clock() + int(horizon * 1e6):
                     break
             stop.set()
 

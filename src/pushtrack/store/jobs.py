@@ -137,6 +137,17 @@ def reschedule(tx: Tx, *, job_id: int, owner: str, run_at: int) -> bool:
     )
 
 
+def next_due(tx: Tx, *, kinds: Sequence[str]) -> int | None:
+    """When the earliest job of these kinds is due (a running job's lease end counts)."""
+    marks = ",".join("?" * len(kinds))
+    row = tx.one(
+        f"SELECT MIN(CASE WHEN state = ? THEN run_at ELSE lease_until END) FROM jobs"
+        f" WHERE kind IN ({marks}) AND state IN (?, ?)",
+        (PENDING, *kinds, PENDING, RUNNING),
+    )
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def get(tx: Tx, *, request_id: str, account: str) -> Job | None:
     row = tx.one(
         f"SELECT {_COLUMNS} FROM {_FROM} WHERE j.request_id = ? AND acc.name = ?",
@@ -186,6 +197,9 @@ class JobStore:
         return await self.engine.write(
             partial(reschedule, job_id=job_id, owner=owner, run_at=run_at)
         )
+
+    async def next_due(self, kinds: Sequence[str]) -> int | None:
+        return await self.engine.read(partial(next_due, kinds=tuple(kinds)))
 
     async def get(self, request_id: str, account: str) -> Job | None:
         return await self.engine.read(partial(get, request_id=request_id, account=account))

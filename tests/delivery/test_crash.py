@@ -1,0 +1,112 @@
+"""Crash safety: a worker killed mid-message loses nothing and repeats nothing that ended."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
+from tests.delivery._support import apns_token
+from tests.gateways import ApnsServer
+from tests.support import Service, run, service
+
+DELIVERIES = int(os.environ.get("CRASH_N", "20000"))
+PUSHTRACK = str(Path(sys.executable).with_name("pushtrack"))
+
+
+def start_worker(url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PUSHTRACK_WORKER_LEASE_SECONDS": "2", "PUSHTRACK_DATABASE": url}
+    # The worker's log goes to CRASH_LOG when set (for debugging this test).
+    with open(os.environ.get("CRASH_LOG", os.devnull), "ab") as log:
+        return subprocess.Popen([PUSHTRACK, "worker"], env=env, stdout=log, stderr=log)
+
+
+def wait_for(predicate: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+async def populate(svc: Service, tokens: list[str]) -> None:
+    for start in range(0, len(tokens), 1000):
+        await asyncio.gather(
+            *(
+                svc.store.register_device(
+                    svc.app, DeviceIn(hwid=f"h{i}", device_type=1, push_token=tokens[i])
+                )
+                for i in range(start, min(start + 1000, len(tokens)))
+            )
+        )
+
+
+def test_kill_9_mid_message_then_resume(
+    database_url: str, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    with service(database_url) as svc:
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "apns", apns_settings))
+        tokens = [apns_token() for _ in range(DELIVERIES)]
+        run(populate(svc, tokens))
+        # A share of the devices are refused for good, so both terminal statuses occur.
+        for token in tokens[::50]:
+            apns_server.failures[token] = (400, "BadDeviceToken")
+        plan = MessagePlan(
+            notification={"content": "crash test"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+
+        def ended() -> int:
+            return db.count_where("deliveries", "state IN (3, 4)")
+
+        worker = start_worker(database_url)
+        try:
+            wait_for(lambda: ended() >= 2000, 120, "the first worker to end some deliveries")
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        ended_before = {
+            row[0]
+            for row in db.rows(
+                "SELECT push_token FROM devices d JOIN deliveries x"
+                " ON x.device_id = d.id WHERE x.state IN (3, 4)"
+            )
+        }
+        assert 0 < len(ended_before) < DELIVERIES
+        seen_before = len(apns_server.received)
+
+        worker = start_worker(database_url)
+        try:
+            wait_for(lambda: ended() == DELIVERIES, 180, "the second worker to finish")
+            # SIGTERM: the worker stops promptly and cleanly
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=20) == 0
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+
+        per_delivery = collections.Counter(
+            (row[0], row[1]) for row in db.rows("SELECT delivery_id, status FROM events")
+        )
+        ids = [row[0] for row in db.rows("SELECT id FROM deliveries")]
+        assert len(ids) == DELIVERIES
+        for delivery in ids:
+            assert per_delivery[(delivery, 1)] == 1  # created
+            assert per_delivery[(delivery, 2)] == 1  # sent
+            assert per_delivery[(delivery, 3)] + per_delivery[(delivery, 4)] == 1
+        # nothing that had ended before the crash reached the gateway again
+        resent = collections.Counter(r.token for r in apns_server.received[seen_before:])
+        assert not ended_before & set(resent)
+        # and everything else reached it at least once
+        assert {r.token for r in apns_server.received} == set(tokens)
+        failed = db.count_where("deliveries", "state = 4")
+        assert failed == len(tokens[::50])
+        assert db.rows("SELECT status FROM messages") == [("done",)]

@@ -1,0 +1,217 @@
+"""Sending end to end: HTTP API → store → worker → local gateway servers → audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pushtrack import config
+from pushtrack.worker import build_worker
+from tests.delivery._support import apns_token
+from tests.gateways import ApnsServer, FcmServer, WebPushServer
+from tests.support import Service, run, service
+
+SETTINGS = {"max_attempts": 3, "retry_backoff_seconds": 0.05, "worker_lease_seconds": 5}
+
+
+@pytest.fixture
+def sender(database_url: str) -> Iterator[Service]:
+    with service(database_url, **SETTINGS) as s:
+        yield s
+
+
+def work(svc: Service, seconds: float = 30) -> None:
+    """Run a worker over the service's store until nothing is due or running."""
+    settings = config.load({"database": svc.store.url, **SETTINGS}, env={})
+    run(build_worker(settings, svc.store, poll_seconds=0.05).run_until_idle(seconds))
+
+
+def gateway(svc: Service, platform: int, kind: str, settings: dict[str, Any]) -> None:
+    run(svc.store.dispatch.set_gateway("default", svc.app.code, platform, kind, settings))
+
+
+def send(svc: Service, devices: list[str], **fields: Any) -> tuple[str, list[str]]:
+    out = svc.server("createMessage", notifications=[{"devices": devices, **fields}])
+    assert out["status_code"] == 200, out
+    return out["response"]["Messages"][0], out["response"]["TrackingCodes"]
+
+
+def trail(svc: Service, code: str) -> list[tuple[str, str]]:
+    """The (action, description) steps of one tracking code, read through getMessageLog."""
+    return [
+        (r["action"], r["description"])
+        for r in svc.log(hwid=_hwid_of(svc, code))
+        if r["tracking_code"] == code
+    ]
+
+
+def _hwid_of(svc: Service, code: str) -> str:
+    return str(svc.db.rows("SELECT hwid FROM deliveries WHERE tracking_code = ?", (code,))[0][0])
+
+
+def test_every_platform_walks_created_sent_delivered(
+    sender: Service,
+    apns_server: ApnsServer,
+    fcm_server: FcmServer,
+    webpush_server: WebPushServer,
+    apns_settings: dict[str, Any],
+    fcm_settings: dict[str, Any],
+    webpush_settings: dict[str, Any],
+) -> None:
+    svc = sender
+    gateway(svc, 1, "apns", apns_settings)
+    gateway(svc, 3, "fcm", fcm_settings)
+    gateway(svc, 11, "webpush", webpush_settings)
+    ios_token = apns_token()
+    subscriber = webpush_server.subscribe()
+    svc.register("iphone", 1, push_token=ios_token, userId="alice")
+    svc.register("pixel", 3, push_token="fcm-token-pixel-0001", userId="bob")
+    svc.register("browser", 11, push_token=subscriber.token)
+    message, codes = send(
+        svc, ["iphone", "pixel", "browser"], content="Hi", data={"order": 7}, ios_badges=3
+    )
+    work(svc)
+
+    for code in codes:
+        assert trail(svc, code) == [
+            ("created", "Created"),
+            ("sent", "Sent"),
+            ("delivered", "Success"),
+        ]
+    (apns,) = apns_server.delivered()
+    assert apns.token == ios_token
+    assert apns.payload["aps"]["alert"] == "Hi" and apns.payload["aps"]["badge"] == 3
+    assert apns.payload["pw_msg"] == "1" and apns.payload["u"] == {"order": 7}
+    assert apns.payload["md"]["user_id"] == "alice" and apns.payload["p"]
+    (fcm,) = [m for m in fcm_server.received if m.status == 200]
+    assert fcm.token == "fcm-token-pixel-0001"
+    data = fcm.message["data"]
+    assert data["pw_msg"] == "1" and data["p"] and "md" in data and "u" in data
+    (web,) = [r for r in webpush_server.received if r.status in (200, 201)]
+    assert web.payload["pw_msg"] == "1" and web.payload["u"] == {"order": 7}
+    status = svc.db.rows("SELECT status FROM messages WHERE code = ?", (message,))
+    assert status == [("done",)]
+
+    # the device reports the open with the payload's p: `opened` joins the trail
+    out = svc.device("pushStat", hwid="iphone", hash=apns.payload["p"])
+    assert out["status_code"] == 200
+    assert trail(svc, codes[0])[-1] == ("opened", "Opened")
+
+
+def test_gateway_reasons_reach_the_trail_and_dead_tokens_unsubscribe(
+    sender: Service, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    svc = sender
+    gateway(svc, 1, "apns", apns_settings)
+    tokens = {name: apns_token() for name in ("ok", "bad", "gone", "big")}
+    for name, token in tokens.items():
+        svc.register(name, 1, push_token=token)
+    apns_server.failures[tokens["bad"]] = (400, "BadDeviceToken")
+    apns_server.failures[tokens["gone"]] = (410, "Unregistered")
+    apns_server.failures[tokens["big"]] = (413, "PayloadTooLarge")
+    _, codes = send(svc, list(tokens), content="x")
+    work(svc)
+    ends = [trail(svc, c)[-1] for c in codes]
+    assert ends[0] == ("delivered", "Success")
+    assert ends[1] == ("failed", "BadDeviceToken")
+    assert ends[2][0] == "failed" and ends[2][1].startswith("Unregistered")
+    assert ends[3] == ("failed", "PayloadTooLarge")
+    assert svc.db.rows("SELECT subscribed FROM devices WHERE hwid = 'gone'") == [(0,)]
+    assert svc.db.rows("SELECT subscribed FROM devices WHERE hwid = 'bad'") == [(1,)]
+
+    # a later message skips the unsubscribed device, and never sends to it
+    before = len(apns_server.received)
+    _, (code,) = send(svc, ["gone"], content="again")
+    work(svc)
+    assert trail(svc, code) == [("created", "Created"), ("failed", "Device unsubscribed")]
+    assert len(apns_server.received) == before
+
+
+def test_transient_failures_retry_then_give_up_with_the_last_reason(
+    sender: Service, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    svc = sender
+    gateway(svc, 1, "apns", apns_settings)
+    flaky, down = apns_token(), apns_token()
+    svc.register("flaky", 1, push_token=flaky)
+    svc.register("down", 1, push_token=down)
+    apns_server.failures[down] = (503, "ServiceUnavailable")
+    apns_server.failures[flaky] = (429, "TooManyRequests", {"retry-after": "0"})
+    _, (flaky_code, down_code) = send(svc, ["flaky", "down"], content="x")
+
+    # first pass: both deferred; the flaky device recovers before the next try
+    svc_settings = config.load({"database": svc.store.url, **SETTINGS}, env={})
+    worker = build_worker(svc_settings, svc.store, poll_seconds=0.05)
+
+    async def first_then_recover() -> None:
+        import asyncio
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        while not any(r.token == flaky for r in apns_server.received):
+            await asyncio.sleep(0.01)
+        apns_server.failures.pop(flaky)
+        await asyncio.sleep(0)
+        stop.set()
+        await task
+
+    run(first_then_recover())
+    work(svc)
+    assert trail(svc, flaky_code)[-1] == ("delivered", "Success")
+    assert trail(svc, down_code) == [
+        ("created", "Created"),
+        ("sent", "Sent"),
+        ("failed", "ServiceUnavailable (gave up after 3 attempts)"),
+    ]
+    assert sum(r.token == down for r in apns_server.received) == 3
+    assert sum(1 for r in trail(svc, flaky_code) if r[0] == "sent") == 1
+
+
+def test_no_gateway_and_unserved_platforms_fail_clearly(sender: Service) -> None:
+    svc = sender
+    svc.register("phone", 3, push_token="t1")
+    svc.register("blackberry", 2, push_token="t2")
+    _, (a, b) = send(svc, ["phone", "blackberry"], content="x")
+    work(svc)
+    assert trail(svc, a)[-1] == ("failed", "No gateway configured for android")
+    assert trail(svc, b)[-1] == ("failed", "Platform not supported: blackberry")
+
+
+def test_scheduled_message_waits_and_delete_cancels_it(sender: Service) -> None:
+    svc = sender
+    gateway(svc, 1, "sandbox", {})
+    svc.register("later", 1)
+    message, (code,) = send(svc, ["later"], content="x", send_date="2099-01-01 10:00")
+    work(svc, seconds=2)
+    assert trail(svc, code) == [("created", "Created")]
+    out = svc.server("deleteMessage", message=message)
+    assert out["status_code"] == 200
+    work(svc, seconds=2)
+    assert trail(svc, code) == [("created", "Created"), ("failed", "Cancelled")]
+
+
+def test_sandbox_outcomes_are_labelled_simulated(sender: Service) -> None:
+    svc = sender
+    gateway(svc, 3, "sandbox", {"failure_rate": 0.5, "seed": 7})
+    for i in range(40):
+        svc.register(f"d{i}", 3)
+    _, codes = send(svc, [f"d{i}" for i in range(40)], content="x")
+    work(svc)
+    ends = [trail(svc, c)[-1] for c in codes]
+    assert {e[0] for e in ends} == {"delivered", "failed"}
+    assert all(e[1].endswith("(sandbox)") for e in ends)
+
+
+def test_gateway_settings_errors_fail_the_delivery_not_the_worker(
+    sender: Service, tmp_path: Path
+) -> None:
+    svc = sender
+    gateway(svc, 1, "apns", {"key_id": "x"})  # stored as given; it cannot build a gateway
+    svc.register("p", 1, push_token=apns_token())
+    _, (code,) = send(svc, ["p"], content="x")
+    work(svc)
+    action, description = trail(svc, code)[-1]
+    assert action == "failed" and description.startswith("Gateway error:")
