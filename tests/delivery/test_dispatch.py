@@ -83,15 +83,22 @@ def test_every_platform_walks_created_sent_delivered(
         ]
     (apns,) = apns_server.delivered()
     assert apns.token == ios_token
-    assert apns.payload["aps"]["alert"] == "Hi" and apns.payload["aps"]["badge"] == 3
-    assert apns.payload["pw_msg"] == "1" and apns.payload["u"] == {"order": 7}
-    assert apns.payload["md"]["user_id"] == "alice" and apns.payload["p"]
+    assert apns.payload["aps"]["alert"] == "Hi"
+    assert apns.payload["aps"]["badge"] == 3
+    assert apns.payload["pw_msg"] == "1"
+    assert apns.payload["u"] == {"order": 7}
+    assert apns.payload["md"]["user_id"] == "alice"
+    assert apns.payload["p"]
     (fcm,) = [m for m in fcm_server.received if m.status == 200]
     assert fcm.token == "fcm-token-pixel-0001"
     data = fcm.message["data"]
-    assert data["pw_msg"] == "1" and data["p"] and "md" in data and "u" in data
+    assert data["pw_msg"] == "1"
+    assert data["p"]
+    assert "md" in data
+    assert "u" in data
     (web,) = [r for r in webpush_server.received if r.status in (200, 201)]
-    assert web.payload["pw_msg"] == "1" and web.payload["u"] == {"order": 7}
+    assert web.payload["pw_msg"] == "1"
+    assert web.payload["u"] == {"order": 7}
     status = svc.db.rows("SELECT status FROM messages WHERE code = ?", (message,))
     assert status == [("done",)]
 
@@ -117,7 +124,8 @@ def test_gateway_reasons_reach_the_trail_and_dead_tokens_unsubscribe(
     ends = [trail(svc, c)[-1] for c in codes]
     assert ends[0] == ("delivered", "Success")
     assert ends[1] == ("failed", "BadDeviceToken")
-    assert ends[2][0] == "failed" and ends[2][1].startswith("Unregistered")
+    assert ends[2][0] == "failed"
+    assert ends[2][1].startswith("Unregistered")
     assert ends[3] == ("failed", "PayloadTooLarge")
     assert svc.db.rows("SELECT subscribed FROM devices WHERE hwid = 'gone'") == [(0,)]
     assert svc.db.rows("SELECT subscribed FROM devices WHERE hwid = 'bad'") == [(1,)]
@@ -151,7 +159,7 @@ def test_transient_failures_retry_then_give_up_with_the_last_reason(
 
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
-        while not any(r.token == flaky for r in apns_server.received):
+        while not any(r.token == flaky for r in apns_server.received):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         apns_server.failures.pop(flaky)
         await asyncio.sleep(0)
@@ -214,4 +222,5 @@ def test_gateway_settings_errors_fail_the_delivery_not_the_worker(
     _, (code,) = send(svc, ["p"], content="x")
     work(svc)
     action, description = trail(svc, code)[-1]
-    assert action == "failed" and description.startswith("Gateway error:")
+    assert action == "failed"
+    assert description.startswith("Gateway error:")
