@@ -46,7 +46,11 @@ def test_argument_error_names_the_field(svc: Service) -> None:
 
 
 def test_unknown_application_is_210(svc: Service) -> None:
-    body = {"auth": svc.server_token, "application": "00000-00000", "notifications": [{"content": "x"}]}
+    body = {
+        "auth": svc.server_token,
+        "application": "00000-00000",
+        "notifications": [{"content": "x"}],
+    }
     resp = svc.call("createMessage", body)
     assert envelope(resp)[:2] == (200, 210)
     assert "application" in resp.json()["status_message"]
@@ -99,7 +103,9 @@ def test_token_restricted_to_another_app_is_403(svc: Service) -> None:
     only_other = svc.make_token("server", apps=[other.code])
     body = {"auth": only_other, "application": svc.app.code, "notifications": [{"content": "x"}]}
     assert envelope(svc.call("createMessage", body)) == (
-        403, 403, "Token restrictions forbid this operation"
+        403,
+        403,
+        "Token restrictions forbid this operation",
     )
     body["application"] = other.code
     assert svc.call("createMessage", body).json()["status_code"] == 200
@@ -114,7 +120,11 @@ def test_token_restricted_by_method_is_403(svc: Service) -> None:
 
 
 def test_device_token_cannot_call_server_methods(svc: Service) -> None:
-    body = {"auth": svc.device_token, "application": svc.app.code, "notifications": [{"content": "x"}]}
+    body = {
+        "auth": svc.device_token,
+        "application": svc.app.code,
+        "notifications": [{"content": "x"}],
+    }
     assert envelope(svc.call("createMessage", body))[:2] == (403, 403)
     resp = svc.v2("statistics/getMessageLog", {"hwid": "x"}, token=svc.device_token)
     assert resp.status_code == 403
@@ -136,15 +146,20 @@ def test_unknown_method_is_404(svc: Service) -> None:
 
 def test_body_too_large_is_413(tmp_path: Path) -> None:
     with service(f"sqlite:///{tmp_path}/big.db", max_body_bytes=2048) as s:
-        big = {"auth": s.server_token, "application": s.app.code,
-               "notifications": [{"content": "x" * 4000}]}
+        big = {
+            "auth": s.server_token,
+            "application": s.app.code,
+            "notifications": [{"content": "x" * 4000}],
+        }
         resp = s.call("createMessage", big)
         assert envelope(resp) == (413, 413, "Request too large")
+
         # also when the client streams without a length
         def chunks():  # type: ignore[no-untyped-def]
             yield b'{"request": {"x": "'
             yield b"y" * 4096
             yield b'"}}'
+
         resp = s.http.post("/json/1.3/createMessage", content=chunks())
         assert envelope(resp)[:2] == (413, 413)
         assert s.db.count("messages") == 0
@@ -152,12 +167,16 @@ def test_body_too_large_is_413(tmp_path: Path) -> None:
 
 def test_rate_limit_is_429(tmp_path: Path) -> None:
     with service(f"sqlite:///{tmp_path}/rl.db", rate_limit=1, rate_burst=3) as s:
-        answers = [s.device("registerDevice", hwid=f"h{i}", device_type=1)["status_code"]
-                   for i in range(6)]
+        answers = [
+            s.device("registerDevice", hwid=f"h{i}", device_type=1)["status_code"] for i in range(6)
+        ]
         assert answers[:3] == [200, 200, 200]
         assert 429 in answers[3:]
-        resp = s.call("registerDevice", {"application": s.app.code, "hwid": "z", "device_type": 1},
-                      headers={"Authorization": f"Token {s.device_token}"})
+        resp = s.call(
+            "registerDevice",
+            {"application": s.app.code, "hwid": "z", "device_type": 1},
+            headers={"Authorization": f"Token {s.device_token}"},
+        )
         assert envelope(resp) == (429, 429, "Rate limit exceeded")
         assert s.db.count("devices") == 3
 
@@ -170,4 +189,5 @@ def test_internal_fault_is_500_without_detail(svc: Service) -> None:
         headers={"Authorization": f"Token {svc.device_token}"},
     )
     assert envelope(resp) == (500, 500, "Internal error")
-    assert "devices" not in resp.text and "Traceback" not in resp.text
+    assert "devices" not in resp.text
+    assert "Traceback" not in resp.text
