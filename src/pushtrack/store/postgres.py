@@ -22,7 +22,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -55,12 +55,56 @@ _DOMAIN_ERRORS = (ConflictError,)
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.UniqueViolation)
 _PLAIN_INSERT = re.compile(r"\s*INSERT INTO (\w+) \(([\w\s,]+)\) VALUES \(([?,\s]+)\)\s*")
 _IDENT = re.compile(r"\w+")
+_MARK = re.compile(r"\?|\b(NOT\s+)?IN\s*\(\s*\?(?:\s*,\s*\?)+\s*\)", re.IGNORECASE)
+
+
+class _Query(NamedTuple):
+    sql: bytes
+    #: Per psycopg parameter: 0 takes one ``?`` value, n > 0 a list of the next n.
+    #: None: every ``?`` is one parameter, as given.
+    groups: tuple[int, ...] | None
 
 
 @functools.lru_cache(maxsize=2048)
-def _pg_sql(sql: str) -> bytes:
-    """``?`` placeholders to psycopg's ``%s`` (a literal ``%`` doubled)."""
-    return sql.replace("%", "%%").replace("?", "%s").encode()
+def _pg_query(sql: str) -> _Query:
+    """Our SQL in psycopg's terms: ``?`` to ``%s`` (a literal ``%`` doubled).
+
+    A list ``IN (?, ?, ...)`` becomes ``= ANY(%s)`` with one array parameter
+    (``NOT IN`` becomes ``<> ALL``; both keep SQL's NULL rules): one statement
+    text for every list length, which the server parses once and psycopg
+    prepares, instead of a new one for each length.
+    """
+    out: list[str] = []
+    groups: list[int] = []
+    pos = 0
+    for m in _MARK.finditer(sql):
+        out.append(sql[pos : m.start()].replace("%", "%%"))
+        pos = m.end()
+        if m.group(0) == "?":
+            out.append("%s")
+            groups.append(0)
+        else:
+            out.append("<> ALL(%s)" if m.group(1) else "= ANY(%s)")
+            groups.append(m.group(0).count("?"))
+    out.append(sql[pos:].replace("%", "%%"))
+    return _Query("".join(out).encode(), tuple(groups) if any(groups) else None)
+
+
+def _params(query: _Query, params: Sequence[Any]) -> Sequence[Any]:
+    if query.groups is None:
+        return params
+    packed: list[Any] = []
+    i = 0
+    for n in query.groups:
+        if n:
+            packed.append(list(params[i : i + n]))
+            i += n
+        else:
+            packed.append(params[i] if i < len(params) else None)
+            i += 1
+    if i != len(params):
+        raise psycopg.ProgrammingError(f"the query has {i} placeholders, {len(params)} values")
+    return packed
 
 
 @functools.lru_cache(maxsize=256)
@@ -87,15 +131,19 @@ class _PgTx:
         self.cur = conn.cursor()
         self._clock = clock
 
+    def _execute(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+        query = _pg_query(sql)
+        return self.cur.execute(query.sql, _params(query, params))
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self.cur.execute(_pg_sql(sql), params).fetchone()
+        row: tuple[Any, ...] | None = self._execute(sql, params).fetchone()
         return row
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.cur.execute(_pg_sql(sql), params).fetchall()
+        return self._execute(sql, params).fetchall()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self.cur.execute(_pg_sql(sql), params).rowcount
+        return self._execute(sql, params).rowcount
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         batch = rows if isinstance(rows, list) else list(rows)
@@ -103,7 +151,8 @@ class _PgTx:
             return
         copy_sql = _copy_sql(sql) if len(batch) >= COPY_MIN_ROWS else None
         if copy_sql is None:
-            self.cur.executemany(_pg_sql(sql), batch)
+            query = _pg_query(sql)
+            self.cur.executemany(query.sql, [_params(query, row) for row in batch])
             return
         with self.cur.copy(copy_sql) as copy:
             for row in batch:

@@ -563,13 +563,13 @@ def delete_message(tx: Tx, account: str, apps: frozenset[str] | None, code: str)
     message_id, status, _ = row
     if status in ("done", "cancelled"):
         raise ConflictError(f"message is already {status}")
-    pending = tx.all(
-        "SELECT id, platform FROM deliveries WHERE message_id = ? AND state = ?",
-        (message_id, int(Status.CREATED)),
-    )
-    tx.run(
-        "UPDATE deliveries SET state = ? WHERE message_id = ? AND state = ?",
-        (int(Status.FAILED), message_id, int(Status.CREATED)),
+    # Only the rows this UPDATE won: a dispatcher may mark some sent meanwhile.
+    pending = sorted(
+        tx.all(
+            "UPDATE deliveries SET state = ? WHERE message_id = ? AND state = ?"
+            " RETURNING id, platform",
+            (int(Status.FAILED), message_id, int(Status.CREATED)),
+        )
     )
     append_events(
         tx,
