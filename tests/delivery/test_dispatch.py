@@ -224,3 +224,31 @@ def test_gateway_settings_errors_fail_the_delivery_not_the_worker(
     action, description = trail(svc, code)[-1]
     assert action == "failed"
     assert description.startswith("Gateway error:")
+
+
+def test_device_confirmation_settles_a_delivery_awaiting_retry(
+    sender: Service, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    svc = sender
+    gateway(svc, 1, "apns", apns_settings)
+    token = apns_token()
+    svc.register("phone", 1, push_token=token)
+    # APNs says "try later", but the push did reach the phone, which says so
+    apns_server.failures[token] = (503, "ServiceUnavailable", {"retry-after": "3600"})
+    _, (code,) = send(svc, ["phone"], content="x")
+    work(svc, seconds=3)
+    (received,) = apns_server.received
+    out = svc.device("messageDeliveryEvent", hwid="phone", hash=received.payload["p"])
+    assert out["status_code"] == 200
+    assert trail(svc, code) == [
+        ("created", "Created"),
+        ("sent", "Sent"),
+        ("delivered", "Confirmed by device"),
+    ]
+    # the pending retry finds the delivery ended and sends nothing more
+    apns_server.failures.clear()
+    svc.db.execute("UPDATE deliveries SET next_at = 0")
+    svc.db.execute("UPDATE jobs SET run_at = 0 WHERE state = 'pending'")
+    work(svc)
+    assert len(apns_server.received) == 1
+    assert svc.db.rows("SELECT status FROM messages") == [("done",)]
