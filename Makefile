@@ -25,10 +25,15 @@ lint: $(STAMP) ## ruff (check + format --check) and mypy
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: lint ## Lint, then the whole test suite (SQLite and PostgreSQL)
+test: lint ## Lint, then the whole test suite (SQLite and PostgreSQL), then bench-quick
 	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/python -m bench --quick
 
-bench: $(STAMP) ## The full benchmark suite; writes bench/results/latest.json
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed ## The full benchmark suite; writes bench/results/latest.json
 	$(BIN)/python -m bench
 
 bench-quick: $(STAMP) ## Every benchmark workload at small scale

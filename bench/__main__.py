@@ -53,6 +53,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def run_one(bench: Bench, name: str) -> Figure:
+    logs = len(bench.logs)
     with stopwatch() as elapsed:
         try:
             module: ModuleType = importlib.import_module(WORKLOADS[name])
@@ -65,6 +66,9 @@ def run_one(bench: Bench, name: str) -> Figure:
             fig = Figure(name, skipped=f"feature not built: {exc}")
         except Exception as exc:
             traceback.print_exc()
+            for log in bench.logs[logs:]:
+                tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
+                print(f"--- {log.name} (last lines)", *tail, sep="\n", file=sys.stderr)
             fig = Figure(name, error=f"{type(exc).__name__}: {exc}")
     fig.seconds = elapsed()
     return fig

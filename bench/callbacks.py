@@ -16,8 +16,7 @@ from bench.harness import Bench, Figure, percentile
 from bench.procs import baseline_server, pushtrack_server
 from bench.profiling import Profile
 from bench.rawdb import Raw
-from bench.tenant import Tenant, create_tenant, hwid, register_devices, with_store
-from pushtrack.store.base import MessagePlan, Targeting
+from bench.tenant import Tenant, create_deliveries, create_tenant, register_devices, with_store
 
 NAME = "callbacks"
 CONNECTIONS = 16
@@ -28,19 +27,7 @@ def _populate(url: str, devices: int, deliveries: int) -> Tenant:
     async def go(store: Any) -> Tenant:
         tenant = await create_tenant(store)
         await register_devices(store, tenant.app, devices)
-        now = store.clock()
-        for first in range(0, deliveries, 10_000):
-            plans = []
-            for k in range(first, min(first + 10_000, deliveries), 1000):
-                targets = tuple(hwid((k + j) % devices) for j in range(min(1000, deliveries - k)))
-                plans.append(
-                    MessagePlan(
-                        notification={"content": "Flash sale"},
-                        targeting=Targeting(devices=targets),
-                        send_at=now,
-                    )
-                )
-            await store.create_messages(tenant.app, plans)
+        await create_deliveries(store, tenant.app, deliveries, devices)
         return tenant
 
     return with_store(url, go)

@@ -110,6 +110,8 @@ class Bench:
     profile: bool
     deliveries: int | None = None
     events: int | None = None
+    #: Log files of the processes started so far (shown when a workload fails).
+    logs: list[Path] = field(default_factory=list)
     _databases: list[str] = field(default_factory=list)
 
     def size(self, full: int, quick: int, *, override: int | None = None) -> int:

@@ -102,6 +102,7 @@ async def _run(
     connections: int,
     check: Callable[[bytes], bool] | None,
     seconds: float,
+    until: Callable[[], bool] | None,
 ) -> Load:
     loop = asyncio.get_running_loop()
     conns = []
@@ -115,6 +116,8 @@ async def _run(
     async def drive(conn: _Conn) -> None:
         nonlocal next_index
         while next_index < len(requests) and time.monotonic() < deadline:
+            if until is not None and until():
+                return
             raw = requests[next_index]
             next_index += 1
             t = time.perf_counter()
@@ -143,8 +146,12 @@ def run(
     connections: int,
     check: Callable[[bytes], bool] | None = None,
     timeout: float = 600.0,
+    until: Callable[[], bool] | None = None,
 ) -> Load:
-    """Send every request over ``connections`` keep-alive connections; stop early at ``timeout``."""
+    """Send every request over ``connections`` keep-alive connections.
+
+    Stops taking new requests after ``timeout`` seconds, or once ``until()`` is true.
+    """
     try:
         import uvloop
 
@@ -152,4 +159,4 @@ def run(
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_run(port, requests, connections, check, timeout))
+        return runner.run(_run(port, requests, connections, check, timeout, until))

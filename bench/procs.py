@@ -42,6 +42,7 @@ class Proc:
     def __init__(self, bench: Bench, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
         self.name = name
         self.log_path = bench.tmp / f"{name}.log"
+        bench.logs.append(self.log_path)
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             list(argv), stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=bench.tmp
@@ -154,3 +155,23 @@ def cli(bench: Bench, *args: str, timeout: float = 120.0) -> str:
     if out.returncode != 0:
         raise RuntimeError(f"pushtrack {' '.join(args)} failed: {out.stderr.strip()}")
     return out.stdout
+
+
+@contextlib.contextmanager
+def apns_peer(bench: Bench) -> Iterator[tuple[Proc, dict[str, str]]]:
+    """The local APNs server in its own process; yields it and the gateway settings to reach it."""
+    import json
+
+    argv = [sys.executable, "-m", "bench.apns_peer"]
+    env = clean_env(bench, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    with Proc(bench, "apns-server", argv, env) as proc:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for line in proc.log_tail(5).splitlines():
+                if line.startswith("APNS "):
+                    yield proc, json.loads(line[5:])
+                    return
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"the APNs server exited:\n{proc.log_tail()}")
+            time.sleep(0.05)
+        raise RuntimeError("the APNs server did not start within 30s")

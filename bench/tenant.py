@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from pushtrack.api import auth
 from pushtrack.domain import codes
 from pushtrack.store import Store, open_store
-from pushtrack.store.base import App, DeviceIn
+from pushtrack.store.base import App, DeviceIn, MessagePlan, Targeting
 
 T = TypeVar("T")
 
@@ -72,3 +72,22 @@ async def register_devices(
         await asyncio.gather(
             *(store.register_device(app, device(i, platforms)) for i in range(first, last))
         )
+
+
+async def create_deliveries(
+    store: Store, app: App, n: int, devices: int, content: str = "Flash sale"
+) -> None:
+    """``n`` deliveries through ``Store.create_messages``: messages of 1000 devices, 10 a call."""
+    now = store.clock()
+    for first in range(0, n, 10_000):
+        plans = []
+        for k in range(first, min(first + 10_000, n), 1000):
+            targets = tuple(hwid((k + j) % devices) for j in range(min(1000, n - k)))
+            plans.append(
+                MessagePlan(
+                    notification={"content": content},
+                    targeting=Targeting(devices=targets),
+                    send_at=now,
+                )
+            )
+        await store.create_messages(app, plans)

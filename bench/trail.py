@@ -19,23 +19,38 @@ from typing import Any
 from bench.rawdb import Raw
 from bench.tenant import PLATFORMS, hwid
 from pushtrack.domain import codes
-from pushtrack.domain.timeutil import HOUR_US, US
+from pushtrack.domain.payload import build_template
+from pushtrack.domain.platforms import Platform
+from pushtrack.domain.timeutil import US
+from pushtrack.store.tx import COUNTER_TABLES, dumps
 
 PER_MESSAGE = 1000
+#: Deliveries written per executemany.
+CHUNK = 1000
+MINUTE_US = 60 * US
 #: Shares of deliveries that fail and that are opened.
 FAILED = 0.08
 OPENED = 0.12
 #: About this many events per delivery: created, sent, delivered|failed, sometimes opened.
 EVENTS_PER_DELIVERY = 3 + OPENED
 _FAIL_REASON = "BadDeviceToken"
-_COUNTER_SQL = (
-    "INSERT INTO counters (message_id, hour, platform, sends, deliveries, opens, errors)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (message_id, hour, platform) DO UPDATE"
-    " SET sends = counters.sends + excluded.sends,"
-    " deliveries = counters.deliveries + excluded.deliveries,"
-    " opens = counters.opens + excluded.opens, errors = counters.errors + excluded.errors"
-)
+NOTIFICATION = {"content": "Your weekly digest is ready", "title": "News"}
+#: platform -> (body, options) of the payload template, as createMessage stores them.
+TEMPLATES = {
+    p: (dumps(t.body), dumps(t.options))
+    for p in PLATFORMS
+    for t in [build_template(NOTIFICATION, Platform(p), None)]
+}
+_COUNTED = ("sends", "deliveries", "opens", "errors")
+
+
+def _counter_sql(table: str, bucket: str) -> str:
+    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _COUNTED)
+    return (
+        f"INSERT INTO {table} (message_id, {bucket}, platform, {', '.join(_COUNTED)})"
+        f" VALUES (?, ?, ?, ?, ?, ?, ?)"
+        f" ON CONFLICT (message_id, {bucket}, platform) DO UPDATE SET {adds}"
+    )
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,17 @@ def add_devices(db: Raw, app_id: int, n: int, now: int) -> None:
     db.commit()
 
 
+def _add_counters(db: Raw, message_id: int, counts: Counter[tuple[int, int, int]]) -> None:
+    """The hourly and per-minute counters of one message's events, as the store keeps them."""
+    for table, bucket, width in COUNTER_TABLES:
+        cells: dict[tuple[int, int], list[int]] = {}
+        for (minute, platform, column), n in counts.items():
+            cells.setdefault((minute - minute % width, platform), [0, 0, 0, 0])[column] += n
+        db.many(
+            _counter_sql(table, bucket), [(message_id, b, p, *c) for (b, p), c in cells.items()]
+        )
+
+
 def populate(
     url: str,
     app_id: int,
@@ -82,10 +108,15 @@ def populate(
     start_us: int,
     span_us: int,
     per_message: int = PER_MESSAGE,
+    send_spacing_us: int = 1000,
     seed: int = 7,
     with_devices: bool = True,
 ) -> Trail:
-    """Write ``deliveries`` deliveries (about 3.1 events each) spread over ``span_us``."""
+    """Write ``deliveries`` deliveries (about 3.1 events each) spread over ``span_us``.
+
+    Messages of ``per_message`` deliveries start evenly over the span; a message
+    sends one delivery every ``send_spacing_us``.
+    """
     rnd = random.Random(seed)
     messages = max(1, -(-deliveries // per_message))
     with Raw(url, bulk=True) as db:
@@ -97,77 +128,100 @@ def populate(
         first_message_id = message_id
         events = 0
         done = 0
+        since_commit = 0
         db.begin()
         for m in range(messages):
             size = min(per_message, deliveries - done)
             t0 = start_us + span_us * m // messages
-            payload_of = {}
-            for p in PLATFORMS:
-                payload_of[p] = payload_id
-                payload_id += 1
+            payload_of = {p: payload_id + k for k, p in enumerate(PLATFORMS)}
+            payload_id += len(PLATFORMS)
             db.many(
                 "INSERT INTO payloads (id, message_id, platform, language, body, options)"
-                " VALUES (?, ?, ?, NULL, ?, '{}')",
-                [(pid, message_id, p, '{"aps":{"alert":"News"}}') for p, pid in payload_of.items()],
+                " VALUES (?, ?, ?, NULL, ?, ?)",
+                [(pid, message_id, p, *TEMPLATES[p]) for p, pid in payload_of.items()],
             )
             db.execute(
                 "INSERT INTO messages (id, code, app_id, campaign, notification, send_at, status,"
-                ' deliveries, created_at) VALUES (?, ?, ?, NULL, \'{"content":"News"}\', ?,'
-                " 'done', ?, ?)",
-                (message_id, codes.message_code(), app_id, t0, size, t0),
+                " deliveries, created_at) VALUES (?, ?, ?, NULL, ?, ?, 'done', ?, ?)",
+                (message_id, codes.message_code(), app_id, dumps(NOTIFICATION), t0, size, t0),
             )
-            tcodes = codes.tracking_codes(size)
-            hashes = codes.payload_hashes(size)
+            counts: Counter[tuple[int, int, int]] = Counter()  # (minute, platform, column index)
             first_device = m * per_message % devices
-            drows = []
-            erows = []
-            counts: Counter[tuple[int, int, int]] = Counter()  # (hour, platform, column index)
-            for j in range(size):
-                dev = (first_device + j) % devices
-                platform = PLATFORMS[dev % len(PLATFORMS)]
-                failed = rnd.random() < FAILED
-                opened = not failed and rnd.random() < OPENED
-                did = delivery_id + j
-                drows.append(
-                    (did, message_id, dev + 1, payload_of[platform], tcodes[j], hwid(dev),
-                     hwid(dev), f"user-{dev}", platform, hashes[j], 4 if failed else 3,
-                     int(opened), 1)
-                )  # fmt: skip
-                sent = t0 + US + j * 1000
-                end = sent + 200_000
-                erows.append((t0, did, 1, "Created"))
-                erows.append((sent, did, 2, "Sent"))
-                counts[(sent - sent % HOUR_US, platform, 0)] += 1
-                if failed:
-                    erows.append((end, did, 4, _FAIL_REASON))
-                    counts[(end - end % HOUR_US, platform, 3)] += 1
-                else:
-                    erows.append((end, did, 3, "Delivered"))
-                    counts[(end - end % HOUR_US, platform, 1)] += 1
-                if opened:
-                    at = end + rnd.randrange(30 * US, 3600 * US)
-                    erows.append((at, did, 5, "Opened"))
-                    counts[(at - at % HOUR_US, platform, 2)] += 1
-            db.many(
-                "INSERT INTO deliveries (id, message_id, device_id, payload_id, tracking_code,"
-                " target_id, hwid, user_id, platform, hash, state, opened, attempts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                drows,
-            )
-            db.many(
-                "INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, ?, ?)",
-                erows,
-            )
-            cells: dict[tuple[int, int], list[int]] = {}
-            for (hour, platform, column), n in counts.items():
-                cells.setdefault((hour, platform), [0, 0, 0, 0])[column] += n
-            db.many(_COUNTER_SQL, [(message_id, h, p, *c) for (h, p), c in cells.items()])
-            events += len(erows)
+            for first in range(0, size, CHUNK):
+                n = min(CHUNK, size - first)
+                events += _write_chunk(
+                    db,
+                    rnd,
+                    counts,
+                    message_id=message_id,
+                    first_delivery=delivery_id + first,
+                    first_device=first_device + first,
+                    devices=devices,
+                    payload_of=payload_of,
+                    send_at=[t0 + US + (first + j) * send_spacing_us for j in range(n)],
+                    created=t0,
+                )
+                since_commit += n
+                if since_commit >= 50 * CHUNK:
+                    db.commit()
+                    db.begin()
+                    since_commit = 0
+            _add_counters(db, message_id, counts)
             done += size
             delivery_id += size
             message_id += 1
-            if m % 50 == 49:
-                db.commit()
-                db.begin()
         db.commit()
     return Trail(devices, messages, deliveries, events, first_message_id, start_us, span_us)
+
+
+def _write_chunk(
+    db: Raw,
+    rnd: random.Random,
+    counts: Counter[tuple[int, int, int]],
+    *,
+    message_id: int,
+    first_delivery: int,
+    first_device: int,
+    devices: int,
+    payload_of: dict[int, int],
+    send_at: list[int],
+    created: int,
+) -> int:
+    """One slice of a message's deliveries and their events; the number of events."""
+    n = len(send_at)
+    tcodes = codes.tracking_codes(n)
+    hashes = codes.payload_hashes(n)
+    drows = []
+    erows = []
+    for j, sent in enumerate(send_at):
+        dev = (first_device + j) % devices
+        platform = PLATFORMS[dev % len(PLATFORMS)]
+        failed = rnd.random() < FAILED
+        opened = not failed and rnd.random() < OPENED
+        did = first_delivery + j
+        drows.append(
+            (did, message_id, dev + 1, payload_of[platform], tcodes[j], hwid(dev), hwid(dev),
+             f"user-{dev}", platform, hashes[j], 4 if failed else 3, int(opened), 1)
+        )  # fmt: skip
+        end = sent + 200_000
+        erows.append((created, did, 1, "Created"))
+        erows.append((sent, did, 2, "Sent"))
+        counts[(sent - sent % MINUTE_US, platform, 0)] += 1
+        if failed:
+            erows.append((end, did, 4, _FAIL_REASON))
+            counts[(end - end % MINUTE_US, platform, 3)] += 1
+        else:
+            erows.append((end, did, 3, "Delivered"))
+            counts[(end - end % MINUTE_US, platform, 1)] += 1
+        if opened:
+            at = end + rnd.randrange(30 * US, 3600 * US)
+            erows.append((at, did, 5, "Opened"))
+            counts[(at - at % MINUTE_US, platform, 2)] += 1
+    db.many(
+        "INSERT INTO deliveries (id, message_id, device_id, payload_id, tracking_code,"
+        " target_id, hwid, user_id, platform, hash, state, opened, attempts)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        drows,
+    )
+    db.many("INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, ?, ?)", erows)
+    return len(erows)
