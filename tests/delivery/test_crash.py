@@ -110,3 +110,52 @@ def test_kill_9_mid_message_then_resume(
         failed = db.count_where("deliveries", "state = 4")
         assert failed == len(tokens[::50])
         assert db.rows("SELECT status FROM messages") == [("done",)]
+
+
+def test_sigterm_releases_in_flight_work_at_once(
+    database_url: str, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    with service(database_url) as svc:
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "apns", apns_settings))
+        tokens = [apns_token() for _ in range(1000)]
+        run(populate(svc, tokens))
+        apns_server.latency = 0.1  # slow enough that SIGTERM lands mid-batch
+        plan = MessagePlan(
+            notification={"content": "graceful"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+        env_lease = os.environ.get("PUSHTRACK_WORKER_LEASE_SECONDS")
+        os.environ["PUSHTRACK_WORKER_LEASE_SECONDS"] = "600"  # only a release frees the jobs
+        try:
+            worker = subprocess.Popen(
+                [PUSHTRACK, "worker"],
+                env={**os.environ, "PUSHTRACK_DATABASE": database_url},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        finally:
+            if env_lease is None:
+                os.environ.pop("PUSHTRACK_WORKER_LEASE_SECONDS")
+            else:
+                os.environ["PUSHTRACK_WORKER_LEASE_SECONDS"] = env_lease
+        try:
+            wait_for(lambda: db.count_where("deliveries", "state = 2") > 0, 60, "sending")
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=20) == 0
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        assert db.count_where("jobs", "state = 'running'") == 0
+        assert db.count_where("jobs", "lease_owner IS NOT NULL") == 0
+        unfinished = db.count_where("deliveries", "state IN (1, 2)")
+        assert unfinished > 0
+        # another worker takes over at once, without waiting for any lease to run out
+        apns_server.latency = 0.0
+        from pushtrack import config
+        from pushtrack.worker import build_worker
+
+        settings = config.load({"database": database_url}, env={})
+        run(build_worker(settings, svc.store, poll_seconds=0.05).run_until_idle(60))
+        assert db.count_where("deliveries", "state IN (1, 2)") == 0
+        assert db.count_where("events", "status = 2") == len(tokens)
