@@ -1,0 +1,149 @@
+"""What every engine promises: rollback, errors, the shared SQL dialect, ids."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import pytest
+
+from pushtrack.store import tx as txf
+from pushtrack.store.base import ConflictError, Engine, StoreError, Tx
+from tests.support import run
+
+
+def _accounts(engine: Engine) -> list[str]:
+    return [r[0] for r in engine.read_sync(lambda tx: tx.all("SELECT name FROM accounts"))]
+
+
+def _insert_then(fail: BaseException | str) -> Callable[[Tx], None]:
+    def fn(tx: Tx) -> None:
+        txf.create_app(
+            tx, account="doomed", name="a", tracking=True, open_logging=True, token_required=True
+        )
+        tx.many(
+            "INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, 1, 'x')",
+            [(tx.now(), i) for i in range(50)],
+        )
+        if isinstance(fail, str):
+            tx.run(fail)
+        raise fail
+
+    return fn
+
+
+def test_a_domain_error_rolls_back_everything_and_passes_through(engine: Engine) -> None:
+    with pytest.raises(ConflictError, match="no such thing"):
+        run(engine.write(_insert_then(ConflictError("no such thing"))))
+    with pytest.raises(ConflictError):
+        engine.write_sync(_insert_then(ConflictError("again")))
+    assert _accounts(engine) == []
+    assert engine.read_sync(lambda tx: tx.one("SELECT COUNT(*) FROM events")) == (0,)
+    assert engine.read_sync(lambda tx: tx.one("SELECT COUNT(*) FROM applications")) == (0,)
+
+
+def test_a_database_error_is_a_store_error_and_rolls_back(engine: Engine) -> None:
+    with pytest.raises(StoreError):
+        run(engine.write(_insert_then("INSERT INTO no_such_table VALUES (1)")))
+    assert _accounts(engine) == []
+    # The engine goes on working.
+    run(engine.write(partial(txf.account_id, name="after")))
+    assert _accounts(engine) == ["after"]
+
+
+def test_shared_dialect(engine: Engine) -> None:
+    def fn(tx: Tx) -> list[Any]:
+        tx.many(
+            "INSERT INTO accounts (name, created_at) VALUES (?, ?)",
+            [(f"n{i:02d}", i) for i in range(40)],  # bulk path (COPY on PostgreSQL)
+        )
+        tx.many("INSERT INTO accounts (name, created_at) VALUES (?, ?)", [("50%", 1), ("x", 2)])
+        return [
+            tx.all("SELECT name FROM accounts WHERE name LIKE '5%' OR name LIKE ?", ("n0%",)),
+            tx.all(
+                "SELECT name FROM accounts WHERE name IN (?, ?, ?) AND created_at IN (?,?,?,?)"
+                " ORDER BY name",
+                ("n01", "n02", "zz", 1, 2, 3, 10**12),
+            ),
+            tx.all(
+                "SELECT COUNT(*) FROM accounts WHERE name NOT IN (?, ?) AND created_at < ?",
+                ("n00", "x", 5),
+            ),
+            tx.all("SELECT COUNT(*) FROM accounts WHERE name IN (?, ?)", ("n00", None)),
+            tx.all("SELECT COUNT(*) FROM accounts WHERE name NOT IN (?, ?)", ("n00", None)),
+            tx.run(
+                "UPDATE accounts SET created_at = created_at + 1 WHERE name IN (?, ?)", ("x", "y")
+            ),
+        ]
+
+    like, listed, not_in, with_null, not_in_null, updated = engine.write_sync(fn)
+    assert sorted(r[0] for r in like) == ["50%"] + [f"n{i:02d}" for i in range(10)]
+    assert listed == [("n01",), ("n02",)]
+    assert not_in == [(5,)]  # n01..n04 and 50%
+    assert with_null == [(1,)]
+    assert not_in_null == [(0,)]  # NULL in a NOT IN list: SQL's rule, on both engines
+    assert updated == 1
+
+
+def test_new_ids_are_fresh_and_ascending(engine: Engine) -> None:
+    def fn(tx: Tx) -> tuple[list[int], list[int], int]:
+        first = tx.new_ids("jobs", 3)
+        tx.run(
+            "INSERT INTO jobs (id, request_id, kind, params, state, run_at, created_at,"
+            " updated_at) VALUES (?, 'r1', 'k', '{}', 'done', 0, 0, 0)",
+            (first[-1],),
+        )
+        row = tx.one(
+            "INSERT INTO jobs (request_id, kind, params, state, run_at, created_at, updated_at)"
+            " VALUES ('r2', 'k', '{}', 'done', 0, 0, 0) RETURNING id"
+        )
+        assert row is not None
+        return first, tx.new_ids("jobs", 1000), row[0]
+
+    first, more, defaulted = engine.write_sync(fn)
+    assert first == sorted(set(first))
+    assert len(first) == 3
+    assert more == sorted(set(more))
+    assert len(more) == 1000
+    assert more[0] > first[-1]
+    assert defaulted not in more
+    assert defaulted not in first
+
+
+def _account_slowly(tx: Tx) -> int:
+    """Find or create the account "shared", with time for others to do the same."""
+    row = tx.one("SELECT id FROM accounts WHERE name = 'shared'")
+    if row:
+        return int(row[0])
+    time.sleep(0.2)
+    row = tx.one("INSERT INTO accounts (name, created_at) VALUES ('shared', 1) RETURNING id")
+    assert row is not None
+    return int(row[0])
+
+
+def test_racing_writers_of_one_new_account_all_succeed(engine: Engine) -> None:
+    # Each checks for the account, then inserts it: on PostgreSQL all but one
+    # lose the race (a unique key taken meanwhile) and are run again.
+    workers = 6
+    barrier = threading.Barrier(workers)
+    results: list[Any] = []
+
+    def create() -> None:
+        barrier.wait()
+        try:
+            results.append(engine.write_sync(_account_slowly))
+        except BaseException as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert len(results) == workers
+    assert len(set(results)) == 1
+    assert _accounts(engine) == ["shared"]
