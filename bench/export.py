@@ -5,8 +5,9 @@ product's schema (``bench.trail``). A real ``pushtrack serve`` takes the
 getTrackingLog request and a real ``pushtrack worker`` process builds the
 file; the time runs from the request until getResults reports it done, and
 the file is downloaded and its rows counted. Peak RSS is the worker's. The
-baseline is the command-line tools on the same rows: ``sqlite3 -csv`` of the
-same join (payload spliced from the stored template) piped into ``zip -1``.
+baseline is the command-line tools on the same rows: ``sqlite3 -csv`` (or
+``psql`` with ``COPY … CSV``) of the same join, the payload spliced from the
+stored template, piped into ``zip -1``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import zipfile
 import httpx
 
 from bench.dispatching import wait_for_log
-from bench.harness import Bench, Figure, Skip, sqlite_path, stopwatch
+from bench.harness import Bench, Figure, sqlite_path, stopwatch
 from bench.procs import pushtrack_server, pushtrack_worker
 from bench.profiling import Profile
 from bench.rawdb import Raw
@@ -32,9 +33,9 @@ from pushtrack.domain.timeutil import DAY_US, HOUR_US, day_of, now_us, to_wire
 NAME = "export"
 POLL = 0.1
 
-#: The same rows, columns and order as the export, by the sqlite3 command-line tool.
+#: The same rows, columns and order as the export, for the engine's command-line tool.
 BARE_SQL = """
-SELECT strftime('%Y-%m-%d %H:%M:%S', e.ts / 1000000, 'unixepoch'), d.tracking_code,
+SELECT :stamp, d.tracking_code,
   d.target_id, d.hwid,
   CASE e.status WHEN 1 THEN 'created' WHEN 2 THEN 'sent' WHEN 3 THEN 'delivered'
     WHEN 4 THEN 'failed' ELSE 'opened' END,
@@ -44,13 +45,17 @@ SELECT strftime('%Y-%m-%d %H:%M:%S', e.ts / 1000000, 'unixepoch'), d.tracking_co
 FROM events e JOIN deliveries d ON d.id = e.delivery_id
   JOIN messages m ON m.id = d.message_id JOIN applications a ON a.id = m.app_id
   LEFT JOIN payloads p ON p.id = d.payload_id
-WHERE e.ts >= :start AND e.ts < :end ORDER BY e.ts, e.id;
+WHERE e.ts >= :start AND e.ts < :end ORDER BY e.ts, e.id
 """
+STAMP = {
+    "sqlite": "strftime('%Y-%m-%d %H:%M:%S', e.ts / 1000000, 'unixepoch')",
+    "postgresql": (
+        "to_char(to_timestamp(e.ts / 1000000) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+    ),
+}
 
 
 def run(bench: Bench) -> Figure:
-    if bench.engine != "sqlite":
-        raise Skip("the export baseline (sqlite3 | zip) is built for SQLite only")
     events = bench.size(2_000_000, 50_000, override=bench.events and bench.events // 5)
     fig = Figure(NAME, unit="rows/s")
     url = bench.database(NAME)
@@ -92,7 +97,7 @@ def run(bench: Bench) -> Figure:
     fig.extra["zip_mb"] = size / 2**20
     base = _baseline(bench, url, day_start)
     if base is None:
-        fig.notes.append("baseline not run: the sqlite3 or zip command-line tool is missing")
+        fig.notes.append("baseline not run: its command-line tools (sqlite3/psql, zip) are missing")
     else:
         base_seconds, base_rss = base
         fig.baseline = rows / base_seconds
@@ -144,18 +149,29 @@ def _count_rows(http: httpx.Client, link: str) -> tuple[int, int]:
     return lines, len(resp.content)
 
 
+def _dump_argv(bench: Bench, url: str, day_start: int) -> list[str] | None:
+    """``sqlite3 -csv`` (or ``psql`` with COPY … CSV) of the day's rows, if the tool is here."""
+    sql = (
+        BARE_SQL.replace(":stamp", STAMP[bench.engine])
+        .replace(":start", str(day_start))
+        .replace(":end", str(day_start + DAY_US))
+    )
+    if bench.engine == "sqlite":
+        cli = shutil.which("sqlite3")
+        return None if cli is None else [cli, "-csv", "-separator", ";", sqlite_path(url), sql]
+    cli = shutil.which("psql")
+    copy = f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, DELIMITER ';')"
+    return None if cli is None else [cli, "-X", "-q", url, "-c", copy]
+
+
 def _baseline(bench: Bench, url: str, day_start: int) -> tuple[float, float] | None:
     """Seconds (and the larger peak RSS, MB) of ``sqlite3 -csv … | zip -1``."""
-    sqlite3_cli, zip_cli = shutil.which("sqlite3"), shutil.which("zip")
-    if sqlite3_cli is None or zip_cli is None:
+    argv, zip_cli = _dump_argv(bench, url, day_start), shutil.which("zip")
+    if argv is None or zip_cli is None:
         return None
-    sql = BARE_SQL.replace(":start", str(day_start)).replace(":end", str(day_start + DAY_US))
     out = bench.tmp / "baseline-export.zip"
     with stopwatch() as elapsed:
-        dump = subprocess.Popen(
-            [sqlite3_cli, "-csv", "-separator", ";", sqlite_path(url), sql],
-            stdout=subprocess.PIPE,
-        )
+        dump = subprocess.Popen(argv, stdout=subprocess.PIPE)
         assert dump.stdout is not None
         pack = subprocess.Popen([zip_cli, "-1", "-q", str(out), "-"], stdin=dump.stdout)
         dump.stdout.close()

@@ -107,6 +107,7 @@ def baseline(bench: Bench, tenant: Tenant, n: int, devices: int) -> float:
     # What the product reads from its devices table: (id, device).
     known = [(i + 1, device(i)) for i in range(devices)]
     with Raw(url) as db, stopwatch() as elapsed:
+        db.execute("INSERT INTO accounts (id, name, created_at) VALUES (1, 'default', 0)")
         db.execute(
             "INSERT INTO applications (id, code, account_id, name, tracking, open_logging,"
             " device_token_required, created_at) VALUES (?, ?, 1, 'bench', 1, 1, 1, ?)",
@@ -136,10 +137,10 @@ def _insert_batch(db: Raw, app_id: int, r: int, devs: list[tuple[int, DeviceIn]]
             for p, pid in payload_of.items()
         ],
     )
-    db.many(
-        "INSERT INTO deliveries (id, message_id, device_id, payload_id, tracking_code,"
-        " target_id, hwid, user_id, platform, hash, state, next_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    db.insert(
+        "deliveries",
+        "id, message_id, device_id, payload_id, tracking_code, target_id, hwid, user_id,"
+        " platform, hash, state, next_at",
         [
             (
                 first_delivery + j,
@@ -158,9 +159,10 @@ def _insert_batch(db: Raw, app_id: int, r: int, devs: list[tuple[int, DeviceIn]]
             for j, (device_id, d) in enumerate(devs)
         ],
     )
-    db.many(
-        "INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, 1, 'Created')",
-        [(now, first_delivery + j) for j in range(size)],
+    db.insert(
+        "events",
+        "ts, delivery_id, status, description",
+        [(now, first_delivery + j, 1, "Created") for j in range(size)],
     )
     db.execute(
         "INSERT INTO messages (id, code, app_id, campaign, notification, send_at, status,"

@@ -263,7 +263,8 @@ def table(figures: Sequence[Figure]) -> str:
             lines.append(f"| {f.name} | skipped: {f.skipped} | | | | | | | | |")
             continue
         if f.error is not None:
-            lines.append(f"| {f.name} | error: {f.error} | | | | | | | | |")
+            first = f.error.splitlines()[0] if f.error else ""
+            lines.append(f"| {f.name} | error: {first} | | | | | | | | |")
             continue
         met = {True: "yes", False: "**no**", None: "—"}[f.target_met]
         lines.append(

@@ -65,6 +65,16 @@ class Raw:
             with self._pg.cursor() as cur:
                 cur.executemany(self._sql(sql), list(rows))  # type: ignore[arg-type]
 
+    def insert(self, table: str, columns: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Append rows: executemany on SQLite, COPY (the bulk path) on PostgreSQL."""
+        if self.sqlite:
+            marks = ", ".join("?" * len(columns.split(",")))
+            self._sqlite.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+            return
+        with self._pg.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[arg-type]
+            for row in rows:
+                copy.write_row(row)
+
     def begin(self) -> None:
         self.execute("BEGIN IMMEDIATE" if self.sqlite else "BEGIN")
 
@@ -86,3 +96,32 @@ class Raw:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def prepare_days(url: str, first_us: int, last_us: int) -> None:
+    """PostgreSQL: make the events partitions of these days, as the engine's upkeep does."""
+    if url.startswith("sqlite:"):
+        return
+    import asyncio
+    from functools import partial
+
+    from pushtrack.store.pg_partitions import ensure_partitions
+
+    async def go() -> None:
+        store = open_store(url)
+        try:
+            await store.engine.write(
+                partial(ensure_partitions, first_day_us=first_us, last_day_us=last_us)
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def sync_sequences(db: Raw, tables: tuple[str, ...]) -> None:
+    """PostgreSQL: move id sequences past ids written explicitly (SQLite needs nothing)."""
+    if db.sqlite:
+        return
+    for table in tables:
+        db.execute(f"SELECT setval('{table}_id_seq', GREATEST((SELECT MAX(id) FROM {table}), 1))")

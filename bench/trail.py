@@ -16,12 +16,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from bench.rawdb import Raw
+from bench.rawdb import Raw, prepare_days, sync_sequences
 from bench.tenant import PLATFORMS, hwid
 from pushtrack.domain import codes
 from pushtrack.domain.payload import build_template
 from pushtrack.domain.platforms import Platform
-from pushtrack.domain.timeutil import US
+from pushtrack.domain.timeutil import HOUR_US, US
 from pushtrack.store.tx import COUNTER_TABLES, dumps
 
 PER_MESSAGE = 1000
@@ -119,6 +119,7 @@ def populate(
     """
     rnd = random.Random(seed)
     messages = max(1, -(-deliveries // per_message))
+    prepare_days(url, start_us, start_us + span_us + 2 * HOUR_US)
     with Raw(url, bulk=True) as db:
         if with_devices:
             add_devices(db, app_id, devices, start_us)
@@ -171,6 +172,7 @@ def populate(
             delivery_id += size
             message_id += 1
         db.commit()
+        sync_sequences(db, ("devices", "messages", "payloads", "deliveries"))
     return Trail(devices, messages, deliveries, events, first_message_id, start_us, span_us)
 
 
@@ -217,11 +219,11 @@ def _write_chunk(
             at = end + rnd.randrange(30 * US, 3600 * US)
             erows.append((at, did, 5, "Opened"))
             counts[(at - at % MINUTE_US, platform, 2)] += 1
-    db.many(
-        "INSERT INTO deliveries (id, message_id, device_id, payload_id, tracking_code,"
-        " target_id, hwid, user_id, platform, hash, state, opened, attempts)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    db.insert(
+        "deliveries",
+        "id, message_id, device_id, payload_id, tracking_code, target_id, hwid, user_id,"
+        " platform, hash, state, opened, attempts",
         drows,
     )
-    db.many("INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, ?, ?)", erows)
+    db.insert("events", "ts, delivery_id, status, description", erows)
     return len(erows)
