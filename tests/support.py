@@ -9,8 +9,10 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -106,6 +108,8 @@ class Service:
     device_token: str
     http: httpx.Client
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The account this view's application and tokens belong to.
+    account: str = "default"
 
     def call(self, method: str, request: dict[str, Any], **kw: Any) -> httpx.Response:
         return self.http.post(f"/json/1.3/{method}", json={"request": request}, **kw)
@@ -150,15 +154,35 @@ class Service:
         kind: str = "server",
         apps: list[str] | None = None,
         methods: list[str] | None = None,
-        account: str = "default",
+        account: str | None = None,
     ) -> str:
         raw = codes.secret_token()
         run(
             self.store.create_token(
-                account, kind, auth.hash_token(raw), auth.prefix_of(raw), apps, methods
+                account or self.account,
+                kind,
+                auth.hash_token(raw),
+                auth.prefix_of(raw),
+                apps,
+                methods,
             )
         )
         return raw
+
+    def new_app(self, name: str = "other", **app_settings: Any) -> App:
+        """Another application in this view's account."""
+        app: App = run(self.store.create_app(self.account, name, **app_settings))
+        return app
+
+    def fresh_account(self, **app_settings: Any) -> Service:
+        """A view of this running service on a new account with its own application and
+        tokens: tests sharing one server and database cannot see each other's data."""
+        account = f"acct-{uuid.uuid4().hex[:12]}"
+        app = run(self.store.create_app(account, "test app", **app_settings))
+        view = replace(self, app=app, account=account)
+        view.server_token = view.make_token("server")
+        view.device_token = view.make_token("device")
+        return view
 
     def log(self, **filters: Any) -> list[dict[str, Any]]:
         """Every getMessageLog row matching the filters, walking all pages."""
@@ -209,6 +233,20 @@ class ServerThread:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def shared_service(engine: str, tmp_path: Path) -> Iterator[Service]:
+    """One running service on a fresh database of ``engine``, to share among a module's
+    tests (each takes its own ``Service.fresh_account()`` view of it)."""
+    from tests.conftest import fresh_database_url
+
+    urls = fresh_database_url(engine, tmp_path)
+    try:
+        with service(next(urls)) as svc:
+            yield svc
+    finally:
+        urls.close()
 
 
 @contextlib.contextmanager

@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from tests.support import Service, json_value, run
+import pytest
+
+from tests.conftest import ENGINES
+from tests.support import Service, json_value, shared_service
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """One server and database per engine for this module; each test has its own account."""
+    with shared_service(request.param, Path(tmp_path_factory.mktemp("devices"))) as s:
+        yield s
+
+
+@pytest.fixture
+def svc(shared: Service) -> Service:
+    return shared.fresh_account()
+
 
 DEVICE_COLUMNS = (
     "hwid, push_token, device_type, language, timezone, tags, user_id, app_version,"
@@ -30,6 +50,11 @@ def trail(svc: Service, tracking_code: str) -> list[tuple[str, str]]:
         r for r in svc.log(hwid=svc_hwid(svc, tracking_code)) if r["tracking_code"] == tracking_code
     ]
     return [(r["action"], r["description"]) for r in rows]
+
+
+def devices(svc: Service) -> int:
+    """How many devices this test's application has."""
+    return int(svc.db.rows("SELECT COUNT(*) FROM devices WHERE app_id = ?", (svc.app.id,))[0][0])
 
 
 def svc_hwid(svc: Service, tracking_code: str) -> str:
@@ -90,7 +115,7 @@ def test_reregister_updates_the_same_device(svc: Service) -> None:
         tags={"a": 1},
     )
     svc.register("hw-1", device_type=3, push_token="new", language="fr", app_version="1.1")
-    assert svc.db.count("devices") == 1
+    assert devices(svc) == 1
     row = device_row(svc, "hw-1")
     assert row["push_token"] == "new"
     assert row["device_type"] == 3
@@ -102,7 +127,7 @@ def test_reregister_updates_the_same_device(svc: Service) -> None:
 
 
 def test_devices_belong_to_their_application(svc: Service) -> None:
-    other = run(svc.store.create_app("default", "other"))
+    other = svc.new_app("other")
     svc.register("shared", push_token="in-a")
     resp = svc.call(
         "registerDevice",
@@ -113,7 +138,7 @@ def test_devices_belong_to_their_application(svc: Service) -> None:
     assert device_row(svc, "shared")["push_token"] == "in-a"
     assert device_row(svc, "shared", other.id)["push_token"] == "in-b"
     # tokenless device calls only where the application allows them (old SDKs)
-    open_app = run(svc.store.create_app("default", "old sdk", device_token_required=False))
+    open_app = svc.new_app("old sdk", device_token_required=False)
     body = {"application": open_app.code, "hwid": "h", "device_type": 1, "push_token": "t"}
     assert svc.call("registerDevice", body).json()["status_code"] == 200
     assert device_row(svc, "h", open_app.id)["subscribed"] is True
@@ -172,13 +197,13 @@ def test_register_validation_errors_are_210(svc: Service) -> None:
     out = svc.call("registerDevice", body, headers=headers).json()
     assert out["status_code"] == 210
     assert "application" in out["status_message"]
-    assert svc.db.count("devices") == 0
+    assert devices(svc) == 0
     # the edges themselves are accepted
     svc.register("x" * 255, timezone=18 * 3600, language="pt")
     svc.register("tz-min", timezone=-18 * 3600)
     for code in (1, 3, 7, 9, 10, 11, 12, 17, 2, 5, 8, 13, 18, 19, 21):
         svc.register(f"type-{code}", device_type=code)
-    assert svc.db.count("devices") == 17
+    assert devices(svc) == 17
 
 
 # -- unregisterDevice --------------------------------------------------------------------
@@ -208,7 +233,7 @@ def test_unregister_clears_the_push_token(svc: Service) -> None:
     out = svc.device("unregisterDevice", hwid=["a"])
     assert out["status_code"] == 210
     assert "hwid" in out["status_message"]
-    assert svc.db.count("devices") == 1
+    assert devices(svc) == 1
 
 
 def test_unregistered_device_is_left_out_of_broadcasts(svc: Service) -> None:
@@ -230,9 +255,13 @@ def _one_delivery(svc: Service, hwid: str = "hw-1") -> tuple[str, str]:
 
 
 def counter_totals(svc: Service) -> tuple[int, int, int]:
+    """Deliveries, opens and errors counted for this test's account."""
     (row,) = svc.db.rows(
-        "SELECT COALESCE(SUM(deliveries), 0), COALESCE(SUM(opens), 0),"
-        " COALESCE(SUM(errors), 0) FROM counters"
+        "SELECT COALESCE(SUM(c.deliveries), 0), COALESCE(SUM(c.opens), 0),"
+        " COALESCE(SUM(c.errors), 0) FROM counters c JOIN messages m ON m.id = c.message_id"
+        " JOIN applications a ON a.id = m.app_id JOIN accounts acc ON acc.id = a.account_id"
+        " WHERE acc.name = ?",
+        (svc.account,),
     )
     return int(row[0]), int(row[1]), int(row[2])
 
@@ -247,7 +276,7 @@ def test_push_stat_records_opened_once(svc: Service) -> None:
 
 
 def test_push_stat_not_recorded_when_open_logging_is_off(svc: Service) -> None:
-    quiet = run(svc.store.create_app("default", "quiet", open_logging=False))
+    quiet = svc.new_app("quiet", open_logging=False)
     headers = {"Authorization": f"Token {svc.device_token}"}
     svc.call(
         "registerDevice",
@@ -273,7 +302,7 @@ def test_push_stat_not_recorded_when_open_logging_is_off(svc: Service) -> None:
 def test_reports_that_match_no_delivery_record_nothing(svc: Service) -> None:
     code, p = _one_delivery(svc)
     svc.register("hw-2")
-    other = run(svc.store.create_app("default", "other"))
+    other = svc.new_app("other")
     before = svc.db.counts()
     for method in ("pushStat", "messageDeliveryEvent"):
         assert svc.device(method, hwid="hw-1", hash="nope")["status_code"] == 200

@@ -9,14 +9,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from pushtrack.domain.codes import MESSAGE_CODE_RE, TRACKING_CODE_RE
-from tests.conftest import ENGINES, fresh_database_url
-from tests.support import Service, run, service
+from tests.conftest import ENGINES
+from tests.support import Service, shared_service
 
 ROW_KEYS = {
     "timestamp",
@@ -52,7 +53,7 @@ def _wire(dt: datetime) -> str:
 
 
 def _build(svc: Service) -> World:
-    b = run(svc.store.create_app("default", "app B")).code
+    b = svc.new_app("app B").code
     svc.register("ios-1", device_type=1, userId="u1", language="en")
     svc.register("and-1", device_type=3, userId="u2")
     svc.register("web-1", device_type=11, userId="u1")
@@ -84,16 +85,23 @@ def _build(svc: Service) -> World:
 
 
 @pytest.fixture(scope="module", params=ENGINES)
-def world(
+def shared(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[World]:
-    """Built once per engine: these tests only read."""
-    urls = fresh_database_url(request.param, tmp_path_factory.mktemp("log"))
-    try:
-        with service(next(urls)) as svc:
-            yield _build(svc)
-    finally:
-        urls.close()
+) -> Iterator[Service]:
+    """One server and database per engine for this module; each test has its own account."""
+    with shared_service(request.param, Path(tmp_path_factory.mktemp("log"))) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def world(shared: Service) -> World:
+    """Built once per engine: the tests using it only read."""
+    return _build(shared.fresh_account())
+
+
+@pytest.fixture
+def svc(shared: Service) -> Service:
+    return shared.fresh_account()
 
 
 def actions(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -4,13 +4,45 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pushtrack.domain.codes import MESSAGE_CODE_RE, TRACKING_CODE_RE
-from tests.support import Service, json_value, run
+from tests.conftest import ENGINES
+from tests.support import Service, json_value, shared_service
 
 US = 1_000_000
+
+#: The messages of one account (every test has its own).
+OF_ACCOUNT = (
+    "SELECT m.id FROM messages m JOIN applications a ON a.id = m.app_id"
+    " JOIN accounts acc ON acc.id = a.account_id WHERE acc.name = ?"
+)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """One server and database per engine for this module; each test has its own account."""
+    with shared_service(request.param, Path(tmp_path_factory.mktemp("messages"))) as s:
+        yield s
+
+
+@pytest.fixture
+def svc(shared: Service) -> Service:
+    return shared.fresh_account()
+
+
+def owned(svc: Service, table: str) -> int:
+    """Rows of ``messages`` or ``deliveries`` that belong to this test's account."""
+    column = "id" if table == "messages" else "message_id"
+    sql = f"SELECT COUNT(*) FROM {table} WHERE {column} IN ({OF_ACCOUNT})"
+    return int(svc.db.rows(sql, (svc.account,))[0][0])
 
 
 def by_code(rows: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
@@ -33,13 +65,17 @@ def counters_agree_with_events(svc: Service) -> None:
     for message_id, hour, platform, status, n in svc.db.rows(
         "SELECT d.message_id, (e.ts / 3600000000) * 3600000000, d.platform, e.status, COUNT(*)"
         " FROM events e JOIN deliveries d ON d.id = e.delivery_id"
-        " GROUP BY d.message_id, (e.ts / 3600000000) * 3600000000, d.platform, e.status"
+        f" WHERE d.message_id IN ({OF_ACCOUNT})"
+        " GROUP BY d.message_id, (e.ts / 3600000000) * 3600000000, d.platform, e.status",
+        (svc.account,),
     ):
         if int(status) in column_of:
             from_events[(int(message_id), int(hour), int(platform), column_of[int(status)])] += n
     from_counters = Counter[tuple[int, int, int, str]]()
     for row in svc.db.rows(
         "SELECT message_id, hour, platform, sends, deliveries, errors, opens FROM counters"
+        f" WHERE message_id IN ({OF_ACCOUNT})",
+        (svc.account,),
     ):
         for column, value in zip(("sends", "deliveries", "errors", "opens"), row[3:], strict=True):
             if value:
@@ -62,7 +98,7 @@ def test_one_message_code_per_notification(svc: Service) -> None:
     assert len(set(messages)) == 3
     assert all(MESSAGE_CODE_RE.match(c) for c in messages)
     assert len(out["response"]["TrackingCodes"]) == 1  # only the notification naming devices
-    assert svc.db.count("messages") == 3
+    assert owned(svc, "messages") == 3
     # the codes are real: each one finds its own message in the log
     assert {r["message_code"] for r in svc.log(hwid="hw-1")} == set(messages)
 
@@ -91,7 +127,7 @@ def test_devices_by_hwid_and_push_token_mixed(svc: Service) -> None:
     seen = {(r["tracking_code"], r["target_id"], r["hwid"], r["platform"]) for r in rows}
     assert (codes[0], "hw-a", "hw-a", "ios") in seen
     assert (codes[1], "tok-b", "hw-b", "android") in seen
-    assert svc.db.count("deliveries") == 3
+    assert owned(svc, "deliveries") == 3
 
 
 def test_targeting_by_platforms_users_and_whole_app(svc: Service) -> None:
@@ -123,7 +159,7 @@ def test_targeting_by_platforms_users_and_whole_app(svc: Service) -> None:
 
 
 def test_tracking_off_returns_no_tracking_codes(svc: Service) -> None:
-    quiet = run(svc.store.create_app("default", "untracked", tracking=False))
+    quiet = svc.new_app("untracked", tracking=False)
     headers = {"Authorization": f"Token {svc.device_token}"}
     reg = {"application": quiet.code, "hwid": "h", "device_type": 1, "push_token": "t"}
     assert svc.call("registerDevice", reg, headers=headers).json()["status_code"] == 200
@@ -354,16 +390,18 @@ def test_thousand_devices_in_one_transaction(svc: Service) -> None:
         "notifications": [{"content": "hi", "devices": entries}],
     }
 
-    _inject_failure(svc)
     before = svc.db.counts()
-    resp = svc.call("createMessage", body)
+    _inject_failure(svc)
+    try:
+        resp = svc.call("createMessage", body)
+    finally:
+        _remove_failure(svc)
     assert resp.status_code == 500
     assert resp.json() == {"status_code": 500, "status_message": "Internal error", "response": None}
     assert "injected" not in resp.text
-    assert svc.db.counts() == before
-    assert before["messages"] == before["events"] == before["counters"] == 0
+    assert svc.db.counts() == before  # no message, delivery, event, counter, payload or job
+    assert owned(svc, "messages") == 0
 
-    _remove_failure(svc)
     out = svc.call("createMessage", body).json()
     assert out["status_code"] == 200, out
     codes = out["response"]["TrackingCodes"]
@@ -380,9 +418,11 @@ def test_thousand_devices_in_one_transaction(svc: Service) -> None:
         ("failed", "Device unsubscribed"): unsubscribed,
         ("failed", "Unknown device"): 50,
     }
-    assert svc.db.count("deliveries") == 1000
+    assert owned(svc, "deliveries") == 1000
     counters_agree_with_events(svc)
-    (errors,) = svc.db.rows("SELECT SUM(errors) FROM counters")[0]
+    (errors,) = svc.db.rows(
+        f"SELECT SUM(errors) FROM counters WHERE message_id IN ({OF_ACCOUNT})", (svc.account,)
+    )[0]
     assert errors == unsubscribed + 50
 
 
@@ -406,7 +446,14 @@ def test_delete_cancels_a_scheduled_message(svc: Service) -> None:
     assert trail[off] == [("created", "Created"), ("failed", "Device unsubscribed")]
     assert trail[ghost] == [("created", "Created"), ("failed", "Unknown device")]
     assert message_row(svc, message)[0] == "cancelled"
-    states = {s for (s,) in svc.db.rows("SELECT state FROM jobs WHERE kind = 'dispatch'")}
+    (mid,) = svc.db.rows("SELECT id FROM messages WHERE code = ?", (message,))[0]
+    states = {
+        s
+        for (s,) in svc.db.rows(
+            "SELECT state FROM jobs WHERE kind = 'dispatch' AND params LIKE ?",
+            (f'{{"message_id":{mid},%',),
+        )
+    }
     assert states == {"cancelled"}
     counters_agree_with_events(svc)
 
@@ -419,7 +466,7 @@ def test_delete_cancels_a_scheduled_message(svc: Service) -> None:
 def test_delete_errors(svc: Service) -> None:
     svc.register("hw-1")
     finished = svc.send(devices=["ghost"])["Messages"][0]  # every delivery already ended
-    other = run(svc.store.create_app("default", "other"))
+    other = svc.new_app("other")
     svc.call(
         "registerDevice",
         {"application": other.code, "hwid": "o", "device_type": 1, "push_token": "t"},

@@ -47,19 +47,48 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode_json(body: bytes) -> Any:
+def _decode(body: bytes) -> Any:
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deep
         raise MalformedError from None
+
+
+def decode_json(body: bytes) -> Any:
+    """A JSON body; an object holding text with a NUL character is a 210 (see ``_reject_nul``)."""
+    doc = _decode(body)
+    if isinstance(doc, dict) and b"\\u0000" in body:
+        _reject_nul(doc)
+    return doc
+
+
+def _reject_nul(doc: Any) -> None:
+    """A 210 naming the field whose text holds a NUL character (no engine can store it)."""
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack:
+        where, value = stack.pop()
+        if where in ("auth", "request.auth"):
+            continue  # a token is only ever hashed; a bad one is a 401, not a 210
+        if isinstance(value, str):
+            if "\x00" in value:
+                where = where.removeprefix("request.") or "request"
+                raise ArgumentError(f"{where}: must not contain NUL characters")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{where}.{key}" if where else str(key)
+                stack.extend(((name, key), (name, item)))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
 
 
 def unwrap_request(body: bytes) -> dict[str, Any]:
     """The ``request`` object of a JSON 1.3 body (400 when there is none)."""
-    doc = decode_json(body)
+    doc = _decode(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("request"), dict):
         raise MalformedError
     request: dict[str, Any] = doc["request"]
+    if b"\\u0000" in body:  # rare, so only then look for the string holding it
+        _reject_nul(request)
     return request
 
 

@@ -123,8 +123,9 @@ async def create_message(call: Call, request: dict[str, Any]) -> dict[str, Any]:
                 notification=msgspec.structs.asdict(n),
                 targeting=Targeting(
                     devices=tuple(n.devices) if n.devices is not None else None,
-                    platforms=tuple(n.platforms) if n.platforms else None,
-                    users=tuple(n.users) if n.users else None,
+                    # distinct values: a long list of repeats must not become as many SQL params
+                    platforms=tuple(dict.fromkeys(n.platforms)) if n.platforms else None,
+                    users=tuple(dict.fromkeys(n.users)) if n.users else None,
                 ),
                 send_at=send_at(n, now, where),
                 campaign=n.campaign,
