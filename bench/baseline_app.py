@@ -10,6 +10,7 @@ server adds beyond this is the cost of pushtrack itself.
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import msgspec
 import uvicorn
@@ -34,11 +35,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    # The same uvicorn.Config as pushtrack.server._serve.
+    # The same uvicorn.Config, served the same way, as pushtrack.server: under
+    # asyncio.run (so on asyncio's default loop, as pushtrack serve runs today).
     config = uvicorn.Config(
         build(), host="127.0.0.1", port=args.port, access_log=False, log_level="info", lifespan="on"
     )
-    uvicorn.Server(config).run()
+    asyncio.run(uvicorn.Server(config).serve())
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ def _frame(text: str) -> str:
     name, _, where = text.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
     parts = Path(path).parts
-    if "site-packages" in parts:
+    if not Path(path).is_absolute():
+        pass  # py-spy names a module's file from its package: pushtrack/store/sqlite.py
+    elif "site-packages" in parts:
         parts = parts[parts.index("site-packages") + 1 :]
     elif "src" in parts:
         parts = parts[parts.index("src") + 1 :]
