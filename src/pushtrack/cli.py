@@ -101,7 +101,10 @@ def serve(
     from pushtrack.server import run_server
 
     settings = _settings(database, host=host, port=port, worker=worker)
-    run_server(settings, announce=lambda data, text: _emit(as_json, data, text))
+    try:
+        run_server(settings, announce=lambda data, text: _emit(as_json, data, text))
+    except StoreError as exc:
+        _fail(f"database: {exc}")
 
 
 # -- applications ---------------------------------------------------------------------
@@ -260,7 +263,10 @@ def worker(
     from pushtrack.server import run_worker
 
     settings = _settings(database, worker_concurrency=concurrency)
-    run_worker(settings, announce=lambda data, text: _emit(as_json, data, text))
+    try:
+        run_worker(settings, announce=lambda data, text: _emit(as_json, data, text))
+    except StoreError as exc:
+        _fail(f"database: {exc}")
 
 
 def main() -> None:

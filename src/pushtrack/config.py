@@ -6,8 +6,11 @@ dashboard may show.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -70,25 +73,70 @@ class Settings:
 
 
 def _redact_url(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+    """The URL with its password hidden (in the user info or a ``password=`` parameter)."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        creds, host = authority.rsplit("@", 1)
+        if ":" in creds:
+            authority = f"{creds.split(':', 1)[0]}:***@{host}"
+    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}://{authority}{tail}"
 
 
-def _cast(name: str, value: Any) -> Any:
-    kind = {f.name: f.type for f in fields(Settings)}[name]
-    if kind in (int, "int"):
-        return int(value)
-    if kind in (float, "float"):
-        return float(value)
-    if kind in (bool, "bool"):
-        if isinstance(value, bool):
-            return value
-        return str(value).strip().lower() in ("1", "true", "yes", "on")
-    return str(value)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _to_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def _to_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    number = value if isinstance(value, int | float) else int(value.strip())
+    return int(number) if math.isfinite(number) and number == int(number) else None
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _to_str(value: Any) -> str | None:
+    return None if isinstance(value, bool | list | dict) else str(value)
+
+
+_CASTS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "bool": (_to_bool, "true or false"),
+    "int": (_to_int, "an integer"),
+    "float": (_to_float, "a number"),
+    "str": (_to_str, "text"),
+}
+
+
+def _cast(name: str, value: Any, label: str = "") -> Any:
+    """``value`` as the type of setting ``name``; ValueError naming it (as ``label``) if not."""
+    kinds = {f.name: str(f.type) for f in fields(Settings)}
+    if name not in kinds:
+        raise ValueError(f"unknown setting {name!r}")
+    cast, wanted = _CASTS[kinds[name]]
+    try:
+        result = cast(value)
+    except ValueError:
+        result = None
+    if result is None:
+        raise ValueError(f"{label or name}: expected {wanted}, got {value!r}")
+    return result
 
 
 def load(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -98,15 +146,18 @@ def load(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = N
     names = {f.name for f in fields(Settings)}
     path = env.get("PUSHTRACK_CONFIG")
     if path:
-        data = tomllib.loads(Path(path).read_text())
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:  # TOMLDecodeError and UnicodeDecodeError too
+            raise ValueError(f"PUSHTRACK_CONFIG {path}: {exc}") from None
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
-        values.update({k: _cast(k, v) for k, v in data.items()})
+        values.update({k: _cast(k, v, f"{path}: {k}") for k, v in data.items()})
     for name in names:
         key = f"PUSHTRACK_{name.upper()}"
         if key in env and env[key] != "":
-            values[name] = _cast(name, env[key])
+            values[name] = _cast(name, env[key], key)
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _cast(name, value)

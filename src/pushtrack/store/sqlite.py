@@ -112,10 +112,13 @@ class SQLiteEngine:
         self.path = path
         self.url = f"sqlite:///{path}"
         self.clock = clock
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(_connect(path)) as conn:
-            migrate(conn)
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(_connect(path)) as conn:
+                migrate(conn)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open {self.url}: {exc}") from exc
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
         self._writer.start()
