@@ -176,10 +176,10 @@ def _baseline(bench: Bench, url: str, day_start: int) -> tuple[float, float] | N
         pack = subprocess.Popen([zip_cli, "-1", "-q", str(out), "-"], stdin=dump.stdout)
         dump.stdout.close()
         rss = 0.0
-        for proc in (dump, pack):
+        for proc, tool in ((dump, argv[0]), (pack, zip_cli)):
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
             if proc.returncode != 0:
-                raise RuntimeError(f"{proc.args[0]} exited {proc.returncode}")
+                raise RuntimeError(f"{tool} exited {proc.returncode}")
             rss = max(rss, usage.ru_maxrss / 1024)
     return elapsed(), rss

@@ -127,7 +127,7 @@ class Bench:
 
         db = f"ptbench_{name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {db}")  # type: ignore[arg-type]
+            conn.execute(f"CREATE DATABASE {db}")
         self._databases.append(db)
         return f"{POSTGRES_ADMIN.rsplit('/', 1)[0]}/{db}"
 
@@ -137,7 +137,7 @@ class Bench:
 
             with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
                 for db in self._databases:
-                    conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")  # type: ignore[arg-type]
+                    conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -152,11 +152,12 @@ def run(
 
     Stops taking new requests after ``timeout`` seconds, or once ``until()`` is true.
     """
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop
 
         factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        factory = asyncio.new_event_loop
+        pass
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(_run(port, requests, connections, check, timeout, until))

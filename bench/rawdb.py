@@ -55,7 +55,7 @@ class Raw:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.sqlite:
             return self._sqlite.execute(sql, params).fetchall()
-        cur = self._pg.execute(self._sql(sql), params)  # type: ignore[arg-type]
+        cur = self._pg.execute(self._sql(sql), params)
         return cur.fetchall() if cur.description else []
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -63,7 +63,7 @@ class Raw:
             self._sqlite.executemany(sql, rows)
         else:
             with self._pg.cursor() as cur:
-                cur.executemany(self._sql(sql), list(rows))  # type: ignore[arg-type]
+                cur.executemany(self._sql(sql), list(rows))
 
     def insert(self, table: str, columns: str, rows: Sequence[Sequence[Any]]) -> None:
         """Append rows: executemany on SQLite, COPY (the bulk path) on PostgreSQL."""
@@ -71,7 +71,7 @@ class Raw:
             marks = ", ".join("?" * len(columns.split(",")))
             self._sqlite.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
             return
-        with self._pg.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[arg-type]
+        with self._pg.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
 
