@@ -59,6 +59,8 @@ class Worker:
     #: Called once when the worker stops (closing gateway connections, ...).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    #: A claim is in flight: jobs it took may be committed but not yet in ``_running``.
+    _claiming: bool = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set; then release what is in flight."""
@@ -68,6 +70,7 @@ class Worker:
                 free = self.concurrency - len(self._running)
                 claimed: list[Job] = []
                 if free > 0:
+                    self._claiming = True
                     try:
                         claimed = await self.store.jobs.claim(
                             self.owner, list(self.handlers), free, self.lease_seconds
@@ -76,6 +79,7 @@ class Worker:
                         log.exception("claiming jobs failed; retrying")
                 for job in claimed:
                     self._running[job.id] = asyncio.create_task(self._run_one(job))
+                self._claiming = False
                 if not claimed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.poll_seconds)
@@ -101,9 +105,11 @@ class Worker:
             deadline = loop.time() + max_seconds
             while loop.time() < deadline:
                 await asyncio.sleep(self.poll_seconds)
-                if self._running:
+                if self._running or self._claiming:
                     continue
                 due = await self.store.jobs.next_due(kinds)
+                if self._running or self._claiming:
+                    continue  # a claim committed meanwhile: its lease is not "idle"
                 if due is None or due > self.store.clock() + int(horizon * 1e6):
                     break
             stop.set()
