@@ -69,7 +69,7 @@ def test_kill_9_mid_message_then_resume(
 
         worker = start_worker(database_url)
         try:
-            wait_for(lambda: ended() >= 2000, 120, "the first worker to end some deliveries")
+            wait_for(lambda: ended() >= 2000, 300, "the first worker to end some deliveries")
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.wait()
@@ -85,7 +85,7 @@ def test_kill_9_mid_message_then_resume(
 
         worker = start_worker(database_url)
         try:
-            wait_for(lambda: ended() == DELIVERIES, 180, "the second worker to finish")
+            wait_for(lambda: ended() == DELIVERIES, 600, "the second worker to finish")
             # SIGTERM: the worker stops promptly and cleanly
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=20) == 0

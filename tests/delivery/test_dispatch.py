@@ -162,7 +162,9 @@ def test_transient_failures_retry_then_give_up_with_the_last_reason(
         while not any(r.token == flaky for r in apns_server.received):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         apns_server.failures.pop(flaky)
-        await asyncio.sleep(0)
+        # stop once both first attempts are recorded, not while they are in flight
+        while svc.db.count_where("deliveries", "attempts >= 1") < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         stop.set()
         await task
 
