@@ -77,15 +77,18 @@ def test_shared_dialect(engine: Engine) -> None:
             tx.run(
                 "UPDATE accounts SET created_at = created_at + 1 WHERE name IN (?, ?)", ("x", "y")
             ),
+            # Flags are INTEGER columns: a bool binds as 0/1 on both engines.
+            tx.all("SELECT name FROM accounts WHERE created_at = ? ORDER BY name", (True,)),
         ]
 
-    like, listed, not_in, with_null, not_in_null, updated = engine.write_sync(fn)
+    like, listed, not_in, with_null, not_in_null, updated, flagged = engine.write_sync(fn)
     assert sorted(r[0] for r in like) == ["50%"] + [f"n{i:02d}" for i in range(10)]
     assert listed == [("n01",), ("n02",)]
     assert not_in == [(5,)]  # n01..n04 and 50%
     assert with_null == [(1,)]
     assert not_in_null == [(0,)]  # NULL in a NOT IN list: SQL's rule, on both engines
     assert updated == 1
+    assert flagged == [("50%",), ("n01",)]
 
 
 def test_new_ids_are_fresh_and_ascending(engine: Engine) -> None:

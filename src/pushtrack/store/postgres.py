@@ -26,6 +26,9 @@ from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
 from pushtrack.domain.timeutil import DAY_US, US, now_us
@@ -119,6 +122,20 @@ def _copy_sql(sql: str) -> bytes | None:
     return f"COPY {m.group(1)} ({', '.join(columns)}) FROM STDIN".encode()
 
 
+class _BoolAsInt(Dumper):
+    """Python bools bound as 0/1: flags are INTEGER columns, as in SQLite."""
+
+    format = Format.TEXT
+    oid = postgres.types["int2"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.adapters.register_dumper(bool, _BoolAsInt)
+
+
 class _PgTx:
     """``Tx`` over one open psycopg transaction."""
 
@@ -188,6 +205,7 @@ class PostgresEngine:
             max_size=max_connections,
             open=False,
             timeout=POOL_TIMEOUT_S,
+            configure=_configure,
             check=ConnectionPool.check_connection,
             name="pushtrack",
         )
