@@ -148,9 +148,9 @@ def stats(
 
     async def run(store: Store) -> list[Totals]:
         since = window_start(store.clock(), settings.retention_days)
-        message = await store.stats.find_message(account, None, message_code, since)
+        message = await store.stats.find_message(account, None, message_code)
         if message is None:
-            _fail(f"no message {message_code} in account {account!r} inside the retention window")
+            _fail(f"no message {message_code} in account {account!r}")
         return await store.stats.counters(message.id, bucket, since)
 
     rows = _with_store(database, run)

@@ -102,8 +102,11 @@ def result(svc: Service, request_id: str) -> dict[str, Any]:
 
 
 def tracking_log(svc: Service, settings: Settings, **fields: Any) -> bytes:
-    """getTrackingLog, run the job, getResults, download: the CSV inside the ZIP."""
-    out = svc.server("getTrackingLog", **fields)
+    """getTrackingLog, run the job, getResults, download: the CSV inside the ZIP.
+
+    Without ``application`` the log covers every application the token sees.
+    """
+    out = svc.call("getTrackingLog", {"auth": svc.server_token, **fields}).json()
     assert out["status_code"] == 200, out
     request_id = out["response"]["request_id"]
     run_jobs(svc.store, settings)

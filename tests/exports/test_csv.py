@@ -90,7 +90,8 @@ def test_export_byte_for_byte_and_read_back(database_url: str, tmp_path: Path) -
         ((mid,),) = svc.db.rows("SELECT id FROM messages")
         hashes = dict(svc.db.rows("SELECT tracking_code, hash FROM deliveries"))
         clock.advance(1.5)
-        assert svc.device("messageDeliveryEvent", hwid=ios, hash=hashes[t_ios])["status_code"] == 200
+        out = svc.device("messageDeliveryEvent", hwid=ios, hash=hashes[t_ios])
+        assert out["status_code"] == 200
         clock.advance(1.5)
         assert svc.device("pushStat", hwid=android, hash=hashes[t_android])["status_code"] == 200
         assert svc.device("pushStat", hwid=android, hash=hashes[t_android])["status_code"] == 200
@@ -126,8 +127,15 @@ def test_export_byte_for_byte_and_read_back(database_url: str, tmp_path: Path) -
         ["2024-05-01 12:00:00", t_ios, ios, ios, "created", "Created", app],
         ["2024-05-01 12:00:00", t_android, "tok\t2", android, "created", "Created", app],
         ["2024-05-01 12:00:00", t_ghost, "ghost;device", "ghost;device", "created", "Created", app],
-        ["2024-05-01 12:00:00", t_ghost, "ghost;device", "ghost;device", "failed",
-         "Unknown device", app],
+        [
+            "2024-05-01 12:00:00",
+            t_ghost,
+            "ghost;device",
+            "ghost;device",
+            "failed",
+            "Unknown device",
+            app,
+        ],
         ["2024-05-01 12:00:01", t_ios, ios, ios, "delivered", "Confirmed by device", app],
         ["2024-05-01 12:00:03", t_android, "tok\t2", android, "opened", "Opened", app],
     ]

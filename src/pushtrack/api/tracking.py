@@ -72,10 +72,7 @@ async def get_tracking_log(call: Call, request: dict[str, Any]) -> dict[str, Any
 async def get_msg_stats(call: Call, request: dict[str, Any]) -> dict[str, Any]:
     r = convert(request, GetMsgStats)
     assert call.token is not None
-    since = window_start(call.ctx.store_clock(), call.ctx.settings.retention_days)
-    found = await call.ctx.store.stats.find_message(
-        call.token.account, call.token.apps, r.message, since
-    )
+    found = await call.ctx.store.stats.find_message(call.token.account, call.token.apps, r.message)
     if found is None:
         raise ArgumentError(f"message: {r.message} not found")
     request_id = await call.ctx.store.jobs.enqueue(

@@ -106,13 +106,11 @@ async def totals_by_intervals(call: Call, body: dict[str, Any]) -> dict[str, Any
     start, end = _range(r.date_from, r.date_to)
     since = _since(call)
     message = await call.ctx.store.stats.find_message(
-        call.token.account, call.token.apps, r.message_code, since
+        call.token.account, call.token.apps, r.message_code
     )
     if message is None:
         raise ArgumentError(f"message_code: {r.message_code} not found")
-    rows = await call.ctx.store.stats.counters(
-        message.id, r.interval, max(since, start or since), end, wanted
-    )
+    rows = await call.ctx.store.stats.counters(message.id, r.interval, since, start, end, wanted)
     return {
         "metrics": [
             {"timestamp": to_wire(t.bucket), "platform": t.platform, **_counters(t)} for t in rows
@@ -151,6 +149,8 @@ async def messages_list(call: Call, body: dict[str, Any]) -> dict[str, Any]:
     items = []
     for m in found:
         details = {k: v for k, v in m.notification.items() if k not in _TARGETING}
+        # every platform the message went to, counted or not yet
+        by_platform = {p: Totals(0, p) for p in m.platforms} | {t.platform: t for t in m.totals}
         items.append(
             {
                 "id": m.id,
@@ -163,7 +163,9 @@ async def messages_list(call: Call, body: dict[str, Any]) -> dict[str, Any]:
                 "campaign_code": m.campaign,
                 "push_info": {
                     "details": details,
-                    "metrics": [{"platform": t.platform, **_counters(t)} for t in m.totals],
+                    "metrics": [
+                        {"platform": p, **_counters(t)} for p, t in sorted(by_platform.items())
+                    ],
                 },
             }
         )

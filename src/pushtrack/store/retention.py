@@ -9,9 +9,8 @@ trimmed row by row.
 What goes, for a window starting at ``before``:
 
 - events with ``ts < before``;
-- messages created (and due) before it, with their deliveries, payload
-  templates and counters; events of theirs still inside the window lose their
-  delivery and so drop out of every query, until their own day goes;
+- messages created (and due) before it that have no event inside it any
+  more, with their deliveries, payload templates and counters;
 - counter buckets (hourly and per minute) that end at or before it;
 - finished jobs last updated before it;
 - export files past their expiry or made before it (rows and files on disk:
@@ -25,7 +24,7 @@ from functools import partial
 
 import msgspec
 
-from pushtrack.domain.timeutil import DAY_US, day_of
+from pushtrack.domain.timeutil import DAY_US, HOUR_US, day_of
 from pushtrack.store.base import Engine, Tx
 from pushtrack.store.exports import FileRecord, delete_files, expired_files
 from pushtrack.store.tx import COUNTER_TABLES
@@ -70,9 +69,17 @@ def delete_events(tx: Tx, *, before: int, limit: int) -> int:
 
 
 def old_messages(tx: Tx, *, before: int, limit: int) -> list[int]:
+    """Messages with nothing left inside the window.
+
+    Created and due before it, and no hourly counter bucket reaching into it:
+    every event but ``created`` is counted, and ``created`` is written when the
+    message is, so all their events are older than ``before``.
+    """
     rows = tx.all(
-        "SELECT id FROM messages WHERE created_at < ? AND send_at < ? ORDER BY created_at LIMIT ?",
-        (before, before, limit),
+        "SELECT m.id FROM messages m WHERE m.created_at < ? AND m.send_at < ?"
+        " AND NOT EXISTS (SELECT 1 FROM counters c WHERE c.message_id = m.id AND c.hour > ?)"
+        " ORDER BY m.created_at LIMIT ?",
+        (before, before, before - HOUR_US, limit),
     )
     return [r[0] for r in rows]
 

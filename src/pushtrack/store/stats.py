@@ -63,14 +63,14 @@ def _totals(bucket: int, platform: int, values: Sequence[Any]) -> Totals:
 
 
 def find_message(
-    tx: Tx, *, account: str, apps: frozenset[str] | None, code: str, since: int
+    tx: Tx, *, account: str, apps: frozenset[str] | None, code: str
 ) -> MessageRef | None:
-    """A message of the account (and of the token's applications), created at or after ``since``."""
+    """A message of the account (and of the token's applications)."""
     row = tx.one(
         "SELECT m.id, m.code, a.code, m.created_at FROM messages m"
         " JOIN applications a ON a.id = m.app_id JOIN accounts acc ON acc.id = a.account_id"
-        " WHERE m.code = ? AND acc.name = ? AND m.created_at >= ?",
-        (code, account, since),
+        " WHERE m.code = ? AND acc.name = ?",
+        (code, account),
     )
     if row is None or (apps is not None and row[2] not in apps):
         return None
@@ -83,21 +83,27 @@ def counter_rows(
     message_id: int,
     interval: Interval,
     since: int,
+    date_from: int | None = None,
     until: int | None = None,
     platforms: Sequence[int] | None = None,
 ) -> list[Totals]:
     """Counters of a message per (bucket, platform), ordered by bucket then platform.
 
-    A bucket is included when any part of it lies in ``[since, until]``; day
-    buckets sum the hours that do.
+    ``since`` is the retention window's start: only buckets that begin at or
+    after it count (one that straddles it also holds events already out).
+    Of the range ``[date_from, until]`` a bucket needs only to overlap it. Day
+    buckets sum the hours that pass both tests.
     """
     table, column, width = (
         ("counters_minute", "minute", MINUTE_US)
         if interval == "minute"
         else ("counters", "hour", HOUR_US)
     )
-    where = ["message_id = ?", f"{column} > ?"]
-    params: list[Any] = [message_id, since - width]
+    where = ["message_id = ?", f"{column} >= ?"]
+    params: list[Any] = [message_id, since]
+    if date_from is not None:
+        where.append(f"{column} > ?")
+        params.append(date_from - width)
     if until is not None:
         where.append(f"{column} <= ?")
         params.append(until)
@@ -205,17 +211,16 @@ class StatsStore:
         self.engine = engine
 
     async def find_message(
-        self, account: str, apps: frozenset[str] | None, code: str, since: int
+        self, account: str, apps: frozenset[str] | None, code: str
     ) -> MessageRef | None:
-        return await self.engine.read(
-            partial(find_message, account=account, apps=apps, code=code, since=since)
-        )
+        return await self.engine.read(partial(find_message, account=account, apps=apps, code=code))
 
     async def counters(
         self,
         message_id: int,
         interval: Interval,
         since: int,
+        date_from: int | None = None,
         until: int | None = None,
         platforms: Sequence[int] | None = None,
     ) -> list[Totals]:
@@ -225,6 +230,7 @@ class StatsStore:
                 message_id=message_id,
                 interval=interval,
                 since=since,
+                date_from=date_from,
                 until=until,
                 platforms=tuple(platforms) if platforms else None,
             )
