@@ -144,6 +144,13 @@ def test_devices_belong_to_their_application(svc: Service) -> None:
     assert device_row(svc, "h", open_app.id)["subscribed"] is True
     body["application"] = svc.app.code  # requires the device token
     assert svc.call("registerDevice", body).status_code == 401
+    # a device token restricted to one application is refused the others
+    only_other = svc.make_token("device", apps=[other.code])
+    resp = svc.call("registerDevice", body, headers={"Authorization": f"Token {only_other}"})
+    assert (resp.status_code, resp.json()["status_code"]) == (403, 403)
+    body["application"] = other.code
+    resp = svc.call("registerDevice", body, headers={"Authorization": f"Token {only_other}"})
+    assert resp.json()["status_code"] == 200
 
 
 REGISTER_ERRORS: list[tuple[dict[str, Any], str]] = [
