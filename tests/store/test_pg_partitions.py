@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, US
@@ -118,25 +120,32 @@ def test_ensure_is_idempotent_and_safe_concurrently(pg: PostgresEngine, pg_url: 
     assert pg.write_sync(lambda tx: ensure_partitions(tx, first, last)) == []
 
 
-def test_rows_caught_by_the_default_partition_move_into_their_day(pg: PostgresEngine) -> None:
-    later = DAY + 30 * DAY_US
-    _insert_events(pg, [later + 1, later + 2 * HOUR_US, DAY + 1])
-    assert _where(pg) == {"events_default": 2, "events_p20310310": 1}
+def test_making_partitions_waits_for_no_reader_or_writer(pg: PostgresEngine, pg_url: str) -> None:
+    with psycopg.connect(pg_url) as reader, psycopg.connect(pg_url) as writer:
+        reader.execute("SELECT COUNT(*) FROM events").fetchone()
+        writer.execute(
+            "INSERT INTO events (ts, delivery_id, status, description) VALUES (%s, 1, 1, 'x')",
+            (DAY,),
+        )
 
-    assert pg.write_sync(lambda tx: ensure_partitions(tx, later, later)) == ["events_p20310409"]
-    assert _where(pg) == {"events_p20310409": 2, "events_p20310310": 1}
+        def ensure(tx: Tx) -> list[str]:
+            tx.run("SET LOCAL lock_timeout = '1s'")
+            return ensure_partitions(tx, DAY + 10 * DAY_US, DAY + 11 * DAY_US)
+
+        assert pg.write_sync(ensure) == ["events_p20310320", "events_p20310321"]
+
+
+def test_an_insert_makes_the_partitions_it_needs(pg: PostgresEngine) -> None:
+    far, past = DAY + 30 * DAY_US, DAY - 2 * DAY_US
+    _insert_events(pg, [DAY + 1] + [far + i for i in range(20)] + [past])  # COPY: 22 rows
+    assert _where(pg) == {"events_p20310310": 1, "events_p20310409": 20, "events_p20310308": 1}
+    _insert_events(pg, [far + DAY_US])  # one row: INSERT
+    assert _where(pg)["events_p20310410"] == 1
 
 
 def test_drop_partitions_before_drops_whole_days(pg: PostgresEngine) -> None:
     pg.write_sync(lambda tx: ensure_partitions(tx, DAY - 3 * DAY_US, DAY - DAY_US))
     _insert_events(pg, [DAY - 2 * DAY_US, DAY - 1, DAY, DAY + DAY_US])
-    pg.write_sync(  # a stray old row in the DEFAULT partition goes too
-        lambda tx: tx.run(
-            "INSERT INTO events_default (ts, delivery_id, status, description)"
-            " VALUES (?, 9, 1, 'x')",
-            (DAY - 40 * DAY_US,),
-        )
-    )
 
     def drop(tx: Tx) -> int:
         return drop_partitions_before(tx, DAY + 7 * HOUR_US)
@@ -145,6 +154,22 @@ def test_drop_partitions_before_drops_whole_days(pg: PostgresEngine) -> None:
     assert _days(pg) == [DAY + d * DAY_US for d in range(DAYS_AHEAD + 1)]
     assert _where(pg) == {"events_p20310310": 1, "events_p20310311": 1}
     assert pg.write_sync(drop) == 0
+    # The lock timeout of the drop was the drop's alone.
+    assert pg.write_sync(lambda tx: tx.one("SHOW lock_timeout")) == ("0",)
+
+
+def test_a_busy_day_is_left_for_the_next_drop(pg: PostgresEngine, pg_url: str) -> None:
+    pg.write_sync(lambda tx: ensure_partitions(tx, DAY - 2 * DAY_US, DAY - DAY_US))
+    _insert_events(pg, [DAY - 2 * DAY_US, DAY - DAY_US, DAY])
+    with psycopg.connect(pg_url) as reader:  # a long read of the oldest day holds it
+        reader.execute("SELECT COUNT(*) FROM events_p20310308").fetchone()
+        started = time.monotonic()
+        assert pg.write_sync(lambda tx: drop_partitions_before(tx, DAY)) == 0
+        assert time.monotonic() - started < 10
+        # The drop that gave up holds nothing: inserts go on while the reader reads.
+        _insert_events(pg, [DAY + 5])
+    assert pg.write_sync(lambda tx: drop_partitions_before(tx, DAY)) == 2
+    assert _where(pg) == {"events_p20310310": 2}
 
 
 def test_upkeep_follows_the_clock(pg: PostgresEngine, clock: Clock) -> None:

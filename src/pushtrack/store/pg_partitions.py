@@ -6,22 +6,28 @@ run inside a caller's transaction (``tx.dialect == "postgresql"``) and take a
 transaction-scoped advisory lock, so concurrent callers in many processes
 create or drop each partition exactly once.
 
-Creating or dropping a partition locks ``events`` exclusively for a moment;
-callers that must not wait behind long readers set ``lock_timeout`` first.
+Neither stalls ingestion: a new partition is made as a plain table and then
+attached, which locks ``events`` only against other schema changes, never
+against reads and inserts. Dropping a partition needs ``events`` to itself
+for a moment; if readers hold it longer than ``DROP_LOCK_TIMEOUT``, that day
+is left for the next call.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from psycopg import errors as pg_errors
+
 from pushtrack.domain.timeutil import DAY_US, US, day_of
 from pushtrack.store.base import Tx
 
-#: pg_advisory_xact_lock key of partition maintenance ("pushtrack" in ASCII, then 2).
+#: pg_advisory_xact_lock key of partition upkeep ("pushtrack" in ASCII, then 2).
 PARTITION_LOCK = 0x7075736874726102
+#: How long dropping a day waits for its moment alone with ``events``.
+DROP_LOCK_TIMEOUT = "1s"
 
 PREFIX = "events_p"
-DEFAULT_PARTITION = "events_default"
 
 
 def partition_name(day_us: int) -> str:
@@ -62,9 +68,8 @@ def _lock(tx: Tx) -> None:
 def ensure_partitions(tx: Tx, first_day_us: int, last_day_us: int) -> list[str]:
     """Create the missing partitions of the days from ``first_day_us`` to ``last_day_us``.
 
-    Both ends are included (any instant of a day names that day). Rows of those
-    days that landed in the DEFAULT partition move into the new partition.
-    Returns the names of the partitions created.
+    Both ends are included (any instant of a day names that day). Returns the
+    names of the partitions created.
     """
     _lock(tx)
     have = existing_partitions(tx)
@@ -73,25 +78,11 @@ def ensure_partitions(tx: Tx, first_day_us: int, last_day_us: int) -> list[str]:
         if day in have:
             continue
         name = partition_name(day)
-        stray = tx.one(
-            f"SELECT 1 FROM {DEFAULT_PARTITION} WHERE ts >= ? AND ts < ? LIMIT 1",
-            (day, day + DAY_US),
-        )
-        if stray:
-            # A new partition may not overlap rows the DEFAULT partition holds:
-            # take them out first, put them back through the parent after.
-            tx.run(f"CREATE TEMPORARY TABLE {name}_moving (LIKE events) ON COMMIT DROP")
-            tx.run(
-                f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE ts >= ? AND ts < ?"
-                f" RETURNING *) INSERT INTO {name}_moving SELECT * FROM moved",
-                (day, day + DAY_US),
-            )
+        tx.run(f"CREATE TABLE {name} (LIKE events)")
         tx.run(
-            f"CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ({day}) TO ({day + DAY_US})"
+            f"ALTER TABLE events ATTACH PARTITION {name}"
+            f" FOR VALUES FROM ({day}) TO ({day + DAY_US})"
         )
-        if stray:
-            tx.run(f"INSERT INTO events SELECT * FROM {name}_moving")
-            tx.run(f"DROP TABLE {name}_moving")
         created.append(name)
     return created
 
@@ -99,14 +90,27 @@ def ensure_partitions(tx: Tx, first_day_us: int, last_day_us: int) -> list[str]:
 def drop_partitions_before(tx: Tx, day_us: int) -> int:
     """Drop the partitions of the days before the one holding ``day_us``; how many.
 
-    Rows older than that day left in the DEFAULT partition are deleted too.
+    A day whose partition is busy past ``DROP_LOCK_TIMEOUT`` stays, for the next call.
     """
     _lock(tx)
     cutoff = day_of(day_us)
+    old = [name for day, name in sorted(existing_partitions(tx).items()) if day < cutoff]
+    if not old:
+        return 0
+    row = tx.one("SELECT current_setting('lock_timeout')")
+    saved = row[0] if row else "0"
+    tx.one("SELECT set_config('lock_timeout', ?, true)", (DROP_LOCK_TIMEOUT,))
     dropped = 0
-    for day, name in sorted(existing_partitions(tx).items()):
-        if day < cutoff:
-            tx.run(f"DROP TABLE {name}")
+    try:
+        for name in old:
+            tx.run("SAVEPOINT drop_partition")
+            try:
+                tx.run(f"DROP TABLE {name}")
+            except pg_errors.LockNotAvailable:
+                tx.run("ROLLBACK TO SAVEPOINT drop_partition")
+                break
+            tx.run("RELEASE SAVEPOINT drop_partition")
             dropped += 1
-    tx.run(f"DELETE FROM {DEFAULT_PARTITION} WHERE ts < ?", (cutoff,))
+    finally:
+        tx.one("SELECT set_config('lock_timeout', ?, true)", (saved,))
     return dropped

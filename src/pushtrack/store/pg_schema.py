@@ -7,9 +7,9 @@ flags and enums (the SQL compares them with ``= 1``), TEXT for JSON.
 
 ``events`` is range-partitioned by UTC day on ``ts`` (see
 ``store/pg_partitions.py``); its primary key must therefore hold ``ts``, and
-that key, ``(ts, id)``, is also the index by time. A DEFAULT partition
-catches rows of a day whose partition does not exist yet; the engine keeps
-partitions ahead of the clock so that it stays empty.
+that key, ``(ts, id)``, is also the index by time. The engine keeps the
+partitions of today and the next days ready, and makes a missing one when an
+insert needs it.
 
 Migrations run in one transaction under an advisory lock, so any number of
 processes may start at once: the first applies what is missing, the others
@@ -125,7 +125,6 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (ts, id)
     ) PARTITION BY RANGE (ts);
     CREATE INDEX events_delivery ON events (delivery_id);
-    CREATE TABLE events_default PARTITION OF events DEFAULT;
     CREATE TABLE counters (
         message_id BIGINT NOT NULL,
         hour BIGINT NOT NULL,

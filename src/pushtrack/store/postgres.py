@@ -22,6 +22,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 import psycopg
@@ -48,9 +49,11 @@ POOL_TIMEOUT_S = 30.0
 ATTEMPTS = 4
 #: Daily partitions kept ready beyond today.
 DAYS_AHEAD = 3
-#: Partition upkeep waits this long for its lock on ``events``, then tries later.
+#: Daily upkeep waits this long for its lock on ``events``, then tries again later.
 UPKEEP_LOCK_TIMEOUT = "2s"
 UPKEEP_RETRY_US = 60 * US
+#: Partitions one unit of work may have made for its rows before it gives up.
+MAKE_PARTITIONS_MAX = 32
 #: ``many`` switches from pipelined executemany to COPY from this many rows.
 COPY_MIN_ROWS = 16
 
@@ -58,6 +61,7 @@ _DOMAIN_ERRORS = (ConflictError,)
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.UniqueViolation)
 _PLAIN_INSERT = re.compile(r"\s*INSERT INTO (\w+) \(([\w\s,]+)\) VALUES \(([?,\s]+)\)\s*")
 _IDENT = re.compile(r"\w+")
+_PARTITION_KEY = re.compile(r"\(ts\) = \((-?\d+)\)")
 _MARK = re.compile(r"\?|\b(NOT\s+)?IN\s*\(\s*\?(?:\s*,\s*\?)+\s*\)", re.IGNORECASE)
 
 
@@ -217,12 +221,11 @@ class PostgresEngine:
             self._pool.close()
             raise StoreError(f"cannot open {_redacted(url)}: {exc}") from exc
         self._executor = ThreadPoolExecutor(max_connections, thread_name_prefix="pg")
-        #: Partitions exist up to (not including) this instant.
-        self._ready_until = 0
+        #: Partition upkeep is next due when the clock leaves [_upkept, _upkeep_at).
+        self._upkept = 0
+        self._upkeep_at = 0
         self._upkeep_lock = threading.Lock()
         self._upkeep()
-        if self._ready_until == 0:
-            raise StoreError("could not create the events partitions")
 
     @classmethod
     def from_url(cls, url: str) -> PostgresEngine:
@@ -231,25 +234,29 @@ class PostgresEngine:
     # -- plumbing -----------------------------------------------------------------------
 
     def _upkeep(self) -> None:
-        """Keep daily partitions ready from today to ``DAYS_AHEAD`` days on."""
-        today = self.clock() // DAY_US * DAY_US
-        last = today + DAYS_AHEAD * DAY_US
+        """Make sure the partitions of today and the ``DAYS_AHEAD`` days after exist.
+
+        Runs at start and then once a day (by the engine's clock) before a write.
+        If it cannot have its lock in time, it tries again a minute later (an
+        insert meanwhile makes the partition it needs, see ``_transact``).
+        """
+        now = self.clock()
+        today = now - now % DAY_US
 
         def ensure(tx: Tx) -> None:
             tx.run(f"SET LOCAL lock_timeout = '{UPKEEP_LOCK_TIMEOUT}'")
-            ensure_partitions(tx, today, last)
+            ensure_partitions(tx, today, today + DAYS_AHEAD * DAY_US)
 
         try:
             self._transact(ensure, attempts=1)
         except StoreError as exc:
             log.warning("events partitions not extended, will retry: %s", exc)
-            self._ready_until = max(self._ready_until, self.clock() + UPKEEP_RETRY_US)
+            self._upkept, self._upkeep_at = now, now + UPKEEP_RETRY_US
             return
-        self._ready_until = last + DAY_US
+        self._upkept, self._upkeep_at = today, today + DAY_US
 
     def _maybe_upkeep(self) -> None:
-        # Extend once the horizon is closer than all but one of the days ahead.
-        if self.clock() < self._ready_until - DAYS_AHEAD * DAY_US + DAY_US:
+        if self._upkept <= self.clock() < self._upkeep_at:
             return
         if self._upkeep_lock.acquire(blocking=False):
             try:
@@ -258,18 +265,26 @@ class PostgresEngine:
                 self._upkeep_lock.release()
 
     def _transact(self, fn: Callable[[Tx], T], attempts: int = ATTEMPTS) -> T:
-        for attempt in range(1, attempts + 1):
+        lost = made = 0
+        while True:
             try:
                 return self._once(fn)
             except _DOMAIN_ERRORS:
                 raise
             except _RETRYABLE as exc:
-                if attempt == attempts:
+                lost += 1
+                if lost >= attempts:
                     raise StoreError(str(exc)) from exc
                 log.debug("retrying a unit of work after %s", type(exc).__name__)
+            except pg_errors.CheckViolation as exc:
+                day = _missing_partition(exc)
+                if day is None or made >= MAKE_PARTITIONS_MAX:
+                    raise StoreError(str(exc)) from exc
+                made += 1
+                log.info("making the missing events partition of %s", day)
+                self._transact(partial(ensure_partitions, first_day_us=day, last_day_us=day), 1)
             except psycopg.Error as exc:
                 raise StoreError(str(exc)) from exc
-        raise AssertionError("unreachable")
 
     def _once(self, fn: Callable[[Tx], T]) -> T:
         with self._pool.connection() as conn:
@@ -301,14 +316,18 @@ class PostgresEngine:
         return self._transact(fn)
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.write_sync, fn)
+        return await self._in_thread(self.write_sync, fn)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
+        return await self._in_thread(self.read_sync, fn)
+
+    async def _in_thread(self, run: Callable[[Callable[[Tx], T]], T], fn: Callable[[Tx], T]) -> T:
         self._check_open()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.read_sync, fn)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, run, fn)
+        except RuntimeError as exc:  # the executor shut down meanwhile
+            raise StoreError("store is closed") from exc
+        return await future
 
     async def close(self) -> None:
         await asyncio.to_thread(self.close_sync)
@@ -319,6 +338,14 @@ class PostgresEngine:
         self._closed = True
         self._executor.shutdown(wait=True)
         self._pool.close()
+
+
+def _missing_partition(exc: pg_errors.CheckViolation) -> int | None:
+    """The ``ts`` of an events row that no partition takes, if that was the error."""
+    if not (exc.diag.message_primary or "").startswith('no partition of relation "events"'):
+        return None
+    m = _PARTITION_KEY.search(exc.diag.message_detail or "")
+    return int(m.group(1)) if m else None
 
 
 def _redacted(url: str) -> str:
