@@ -26,7 +26,7 @@ DEVICE_METHODS = ("registerDevice", "unregisterDevice", "pushStat", "messageDeli
 LOG = "/api/v2/statistics/getMessageLog"
 
 FUZZ = settings(
-    max_examples=30,
+    max_examples=40,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -222,7 +222,7 @@ def test_device_report_requests(target: Target, method: str, data: st.DataObject
     target.check(post(target, method, {"request": body}))
 
 
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=100)
 @given(notifications=field(st.lists(notification, min_size=1, max_size=3)))
 def test_create_message_requests(target: Target, notifications: Any) -> None:
     body = {
@@ -287,7 +287,7 @@ log_fields = optional_fields(
 )
 
 
-@settings(FUZZ, max_examples=80)
+@settings(FUZZ, max_examples=100)
 @given(body=log_fields | json_values, wrapped=st.booleans())
 def test_get_message_log_bodies(target: Target, body: Any, wrapped: bool) -> None:
     resp = target.svc.http.post(
