@@ -116,3 +116,23 @@ def test_set_gateway_for_unknown_application(app_code: tuple[str, str]) -> None:
     out = cli(db, "app", "set-gateway", "00000-00000", "--platform", "ios", "--kind", "sandbox")
     assert out.returncode == 2
     assert "no application 00000-00000" in out.stderr
+
+
+def test_token_methods_must_exist(app_code: tuple[str, str]) -> None:
+    db, _ = app_code
+    out = cli(db, "token", "create", "--kind", "server", "--method", "createMesage")
+    assert out.returncode == 2
+    assert "unknown method(s) createMesage" in out.stderr
+    out = cli(
+        db,
+        "token",
+        "create",
+        "--kind",
+        "server",
+        "--method",
+        "createMessage",
+        "--method",
+        "getMessageLog",
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr

@@ -197,6 +197,13 @@ def token_create(
     """Create an API token; it is printed once and stored only as a hash."""
     if kind not in auth.KINDS:
         _fail("--kind must be server or device")
+    if method:
+        from pushtrack.api.app import method_names
+
+        unknown = sorted(set(method) - method_names())
+        if unknown:
+            known = ", ".join(sorted(method_names()))
+            _fail(f"unknown method(s) {', '.join(unknown)}; known: {known}")
     raw = codes.secret_token()
     _with_store(
         database,

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from pushtrack.cli import Account, AsJson, Database, _emit, _fail, _with_store, app_cli, console
-from pushtrack.delivery.registry import KINDS, parse_config
 from pushtrack.domain.platforms import Platform, from_name
 from pushtrack.store.base import ConflictError
 
@@ -56,6 +55,8 @@ def set_gateway(
 
     Secrets are stored and never printed back.
     """
+    from pushtrack.delivery.registry import KINDS, parse_config  # loads the crypto stack
+
     target = from_name(platform)
     if target is None:
         _fail(f"unknown platform {platform!r}")

@@ -355,3 +355,18 @@ def test_delivery_event_after_failure_keeps_the_one_terminal_status(svc: Service
     p = svc.hash_of(code)
     assert svc.device("messageDeliveryEvent", hwid="hw-1", hash=p)["status_code"] == 200
     assert trail(svc, code) == [("created", "Created"), ("failed", "Cancelled")]
+
+
+def test_re_registering_without_a_push_token_keeps_the_token(svc: Service) -> None:
+    svc.register("keeper", 1, push_token="kept-token", language="de")
+    out = svc.device("registerDevice", hwid="keeper", device_type=1, app_version="2.0")
+    assert out["status_code"] == 200
+    rows = svc.db.rows(
+        "SELECT push_token, subscribed, language, app_version FROM devices WHERE hwid = 'keeper'"
+    )
+    assert rows == [("kept-token", 1, "de", "2.0")]
+    # unregisterDevice is the way to clear it
+    svc.device("unregisterDevice", hwid="keeper")
+    assert svc.db.rows("SELECT push_token, subscribed FROM devices WHERE hwid = 'keeper'") == [
+        (None, 0)
+    ]

@@ -48,6 +48,11 @@ V2: dict[str, Handler] = {
 }
 
 
+def method_names() -> frozenset[str]:
+    """Every method name a token may be restricted to."""
+    return frozenset(JSON13) | frozenset(name.rsplit("/", 1)[-1] for name in V2)
+
+
 def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
     """The HTTP application over ``ctx``; with ``lifespan_store`` it closes the store on exit."""
 

@@ -37,7 +37,7 @@ def check_method(token: TokenInfo, method: str, *, server_method: bool) -> None:
     if token.revoked:
         raise AuthError
     if server_method and token.kind != SERVER:
-        raise ForbiddenError("Token restrictions forbid this operation: not a server token")
+        raise ForbiddenError
     if token.methods is not None and method not in token.methods:
         raise ForbiddenError
 

@@ -10,10 +10,10 @@ import msgspec
 
 from pushtrack.api.context import Call
 from pushtrack.api.envelope import convert
-from pushtrack.api.errors import ArgumentError
+from pushtrack.api.errors import ArgumentError, ForbiddenError
 from pushtrack.domain.platforms import ACCEPTED
 from pushtrack.domain.timeutil import US
-from pushtrack.store.base import ConflictError, MessagePlan, Targeting
+from pushtrack.store.base import AccessError, ConflictError, MessagePlan, Targeting
 
 MAX_DEVICES = 1000
 MAX_NOTIFICATIONS = 100
@@ -151,5 +151,7 @@ async def delete_message(call: Call, request: dict[str, Any]) -> None:
     assert call.token is not None
     try:
         await call.ctx.store.delete_message(call.token.account, call.token.apps, r.message)
+    except AccessError:
+        raise ForbiddenError from None
     except ConflictError as exc:
         raise ArgumentError(f"message: {exc}") from None

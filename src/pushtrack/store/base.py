@@ -25,6 +25,10 @@ class ConflictError(Exception):
     """A write named something that does not exist or is in the wrong state."""
 
 
+class AccessError(ConflictError):
+    """The thing exists, but the caller's token is restricted from it."""
+
+
 class App(msgspec.Struct, frozen=True):
     id: int
     code: str

@@ -27,6 +27,7 @@ from pushtrack.domain.status import (
 )
 from pushtrack.domain.timeutil import HOUR_US, US
 from pushtrack.store.base import (
+    AccessError,
     App,
     ConflictError,
     DeviceIn,
@@ -205,7 +206,8 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
         " user_id, app_version, device_model, os_version, subscribed, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (app_id, hwid) DO UPDATE SET"
-        " push_token = excluded.push_token, device_type = excluded.device_type,"
+        " push_token = COALESCE(excluded.push_token, devices.push_token),"
+        " device_type = excluded.device_type,"
         " language = COALESCE(excluded.language, devices.language),"
         " timezone = COALESCE(excluded.timezone, devices.timezone),"
         " tags = COALESCE(excluded.tags, devices.tags),"
@@ -213,7 +215,8 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
         " app_version = COALESCE(excluded.app_version, devices.app_version),"
         " device_model = COALESCE(excluded.device_model, devices.device_model),"
         " os_version = COALESCE(excluded.os_version, devices.os_version),"
-        " subscribed = excluded.subscribed, updated_at = excluded.updated_at",
+        " subscribed = CASE WHEN COALESCE(excluded.push_token, devices.push_token) IS NULL"
+        " THEN 0 ELSE 1 END, updated_at = excluded.updated_at",
         (
             app.id,
             d.hwid,
@@ -558,8 +561,10 @@ def delete_message(tx: Tx, account: str, apps: frozenset[str] | None, code: str)
         " WHERE m.code = ? AND acc.name = ?",
         (code, account),
     )
-    if row is None or (apps is not None and row[2] not in apps):
+    if row is None:
         raise ConflictError("message not found")
+    if apps is not None and row[2] not in apps:
+        raise AccessError(f"message {code} belongs to an application the token may not use")
     message_id, status, _ = row
     if status in ("done", "cancelled"):
         raise ConflictError(f"message is already {status}")
