@@ -11,7 +11,9 @@ import pytest
 
 from tests.support import Service, service
 
-POSTGRES_URL = os.environ.get("PUSHTRACK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "PUSHTRACK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 def _postgres_available() -> bool:
