@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from pushtrack.domain.payload import encode, render
 from pushtrack.domain.status import Status
-from pushtrack.jobs.tracklog import csv_line, write_zip
-from pushtrack.store.exports import TrackRow
+from pushtrack.jobs.tracklog import csv_line, prefetch, write_zip
+from pushtrack.store.exports import Rendered, TrackRow
 from tests.exports._support import Clock, at, clocked_service, create, only_member, tracking_log
 
 SEED_PAYLOAD = (
@@ -148,3 +154,44 @@ def test_export_byte_for_byte_and_read_back(database_url: str, tmp_path: Path) -
     }
     assert json.loads(parsed[5][7])["body"] == content["de"]
     assert parsed[2][7] == ""
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        {"pw_msg": "1", "aps": {"alert": "text", "sound": ""}},
+        {"pw_msg": "1", "title": "", "body": 'a "b" \\ c', "u": {"md": 1, "p": [1, "x"]}},
+        {"pw_msg": "1", "aps": {"alert": {"body": "Grüße 🎉", "title": "t\nu"}}, "zz": None},
+        {},
+    ],
+)
+@pytest.mark.parametrize("user", ["hw-1", 'quote"d', "back\\slash", "ctl\x01\x1f", "é🎉", ""])
+def test_spliced_payloads_are_the_rendered_bytes(template: dict[str, Any], user: str) -> None:
+    rendered = Rendered(template)
+    assert rendered.parts is not None
+    for p, mid in (("Zh-_09azAZ", 1), ('we"ird\\', 2**40)):
+        assert rendered.payload(p, mid, user) == encode(render(template, p, mid, user)).decode()
+
+
+def test_a_template_holding_the_placeholder_falls_back_to_rendering() -> None:
+    template = {"pw_msg": "1", "body": Rendered._USER}
+    rendered = Rendered(template)
+    assert rendered.parts is None
+    assert rendered.payload("p", 3, "u") == encode(render(template, "p", 3, "u")).decode()
+
+
+def test_prefetch_hands_on_pages_and_errors() -> None:
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken() -> Iterator[int]:
+        yield 1
+        raise RuntimeError("database went away")
+
+    pages = prefetch(broken())
+    assert next(pages) == 1
+    with pytest.raises(RuntimeError, match="went away"):
+        next(pages)
+    # Leaving early stops the reader (it would otherwise block on a full queue).
+    endless = prefetch(itertools.count(), depth=1)
+    assert next(endless) == 0
+    endless.close()

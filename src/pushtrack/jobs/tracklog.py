@@ -16,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import re
 import secrets
 import threading
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pushtrack.config import Settings
+from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, parse_day, to_wire
 from pushtrack.jobs.runner import Done, Handler, Outcome
 from pushtrack.store import Store
@@ -33,6 +36,8 @@ from pushtrack.store.jobs import Job
 from pushtrack.store.retention import window_start
 
 log = logging.getLogger("pushtrack.jobs.tracklog")
+
+T = TypeVar("T")
 
 KIND = "tracking_log"
 #: Deflate level 1: measured the best rows/s per byte saved on this workload.
@@ -54,31 +59,35 @@ def field(text: str) -> str:
     return quoted(text) if _NEEDS_QUOTES.search(text) else text
 
 
-class _Stamps:
-    """``to_wire`` for rows in time order: one conversion per distinct second."""
-
-    __slots__ = ("second", "text")
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.text = ""
-
-    def __call__(self, ts: int) -> str:
-        second = ts // 1_000_000
-        if second != self.second:
-            self.second = second
-            self.text = '"' + to_wire(ts) + '"'
-        return self.text
+_LABEL = {s: s.label for s in Status}
 
 
-def csv_line(row: TrackRow, stamp: Callable[[int], str] | None = None) -> str:
+def csv_line(row: TrackRow) -> str:
     """One event as one CSV line (with its ``\\n``)."""
-    ts = stamp(row.ts) if stamp else quoted(to_wire(row.ts))
-    return (
-        f"{ts};{field(row.tracking_code)};{field(row.target_id)};{field(row.hwid)};"
-        f"{row.status.label};{field(row.description)};{field(row.app_code)};"
-        f"{quoted(row.payload)}\n"
-    )
+    return csv_lines([row])
+
+
+def csv_lines(rows: Iterable[TrackRow]) -> str:
+    """Events as CSV lines: the export's hot loop, so it keeps to local names."""
+    out: list[str] = []
+    append, needs_quotes, label = out.append, _NEEDS_QUOTES.search, _LABEL
+    second, stamp = -1, ""
+    for r in rows:
+        if r.ts // 1_000_000 != second:  # rows come in time order: one conversion a second
+            second = r.ts // 1_000_000
+            stamp = to_wire(r.ts)
+        tcode, target, hwid, desc, app = (
+            r.tracking_code,
+            r.target_id,
+            r.hwid,
+            r.description,
+            r.app_code,
+        )
+        if needs_quotes(f"{tcode}{target}{hwid}{desc}{app}"):  # rare: quote field by field
+            tcode, target, hwid, desc, app = map(field, (tcode, target, hwid, desc, app))
+        payload = r.payload.replace('"', '""')
+        append(f'"{stamp}";{tcode};{target};{hwid};{label[r.status]};{desc};{app};"{payload}"\n')
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,6 @@ def write_zip(
     tmp = path.with_name(path.name + ".tmp")
     rows = 0
     first_ts: int | None = None
-    stamp = _Stamps()
     try:
         with (
             zipfile.ZipFile(
@@ -113,7 +121,7 @@ def write_zip(
                     raise ExportCancelled
                 if first_ts is None and page:
                     first_ts = page[0].ts
-                out.write("".join([csv_line(r, stamp) for r in page]).encode())
+                out.write(csv_lines(page).encode())
                 rows += len(page)
                 if progress is not None:
                     progress(len(page))
@@ -122,6 +130,55 @@ def write_zip(
         tmp.unlink(missing_ok=True)
         raise
     return ExportResult(rows=rows, size=path.stat().st_size, first_ts=first_ts)
+
+
+_END = object()
+
+
+def prefetch(pages: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """``pages``, read ahead by a thread: the database works while the caller formats.
+
+    SQLite and zlib release the GIL, so reading the next page overlaps with
+    formatting and compressing this one. At most ``depth`` pages wait. An
+    error in the reader is raised here; leaving early stops the reader.
+    """
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    quit_ = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not quit_.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def read() -> None:
+        try:
+            for item in pages:
+                if not put(item):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(_Failed(exc))
+            return
+        put(_END)
+
+    reader = threading.Thread(target=read, name="export-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        quit_.set()
+        reader.join()
+
+
+@dataclass(frozen=True)
+class _Failed:
+    exc: BaseException
 
 
 def export_to_file(
@@ -134,7 +191,7 @@ def export_to_file(
     stop: threading.Event | None = None,
 ) -> ExportResult:
     """Stream the rows of ``query`` into a ZIP at ``path`` (blocking: run it in a thread)."""
-    pages = store.exports.pages(query, stop=stop)
+    pages = prefetch(store.exports.pages(query, stop=stop))
     return write_zip(pages, path, csv_name, progress=progress, stop=stop)
 
 

@@ -9,6 +9,8 @@ device received, rendered from the message's stored template.
 
 from __future__ import annotations
 
+import re
+import secrets
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -25,6 +27,8 @@ from pushtrack.store.tx import loads
 PAGE_ROWS = 10_000
 #: Payload templates kept decoded between pages (a day rarely has more messages).
 TEMPLATE_CACHE = 4096
+#: Deliveries kept between pages (with their rendered payloads).
+DELIVERY_CACHE = 20_000
 
 
 class TrackQuery(msgspec.Struct, frozen=True):
@@ -83,14 +87,83 @@ def app_ids(tx: Tx, q: TrackQuery) -> dict[int, str]:
     }
 
 
-_PAGE_SQL = (
-    "SELECT e.id, e.ts, e.status, e.description, d.tracking_code, d.target_id, d.hwid,"
-    " d.user_id, d.hash, d.payload_id, d.message_id, m.app_id"
-    " FROM events e JOIN deliveries d ON d.id = e.delivery_id"
-    " JOIN messages m ON m.id = d.message_id"
-    " WHERE e.ts >= ? AND e.ts < ? AND (e.ts > ? OR e.id > ?) AND m.app_id IN ({apps})"
-    " ORDER BY e.ts, e.id LIMIT ?"
+class Rendered:
+    """A payload template, pre-encoded around the three values each delivery adds.
+
+    ``render`` puts ``md.mid``, ``md.user_id`` and ``p`` into the template and
+    ``encode`` sorts the keys, so the bytes are the template's with three holes
+    in fixed places. The template is encoded once with a placeholder in each
+    hole; a delivery's payload is then the pieces joined with its values
+    (JSON-escaped when they need it). Byte for byte what
+    ``encode(render(...))`` gives, at a fraction of the cost.
+    """
+
+    __slots__ = ("parts", "template")
+
+    _TOKEN = secrets.token_hex(8)
+    _MID = 7_000_000_000_000_000_000 + int(_TOKEN[:8], 16)
+    _USER = "u" + _TOKEN
+    _P = "p" + _TOKEN
+
+    def __init__(self, template: dict[str, Any]) -> None:
+        self.template = template
+        full = encode(render(template, self._P, self._MID, self._USER)).decode()
+        holes = (str(self._MID), '"' + self._USER + '"', '"' + self._P + '"')
+        self.parts: tuple[str, str, str, str] | None = None
+        if all(full.count(h) == 1 for h in holes):
+            a, _, rest = full.partition(holes[0])
+            b, _, rest = rest.partition(holes[1])
+            c, _, d = rest.partition(holes[2])
+            if holes[1] not in a and holes[2] not in a + b:  # in this order
+                self.parts = (a, b, c, d)
+
+    def payload(self, p: str, message_id: int, user_id: str) -> str:
+        if self.parts is None:
+            return encode(render(self.template, p, message_id, user_id)).decode()
+        a, b, c, d = self.parts
+        return f"{a}{message_id}{b}{_json_str(user_id)}{c}{_json_str(p)}{d}"
+
+
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+_encode_str = msgspec.json.Encoder().encode
+
+
+def _json_str(text: str) -> str:
+    """``text`` as a JSON string literal."""
+    if _NEEDS_ESCAPE.search(text):
+        return _encode_str(text).decode()
+    return f'"{text}"'
+
+
+_EVENTS_SQL = (
+    "SELECT id, ts, status, description, delivery_id FROM events"
+    " WHERE ts >= ? AND ts < ? AND (ts, id) > (?, ?) ORDER BY ts, id LIMIT ?"
 )
+_DELIVERIES_SQL = (
+    "SELECT d.id, d.tracking_code, d.target_id, d.hwid, d.user_id, d.hash, d.payload_id,"
+    " d.message_id, m.app_id FROM deliveries d JOIN messages m ON m.id = d.message_id"
+    " WHERE d.id IN ({marks})"
+)
+_STATUS = {int(s): s for s in Status}
+
+#: What an export knows of a delivery: tracking code, target, hwid, app code, payload;
+#: None for one of another account (or gone).
+Known = tuple[str, str, str, str, str] | None
+
+
+class ReadCache:
+    """What one export remembers between pages: templates, and recent deliveries.
+
+    A delivery's events come close together in time (two thirds of a day's
+    rows belong to a delivery met a moment before), so each is read and its
+    payload rendered about once, not once per event.
+    """
+
+    __slots__ = ("deliveries", "templates")
+
+    def __init__(self) -> None:
+        self.templates: dict[int, Rendered] = {}
+        self.deliveries: dict[int, Known] = {}
 
 
 def page(
@@ -100,48 +173,60 @@ def page(
     after: tuple[int, int],
     end: int,
     limit: int,
-    templates: dict[int, dict[str, Any]],
-) -> list[TrackRow]:
-    """Up to ``limit`` rows after the position ``after`` = (ts, id), rendered.
+    cache: ReadCache,
+) -> tuple[list[TrackRow], tuple[int, int] | None]:
+    """The rows of up to ``limit`` events after the position ``after`` = (ts, id).
 
-    ``templates`` caches decoded payload templates across pages; missing ones
-    are read in this transaction.
+    Returns the rows of the applications ``apps`` and the position to go on
+    from (None at the end). Events are read alone, in the order of the time
+    index, and their deliveries by primary key: no plan can turn a page into a
+    sort of the rest of the day.
     """
     ts0, id0 = after
-    sql = _PAGE_SQL.format(apps=",".join("?" * len(apps)))
-    rows = tx.all(sql, (ts0, end, ts0, id0, *apps, limit))
-    missing = {r[9] for r in rows if r[9] is not None and r[9] not in templates}
-    if missing:
-        if len(templates) + len(missing) > TEMPLATE_CACHE:
+    if tx.dialect == "postgresql":
+        # A fresh day's partition has no statistics yet: the planner would rather
+        # sort the rest of the day than walk the (ts, id) key in order.
+        tx.run("SET LOCAL enable_sort = off")
+    events = tx.all(_EVENTS_SQL, (ts0, end, ts0, id0, limit))
+    if not events:
+        return [], None
+    known = cache.deliveries
+    if len(known) > DELIVERY_CACHE:
+        known.clear()
+    missing = list({e[4] for e in events if e[4] not in known})
+    found: list[tuple[Any, ...]] = []
+    for start in range(0, len(missing), 1000):
+        part = missing[start : start + 1000]
+        found.extend(tx.all(_DELIVERIES_SQL.format(marks=",".join("?" * len(part))), part))
+    for did in missing:
+        known[did] = None
+    templates = cache.templates
+    new_templates = {r[6] for r in found if r[6] is not None and r[6] not in templates}
+    if new_templates:
+        if len(templates) + len(new_templates) > TEMPLATE_CACHE:
             templates.clear()
-        ids = sorted(missing)
+        ids = sorted(new_templates)
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
             for pid, body in tx.all(
                 f"SELECT id, body FROM payloads WHERE id IN ({','.join('?' * len(part))})", part
             ):
-                templates[pid] = loads(body)
-    out = []
-    for eid, ts, status, desc, tcode, target, hwid, user, p, pid, mid, app_id in rows:
-        template = templates.get(pid) if pid is not None else None
-        if template is None or p is None:
-            payload = ""
-        else:
-            payload = encode(render(template, p, mid, user or hwid)).decode()
-        out.append(
-            TrackRow(
-                event_id=eid,
-                ts=ts,
-                tracking_code=tcode,
-                target_id=target,
-                hwid=hwid,
-                status=Status(status),
-                description=desc,
-                app_code=apps[app_id],
-                payload=payload,
-            )
-        )
-    return out
+                templates[pid] = Rendered(loads(body))
+    for did, tcode, target, hwid, user, p, pid, mid, app_id in found:
+        code = apps.get(app_id)
+        if code is None:
+            continue
+        rendered = templates.get(pid) if pid is not None and p is not None else None
+        payload = "" if rendered is None else rendered.payload(p, mid, user or hwid)
+        known[did] = (tcode, target, hwid, code, payload)
+    out: list[TrackRow] = []
+    append, status_of = out.append, _STATUS
+    for eid, ts, status, desc, did in events:
+        d = known[did]
+        if d is not None:
+            append(TrackRow(eid, ts, d[0], d[1], d[2], status_of[status], desc, d[3], d[4]))
+    last = events[-1]
+    return out, ((last[1], last[0]) if len(events) == limit else None)
 
 
 def count(tx: Tx, q: TrackQuery) -> int:
@@ -151,7 +236,7 @@ def count(tx: Tx, q: TrackQuery) -> int:
     row = tx.one(
         "SELECT COUNT(*) FROM events e JOIN deliveries d ON d.id = e.delivery_id"
         " JOIN messages m ON m.id = d.message_id"
-        f" WHERE e.ts >= ? AND e.ts < ? AND m.app_id IN ({','.join('?' * len(apps))})",
+        f" WHERE e.ts >= ? AND e.ts < ? AND +m.app_id IN ({','.join('?' * len(apps))})",
         (q.start, q.end, *apps),
     )
     return int(row[0]) if row else 0
@@ -232,19 +317,14 @@ class ExportStore:
         apps = self.engine.read_sync(partial(app_ids, q=q))
         if not apps:
             return
-        templates: dict[int, dict[str, Any]] = {}
-        after = (q.start, -1)
-        while stop is None or not stop.is_set():
-            rows = self.engine.read_sync(
-                partial(
-                    page, apps=apps, after=after, end=q.end, limit=page_rows, templates=templates
-                )
+        cache = ReadCache()
+        after: tuple[int, int] | None = (q.start, -1)
+        while after is not None and (stop is None or not stop.is_set()):
+            rows, after = self.engine.read_sync(
+                partial(page, apps=apps, after=after, end=q.end, limit=page_rows, cache=cache)
             )
             if rows:
                 yield rows
-            if len(rows) < page_rows:
-                return
-            after = (rows[-1].ts, rows[-1].event_id)
 
     def count_sync(self, q: TrackQuery) -> int:
         return self.engine.read_sync(partial(count, q=q))
