@@ -3,32 +3,27 @@
 The APNs server of the test suite (TLS, HTTP/2, ES256 provider tokens checked
 on every request) runs in its own process. Deliveries to iOS devices are
 queued through the store facade and a real ``pushtrack worker`` sends them
-with the APNs gateway. The baseline is a bare httpx HTTP/2 client loop, with
-the gateway's concurrency and connection limits, posting the same requests
-to the same server.
+with the APNs gateway. The baseline is a bare httpx HTTP/2 client loop
+(``bench.apns_bare``, in a process of its own like the worker), with the
+gateway's concurrency and connection limits, posting the same requests to the
+same server.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ssl
-import time
-import uuid
+import json
+import subprocess
+import sys
 from typing import Any
 
-import httpx
-import jwt
-import msgspec
-
 from bench.dispatching import CONCURRENCY, drain
-from bench.harness import Bench, Figure
-from bench.procs import apns_peer
+from bench.harness import ROOT, Bench, Figure
+from bench.procs import apns_peer, clean_env
 from bench.tenant import Tenant, create_deliveries, create_tenant, register_devices, with_store
 
 NAME = "dispatch-apns"
-#: The APNs gateway's defaults: streams in flight, connections.
+#: The APNs gateway's default: streams in flight.
 STREAMS = 100
-MAX_CONNECTIONS = 100
 IOS = (1,)
 
 
@@ -62,7 +57,7 @@ def run(bench: Bench) -> Figure:
             raise RuntimeError(f"{done.delivered} of {total} delivered ({done.failed} failed)")
         fig.value = total / done.seconds
         fig.peak_rss_mb = done.peak_rss_mb
-        base_seconds = asyncio.run(_bare(settings, total, devices))
+        base_seconds = _bare_in_process_of_its_own(bench, settings, total, devices)
         fig.extra["apns_server_peak_rss_mb"] = peer.peak_rss_mb()
     fig.baseline = total / base_seconds
     fig.check(("≥ 0.7 of baseline", (fig.ratio or 0.0) >= 0.7))
@@ -71,51 +66,20 @@ def run(bench: Bench) -> Figure:
     return fig
 
 
-async def _bare(settings: dict[str, str], total: int, devices: int) -> float:
-    """Seconds for a bare HTTP/2 loop to post ``total`` notifications with the same limits."""
-    token = jwt.encode(
-        {"iss": settings["team_id"], "iat": int(time.time())},
-        settings["key"],
-        algorithm="ES256",
-        headers={"kid": settings["key_id"]},
+def _bare_in_process_of_its_own(
+    bench: Bench, settings: dict[str, str], total: int, devices: int
+) -> float:
+    argv = [sys.executable, "-m", "bench.apns_bare", str(total), str(devices), str(STREAMS)]
+    out = subprocess.run(
+        argv,
+        input=json.dumps(settings),
+        capture_output=True,
+        text=True,
+        env=clean_env(bench, PYTHONPATH=str(ROOT)),
+        timeout=900,
+        check=False,
     )
-    headers = {
-        "authorization": f"bearer {token}",
-        "content-type": "application/json",
-        "apns-topic": settings["topic"],
-        "apns-push-type": "alert",
-        "apns-priority": "10",
-    }
-    encoder = msgspec.json.Encoder(order="sorted")
-    streams = asyncio.Semaphore(STREAMS)
-    failures: list[str] = []
-    async with httpx.AsyncClient(
-        base_url=settings["base_url"],
-        http2=True,
-        verify=ssl.create_default_context(cafile=settings["ca_file"]),
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16),
-    ) as client:
-
-        async def one(i: int) -> None:
-            body = encoder.encode(
-                {
-                    "aps": {"alert": "Flash sale", "sound": ""},
-                    "md": {"mid": 1 + i // 1000, "user_id": f"user-{i % devices}"},
-                    "p": uuid.uuid4().hex[:11],
-                    "pw_msg": "1",
-                }
-            )
-            async with streams:
-                resp = await client.post(
-                    f"/3/device/{i % devices:064x}", headers=headers, content=body
-                )
-            if resp.status_code != 200:
-                failures.append(f"{resp.status_code} {resp.text}")
-
-        await one(0)  # the connection, as the worker's first batch opens it
-        start = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(total)))
-        seconds = time.perf_counter() - start
-    if failures:
-        raise RuntimeError(f"{len(failures)} bare APNs requests failed: {failures[0]}")
+    if out.returncode != 0:
+        raise RuntimeError(f"the bare APNs loop failed: {out.stderr.strip()[-2000:]}")
+    seconds: float = json.loads(out.stdout)["seconds"]
     return seconds
