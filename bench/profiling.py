@@ -20,6 +20,16 @@ from bench.procs import BIN
 
 RATE = 97  # samples per second (prime, so it does not beat against periodic work)
 TOP = 6
+#: The frames every sample of the main thread starts with: no news in a profile.
+ENTRY_POINTS = ("(pushtrack/cli.py)", "(pushtrack/server.py)")
+#: Innermost frames that mean a thread is waiting, not working (py-spy's idle
+#: detection misses some of them when it does not pause the target).
+IDLE = (
+    "EpollSelector.select (selectors.py)",
+    "_worker (concurrent/futures/thread.py)",
+    "Condition.wait (threading.py)",
+    "Event.wait (threading.py)",
+)
 
 
 def py_spy() -> str | None:
@@ -96,12 +106,12 @@ def summarize(path: Path, name: str) -> list[str]:
             continue
         count = int(count_text)
         frames = [_frame(f) for f in stack.split(";") if not f.startswith(("thread ", "process "))]
-        if not frames:
+        if not frames or frames[-1] in IDLE:
             continue
         total += count
         own[frames[-1]] += count
         for frame in set(frames):
-            if "pushtrack/" in frame:
+            if "pushtrack/" in frame and not frame.endswith(ENTRY_POINTS):
                 inclusive[frame] += count
     if not total:
         return [f"profile of {name}: no busy samples"]
