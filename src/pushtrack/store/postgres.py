@@ -264,11 +264,13 @@ class PostgresEngine:
             finally:
                 self._upkeep_lock.release()
 
-    def _transact(self, fn: Callable[[Tx], T], attempts: int = ATTEMPTS) -> T:
+    def _transact(
+        self, fn: Callable[[Tx], T], attempts: int = ATTEMPTS, *, read: bool = False
+    ) -> T:
         lost = made = 0
         while True:
             try:
-                return self._once(fn)
+                return self._once(fn, read)
             except _DOMAIN_ERRORS:
                 raise
             except _RETRYABLE as exc:
@@ -286,8 +288,11 @@ class PostgresEngine:
             except psycopg.Error as exc:
                 raise StoreError(str(exc)) from exc
 
-    def _once(self, fn: Callable[[Tx], T]) -> T:
+    def _once(self, fn: Callable[[Tx], T], read: bool) -> T:
         with self._pool.connection() as conn:
+            # Under READ COMMITTED every statement takes a fresh snapshot, in a
+            # transaction or not: a read gains nothing from BEGIN and COMMIT.
+            conn.autocommit = read
             tx = _PgTx(conn, self.clock)
             try:
                 result = fn(tx)
@@ -313,7 +318,7 @@ class PostgresEngine:
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run a read in the calling thread."""
         self._check_open()
-        return self._transact(fn)
+        return self._transact(fn, read=True)
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         return await self._in_thread(self.write_sync, fn)
