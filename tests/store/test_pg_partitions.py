@@ -63,8 +63,8 @@ def _where(engine: PostgresEngine) -> dict[str, int]:
 def _insert_events(engine: PostgresEngine, stamps: list[int]) -> None:
     engine.write_sync(
         lambda tx: tx.many(
-            "INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, 1, 'x')",
-            [(ts, i) for i, ts in enumerate(stamps)],
+            "INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, ?, ?)",
+            [(ts, i, 1, "x") for i, ts in enumerate(stamps)],
         )
     )
 
@@ -139,7 +139,7 @@ def test_an_insert_makes_the_partitions_it_needs(pg: PostgresEngine) -> None:
     far, past = DAY + 30 * DAY_US, DAY - 2 * DAY_US
     _insert_events(pg, [DAY + 1] + [far + i for i in range(20)] + [past])  # COPY: 22 rows
     assert _where(pg) == {"events_p20310310": 1, "events_p20310409": 20, "events_p20310308": 1}
-    _insert_events(pg, [far + DAY_US])  # one row: INSERT
+    _insert_events(pg, [far + DAY_US])  # one row: executemany
     assert _where(pg)["events_p20310410"] == 1
 
 
