@@ -15,22 +15,43 @@ What goes, for a window starting at ``before``:
 - finished jobs last updated before it;
 - export files past their expiry or made before it (rows and files on disk:
   ``jobs/retention.py`` unlinks them).
+
+Queries do not wait for the purge: they filter by the window themselves.
+
+Measured with ``bench/retention.py`` (300,000 events and 96,000 deliveries
+sixteen days old, purged by ``pushtrack purge`` while createMessage fan-out
+runs, on a busy 2-core machine): on SQLite, batches of 2,000 events / 500
+deliveries with a rest as long as each batch cost fan-out a 2.5% dip (the
+purge took 45 s); the same batches without rests took 21 s but cost 26.5%.
+On PostgreSQL, two partition drops and the batched delivery deletes: a 16.5%
+dip, 9.9 s.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Sequence
 from functools import partial
 
 import msgspec
 
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, day_of
-from pushtrack.store.base import Engine, Tx
+from pushtrack.store.base import Engine, StoreError, Tx
 from pushtrack.store.exports import FileRecord, delete_files, expired_files
 from pushtrack.store.tx import COUNTER_TABLES
 
+log = logging.getLogger("pushtrack.retention")
+
 #: Rows per delete batch: a few milliseconds of writer time on SQLite.
 BATCH = 2000
+#: Deliveries per delete batch (three indexes each: dearer than events).
+DELIVERY_BATCH = 500
+#: Longest wait for the lock that dropping an events partition takes (PostgreSQL).
+DROP_LOCK_TIMEOUT = "2s"
+#: Rest after each batch, as a share of the time the batch took.
+PAUSE_RATIO = 1.0
 #: Messages whose rows are removed per batch.
 MESSAGE_BATCH = 50
 
@@ -56,6 +77,10 @@ def drop_partitions(tx: Tx, *, before: int) -> int:
     if tx.dialect != "postgresql":
         return 0
     from pushtrack.store import pg_partitions  # type: ignore[attr-defined,unused-ignore]
+
+    # Dropping a partition locks ``events`` for a moment: never queue behind a
+    # long reader (and make every insert queue behind us) for more than this.
+    tx.run(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
 
     dropped: int = pg_partitions.drop_partitions_before(tx, day_of(before))
     return dropped
@@ -145,23 +170,38 @@ class RetentionStore:
         self.engine = engine
 
     async def _drain(self, fn: partial[int], limit: int) -> int:
+        """Run a batch delete until it comes back short, resting between batches.
+
+        After each batch it rests as long as the batch took, so the purge never
+        holds the writer (SQLite's one lock, PostgreSQL's I/O) more than half
+        the time, however slow the disk.
+        """
         total = 0
         while True:
+            started = time.monotonic()
             n = await self.engine.write(fn)
             total += n
             if n < limit:
                 return total
+            await asyncio.sleep((time.monotonic() - started) * PAUSE_RATIO)
 
     async def purge_rows(self, before: int, batch: int = BATCH) -> PurgeReport:
         """Remove the tracking rows older than ``before`` (files: see ``stale_files``)."""
         report = PurgeReport(before=before)
-        report.partitions = await self.engine.write(partial(drop_partitions, before=before))
-        report.events = await self._drain(partial(delete_events, before=before, limit=batch), batch)
+        try:
+            report.partitions = await self.engine.write(partial(drop_partitions, before=before))
+        except StoreError as exc:
+            # Whole days are not deleted row by row: they wait for the next round.
+            log.warning("retention: event partitions not dropped this round: %s", exc)
+        else:
+            report.events = await self._drain(
+                partial(delete_events, before=before, limit=batch), batch
+            )
         while ids := await self.engine.read(
             partial(old_messages, before=before, limit=MESSAGE_BATCH)
         ):
             report.deliveries += await self._drain(
-                partial(delete_deliveries, message_ids=ids, limit=batch), batch
+                partial(delete_deliveries, message_ids=ids, limit=DELIVERY_BATCH), DELIVERY_BATCH
             )
             report.messages += await self.engine.write(partial(delete_messages, message_ids=ids))
         report.counters = await self._drain(
