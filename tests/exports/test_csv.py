@@ -6,6 +6,7 @@ import csv
 import io
 import itertools
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 
 from pushtrack.domain.payload import encode, render
 from pushtrack.domain.status import Status
-from pushtrack.jobs.tracklog import csv_line, prefetch, write_zip
+from pushtrack.jobs.tracklog import ExportCancelled, csv_line, write_zip
 from pushtrack.store.exports import Rendered, TrackRow
 from tests.exports._support import Clock, at, clocked_service, create, only_member, tracking_log
 
@@ -180,18 +181,25 @@ def test_a_template_holding_the_placeholder_falls_back_to_rendering() -> None:
     assert rendered.payload("p", 3, "u") == encode(render(template, "p", 3, "u")).decode()
 
 
-def test_prefetch_hands_on_pages_and_errors() -> None:
-    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+def test_a_failed_or_stopped_export_leaves_no_file(tmp_path: Path) -> None:
+    rows = [row(event_id=i) for i in range(3)]
 
-    def broken() -> Iterator[int]:
-        yield 1
+    def broken() -> Iterator[list[TrackRow]]:
+        yield rows
         raise RuntimeError("database went away")
 
-    pages = prefetch(broken())
-    assert next(pages) == 1
     with pytest.raises(RuntimeError, match="went away"):
-        next(pages)
-    # Leaving early stops the reader (it would otherwise block on a full queue).
-    endless = prefetch(itertools.count(), depth=1)
-    assert next(endless) == 0
-    endless.close()
+        write_zip(broken(), tmp_path / "a.zip", "a.csv")
+    stop = threading.Event()
+
+    def stopped() -> Iterator[list[TrackRow]]:
+        yield rows
+        stop.set()
+        yield rows
+
+    with pytest.raises(ExportCancelled):
+        write_zip(stopped(), tmp_path / "b.zip", "b.csv", stop=stop)
+    assert list(tmp_path.iterdir()) == []
+    # An endless source is no problem for memory: pages are written as they come.
+    many = itertools.islice(itertools.repeat(rows), 2000)
+    assert write_zip(many, tmp_path / "c.zip", "c.csv").rows == 6000
