@@ -225,6 +225,6 @@ def test_the_writer_streams_in_flat_memory(tmp_path: Path) -> None:
         finally:
             tracemalloc.stop()
 
-    small, large = peak(2), peak(40)  # 80,000 rows: about 25 MB of CSV
+    small, large = peak(2), peak(24)  # 48,000 rows: about 15 MB of CSV
     assert large < small * 1.5 + 1_000_000, (small, large)
     assert large < 8_000_000
