@@ -1,15 +1,19 @@
 """The scale-out engine: PostgreSQL through psycopg 3 and a connection pool.
 
-Each unit of work runs in its own transaction on a pooled connection, in a
-worker thread (the transaction functions are synchronous), and commits before
-the caller is answered. Many processes on many hosts share one database:
-jobs are claimed with ``FOR UPDATE SKIP LOCKED``, migrations and partition
-upkeep take advisory locks. A unit that loses a race the database detects
+Each unit of work runs on a pooled connection in a worker thread (the
+transaction functions are synchronous): a write in its own transaction, which
+commits before the caller is answered; a read statement by statement (under
+READ COMMITTED a transaction would add round trips, not consistency). Many
+processes on many hosts share one database: jobs are claimed with
+``FOR UPDATE SKIP LOCKED``, migrations and partition upkeep take advisory
+locks. A unit that loses a race the database detects
 (deadlock, serialization failure, a unique key taken meanwhile) runs again
 from the start, up to ``ATTEMPTS`` times; it saw nothing committed.
 
 Bulk appends (a plain ``INSERT ... VALUES`` of many rows) go through COPY;
-other batches through psycopg's pipelined ``executemany``.
+other batches through psycopg's pipelined ``executemany``. Daily ``events``
+partitions are kept ready ahead of the clock; a row no partition takes makes
+its day's partition and the unit of work runs again.
 """
 
 from __future__ import annotations
