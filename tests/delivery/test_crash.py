@@ -92,6 +92,7 @@ def test_kill_9_mid_message_then_resume(
         finally:
             if worker.poll() is None:
                 worker.kill()
+                worker.wait()
 
         per_delivery = collections.Counter(
             (row[0], row[1]) for row in db.rows("SELECT delivery_id, status FROM events")
@@ -153,6 +154,7 @@ def test_sigterm_releases_in_flight_work_at_once(
         finally:
             if worker.poll() is None:
                 worker.kill()
+                worker.wait()
         assert db.count_where("jobs", "state = 'running'") == 0
         assert db.count_where("jobs", "lease_owner IS NOT NULL") == 0
         unfinished = db.count_where("deliveries", "state IN (1, 2)")
