@@ -298,6 +298,7 @@ def test_messages_list(database_url: str, tmp_path: Path) -> None:
             {"filters": {"application": "00000-00000"}},
             {"filters": {"application": svc.app.code}, "per_page": 1001},
             {"filters": {"application": svc.app.code}, "page": 0},
+            {"filters": {"application": svc.app.code}, "page": 10**20},
             {"filters": {"application": svc.app.code, "platforms": ["nokia"]}},
             {"filters": {"application": svc.app.code, "date_range": {"date_from": "x"}}},
         ):

@@ -44,7 +44,7 @@ class Filters(msgspec.Struct):
 class MessagesList(msgspec.Struct):
     filters: Filters
     per_page: Annotated[int, msgspec.Meta(ge=1, le=MAX_PER_PAGE)] = 100
-    page: Annotated[int, msgspec.Meta(ge=1)] = 1
+    page: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
     auth: str | None = None
 
 
