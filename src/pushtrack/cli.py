@@ -47,6 +47,12 @@ Database = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 Account = Annotated[str, typer.Option("--account", help="Account (tenancy boundary).")]
+RetentionDays = Annotated[
+    int | None,
+    typer.Option(
+        "--retention-days", help="Days of tracking data kept (default 14).", show_default=False
+    ),
+]
 
 
 def _settings(database: str | None, **overrides: Any) -> config.Settings:
@@ -92,6 +98,7 @@ def serve(
     database: Database = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    retention_days: RetentionDays = None,
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
     ] = True,
@@ -100,7 +107,9 @@ def serve(
     """Run the HTTP API (and, unless --no-worker, a worker)."""
     from pushtrack.server import run_server
 
-    settings = _settings(database, host=host, port=port, worker=worker)
+    settings = _settings(
+        database, host=host, port=port, worker=worker, retention_days=retention_days
+    )
     try:
         run_server(settings, announce=lambda data, text: _emit(as_json, data, text))
     except StoreError as exc:
@@ -264,12 +273,13 @@ def token_revoke(
 def worker(
     database: Database = None,
     concurrency: Annotated[int | None, typer.Option(help="Jobs run at once.")] = None,
+    retention_days: RetentionDays = None,
     as_json: AsJson = False,
 ) -> None:
     """Run a worker: sends pushes, builds exports, applies retention. Stops on SIGTERM."""
     from pushtrack.server import run_worker
 
-    settings = _settings(database, worker_concurrency=concurrency)
+    settings = _settings(database, worker_concurrency=concurrency, retention_days=retention_days)
     try:
         run_worker(settings, announce=lambda data, text: _emit(as_json, data, text))
     except StoreError as exc:
