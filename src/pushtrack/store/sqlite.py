@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -27,8 +28,13 @@ from pushtrack.store.schema import MIGRATIONS
 
 T = TypeVar("T")
 
+log = logging.getLogger("pushtrack.store")
+
 #: Most units of work one group commit takes.
 GROUP_MAX = 64
+#: The background checkpointer's period; the writer checkpoints itself past this many pages.
+CHECKPOINT_SECONDS = 0.5
+WAL_AUTOCHECKPOINT = 16384
 BUSY_TIMEOUT_MS = 10_000
 
 # Exceptions that are the caller's business, passed through untouched.
@@ -78,6 +84,7 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA cache_size = -65536")
     conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
     return conn
 
 
@@ -127,6 +134,12 @@ class SQLiteEngine:
         self._readers_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite-reader")
         self._closed = False
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="sqlite-checkpointer", daemon=True
+        )
+        if path != ":memory:":
+            self._checkpointer.start()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteEngine:
@@ -135,6 +148,22 @@ class SQLiteEngine:
         return cls(path or "pushtrack.db")
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database beside the writer, so commits never wait for it.
+
+        The writer's own automatic checkpoint (at WAL_AUTOCHECKPOINT pages) only
+        runs if this thread falls far behind.
+        """
+        conn = _connect(self.path)
+        try:
+            while not self._stop_checkpoints.wait(CHECKPOINT_SECONDS):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    log.warning("WAL checkpoint failed; the writer will checkpoint itself")
+        finally:
+            conn.close()
 
     def _write_loop(self) -> None:
         conn = _connect(self.path)
@@ -248,8 +277,11 @@ class SQLiteEngine:
         if self._closed:
             return
         self._closed = True
+        self._stop_checkpoints.set()
         self._queue.put(None)
         self._writer.join()
+        if self._checkpointer.is_alive():
+            self._checkpointer.join()
         self._pool.shutdown(wait=True)
         with self._readers_lock:
             for conn in self._readers:
