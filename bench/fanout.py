@@ -11,7 +11,8 @@ counter) with bare executemany, one transaction per batch of the same size.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, overload
 
 from bench import loadgen
 from bench.harness import Bench, Figure, percentile, stopwatch
@@ -37,14 +38,33 @@ def _tenant(bench: Bench, url: str, devices: int) -> Tenant:
     return with_store(url, go)
 
 
-def requests(tenant: Tenant, n: int, devices: int, first: int = 0) -> list[bytes]:
-    out = []
-    for r in range(first, first + n):
-        start = r * PER_REQUEST % devices
+class Requests(Sequence[bytes]):
+    """createMessage requests of 1000 devices each, built when the load generator takes them."""
+
+    def __init__(self, tenant: Tenant, n: int, devices: int, first: int = 0) -> None:
+        self.tenant, self.n, self.devices, self.first = tenant, n, devices, first
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            start, stop, _ = index.indices(self.n)
+            return Requests(self.tenant, max(0, stop - start), self.devices, self.first + start)
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        r = self.first + index
+        start = r * PER_REQUEST % self.devices
         body = {
             "request": {
-                "auth": tenant.server_token,
-                "application": tenant.app.code,
+                "auth": self.tenant.server_token,
+                "application": self.tenant.app.code,
                 "notifications": [
                     {
                         "content": "Your order has shipped",
@@ -54,8 +74,12 @@ def requests(tenant: Tenant, n: int, devices: int, first: int = 0) -> list[bytes
                 ],
             }
         }
-        out.append(loadgen.post("/json/1.3/createMessage", body))
-    return out
+        return loadgen.post("/json/1.3/createMessage", body)
+
+
+def requests(tenant: Tenant, n: int, devices: int, first: int = 0) -> list[bytes]:
+    """``n`` requests, built beforehand (so building them is not timed)."""
+    return list(Requests(tenant, n, devices, first))
 
 
 def accepted(body: bytes) -> bool:
