@@ -300,29 +300,37 @@ def bump_counters(tx: Tx, items: Iterable[tuple[int, int, int, Status]]) -> None
 def record_device_report(
     tx: Tx, app: App, hwid: str, payload_hash: str, status: Status, description: str
 ) -> bool:
-    row = tx.one(
-        "SELECT d.id, d.message_id, d.platform FROM deliveries d"
-        " JOIN messages m ON m.id = d.message_id"
-        " WHERE d.hwid = ? AND d.hash = ? AND m.app_id = ?",
-        (hwid, payload_hash, app.id),
-    )
-    if row is None:
-        return False
-    delivery_id, message_id, platform = row
+    """Record a device's report on one delivery, once; False if no delivery matches.
+
+    One guarded UPDATE both finds the delivery and wins the transition, so a
+    repeated report (or a delivery already settled) writes nothing.
+    """
     if status is Status.DELIVERED:
         # The device's word settles a delivery still in flight; one already
         # delivered (the gateway accepted it) or failed keeps its one terminal status.
-        won = tx.run(
-            "UPDATE deliveries SET state = ? WHERE id = ? AND state IN (?, ?)",
-            (int(Status.DELIVERED), delivery_id, int(Status.CREATED), int(Status.SENT)),
-        )
+        change, guard = "state = ?", "state IN (?, ?)"
+        params: tuple[int, ...] = (int(Status.DELIVERED), int(Status.CREATED), int(Status.SENT))
     elif app.open_logging:
-        won = tx.run("UPDATE deliveries SET opened = 1 WHERE id = ? AND opened = 0", (delivery_id,))
+        change, guard, params = "opened = 1", "opened = 0", ()
     else:
-        won = 0
-    if won:
-        append_events(tx, [(delivery_id, status, description, message_id, platform)])
-    return True
+        change, guard, params = "", "", ()
+    if change:
+        won = tx.one(
+            f"UPDATE deliveries SET {change} WHERE hwid = ? AND hash = ? AND {guard}"
+            " AND EXISTS (SELECT 1 FROM messages m WHERE m.id = deliveries.message_id"
+            " AND m.app_id = ?)"
+            " RETURNING id, message_id, platform",
+            (*params[:1], hwid, payload_hash, *params[1:], app.id),
+        )
+        if won is not None:
+            append_events(tx, [(won[0], status, description, won[1], won[2])])
+            return True
+    found = tx.one(
+        "SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        " WHERE d.hwid = ? AND d.hash = ? AND m.app_id = ?",
+        (hwid, payload_hash, app.id),
+    )
+    return found is not None
 
 
 # -- messages ---------------------------------------------------------------------------
