@@ -26,7 +26,7 @@ from pushtrack.domain.status import Status
 from pushtrack.jobs.runner import Done, Later
 from pushtrack.jobs.runner import Outcome as JobOutcome
 from pushtrack.store import Store
-from pushtrack.store.dispatch import Due, Result
+from pushtrack.store.dispatch import Batch, Due, Result
 from pushtrack.store.jobs import Job
 
 log = logging.getLogger("pushtrack.delivery")
@@ -72,63 +72,57 @@ class Dispatcher:
     async def handle(self, job: Job) -> JobOutcome:
         message_id = int(job.params["message_id"])
         first, last = int(job.params["first"]), int(job.params["last"])
-        batch = await self.store.dispatch.load_batch(message_id, first, last)
+        app_id = await self.store.dispatch.app_of(message_id)
+        if app_id is None:
+            return Done({"message": "gone"})
+        settings = await self.store.dispatch.gateways(app_id)
+
+        def refuse(platform: int) -> str | None:
+            if platform not in SERVED:
+                return f"Platform not supported: {platform_label(platform)}"
+            if platform not in settings:
+                return f"No gateway configured for {platform_label(platform)}"
+            return None
+
+        batch = await self.store.dispatch.start_batch(message_id, first, last, refuse)
         if batch is None:
             return Done({"message": "gone"})
         if batch.message_status == "cancelled":
-            await self.store.dispatch.cancel_rest(message_id, first, last)
             return Done({"message": "cancelled"})
+        retry_at: int | None = None
         if batch.due:
-            await self._send(batch.app_id, message_id, batch.due, batch.payloads)
-            batch = await self.store.dispatch.load_batch(message_id, first, last)
-            if batch is None:
-                return Done({"message": "gone"})
-        if batch.due:  # due again at once (a Retry-After of zero): go round once more
-            return Later(self.store.clock())
-        if batch.next_due is not None:
-            return Later(batch.next_due)
-        status = await self.store.dispatch.finish_message(message_id)
-        return Done({"message": status})
+            outcome = await self._send(app_id, settings, batch, finish=batch.next_due is None)
+            if isinstance(outcome, int):
+                retry_at = outcome
+            elif outcome is not None:
+                return Done({"message": outcome})
+        waiting = [t for t in (retry_at, batch.next_due) if t is not None]
+        if waiting:
+            return Later(min(waiting))
+        return Done({"message": await self.store.dispatch.finish_message(message_id)})
 
     async def _send(
         self,
         app_id: int,
-        message_id: int,
-        due: Sequence[Due],
-        payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]],
-    ) -> None:
-        settings = await self.store.dispatch.gateways(app_id)
+        settings: dict[int, tuple[str, dict[str, Any], int]],
+        batch: Batch,
+        *,
+        finish: bool,
+    ) -> int | str | None:
+        """Send a batch's due deliveries and record the outcomes.
+
+        Returns when the earliest retry is due, or (with ``finish`` and nothing
+        to retry) the message's status after recording.
+        """
         by_platform: dict[int, list[Due]] = defaultdict(list)
-        unusable: list[tuple[int, int, str]] = []
-        for d in due:
-            if d.platform not in SERVED:
-                unusable.append(
-                    (
-                        d.delivery_id,
-                        d.platform,
-                        f"Platform not supported: {platform_label(d.platform)}",
-                    )
-                )
-            elif d.platform not in settings:
-                unusable.append(
-                    (
-                        d.delivery_id,
-                        d.platform,
-                        f"No gateway configured for {platform_label(d.platform)}",
-                    )
-                )
-            else:
-                by_platform[d.platform].append(d)
-        if unusable:
-            await self.store.dispatch.fail(message_id, unusable)
-        if not by_platform:
-            return
-        sendable = [(d.delivery_id, d.platform) for ds in by_platform.values() for d in ds]
-        await self.store.dispatch.mark_sent(message_id, sendable)
+        for d in batch.due:
+            by_platform[d.platform].append(d)
         groups = list(by_platform.items())
         answers = await asyncio.gather(
             *(
-                self._send_group(app_id, platform, settings[platform], message_id, ds, payloads)
+                self._send_group(
+                    app_id, platform, settings[platform], batch.message_id, ds, batch.payloads
+                )
                 for platform, ds in groups
             )
         )
@@ -140,8 +134,17 @@ class Dispatcher:
                 results.append(self._result(d, outcome, now))
                 if outcome.unsubscribe:
                     dead_tokens.append(d.push_token)
-        platforms = dict(sendable)
-        await self.store.dispatch.record(message_id, app_id, platforms, results, dead_tokens)
+        retries = [r.retry_at for r in results if r.retry_at is not None]
+        platforms = {d.delivery_id: d.platform for d in batch.due}
+        status = await self.store.dispatch.record(
+            batch.message_id,
+            app_id,
+            platforms,
+            results,
+            dead_tokens,
+            finish=finish and not retries,
+        )
+        return min(retries) if retries else status
 
     async def _send_group(
         self,

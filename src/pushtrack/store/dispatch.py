@@ -10,7 +10,7 @@ that already ended is never loaded for sending again.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -90,10 +90,26 @@ def gateway_kinds(tx: Tx, *, app_id: int) -> dict[int, str]:
     }
 
 
-def load_batch(tx: Tx, *, message_id: int, first: int, last: int) -> Batch | None:
+def start_batch(
+    tx: Tx,
+    *,
+    message_id: int,
+    first: int,
+    last: int,
+    refuse: Callable[[int], str | None],
+) -> Batch | None:
+    """Load a range's due deliveries and mark them ``sent``, in one transaction.
+
+    ``refuse(platform)`` names why a platform cannot be sent to (no gateway),
+    or None; such deliveries, and those whose device unsubscribed meanwhile,
+    end ``failed`` here. A cancelled message's range ends ``failed``/``Cancelled``.
+    """
     msg = tx.one("SELECT app_id, status FROM messages WHERE id = ?", (message_id,))
     if msg is None:
         return None
+    if msg[1] == "cancelled":
+        cancel_rest(tx, message_id=message_id, first=first, last=last)
+        return Batch(msg[0], message_id, msg[1], [], {}, None)
     now = tx.now()
     rows = tx.all(
         "SELECT d.id, d.tracking_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
@@ -104,19 +120,25 @@ def load_batch(tx: Tx, *, message_id: int, first: int, last: int) -> Batch | Non
         (first, last, message_id, _CREATED, _SENT),
     )
     due: list[Due] = []
-    gone: list[tuple[int, int]] = []
+    refused: list[tuple[int, int, str]] = []
     next_due: int | None = None
     for r in rows:
         if r[9] is not None and r[9] > now:
             next_due = r[9] if next_due is None else min(next_due, r[9])
             continue
         if not r[3] or not r[4]:
-            gone.append((r[0], r[2]))
+            # The device unsubscribed after the message was created.
+            refused.append((r[0], r[2], DESC_UNSUBSCRIBED))
+            continue
+        reason = refuse(r[2])
+        if reason is not None:
+            refused.append((r[0], r[2], reason))
             continue
         due.append(Due(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[8]))
-    if gone:
-        # The device unsubscribed after the message was created.
-        fail(tx, message_id, [(did, platform, DESC_UNSUBSCRIBED) for did, platform in gone])
+    if refused:
+        fail(tx, message_id, refused)
+    if due:
+        mark_sent(tx, message_id=message_id, deliveries=[(d.delivery_id, d.platform) for d in due])
     payload_ids = sorted({d.payload_id for d in due})
     payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     for start in range(0, len(payload_ids), 500):
@@ -174,8 +196,13 @@ def record(
     results: Sequence[Result],
     unsubscribe_tokens: Sequence[str],
     app_id: int,
-) -> None:
-    """Write a batch of gateway outcomes (``platforms``: delivery -> platform)."""
+    finish: bool,
+) -> str | None:
+    """Write a batch of gateway outcomes (``platforms``: delivery -> platform).
+
+    With ``finish`` (nothing of the range waits any more) the message is marked
+    done once every delivery has ended; its status is then returned.
+    """
     delivered = [r for r in results if r.status is Status.DELIVERED]
     if delivered:
         won = _won(tx, [r.delivery_id for r in delivered], int(Status.DELIVERED), (_SENT,))
@@ -213,6 +240,12 @@ def record(
             f" AND push_token IN ({','.join('?' * len(part))})",
             (tx.now(), app_id, *part),
         )
+    return finish_message(tx, message_id=message_id) if finish else None
+
+
+def app_of(tx: Tx, *, message_id: int) -> int | None:
+    row = tx.one("SELECT app_id FROM messages WHERE id = ?", (message_id,))
+    return int(row[0]) if row else None
 
 
 def finish_message(tx: Tx, *, message_id: int) -> str:
@@ -263,16 +296,15 @@ class DispatchStore:
     async def gateway_kinds(self, app_id: int) -> dict[int, str]:
         return await self.engine.read(partial(gateway_kinds, app_id=app_id))
 
-    async def load_batch(self, message_id: int, first: int, last: int) -> Batch | None:
+    async def app_of(self, message_id: int) -> int | None:
+        return await self.engine.read(partial(app_of, message_id=message_id))
+
+    async def start_batch(
+        self, message_id: int, first: int, last: int, refuse: Callable[[int], str | None]
+    ) -> Batch | None:
         return await self.engine.write(
-            partial(load_batch, message_id=message_id, first=first, last=last)
+            partial(start_batch, message_id=message_id, first=first, last=last, refuse=refuse)
         )
-
-    async def mark_sent(self, message_id: int, deliveries: Sequence[tuple[int, int]]) -> None:
-        await self.engine.write(partial(mark_sent, message_id=message_id, deliveries=deliveries))
-
-    async def fail(self, message_id: int, items: Sequence[tuple[int, int, str]]) -> None:
-        await self.engine.write(partial(fail, message_id=message_id, items=items))
 
     async def record(
         self,
@@ -281,8 +313,9 @@ class DispatchStore:
         platforms: dict[int, int],
         results: Sequence[Result],
         unsubscribe_tokens: Sequence[str],
-    ) -> None:
-        await self.engine.write(
+        finish: bool,
+    ) -> str | None:
+        return await self.engine.write(
             partial(
                 record,
                 message_id=message_id,
@@ -290,11 +323,9 @@ class DispatchStore:
                 platforms=platforms,
                 results=results,
                 unsubscribe_tokens=unsubscribe_tokens,
+                finish=finish,
             )
         )
 
     async def finish_message(self, message_id: int) -> str:
         return await self.engine.write(partial(finish_message, message_id=message_id))
-
-    async def cancel_rest(self, message_id: int, first: int, last: int) -> None:
-        await self.engine.write(partial(cancel_rest, message_id=message_id, first=first, last=last))
