@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 from pushtrack.domain.platforms import Platform
 
@@ -24,19 +25,17 @@ class Verdict(enum.Enum):
     RETRY = "retry"  # transient: try again later (backoff / Retry-After)
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
+class Notification(msgspec.Struct, frozen=True):
     delivery_id: int
     tracking_code: str
     platform: Platform
     push_token: str
     payload: dict[str, Any]
     #: Gateway options from the message (``ttl`` seconds, ...).
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     delivery_id: int
     verdict: Verdict
     #: What the event log says: the gateway's own reason, e.g. "BadDeviceToken".

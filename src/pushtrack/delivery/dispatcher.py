@@ -156,13 +156,14 @@ class Dispatcher:
         payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]],
     ) -> list[Outcome]:
         notifications = []
+        target = Platform(platform)
         for d in due:
             body, options = payloads[d.payload_id]
             notifications.append(
                 Notification(
                     delivery_id=d.delivery_id,
                     tracking_code=d.tracking_code,
-                    platform=Platform(d.platform),
+                    platform=target,
                     push_token=d.push_token,
                     payload=render(body, d.hash, message_id, d.user_id),
                     options=options,
