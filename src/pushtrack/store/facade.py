@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from pushtrack.domain.status import DESC_DEVICE_CONFIRMED, DESC_OPENED, Status
-from pushtrack.store import tx
+from pushtrack.store import messages, tx
 from pushtrack.store.base import (
     App,
     DeviceIn,
@@ -135,15 +135,15 @@ class Store:
 
     async def create_messages(self, app: App, plans: Sequence[MessagePlan]) -> list[MessageCreated]:
         """Everything of one createMessage request, in one transaction."""
-        return await self.engine.write(partial(tx.create_messages, app=app, plans=plans))
+        return await self.engine.write(partial(messages.create_messages, app=app, plans=plans))
 
     async def delete_message(self, account: str, apps: frozenset[str] | None, code: str) -> str:
         """Cancel what is not yet sent (ConflictError: unknown or already ended)."""
         return await self.engine.write(
-            partial(tx.delete_message, account=account, apps=apps, code=code)
+            partial(messages.delete_message, account=account, apps=apps, code=code)
         )
 
     # -- reading the trail ----------------------------------------------------------------
 
     async def message_log(self, query: LogQuery) -> list[LogRow]:
-        return await self.engine.read(partial(tx.message_log, q=query))
+        return await self.engine.read(partial(messages.message_log, q=query))
