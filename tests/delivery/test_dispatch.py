@@ -254,3 +254,28 @@ def test_device_confirmation_settles_a_delivery_awaiting_retry(
     work(svc)
     assert len(apns_server.received) == 1
     assert svc.db.rows("SELECT status FROM messages") == [("done",)]
+
+
+def test_local_time_sends_reach_each_device_at_its_own_clock(sender: Service) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    svc = sender
+    gateway(svc, 1, "sandbox", {})
+    svc.register("east", 1, timezone=3 * 3600)  # UTC+3: the wall-clock time has passed there
+    svc.register("utc", 1, timezone=0)
+    wall = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%d %H:%M")
+    _, (east, utc) = send(
+        svc, ["east", "utc"], content="x", send_date=wall, ignore_user_timezone=False
+    )
+    work(svc, seconds=3)
+    assert trail(svc, east)[-1] == ("delivered", "Success (sandbox)")
+    assert trail(svc, utc) == [("created", "Created")]
+    # the dispatch job waits for the device still ahead, about two hours from now
+    run_at = svc.db.rows("SELECT run_at FROM jobs WHERE kind = 'dispatch'")[0]
+    due = datetime.strptime(wall, "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp()
+    assert abs(run_at[0] / 1e6 - due) < 1
+
+    # with ignore_user_timezone left out, the same date is UTC for everyone
+    _, codes = send(svc, ["east", "utc"], content="y", send_date=wall)
+    work(svc, seconds=2)
+    assert [trail(svc, c) for c in codes] == [[("created", "Created")]] * 2

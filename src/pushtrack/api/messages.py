@@ -73,8 +73,25 @@ class DeleteMessage(msgspec.Struct):
     message: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
+def local_time(n: NotificationIn) -> bool:
+    """Is a dated send meant for each device's own clock?
+
+    Pushwoosh sends at each user's local time unless told to ignore it; here a
+    date without ``timezone`` is UTC unless ``ignore_user_timezone`` is given as
+    false: then each device gets it at that wall-clock time in its registered
+    time zone.
+    """
+    return n.send_date not in ("", "now") and n.timezone is None and (
+        n.ignore_user_timezone is False
+    )
+
+
 def send_at(n: NotificationIn, now_us: int, where: str) -> int:
-    """When a notification is due, in microseconds UTC."""
+    """When a notification is due, in microseconds UTC (a past date means now).
+
+    For local-time sends, the wall-clock time read as UTC: each device's due
+    time is that, less its offset.
+    """
     if n.send_date in ("", "now"):
         if n.timezone is not None:
             _zone(n.timezone, where)
@@ -90,7 +107,7 @@ def send_at(n: NotificationIn, now_us: int, where: str) -> int:
             ) from None
     zone = _zone(n.timezone, where) if n.timezone else UTC
     due = int(local.replace(tzinfo=zone).timestamp()) * US
-    return max(due, now_us)  # a past date means now
+    return due if local_time(n) else max(due, now_us)
 
 
 def _zone(name: str, where: str) -> ZoneInfo:
@@ -128,6 +145,7 @@ async def create_message(call: Call, request: dict[str, Any]) -> dict[str, Any]:
                     users=tuple(dict.fromkeys(n.users)) if n.users else None,
                 ),
                 send_at=send_at(n, now, where),
+                local_time=local_time(n),
                 campaign=n.campaign,
             )
         )

@@ -80,6 +80,8 @@ class MessagePlan(msgspec.Struct, frozen=True):
     targeting: Targeting
     send_at: int  # microseconds, UTC
     campaign: str | None = None
+    #: Deliver at ``send_at``'s wall-clock time in each device's time zone.
+    local_time: bool = False
 
 
 class MessageCreated(msgspec.Struct, frozen=True):

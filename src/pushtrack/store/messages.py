@@ -139,6 +139,7 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
     created: list[tuple[int, Status, str, int, int]] = []
     failed: list[tuple[int, Status, str, int, int]] = []
     to_send: list[int] = []
+    first_due: int | None = None
     for i, (entry, dev) in enumerate(deliveries):
         did = ids[i]
         if dev is None:
@@ -165,6 +166,11 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
             pid = templates[(platform, _language_key(dev[4], wanted_languages))]
             live = bool(dev[6]) and bool(dev[2])
             state = Status.CREATED if live else Status.FAILED
+            due = plan.send_at
+            if plan.local_time:  # that wall-clock time in the device's zone
+                due = max(now, plan.send_at - (dev[7] or 0) * 1_000_000)
+            if live:
+                first_due = due if first_due is None else min(first_due, due)
             delivery_rows.append(
                 (
                     did,
@@ -178,7 +184,7 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
                     platform,
                     hashes[i],
                     int(state),
-                    plan.send_at,
+                    due,
                 )
             )
             if live:
@@ -187,10 +193,11 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
                 failed.append((did, Status.FAILED, DESC_UNSUBSCRIBED, message_id, platform))
         created.append((did, Status.CREATED, DESC_CREATED, message_id, platform))
 
+    run_at = max(now, plan.send_at) if first_due is None else first_due
     if not to_send:
         status = "done"  # nothing to send: every delivery (if any) already ended
     else:
-        status = "scheduled" if plan.send_at > now else "pending"
+        status = "scheduled" if run_at > now else "pending"
     tx.run(
         "INSERT INTO messages (id, code, app_id, campaign, notification, send_at, status,"
         " deliveries, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -215,7 +222,7 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
         )
     append_events(tx, created)
     append_events(tx, failed)
-    _enqueue_dispatch(tx, app, message_id, to_send, plan.send_at)
+    _enqueue_dispatch(tx, app, message_id, to_send, run_at)
 
     tracking_codes = None
     if app.tracking and t.devices is not None:
