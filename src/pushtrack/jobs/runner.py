@@ -56,6 +56,8 @@ class Worker:
     lease_seconds: float = 30.0
     poll_seconds: float = 0.2
     max_attempts: int = 5
+    #: First pause after a failed attempt; it doubles with each failure in a row.
+    backoff_seconds: float = 2.0
     #: Called once when the worker stops (closing gateway connections, ...).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
@@ -140,7 +142,8 @@ class Worker:
             log.error("job %s (%s) failed for good: %s", job.request_id, job.kind, exc)
             await self.store.jobs.finish(job.id, self.owner, FAILED, {"error": str(exc)})
             return
-        delay = min(300.0, 2.0**job.attempts) * (0.5 + random.random())
+        delay = min(300.0, self.backoff_seconds * 2.0 ** (job.attempts - 1))
+        delay *= 0.5 + random.random()
         log.warning(
             "job %s (%s) attempt %d failed: %s; again in %.1fs",
             job.request_id,
@@ -149,7 +152,9 @@ class Worker:
             exc,
             delay,
         )
-        await self.store.jobs.reschedule(job.id, self.owner, self.store.clock() + int(delay * 1e6))
+        await self.store.jobs.reschedule(
+            job.id, self.owner, self.store.clock() + int(delay * 1e6), failed=True
+        )
 
     async def _heartbeat(self, job: Job) -> None:
         while True:

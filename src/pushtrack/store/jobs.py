@@ -125,12 +125,17 @@ def finish(tx: Tx, *, job_id: int, owner: str, state: str, result: Any = None) -
     )
 
 
-def reschedule(tx: Tx, *, job_id: int, owner: str, run_at: int) -> bool:
-    """Hand a job back to the queue, due again at ``run_at``."""
+def reschedule(tx: Tx, *, job_id: int, owner: str, run_at: int, failed: bool) -> bool:
+    """Hand a job back to the queue, due again at ``run_at``.
+
+    ``attempts`` counts failed tries in a row: a job handed back without
+    failing (it waits for something, or its worker is stopping) starts afresh.
+    """
+    keep = "attempts" if failed else "0"
     return (
         tx.run(
-            "UPDATE jobs SET state = ?, run_at = ?, lease_owner = NULL, lease_until = NULL,"
-            " updated_at = ? WHERE id = ? AND lease_owner = ? AND state = ?",
+            f"UPDATE jobs SET state = ?, run_at = ?, attempts = {keep}, lease_owner = NULL,"
+            " lease_until = NULL, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = ?",
             (PENDING, run_at, tx.now(), job_id, owner, RUNNING),
         )
         > 0
@@ -193,9 +198,11 @@ class JobStore:
             partial(finish, job_id=job_id, owner=owner, state=state, result=result)
         )
 
-    async def reschedule(self, job_id: int, owner: str, run_at: int) -> bool:
+    async def reschedule(
+        self, job_id: int, owner: str, run_at: int, *, failed: bool = False
+    ) -> bool:
         return await self.engine.write(
-            partial(reschedule, job_id=job_id, owner=owner, run_at=run_at)
+            partial(reschedule, job_id=job_id, owner=owner, run_at=run_at, failed=failed)
         )
 
     async def next_due(self, kinds: Sequence[str]) -> int | None:

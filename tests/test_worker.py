@@ -1,0 +1,96 @@
+"""The job worker over a real store: leases, retries, waiting and failing for good."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from pushtrack.jobs.runner import Done, Later, Worker
+from pushtrack.store import Store, open_store
+from pushtrack.store.jobs import Job
+from tests.support import run
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = open_store(database_url)
+    yield s
+    run(s.close())
+
+
+def job_state(store: Store, request_id: str) -> Job:
+    job = run(store.jobs.get(request_id, "default"))
+    assert job is not None
+    return job
+
+
+def test_waiting_is_not_failing(store: Store) -> None:
+    """A job that waits (Later) many times and then fails once is tried again."""
+    calls: list[str] = []
+
+    async def handler(job: Job) -> Done | Later:
+        calls.append("call")
+        if len(calls) <= 6:
+            return Later(store.clock())
+        if len(calls) == 7:
+            raise RuntimeError("one bad moment")
+        return Done({"calls": len(calls)})
+
+    async def go() -> str:
+        request_id = await store.jobs.enqueue("test", "default", {})
+        worker = Worker(
+            store, {"test": handler}, poll_seconds=0.01, max_attempts=3, backoff_seconds=0.01
+        )
+        await worker.run_until_idle(20)
+        return request_id
+
+    request_id = run(go())
+    job = job_state(store, request_id)
+    assert job.state == "done"
+    assert job.result == {"calls": 8}
+
+
+def test_a_job_that_keeps_failing_ends_failed_with_its_error(store: Store) -> None:
+    async def handler(job: Job) -> Done:
+        raise ValueError("broken for good")
+
+    async def go() -> str:
+        request_id = await store.jobs.enqueue("test", "default", {})
+        worker = Worker(
+            store, {"test": handler}, poll_seconds=0.01, max_attempts=3, backoff_seconds=0.01
+        )
+        await worker.run_until_idle(30)
+        return request_id
+
+    request_id = run(go())
+    job = job_state(store, request_id)
+    assert job.state == "failed"
+    assert job.attempts == 3
+    assert job.result == {"error": "broken for good"}
+
+
+def test_stopping_hands_running_jobs_back_at_once(store: Store) -> None:
+    started = asyncio.Event()
+
+    async def handler(job: Job) -> Done:
+        started.set()
+        await asyncio.sleep(3600)
+        return Done()
+
+    async def go() -> str:
+        request_id = await store.jobs.enqueue("test", "default", {})
+        worker = Worker(store, {"test": handler}, poll_seconds=0.01, lease_seconds=600)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(started.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        # another worker claims it straight away: the lease was handed back
+        claimed = await store.jobs.claim("other", ["test"], 1, 60)
+        assert [j.request_id for j in claimed] == [request_id]
+        assert claimed[0].attempts == 1
+        return request_id
+
+    run(go())
