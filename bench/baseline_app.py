@@ -10,7 +10,6 @@ server adds beyond this is the cost of pushtrack itself.
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import msgspec
 import uvicorn
@@ -18,6 +17,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from pushtrack.server import run_loop
 
 _OK = msgspec.json.encode({"status_code": 200, "status_message": "OK", "response": None})
 
@@ -35,12 +36,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    # The same uvicorn.Config, served the same way, as pushtrack.server: under
-    # asyncio.run (so on asyncio's default loop, as pushtrack serve runs today).
+    # The same uvicorn.Config, served the same way (pushtrack.server.run_loop), as
+    # pushtrack serve.
     config = uvicorn.Config(
         build(), host="127.0.0.1", port=args.port, access_log=False, log_level="info", lifespan="on"
     )
-    asyncio.run(uvicorn.Server(config).serve())
+    run_loop(uvicorn.Server(config).serve())
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -23,6 +23,7 @@ from pushtrack.worker import build_worker
 log = logging.getLogger("pushtrack")
 
 Announce = Callable[[dict[str, Any], str], None]
+T = TypeVar("T")
 
 #: The demo application sends through the sandbox on these platforms.
 DEMO_PLATFORMS = (
@@ -62,9 +63,19 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop (installed with uvicorn[standard]) when there is one."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - the pinned install has it
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def run_server(settings: Settings, announce: Announce) -> None:
     _logging()
-    asyncio.run(_serve(settings, announce))
+    run_loop(_serve(settings, announce))
 
 
 async def _serve(settings: Settings, announce: Announce) -> None:
@@ -110,7 +121,7 @@ async def _serve(settings: Settings, announce: Announce) -> None:
 
 def run_worker(settings: Settings, announce: Announce) -> None:
     _logging()
-    asyncio.run(_work(settings, announce))
+    run_loop(_work(settings, announce))
 
 
 async def _work(settings: Settings, announce: Announce) -> None:
