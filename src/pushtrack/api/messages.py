@@ -81,8 +81,8 @@ def local_time(n: NotificationIn) -> bool:
     false: then each device gets it at that wall-clock time in its registered
     time zone.
     """
-    return n.send_date not in ("", "now") and n.timezone is None and (
-        n.ignore_user_timezone is False
+    return (
+        n.send_date not in ("", "now") and n.timezone is None and (n.ignore_user_timezone is False)
     )
 
 
