@@ -74,7 +74,8 @@ class _Tx:
         return self._clock()
 
 
-def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+def _connect(path: str, *, readonly: bool = False, cache_mb: int = 16) -> sqlite3.Connection:
+    """A connection; ``cache_mb`` of page cache (the writer's index inserts want more)."""
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}?mode=rwc"
     conn = sqlite3.connect(
         uri, uri=True, isolation_level=None, check_same_thread=False, cached_statements=256
@@ -82,7 +83,7 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute(f"PRAGMA cache_size = {-1024 * cache_mb}")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
     return conn
@@ -195,7 +196,7 @@ class SQLiteEngine:
         The writer's own automatic checkpoint (at WAL_AUTOCHECKPOINT pages) only
         runs if this thread falls far behind.
         """
-        conn = _connect(self.path)
+        conn = _connect(self.path, cache_mb=1)
         try:
             while not self._stop_checkpoints.wait(CHECKPOINT_SECONDS):
                 try:
@@ -206,7 +207,7 @@ class SQLiteEngine:
             conn.close()
 
     def _write_loop(self) -> None:
-        conn = _connect(self.path)
+        conn = _connect(self.path, cache_mb=64)
         tx = _Tx(conn, self.clock)
         try:
             while True:
