@@ -138,7 +138,7 @@ def start_batch(
     if refused:
         fail(tx, message_id, refused)
     if due:
-        mark_sent(tx, message_id=message_id, deliveries=[(d.delivery_id, d.platform) for d in due])
+        mark_sent(tx, message_id=message_id, first=first, last=last, now=now, due=due)
     payload_ids = sorted({d.payload_id for d in due})
     payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     for start in range(0, len(payload_ids), 500):
@@ -171,10 +171,29 @@ def _won(
     return won
 
 
-def mark_sent(tx: Tx, *, message_id: int, deliveries: Sequence[tuple[int, int]]) -> None:
-    """Record ``sent`` for (delivery, platform) pairs not yet marked; start the message."""
-    won = _won(tx, [d for d, _ in deliveries], _SENT, (_CREATED,))
-    append_events(tx, [(d, Status.SENT, "Sent", message_id, p) for d, p in deliveries if d in won])
+def mark_sent(
+    tx: Tx, *, message_id: int, first: int, last: int, now: int, due: Sequence[Due]
+) -> None:
+    """Record ``sent`` for a range's due deliveries not yet marked; start the message.
+
+    Runs in the transaction that loaded ``due`` and failed the rest of the
+    range's due deliveries, so the deliveries still ``created`` and due in the
+    range are exactly those of ``due`` not sent before: one range UPDATE marks them.
+    """
+    rows = tx.all(
+        "UPDATE deliveries SET state = ? WHERE id BETWEEN ? AND ? AND message_id = ?"
+        " AND state = ? AND (next_at IS NULL OR next_at <= ?) RETURNING id",
+        (_SENT, first, last, message_id, _CREATED, now),
+    )
+    won = {r[0] for r in rows}
+    append_events(
+        tx,
+        [
+            (d.delivery_id, Status.SENT, "Sent", message_id, d.platform)
+            for d in due
+            if d.delivery_id in won
+        ],
+    )
     tx.run(
         "UPDATE messages SET status = 'sending' WHERE id = ? AND status IN ('pending',"
         " 'scheduled')",
