@@ -110,6 +110,8 @@ class Service:
     extra: dict[str, Any] = field(default_factory=dict)
     #: The account this view's application and tokens belong to.
     account: str = "default"
+    #: The settings the server runs with.
+    settings: config.Settings | None = None
 
     def call(self, method: str, request: dict[str, Any], **kw: Any) -> httpx.Response:
         return self.http.post(f"/json/1.3/{method}", json={"request": request}, **kw)
@@ -250,8 +252,9 @@ def shared_service(engine: str, tmp_path: Path) -> Iterator[Service]:
 
 
 @contextlib.contextmanager
-def service(database_url: str, **settings: Any) -> Iterator[Service]:
-    store = open_store(database_url)
+def service(database_url: str, *, store: Store | None = None, **settings: Any) -> Iterator[Service]:
+    """A live server over ``database_url`` (or over an already open ``store`` of it)."""
+    store = store or open_store(database_url)
     try:
         app = run(store.create_app("default", "test app"))
         cfg = config.load({"database": database_url, **settings}, env={})
@@ -268,6 +271,7 @@ def service(database_url: str, **settings: Any) -> Iterator[Service]:
                 server_token="",
                 device_token="",
                 http=http,
+                settings=cfg,
             )
             svc.server_token = svc.make_token("server")
             svc.device_token = svc.make_token("device")

@@ -10,17 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from pushtrack import config
-from pushtrack.api.app import create_app
-from pushtrack.api.context import Context
 from pushtrack.config import Settings
 from pushtrack.domain.timeutil import US
 from pushtrack.jobs.runner import Worker
 from pushtrack.store import Store
 from pushtrack.worker import handlers
-from tests.support import Database, ServerThread, Service, run
+from tests.support import Service, run, service
 
 
 class Clock:
@@ -62,30 +57,9 @@ def clocked_service(
 ) -> Iterator[tuple[Service, Settings]]:
     """A live server whose store runs on ``clock``; export files go under ``tmp_path``."""
     store = clocked_store(database_url, clock)
-    try:
-        app = run(store.create_app("default", "test app"))
-        cfg = config.load(
-            {"database": database_url, "files_dir": str(tmp_path / "files"), **settings}, env={}
-        )
-        ctx = Context.build(cfg, store)
-        with (
-            ServerThread(create_app(ctx)) as srv,
-            httpx.Client(base_url=srv.url, timeout=30) as http,
-        ):
-            svc = Service(
-                url=srv.url,
-                store=store,
-                db=Database(database_url),
-                app=app,
-                server_token="",
-                device_token="",
-                http=http,
-            )
-            svc.server_token = svc.make_token("server")
-            svc.device_token = svc.make_token("device")
-            yield svc, cfg
-    finally:
-        run(store.close())
+    with service(database_url, store=store, files_dir=str(tmp_path / "files"), **settings) as svc:
+        assert svc.settings is not None
+        yield svc, svc.settings
 
 
 def run_jobs(store: Store, settings: Settings) -> None:
