@@ -26,10 +26,6 @@ class Platform(IntEnum):
     def api_name(self) -> str:
         return _NAMES[self]
 
-    @property
-    def is_web(self) -> bool:
-        return self in WEB_PLATFORMS
-
 
 _NAMES: dict[Platform, str] = {
     Platform.IOS: "ios",
@@ -54,8 +50,6 @@ BY_NAME: dict[str, Platform] = {name: platform for platform, name in _NAMES.item
 
 #: Device types accepted by registerDevice and createMessage.
 ACCEPTED: frozenset[int] = frozenset(int(p) for p in Platform)
-
-WEB_PLATFORMS: frozenset[Platform] = frozenset({Platform.CHROME, Platform.FIREFOX, Platform.SAFARI})
 
 
 def from_name(name: str) -> Platform | None:

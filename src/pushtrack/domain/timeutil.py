@@ -30,9 +30,5 @@ def parse_day(text: str) -> int:
     return int(dt.timestamp()) * US
 
 
-def hour_of(ts_us: int) -> int:
-    return ts_us - ts_us % HOUR_US
-
-
 def day_of(ts_us: int) -> int:
     return ts_us - ts_us % DAY_US
