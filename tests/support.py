@@ -135,11 +135,26 @@ class Service:
         )
 
     def send(self, **notification: Any) -> dict[str, Any]:
-        """createMessage with one notification; asserts success, returns ``response``."""
+        """createMessage with one notification; asserts success, returns ``response``.
+
+        An audience message (no ``devices``) is then expanded, as a worker would.
+        """
         notification.setdefault("content", "hello")
         out = self.server("createMessage", notifications=[notification])
         assert out["status_code"] == 200, out
+        if "devices" not in notification:
+            self.expand()
         return out["response"]  # type: ignore[no-any-return]
+
+    def expand(self, max_seconds: float = 60) -> None:
+        """Run the audience expansion jobs (and only those) until none is due."""
+        from pushtrack.jobs import expansion
+        from pushtrack.jobs.runner import Worker
+
+        assert self.settings is not None
+        handlers = {expansion.KIND: expansion.handler(self.settings, self.store)}
+        worker = Worker(self.store, handlers, poll_seconds=0.01)
+        run(worker.run_until_idle(max_seconds, horizon=0))
 
     def hash_of(self, tracking_code: str) -> str:
         """The ``p`` value of a delivery (what the device would find in its payload)."""

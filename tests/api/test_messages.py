@@ -99,6 +99,7 @@ def test_one_message_code_per_notification(svc: Service) -> None:
     assert all(MESSAGE_CODE_RE.match(c) for c in messages)
     assert len(out["response"]["TrackingCodes"]) == 1  # only the notification naming devices
     assert owned(svc, "messages") == 3
+    svc.expand()  # the audience messages' deliveries are written by their expansion job
     # the codes are real: each one finds its own message in the log
     assert {r["message_code"] for r in svc.log(hwid="hw-1")} == set(messages)
 

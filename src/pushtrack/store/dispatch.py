@@ -135,6 +135,13 @@ def start_batch(
             refused.append((r[0], r[2], reason))
             continue
         due.append(Due(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[8]))
+    if due:
+        # The message row first (see store/expansion.py on lock order).
+        tx.run(
+            "UPDATE messages SET status = 'sending' WHERE id = ? AND status IN ('pending',"
+            " 'scheduled')",
+            (message_id,),
+        )
     if refused:
         fail(tx, message_id, refused)
     if due:
@@ -174,7 +181,7 @@ def _won(
 def mark_sent(
     tx: Tx, *, message_id: int, first: int, last: int, now: int, due: Sequence[Due]
 ) -> None:
-    """Record ``sent`` for a range's due deliveries not yet marked; start the message.
+    """Record ``sent`` for a range's due deliveries not yet marked.
 
     Runs in the transaction that loaded ``due`` and failed the rest of the
     range's due deliveries, so the deliveries still ``created`` and due in the
@@ -193,11 +200,6 @@ def mark_sent(
             for d in due
             if d.delivery_id in won
         ],
-    )
-    tx.run(
-        "UPDATE messages SET status = 'sending' WHERE id = ? AND status IN ('pending',"
-        " 'scheduled')",
-        (message_id,),
     )
 
 
@@ -222,6 +224,8 @@ def record(
     With ``finish`` (nothing of the range waits any more) the message is marked
     done once every delivery has ended; its status is then returned.
     """
+    if finish:
+        lock_message(tx, message_id)
     delivered = [r for r in results if r.status is Status.DELIVERED]
     if delivered:
         won = _won(tx, [r.delivery_id for r in delivered], int(Status.DELIVERED), (_SENT,))
@@ -267,12 +271,28 @@ def app_of(tx: Tx, *, message_id: int) -> int | None:
     return int(row[0]) if row else None
 
 
+def lock_message(tx: Tx, message_id: int) -> None:
+    """Hold a message's row until commit (PostgreSQL; SQLite has one writer anyway).
+
+    Whoever may end a message (the last outcomes of its deliveries, the last
+    step of its expansion) takes this lock before looking, so of two such
+    transactions committing together the second sees what the first wrote.
+    """
+    if tx.dialect == "postgresql":
+        tx.one("SELECT 1 FROM messages WHERE id = ? FOR UPDATE", (message_id,))
+
+
 def finish_message(tx: Tx, *, message_id: int) -> str:
-    """Mark a message done once every delivery has ended; its status after."""
+    """Mark a message done once every delivery has ended; its status after.
+
+    A message whose audience is still being expanded (``expand_after`` set)
+    is not done, whatever its deliveries so far.
+    """
+    lock_message(tx, message_id)
     tx.run(
         "UPDATE messages SET status = 'done' WHERE id = ? AND status IN ('pending', 'scheduled',"
-        " 'sending') AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?"
-        " AND state IN (?, ?))",
+        " 'sending') AND expand_after IS NULL AND NOT EXISTS (SELECT 1 FROM deliveries"
+        " WHERE message_id = ? AND state IN (?, ?))",
         (message_id, message_id, _CREATED, _SENT),
     )
     row = tx.one("SELECT status FROM messages WHERE id = ?", (message_id,))

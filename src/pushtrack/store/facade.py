@@ -23,6 +23,7 @@ from pushtrack.store.base import (
     TokenInfo,
 )
 from pushtrack.store.dispatch import DispatchStore
+from pushtrack.store.expansion import ExpansionStore
 from pushtrack.store.exports import ExportStore
 from pushtrack.store.jobs import JobStore
 from pushtrack.store.retention import RetentionStore
@@ -34,6 +35,7 @@ class Store:
         self.engine = engine
         self.jobs = JobStore(engine)
         self.dispatch = DispatchStore(engine)
+        self.expansion = ExpansionStore(engine)
         self.exports = ExportStore(engine)
         self.stats = StatsStore(engine)
         self.retention = RetentionStore(engine)
@@ -134,7 +136,11 @@ class Store:
     # -- messages -------------------------------------------------------------------------
 
     async def create_messages(self, app: App, plans: Sequence[MessagePlan]) -> list[MessageCreated]:
-        """Everything of one createMessage request, in one transaction."""
+        """One createMessage request, in one transaction.
+
+        Messages to explicit devices are written whole; audience messages are
+        recorded with the job that expands them (``store.expansion``).
+        """
         return await self.engine.write(partial(messages.create_messages, app=app, plans=plans))
 
     async def delete_message(self, account: str, apps: frozenset[str] | None, code: str) -> str:

@@ -1,15 +1,22 @@
 """createMessage and deleteMessage as units of work, and getMessageLog's query.
 
-Everything of one createMessage request is written by one call of
-``create_messages``: messages, payload templates, deliveries, their
-``created`` (and, for unknown or unsubscribed devices, ``failed``) events,
-the counters, and the dispatch jobs that will send them.
+One createMessage request is written by one call of ``create_messages``. A
+message to an explicit ``devices`` list (at most 1000) is written whole:
+message, payload templates, deliveries, their ``created`` (and, for unknown
+or unsubscribed devices, ``failed``) events, the counters, and the dispatch
+jobs that will send them. A message to an audience (platforms, users, a
+selection, or the whole application) is recorded with its targeting and an
+``EXPAND`` job; that job writes its deliveries in bounded steps
+(``store/expansion.py``) with the same functions: ``ensure_templates``,
+``build_deliveries``, ``write_deliveries``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import msgspec
 
 from pushtrack.domain import codes
 from pushtrack.domain.payload import build_template
@@ -21,6 +28,7 @@ from pushtrack.domain.status import (
     DESC_UNSUBSCRIBED,
     Status,
 )
+from pushtrack.store import jobs
 from pushtrack.store.base import (
     AccessError,
     App,
@@ -36,20 +44,34 @@ from pushtrack.store.tx import append_events, dumps
 #: Deliveries per dispatch job.
 DISPATCH_CHUNK = 1000
 
+_CREATED, _FAILED = int(Status.CREATED), int(Status.FAILED)
+
 
 # -- messages ---------------------------------------------------------------------------
 
+#: Job kind that expands an audience message into deliveries (``store/expansion.py``).
+EXPAND = "expand_audience"
 
-def _resolve(tx: Tx, app: App, entries: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+DEVICE_COLUMNS = (
+    "d.id, d.hwid, d.push_token, d.device_type, d.language, d.user_id, d.subscribed, d.timezone"
+)
+#: A device row as the steps below read it (columns of ``DEVICE_COLUMNS``).
+Device = tuple[Any, ...]
+#: (entry as the sender gave it, its device or None): one target of a message.
+Target = tuple[str, Device | None]
+#: (platform, language or None): the key of a payload template.
+TemplateKey = tuple[int, str | None]
+
+
+def _resolve(tx: Tx, app: App, entries: Sequence[str]) -> dict[str, Device]:
     """Map each entry (hwid first, then push token) to its device row."""
-    found: dict[str, tuple[Any, ...]] = {}
+    found: dict[str, Device] = {}
     unique = list(dict.fromkeys(entries))
-    cols = "id, hwid, push_token, device_type, language, user_id, subscribed, timezone"
     for start in range(0, len(unique), 900):
         part = unique[start : start + 900]
         marks = ",".join("?" * len(part))
         for row in tx.all(
-            f"SELECT {cols} FROM devices WHERE app_id = ? AND hwid IN ({marks})",
+            f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE d.app_id = ? AND d.hwid IN ({marks})",
             (app.id, *part),
         ):
             found[row[1]] = row
@@ -58,25 +80,18 @@ def _resolve(tx: Tx, app: App, entries: Sequence[str]) -> dict[str, tuple[Any, .
         part = rest[start : start + 900]
         marks = ",".join("?" * len(part))
         for row in tx.all(
-            f"SELECT {cols} FROM devices WHERE app_id = ? AND push_token IN ({marks})"
-            " ORDER BY updated_at",
+            f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE d.app_id = ?"
+            f" AND d.push_token IN ({marks}) ORDER BY d.updated_at",
             (app.id, *part),
         ):
             found[row[2]] = row  # the most recently updated device wins
     return found
 
 
-def _audience(tx: Tx, app: App, targeting: Any) -> list[tuple[Any, ...]]:
-    cols = "id, hwid, push_token, device_type, language, user_id, subscribed, timezone"
-    where = ["app_id = ?", "subscribed = 1"]
-    params: list[Any] = [app.id]
-    if targeting.platforms:
-        where.append(f"device_type IN ({','.join('?' * len(targeting.platforms))})")
-        params.extend(targeting.platforms)
-    if targeting.users:
-        where.append(f"user_id IN ({','.join('?' * len(targeting.users))})")
-        params.extend(targeting.users)
-    return tx.all(f"SELECT {cols} FROM devices WHERE {' AND '.join(where)} ORDER BY id", params)
+def explicit_targets(tx: Tx, app: App, devices: Sequence[str]) -> list[Target]:
+    """The targets of an explicit ``devices`` list, in the sender's order."""
+    found = _resolve(tx, app, devices)
+    return [(e, found.get(e)) for e in devices]
 
 
 def create_messages(tx: Tx, app: App, plans: Sequence[MessagePlan]) -> list[MessageCreated]:
@@ -84,123 +99,65 @@ def create_messages(tx: Tx, app: App, plans: Sequence[MessagePlan]) -> list[Mess
 
 
 def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
+    if plan.targeting.devices is None:
+        return _create_audience_message(tx, app, plan)
     now = tx.now()
-    t = plan.targeting
-    # Who: (entry, device row or None) in the sender's order.
-    targets: list[tuple[str, tuple[Any, ...] | None]]
-    if t.devices is not None:
-        found = _resolve(tx, app, t.devices)
-        targets = [(e, found.get(e)) for e in t.devices]  # explicit devices win over filters
-    else:
-        targets = [(row[1], row) for row in _audience(tx, app, t)]
-
+    # explicit devices win over every other targeting
+    targets = explicit_targets(tx, app, plan.targeting.devices)
     (message_id,) = tx.new_ids("messages", 1)
     code = codes.message_code()
-    # Payload templates, one per (platform, language) met.
-    wanted_languages = _languages(plan.notification)
-    templates: dict[tuple[int, str | None], int] = {}
-    for _, dev in targets:
-        if dev is not None:
-            templates.setdefault((dev[3], _language_key(dev[4], wanted_languages)), 0)
-    if templates:
-        payload_rows: list[tuple[Any, ...]] = []
-        ids = tx.new_ids("payloads", len(templates))
-        for pid, key in zip(ids, list(templates), strict=True):
-            templates[key] = pid
-            tpl = build_template(
-                plan.notification, _platform_or_none(key[0]) or Platform.IOS, key[1]
-            )
-            payload_rows.append(
-                (pid, message_id, key[0], key[1], dumps(tpl.body), dumps(tpl.options))
-            )
-        tx.many(
-            "INSERT INTO payloads (id, message_id, platform, language, body, options)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            payload_rows,
-        )
-
-    # One delivery per distinct device (or per distinct unknown entry).
-    seen: dict[tuple[str, Any], int] = {}
-    slots: list[int] = []  # per target: index into deliveries
-    deliveries: list[list[Any]] = []
-    for entry, dev in targets:
-        who = ("d", dev[0]) if dev is not None else ("e", entry)
-        if who in seen:
-            slots.append(seen[who])
-            continue
-        seen[who] = len(deliveries)
-        slots.append(len(deliveries))
-        deliveries.append([entry, dev])
-    n = len(deliveries)
-    ids = tx.new_ids("deliveries", n) if n else []
-    tcodes = codes.tracking_codes(n)
-    hashes = codes.payload_hashes(n)
-    delivery_rows: list[tuple[Any, ...]] = []
-    created: list[tuple[int, Status, str, int, int]] = []
-    failed: list[tuple[int, Status, str, int, int]] = []
-    to_send: list[int] = []
-    first_due: int | None = None
-    for i, (entry, dev) in enumerate(deliveries):
-        did = ids[i]
-        if dev is None:
-            platform = 0
-            delivery_rows.append(
-                (
-                    did,
-                    message_id,
-                    None,
-                    None,
-                    tcodes[i],
-                    entry,
-                    entry,
-                    None,
-                    0,
-                    None,
-                    int(Status.FAILED),
-                    now,
-                )
-            )
-            failed.append((did, Status.FAILED, DESC_UNKNOWN_DEVICE, message_id, platform))
-        else:
-            platform = dev[3]
-            pid = templates[(platform, _language_key(dev[4], wanted_languages))]
-            live = bool(dev[6]) and bool(dev[2])
-            state = Status.CREATED if live else Status.FAILED
-            due = plan.send_at
-            if plan.local_time:  # that wall-clock time in the device's zone
-                due = max(now, plan.send_at - (dev[7] or 0) * 1_000_000)
-            if live:
-                first_due = due if first_due is None else min(first_due, due)
-            delivery_rows.append(
-                (
-                    did,
-                    message_id,
-                    dev[0],
-                    pid,
-                    tcodes[i],
-                    entry,
-                    dev[1],
-                    dev[5],
-                    platform,
-                    hashes[i],
-                    int(state),
-                    due,
-                )
-            )
-            if live:
-                to_send.append(did)
-            else:
-                failed.append((did, Status.FAILED, DESC_UNSUBSCRIBED, message_id, platform))
-        created.append((did, Status.CREATED, DESC_CREATED, message_id, platform))
-
-    run_at = max(now, plan.send_at) if first_due is None else first_due
-    if not to_send:
+    templates = ensure_templates(tx, message_id, plan.notification, targets, {})
+    built = build_deliveries(
+        tx, message_id, plan.send_at, plan.local_time, targets, templates, plan.notification
+    )
+    run_at = max(now, plan.send_at) if built.first_due is None else built.first_due
+    if not built.to_send:
         status = "done"  # nothing to send: every delivery (if any) already ended
     else:
         status = "scheduled" if run_at > now else "pending"
+    _insert_message(tx, app, plan, message_id, code, status, len(built.rows), None)
+    write_deliveries(tx, message_id, built)
+    tracking_codes = None
+    if app.tracking:
+        tracking_codes = [built.tracking_codes[slot] for slot in built.slots]
+    return MessageCreated(code=code, id=message_id, tracking_codes=tracking_codes)
+
+
+def _create_audience_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
+    """Record the message and its targeting, and the job that will expand it.
+
+    No device is read here: the ``EXPAND`` job walks the audience in short
+    transactions of its own (``store/expansion.py``), so a message to a large
+    audience never holds the writer for long.
+    """
+    now = tx.now()
+    (message_id,) = tx.new_ids("messages", 1)
+    code = codes.message_code()
+    status = "scheduled" if plan.send_at > now else "pending"
+    _insert_message(tx, app, plan, message_id, code, status, 0, 0)
+    jobs.enqueue(tx, kind=EXPAND, account=None, params={"message_id": message_id}, run_at=now)
+    return MessageCreated(code=code, id=message_id, tracking_codes=None)
+
+
+def _insert_message(
+    tx: Tx,
+    app: App,
+    plan: MessagePlan,
+    message_id: int,
+    code: str,
+    status: str,
+    deliveries: int,
+    expand_after: int | None,
+) -> None:
+    """The message row; ``expand_after`` is the expansion's cursor (None: no expansion)."""
+    t = plan.targeting
+    targeting = None
+    if t.devices is None:
+        targeting = dumps({"platforms": t.platforms, "users": t.users})
     tx.run(
         "INSERT INTO messages (id, code, app_id, campaign, notification, send_at, status,"
-        " deliveries, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " deliveries, created_at, targeting, local_time, expand_after)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message_id,
             code,
@@ -209,25 +166,159 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
             dumps(plan.notification),
             plan.send_at,
             status,
-            n,
-            now,
+            deliveries,
+            tx.now(),
+            targeting,
+            int(plan.local_time),
+            expand_after,
         ),
     )
-    if delivery_rows:
-        tx.many(
-            "INSERT INTO deliveries (id, message_id, device_id, payload_id, tracking_code,"
-            " target_id, hwid, user_id, platform, hash, state, next_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            delivery_rows,
-        )
-    append_events(tx, created)
-    append_events(tx, failed)
-    _enqueue_dispatch(tx, app, message_id, to_send, run_at)
 
-    tracking_codes = None
-    if app.tracking and t.devices is not None:
-        tracking_codes = [tcodes[slot] for slot in slots]
-    return MessageCreated(code=code, id=message_id, tracking_codes=tracking_codes)
+
+def ensure_templates(
+    tx: Tx,
+    message_id: int,
+    notification: dict[str, Any],
+    targets: Sequence[Target],
+    templates: dict[TemplateKey, int],
+) -> dict[TemplateKey, int]:
+    """Add to ``templates`` (the message's own so far) one per (platform, language) met."""
+    wanted_languages = languages(notification)
+    missing: list[TemplateKey] = []
+    for _, dev in targets:
+        if dev is not None:
+            key = (dev[3], _language_key(dev[4], wanted_languages))
+            if key not in templates:
+                templates[key] = 0
+                missing.append(key)
+    if not missing:
+        return templates
+    payload_rows: list[tuple[Any, ...]] = []
+    ids = tx.new_ids("payloads", len(missing))
+    for pid, key in zip(ids, missing, strict=True):
+        templates[key] = pid
+        tpl = build_template(notification, _platform_or_none(key[0]) or Platform.IOS, key[1])
+        payload_rows.append((pid, message_id, key[0], key[1], dumps(tpl.body), dumps(tpl.options)))
+    tx.many(
+        "INSERT INTO payloads (id, message_id, platform, language, body, options)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        payload_rows,
+    )
+    return templates
+
+
+def message_templates(tx: Tx, message_id: int) -> dict[TemplateKey, int]:
+    """The payload templates a message has so far."""
+    return {
+        (r[1], r[2]): r[0]
+        for r in tx.all(
+            "SELECT id, platform, language FROM payloads WHERE message_id = ?", (message_id,)
+        )
+    }
+
+
+class Built(msgspec.Struct):
+    """The deliveries of a set of targets, ready to write."""
+
+    rows: list[tuple[Any, ...]]
+    created: list[tuple[int, Status, str, int, int]]
+    failed: list[tuple[int, Status, str, int, int]]
+    to_send: list[int]
+    #: When the earliest live delivery is due (None: nothing to send).
+    first_due: int | None
+    tracking_codes: list[str]
+    #: Per target: the index of its delivery (repeats of one device share one).
+    slots: list[int]
+
+
+def build_deliveries(
+    tx: Tx,
+    message_id: int,
+    send_at: int,
+    local_time: bool,
+    targets: Sequence[Target],
+    templates: dict[TemplateKey, int],
+    notification: dict[str, Any],
+) -> Built:
+    """One delivery per distinct device (or per distinct unknown entry) of ``targets``.
+
+    Devices that cannot receive (unsubscribed, no push token) and unknown
+    entries get a delivery that is ``failed`` at once; the rest wait for the
+    dispatcher, from ``send_at`` (or, with ``local_time``, from that wall-clock
+    time in each device's zone).
+    """
+    now = tx.now()
+    wanted_languages = languages(notification)
+    seen: dict[tuple[str, Any], int] = {}
+    slots: list[int] = []
+    unique: list[Target] = []
+    for entry, dev in targets:
+        who = ("d", dev[0]) if dev is not None else ("e", entry)
+        if who in seen:
+            slots.append(seen[who])
+            continue
+        seen[who] = len(unique)
+        slots.append(len(unique))
+        unique.append((entry, dev))
+    n = len(unique)
+    ids = tx.new_ids("deliveries", n) if n else []
+    tcodes = codes.tracking_codes(n)
+    hashes = codes.payload_hashes(n)
+    built = Built([], [], [], [], None, tcodes, slots)
+    for did, tcode, phash, (entry, dev) in zip(ids, tcodes, hashes, unique, strict=True):
+        if dev is None:
+            built.rows.append(
+                (did, message_id, None, None, tcode, entry, entry, None, 0, None, _FAILED, now)
+            )
+            built.created.append((did, Status.CREATED, DESC_CREATED, message_id, 0))
+            built.failed.append((did, Status.FAILED, DESC_UNKNOWN_DEVICE, message_id, 0))
+            continue
+        platform = dev[3]
+        pid = templates[(platform, _language_key(dev[4], wanted_languages))]
+        live = bool(dev[6]) and bool(dev[2])
+        due = send_at
+        if local_time:  # that wall-clock time in the device's zone
+            due = max(now, send_at - (dev[7] or 0) * 1_000_000)
+        built.rows.append(
+            (
+                did,
+                message_id,
+                dev[0],
+                pid,
+                tcode,
+                entry,
+                dev[1],
+                dev[5],
+                platform,
+                phash,
+                _CREATED if live else _FAILED,
+                due,
+            )
+        )
+        built.created.append((did, Status.CREATED, DESC_CREATED, message_id, platform))
+        if live:
+            built.first_due = due if built.first_due is None else min(built.first_due, due)
+            built.to_send.append(did)
+        else:
+            built.failed.append((did, Status.FAILED, DESC_UNSUBSCRIBED, message_id, platform))
+    return built
+
+
+def write_deliveries(tx: Tx, message_id: int, built: Built) -> None:
+    """Write built deliveries, their ``created``/``failed`` events and counters, and the
+    dispatch jobs that will send the live ones."""
+    if not built.rows:
+        return
+    tx.many(
+        "INSERT INTO deliveries (id, message_id, device_id, payload_id, tracking_code,"
+        " target_id, hwid, user_id, platform, hash, state, next_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        built.rows,
+    )
+    append_events(tx, built.created)
+    append_events(tx, built.failed)
+    if built.first_due is not None:
+        _enqueue_dispatch(tx, message_id, built.to_send, built.first_due)
 
 
 def _platform_or_none(value: int) -> Platform | None:
@@ -237,7 +328,7 @@ def _platform_or_none(value: int) -> Platform | None:
         return None
 
 
-def _languages(notification: dict[str, Any]) -> frozenset[str]:
+def languages(notification: dict[str, Any]) -> frozenset[str]:
     keys: set[str] = set()
     for field in ("content", "title", "subtitle"):
         value = notification.get(field)
@@ -253,9 +344,7 @@ def _language_key(device_language: str | None, wanted: frozenset[str]) -> str | 
     return None
 
 
-def _enqueue_dispatch(
-    tx: Tx, app: App, message_id: int, delivery_ids: Sequence[int], run_at: int
-) -> None:
+def _enqueue_dispatch(tx: Tx, message_id: int, delivery_ids: Sequence[int], run_at: int) -> None:
     if not delivery_ids:
         return
     now = tx.now()
@@ -274,6 +363,13 @@ def _enqueue_dispatch(
 
 
 def delete_message(tx: Tx, account: str, apps: frozenset[str] | None, code: str) -> str:
+    """Cancel a message: what is not yet sent ends ``failed``/``Cancelled``.
+
+    The message row changes first: that stops its expansion (each expansion
+    step is guarded by the row, see ``store/expansion.py``) and, on
+    PostgreSQL, waits for a step in progress, so the deliveries and jobs
+    cancelled below include everything any step wrote.
+    """
     row = tx.one(
         "SELECT m.id, m.status, a.code FROM messages m"
         " JOIN applications a ON a.id = m.app_id JOIN accounts acc ON acc.id = a.account_id"
@@ -285,28 +381,43 @@ def delete_message(tx: Tx, account: str, apps: frozenset[str] | None, code: str)
     if apps is not None and row[2] not in apps:
         raise AccessError(f"message {code} belongs to an application the token may not use")
     message_id, status, _ = row
-    if status in ("done", "cancelled"):
-        raise ConflictError(f"message is already {status}")
+    won = tx.one(
+        "UPDATE messages SET status = 'cancelled', expand_after = NULL WHERE id = ?"
+        " AND status NOT IN ('done', 'cancelled') RETURNING status",
+        (message_id,),
+    )
+    if won is None:  # it ended meanwhile (status was read before the row was ours)
+        now_row = tx.one("SELECT status FROM messages WHERE id = ?", (message_id,))
+        raise ConflictError(f"message is already {now_row[0] if now_row else status}")
     # Only the rows this UPDATE won: a dispatcher may mark some sent meanwhile.
     pending = sorted(
         tx.all(
             "UPDATE deliveries SET state = ? WHERE message_id = ? AND state = ?"
             " RETURNING id, platform",
-            (int(Status.FAILED), message_id, int(Status.CREATED)),
+            (_FAILED, message_id, _CREATED),
         )
     )
     append_events(
         tx,
         [(did, Status.FAILED, DESC_CANCELLED, message_id, platform) for did, platform in pending],
     )
+    now = tx.now()
     tx.run(
         "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE kind = 'dispatch'"
-        " AND state IN ('pending', 'running')"
-        " AND params LIKE ?",
-        (tx.now(), f'{{"message_id":{message_id},%'),
+        " AND state IN ('pending', 'running') AND params LIKE ?",
+        (now, f'{{"message_id":{message_id},%'),
     )
-    tx.run("UPDATE messages SET status = 'cancelled' WHERE id = ?", (message_id,))
+    tx.run(
+        "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE kind = ?"
+        " AND state IN ('pending', 'running') AND params = ?",
+        (now, EXPAND, expand_params(message_id)),
+    )
     return "cancelled"
+
+
+def expand_params(message_id: int) -> str:
+    """The stored ``params`` of a message's expansion job."""
+    return dumps({"message_id": message_id})
 
 
 # -- reading the trail --------------------------------------------------------------------

@@ -100,10 +100,12 @@ def old_messages(tx: Tx, *, before: int, limit: int) -> list[int]:
 
     Created and due before it, and no hourly counter bucket reaching into it:
     every event but ``created`` is counted, and ``created`` is written when the
-    message is, so all their events are older than ``before``.
+    message is (or by its expansion, which must be over), so all their events
+    are older than ``before``.
     """
     rows = tx.all(
         "SELECT m.id FROM messages m WHERE m.created_at < ? AND m.send_at < ?"
+        " AND m.expand_after IS NULL"
         " AND NOT EXISTS (SELECT 1 FROM counters c WHERE c.message_id = m.id AND c.hour > ?)"
         " ORDER BY m.created_at LIMIT ?",
         (before, before, before - HOUR_US, limit),

@@ -163,4 +163,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX files_expiry ON files (expires_at);
     """,
+    # 2: audience messages expand in a job (targeting kept with the message, a cursor)
+    """
+    ALTER TABLE messages ADD COLUMN targeting TEXT;
+    ALTER TABLE messages ADD COLUMN local_time INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN expand_after INTEGER;
+    CREATE INDEX devices_app ON devices (app_id, id);
+    CREATE UNIQUE INDEX deliveries_message_device ON deliveries (message_id, device_id);
+    DROP INDEX deliveries_message;
+    """,
 ]
