@@ -43,6 +43,9 @@ class Settings:
     #: Sending: tries per delivery before it ends failed; first backoff in seconds.
     max_attempts: int = 5
     retry_backoff_seconds: float = 2.0
+    #: Devices per step when an audience message is expanded into deliveries (1-1000):
+    #: each step is one write transaction.
+    expansion_batch: int = 1000
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
@@ -65,6 +68,8 @@ class Settings:
             raise ValueError("worker_concurrency and worker_lease_seconds must be at least 1")
         if self.max_attempts < 1 or self.retry_backoff_seconds < 0:
             raise ValueError("max_attempts must be at least 1, retry_backoff_seconds >= 0")
+        if not 1 <= self.expansion_batch <= 1000:
+            raise ValueError("expansion_batch must be between 1 and 1000")
         if self.file_ttl_hours < 1:
             raise ValueError("file_ttl_hours must be at least 1")
         if not self.database.startswith(("sqlite:", "postgresql:", "postgres:")):

@@ -1,7 +1,7 @@
 """The ``expand_audience`` job: an audience message's deliveries, a bounded step at a time.
 
 createMessage records an audience message and this job; the job walks the
-audience by device id in steps of at most ``store.expansion.BATCH`` devices,
+audience by device id in steps of ``expansion_batch`` devices (at most 1000),
 each step its own short write transaction that also moves the message's
 cursor (see ``store/expansion.py``). Stopped at any point (crash, SIGTERM,
 lost lease, deleteMessage), it resumes from the cursor: every device gets
@@ -32,7 +32,7 @@ def handler(settings: Settings, store: Store) -> Handler:
         written = 0
         status = None
         while after is not None:
-            step = await store.expansion.step(exp, after)
+            step = await store.expansion.step(exp, after, settings.expansion_batch)
             if not step.won:  # moved by someone else (or cancelled): look again
                 now = await store.expansion.load(message_id)
                 after = now.cursor if now is not None else None
