@@ -145,7 +145,7 @@ class Difference(msgspec.Struct, frozen=True, tag="difference"):
 Node = Application | TagCondition | Union | Intersection | Difference
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[Node] = msgspec.json.Decoder(Node)  # type: ignore[arg-type]
+_decoder: msgspec.json.Decoder[Node] = msgspec.json.Decoder(Node)
 
 
 def encode_node(node: Node) -> bytes:
@@ -329,9 +329,7 @@ class _Build(Transformer[Token, Node]):
         return Application(code=_unquote(code), platforms=platforms)
 
     def group(self, g: Token, code: Token, platforms: tuple[int, ...] | None) -> Node:
-        raise FilterSyntaxError(
-            _column(g), "G(...) (application groups)", what="not supported"
-        )
+        raise FilterSyntaxError(_column(g), "G(...) (application groups)", what="not supported")
 
     def platforms(self, *items: Token | None) -> tuple[int, ...]:
         codes: list[int] = []
@@ -411,9 +409,10 @@ _TOKEN_WORDS = {
 }
 
 
-def _expected(names: set[str] | frozenset[str] | None) -> str:
-    if not names:
+def _expected(expected: Any) -> str:
+    if not expected:
         return ""
+    names = {str(getattr(n, "type", n)) for n in expected}
     words = sorted({_TOKEN_WORDS.get(n, n) for n in names if not n.startswith("__ANON")})
     if not words:
         return ""
@@ -435,17 +434,19 @@ def _syntax_error(text: str, exc: UnexpectedInput) -> FilterSyntaxError:
             _column(token), f"unexpected {str(token)[:40]!r}" + _expected(exc.expected)
         )
     if isinstance(exc, UnexpectedCharacters):
-        pos = exc.pos_in_stream
+        pos = exc.pos_in_stream or 0
         ch = text[pos] if pos < len(text) else ""
         return FilterSyntaxError(pos + 1, f"unexpected character {ch!r}" + _expected(exc.allowed))
-    pos = getattr(exc, "pos_in_stream", None)
-    return FilterSyntaxError((pos or 0) + 1, "cannot parse")
+    where: int | None = getattr(exc, "pos_in_stream", None)
+    return FilterSyntaxError((where or 0) + 1, "cannot parse")
 
 
 def parse_filter(text: str) -> Node:
     """Filter-language text as a tree; ``FilterSyntaxError`` says where it went wrong."""
     if len(text) > MAX_FILTER_LENGTH:
-        raise FilterSyntaxError(MAX_FILTER_LENGTH + 1, f"longer than {MAX_FILTER_LENGTH} characters")
+        raise FilterSyntaxError(
+            MAX_FILTER_LENGTH + 1, f"longer than {MAX_FILTER_LENGTH} characters"
+        )
     if not text.strip():
         raise FilterSyntaxError(1, "empty expression")
     parser = _parser()
