@@ -188,7 +188,40 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX files_expiry ON files (expires_at);
     """,
-    # 2: audience messages expand in a job (targeting kept with the message, a cursor)
+    # 2: tags (definitions per application, values in a table of their own) and saved filters
+    """
+    CREATE TABLE tag_defs (
+        id BIGSERIAL PRIMARY KEY,
+        app_id BIGINT NOT NULL REFERENCES applications (id),
+        name TEXT NOT NULL,
+        type INTEGER NOT NULL,
+        declared INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        UNIQUE (app_id, name)
+    );
+    CREATE TABLE tag_values (
+        device_id BIGINT NOT NULL,
+        tag_id BIGINT NOT NULL,
+        num BIGINT,
+        txt TEXT
+    );
+    CREATE INDEX tag_values_device ON tag_values (device_id, tag_id, num);
+    CREATE INDEX tag_values_num ON tag_values (tag_id, num, device_id) WHERE num IS NOT NULL;
+    CREATE INDEX tag_values_txt ON tag_values (tag_id, txt, device_id) WHERE txt IS NOT NULL;
+    CREATE TABLE saved_filters (
+        id BIGSERIAL PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts (id),
+        app_id BIGINT REFERENCES applications (id),
+        name TEXT NOT NULL,
+        expression TEXT NOT NULL,
+        selection TEXT NOT NULL,
+        conditions TEXT,
+        operator TEXT,
+        created_at BIGINT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    """,
+    # 3: audience messages expand in a job (targeting kept with the message, a cursor)
     """
     ALTER TABLE messages ADD COLUMN targeting TEXT;
     ALTER TABLE messages ADD COLUMN local_time INTEGER NOT NULL DEFAULT 0;

@@ -27,6 +27,7 @@ from pushtrack.store.base import (
     TokenInfo,
     Tx,
 )
+from pushtrack.store.targeting import set_device_tags
 
 _json = msgspec.json.Encoder()
 
@@ -187,7 +188,7 @@ def revoke_tokens(tx: Tx, account: str, prefix: str) -> int:
 
 def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
     now = tx.now()
-    tx.run(
+    row = tx.one(
         "INSERT INTO devices (app_id, hwid, push_token, device_type, language, timezone, tags,"
         " user_id, app_version, device_model, os_version, subscribed, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -202,7 +203,7 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
         " device_model = COALESCE(excluded.device_model, devices.device_model),"
         " os_version = COALESCE(excluded.os_version, devices.os_version),"
         " subscribed = CASE WHEN COALESCE(excluded.push_token, devices.push_token) IS NULL"
-        " THEN 0 ELSE 1 END, updated_at = excluded.updated_at",
+        " THEN 0 ELSE 1 END, updated_at = excluded.updated_at RETURNING id",
         (
             app.id,
             d.hwid,
@@ -210,7 +211,7 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
             d.device_type,
             d.language,
             d.timezone,
-            dumps(d.tags) if d.tags is not None else None,
+            None,  # tags live in tag_values (store/targeting.py)
             d.user_id,
             d.app_version,
             d.device_model,
@@ -220,6 +221,10 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
             now,
         ),
     )
+    if d.tags:
+        assert row is not None
+        # The upsert locked the device row: tag writes to one device run in turn.
+        set_device_tags(tx, app, int(row[0]), d.tags)
 
 
 def unregister_device(tx: Tx, app: App, hwid: str) -> bool:
