@@ -15,9 +15,10 @@ import pytest
 
 from pushtrack import config
 from pushtrack.delivery.dispatcher import Dispatcher
+from pushtrack.domain.targeting import parse_filter
 from pushtrack.jobs import expansion
 from pushtrack.jobs.runner import Worker
-from pushtrack.store.base import DeviceIn
+from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
 from pushtrack.worker import build_worker
 from tests.delivery.test_crash import PUSHTRACK, wait_for
 from tests.support import Service, run, service
@@ -204,6 +205,36 @@ def test_audience_expands_in_steps_with_one_delivery_per_device(svc: Service) ->
     work(svc)
     assert message(svc, mid) == ("done", 2500, None)
     assert svc.db.count_where("deliveries", f"message_id = {mid} AND state = 3") == 2500
+
+
+def test_a_selection_expands_to_exactly_the_devices_it_selects(svc: Service) -> None:
+    devices = [
+        ios(i, tags={"level": i % 10, "vip": i % 7 == 0}, language="de" if i % 3 else None)
+        for i in range(2300)
+    ]
+    populate(svc, devices)
+    node = parse_filter('(T("level", GTE, 7) + T("vip", EQ, 1)) \\ T("level", EQ, 9)')
+    plan = MessagePlan(
+        notification={"content": {"en": "Hi", "de": "Hallo"}},
+        targeting=Targeting(platforms=(1,), selection=node),
+        send_at=svc.store.clock(),
+    )
+    (created,) = run(svc.store.create_messages(svc.app, [plan]))
+    assert created.tracking_codes is None
+    mid = created.id
+    assert devices_of(svc, mid) == []
+    (stored,) = svc.db.rows("SELECT targeting FROM messages WHERE id = ?", (mid,))[0]
+    svc.expand()
+
+    chosen = {f"hw-{i:05d}" for i in range(2300) if (i % 10 >= 7 or i % 7 == 0) and i % 10 != 9}
+    got = [
+        str(r[0]) for r in svc.db.rows("SELECT hwid FROM deliveries WHERE message_id = ?", (mid,))
+    ]
+    assert sorted(got) == sorted(chosen)  # each selected device once, nothing else
+    assert message(svc, mid) == ("pending", len(chosen), None)
+    exp = run(svc.store.expansion.load(mid))
+    assert exp.selection == node  # kept with the message, as it was given
+    assert "level" in stored
 
 
 def test_two_steps_from_one_cursor_apply_once(svc: Service) -> None:

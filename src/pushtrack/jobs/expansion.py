@@ -11,13 +11,18 @@ so sending starts while the expansion goes on.
 
 from __future__ import annotations
 
+import logging
+
 from pushtrack.config import Settings
 from pushtrack.jobs.runner import Done, Handler, Outcome
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
 from pushtrack.store.messages import EXPAND
+from pushtrack.store.targeting import SelectionError
 
 KIND = EXPAND
+
+log = logging.getLogger("pushtrack.jobs")
 
 
 def handler(settings: Settings, store: Store) -> Handler:
@@ -32,7 +37,14 @@ def handler(settings: Settings, store: Store) -> Handler:
         written = 0
         status = None
         while after is not None:
-            step = await store.expansion.step(exp, after, settings.expansion_batch)
+            try:
+                step = await store.expansion.step(exp, after, settings.expansion_batch)
+            except SelectionError as exc:
+                # A tag the selection names was declared again with another type:
+                # stop here rather than guess (what was written is still sent).
+                log.error("message %s: expansion stopped: %s", message_id, exc.message)
+                status = await store.expansion.stop(message_id)
+                return Done({"deliveries": written, "message": status, "error": exc.message})
             if not step.won:  # moved by someone else (or cancelled): look again
                 now = await store.expansion.load(message_id)
                 after = now.cursor if now is not None else None

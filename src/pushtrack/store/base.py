@@ -13,6 +13,7 @@ import msgspec
 
 from pushtrack.domain.platforms import Platform
 from pushtrack.domain.status import Status
+from pushtrack.domain.targeting import Node
 
 T = TypeVar("T")
 
@@ -71,6 +72,9 @@ class Targeting(msgspec.Struct, frozen=True):
     devices: tuple[str, ...] | None = None
     platforms: tuple[int, ...] | None = None
     users: tuple[str, ...] | None = None
+    #: Tag conditions, a saved filter or a filter expression, as one selection tree
+    #: over the message's application (``store.targeting.audience_where``).
+    selection: Node | None = None
 
 
 class MessagePlan(msgspec.Struct, frozen=True):

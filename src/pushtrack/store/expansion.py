@@ -34,20 +34,25 @@ from typing import Any
 
 import msgspec
 
+from pushtrack.domain.targeting import Node
 from pushtrack.store.base import App, Engine, Tx
 from pushtrack.store.dispatch import finish_message
 from pushtrack.store.messages import (
     DEVICE_COLUMNS,
+    AudienceTargeting,
     Device,
     build_deliveries,
     ensure_templates,
     message_templates,
     write_deliveries,
 )
+from pushtrack.store.targeting import audience_where
 from pushtrack.store.tx import APP_COLUMNS, APP_FROM, app_from_row, loads
 
 #: Devices per step, at most.
 BATCH = 1000
+
+_targeting = msgspec.json.Decoder(AudienceTargeting)
 
 
 class Expansion(msgspec.Struct, frozen=True):
@@ -60,6 +65,7 @@ class Expansion(msgspec.Struct, frozen=True):
     local_time: bool
     platforms: tuple[int, ...] | None
     users: tuple[str, ...] | None
+    selection: Node | None
     #: Where the expansion stands: the last device id handled (None: it is over).
     cursor: int | None
 
@@ -86,16 +92,16 @@ def load(tx: Tx, *, message_id: int) -> Expansion | None:
     app_row = tx.one(f"SELECT {APP_COLUMNS} FROM {APP_FROM} WHERE a.id = ?", (row[0],))
     if app_row is None:
         return None
-    targeting = loads(row[4]) or {}
-    platforms, users = targeting.get("platforms"), targeting.get("users")
+    targeting = _targeting.decode(row[4]) if row[4] is not None else AudienceTargeting()
     return Expansion(
         message_id=message_id,
         app=app_from_row(app_row),
         notification=loads(row[1]),
         send_at=row[2],
         local_time=bool(row[3]),
-        platforms=tuple(platforms) if platforms else None,
-        users=tuple(users) if users else None,
+        platforms=targeting.platforms or None,
+        users=targeting.users or None,
+        selection=targeting.selection,
         cursor=row[5],
     )
 
@@ -110,6 +116,10 @@ def audience_after(tx: Tx, *, exp: Expansion, after: int, limit: int) -> list[De
     if exp.users:
         where.append(f"d.user_id IN ({','.join('?' * len(exp.users))})")
         params.extend(exp.users)
+    if exp.selection is not None:
+        selected, more = audience_where(tx, exp.app, exp.selection)
+        where.append(selected)
+        params.extend(more)
     params.append(limit)
     return tx.all(
         f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE {' AND '.join(where)} ORDER BY d.id LIMIT ?",
@@ -145,6 +155,19 @@ def write_step(tx: Tx, *, exp: Expansion, after: int, devices: list[Device], las
     return Step(cursor=None, deliveries=len(devices), status=finish_message(tx, message_id=mid))
 
 
+def stop(tx: Tx, *, message_id: int) -> str | None:
+    """End an expansion where it stands (its selection can no longer be compiled).
+
+    What was written stays and is sent; the message is done once that has ended.
+    """
+    if not tx.run(
+        "UPDATE messages SET expand_after = NULL WHERE id = ? AND expand_after IS NOT NULL",
+        (message_id,),
+    ):
+        return None
+    return finish_message(tx, message_id=message_id)
+
+
 class ExpansionStore:
     """The expansion part of the ``Store``: ``store.expansion``."""
 
@@ -153,6 +176,9 @@ class ExpansionStore:
 
     async def load(self, message_id: int) -> Expansion | None:
         return await self.engine.read(partial(load, message_id=message_id))
+
+    async def stop(self, message_id: int) -> str | None:
+        return await self.engine.write(partial(stop, message_id=message_id))
 
     async def step(self, exp: Expansion, after: int, limit: int = BATCH) -> Step:
         """One step: read the next devices (no writer held), then write them."""

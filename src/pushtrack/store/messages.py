@@ -28,6 +28,7 @@ from pushtrack.domain.status import (
     DESC_UNSUBSCRIBED,
     Status,
 )
+from pushtrack.domain.targeting import Node
 from pushtrack.store import jobs
 from pushtrack.store.base import (
     AccessError,
@@ -153,7 +154,7 @@ def _insert_message(
     t = plan.targeting
     targeting = None
     if t.devices is None:
-        targeting = dumps({"platforms": t.platforms, "users": t.users})
+        targeting = dumps(AudienceTargeting(t.platforms, t.users, t.selection))
     tx.run(
         "INSERT INTO messages (id, code, app_id, campaign, notification, send_at, status,"
         " deliveries, created_at, targeting, local_time, expand_after)"
@@ -173,6 +174,14 @@ def _insert_message(
             expand_after,
         ),
     )
+
+
+class AudienceTargeting(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An audience message's targeting as kept with it (``messages.targeting``, JSON)."""
+
+    platforms: tuple[int, ...] | None = None
+    users: tuple[str, ...] | None = None
+    selection: Node | None = None
 
 
 def ensure_templates(
