@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import msgspec
 
 from pushtrack.api.context import Call
-from pushtrack.api.envelope import convert
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import platforms
 from pushtrack.domain.status import BY_LABEL, Status
@@ -24,7 +23,7 @@ MAX_HWIDS = 1000
 Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
-class GetMessageLog(msgspec.Struct):
+class GetMessageLog(msgspec.Struct, forbid_unknown_fields=True):
     message_id: Id | None = None
     message_code: str | None = None
     campaign_code: str | None = None
@@ -37,7 +36,6 @@ class GetMessageLog(msgspec.Struct):
     platforms: list[str] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 1000
     pagination_token: str | None = None
-    auth: str | None = None
 
 
 #: Pushwoosh's inbox actions exist in the filter vocabulary but are never recorded here.
@@ -119,8 +117,7 @@ def build_query(call: Call, r: GetMessageLog) -> LogQuery:
     )
 
 
-async def get_message_log(call: Call, body: dict[str, Any]) -> dict[str, Any]:
-    r = convert(body, GetMessageLog)
+async def get_message_log(call: Call, r: GetMessageLog) -> dict[str, Any]:
     query = build_query(call, r)
     since = window_start(call.ctx.store_clock(), call.ctx.settings.retention_days)
     query = msgspec.structs.replace(query, date_from=max(query.date_from or since, since))

@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from pushtrack.api.context import Call
-from pushtrack.api.envelope import convert
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import platforms as platform_names
 from pushtrack.domain.platforms import ACCEPTED
@@ -20,32 +19,30 @@ MAX_PER_PAGE = 1000
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class TotalsByIntervals(msgspec.Struct):
+class TotalsByIntervals(msgspec.Struct, forbid_unknown_fields=True):
     message_code: Code
     platforms: list[int] | None = None
     interval: Literal["minute", "hour", "day"] = "hour"
     date_from: str | None = None
     date_to: str | None = None
-    auth: str | None = None
 
 
-class DateRange(msgspec.Struct):
+class DateRange(msgspec.Struct, forbid_unknown_fields=True):
     date_from: str | None = None
     date_to: str | None = None
 
 
-class Filters(msgspec.Struct):
+class Filters(msgspec.Struct, forbid_unknown_fields=True):
     application: Code
     date_range: DateRange | None = None
     platforms: list[int | str] | None = None
     messages_codes: Annotated[list[Code], msgspec.Meta(max_length=1000)] | None = None
 
 
-class MessagesList(msgspec.Struct):
+class MessagesList(msgspec.Struct, forbid_unknown_fields=True):
     filters: Filters
     per_page: Annotated[int, msgspec.Meta(ge=1, le=MAX_PER_PAGE)] = 100
     page: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
-    auth: str | None = None
 
 
 def _time(value: str | None, name: str, *, end: bool = False) -> int | None:
@@ -99,8 +96,7 @@ def _since(call: Call) -> int:
     return window_start(call.ctx.store_clock(), call.ctx.settings.retention_days)
 
 
-async def totals_by_intervals(call: Call, body: dict[str, Any]) -> dict[str, Any]:
-    r = convert(body, TotalsByIntervals)
+async def totals_by_intervals(call: Call, r: TotalsByIntervals) -> dict[str, Any]:
     assert call.token is not None
     wanted = _platforms(list(r.platforms) if r.platforms else None, "platforms")
     start, end = _range(r.date_from, r.date_to)
@@ -127,8 +123,7 @@ async def totals_by_intervals(call: Call, body: dict[str, Any]) -> dict[str, Any
 _TARGETING = frozenset({"devices", "users"})
 
 
-async def messages_list(call: Call, body: dict[str, Any]) -> dict[str, Any]:
-    r = convert(body, MessagesList)
+async def messages_list(call: Call, r: MessagesList) -> dict[str, Any]:
     assert call.token is not None
     f = r.filters
     app = await call.app_for(f.application)
