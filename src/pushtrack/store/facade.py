@@ -145,6 +145,12 @@ class Store:
         """
         return await self.engine.write(partial(messages.create_messages, app=app, plans=plans))
 
+    async def create_messages_for(
+        self, items: Sequence[tuple[App, MessagePlan]]
+    ) -> list[MessageCreated]:
+        """Messages of several applications (each ``(app, plan)``), in one transaction."""
+        return await self.engine.write(partial(messages.create_messages_for, items=items))
+
     async def delete_message(self, account: str, apps: frozenset[str] | None, code: str) -> str:
         """Cancel what is not yet sent (ConflictError: unknown or already ended)."""
         return await self.engine.write(

@@ -99,6 +99,11 @@ def create_messages(tx: Tx, app: App, plans: Sequence[MessagePlan]) -> list[Mess
     return [_create_message(tx, app, plan) for plan in plans]
 
 
+def create_messages_for(tx: Tx, items: Sequence[tuple[App, MessagePlan]]) -> list[MessageCreated]:
+    """Messages of several applications (createTargetedMessage), in one transaction."""
+    return [_create_message(tx, app, plan) for app, plan in items]
+
+
 def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
     if plan.targeting.devices is None:
         return _create_audience_message(tx, app, plan)
