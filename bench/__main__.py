@@ -23,6 +23,7 @@ WORKLOADS = {
     "lookup": "bench.lookup",
     "stats": "bench.stats",
     "retention": "bench.retention",
+    "targeting": "bench.targeting",
 }
 
 

@@ -45,7 +45,7 @@ class Settings:
     retry_backoff_seconds: float = 2.0
     #: Devices per step when an audience message is expanded into deliveries (1-1000):
     #: each step is one write transaction.
-    expansion_batch: int = 1000
+    expansion_batch: int = 250
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -11,7 +11,9 @@ so sending starts while the expansion goes on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from pushtrack.config import Settings
 from pushtrack.jobs.runner import Done, Handler, Outcome
@@ -21,6 +23,8 @@ from pushtrack.store.messages import EXPAND
 from pushtrack.store.targeting import SelectionError
 
 KIND = EXPAND
+#: Pause after each step, as a multiple of the time its write took.
+REST = 1.0
 
 log = logging.getLogger("pushtrack.jobs")
 
@@ -38,13 +42,18 @@ def handler(settings: Settings, store: Store) -> Handler:
         status = None
         while after is not None:
             try:
-                step = await store.expansion.step(exp, after, settings.expansion_batch)
+                read = await store.expansion.read(exp, after, settings.expansion_batch)
             except SelectionError as exc:
                 # A tag the selection names was declared again with another type:
                 # stop here rather than guess (what was written is still sent).
                 log.error("message %s: expansion stopped: %s", message_id, exc.message)
                 status = await store.expansion.stop(message_id)
                 return Done({"deliveries": written, "message": status, "error": exc.message})
+            started = time.perf_counter()
+            step = await store.expansion.write(exp, read)
+            # Rest as long as the write took: other writers (callbacks, fan-out) get
+            # at least half of the store's writer while an audience expands.
+            await asyncio.sleep((time.perf_counter() - started) * REST)
             if not step.won:  # moved by someone else (or cancelled): look again
                 now = await store.expansion.load(message_id)
                 after = now.cursor if now is not None else None

@@ -6,8 +6,9 @@ is recorded by createMessage with its targeting and a cursor,
 first step; NULL once the expansion is over or the message was cancelled).
 
 A step reads the next devices of the audience in id order
-(``d.id > cursor ORDER BY d.id LIMIT n``) outside any write transaction, so
-the writer is never held while the audience is searched. Then one short write
+(``d.id > cursor ORDER BY d.id LIMIT n``) and plans their deliveries (codes,
+hashes, due times) outside any write transaction, so the writer is never held
+while the audience is searched or the rows are built. Then one short write
 transaction moves the cursor from the value the step read to the last device
 read, and writes those devices' payload templates (the ones the message does
 not have yet), deliveries, ``created`` (and ``failed``) events, counters and
@@ -41,9 +42,11 @@ from pushtrack.store.messages import (
     DEVICE_COLUMNS,
     AudienceTargeting,
     Device,
+    Planned,
     build_deliveries,
     ensure_templates,
     message_templates,
+    plan_deliveries,
     write_deliveries,
 )
 from pushtrack.store.targeting import audience_where
@@ -127,32 +130,49 @@ def audience_after(tx: Tx, *, exp: Expansion, after: int, limit: int) -> list[De
     )
 
 
-def write_step(tx: Tx, *, exp: Expansion, after: int, devices: list[Device], last: bool) -> Step:
-    """Write the deliveries of ``devices`` (read after ``after``) and move the cursor.
+class Read(msgspec.Struct, frozen=True):
+    """What a step read, and its deliveries planned, before its write transaction."""
 
-    With ``last`` (the read found fewer devices than it asked for) the
-    expansion ends here too: the message is done at once if nothing of it is
-    left to send.
+    after: int
+    #: The last device id read (``after`` if none).
+    cursor: int
+    #: Fewer devices than asked for: the audience ends here.
+    last: bool
+    planned: Planned
+
+
+def read_step(tx: Tx, *, exp: Expansion, after: int, limit: int) -> Read:
+    """The next devices of the audience after ``after``, and their deliveries planned."""
+    devices = audience_after(tx, exp=exp, after=after, limit=limit)
+    planned = plan_deliveries(
+        tx.now(), exp.send_at, exp.local_time, [(d[1], d) for d in devices], exp.notification
+    )
+    cursor = devices[-1][0] if devices else after
+    return Read(after=after, cursor=cursor, last=len(devices) < limit, planned=planned)
+
+
+def write_step(tx: Tx, *, exp: Expansion, read: Read) -> Step:
+    """Write a step's deliveries and move the cursor from where the step read it.
+
+    With ``read.last`` the expansion ends here too: the message is done at
+    once if nothing of it is left to send.
     """
     mid = exp.message_id
-    cursor = devices[-1][0] if devices else after
+    n = len(read.planned.items)
     won = tx.run(
         "UPDATE messages SET expand_after = ?, deliveries = deliveries + ?"
         " WHERE id = ? AND expand_after = ?",
-        (None if last else cursor, len(devices), mid, after),
+        (None if read.last else read.cursor, n, mid, read.after),
     )
     if not won:
         return Step(cursor=None, deliveries=0, won=False)
-    if devices:
-        targets = [(dev[1], dev) for dev in devices]
-        templates = ensure_templates(tx, mid, exp.notification, targets, message_templates(tx, mid))
-        built = build_deliveries(
-            tx, mid, exp.send_at, exp.local_time, targets, templates, exp.notification
-        )
-        write_deliveries(tx, mid, built)
-    if not last:
-        return Step(cursor=cursor, deliveries=len(devices))
-    return Step(cursor=None, deliveries=len(devices), status=finish_message(tx, message_id=mid))
+    if n:
+        templates = message_templates(tx, mid)
+        ensure_templates(tx, mid, exp.notification, read.planned.keys, templates)
+        write_deliveries(tx, mid, build_deliveries(tx, mid, read.planned, templates))
+    if not read.last:
+        return Step(cursor=read.cursor, deliveries=n)
+    return Step(cursor=None, deliveries=n, status=finish_message(tx, message_id=mid))
 
 
 def stop(tx: Tx, *, message_id: int) -> str | None:
@@ -180,10 +200,15 @@ class ExpansionStore:
     async def stop(self, message_id: int) -> str | None:
         return await self.engine.write(partial(stop, message_id=message_id))
 
-    async def step(self, exp: Expansion, after: int, limit: int = BATCH) -> Step:
-        """One step: read the next devices (no writer held), then write them."""
+    async def read(self, exp: Expansion, after: int, limit: int = BATCH) -> Read:
+        """A step's first half: the next devices, their deliveries planned (no writer held)."""
         limit = max(1, min(limit, BATCH))
-        devices = await self.engine.read(partial(audience_after, exp=exp, after=after, limit=limit))
-        return await self.engine.write(
-            partial(write_step, exp=exp, after=after, devices=devices, last=len(devices) < limit)
-        )
+        return await self.engine.read(partial(read_step, exp=exp, after=after, limit=limit))
+
+    async def write(self, exp: Expansion, read: Read) -> Step:
+        """A step's second half: one short write transaction."""
+        return await self.engine.write(partial(write_step, exp=exp, read=read))
+
+    async def step(self, exp: Expansion, after: int, limit: int = BATCH) -> Step:
+        """One whole step: ``read`` then ``write``."""
+        return await self.write(exp, await self.read(exp, after, limit))

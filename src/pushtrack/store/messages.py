@@ -7,8 +7,8 @@ or unsubscribed devices, ``failed``) events, the counters, and the dispatch
 jobs that will send them. A message to an audience (platforms, users, a
 selection, or the whole application) is recorded with its targeting and an
 ``EXPAND`` job; that job writes its deliveries in bounded steps
-(``store/expansion.py``) with the same functions: ``ensure_templates``,
-``build_deliveries``, ``write_deliveries``.
+(``store/expansion.py``) with the same functions: ``plan_deliveries``,
+``ensure_templates``, ``build_deliveries``, ``write_deliveries``.
 """
 
 from __future__ import annotations
@@ -112,10 +112,9 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
     targets = explicit_targets(tx, app, plan.targeting.devices)
     (message_id,) = tx.new_ids("messages", 1)
     code = codes.message_code()
-    templates = ensure_templates(tx, message_id, plan.notification, targets, {})
-    built = build_deliveries(
-        tx, message_id, plan.send_at, plan.local_time, targets, templates, plan.notification
-    )
+    planned = plan_deliveries(now, plan.send_at, plan.local_time, targets, plan.notification)
+    templates = ensure_templates(tx, message_id, plan.notification, planned.keys, {})
+    built = build_deliveries(tx, message_id, planned, templates)
     run_at = max(now, plan.send_at) if built.first_due is None else built.first_due
     if not built.to_send:
         status = "done"  # nothing to send: every delivery (if any) already ended
@@ -125,7 +124,7 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
     write_deliveries(tx, message_id, built)
     tracking_codes = None
     if app.tracking:
-        tracking_codes = [built.tracking_codes[slot] for slot in built.slots]
+        tracking_codes = [planned.items[slot][5] for slot in planned.slots]
     return MessageCreated(code=code, id=message_id, tracking_codes=tracking_codes)
 
 
@@ -193,18 +192,11 @@ def ensure_templates(
     tx: Tx,
     message_id: int,
     notification: dict[str, Any],
-    targets: Sequence[Target],
+    keys: Sequence[TemplateKey],
     templates: dict[TemplateKey, int],
 ) -> dict[TemplateKey, int]:
-    """Add to ``templates`` (the message's own so far) one per (platform, language) met."""
-    wanted_languages = languages(notification)
-    missing: list[TemplateKey] = []
-    for _, dev in targets:
-        if dev is not None:
-            key = (dev[3], _language_key(dev[4], wanted_languages))
-            if key not in templates:
-                templates[key] = 0
-                missing.append(key)
+    """Add to ``templates`` (the message's own so far) those of ``keys`` it lacks."""
+    missing = [key for key in dict.fromkeys(keys) if key not in templates]
     if not missing:
         return templates
     payload_rows: list[tuple[Any, ...]] = []
@@ -231,37 +223,36 @@ def message_templates(tx: Tx, message_id: int) -> dict[TemplateKey, int]:
     }
 
 
-class Built(msgspec.Struct):
-    """The deliveries of a set of targets, ready to write."""
+class Planned(msgspec.Struct):
+    """The deliveries of a set of targets, decided before any id is given (no I/O).
 
-    rows: list[tuple[Any, ...]]
-    created: list[tuple[int, Status, str, int, int]]
-    failed: list[tuple[int, Status, str, int, int]]
-    to_send: list[int]
-    #: When the earliest live delivery is due (None: nothing to send).
-    first_due: int | None
-    tracking_codes: list[str]
+    Planning costs as much as writing; an expansion step plans before its
+    write transaction, so the writer is held only for the writing.
+    """
+
+    #: Per delivery: (entry, device or None, template key or None, live, due,
+    #: tracking code, payload hash).
+    items: list[tuple[str, Device | None, TemplateKey | None, bool, int, str, str]]
     #: Per target: the index of its delivery (repeats of one device share one).
     slots: list[int]
+    #: The template keys met, first mention first.
+    keys: list[TemplateKey]
 
 
-def build_deliveries(
-    tx: Tx,
-    message_id: int,
+def plan_deliveries(
+    now: int,
     send_at: int,
     local_time: bool,
     targets: Sequence[Target],
-    templates: dict[TemplateKey, int],
     notification: dict[str, Any],
-) -> Built:
+) -> Planned:
     """One delivery per distinct device (or per distinct unknown entry) of ``targets``.
 
     Devices that cannot receive (unsubscribed, no push token) and unknown
     entries get a delivery that is ``failed`` at once; the rest wait for the
     dispatcher, from ``send_at`` (or, with ``local_time``, from that wall-clock
-    time in each device's zone).
+    time in each device's zone, and not before ``now``).
     """
-    now = tx.now()
     wanted_languages = languages(notification)
     seen: dict[tuple[str, Any], int] = {}
     slots: list[int] = []
@@ -275,46 +266,65 @@ def build_deliveries(
         slots.append(len(unique))
         unique.append((entry, dev))
     n = len(unique)
-    ids = tx.new_ids("deliveries", n) if n else []
+    planned = Planned([], slots, [])
+    keys: dict[TemplateKey, None] = {}
     tcodes = codes.tracking_codes(n)
     hashes = codes.payload_hashes(n)
-    built = Built([], [], [], [], None, tcodes, slots)
-    for did, tcode, phash, (entry, dev) in zip(ids, tcodes, hashes, unique, strict=True):
+    for tcode, phash, (entry, dev) in zip(tcodes, hashes, unique, strict=True):
         if dev is None:
-            built.rows.append(
-                (did, message_id, None, None, tcode, entry, entry, None, 0, None, _FAILED, now)
+            planned.items.append((entry, None, None, False, now, tcode, phash))
+            continue
+        key = (dev[3], _language_key(dev[4], wanted_languages))
+        keys[key] = None
+        due = send_at
+        if local_time:
+            due = max(now, send_at - (dev[7] or 0) * 1_000_000)
+        live = bool(dev[6]) and bool(dev[2])
+        planned.items.append((entry, dev, key, live, due, tcode, phash))
+    planned.keys = list(keys)
+    return planned
+
+
+class Built(msgspec.Struct):
+    """Planned deliveries with their ids, ready to write."""
+
+    rows: list[tuple[Any, ...]]
+    created: list[tuple[int, Status, str, int, int]]
+    failed: list[tuple[int, Status, str, int, int]]
+    to_send: list[int]
+    #: When the earliest live delivery is due (None: nothing to send).
+    first_due: int | None
+
+
+def build_deliveries(
+    tx: Tx, message_id: int, planned: Planned, templates: dict[TemplateKey, int]
+) -> Built:
+    """Give planned deliveries their ids and templates (``templates`` has every key)."""
+    n = len(planned.items)
+    ids = tx.new_ids("deliveries", n) if n else []
+    built = Built([], [], [], [], None)
+    rows, created, failed, to_send = built.rows, built.created, built.failed, built.to_send
+    first_due: int | None = None
+    for did, (entry, dev, key, live, due, tcode, phash) in zip(ids, planned.items, strict=True):
+        if dev is None or key is None:
+            rows.append(
+                (did, message_id, None, None, tcode, entry, entry, None, 0, None, _FAILED, due)
             )
-            built.created.append((did, Status.CREATED, DESC_CREATED, message_id, 0))
-            built.failed.append((did, Status.FAILED, DESC_UNKNOWN_DEVICE, message_id, 0))
+            created.append((did, Status.CREATED, DESC_CREATED, message_id, 0))
+            failed.append((did, Status.FAILED, DESC_UNKNOWN_DEVICE, message_id, 0))
             continue
         platform = dev[3]
-        pid = templates[(platform, _language_key(dev[4], wanted_languages))]
-        live = bool(dev[6]) and bool(dev[2])
-        due = send_at
-        if local_time:  # that wall-clock time in the device's zone
-            due = max(now, send_at - (dev[7] or 0) * 1_000_000)
-        built.rows.append(
-            (
-                did,
-                message_id,
-                dev[0],
-                pid,
-                tcode,
-                entry,
-                dev[1],
-                dev[5],
-                platform,
-                phash,
-                _CREATED if live else _FAILED,
-                due,
-            )
-        )
-        built.created.append((did, Status.CREATED, DESC_CREATED, message_id, platform))
+        rows.append(
+            (did, message_id, dev[0], templates[key], tcode, entry, dev[1], dev[5], platform,
+             phash, _CREATED if live else _FAILED, due)
+        )  # fmt: skip
+        created.append((did, Status.CREATED, DESC_CREATED, message_id, platform))
         if live:
-            built.first_due = due if built.first_due is None else min(built.first_due, due)
-            built.to_send.append(did)
+            first_due = due if first_due is None or due < first_due else first_due
+            to_send.append(did)
         else:
-            built.failed.append((did, Status.FAILED, DESC_UNSUBSCRIBED, message_id, platform))
+            failed.append((did, Status.FAILED, DESC_UNSUBSCRIBED, message_id, platform))
+    built.first_due = first_due
     return built
 
 
