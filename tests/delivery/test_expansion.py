@@ -15,13 +15,14 @@ import pytest
 
 from pushtrack import config
 from pushtrack.delivery.dispatcher import Dispatcher
+from pushtrack.domain.tags import TagType
 from pushtrack.domain.targeting import parse_filter
 from pushtrack.jobs import expansion
 from pushtrack.jobs.runner import Worker
 from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
 from pushtrack.worker import build_worker
 from tests.delivery.test_crash import PUSHTRACK, wait_for
-from tests.support import Service, run, service
+from tests.support import Service, json_value, run, service
 
 SETTINGS = {"max_attempts": 3, "retry_backoff_seconds": 0.05, "worker_lease_seconds": 5}
 US = 1_000_000
@@ -236,6 +237,24 @@ def test_a_selection_expands_to_exactly_the_devices_it_selects(svc: Service) -> 
     exp = run(svc.store.expansion.load(mid))
     assert exp.selection == node  # kept with the message, as it was given
     assert "level" in stored
+
+
+def test_a_selection_that_no_longer_fits_its_tag_stops_the_expansion(svc: Service) -> None:
+    populate(svc, [ios(i, tags={"level": i % 5}) for i in range(30)])
+    node = parse_filter('T("level", GTE, 3)')
+    plan = MessagePlan(
+        notification={"content": "x"},
+        targeting=Targeting(selection=node),
+        send_at=svc.store.clock(),
+    )
+    (created,) = run(svc.store.create_messages(svc.app, [plan]))
+    # the tag is deleted and declared again as text: GTE no longer means anything
+    assert run(svc.store.targeting.delete_tag(svc.app, "level"))
+    run(svc.store.targeting.add_tag(svc.app, "level", TagType.STRING))
+    svc.expand()
+    assert message(svc, created.id) == ("done", 0, None)  # never widened, never stuck
+    (result,) = svc.db.rows("SELECT result FROM jobs WHERE kind = ?", (expansion.KIND,))[0]
+    assert "level" in json_value(result)["error"]
 
 
 def test_two_steps_from_one_cursor_apply_once(svc: Service) -> None:
