@@ -180,9 +180,10 @@ MIGRATIONS: list[str] = [
         num INTEGER,
         txt TEXT
     );
-    CREATE INDEX tag_values_device ON tag_values (device_id, tag_id, num);
+    CREATE INDEX tag_values_device ON tag_values (device_id, tag_id, num, txt);
     CREATE INDEX tag_values_num ON tag_values (tag_id, num, device_id) WHERE num IS NOT NULL;
     CREATE INDEX tag_values_txt ON tag_values (tag_id, txt, device_id) WHERE txt IS NOT NULL;
+    CREATE INDEX devices_app_id ON devices (app_id, id);
     CREATE TABLE saved_filters (
         id INTEGER PRIMARY KEY,
         account_id INTEGER NOT NULL REFERENCES accounts (id),
