@@ -372,9 +372,10 @@ class _Compiler:
         """``EXISTS`` a row of the device's tag (``test`` over ``v``, with ``values``)."""
         self.params.append(tag_id)
         bound = ""
-        if self.after is not None:
+        if self.after is not None and not self.hint:
             # Repeats ``d.id > after`` on the tag side: PostgreSQL does not carry an
             # inequality across the join, and would otherwise merge from the first device.
+            # (SQLite probes per device; there the bound would turn its seek into a scan.)
             bound = " AND v.device_id > ?"
             self.params.append(self.after)
         self.params.extend(values)
