@@ -223,9 +223,9 @@ async def messages_list(call: Call, r: MessagesList) -> dict[str, Any]:
         )
     wanted = _platforms(f.platforms, "filters.platforms")
     params = r.params or Params()
-    # Empty lists are no filter, as in Pushwoosh's own example request.
     if f.source not in (None, SOURCE) or wanted == []:
         return {"total": 0, "items": []}  # no message here can match
+    # Empty lists are no filter, as in Pushwoosh's own example request.
     total, found = await call.ctx.store.stats.list_messages(
         account=call.token.account,
         apps=call.token.apps,
