@@ -26,6 +26,9 @@ from pushtrack.domain import codes
 from pushtrack.store import Store, open_store
 from pushtrack.store.base import App
 
+#: Server methods whose request names no application.
+NO_APPLICATION = frozenset({"deleteMessage", "getResults", "getMsgStats"})
+
 TABLES = (
     "accounts",
     "applications",
@@ -117,8 +120,16 @@ class Service:
         return self.http.post(f"/json/1.3/{method}", json={"request": request}, **kw)
 
     def server(self, method: str, **fields: Any) -> dict[str, Any]:
-        """A server method call with this service's token; returns the envelope."""
-        body = {"auth": self.server_token, "application": self.app.code, **fields}
+        """A server method call with this service's token; returns the envelope.
+
+        Methods that address an application get this view's unless ``application``
+        is given (``application=None`` leaves it out).
+        """
+        body: dict[str, Any] = {"auth": self.server_token}
+        if method not in NO_APPLICATION:
+            body["application"] = self.app.code
+        body.update(fields)
+        body = {k: v for k, v in body.items() if v is not None or k != "application"}
         resp = self.call(method, body)
         return resp.json()  # type: ignore[no-any-return]
 

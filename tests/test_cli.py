@@ -89,8 +89,19 @@ def test_app_create_and_list(cli: Cli) -> None:
 
     # --database names another file than PUSHTRACK_DATABASE
     elsewhere = f"sqlite:///{cli.cwd}/other.db"
-    assert cli.json("app", "list", "--database", elsewhere) == []
-    assert cli.json("app", "list", PUSHTRACK_DATABASE=elsewhere) == []
+    there = cli.json("app", "create", "There", "--database", elsewhere)["code"]
+    assert [a["code"] for a in cli.json("app", "list", "--database", elsewhere)] == [there]
+    assert [a["code"] for a in cli.json("app", "list", PUSHTRACK_DATABASE=elsewhere)] == [there]
+
+
+@pytest.mark.parametrize("command", [["app", "list"], ["token", "list"], ["stats", "X"]])
+def test_a_database_file_that_does_not_exist_is_refused_not_created(
+    cli: Cli, command: list[str]
+) -> None:
+    typo = cli.cwd / "pushtrak.db"
+    done = cli(*command, "--database", f"sqlite:///{typo}", rc=2)
+    assert "pushtrak.db does not exist" in done.stderr, done.stderr
+    assert not typo.exists()
 
 
 def test_tokens_create_list_revoke(cli: Cli) -> None:
@@ -156,6 +167,7 @@ def test_tokens_create_list_revoke(cli: Cli) -> None:
 def test_bad_arguments_exit_2_with_a_clear_error(
     cli: Cli, args: list[str], env: dict[str, str], says: str
 ) -> None:
+    cli.json("app", "create", "Seed")  # the database exists: each case is about its own error
     done = cli(*args, rc=2, **env)
     assert says in done.stderr.lower(), done.stderr
     assert done.stdout == ""

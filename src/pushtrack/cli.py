@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -67,8 +68,19 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _with_store(database: str | None, fn: Callable[[Store], Awaitable[T]]) -> T:
+def _with_store(
+    database: str | None, fn: Callable[[Store], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run ``fn`` on the store; a SQLite file that does not exist is refused unless
+    ``create`` (a mistyped path must not look like an empty service)."""
     settings = _settings(database)
+    if not create and settings.database.startswith("sqlite:"):
+        path = Path(settings.database.removeprefix("sqlite://").removeprefix("/"))
+        if not path.exists():
+            _fail(
+                f"database: {path} does not exist (pushtrack serve or pushtrack app create"
+                " makes it; check --database or PUSHTRACK_DATABASE)"
+            )
 
     async def run() -> T:
         store = open_store(settings.database)
@@ -143,6 +155,7 @@ def app_create(
             open_logging=open_logging,
             device_token_required=device_token_required,
         ),
+        create=True,
     )
     _emit(as_json, {"code": created.code, "name": created.name}, created.code)
 

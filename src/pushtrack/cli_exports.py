@@ -35,7 +35,7 @@ from pushtrack.cli import (
 )
 from pushtrack.domain.platforms import Platform
 from pushtrack.domain.status import COUNTERS
-from pushtrack.domain.timeutil import parse_day, to_wire
+from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire
 from pushtrack.jobs import retention
 from pushtrack.jobs.tracklog import ExportResult, csv_name, day_query, export_to_file
 from pushtrack.store import Store
@@ -82,12 +82,21 @@ def export(
     path = output or Path(f"tracking_log_{day}.zip")
 
     async def run(store: Store) -> tuple[ExportResult, float]:
+        now = store.clock()
+        start = parse_day(day)
+        if start > day_of(now):
+            _fail(f"--date: {day} is in the future (today is {to_wire(now)[:10]} UTC)")
+        if start + DAY_US <= window_start(now, settings.retention_days):
+            _fail(
+                f"--date: {day} is outside the retention window of"
+                f" {settings.retention_days} days: no tracking data is kept for it"
+            )
         if app is not None:
             found = await store.get_app(app)
             if found is None or found.account != account:
                 _fail(f"no application {app} in account {account!r}")
         query = day_query(
-            account, day, now=store.clock(), retention_days=settings.retention_days, app_code=app
+            account, day, now=now, retention_days=settings.retention_days, app_code=app
         )
         total = await asyncio.to_thread(store.exports.count_sync, query)
         columns = (

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import pushtrack.cli_exports  # noqa: F401 - registers the commands on `cli`
 from pushtrack.cli import cli
-from pushtrack.domain.timeutil import now_us, to_wire
+from pushtrack.domain.timeutil import DAY_US, now_us, to_wire
 from tests.support import Service
 
 runner = CliRunner()
@@ -80,6 +80,22 @@ def test_export_writes_the_days_zip(svc: Service, tmp_path: Path) -> None:
     code, _, err = _invoke("export", "--date", "yesterday", "--database", svc.db.url)
     assert code == 2
     assert "YYYY-MM-DD" in err
+
+
+def test_export_refuses_days_it_cannot_hold(svc: Service, tmp_path: Path) -> None:
+    """A day in the future or outside the retention window has no data: say so, write nothing."""
+    now = now_us()
+    for day, says in (
+        (to_wire(now + DAY_US)[:10], "is in the future"),
+        (to_wire(now - 15 * DAY_US)[:10], "outside the retention window of 14 days"),
+    ):
+        target = tmp_path / f"{day}.zip"
+        code, out, err = _invoke(
+            "export", "--date", day, "-o", str(target), "--database", svc.db.url
+        )
+        assert code == 2, out
+        assert says in err, err
+        assert not target.exists()
 
 
 def test_stats_prints_the_hourly_table(svc: Service) -> None:

@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -15,36 +15,53 @@ from starlette.routing import Route
 
 from pushtrack.api import auth, devices, envelope, files, messages, stats, tracking, v2stats
 from pushtrack.api.context import Call, Context
-from pushtrack.api.errors import AuthError, MalformedError, MethodNotFoundError, PushtrackError
+from pushtrack.api.errors import (
+    ArgumentError,
+    AuthError,
+    MalformedError,
+    MethodNotFoundError,
+    PushtrackError,
+)
 
 log = logging.getLogger("pushtrack.api")
 
-Handler = Callable[[Call, dict[str, Any]], Awaitable[Any]]
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class Method:
-    handler: Handler
-    #: Server methods authenticate with the body's ``auth``; device methods with a header.
+class Method(Generic[R]):
+    """One API method: the request type the boundary converts to, and its handler.
+
+    ``server`` methods take a server token (JSON 1.3: the body's ``auth``; v2: the
+    ``Authorization`` header or ``auth``); device methods take a device token in the
+    header, or none where the application allows it.
+    """
+
+    request: type[R]
+    handler: Callable[[Call, R], Awaitable[Any]]
     server: bool
 
 
-JSON13: dict[str, Method] = {
-    "registerDevice": Method(devices.register_device, server=False),
-    "unregisterDevice": Method(devices.unregister_device, server=False),
-    "pushStat": Method(devices.push_stat, server=False),
-    "messageDeliveryEvent": Method(devices.message_delivery_event, server=False),
-    "createMessage": Method(messages.create_message, server=True),
-    "deleteMessage": Method(messages.delete_message, server=True),
-    "getTrackingLog": Method(tracking.get_tracking_log, server=True),
-    "getResults": Method(tracking.get_results, server=True),
-    "getMsgStats": Method(tracking.get_msg_stats, server=True),
+JSON13: dict[str, Method[Any]] = {
+    "registerDevice": Method(devices.RegisterDevice, devices.register_device, server=False),
+    "unregisterDevice": Method(devices.UnregisterDevice, devices.unregister_device, server=False),
+    "pushStat": Method(devices.DeviceReport, devices.push_stat, server=False),
+    "messageDeliveryEvent": Method(
+        devices.DeviceReport, devices.message_delivery_event, server=False
+    ),
+    "createMessage": Method(messages.CreateMessage, messages.create_message, server=True),
+    "deleteMessage": Method(messages.DeleteMessage, messages.delete_message, server=True),
+    "getTrackingLog": Method(tracking.GetTrackingLog, tracking.get_tracking_log, server=True),
+    "getResults": Method(tracking.GetResults, tracking.get_results, server=True),
+    "getMsgStats": Method(tracking.GetMsgStats, tracking.get_msg_stats, server=True),
 }
 
-V2: dict[str, Handler] = {
-    "statistics/getMessageLog": stats.get_message_log,
-    "statistics/messages/totalsByIntervals": v2stats.totals_by_intervals,
-    "messages:list": v2stats.messages_list,
+V2: dict[str, Method[Any]] = {
+    "statistics/getMessageLog": Method(stats.GetMessageLog, stats.get_message_log, server=True),
+    "statistics/messages/totalsByIntervals": Method(
+        v2stats.TotalsByIntervals, v2stats.totals_by_intervals, server=True
+    ),
+    "messages:list": Method(v2stats.MessagesList, v2stats.messages_list, server=True),
 }
 
 
@@ -65,7 +82,8 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             body = await envelope.read_body(request, ctx.settings.max_body_bytes)
             data = envelope.unwrap_request(body)
             call = await _authenticate(ctx, name, method, request, data)
-            return envelope.ok(await method.handler(call, data))
+            typed = envelope.convert(data, method.request)
+            return envelope.ok(await method.handler(call, typed))
         except PushtrackError as exc:
             return envelope.error(exc)
         except Exception:  # noqa: BLE001 - the boundary: no fault leaves as a stack trace
@@ -74,23 +92,28 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
     async def v2(request: Request) -> Response:
         name = request.path_params["method"]
         try:
-            handler = V2.get(name)
-            if handler is None:
+            method = V2.get(name)
+            if method is None:
                 raise MethodNotFoundError
             body = await envelope.read_body(request, ctx.settings.max_body_bytes)
             data = envelope.decode_json(body)
             if not isinstance(data, dict):
                 raise MalformedError
             if isinstance(data.get("request"), dict):
+                if len(data) > 1:
+                    extra = sorted(k for k in data if k != "request")[0]
+                    raise ArgumentError(f'unknown field "{extra}" beside "request"')
                 data = data["request"]
+            body_auth = data.pop("auth", None)
             raw = auth.token_from_header(request.headers.get("authorization"))
-            raw = raw or (data.get("auth") if isinstance(data.get("auth"), str) else None)
+            raw = raw or (body_auth if isinstance(body_auth, str) else None)
             if not raw:
                 raise AuthError
             token = await ctx.token(raw)
             auth.check_method(token, name.rsplit("/", 1)[-1], server_method=True)
             ctx.limiter.check(f"t{token.id}")
-            return envelope.v2_ok(await handler(Call(ctx, name, token), data))
+            typed = envelope.convert(data, method.request)
+            return envelope.v2_ok(await method.handler(Call(ctx, name, token), typed))
         except PushtrackError as exc:
             return envelope.v2_error(exc)
         except Exception:  # noqa: BLE001 - the boundary: no fault leaves as a stack trace
@@ -119,20 +142,29 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
 
 
 async def _authenticate(
-    ctx: Context, name: str, method: Method, request: Request, data: dict[str, Any]
+    ctx: Context, name: str, method: Method[Any], request: Request, data: dict[str, Any]
 ) -> Call:
+    """Who calls; the body's ``auth`` is consumed here and never reaches a handler."""
+    body_auth = data.pop("auth", None)
     if method.server:
-        raw = data.get("auth")
-        if not isinstance(raw, str) or not raw:
+        if not isinstance(body_auth, str) or not body_auth:
             raise AuthError
-        token = await ctx.token(raw)
+        token = await ctx.token(body_auth)
         auth.check_method(token, name, server_method=True)
         ctx.limiter.check(f"t{token.id}")
         return Call(ctx, name, token)
+    if body_auth is not None:
+        raise ArgumentError(
+            'unknown field "auth" (device methods take a device token in the Authorization header)'
+        )
     raw = auth.token_from_header(request.headers.get("authorization"))
     if raw is None:
+        # Tokenless device call: only an application that allows it may be named.
         app_code = data.get("application")
-        ctx.limiter.check(f"a{app_code}")
+        app = await ctx.app(app_code) if isinstance(app_code, str) and app_code else None
+        if app is None or app.device_token_required:
+            raise AuthError
+        ctx.limiter.check(f"a{app.code}")
         return Call(ctx, name, None)
     token = await ctx.token(raw)
     auth.check_method(token, name, server_method=False)

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import msgspec
 
 from pushtrack.api.context import Call
-from pushtrack.api.envelope import convert
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain.platforms import ACCEPTED
 from pushtrack.domain.status import Status
@@ -20,7 +19,7 @@ _LANGUAGE = re.compile(r"^[A-Za-z]{2}$")
 MAX_TZ = 18 * 3600
 
 
-class RegisterDevice(msgspec.Struct):
+class RegisterDevice(msgspec.Struct, forbid_unknown_fields=True):
     application: Text
     hwid: Text
     device_type: int
@@ -34,28 +33,20 @@ class RegisterDevice(msgspec.Struct):
     os_version: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
-class UnregisterDevice(msgspec.Struct):
+class UnregisterDevice(msgspec.Struct, forbid_unknown_fields=True):
     application: Text
     hwid: Text
 
 
-class DeviceReport(msgspec.Struct):
+class DeviceReport(msgspec.Struct, forbid_unknown_fields=True):
     application: Text
     hwid: Text
     hash: Text
     metaData: dict[str, Any] | None = None
 
 
-def _require(request: dict[str, Any], *names: str) -> None:
-    for name in names:
-        if request.get(name) in (None, ""):
-            raise ArgumentError(f"{name}: required")
-
-
-async def register_device(call: Call, request: dict[str, Any]) -> None:
-    _require(request, "application", "hwid", "device_type")
-    app = await call.device_app_for(request.get("application"))
-    r = convert(request, RegisterDevice)
+async def register_device(call: Call, r: RegisterDevice) -> None:
+    app = await call.device_app_for(r.application)
     if r.device_type not in ACCEPTED:
         raise ArgumentError(f"device_type: {r.device_type} is not a known device type")
     if r.language is not None and not _LANGUAGE.match(r.language):
@@ -77,25 +68,21 @@ async def register_device(call: Call, request: dict[str, Any]) -> None:
     await call.ctx.store.register_device(app, device)
 
 
-async def unregister_device(call: Call, request: dict[str, Any]) -> None:
-    _require(request, "application", "hwid")
-    app = await call.device_app_for(request.get("application"))
-    r = convert(request, UnregisterDevice)
+async def unregister_device(call: Call, r: UnregisterDevice) -> None:
+    app = await call.device_app_for(r.application)
     await call.ctx.store.unregister_device(app, r.hwid)
 
 
-async def _report(call: Call, request: dict[str, Any], status: Status) -> None:
-    _require(request, "application", "hwid", "hash")
-    app = await call.device_app_for(request.get("application"))
-    r = convert(request, DeviceReport)
+async def _report(call: Call, r: DeviceReport, status: Status) -> None:
+    app = await call.device_app_for(r.application)
     # An unknown hash is answered like a known one: SDKs retry on errors, and a
     # report about a delivery that aged out of retention is not the device's fault.
     await call.ctx.store.record_device_report(app, r.hwid, r.hash, status)
 
 
-async def push_stat(call: Call, request: dict[str, Any]) -> None:
-    await _report(call, request, Status.OPENED)
+async def push_stat(call: Call, r: DeviceReport) -> None:
+    await _report(call, r, Status.OPENED)
 
 
-async def message_delivery_event(call: Call, request: dict[str, Any]) -> None:
-    await _report(call, request, Status.DELIVERED)
+async def message_delivery_event(call: Call, r: DeviceReport) -> None:
+    await _report(call, r, Status.DELIVERED)

@@ -7,6 +7,7 @@ Statistics v2: the result itself, or ``{"error": message}`` with a 4xx status.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -19,6 +20,7 @@ from pushtrack.api.errors import (
     PushtrackError,
     TooLargeError,
 )
+from pushtrack.api.fields import NOT_SUPPORTED
 
 log = logging.getLogger("pushtrack.api")
 
@@ -50,7 +52,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 def _decode(body: bytes) -> Any:
     try:
         return msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deep
+    # RecursionError: nested too deep; UnicodeDecodeError: text that is not UTF-8
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         raise MalformedError from None
 
 
@@ -93,17 +96,41 @@ def unwrap_request(body: bytes) -> dict[str, Any]:
 
 
 def convert(data: dict[str, Any], type_: type[T]) -> T:
-    """Validate a decoded object into a typed struct; 210 naming the field on failure."""
+    """Validate a decoded object into a typed request; 210 naming the field on failure."""
     try:
         return msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:
-        raise ArgumentError(_describe(exc)) from None
+        raise ArgumentError(describe(exc)) from None
 
 
-def _describe(exc: msgspec.ValidationError) -> str:
-    text = str(exc)
-    # msgspec says "Expected `int`, got `str` - at `$.notifications[0].platforms[0]`"
-    return text.replace("`$.", "`").replace("`$`", "request")
+_AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>.*)`$", re.DOTALL)
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]*)`$")
+_TICKS = re.compile(r"`([^`]*)`")
+
+
+def describe(exc: msgspec.ValidationError) -> str:
+    """msgspec's message in the API's words: ``<field path>: <what is wrong>``.
+
+    ``Object contains unknown field `devicez` - at `$.notifications[0]` `` becomes
+    ``notifications[0]: unknown field "devicez"``.
+    """
+    found = _AT.match(str(exc))
+    assert found is not None  # the pattern matches any text
+    text, path = found["text"], (found["path"] or "").removeprefix(".")
+    if m := _UNKNOWN.match(text):
+        name = m["name"]
+        if name in NOT_SUPPORTED:
+            text = f'"{name}" is not supported ({NOT_SUPPORTED[name]})'
+        else:
+            text = f'unknown field "{name}"'
+    elif m := _MISSING.match(text):
+        path = f"{path}.{m['name']}" if path else m["name"]
+        text = "required"
+    else:
+        text = _TICKS.sub(r"\1", text)
+        text = text[:1].lower() + text[1:]
+    return f"{path}: {text}" if path else text
 
 
 def ok(response: Any = None) -> Response:

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from pushtrack.api.context import Call
-from pushtrack.api.envelope import convert
 from pushtrack.api.errors import ArgumentError, ForbiddenError
 from pushtrack.domain.platforms import ACCEPTED
 from pushtrack.domain.timeutil import US
@@ -22,7 +21,7 @@ Entry = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 Localized = Annotated[str, msgspec.Meta(max_length=4096)] | dict[str, str]
 
 
-class NotificationIn(msgspec.Struct, omit_defaults=True):
+class NotificationIn(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     send_date: str = "now"
     timezone: str | None = None
     ignore_user_timezone: bool | None = None
@@ -60,16 +59,14 @@ class NotificationIn(msgspec.Struct, omit_defaults=True):
     safari_url_args: list[str] | None = None
 
 
-class CreateMessage(msgspec.Struct):
-    auth: str
+class CreateMessage(msgspec.Struct, forbid_unknown_fields=True):
     application: str
     notifications: Annotated[
         list[NotificationIn], msgspec.Meta(min_length=1, max_length=MAX_NOTIFICATIONS)
     ]
 
 
-class DeleteMessage(msgspec.Struct):
-    auth: str
+class DeleteMessage(msgspec.Struct, forbid_unknown_fields=True):
     message: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
@@ -127,9 +124,8 @@ def _check(n: NotificationIn, where: str) -> None:
         raise ArgumentError(f"{where}.devices: must name at least one device")
 
 
-async def create_message(call: Call, request: dict[str, Any]) -> dict[str, Any]:
-    app = await call.app_for(request.get("application"))
-    r = convert(request, CreateMessage)
+async def create_message(call: Call, r: CreateMessage) -> dict[str, Any]:
+    app = await call.app_for(r.application)
     now = call.ctx.store_clock()
     plans = []
     for i, n in enumerate(r.notifications):
@@ -164,8 +160,7 @@ def _strip_none(d: dict[str, Any]) -> None:
         del d[key]
 
 
-async def delete_message(call: Call, request: dict[str, Any]) -> None:
-    r = convert(request, DeleteMessage)
+async def delete_message(call: Call, r: DeleteMessage) -> None:
     assert call.token is not None
     try:
         await call.ctx.store.delete_message(call.token.account, call.token.apps, r.message)

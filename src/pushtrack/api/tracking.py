@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import msgspec
 
 from pushtrack.api.context import Call
-from pushtrack.api.envelope import convert
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain.codes import REQUEST_ID_RE
 from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire
@@ -19,19 +18,16 @@ from pushtrack.store.retention import window_start
 RESULT_KINDS = frozenset({tracklog.KIND, msgstats.KIND})
 
 
-class GetTrackingLog(msgspec.Struct):
-    auth: str
+class GetTrackingLog(msgspec.Struct, forbid_unknown_fields=True):
     date: str | None = None
     application: str | None = None
 
 
-class GetResults(msgspec.Struct):
-    auth: str
+class GetResults(msgspec.Struct, forbid_unknown_fields=True):
     request_id: Annotated[str, msgspec.Meta(max_length=64)]
 
 
-class GetMsgStats(msgspec.Struct):
-    auth: str
+class GetMsgStats(msgspec.Struct, forbid_unknown_fields=True):
     message: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
@@ -53,8 +49,7 @@ def _day(call: Call, text: str | None) -> str:
     return to_wire(start)[:10]
 
 
-async def get_tracking_log(call: Call, request: dict[str, Any]) -> dict[str, Any]:
-    r = convert(request, GetTrackingLog)
+async def get_tracking_log(call: Call, r: GetTrackingLog) -> dict[str, Any]:
     assert call.token is not None
     app_code = None
     if r.application is not None:
@@ -69,8 +64,7 @@ async def get_tracking_log(call: Call, request: dict[str, Any]) -> dict[str, Any
     return {"request_id": request_id}
 
 
-async def get_msg_stats(call: Call, request: dict[str, Any]) -> dict[str, Any]:
-    r = convert(request, GetMsgStats)
+async def get_msg_stats(call: Call, r: GetMsgStats) -> dict[str, Any]:
     assert call.token is not None
     found = await call.ctx.store.stats.find_message(call.token.account, call.token.apps, r.message)
     if found is None:
@@ -81,8 +75,7 @@ async def get_msg_stats(call: Call, request: dict[str, Any]) -> dict[str, Any]:
     return {"request_id": request_id}
 
 
-async def get_results(call: Call, request: dict[str, Any]) -> dict[str, Any]:
-    r = convert(request, GetResults)
+async def get_results(call: Call, r: GetResults) -> dict[str, Any]:
     assert call.token is not None
     job = None
     if REQUEST_ID_RE.match(r.request_id):
