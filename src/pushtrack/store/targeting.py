@@ -271,11 +271,13 @@ def _change_list(tx: Tx, device: int, tag: int, change: ListChange) -> None:
     )
 
 
-def set_tags(tx: Tx, app: App, hwid: str, tags: dict[str, Any]) -> None:
+def set_tags(tx: Tx, app: App, hwid: str, tags: dict[str, Any]) -> bool:
+    """Set tags of a registered device; False if there is no such device."""
     device = device_id(tx, app, hwid, lock=True)
     if device is None:
-        raise TagError(f"hwid: device {hwid} is not registered")
+        return False
     set_device_tags(tx, app, device, tags)
+    return True
 
 
 def get_tags(tx: Tx, app: App, hwid: str) -> dict[str, Any] | None:
@@ -616,9 +618,11 @@ class TargetingStore:
         self.engine = engine
 
     # tags of devices
-    async def set_tags(self, app: App, hwid: str, tags: dict[str, Any]) -> None:
-        """Set or (``None``) remove tags of a registered device (``TagError`` otherwise)."""
-        await self.engine.write(partial(set_tags, app=app, hwid=hwid, tags=tags))
+    async def set_tags(self, app: App, hwid: str, tags: dict[str, Any]) -> bool:
+        """Set or (``None``) remove tags of a device; False if it is not registered.
+
+        ``TagError`` names a tag whose value does not fit (nothing is written)."""
+        return await self.engine.write(partial(set_tags, app=app, hwid=hwid, tags=tags))
 
     async def get_tags(self, app: App, hwid: str) -> dict[str, Any] | None:
         """The device's tags in wire form; None if no such device."""
