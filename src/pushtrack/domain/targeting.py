@@ -27,6 +27,7 @@ backslash stands for itself; ``true``/``false`` are literals. ``G(...)``
 from __future__ import annotations
 
 import functools
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -560,9 +561,7 @@ def _render_scalar(value: Scalar) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        text = repr(value)
-        if "e" in text or "E" in text or "inf" in text or "nan" in text:
-            text = f"{value:.6f}".rstrip("0")
+        text = format(Decimal(repr(value)), "f")  # positional, as short as repr
         return text if "." in text else text + ".0"
     return _quote(value)
 
