@@ -37,6 +37,9 @@ class Device:
     hwid: str
     device_type: int
     tags: dict[str, Any]
+    #: registerDevice's own fields, read by the built-in tags
+    language: str | None = None
+    os_version: str | None = None
 
 
 @dataclass
@@ -72,6 +75,10 @@ def _population(rng: random.Random, now: float) -> list[Device]:
         if rng.random() < 0.85:
             tags["score"] = rng.choice(SCORES)
         devices.append(Device(f"dev-{i:03d}", rng.choice([1, 3, 11]), tags))
+    columns = random.Random(9)
+    for d in devices:
+        d.language = columns.choice(["en", "de", "fr", None])
+        d.os_version = columns.choice(["14", "15.1", None])
     return devices
 
 
@@ -91,7 +98,13 @@ def world(
         now = time.time()
         devices = _population(random.Random(8), now)
         for d in devices:
-            run(store.register_device(app, DeviceIn(hwid=d.hwid, device_type=d.device_type)))
+            device = DeviceIn(
+                hwid=d.hwid,
+                device_type=d.device_type,
+                language=d.language,
+                os_version=d.os_version,
+            )
+            run(store.register_device(app, device))
             # The other application has the same hwids with every tag set: it must not leak in.
             run(store.register_device(other, DeviceIn(hwid=d.hwid, device_type=d.device_type)))
             assert run(store.targeting.set_tags(app, d.hwid, d.tags)) is True
@@ -399,3 +412,34 @@ def test_a_filter_is_checked_against_the_applications_it_names(world: World) -> 
     run(check([world.app, world.other], parse_filter('T("likes", IN, ["a"])'), indexed=False))
     with pytest.raises(SelectionError, match="application X is not targeted"):
         run(check([world.app], parse_filter('AT("X", "level", EQ, 1)'), indexed=False))
+
+
+BUILTIN_CASES: list[tuple[str, str, Any, Callable[[Device], bool]]] = [
+    ("Language", "EQ", "EN", lambda d: d.language == "en"),
+    ("Language", "IN", ["de", "fr"], lambda d: d.language in ("de", "fr")),
+    ("Language", "NOTEQ", "en", lambda d: d.language not in (None, "en")),
+    ("Language", "NOTIN", ["de", "fr"], lambda d: d.language == "en"),
+    ("Language", "NOTSET", None, lambda d: d.language is None),
+    ("OS Version", "EQ", "15.1", lambda d: d.os_version == "15.1"),
+    ("OS Version", "ANY", None, lambda d: d.os_version is not None),
+    ("Device Model", "NOTSET", None, lambda d: True),
+]
+
+
+@pytest.mark.parametrize(
+    ("tag", "op", "operand", "oracle"), BUILTIN_CASES, ids=[f"{c[0]}-{c[1]}" for c in BUILTIN_CASES]
+)
+def test_built_in_tags_read_the_devices_own_fields(
+    world: World, tag: str, op: str, operand: Any, oracle: Callable[[Device], bool]
+) -> None:
+    condition = [tag, op] if operand is None else [tag, op, operand]
+    node = from_conditions([condition])
+    run(world.store.targeting.check([world.app], node))
+    assert selected(world, node) == sorted(d.hwid for d in world.devices if oracle(d))
+
+
+def test_built_in_tags_take_string_operators_only_and_cannot_be_set(world: World) -> None:
+    with pytest.raises(SelectionError, match='operator GTE is not allowed for string tag "OS'):
+        run(world.store.targeting.check([world.app], from_conditions([["OS Version", "GTE", "1"]])))
+    with pytest.raises(TagError, match='tag "Language" is built in'):
+        run(world.store.targeting.set_tags(world.app, "dev-000", {"Language": "en"}))

@@ -28,6 +28,7 @@ import msgspec
 
 from pushtrack.domain import targeting as t
 from pushtrack.domain.tags import (
+    BUILTIN,
     MAX_LIST_ITEMS,
     ListChange,
     Predicate,
@@ -36,6 +37,7 @@ from pushtrack.domain.tags import (
     Row,
     TagType,
     TagValueError,
+    Values,
     compile_condition,
     infer_type,
     stored_rows,
@@ -144,6 +146,8 @@ def tag_defs(tx: Tx, app: App, names: Sequence[str] | None = None) -> dict[str, 
 def _check_name(name: str) -> None:
     if not name or len(name) > MAX_TAG_NAME:
         raise TagError(f"tag name must be 1 to {MAX_TAG_NAME} characters")
+    if name in BUILTIN:
+        raise TagError(f'tag "{name}" is built in: registerDevice sets it')
 
 
 def _insert_def(tx: Tx, app: App, name: str, tag_type: TagType, declared: bool) -> TagDef:
@@ -335,12 +339,14 @@ def check_selection(
             scopes = [cond.app]
         else:
             scopes = list(by_code)
-        found = [defs[code][cond.tag] for code in scopes if cond.tag in defs[code]]
-        if not found:
+        types = [defs[code][cond.tag].type for code in scopes if cond.tag in defs[code]]
+        if not types and cond.tag in BUILTIN:
+            types = [TagType.STRING]
+        if not types:
             raise SelectionError(f'{where}: tag "{cond.tag}" is not defined')
-        for tag in found:
+        for tag_type in types:
             try:
-                compile_condition(tag.type, cond.tag, cond.op, cond.operand, 0)
+                compile_condition(tag_type, cond.tag, cond.op, cond.operand, 0)
             except TagValueError as exc:
                 raise SelectionError(f"{where}: {exc.message}") from None
 
@@ -429,6 +435,25 @@ class _Compiler:
             return f"({has} AND NOT {self.probe(tag_id, test, values)})"
         return self.probe(tag_id, test, values)
 
+    def builtin(self, node: t.TagCondition) -> str:
+        """A built-in tag: a string condition on one of the device's own columns."""
+        column = f"d.{BUILTIN[node.tag]}"
+        try:
+            pred = compile_condition(TagType.STRING, node.tag, node.op, node.operand, self.now_s)
+        except TagValueError as exc:
+            raise SelectionError(f"{t.render(node)}: {exc.message}") from None
+        if isinstance(pred, Present):
+            return f"{column} IS {'' if pred.negate else 'NOT '}NULL"
+        assert isinstance(pred, Values)
+        values: list[Any] = list(pred.values)
+        if node.tag == "Language":  # stored in lower case
+            values = [str(v).lower() for v in values]
+        self.params.extend(values)
+        test = f"{column} = ?" if len(values) == 1 else f"{column} IN ({_marks(len(values))})"
+        if pred.negate:
+            return f"({column} IS NOT NULL AND NOT {test})"
+        return test
+
     def node(self, node: t.Node) -> str:
         if isinstance(node, t.Application):
             if node.code != self.app.code:
@@ -445,6 +470,8 @@ class _Compiler:
             if node.app is not None and node.app != self.app.code:
                 return _FALSE
             found = self.defs.get(node.tag)
+            if found is None and node.tag in BUILTIN:
+                return self.builtin(node)
             if found is None:  # nobody has a tag that is not defined
                 return _TRUE if node.op == "NOTSET" else _FALSE
             try:
