@@ -218,7 +218,6 @@ def test_dates_actions_and_platforms(world: World) -> None:
         ("ios-1", "opened"),
     ]
     assert svc.log(actions=["sent"], **a) == []
-    assert svc.log(actions=["inbox_opened"], **a) == []
     assert len(svc.log(actions=[], **a)) == 10
     assert len(svc.log(actions=["created"] * 5000, **a)) == 6
 
@@ -233,9 +232,106 @@ def test_dates_actions_and_platforms(world: World) -> None:
     ]
     assert len(svc.log(platforms=["android", "chrome"], **a)) == 3
     assert len(svc.log(platforms=["Android"], **a)) == 2
+    assert len(svc.log(platforms=["ANDROID"], **a)) == 2  # (ours) messages:list's spelling
     assert svc.log(platforms=["huawei android"], **a) == []
     both = svc.log(platforms=["ios"], actions=["created"], hwid="ios-1", **around)
     assert {r["message_code"] for r in both} == {world.m1, world.m2, world.m4}
+
+
+#: Pushwoosh's getMessageLog vocabularies, as its reference lists them.
+PUSHWOOSH_ACTIONS = (
+    "sent",
+    "delivered",
+    "opened",
+    "inbox_delivered",
+    "inbox_read",
+    "inbox_opened",
+    "inbox_deleted",
+)
+PUSHWOOSH_PLATFORMS = (
+    "ios",
+    "blackberry",
+    "android",
+    "windows phone",
+    "osx",
+    "windows",
+    "amazon",
+    "safari",
+    "chrome",
+    "firefox",
+    "ie",
+    "email",
+    "baidu android",
+    "huawei android",
+)
+
+
+def test_pushwoosh_action_names(world: World) -> None:
+    """Every action Pushwoosh lists is understood; inbox actions select nothing (no inbox)."""
+    svc = world.svc
+    a = {"application_code": svc.app.code}
+    for action in PUSHWOOSH_ACTIONS:
+        resp = svc.v2(LOG, {"actions": [action], **a})
+        assert resp.status_code == 200, (action, resp.text)
+    inbox = [x for x in PUSHWOOSH_ACTIONS if x.startswith("inbox_")]
+    for action in inbox:
+        assert svc.log(actions=[action], **a) == []
+    assert actions(svc.log(actions=[*inbox, "opened"], **a)) == [("ios-1", "opened")]
+    assert actions(svc.log(actions=["delivered", "inbox_delivered"], **a)) == [
+        ("and-1", "delivered")
+    ]
+    assert svc.log(actions=inbox, message_code=world.m1) == []
+
+
+def test_pushwoosh_platform_names(world: World) -> None:
+    """Every platform Pushwoosh lists is understood; one no device here can be on selects none."""
+    svc = world.svc
+    a = {"application_code": svc.app.code}
+    # an entry that matched no device (ghost) has no platform
+    everything = [r for r in svc.log(**a) if r["platform"] != "unknown"]
+    assert len(everything) == 8
+    assert svc.log(platforms=list(PUSHWOOSH_PLATFORMS), **a) == everything
+    by_name = {name: svc.log(platforms=[name], **a) for name in PUSHWOOSH_PLATFORMS}
+    assert {name for name, rows in by_name.items() if rows} == {"ios", "android", "chrome"}
+    for name, rows in by_name.items():
+        assert {r["platform"] for r in rows} <= {name}
+    assert sum(len(rows) for rows in by_name.values()) == len(everything)
+    assert svc.log(platforms=["email", "baidu android"], **a) == []
+    assert svc.log(platforms=["email", "chrome"], **a) == by_name["chrome"]
+
+
+def test_platform_names_of_rows(svc: Service) -> None:
+    """Rows name platforms as Pushwoosh does, for types no gateway here serves too."""
+    svc.register("ie-1", device_type=13)
+    svc.register("hw-1", device_type=17)
+    svc.register("sms-1", device_type=18)
+    code = svc.send(devices=["ie-1", "hw-1", "sms-1"])["Messages"][0]
+    created = svc.log(message_code=code, actions=["created"])
+    assert {r["hwid"]: r["platform"] for r in created} == {
+        "ie-1": "ie",
+        "hw-1": "huawei android",
+        "sms-1": "sms",
+    }
+    assert actions(svc.log(message_code=code, platforms=["ie"], actions=["created"])) == [
+        ("ie-1", "created")
+    ]
+
+
+def test_tracking_code_filter(world: World) -> None:
+    """(ours) one delivery's events, by its tracking code; enough on its own."""
+    svc = world.svc
+    m1 = svc.log(message_code=world.m1)
+    codes = {r["hwid"]: r["tracking_code"] for r in m1}
+    ios = svc.log(tracking_code=codes["ios-1"])
+    assert actions(ios) == [("ios-1", "created"), ("ios-1", "opened")]
+    assert ios == [r for r in m1 if r["tracking_code"] == codes["ios-1"]]
+    ghost = svc.log(tracking_code=codes["ghost"])
+    assert actions(ghost) == [("ghost", "created"), ("ghost", "failed")]
+    assert svc.log(tracking_code=codes["ios-1"], actions=["opened"]) == ios[1:]
+    assert svc.log(tracking_code=codes["ios-1"], message_code=world.m2) == []
+    assert svc.log(tracking_code=codes["ios-1"], hwid="and-1") == []
+    assert svc.log(tracking_code="T-0000-00000000-00000000") == []
+    assert svc.log(tracking_code="") == []
 
 
 def test_limit_and_pagination(world: World) -> None:
@@ -297,8 +393,10 @@ def test_restricted_token_never_sees_other_applications(world: World) -> None:
         "date_from": _wire(now - timedelta(hours=1)),
         "date_to": _wire(now + timedelta(hours=1)),
     }
+    (b_code,) = {r["tracking_code"] for r in svc.log(message_code=world.m4, hwid="ios-1")}
     for filters in (
         {"hwid": "ios-1"},
+        {"tracking_code": b_code},
         {"campaign_code": "camp-1"},
         {"user_id": "u1"},
         {"application_code": world.b},
@@ -308,6 +406,7 @@ def test_restricted_token_never_sees_other_applications(world: World) -> None:
         assert seen(only_a, **filters) <= {svc.app.code}, filters
         assert seen(only_b, **filters) <= {world.b}, filters
         assert seen(stranger, **filters) == set(), filters
+    assert seen(only_b, tracking_code=b_code) == {world.b}
     assert seen(only_a, **around) == {svc.app.code}
     assert seen(only_b, **around) == {world.b}
 
@@ -370,6 +469,14 @@ ERRORS: list[tuple[dict[str, Any], str | None]] = [
     ({"hwid": "x", "pagination_token": _token(1, -(2**64))}, "pagination_token"),
     ({"hwid": "x", "pagination_token": 12}, "pagination_token"),
     ({"hwid": "x", "actions": ["clicked"]}, "actions"),
+    ({"hwid": "x", "actions": ["inbox_received"]}, "actions"),
+    ({"hwid": "x", "actions": ["send"]}, "actions"),
+    ({"hwid": "x", "platforms": ["internet explorer"]}, "platforms"),
+    ({"hwid": "x", "platforms": ["mac os"]}, "platforms"),
+    ({"tracking_code": 5}, "tracking_code"),
+    ({"tracking_code": ["T-1"]}, "tracking_code"),
+    ({"tracking_code": "T" * 65}, "tracking_code"),
+    ({"tracking_codes": ["T-1"]}, 'unknown field "tracking_codes"'),
     ({"hwid": "x", "actions": "created"}, "actions"),
     ({"hwid": "x", "platforms": ["ios9"]}, "platforms"),
     ({"hwid": "x", "platforms": [1]}, "platforms"),

@@ -12,6 +12,7 @@ from pushtrack.api.errors import ArgumentError
 from pushtrack.domain.platforms import ACCEPTED
 from pushtrack.domain.status import Status
 from pushtrack.store.base import DeviceIn
+from pushtrack.store.targeting import TagError
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 LongText = Annotated[str, msgspec.Meta(max_length=4096)]
@@ -65,7 +66,10 @@ async def register_device(call: Call, r: RegisterDevice) -> None:
         device_model=r.device_model,
         os_version=r.os_version,
     )
-    await call.ctx.store.register_device(app, device)
+    try:
+        await call.ctx.store.register_device(app, device)
+    except TagError as exc:
+        raise ArgumentError(f"tags: {exc.message}") from None
 
 
 async def unregister_device(call: Call, r: UnregisterDevice) -> None:

@@ -1,4 +1,10 @@
-"""Statistics v2: getMessageLog (more v2 methods join this module's router)."""
+"""Statistics v2: getMessageLog, the per-device event log with filters and paging.
+
+Actions use Pushwoosh's names (``sent``, ``delivered``, ``opened``, ``inbox_*``)
+plus **(ours)** ``created`` and ``failed``. pushtrack keeps no inbox, so an
+``inbox_*`` action is understood and selects nothing; so does a platform
+Pushwoosh names that no device here can be on (``email``, ``baidu android``).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ class GetMessageLog(msgspec.Struct, forbid_unknown_fields=True):
     message_id: Id | None = None
     message_code: str | None = None
     campaign_code: str | None = None
+    #: (ours) one delivery's events, by the code createMessage returned for it
+    tracking_code: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     hwid: str | Annotated[list[str], msgspec.Meta(max_length=MAX_HWIDS)] | None = None
     user_id: str | None = None
     application_code: str | None = None
@@ -38,8 +46,10 @@ class GetMessageLog(msgspec.Struct, forbid_unknown_fields=True):
     pagination_token: str | None = None
 
 
-#: Pushwoosh's inbox actions exist in the filter vocabulary but are never recorded here.
-_INBOX_ACTIONS = frozenset({"inbox_opened", "inbox_read", "inbox_deleted", "inbox_received"})
+#: Pushwoosh's inbox actions: in its filter vocabulary, never recorded here (no inbox).
+INBOX_ACTIONS = ("inbox_delivered", "inbox_read", "inbox_opened", "inbox_deleted")
+#: Every action name a filter may use: Pushwoosh's, in its order, then (ours) two more.
+ACTIONS = ("sent", "delivered", "opened", *INBOX_ACTIONS, "created", "failed")
 
 
 def encode_cursor(ts: int, event_id: int) -> str:
@@ -71,12 +81,19 @@ def build_query(call: Call, r: GetMessageLog) -> LogQuery:
     date_from, date_to = _date(r.date_from, "date_from"), _date(r.date_to, "date_to")
     has_id = any(
         v is not None
-        for v in (r.message_id, r.message_code, r.campaign_code, r.user_id, r.application_code)
+        for v in (
+            r.message_id,
+            r.message_code,
+            r.campaign_code,
+            r.tracking_code,
+            r.user_id,
+            r.application_code,
+        )
     ) or bool(hwids)
     if not has_id and (date_from is None or date_to is None):
         raise ArgumentError(
-            "at least one of message_id, message_code, campaign_code, hwid, user_id,"
-            " application_code, or both date_from and date_to is required"
+            "at least one of message_id, message_code, campaign_code, tracking_code, hwid,"
+            " user_id, application_code, or both date_from and date_to is required"
         )
     if date_from is not None and date_to is not None:
         if date_to < date_from:
@@ -90,14 +107,14 @@ def build_query(call: Call, r: GetMessageLog) -> LogQuery:
         if action in BY_LABEL:
             if BY_LABEL[action] not in statuses:
                 statuses.append(BY_LABEL[action])
-        elif action not in _INBOX_ACTIONS:
-            raise ArgumentError(f"actions: unknown action {action!r}")
-    wanted_platforms = []
+        elif action not in INBOX_ACTIONS:
+            raise ArgumentError(f"actions: unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    wanted_platforms: list[platforms.Platform] = []
     for name in r.platforms or ():
         platform = platforms.from_name(name)
-        if platform is None:
+        if platform is None and not platforms.is_deviceless(name):
             raise ArgumentError(f"platforms: unknown platform {name!r}")
-        if platform not in wanted_platforms:
+        if platform is not None and platform not in wanted_platforms:
             wanted_platforms.append(platform)
     return LogQuery(
         account=call.token.account,
@@ -105,13 +122,15 @@ def build_query(call: Call, r: GetMessageLog) -> LogQuery:
         message_id=r.message_id,
         message_code=r.message_code,
         campaign_code=r.campaign_code,
+        tracking_code=r.tracking_code,
         hwids=tuple(hwids) if hwids else None,
         user_id=r.user_id,
         application_code=r.application_code,
         date_from=date_from,
         date_to=date_to,
         statuses=tuple(statuses) if r.actions else None,
-        platforms=tuple(wanted_platforms) or None,
+        # () when only deviceless platforms were named: nothing can match
+        platforms=tuple(wanted_platforms) if r.platforms else None,
         after=decode_cursor(r.pagination_token) if r.pagination_token else None,
         limit=r.limit + 1,
     )
@@ -121,8 +140,8 @@ async def get_message_log(call: Call, r: GetMessageLog) -> dict[str, Any]:
     query = build_query(call, r)
     since = window_start(call.ctx.store_clock(), call.ctx.settings.retention_days)
     query = msgspec.structs.replace(query, date_from=max(query.date_from or since, since))
-    if query.statuses == ():
-        return {"data": [], "pagination_token": None}
+    if query.statuses == () or query.platforms == ():
+        return {"data": [], "pagination_token": None}  # only inbox actions / deviceless platforms
     rows = await call.ctx.store.message_log(query)
     more = len(rows) > r.limit
     rows = rows[: r.limit]

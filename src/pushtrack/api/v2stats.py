@@ -1,4 +1,11 @@
-"""Statistics v2 served from the counters: totalsByIntervals and messages:list."""
+"""Statistics v2 served from the counters: totalsByIntervals and messages:list.
+
+messages:list takes Pushwoosh's filters (``application``, ``platforms``,
+``date_range``, ``source``, ``campaign``, ``messages_ids``, ``messages_codes``) and
+``params`` (``with_details``, ``with_metrics``), and answers items in Pushwoosh's
+shape: metrics as integers, ``push_info.details`` with the notification's
+platform options nested in ``platform_parameters``.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,26 @@ from pushtrack.store.retention import window_start
 from pushtrack.store.stats import Totals
 
 MAX_PER_PAGE = 1000
+MAX_LISTED = 1000
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+#: Message sources Pushwoosh documents for messages:list. Every message here is
+#: created through the API, so ``API`` selects them all and the others none.
+SOURCES = (
+    "AB_TEST",
+    "API",
+    "AUTO_PUSH",
+    "CP",
+    "CSV",
+    "CUSTOMER_JOURNEY",
+    "EMAIL_API",
+    "EMAIL_CP",
+    "GEO_ZONE",
+    "PUSH_ON_EVENT",
+    "RSS",
+)
+SOURCE = "API"
 
 
 class TotalsByIntervals(msgspec.Struct, forbid_unknown_fields=True):
@@ -35,12 +61,24 @@ class DateRange(msgspec.Struct, forbid_unknown_fields=True):
 class Filters(msgspec.Struct, forbid_unknown_fields=True):
     application: Code
     date_range: DateRange | None = None
+    #: Pushwoosh's names ("IOS", "HUAWEI_ANDROID", ...); (ours) also device type numbers
     platforms: list[int | str] | None = None
-    messages_codes: Annotated[list[Code], msgspec.Meta(max_length=1000)] | None = None
+    source: str | None = None
+    campaign: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    messages_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_LISTED)] | None = None
+    messages_codes: Annotated[list[Code], msgspec.Meta(max_length=MAX_LISTED)] | None = None
+
+
+class Params(msgspec.Struct, forbid_unknown_fields=True):
+    #: (ours) both default to true, so a request without ``params`` gets everything;
+    #: Pushwoosh's docs only say that true includes the object
+    with_details: bool = True
+    with_metrics: bool = True
 
 
 class MessagesList(msgspec.Struct, forbid_unknown_fields=True):
     filters: Filters
+    params: Params | None = None
     per_page: Annotated[int, msgspec.Meta(ge=1, le=MAX_PER_PAGE)] = 100
     page: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
 
@@ -71,25 +109,36 @@ def _range(
 
 
 def _platforms(values: list[int | str] | None, name: str) -> list[int] | None:
+    """Device types named by number or name; None for no filter.
+
+    ``[]`` when only platforms no device here can be on were named: nothing matches.
+    """
     if not values:
         return None
-    out = []
+    out: list[int] = []
     for value in values:
         if isinstance(value, str):
             found = platform_names.from_name(value)
-            if found is None:
+            if found is None and not platform_names.is_deviceless(value):
                 raise ArgumentError(f"{name}: unknown platform {value!r}")
-            out.append(int(found))
+            if found is not None and found not in out:
+                out.append(int(found))
         elif value in ACCEPTED:
-            out.append(value)
+            if value not in out:
+                out.append(value)
         else:
             raise ArgumentError(f"{name}: {value} is not a known device type")
     return out
 
 
 def _counters(t: Totals) -> dict[str, str]:
-    """Counters as strings, as Pushwoosh sends them."""
+    """Counters as strings, as totalsByIntervals sends them."""
     return {c: str(getattr(t, c)) for c in COUNTERS}
+
+
+def _metrics(t: Totals) -> dict[str, int]:
+    """Counters as integers, as messages:list sends them."""
+    return {c: getattr(t, c) for c in COUNTERS}
 
 
 def _since(call: Call) -> int:
@@ -119,16 +168,64 @@ async def totals_by_intervals(call: Call, r: TotalsByIntervals) -> dict[str, Any
     }
 
 
-#: Fields of a stored notification that are targeting, not content: left out of details.
-_TARGETING = frozenset({"devices", "users"})
+#: Fields of a stored notification that ``platform_parameters`` leaves out: the explicit
+#: device and user lists (up to 1000 entries each; the log has them per device), and
+#: what ``details`` or the item carry under a name of their own.
+_NOT_PARAMETERS = frozenset(
+    {
+        "devices",
+        "users",
+        "content",
+        "title",
+        "filter",
+        "send_date",
+        "timezone",
+        "ignore_user_timezone",
+        "campaign",
+    }
+)
+
+
+def details(notification: dict[str, Any]) -> dict[str, Any]:
+    """A stored notification in the shape of Pushwoosh's ``push_info.details``.
+
+    ``title``, ``content``, ``filter_name`` (the saved filter it named) and
+    ``filter_code`` (always null: filters here have no code) sit at the top, as does
+    ``follow_user_timezone`` (a dated send at each device's local time); every other
+    field as sent (platform options, ``data``, ``conditions``, ``platforms``, ...)
+    is in ``platform_parameters``.
+    """
+    send_date = notification.get("send_date", "now")
+    return {
+        "title": notification.get("title"),
+        "filter_name": notification.get("filter"),
+        "filter_code": None,
+        "content": notification.get("content"),
+        "platform_parameters": {k: v for k, v in notification.items() if k not in _NOT_PARAMETERS},
+        "follow_user_timezone": send_date not in ("", "now")
+        and "timezone" not in notification
+        and notification.get("ignore_user_timezone") is False,
+    }
 
 
 async def messages_list(call: Call, r: MessagesList) -> dict[str, Any]:
     assert call.token is not None
     f = r.filters
-    app = await call.app_for(f.application)
+    try:
+        app = await call.app_for(f.application)
+    except ArgumentError as exc:
+        raise ArgumentError(f"filters.{exc.message}") from None
     dr = f.date_range or DateRange()
     start, end = _range(dr.date_from, dr.date_to, "filters.date_range.")
+    if f.source is not None and f.source not in SOURCES:
+        raise ArgumentError(
+            f"filters.source: unknown source {f.source!r} (one of {', '.join(SOURCES)})"
+        )
+    wanted = _platforms(f.platforms, "filters.platforms")
+    params = r.params or Params()
+    if f.source not in (None, SOURCE) or wanted == []:
+        return {"total": 0, "items": []}  # no message here can match
+    # Empty lists are no filter, as in Pushwoosh's own example request.
     total, found = await call.ctx.store.stats.list_messages(
         account=call.token.account,
         apps=call.token.apps,
@@ -136,16 +233,24 @@ async def messages_list(call: Call, r: MessagesList) -> dict[str, Any]:
         since=_since(call),
         date_from=start,
         date_to=end,
+        campaign=f.campaign,
+        ids=f.messages_ids,
         codes=f.messages_codes,
-        platforms=_platforms(f.platforms, "filters.platforms"),
+        platforms=wanted,
         offset=(r.page - 1) * r.per_page,
         limit=r.per_page,
     )
     items = []
     for m in found:
-        details = {k: v for k, v in m.notification.items() if k not in _TARGETING}
-        # every platform the message went to, counted or not yet
-        by_platform = {p: Totals(0, p) for p in m.platforms} | {t.platform: t for t in m.totals}
+        push_info: dict[str, Any] = {}
+        if params.with_details:
+            push_info["details"] = details(m.notification)
+        if params.with_metrics:
+            # every platform the message went to, counted or not yet
+            by_platform = {p: Totals(0, p) for p in m.platforms} | {t.platform: t for t in m.totals}
+            push_info["metrics"] = [
+                {**_metrics(t), "platform": p} for p, t in sorted(by_platform.items())
+            ]
         items.append(
             {
                 "id": m.id,
@@ -154,14 +259,9 @@ async def messages_list(call: Call, r: MessagesList) -> dict[str, Any]:
                 "send_date": to_wire(m.send_at),
                 "status": m.status,
                 "platforms": m.platforms,
-                "source": "API",
-                "campaign_code": m.campaign,
-                "push_info": {
-                    "details": details,
-                    "metrics": [
-                        {"platform": p, **_counters(t)} for p, t in sorted(by_platform.items())
-                    ],
-                },
+                "source": SOURCE,
+                "campaign": m.campaign,
+                "push_info": push_info,
             }
         )
     return {"total": total, "items": items}

@@ -1,4 +1,9 @@
-"""Platforms: Pushwoosh's integer device types and the lower-case names of the v2 API."""
+"""Platforms: Pushwoosh's integer device types and the names its statistics methods use.
+
+getMessageLog spells platforms in lower case with spaces (``"huawei android"``),
+messages:list in upper case with underscores (``"HUAWEI_ANDROID"``); both are read
+through ``from_name``, which folds one spelling into the other.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,9 @@ class Platform(IntEnum):
     FIREFOX = 12
     INTERNET_EXPLORER = 13
     HUAWEI = 17
-    TYPE_18 = 18
-    TYPE_19 = 19
-    TYPE_21 = 21
+    SMS = 18
+    XIAOMI = 19
+    WHATSAPP = 21
 
     @property
     def api_name(self) -> str:
@@ -38,20 +43,35 @@ _NAMES: dict[Platform, str] = {
     Platform.SAFARI: "safari",
     Platform.CHROME: "chrome",
     Platform.FIREFOX: "firefox",
-    Platform.INTERNET_EXPLORER: "internet explorer",
+    Platform.INTERNET_EXPLORER: "ie",
     Platform.HUAWEI: "huawei android",
-    # Pushwoosh lists these codes too; no gateway here serves them.
-    Platform.TYPE_18: "type 18",
-    Platform.TYPE_19: "type 19",
-    Platform.TYPE_21: "type 21",
+    # Pushwoosh's device types for these; no gateway here serves them.
+    Platform.SMS: "sms",
+    Platform.XIAOMI: "xiaomi",
+    Platform.WHATSAPP: "whatsapp",
 }
 
 BY_NAME: dict[str, Platform] = {name: platform for platform, name in _NAMES.items()}
+
+#: Platforms Pushwoosh's statistics filters name that have no device type here
+#: (registerDevice accepts none for them), so no device or delivery is ever on one:
+#: a filter naming one is understood and selects nothing.
+DEVICELESS: frozenset[str] = frozenset({"email", "baidu android"})
 
 #: Device types accepted by registerDevice and createMessage.
 ACCEPTED: frozenset[int] = frozenset(int(p) for p in Platform)
 
 
+def normal_name(name: str) -> str:
+    """A platform name as ``BY_NAME`` spells it: ``"HUAWEI_ANDROID"`` -> ``"huawei android"``."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
 def from_name(name: str) -> Platform | None:
-    """The platform for a v2 lower-case name, or None."""
-    return BY_NAME.get(name.strip().lower())
+    """The platform a statistics name (either spelling, any case) stands for, or None."""
+    return BY_NAME.get(normal_name(name))
+
+
+def is_deviceless(name: str) -> bool:
+    """Is ``name`` a Pushwoosh platform no device here can be on (see ``DEVICELESS``)?"""
+    return normal_name(name) in DEVICELESS

@@ -96,6 +96,17 @@ NUMERIC: frozenset[TagType] = frozenset(
 )
 
 
+#: Built-in tags (Pushwoosh's names): string tags read from the device's own
+#: columns (registerDevice sets them), not settable with setTags. Compared
+#: with the string operators; ``Language`` case-insensitively.
+BUILTIN: dict[str, str] = {
+    "Language": "language",
+    "Application Version": "app_version",
+    "Device Model": "device_model",
+    "OS Version": "os_version",
+}
+
+
 class TagValueError(ValueError):
     """A value or condition that does not fit a tag; ``message`` names the tag."""
 

@@ -27,6 +27,7 @@ backslash stands for itself; ``true``/``false`` are literals. ``G(...)``
 from __future__ import annotations
 
 import functools
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -500,22 +501,29 @@ def _json_operand(value: Any, where: str) -> Operand:
     raise TargetingError(f"{where}: must be a string, number, boolean or list")
 
 
-def from_conditions(conditions: Any, operator: str = "AND") -> Node:
+def from_conditions(
+    conditions: Any,
+    operator: str | None = "AND",
+    *,
+    field: str = "conditions",
+    operator_field: str = "conditions_operator",
+) -> Node:
     """createMessage's ``conditions`` (``[["tag", "OP", value], ...]``) as a tree.
 
-    ``operator`` is ``conditions_operator``: ``AND`` (every condition) or ``OR``
-    (any). Errors name the condition: ``conditions[1]: ...``.
+    ``operator`` is ``conditions_operator``: ``AND`` (every condition, also when
+    None) or ``OR`` (any). Errors name the condition: ``conditions[1]: ...``
+    (``field`` and ``operator_field`` name the request's fields).
     """
-    op = operator.upper() if isinstance(operator, str) else operator
+    op = (operator or "AND").upper() if isinstance(operator, str | None) else operator
     if op not in ("AND", "OR"):
-        raise TargetingError("conditions_operator: must be AND or OR")
+        raise TargetingError(f"{operator_field}: must be AND or OR")
     if not isinstance(conditions, list | tuple) or not conditions:
-        raise TargetingError("conditions: must be a non-empty list")
+        raise TargetingError(f"{field}: must be a non-empty list")
     if len(conditions) > MAX_TERMS:
-        raise TargetingError(f"conditions: more than {MAX_TERMS} conditions")
+        raise TargetingError(f"{field}: more than {MAX_TERMS} conditions")
     nodes: list[Node] = []
     for i, item in enumerate(conditions):
-        where = f"conditions[{i}]"
+        where = f"{field}[{i}]"
         if not isinstance(item, list | tuple) or not 2 <= len(item) <= 3:
             raise TargetingError(f'{where}: must be ["tag", "OPERATOR", value]')
         name, cond_op = item[0], item[1]
@@ -553,9 +561,7 @@ def _render_scalar(value: Scalar) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        text = repr(value)
-        if "e" in text or "E" in text or "inf" in text or "nan" in text:
-            text = f"{value:.6f}".rstrip("0")
+        text = format(Decimal(repr(value)), "f")  # positional, as short as repr
         return text if "." in text else text + ".0"
     return _quote(value)
 

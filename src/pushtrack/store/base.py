@@ -101,6 +101,7 @@ class LogQuery(msgspec.Struct, frozen=True):
     message_id: int | None = None
     message_code: str | None = None
     campaign_code: str | None = None
+    tracking_code: str | None = None
     hwids: tuple[str, ...] | None = None
     user_id: str | None = None
     application_code: str | None = None

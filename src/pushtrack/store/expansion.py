@@ -111,18 +111,22 @@ def load(tx: Tx, *, message_id: int) -> Expansion | None:
 
 def audience_after(tx: Tx, *, exp: Expansion, after: int, limit: int) -> list[Device]:
     """The next ``limit`` devices of the audience with an id above ``after``, by id."""
-    where = ["d.app_id = ?", "d.subscribed = 1", "d.id > ?"]
-    params: list[Any] = [exp.app.id, after]
+    where = ["d.app_id = ?", "d.subscribed = 1"]
+    params: list[Any] = [exp.app.id]
+    if exp.selection is not None:
+        # says d.id > after itself, and bounds its tag probes by it too
+        selected, more = audience_where(tx, exp.app, exp.selection, after=after)
+        where.append(selected)
+        params.extend(more)
+    else:
+        where.append("d.id > ?")
+        params.append(after)
     if exp.platforms:
         where.append(f"d.device_type IN ({','.join('?' * len(exp.platforms))})")
         params.extend(exp.platforms)
     if exp.users:
         where.append(f"d.user_id IN ({','.join('?' * len(exp.users))})")
         params.extend(exp.users)
-    if exp.selection is not None:
-        selected, more = audience_where(tx, exp.app, exp.selection)
-        where.append(selected)
-        params.extend(more)
     params.append(limit)
     return tx.all(
         f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE {' AND '.join(where)} ORDER BY d.id LIMIT ?",

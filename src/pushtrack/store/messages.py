@@ -468,6 +468,8 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         add("m.code = ?", q.message_code)
     if q.campaign_code is not None:
         add("m.campaign = ?", q.campaign_code)
+    if q.tracking_code is not None:
+        add("d.tracking_code = ?", q.tracking_code)  # unique, so indexed
     if q.hwids:
         add_in("d.hwid", q.hwids)
     if q.user_id is not None:

@@ -125,6 +125,20 @@ def counter_rows(
     return [_totals(day, platform, sums) for (day, platform), sums in sorted(days.items())]
 
 
+def activity_span(tx: Tx, *, message_id: int, since: int) -> tuple[int, int] | None:
+    """The first and the last minute (bucket starts) with any counter of a message.
+
+    Only minutes at or after ``since`` (the retention window's start) count; None if none.
+    """
+    row = tx.one(
+        "SELECT MIN(minute), MAX(minute) FROM counters_minute WHERE message_id = ? AND minute >= ?",
+        (message_id, since),
+    )
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
 def list_messages(
     tx: Tx,
     *,
@@ -134,12 +148,18 @@ def list_messages(
     since: int,
     date_from: int | None,
     date_to: int | None,
-    codes: Sequence[str] | None,
-    platforms: Sequence[int] | None,
+    campaign: str | None = None,
+    ids: Sequence[int] | None = None,
+    codes: Sequence[str] | None = None,
+    platforms: Sequence[int] | None = None,
     offset: int,
     limit: int,
 ) -> tuple[int, list[MessageSummary]]:
-    """Messages of an application created at or after ``since``, newest first, with totals."""
+    """Messages of an application created at or after ``since``, newest first, with totals.
+
+    ``date_from``/``date_to`` bound the send time; ``platforms`` keeps messages with a
+    payload for any of them. Empty sequences are no filter.
+    """
     if apps is not None and app_code not in apps:
         return 0, []
     where = ["a.code = ?", "acc.name = ?", "m.created_at >= ?"]
@@ -150,6 +170,12 @@ def list_messages(
     if date_to is not None:
         where.append("m.send_at <= ?")
         params.append(date_to)
+    if campaign is not None:
+        where.append("m.campaign = ?")
+        params.append(campaign)
+    if ids:
+        where.append(f"m.id IN ({','.join('?' * len(ids))})")
+        params.extend(ids)
     if codes:
         where.append(f"m.code IN ({','.join('?' * len(codes))})")
         params.extend(codes)
@@ -236,6 +262,9 @@ class StatsStore:
             )
         )
 
+    async def activity_span(self, message_id: int, since: int) -> tuple[int, int] | None:
+        return await self.engine.read(partial(activity_span, message_id=message_id, since=since))
+
     async def list_messages(
         self,
         *,
@@ -245,6 +274,8 @@ class StatsStore:
         since: int,
         date_from: int | None = None,
         date_to: int | None = None,
+        campaign: str | None = None,
+        ids: Sequence[int] | None = None,
         codes: Sequence[str] | None = None,
         platforms: Sequence[int] | None = None,
         offset: int = 0,
@@ -259,7 +290,9 @@ class StatsStore:
                 since=since,
                 date_from=date_from,
                 date_to=date_to,
-                codes=tuple(codes) if codes else None,
+                campaign=campaign,
+                ids=tuple(dict.fromkeys(ids)) if ids else None,
+                codes=tuple(dict.fromkeys(codes)) if codes else None,
                 platforms=tuple(platforms) if platforms else None,
                 offset=offset,
                 limit=limit,

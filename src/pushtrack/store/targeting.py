@@ -28,6 +28,7 @@ import msgspec
 
 from pushtrack.domain import targeting as t
 from pushtrack.domain.tags import (
+    BUILTIN,
     MAX_LIST_ITEMS,
     ListChange,
     Predicate,
@@ -36,6 +37,7 @@ from pushtrack.domain.tags import (
     Row,
     TagType,
     TagValueError,
+    Values,
     compile_condition,
     infer_type,
     stored_rows,
@@ -144,6 +146,8 @@ def tag_defs(tx: Tx, app: App, names: Sequence[str] | None = None) -> dict[str, 
 def _check_name(name: str) -> None:
     if not name or len(name) > MAX_TAG_NAME:
         raise TagError(f"tag name must be 1 to {MAX_TAG_NAME} characters")
+    if name in BUILTIN:
+        raise TagError(f'tag "{name}" is built in: registerDevice sets it')
 
 
 def _insert_def(tx: Tx, app: App, name: str, tag_type: TagType, declared: bool) -> TagDef:
@@ -271,11 +275,13 @@ def _change_list(tx: Tx, device: int, tag: int, change: ListChange) -> None:
     )
 
 
-def set_tags(tx: Tx, app: App, hwid: str, tags: dict[str, Any]) -> None:
+def set_tags(tx: Tx, app: App, hwid: str, tags: dict[str, Any]) -> bool:
+    """Set tags of a registered device; False if there is no such device."""
     device = device_id(tx, app, hwid, lock=True)
     if device is None:
-        raise TagError(f"hwid: device {hwid} is not registered")
+        return False
     set_device_tags(tx, app, device, tags)
+    return True
 
 
 def get_tags(tx: Tx, app: App, hwid: str) -> dict[str, Any] | None:
@@ -333,12 +339,14 @@ def check_selection(
             scopes = [cond.app]
         else:
             scopes = list(by_code)
-        found = [defs[code][cond.tag] for code in scopes if cond.tag in defs[code]]
-        if not found:
+        types = [defs[code][cond.tag].type for code in scopes if cond.tag in defs[code]]
+        if not types and cond.tag in BUILTIN:
+            types = [TagType.STRING]
+        if not types:
             raise SelectionError(f'{where}: tag "{cond.tag}" is not defined')
-        for tag in found:
+        for tag_type in types:
             try:
-                compile_condition(tag.type, cond.tag, cond.op, cond.operand, 0)
+                compile_condition(tag_type, cond.tag, cond.op, cond.operand, 0)
             except TagValueError as exc:
                 raise SelectionError(f"{where}: {exc.message}") from None
 
@@ -353,107 +361,161 @@ def _marks(n: int) -> str:
     return ", ".join("?" for _ in range(n))
 
 
-def _probe(tag_id: int, extra: str = "") -> str:
-    return f"EXISTS (SELECT 1 FROM tag_values v WHERE v.device_id = d.id AND v.tag_id = ?{extra})"
+class _Compiler:
+    """One compilation: SQL text built left to right, parameters in the same order."""
 
+    def __init__(
+        self, tx: Tx, app: App, defs: dict[str, tuple[int, TagType]], after: int | None
+    ) -> None:
+        self.app = app
+        self.defs = defs
+        self.now_s = tx.now() // US
+        self.after = after
+        # SQLite would seek (tag_id, value, device_id) once per listed value; one seek
+        # by (device_id, tag_id) and a look at the device's few rows is cheaper.
+        self.hint = tx.dialect == "sqlite"
+        self.params: list[Any] = []
 
-def _predicate_sql(tag_id: int, pred: Predicate, params: list[Any]) -> str:
-    if isinstance(pred, Present):
-        params.append(tag_id)
-        return ("NOT " if pred.negate else "") + _probe(tag_id)
-    if isinstance(pred, Ranges):
-        parts: list[str] = []
-        match_params: list[Any] = [tag_id]
-        for lo, hi in pred.ranges:
-            if lo is not None and hi is not None:
-                if lo == hi:
+    def probe(self, tag_id: int, test: str = "", values: Sequence[Any] = ()) -> str:
+        """``EXISTS`` a row of the device's tag (``test`` over ``v``, with ``values``)."""
+        self.params.append(tag_id)
+        bound = ""
+        if self.after is not None and not self.hint:
+            # Repeats ``d.id > after`` on the tag side: PostgreSQL does not carry an
+            # inequality across the join, and would otherwise merge from the first device.
+            # (SQLite probes per device; there the bound would turn its seek into a scan.)
+            bound = " AND v.device_id > ?"
+            self.params.append(self.after)
+        self.params.extend(values)
+        return (
+            "EXISTS (SELECT 1 FROM tag_values v WHERE v.device_id = d.id"
+            f" AND v.tag_id = ?{bound}{test})"
+        )
+
+    def predicate(self, tag_id: int, pred: Predicate) -> str:
+        if isinstance(pred, Present):
+            return ("NOT " if pred.negate else "") + self.probe(tag_id)
+        if isinstance(pred, Ranges):
+            parts: list[str] = []
+            values: list[Any] = []
+            for lo, hi in pred.ranges:
+                if lo is not None and hi is not None and lo == hi:
                     parts.append("v.num = ?")
-                    match_params.append(lo)
-                else:
+                    values.append(lo)
+                elif lo is not None and hi is not None:
                     parts.append("v.num BETWEEN ? AND ?")
-                    match_params.extend((lo, hi))
-            elif lo is not None:
-                parts.append("v.num >= ?")
-                match_params.append(lo)
-            elif hi is not None:
-                parts.append("v.num <= ?")
-                match_params.append(hi)
-            else:
-                parts.append("v.num IS NOT NULL")
-        cond = parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
-        match = _probe(tag_id, f" AND {cond}")
+                    values.extend((lo, hi))
+                elif lo is not None:
+                    parts.append("v.num >= ?")
+                    values.append(lo)
+                elif hi is not None:
+                    parts.append("v.num <= ?")
+                    values.append(hi)
+                else:
+                    parts.append("v.num IS NOT NULL")
+            test = " AND " + (parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")")
+            if pred.negate:
+                has = self.probe(tag_id)
+                return f"({has} AND NOT {self.probe(tag_id, test, values)})"
+            return self.probe(tag_id, test, values)
+        column = f"v.{pred.column}"
+        if pred.every:
+            return (
+                "("
+                + " AND ".join(self.probe(tag_id, f" AND {column} = ?", (v,)) for v in pred.values)
+                + ")"
+            )
+        values = list(pred.values)
+        if len(values) == 1:
+            test = f" AND {column} = ?"
+        else:
+            test = f" AND {'+' if self.hint else ''}{column} IN ({_marks(len(values))})"
         if pred.negate:
-            params.extend((tag_id, *match_params))
-            return f"({_probe(tag_id)} AND NOT {match})"
-        params.extend(match_params)
-        return match
-    column = f"v.{pred.column}"
-    if pred.every:
-        clauses = []
-        for value in pred.values:
-            params.extend((tag_id, value))
-            clauses.append(_probe(tag_id, f" AND {column} = ?"))
-        return "(" + " AND ".join(clauses) + ")"
-    values = list(pred.values)
-    test = f" AND {column} = ?" if len(values) == 1 else f" AND {column} IN ({_marks(len(values))})"
-    if pred.negate:
-        params.extend((tag_id, tag_id, *values))
-        return f"({_probe(tag_id)} AND NOT {_probe(tag_id, test)})"
-    params.extend((tag_id, *values))
-    return _probe(tag_id, test)
+            has = self.probe(tag_id)
+            return f"({has} AND NOT {self.probe(tag_id, test, values)})"
+        return self.probe(tag_id, test, values)
 
-
-def _compile(
-    node: t.Node, app: App, defs: dict[str, tuple[int, TagType]], now_s: int, params: list[Any]
-) -> str:
-    if isinstance(node, t.Application):
-        if node.code != app.code:
-            return _FALSE
-        if node.platforms is None:
-            return _TRUE
-        if not node.platforms:
-            return _FALSE
-        params.extend(node.platforms)
-        if len(node.platforms) == 1:
-            return "d.device_type = ?"
-        return f"d.device_type IN ({_marks(len(node.platforms))})"
-    if isinstance(node, t.TagCondition):
-        if node.app is not None and node.app != app.code:
-            return _FALSE
-        found = defs.get(node.tag)
-        if found is None:  # nobody has a tag that is not defined
-            return _TRUE if node.op == "NOTSET" else _FALSE
+    def builtin(self, node: t.TagCondition) -> str:
+        """A built-in tag: a string condition on one of the device's own columns."""
+        column = f"d.{BUILTIN[node.tag]}"
         try:
-            pred = compile_condition(found[1], node.tag, node.op, node.operand, now_s)
+            pred = compile_condition(TagType.STRING, node.tag, node.op, node.operand, self.now_s)
         except TagValueError as exc:
             raise SelectionError(f"{t.render(node)}: {exc.message}") from None
-        return _predicate_sql(found[0], pred, params)
-    if isinstance(node, t.Union | t.Intersection):
-        glue = " OR " if isinstance(node, t.Union) else " AND "
-        return "(" + glue.join(_compile(i, app, defs, now_s, params) for i in node.items) + ")"
-    left = _compile(node.left, app, defs, now_s, params)
-    right = _compile(node.right, app, defs, now_s, params)
-    return f"({left} AND NOT {right})"
+        if isinstance(pred, Present):
+            return f"{column} IS {'' if pred.negate else 'NOT '}NULL"
+        assert isinstance(pred, Values)
+        values: list[Any] = list(pred.values)
+        if node.tag == "Language":  # stored in lower case
+            values = [str(v).lower() for v in values]
+        self.params.extend(values)
+        test = f"{column} = ?" if len(values) == 1 else f"{column} IN ({_marks(len(values))})"
+        if pred.negate:
+            return f"({column} IS NOT NULL AND NOT {test})"
+        return test
+
+    def node(self, node: t.Node) -> str:
+        if isinstance(node, t.Application):
+            if node.code != self.app.code:
+                return _FALSE
+            if node.platforms is None:
+                return _TRUE
+            if not node.platforms:
+                return _FALSE
+            self.params.extend(node.platforms)
+            if len(node.platforms) == 1:
+                return "d.device_type = ?"
+            return f"d.device_type IN ({_marks(len(node.platforms))})"
+        if isinstance(node, t.TagCondition):
+            if node.app is not None and node.app != self.app.code:
+                return _FALSE
+            found = self.defs.get(node.tag)
+            if found is None and node.tag in BUILTIN:
+                return self.builtin(node)
+            if found is None:  # nobody has a tag that is not defined
+                return _TRUE if node.op == "NOTSET" else _FALSE
+            try:
+                pred = compile_condition(found[1], node.tag, node.op, node.operand, self.now_s)
+            except TagValueError as exc:
+                raise SelectionError(f"{t.render(node)}: {exc.message}") from None
+            return self.predicate(found[0], pred)
+        if isinstance(node, t.Union | t.Intersection):
+            glue = " OR " if isinstance(node, t.Union) else " AND "
+            return "(" + glue.join(self.node(item) for item in node.items) + ")"
+        left = self.node(node.left)
+        right = self.node(node.right)
+        return f"({left} AND NOT {right})"
 
 
-def audience_where(tx: Tx, app: App, node: t.Node) -> tuple[str, list[Any]]:
+def audience_where(
+    tx: Tx, app: App, node: t.Node, *, after: int | None = None
+) -> tuple[str, list[Any]]:
     """A boolean SQL expression over ``devices d`` (and its parameters) that holds
     for the devices of ``app`` that ``node`` selects.
 
     The caller restricts to the application itself (``d.app_id = ?``) and adds
-    anything else (``d.subscribed = 1``, an id range). ``A("X")`` holds iff X is
-    ``app`` (and the device type is listed, if a list is given); ``T(...)`` uses
-    ``app``'s tags (a tag it does not define is on no device); ``AT("Y", ...)``
-    holds only if Y is ``app``. "Days ago" date operands count from the
-    transaction's clock. A condition that no longer fits its tag's type (the tag
-    was deleted and declared again) raises ``SelectionError``: a selection is
+    anything else (``d.subscribed = 1``). ``A("X")`` holds iff X is ``app`` (and
+    the device type is listed, if a list is given); ``T(...)`` uses ``app``'s
+    tags (a tag it does not define is on no device); ``AT("Y", ...)`` holds only
+    if Y is ``app``. "Days ago" date operands count from the transaction's clock.
+
+    ``after``: only devices with ``d.id > after`` (the expression says so itself,
+    and bounds every tag probe too). Batches walk an audience as
+    ``... AND <expr> ORDER BY d.id LIMIT n`` with ``after`` the last id seen: each
+    batch then costs index probes for the devices it passes, on both engines.
+
+    A condition that no longer fits its tag's type (the tag was deleted and
+    declared again with another type) raises ``SelectionError``: a selection is
     never widened by a condition that silently matches nothing.
     """
     names = sorted({c.tag for c in t.tag_conditions(node) if c.app in (None, app.code)})
     defs = {name: (d.id, d.type) for name, d in tag_defs(tx, app, names).items()}
-    params: list[Any] = []
-    sql = _compile(node, app, defs, tx.now() // US, params)
-    return sql, params
+    compiler = _Compiler(tx, app, defs, after)
+    if after is None:
+        return compiler.node(node), compiler.params
+    compiler.params.append(after)
+    sql = compiler.node(node)
+    return f"(d.id > ? AND {sql})", compiler.params
 
 
 # -- reading an audience --------------------------------------------------------------------
@@ -469,11 +531,10 @@ def count(tx: Tx, app: App, node: t.Node) -> int:
 
 def select_ids(tx: Tx, app: App, node: t.Node, after: int = 0, limit: int = 1000) -> list[int]:
     """Ids of selected devices above ``after``, ascending, at most ``limit``."""
-    where, params = audience_where(tx, app, node)
+    where, params = audience_where(tx, app, node, after=after)
     rows = tx.all(
-        f"SELECT d.id FROM devices d WHERE d.app_id = ? AND d.id > ? AND {where}"
-        " ORDER BY d.id LIMIT ?",
-        (app.id, after, *params, limit),
+        f"SELECT d.id FROM devices d WHERE d.app_id = ? AND {where} ORDER BY d.id LIMIT ?",
+        (app.id, *params, limit),
     )
     return [int(r[0]) for r in rows]
 
@@ -584,9 +645,11 @@ class TargetingStore:
         self.engine = engine
 
     # tags of devices
-    async def set_tags(self, app: App, hwid: str, tags: dict[str, Any]) -> None:
-        """Set or (``None``) remove tags of a registered device (``TagError`` otherwise)."""
-        await self.engine.write(partial(set_tags, app=app, hwid=hwid, tags=tags))
+    async def set_tags(self, app: App, hwid: str, tags: dict[str, Any]) -> bool:
+        """Set or (``None``) remove tags of a device; False if it is not registered.
+
+        ``TagError`` names a tag whose value does not fit (nothing is written)."""
+        return await self.engine.write(partial(set_tags, app=app, hwid=hwid, tags=tags))
 
     async def get_tags(self, app: App, hwid: str) -> dict[str, Any] | None:
         """The device's tags in wire form; None if no such device."""
