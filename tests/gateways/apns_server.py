@@ -3,7 +3,10 @@
 It verifies the provider token (ES256 signature against the team key's public
 half, ``kid`` and ``iss``, at most an hour old) and the apns-* headers, and
 answers the way APNs does: status code, ``apns-id`` header, and
-``{"reason": ...}`` (plus ``timestamp`` for 410) on errors.
+``{"reason": ...}`` (plus ``timestamp`` for 410) on errors. Like APNs it
+refuses an ``alert`` push whose ``aps`` shows nothing (no alert, badge or
+sound), a ``background`` push that is not ``content-available`` alone, and a
+background push at priority 10.
 
 Knobs for tests: ``failures`` (device token → (status, reason[, headers])),
 ``latency`` (seconds per request), ``goaway_after`` / ``reset_after`` (streams
@@ -209,6 +212,27 @@ class ApnsServer:
             raise _Refusal(413, "PayloadTooLarge")
         if not _HEX.fullmatch(token):
             raise _Refusal(400, "BadDeviceToken")
+        self._check_push_type(headers, request.body)
+
+    def _check_push_type(self, headers: dict[str, str], body: bytes) -> None:
+        """What Apple asks of alert and background pushes (see "Sending notification
+        requests to APNs"): an alert push shows something; a background push carries
+        content-available alone and goes at priority 5."""
+        try:
+            aps = json.loads(body).get("aps")
+        except (ValueError, AttributeError):
+            raise _Refusal(400, "BadRequest") from None
+        if not isinstance(aps, dict):
+            aps = {}
+        push_type = headers.get("apns-push-type")
+        shows = any(key in aps for key in ("alert", "badge", "sound"))
+        if push_type == "alert" and not shows:
+            raise _Refusal(400, "InvalidPushType")
+        if push_type == "background":
+            if shows or aps.get("content-available") != 1:
+                raise _Refusal(400, "InvalidPushType")
+            if headers.get("apns-priority", "10") == "10":
+                raise _Refusal(400, "BadPriority")
 
     def _check_provider_token(self, authorization: str | None) -> None:
         if not authorization:
