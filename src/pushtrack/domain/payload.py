@@ -246,26 +246,31 @@ def _apple(n: Mapping[str, Any], platform: Platform, language: str | None) -> Te
 
 
 def _trim(body: dict[str, Any], budget: int) -> None:
-    """Shorten the alert text, ending it with an ellipsis, until the payload fits."""
+    """Shorten the alert text, ending it with an ellipsis, to the longest that fits."""
     aps = body["aps"]
     alert = aps.get("alert")
     text = alert.get("body") if isinstance(alert, dict) else alert
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str) or not text or len(encode(body)) <= budget:
         return
-    over = len(encode(body)) - budget
-    while over > 0 and text:
-        data = text.encode()
-        # cut on a character boundary; a JSON escape may take more room than its byte
-        keep = max(0, len(data) - over - len(_ELLIPSIS.encode()))
-        text = data[:keep].decode(errors="ignore").rstrip()
-        shortened = text + _ELLIPSIS if text else ""
+
+    def put(shown: str) -> None:
         if isinstance(alert, dict):
-            alert["body"] = shortened
+            alert["body"] = shown
         else:
-            aps["alert"] = shortened
-        over = len(encode(body)) - budget
-        if not text:
-            break
+            aps["alert"] = shown
+
+    def shortened(keep: int) -> str:
+        return text[:keep].rstrip() + _ELLIPSIS if keep else ""
+
+    low, high = 0, len(text) - 1  # the longest prefix that fits lies in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        put(shortened(middle))
+        if len(encode(body)) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    put(shortened(low))
 
 
 def _safari(n: Mapping[str, Any], language: str | None) -> Template:
