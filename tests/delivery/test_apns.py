@@ -95,6 +95,35 @@ async def test_header_options(
 
 
 @pytest.mark.parametrize(
+    ("push_type", "suffix"), [("voip", ".voip"), ("location", ".location-query")]
+)
+async def test_push_type_setting_sends_every_push_as_that_type(
+    apns_server: ApnsServer, apns_settings: dict[str, Any], push_type: str, suffix: str
+) -> None:
+    # over APNs' 4 KB for alerts, within the 5 KB of VoIP pushes
+    big = notification(Platform.IOS, apns_token(), message={"content": "x" * 4300})
+    [outcome] = await send({**apns_settings, "push_type": push_type}, [big])
+    received = apns_server.received[-1]
+    headers = received.headers
+    assert (headers["apns-push-type"], headers["apns-topic"], headers["apns-priority"]) == (
+        push_type,
+        apns_settings["topic"] + suffix,
+        "10",
+    )
+    expected = (
+        (Verdict.DELIVERED, None) if push_type == "voip" else (Verdict.FAILED, "PayloadTooLarge")
+    )
+    assert (outcome.verdict, outcome.reason) == expected
+    # a topic without the suffix is refused, as APNs does
+    apns_server.topic, topic = apns_settings["topic"] + ".other", apns_server.topic
+    try:
+        [refused] = await send({**apns_settings, "push_type": push_type}, [big])
+    finally:
+        apns_server.topic = topic
+    assert refused.reason == "TopicDisallowed"
+
+
+@pytest.mark.parametrize(
     ("message", "options", "reason"),
     [
         (SILENT, {"push_type": "alert"}, "InvalidPushType"),

@@ -6,7 +6,8 @@ answers the way APNs does: status code, ``apns-id`` header, and
 ``{"reason": ...}`` (plus ``timestamp`` for 410) on errors. Like APNs it
 refuses an ``alert`` push whose ``aps`` shows nothing (no alert, badge or
 sound), a ``background`` push that is not ``content-available`` alone, and a
-background push at priority 10.
+background push at priority 10; the topic must carry Apple's suffix for the push type
+(``.voip``, ...), and a VoIP payload may take 5 KB.
 
 Knobs for tests: ``failures`` (device token → (status, reason[, headers])),
 ``latency`` (seconds per request), ``goaway_after`` / ``reset_after`` (streams
@@ -46,6 +47,17 @@ PUSH_TYPES = frozenset(
     }
 )
 MAX_PAYLOAD = 4096
+#: Apple's topic suffix per push type (the bundle id alone for the others) and limits.
+TOPIC_SUFFIXES = {
+    "voip": ".voip",
+    "complication": ".complication",
+    "fileprovider": ".pushkit.fileprovider",
+    "location": ".location-query",
+    "liveactivity": ".push-type.liveactivity",
+    "pushtotalk": ".voip-ptt",
+    "widgets": ".push-type.widgets",
+}
+PAYLOAD_LIMITS = {"voip": 5120}
 _PATH = re.compile(r"/3/device/([^/?]*)")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-fA-F]{64,200}")
@@ -194,10 +206,11 @@ class ApnsServer:
             raise _Refusal(400, "BadMessageId")
         if "apns-topic" not in headers:
             raise _Refusal(400, "MissingTopic")
-        if headers["apns-topic"] != self.topic:
-            raise _Refusal(400, "TopicDisallowed")
         if headers.get("apns-push-type") not in PUSH_TYPES:
             raise _Refusal(400, "InvalidPushType")
+        push_type = headers["apns-push-type"]
+        if headers["apns-topic"] != self.topic + TOPIC_SUFFIXES.get(push_type, ""):
+            raise _Refusal(400, "TopicDisallowed")
         if headers.get("apns-priority", "10") not in ("1", "5", "10"):
             raise _Refusal(400, "BadPriority")
         if not headers.get("apns-expiration", "0").isdigit():
@@ -208,7 +221,7 @@ class ApnsServer:
             raise _Refusal(400, "MissingDeviceToken")
         if not request.body:
             raise _Refusal(400, "PayloadEmpty")
-        if len(request.body) > MAX_PAYLOAD:
+        if len(request.body) > PAYLOAD_LIMITS.get(push_type, MAX_PAYLOAD):
             raise _Refusal(413, "PayloadTooLarge")
         if not _HEX.fullmatch(token):
             raise _Refusal(400, "BadDeviceToken")
