@@ -306,7 +306,7 @@ ANY_JSON = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     n=st.dictionaries(st.sampled_from(sorted(Content.__struct_fields__)), ANY_JSON, max_size=8),
     platform=st.sampled_from(list(Platform)),

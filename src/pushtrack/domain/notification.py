@@ -306,7 +306,8 @@ class Content(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_f
 
 def fields(content: Content) -> dict[str, Any]:
     """The given fields of a validated notification (None left out), for ``build_template``."""
-    return {k: v for k, v in msgspec.structs.asdict(content).items() if v is not None}
+    given: dict[str, Any] = msgspec.to_builtins(content)  # omit_defaults: only what is given
+    return given
 
 
 def _decode_data(text: str) -> dict[str, Any]:
@@ -406,12 +407,24 @@ _SIZED = (
 )
 
 
+#: Bytes a template may add to the given fields' own JSON (keys, aps, ...), doubled
+#: values aside: what lets a small notification skip measuring its templates.
+_TEMPLATE_OVERHEAD = 512
+
+
 def _check_size(n: Content, platforms: Iterable[int] | None) -> None:
     given = fields(n)
+    # A template holds at most the given values, some of them re-encoded as JSON
+    # strings (which can double them): a notification this small fits everywhere.
+    if 2 * len(msgspec.json.encode(given)) + _TEMPLATE_OVERHEAD + payload.RESERVE <= min(
+        payload.LIMITS.values()
+    ):
+        return
     language = _largest_language(given)
     wanted: tuple[Platform, ...] = _SIZED
     if platforms is not None:
-        wanted = tuple(p for p in _SIZED if int(p) in set(platforms))
+        named = {int(p) for p in platforms}
+        wanted = tuple(p for p in _SIZED if int(p) in named)
     too_big: list[tuple[Platform, int, int]] = []
     for platform in wanted:
         size, limit = payload.size_of(payload.build_template(given, platform, language), platform)
