@@ -148,6 +148,7 @@ def test_payload_size_is_refused_when_too_big_everywhere() -> None:
 def test_a_request_type_can_extend_content() -> None:
     class Notification(Content, kw_only=True, forbid_unknown_fields=True):
         devices: list[str] | None = None
+        platforms: list[int] | None = None
 
     n = msgspec.convert({"content": "x", "devices": ["a"]}, Notification)
     assert n.devices == ["a"]
@@ -156,3 +157,8 @@ def test_a_request_type_can_extend_content() -> None:
         msgspec.convert({"content": "x", "page_id": 3}, Notification)
     with pytest.raises(msgspec.ValidationError, match="unknown field `devicez`"):
         msgspec.convert({"content": "x", "devicez": []}, Notification)
+    # its platforms narrow the size check: too big for Chrome, fine for iOS
+    big = {"content": "x" * 3700}
+    msgspec.convert({**big, "platforms": [1]}, Notification)
+    with pytest.raises(msgspec.ValidationError, match="chrome payload"):
+        msgspec.convert({**big, "platforms": [1, 11]}, Notification)

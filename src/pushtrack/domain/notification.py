@@ -6,7 +6,8 @@ createMessage notification that pushtrack acts on, validated once at the edge
 ``__post_init__``, the rules that span fields (``check``). Targeting and
 scheduling fields are not here; the API's request type inherits from
 ``Content`` and adds them (a subclass that defines ``__post_init__`` must call
-``super().__post_init__()``).
+``super().__post_init__()``; its ``platforms`` field, if any, narrows the size
+check to those platforms).
 
 Every field Pushwoosh documents for a notification's content is either
 
@@ -301,7 +302,8 @@ class Content(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_f
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
             self.data = _decode_data(self.data)
-        check(self)
+        # a request type's targeting may name the platforms: sizes are checked for those
+        check(self, getattr(self, "platforms", None))
 
 
 def fields(content: Content) -> dict[str, Any]:
