@@ -316,17 +316,18 @@ def test_payload_templates_per_platform_and_language(svc: Service) -> None:
         assert body["aps"]["alert"] == {"body": text, "title": title}, key
         assert body["aps"]["sound"] == "ping.caf"
         assert body["aps"]["badge"] == 3
-        assert body["u"] == {"deep": {"link": 1}}
+        assert body["u"] == '{"deep":{"link":1}}'  # data travels as a JSON string
         assert body["pw_msg"] == "1"
     body, options = templates[(3, "de")]
-    assert (body["title"], body["body"], body["u"], options) == (
+    # Android: the Pushwoosh SDK reads the text from "title" and the title from "header"
+    assert (body["header"], body["title"], body["u"], options) == (
         "Header",
         "Hallo",
-        {"deep": {"link": 1}},
+        '{"deep":{"link":1}}',
         {"ttl": 60},
     )
     body, _ = templates[(11, None)]
-    assert (body["title"], body["body"]) == ("Web title", "Hello")
+    assert (body["header"], body["body"]) == ("Web title", "Hello")
     # each delivery points at the template of its platform and language
     chosen = {
         hwid: (int(platform), language)

@@ -188,6 +188,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX files_expiry ON files (expires_at);
     """,
+    # 2: send_rate: when the next delivery of a throttled message may go (µs, UTC)
+    """
+    ALTER TABLE messages ADD COLUMN rate_at BIGINT;
+    """,
 ]
 
 
