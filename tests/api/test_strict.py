@@ -136,9 +136,15 @@ def test_a_misspelt_targeting_key_in_a_notification_is_refused(
 
 @pytest.mark.parametrize(
     ("where", "field"),
-    [("notification", "geozone"), ("notification", "segment"), ("request", "applications_group")],
+    [
+        ("notification", "geozone"),
+        ("notification", "segment"),
+        ("notification", "devices_filter"),
+        ("notification", "page_id"),
+        ("request", "applications_group"),
+    ],
 )
-def test_documented_but_unsupported_targeting_is_refused_as_such(
+def test_documented_but_unsupported_fields_are_refused_as_such(
     prepared: tuple[Service, dict[str, Any]], where: str, field: str
 ) -> None:
     svc, _ = prepared
@@ -149,7 +155,7 @@ def test_documented_but_unsupported_targeting_is_refused_as_such(
     out = svc.server("createMessage", notifications=[notification], **extra)
     assert out["status_code"] == 210
     prefix = "notifications[0]: " if where == "notification" else ""
-    assert out["status_message"].startswith(f'{prefix}"{field}" is not supported ('), out
+    assert out["status_message"].startswith(f'{prefix}"{field}" is not supported: '), out
     assert svc.db.counts() == before
 
 
