@@ -16,4 +16,6 @@ NOT_SUPPORTED: dict[str, str] = {
     "geozone": "no geolocation targeting",
     "geozones": "no geolocation targeting",
     "voice": "no voice messages",
+    # channels pushtrack does not send on
+    "email": "no email channel here; devices register with hwid and push_token",
 }
