@@ -38,7 +38,9 @@ MAX_TZ = 18 * 3600
 #: ``zh-Hant-TW``): the Web SDK sends ``navigator.language``, the Android SDK
 #: ``Locale.toLanguageTag()`` for Chinese.
 _LANGUAGE = re.compile(r"^(?P<code>[A-Za-z]{2,3})(?:-[A-Za-z0-9]{1,8})*$")
-_OFFSET = re.compile(r"^[+-]?[0-9]{1,6}$")
+#: An offset in seconds as text, as the iOS SDK sends it ("3600", "-18000"); "+0100"
+#: (hours and minutes?) is not one.
+_OFFSET = re.compile(r"^-?(?:0|[1-9][0-9]{0,5})$")
 #: Device types whose notifications carry an application badge (``aps.badge``).
 BADGED = frozenset({Platform.IOS.value, Platform.MACOS.value})
 #: How far ahead of the server's clock a device's timestamp may be (clock skew).
@@ -132,6 +134,8 @@ class ApplicationOpen(SdkContext, kw_only=True):
 
 
 class RegisterUser(SdkContext, kw_only=True):
+    #: The user; empty (or left out): the hwid, as Pushwoosh does.
+    userId: Annotated[str, msgspec.Meta(max_length=255)] | None = None
     #: Time zone offset in seconds: ``tz_offset`` in Pushwoosh's reference, ``ts_offset``
     #: as the Web SDK sends it.
     tz_offset: int | None = None
