@@ -644,3 +644,36 @@ def test_device_token_rules(svc: Service, method: str) -> None:
         headers=headers,
     )
     assert call(None, open_app.code) == (200, 200)
+
+
+# -- local-time sends with a device's IANA time zone ----------------------------------------------
+
+
+def test_local_time_sends_follow_the_zone_of_the_send_date(svc: Service) -> None:
+    """A device registered with a zone name gets the zone's offset at the send time (summer
+    time included), not the offset it had when it registered."""
+    zones = {"ny": "America/New_York", "tokyo": "Asia/Tokyo", "berlin": "Europe/Berlin"}
+    for hwid, name in zones.items():
+        svc.register(hwid, 1, timezone=name)
+    svc.register("fixed", 1, timezone=-18000)
+    dues: dict[str, dict[str, int]] = {}
+    for wall in ("2027-07-15 09:00", "2027-01-15 09:00"):
+        sent = svc.send(devices=[*zones, "fixed"], send_date=wall, ignore_user_timezone=False)
+        local = datetime.strptime(wall, "%Y-%m-%d %H:%M")
+        expected = {
+            hwid: int(local.replace(tzinfo=ZoneInfo(name)).timestamp()) * 1_000_000
+            for hwid, name in zones.items()
+        }
+        expected["fixed"] = int(local.replace(tzinfo=UTC).timestamp() + 18000) * 1_000_000
+        dues[wall] = dict(
+            svc.db.rows(
+                "SELECT d.hwid, d.next_at FROM deliveries d JOIN messages m"
+                " ON m.id = d.message_id WHERE m.code = ?",
+                (sent["Messages"][0],),
+            )
+        )
+        assert dues[wall] == expected, wall
+    # New York is 4 hours behind UTC in July, 5 (like the fixed offset) in January
+    hour = 3600 * 1_000_000
+    assert dues["2027-07-15 09:00"]["fixed"] - dues["2027-07-15 09:00"]["ny"] == hour
+    assert dues["2027-01-15 09:00"]["fixed"] == dues["2027-01-15 09:00"]["ny"]
