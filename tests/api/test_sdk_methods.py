@@ -677,3 +677,40 @@ def test_local_time_sends_follow_the_zone_of_the_send_date(svc: Service) -> None
     hour = 3600 * 1_000_000
     assert dues["2027-07-15 09:00"]["fixed"] - dues["2027-07-15 09:00"]["ny"] == hour
     assert dues["2027-01-15 09:00"]["fixed"] == dues["2027-01-15 09:00"]["ny"]
+
+
+# -- what the sender sees ------------------------------------------------------------------------
+
+
+def test_the_sender_sees_a_device_with_its_last_open_and_badge(svc: Service) -> None:
+    import json
+    import subprocess
+    import sys
+
+    svc.register("iphone", 1, push_token="ab" * 32, timezone="Europe/Paris", userId="alice")
+    opened = now_s() - 120
+    ok(svc.device("applicationOpen", hwid="iphone", timestampUTC=opened, app_version="3.1"))
+    ok(svc.device("setBadge", hwid="iphone", badge=2))
+    command = [str(Path(sys.executable).with_name("pushtrack")), "app", "device"]
+    where = ["--account", svc.account, "--database", svc.store.url]
+    done = subprocess.run(
+        [*command, svc.app.code, "iphone", *where, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    shown = json.loads(done.stdout)
+    assert shown["last_open"] == datetime.fromtimestamp(opened, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert {k: shown[k] for k in ("platform", "badge", "timezone", "user_id", "app_version")} == {
+        "platform": "ios",
+        "badge": 2,
+        "timezone": "Europe/Paris",
+        "user_id": "alice",
+        "app_version": "3.1",
+    }
+    missing = subprocess.run(
+        [*command, svc.app.code, "nobody", *where], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 2
+    assert "no device 'nobody'" in missing.stderr

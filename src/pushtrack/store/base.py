@@ -214,3 +214,24 @@ class Engine(Protocol):
     def read_sync(self, fn: Callable[[Tx], T]) -> T: ...
 
     async def close(self) -> None: ...
+
+
+class DeviceView(msgspec.Struct, frozen=True):
+    """One device as the sender sees it (``pushtrack app device``)."""
+
+    hwid: str
+    device_type: int
+    push_token: str | None
+    subscribed: bool
+    language: str | None
+    timezone: int | None
+    tz_name: str | None
+    user_id: str | None
+    app_version: str | None
+    device_model: str | None
+    os_version: str | None
+    badge: int | None
+    #: When the application was last opened (applicationOpen), microseconds UTC.
+    last_open: int | None
+    created_at: int
+    updated_at: int

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from pushtrack.domain.timeutil import HOUR_US
-from pushtrack.store.base import App, DeviceSeen, DeviceState, Engine, EventIn, Tx
+from pushtrack.store.base import App, DeviceSeen, DeviceState, DeviceView, Engine, EventIn, Tx
 from pushtrack.store.tx import dumps, loads
 
 #: Device columns a report may set, in the order ``record_seen`` writes them.
@@ -101,6 +101,34 @@ def check_device(tx: Tx, *, app: App, hwid: str) -> DeviceState:
     return DeviceState(exists=True, subscribed=bool(row[0]) and bool(row[1]))
 
 
+def device_view(tx: Tx, *, app: App, hwid: str) -> DeviceView | None:
+    row = tx.one(
+        "SELECT hwid, device_type, push_token, subscribed, language, timezone, tz_name, user_id,"
+        " app_version, device_model, os_version, badge, last_open, created_at, updated_at"
+        " FROM devices WHERE app_id = ? AND hwid = ?",
+        (app.id, hwid),
+    )
+    if row is None:
+        return None
+    return DeviceView(
+        hwid=row[0],
+        device_type=row[1],
+        push_token=row[2],
+        subscribed=bool(row[3]),
+        language=row[4],
+        timezone=row[5],
+        tz_name=row[6],
+        user_id=row[7],
+        app_version=row[8],
+        device_model=row[9],
+        os_version=row[10],
+        badge=row[11],
+        last_open=row[12],
+        created_at=row[13],
+        updated_at=row[14],
+    )
+
+
 def post_event(tx: Tx, *, app: App, e: EventIn) -> None:
     tx.run(
         "INSERT INTO device_events (app_id, hwid, user_id, name, attributes, occurred_at,"
@@ -169,6 +197,9 @@ class DeviceStore:
 
     async def check(self, app: App, hwid: str) -> DeviceState:
         return await self.engine.read(partial(check_device, app=app, hwid=hwid))
+
+    async def view(self, app: App, hwid: str) -> DeviceView | None:
+        return await self.engine.read(partial(device_view, app=app, hwid=hwid))
 
     async def post_event(self, app: App, event: EventIn) -> None:
         await self.engine.write(partial(post_event, app=app, e=event))
