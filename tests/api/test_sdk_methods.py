@@ -714,3 +714,15 @@ def test_the_sender_sees_a_device_with_its_last_open_and_badge(svc: Service) -> 
     )
     assert missing.returncode == 2
     assert "no device 'nobody'" in missing.stderr
+
+
+def test_timestamps_out_of_any_range_are_refused(svc: Service) -> None:
+    before = svc.db.counts()
+    for field in ("timestampUTC", "timestampCurrent"):
+        for bad in (2**63, 2**64 - 1, -1):
+            out = svc.device("postEvent", hwid="h", event="e", attributes={}, **{field: bad})
+            refused(out, field)
+    refused(
+        svc.device("applicationOpen", hwid="h", device_type=1, timestampUTC=2**63), "timestampUTC"
+    )
+    assert svc.db.counts() == before

@@ -34,6 +34,8 @@ LongText = Annotated[str, msgspec.Meta(max_length=4096)]
 Short = Annotated[str, msgspec.Meta(max_length=128)]
 Version = Annotated[str, msgspec.Meta(max_length=64)]
 MAX_TZ = 18 * 3600
+#: A Unix time in seconds (up to the year 5138; any larger fits no database column).
+Seconds = Annotated[int, msgspec.Meta(ge=0, le=10**11)]
 #: A language code (ISO 639-1 or 639-2), optionally with BCP 47 subtags (``en-US``,
 #: ``zh-Hant-TW``): the Web SDK sends ``navigator.language``, the Android SDK
 #: ``Locale.toLanguageTag()`` for Chinese.
@@ -129,7 +131,7 @@ class DeviceReport(SdkContext, kw_only=True):
 
 class ApplicationOpen(SdkContext, kw_only=True):
     #: When the application was opened (seconds, UTC); default: when the call arrives.
-    timestampUTC: int | None = None
+    timestampUTC: Seconds | None = None
     timestampCurrent: Any = None
 
 
@@ -157,9 +159,9 @@ class PostEvent(SdkContext, kw_only=True):
     event: Text
     attributes: dict[str, Any]
     #: When it happened (seconds, UTC); default: when the call arrives.
-    timestampUTC: int | None = None
+    timestampUTC: Seconds | None = None
     #: The device's wall clock then (seconds), kept with the event.
-    timestampCurrent: int | None = None
+    timestampCurrent: Seconds | None = None
 
 
 # -- checking what SDKs send ----------------------------------------------------------------
