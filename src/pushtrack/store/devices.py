@@ -25,34 +25,40 @@ EVENT_PAGE = 5000
 def record_seen(tx: Tx, *, app: App, d: DeviceSeen) -> bool:
     """Record what a device reported; False if it is not registered and no device_type
     came to record it with."""
+    if _update_seen(tx, app, d):
+        return True  # the usual case: a device the store knows
+    if d.device_type is None:
+        return False
+    # Not registered yet: recorded without a push token (nothing to send to).
     now = tx.now()
-    if d.device_type is not None:
-        # Not registered yet: recorded without a push token (nothing to send to).
-        row = tx.one(
-            "INSERT INTO devices (app_id, hwid, device_type, language, timezone, tz_name,"
-            " user_id, app_version, device_model, os_version, last_open, subscribed,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"
-            " ON CONFLICT (app_id, hwid) DO NOTHING RETURNING id",
-            (
-                app.id,
-                d.hwid,
-                d.device_type,
-                d.language,
-                d.timezone,
-                d.tz_name if d.timezone is not None else None,
-                d.user_id,
-                d.app_version,
-                d.device_model,
-                d.os_version,
-                d.opened_at,
-                now,
-                now,
-            ),
-        )
-        if row is not None:
-            return True
+    row = tx.one(
+        "INSERT INTO devices (app_id, hwid, device_type, language, timezone, tz_name,"
+        " user_id, app_version, device_model, os_version, last_open, subscribed,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"
+        " ON CONFLICT (app_id, hwid) DO NOTHING RETURNING id",
+        (
+            app.id,
+            d.hwid,
+            d.device_type,
+            d.language,
+            d.timezone,
+            d.tz_name if d.timezone is not None else None,
+            d.user_id,
+            d.app_version,
+            d.device_model,
+            d.os_version,
+            d.opened_at,
+            now,
+            now,
+        ),
+    )
+    # another writer recorded it meanwhile: update that one
+    return row is not None or _update_seen(tx, app, d)
+
+
+def _update_seen(tx: Tx, app: App, d: DeviceSeen) -> bool:
     sets = ["updated_at = ?"]
-    params: list[Any] = [now]
+    params: list[Any] = [tx.now()]
     if d.device_type is not None:
         sets.append("device_type = ?")
         params.append(d.device_type)
