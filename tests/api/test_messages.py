@@ -137,7 +137,7 @@ def test_targeting_by_platforms_users_and_whole_app(svc: Service) -> None:
     svc.register("web-1", device_type=11)
     svc.register("ios-off", device_type=1, userId="alice")
     assert svc.device("unregisterDevice", hwid="ios-off")["status_code"] == 200
-    svc.register("no-token", device_type=3, push_token="")
+    svc.register("no-token", device_type=3, push_token=None)
 
     def audience(**targeting: Any) -> set[str]:
         out = svc.send(**targeting)
@@ -380,7 +380,7 @@ def _remove_failure(svc: Service) -> None:
 def test_thousand_devices_in_one_transaction(svc: Service) -> None:
     # 900 hwids (30 of them without a push token), 50 push tokens, 50 unknown entries
     for i in range(950):
-        token = "" if i < 900 and i % 30 == 7 else f"tok-{i:04d}"
+        token = None if i < 900 and i % 30 == 7 else f"tok-{i:04d}"
         svc.register(f"hw-{i:04d}", device_type=(1, 3, 11)[i % 3], push_token=token)
     entries = [f"hw-{i:04d}" for i in range(900)]
     entries += [f"tok-{i:04d}" for i in range(900, 950)]
@@ -433,7 +433,7 @@ def test_thousand_devices_in_one_transaction(svc: Service) -> None:
 def test_delete_cancels_a_scheduled_message(svc: Service) -> None:
     svc.register("hw-1")
     svc.register("hw-2", device_type=3)
-    svc.register("off", push_token="")
+    svc.register("off", push_token=None)
     out = svc.send(devices=["hw-1", "hw-2", "off", "ghost"], send_date="2099-01-01 00:00")
     message = out["Messages"][0]
     assert message_row(svc, message)[0] == "scheduled"

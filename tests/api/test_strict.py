@@ -48,6 +48,23 @@ BASELINES: dict[str, Body] = {
         "hwid": "h1",
         "hash": p["hash"],
     },
+    "applicationOpen": lambda s, _: {"application": s.app.code, "hwid": "h1"},
+    "registerUser": lambda s, _: {"application": s.app.code, "hwid": "h1", "userId": "u1"},
+    "setBadge": lambda s, _: {"application": s.app.code, "hwid": "h1", "badge": 3},
+    "checkDevice": lambda s, _: {"application": s.app.code, "hwid": "h1"},
+    "postEvent": lambda s, _: {
+        "application": s.app.code,
+        "hwid": "h1",
+        "event": "purchase",
+        "attributes": {"sku": "a1"},
+    },
+    "getEventStatistics": lambda s, _: {
+        "auth": s.server_token,
+        "application": s.app.code,
+        "event": "purchase",
+        "date_from": "2026-01-01",
+        "date_to": "2026-01-02",
+    },
     "createMessage": lambda s, _: {
         "auth": s.server_token,
         "application": s.app.code,

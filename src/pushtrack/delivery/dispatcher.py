@@ -181,6 +181,7 @@ class Dispatcher:
                     push_token=d.push_token,
                     payload=render(body, d.hash, message_id, d.user_id),
                     options=options,
+                    web_keys=d.web_keys,
                 )
             )
         try:

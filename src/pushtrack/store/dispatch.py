@@ -43,6 +43,8 @@ class Due(msgspec.Struct, frozen=True):
     user_id: str
     attempts: int
     payload_id: int
+    #: The device's browser subscription keys (p256dh, auth), if it registered them apart.
+    web_keys: tuple[str, str] | None = None
 
 
 class Batch(msgspec.Struct, frozen=True):
@@ -127,7 +129,8 @@ def start_batch(
     now = tx.now()
     rows = tx.all(
         "SELECT d.id, d.tracking_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
-        " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at, d.state"
+        " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at, d.state,"
+        " dev.web_p256dh, dev.web_auth"
         " FROM deliveries d LEFT JOIN devices dev ON dev.id = d.device_id"
         " WHERE d.id BETWEEN ? AND ? AND d.message_id = ? AND d.state IN (?, ?)"
         " ORDER BY d.id",
@@ -148,7 +151,8 @@ def start_batch(
         if reason is not None:
             refused.append((r[0], r[2], reason))
             continue
-        due.append(Due(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[8]))
+        keys = (r[11], r[12]) if r[11] and r[12] else None
+        due.append(Due(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[8], keys))
     if refused:
         fail(tx, message_id, refused)
     throttled = False

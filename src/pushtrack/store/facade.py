@@ -22,6 +22,7 @@ from pushtrack.store.base import (
     MessagePlan,
     TokenInfo,
 )
+from pushtrack.store.devices import DeviceStore
 from pushtrack.store.dispatch import DispatchStore
 from pushtrack.store.exports import ExportStore
 from pushtrack.store.jobs import JobStore
@@ -37,6 +38,7 @@ class Store:
         self.exports = ExportStore(engine)
         self.stats = StatsStore(engine)
         self.retention = RetentionStore(engine)
+        self.devices = DeviceStore(engine)
 
     @property
     def url(self) -> str:

@@ -21,6 +21,7 @@ from pushtrack.domain.status import (
     DESC_UNSUBSCRIBED,
     Status,
 )
+from pushtrack.domain.timeutil import local_to_utc
 from pushtrack.store.base import (
     AccessError,
     App,
@@ -44,7 +45,7 @@ def _resolve(tx: Tx, app: App, entries: Sequence[str]) -> dict[str, tuple[Any, .
     """Map each entry (hwid first, then push token) to its device row."""
     found: dict[str, tuple[Any, ...]] = {}
     unique = list(dict.fromkeys(entries))
-    cols = "id, hwid, push_token, device_type, language, user_id, subscribed, timezone"
+    cols = "id, hwid, push_token, device_type, language, user_id, subscribed, timezone, tz_name"
     for start in range(0, len(unique), 900):
         part = unique[start : start + 900]
         marks = ",".join("?" * len(part))
@@ -67,7 +68,7 @@ def _resolve(tx: Tx, app: App, entries: Sequence[str]) -> dict[str, tuple[Any, .
 
 
 def _audience(tx: Tx, app: App, targeting: Any) -> list[tuple[Any, ...]]:
-    cols = "id, hwid, push_token, device_type, language, user_id, subscribed, timezone"
+    cols = "id, hwid, push_token, device_type, language, user_id, subscribed, timezone, tz_name"
     where = ["app_id = ?", "subscribed = 1"]
     params: list[Any] = [app.id]
     if targeting.platforms:
@@ -168,7 +169,7 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
             state = Status.CREATED if live else Status.FAILED
             due = plan.send_at
             if plan.local_time:  # that wall-clock time in the device's zone
-                due = max(now, plan.send_at - (dev[7] or 0) * 1_000_000)
+                due = max(now, local_to_utc(plan.send_at, dev[7], dev[8]))
             if live:
                 first_due = due if first_due is None else min(first_due, due)
             delivery_rows.append(

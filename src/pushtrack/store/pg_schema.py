@@ -192,6 +192,27 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN rate_at BIGINT;
     """,
+    # 3: devices: what SDKs report beyond registration, and the events they post
+    """
+    ALTER TABLE devices ADD COLUMN tz_name TEXT;
+    ALTER TABLE devices ADD COLUMN web_p256dh TEXT;
+    ALTER TABLE devices ADD COLUMN web_auth TEXT;
+    ALTER TABLE devices ADD COLUMN badge INTEGER;
+    ALTER TABLE devices ADD COLUMN last_open BIGINT;
+    CREATE TABLE device_events (
+        id BIGSERIAL PRIMARY KEY,
+        app_id BIGINT NOT NULL REFERENCES applications (id),
+        hwid TEXT NOT NULL,
+        user_id TEXT,
+        name TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        occurred_at BIGINT NOT NULL,
+        local_time BIGINT,
+        received_at BIGINT NOT NULL
+    );
+    CREATE INDEX device_events_name ON device_events (app_id, name, occurred_at);
+    CREATE INDEX device_events_hwid ON device_events (app_id, hwid);
+    """,
 ]
 
 

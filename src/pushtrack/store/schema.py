@@ -167,4 +167,25 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN rate_at INTEGER;
     """,
+    # 3: devices: what SDKs report beyond registration, and the events they post
+    """
+    ALTER TABLE devices ADD COLUMN tz_name TEXT;
+    ALTER TABLE devices ADD COLUMN web_p256dh TEXT;
+    ALTER TABLE devices ADD COLUMN web_auth TEXT;
+    ALTER TABLE devices ADD COLUMN badge INTEGER;
+    ALTER TABLE devices ADD COLUMN last_open INTEGER;
+    CREATE TABLE device_events (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES applications (id),
+        hwid TEXT NOT NULL,
+        user_id TEXT,
+        name TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        occurred_at INTEGER NOT NULL,
+        local_time INTEGER,
+        received_at INTEGER NOT NULL
+    );
+    CREATE INDEX device_events_name ON device_events (app_id, name, occurred_at);
+    CREATE INDEX device_events_hwid ON device_events (app_id, hwid);
+    """,
 ]
