@@ -118,6 +118,15 @@ class RegisterDevice(SdkContext, kw_only=True):
     idfa: Any = None
     fcm_token: Any = None
     fcm_push_set: Any = None
+    #: refused: pushtrack has no email channel (null counts as absent)
+    email: Any = None
+
+    def __post_init__(self) -> None:
+        if self.email is not None:
+            raise ValueError(
+                '"email" is not supported: no email channel here;'
+                " devices register with hwid and push_token"
+            )
 
 
 class UnregisterDevice(SdkContext, kw_only=True):
