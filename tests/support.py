@@ -40,6 +40,7 @@ TABLES = (
     "events",
     "counters",
     "jobs",
+    "device_events",
 )
 
 

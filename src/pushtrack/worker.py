@@ -7,7 +7,7 @@ import logging
 
 from pushtrack.config import Settings
 from pushtrack.delivery.dispatcher import Dispatcher
-from pushtrack.jobs import expansion, msgstats, retention, tracklog
+from pushtrack.jobs import eventstats, expansion, msgstats, retention, tracklog
 from pushtrack.jobs.runner import Handler, Worker
 from pushtrack.store import Store
 
@@ -19,6 +19,7 @@ def handlers(settings: Settings, store: Store) -> dict[str, Handler]:
     table: dict[str, Handler] = {
         tracklog.KIND: tracklog.handler(settings, store),
         msgstats.KIND: msgstats.handler(settings, store),
+        eventstats.KIND: eventstats.handler(settings, store),
         retention.KIND: retention.handler(settings, store),
         expansion.KIND: expansion.handler(settings, store),
     }

@@ -57,7 +57,7 @@ def _build(svc: Service) -> World:
     svc.register("ios-1", device_type=1, userId="u1", language="en")
     svc.register("and-1", device_type=3, userId="u2")
     svc.register("web-1", device_type=11, userId="u1")
-    svc.register("off-1", device_type=1, push_token="")
+    svc.register("off-1", device_type=1, push_token=None)
     headers = {"Authorization": f"Token {svc.device_token}"}
     for hwid, kind in (("ios-1", 1), ("and-b", 3)):
         reg = {

@@ -138,7 +138,7 @@ def test_targeting_by_platforms_users_and_whole_app(svc: Service) -> None:
     svc.register("web-1", device_type=11)
     svc.register("ios-off", device_type=1, userId="alice")
     assert svc.device("unregisterDevice", hwid="ios-off")["status_code"] == 200
-    svc.register("no-token", device_type=3, push_token="")
+    svc.register("no-token", device_type=3, push_token=None)
 
     def audience(**targeting: Any) -> set[str]:
         out = svc.send(**targeting)
@@ -317,17 +317,18 @@ def test_payload_templates_per_platform_and_language(svc: Service) -> None:
         assert body["aps"]["alert"] == {"body": text, "title": title}, key
         assert body["aps"]["sound"] == "ping.caf"
         assert body["aps"]["badge"] == 3
-        assert body["u"] == {"deep": {"link": 1}}
+        assert body["u"] == '{"deep":{"link":1}}'  # data travels as a JSON string
         assert body["pw_msg"] == "1"
     body, options = templates[(3, "de")]
-    assert (body["title"], body["body"], body["u"], options) == (
+    # Android: the Pushwoosh SDK reads the text from "title" and the title from "header"
+    assert (body["header"], body["title"], body["u"], options) == (
         "Header",
         "Hallo",
-        {"deep": {"link": 1}},
+        '{"deep":{"link":1}}',
         {"ttl": 60},
     )
     body, _ = templates[(11, None)]
-    assert (body["title"], body["body"]) == ("Web title", "Hello")
+    assert (body["header"], body["body"]) == ("Web title", "Hello")
     # each delivery points at the template of its platform and language
     chosen = {
         hwid: (int(platform), language)
@@ -380,7 +381,7 @@ def _remove_failure(svc: Service) -> None:
 def test_thousand_devices_in_one_transaction(svc: Service) -> None:
     # 900 hwids (30 of them without a push token), 50 push tokens, 50 unknown entries
     for i in range(950):
-        token = "" if i < 900 and i % 30 == 7 else f"tok-{i:04d}"
+        token = None if i < 900 and i % 30 == 7 else f"tok-{i:04d}"
         svc.register(f"hw-{i:04d}", device_type=(1, 3, 11)[i % 3], push_token=token)
     entries = [f"hw-{i:04d}" for i in range(900)]
     entries += [f"tok-{i:04d}" for i in range(900, 950)]
@@ -433,7 +434,7 @@ def test_thousand_devices_in_one_transaction(svc: Service) -> None:
 def test_delete_cancels_a_scheduled_message(svc: Service) -> None:
     svc.register("hw-1")
     svc.register("hw-2", device_type=3)
-    svc.register("off", push_token="")
+    svc.register("off", push_token=None)
     out = svc.send(devices=["hw-1", "hw-2", "off", "ghost"], send_date="2099-01-01 00:00")
     message = out["Messages"][0]
     assert message_row(svc, message)[0] == "scheduled"

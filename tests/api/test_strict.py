@@ -48,6 +48,23 @@ BASELINES: dict[str, Body] = {
         "hwid": "h1",
         "hash": p["hash"],
     },
+    "applicationOpen": lambda s, _: {"application": s.app.code, "hwid": "h1"},
+    "registerUser": lambda s, _: {"application": s.app.code, "hwid": "h1", "userId": "u1"},
+    "setBadge": lambda s, _: {"application": s.app.code, "hwid": "h1", "badge": 3},
+    "checkDevice": lambda s, _: {"application": s.app.code, "hwid": "h1"},
+    "postEvent": lambda s, _: {
+        "application": s.app.code,
+        "hwid": "h1",
+        "event": "purchase",
+        "attributes": {"sku": "a1"},
+    },
+    "getEventStatistics": lambda s, _: {
+        "auth": s.server_token,
+        "application": s.app.code,
+        "event": "purchase",
+        "date_from": "2026-01-01",
+        "date_to": "2026-01-02",
+    },
     "createMessage": lambda s, _: {
         "auth": s.server_token,
         "application": s.app.code,
@@ -136,9 +153,15 @@ def test_a_misspelt_targeting_key_in_a_notification_is_refused(
 
 @pytest.mark.parametrize(
     ("where", "field"),
-    [("notification", "geozone"), ("notification", "segment"), ("request", "applications_group")],
+    [
+        ("notification", "geozone"),
+        ("notification", "segment"),
+        ("notification", "devices_filter"),
+        ("notification", "page_id"),
+        ("request", "applications_group"),
+    ],
 )
-def test_documented_but_unsupported_targeting_is_refused_as_such(
+def test_documented_but_unsupported_fields_are_refused_as_such(
     prepared: tuple[Service, dict[str, Any]], where: str, field: str
 ) -> None:
     svc, _ = prepared
@@ -149,7 +172,7 @@ def test_documented_but_unsupported_targeting_is_refused_as_such(
     out = svc.server("createMessage", notifications=[notification], **extra)
     assert out["status_code"] == 210
     prefix = "notifications[0]: " if where == "notification" else ""
-    assert out["status_message"].startswith(f'{prefix}"{field}" is not supported ('), out
+    assert out["status_message"].startswith(f'{prefix}"{field}" is not supported: '), out
     assert svc.db.counts() == before
 
 

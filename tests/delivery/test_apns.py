@@ -65,29 +65,82 @@ async def test_ttl_zero_and_no_ttl(apns_server: ApnsServer, apns_settings: dict[
     assert "apns-expiration" not in by_token[batch[1].push_token]
 
 
+SILENT = {"data": {"sync": 1}}
+
+
 @pytest.mark.parametrize(
-    ("options", "push_type", "priority", "collapse_id"),
+    ("message", "options", "push_type", "priority", "collapse_id"),
     [
-        ({"priority": "normal"}, "alert", "5", None),
-        ({"priority": 10, "collapse_id": "scores"}, "alert", "10", "scores"),
-        ({"push_type": "background"}, "background", "5", None),
+        (None, {"priority": "normal"}, "alert", "5", None),
+        (None, {"priority": 10, "collapse_id": "scores"}, "alert", "10", "scores"),
+        (SILENT, {}, "background", "5", None),
+        ({"ios_badges": 4, **SILENT}, {}, "alert", "10", None),
     ],
 )
 async def test_header_options(
     apns_server: ApnsServer,
     apns_settings: dict[str, Any],
+    message: dict[str, Any] | None,
     options: dict[str, Any],
     push_type: str,
     priority: str,
     collapse_id: str | None,
 ) -> None:
-    [outcome] = await send(
-        apns_settings, [notification(Platform.IOS, apns_token(), options=options)]
-    )
+    sent = notification(Platform.IOS, apns_token(), options=options, message=message)
+    [outcome] = await send(apns_settings, [sent])
     assert outcome.verdict is Verdict.DELIVERED
     headers = apns_server.received[0].headers
     assert (headers["apns-push-type"], headers["apns-priority"]) == (push_type, priority)
     assert headers.get("apns-collapse-id") == collapse_id
+
+
+@pytest.mark.parametrize(
+    ("push_type", "suffix"), [("voip", ".voip"), ("location", ".location-query")]
+)
+async def test_push_type_setting_sends_every_push_as_that_type(
+    apns_server: ApnsServer, apns_settings: dict[str, Any], push_type: str, suffix: str
+) -> None:
+    # over APNs' 4 KB for alerts, within the 5 KB of VoIP pushes
+    big = notification(Platform.IOS, apns_token(), message={"content": "x" * 4300})
+    [outcome] = await send({**apns_settings, "push_type": push_type}, [big])
+    received = apns_server.received[-1]
+    headers = received.headers
+    assert (headers["apns-push-type"], headers["apns-topic"], headers["apns-priority"]) == (
+        push_type,
+        apns_settings["topic"] + suffix,
+        "10",
+    )
+    expected = (
+        (Verdict.DELIVERED, None) if push_type == "voip" else (Verdict.FAILED, "PayloadTooLarge")
+    )
+    assert (outcome.verdict, outcome.reason) == expected
+    # a topic without the suffix is refused, as APNs does
+    apns_server.topic, topic = apns_settings["topic"] + ".other", apns_server.topic
+    try:
+        [refused] = await send({**apns_settings, "push_type": push_type}, [big])
+    finally:
+        apns_server.topic = topic
+    assert refused.reason == "TopicDisallowed"
+
+
+@pytest.mark.parametrize(
+    ("message", "options", "reason"),
+    [
+        (SILENT, {"push_type": "alert"}, "InvalidPushType"),
+        (SILENT, {"priority": 10}, "BadPriority"),
+        (None, {"push_type": "background", "priority": 5}, "InvalidPushType"),
+    ],
+)
+async def test_server_refuses_push_types_as_apple_does(
+    apns_server: ApnsServer,
+    apns_settings: dict[str, Any],
+    message: dict[str, Any] | None,
+    options: dict[str, Any],
+    reason: str,
+) -> None:
+    sent = notification(Platform.IOS, apns_token(), options=options, message=message)
+    [outcome] = await send(apns_settings, [sent])
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAILED, reason)
 
 
 async def test_batch_is_multiplexed_in_order(

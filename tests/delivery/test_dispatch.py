@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def test_every_platform_walks_created_sent_delivered(
     assert apns.payload["aps"]["alert"] == "Hi"
     assert apns.payload["aps"]["badge"] == 3
     assert apns.payload["pw_msg"] == "1"
-    assert apns.payload["u"] == {"order": 7}
+    assert json.loads(apns.payload["u"]) == {"order": 7}  # a JSON string, as the SDKs read it
     assert apns.payload["md"]["user_id"] == "alice"
     assert apns.payload["p"]
     (fcm,) = [m for m in fcm_server.received if m.status == 200]
@@ -98,7 +99,7 @@ def test_every_platform_walks_created_sent_delivered(
     assert "u" in data
     (web,) = [r for r in webpush_server.received if r.status in (200, 201)]
     assert web.payload["pw_msg"] == "1"
-    assert web.payload["u"] == {"order": 7}
+    assert json.loads(web.payload["u"]) == {"order": 7}
     status = svc.db.rows("SELECT status FROM messages WHERE code = ?", (message,))
     assert status == [("done",)]
 

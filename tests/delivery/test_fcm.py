@@ -59,10 +59,9 @@ async def test_delivered_with_message_shape(
     assert data["pw_msg"] == "1"
     assert json.loads(data["md"]) == {"mid": 42, "user_id": "user-1"}
     assert json.loads(data["u"]) == {"k": [1, 2]}
-    decoded = {
-        k: v if k in ("p", "pw_msg", "title", "body") else json.loads(v) for k, v in data.items()
-    }
+    decoded = {k: json.loads(v) if k == "md" else v for k, v in data.items()}
     assert decoded == sent.payload
+    assert (data["header"], data["title"]) == ("Greeting", "Hello")  # as the Pushwoosh SDK reads
     assert message["notification"] == {"title": "Greeting", "body": "Hello"}
     assert message["android"] == {"priority": "HIGH", "ttl": "600s", "collapse_key": "news"}
     assert received.headers["authorization"].startswith("Bearer ya29.")

@@ -111,6 +111,7 @@ def test_required(settings: dict[str, dict[str, Any]], kind: str, name: str) -> 
         ("apns", "timeout", 0, "between 0.1 and 600"),
         ("apns", "key_id", 12, "must be a string"),
         ("apns", "base_url", "api.push.apple.com", "http(s) URL"),
+        ("apns", "push_type", "video", "must be one of complication, fileprovider"),
         ("fcm", "data_only", 1, "true or false"),
         ("fcm", "service_account", 5, "service-account JSON"),
         ("webpush", "urgency", "urgent", "one of high, low, normal, very-low"),

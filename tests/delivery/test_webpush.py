@@ -49,7 +49,7 @@ async def test_encrypted_round_trip(
     assert outcome.gateway_id.startswith(f"{webpush_server.url}/message/")
     # The push service (here also the browser) decrypted exactly what was sent.
     assert received.payload == sent.payload
-    assert {"p", "md", "pw_msg", "u", "title", "body"} <= received.payload.keys()
+    assert {"p", "md", "pw_msg", "u", "header", "body"} <= received.payload.keys()
     assert received.headers["ttl"] == "900"
     assert received.headers["urgency"] == "normal"
     assert received.headers["content-encoding"] == "aes128gcm"

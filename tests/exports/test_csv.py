@@ -106,14 +106,13 @@ def test_export_byte_for_byte_and_read_back(database_url: str, tmp_path: Path) -
         data = tracking_log(svc, settings, date="2024-05-01")
 
     p_ios = (
-        '"{""aps"":{""alert"":""He said \\""hi\\""; ok\\nbye"",""sound"":""""},'
+        '"{""aps"":{""alert"":""He said \\""hi\\""; ok\\nbye"",""sound"":""default""},'
         f'""md"":{{""mid"":{mid},""user_id"":""user-ü""}},""p"":""{hashes[t_ios]}"",'
         '""pw_msg"":""1""}"'
     )
     p_android = (
-        '"{""body"":""Grüße 🎉 «ß»"",'
-        f'""md"":{{""mid"":{mid},""user_id"":""dev 2""}},""p"":""{hashes[t_android]}"",'
-        '""pw_msg"":""1"",""title"":""""}"'
+        f'"{{""md"":{{""mid"":{mid},""user_id"":""dev 2""}},""p"":""{hashes[t_android]}"",'
+        '""pw_msg"":""1"",""title"":""Grüße 🎉 «ß»""}"'
     )
     ios_q = '"dev;1""x"'
     expected = (
@@ -148,12 +147,12 @@ def test_export_byte_for_byte_and_read_back(database_url: str, tmp_path: Path) -
     ]
     payload = json.loads(parsed[0][7])
     assert payload == {
-        "aps": {"alert": content["en"], "sound": ""},
+        "aps": {"alert": content["en"], "sound": "default"},
         "md": {"mid": mid, "user_id": "user-ü"},
         "p": hashes[t_ios],
         "pw_msg": "1",
     }
-    assert json.loads(parsed[5][7])["body"] == content["de"]
+    assert json.loads(parsed[5][7])["title"] == content["de"]  # Android's text key
     assert parsed[2][7] == ""
 
 

@@ -3,7 +3,11 @@
 It verifies the provider token (ES256 signature against the team key's public
 half, ``kid`` and ``iss``, at most an hour old) and the apns-* headers, and
 answers the way APNs does: status code, ``apns-id`` header, and
-``{"reason": ...}`` (plus ``timestamp`` for 410) on errors.
+``{"reason": ...}`` (plus ``timestamp`` for 410) on errors. Like APNs it
+refuses an ``alert`` push whose ``aps`` shows nothing (no alert, badge or
+sound), a ``background`` push that is not ``content-available`` alone, and a
+background push at priority 10; the topic must carry Apple's suffix for the push type
+(``.voip``, ...), and a VoIP payload may take 5 KB.
 
 Knobs for tests: ``failures`` (device token → (status, reason[, headers])),
 ``latency`` (seconds per request), ``goaway_after`` / ``reset_after`` (streams
@@ -43,6 +47,17 @@ PUSH_TYPES = frozenset(
     }
 )
 MAX_PAYLOAD = 4096
+#: Apple's topic suffix per push type (the bundle id alone for the others) and limits.
+TOPIC_SUFFIXES = {
+    "voip": ".voip",
+    "complication": ".complication",
+    "fileprovider": ".pushkit.fileprovider",
+    "location": ".location-query",
+    "liveactivity": ".push-type.liveactivity",
+    "pushtotalk": ".voip-ptt",
+    "widgets": ".push-type.widgets",
+}
+PAYLOAD_LIMITS = {"voip": 5120}
 _PATH = re.compile(r"/3/device/([^/?]*)")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-fA-F]{64,200}")
@@ -191,10 +206,11 @@ class ApnsServer:
             raise _Refusal(400, "BadMessageId")
         if "apns-topic" not in headers:
             raise _Refusal(400, "MissingTopic")
-        if headers["apns-topic"] != self.topic:
-            raise _Refusal(400, "TopicDisallowed")
         if headers.get("apns-push-type") not in PUSH_TYPES:
             raise _Refusal(400, "InvalidPushType")
+        push_type = headers["apns-push-type"]
+        if headers["apns-topic"] != self.topic + TOPIC_SUFFIXES.get(push_type, ""):
+            raise _Refusal(400, "TopicDisallowed")
         if headers.get("apns-priority", "10") not in ("1", "5", "10"):
             raise _Refusal(400, "BadPriority")
         if not headers.get("apns-expiration", "0").isdigit():
@@ -205,10 +221,31 @@ class ApnsServer:
             raise _Refusal(400, "MissingDeviceToken")
         if not request.body:
             raise _Refusal(400, "PayloadEmpty")
-        if len(request.body) > MAX_PAYLOAD:
+        if len(request.body) > PAYLOAD_LIMITS.get(push_type, MAX_PAYLOAD):
             raise _Refusal(413, "PayloadTooLarge")
         if not _HEX.fullmatch(token):
             raise _Refusal(400, "BadDeviceToken")
+        self._check_push_type(headers, request.body)
+
+    def _check_push_type(self, headers: dict[str, str], body: bytes) -> None:
+        """What Apple asks of alert and background pushes (see "Sending notification
+        requests to APNs"): an alert push shows something; a background push carries
+        content-available alone and goes at priority 5."""
+        try:
+            aps = json.loads(body).get("aps")
+        except (ValueError, AttributeError):
+            raise _Refusal(400, "BadRequest") from None
+        if not isinstance(aps, dict):
+            aps = {}
+        push_type = headers.get("apns-push-type")
+        shows = any(key in aps for key in ("alert", "badge", "sound"))
+        if push_type == "alert" and not shows:
+            raise _Refusal(400, "InvalidPushType")
+        if push_type == "background":
+            if shows or aps.get("content-available") != 1:
+                raise _Refusal(400, "InvalidPushType")
+            if headers.get("apns-priority", "10") == "10":
+                raise _Refusal(400, "BadPriority")
 
     def _check_provider_token(self, authorization: str | None) -> None:
         if not authorization:

@@ -60,6 +60,63 @@ UNAUTHENTICATED = (
 _SEND_PATH = re.compile(r"/v1/projects/([^/]+)/messages:send")
 _TTL = re.compile(r"\d+(\.\d{1,9})?s")
 _RESERVED = ("from", "notification", "message_type")
+#: Fields of the v1 Message, AndroidConfig and AndroidNotification resources.
+_MESSAGE_FIELDS = frozenset(
+    {"name", "data", "notification", "android", "webpush", "apns", "fcm_options"}
+    | {"token", "topic", "condition"}
+)
+_ANDROID_FIELDS = frozenset(
+    {
+        "collapse_key",
+        "priority",
+        "ttl",
+        "restricted_package_name",
+        "data",
+        "notification",
+        "fcm_options",
+        "direct_boot_ok",
+    }
+)
+_ANDROID_NOTIFICATION_FIELDS = frozenset(
+    {
+        "title",
+        "body",
+        "icon",
+        "color",
+        "sound",
+        "tag",
+        "click_action",
+        "body_loc_key",
+        "body_loc_args",
+        "title_loc_key",
+        "title_loc_args",
+        "channel_id",
+        "ticker",
+        "sticky",
+        "event_time",
+        "local_only",
+        "notification_priority",
+        "default_sound",
+        "default_vibrate_timings",
+        "default_light_settings",
+        "vibrate_timings",
+        "visibility",
+        "notification_count",
+        "light_settings",
+        "image",
+        "bypass_proxy_notification",
+        "proxy",
+    }
+)
+_NOTIFICATION_PRIORITIES = (
+    "PRIORITY_UNSPECIFIED",
+    "PRIORITY_MIN",
+    "PRIORITY_LOW",
+    "PRIORITY_DEFAULT",
+    "PRIORITY_HIGH",
+    "PRIORITY_MAX",
+)
+_DURATION = re.compile(r"\d+(\.\d{1,9})?s")
 
 
 @dataclass
@@ -277,6 +334,11 @@ class FcmServer:
             raise _invalid("Invalid JSON payload received.") from None
         if not isinstance(message, dict):
             raise _invalid("Invalid value at 'message'")
+        unknown = sorted(set(message) - _MESSAGE_FIELDS)
+        if unknown:
+            raise _invalid(
+                f"Invalid JSON payload received. Unknown name \"{unknown[0]}\" at 'message'"
+            )
         if sum(k in message for k in ("token", "topic", "condition")) != 1:
             raise _invalid("Exactly one of token, topic or condition must be set")
         if not isinstance(message.get("token"), str) or not message["token"]:
@@ -292,11 +354,43 @@ class FcmServer:
         if not set(message.get("notification", {})) <= {"title", "body", "image"}:
             raise _invalid("Invalid JSON payload received. Unknown name in 'message.notification'")
         android = message.get("android", {})
+        unknown = sorted(set(android) - _ANDROID_FIELDS)
+        if unknown:
+            raise _invalid(
+                f"Invalid JSON payload received. Unknown name \"{unknown[0]}\" at 'message.android'"
+            )
+        self._check_android_notification(android.get("notification", {}))
         if "ttl" in android and not _TTL.fullmatch(str(android["ttl"])):
             raise _invalid("Invalid value at 'message.android.ttl' (google.protobuf.Duration)")
         if android.get("priority", "HIGH") not in ("NORMAL", "HIGH"):
             raise _invalid("Invalid value at 'message.android.priority' (TYPE_ENUM)")
         return message
+
+    def _check_android_notification(self, shown: dict[str, Any]) -> None:
+        where = "message.android.notification"
+        unknown = sorted(set(shown) - _ANDROID_NOTIFICATION_FIELDS)
+        if unknown:
+            raise _invalid(
+                f"Invalid JSON payload received. Unknown name \"{unknown[0]}\" at '{where}'"
+            )
+        if "color" in shown and not re.fullmatch(r"#[0-9a-fA-F]{6}", str(shown["color"])):
+            raise _invalid(f"Invalid value at '{where}.color': must be #rrggbb")
+        if (
+            shown.get("notification_priority", "PRIORITY_UNSPECIFIED")
+            not in _NOTIFICATION_PRIORITIES
+        ):
+            raise _invalid(f"Invalid value at '{where}.notification_priority' (TYPE_ENUM)")
+        count = shown.get("notification_count", 0)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise _invalid(f"Invalid value at '{where}.notification_count' (TYPE_INT32)")
+        light = shown.get("light_settings")
+        if light is not None:
+            color = light.get("color", {})
+            if not all(0 <= color.get(c, 0) <= 1 for c in ("red", "green", "blue", "alpha")):
+                raise _invalid(f"Invalid value at '{where}.light_settings.color'")
+            for name in ("light_on_duration", "light_off_duration"):
+                if not _DURATION.fullmatch(str(light.get(name, ""))):
+                    raise _invalid(f"{where}.light_settings.{name} is required")
 
     def _inject(self, token: str) -> None:
         failure = self.failures.get(token)

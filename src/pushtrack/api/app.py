@@ -13,7 +13,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pushtrack.api import auth, devices, envelope, files, messages, stats, tracking, v2stats
+from pushtrack.api import (
+    auth,
+    devices,
+    envelope,
+    events,
+    files,
+    messages,
+    stats,
+    tracking,
+    v2stats,
+)
 from pushtrack.api.context import Call, Context
 from pushtrack.api.errors import (
     ArgumentError,
@@ -48,6 +58,14 @@ JSON13: dict[str, Method[Any]] = {
     "pushStat": Method(devices.DeviceReport, devices.push_stat, server=False),
     "messageDeliveryEvent": Method(
         devices.DeviceReport, devices.message_delivery_event, server=False
+    ),
+    "applicationOpen": Method(devices.ApplicationOpen, devices.application_open, server=False),
+    "registerUser": Method(devices.RegisterUser, devices.register_user, server=False),
+    "setBadge": Method(devices.SetBadge, devices.set_badge, server=False),
+    "checkDevice": Method(devices.CheckDevice, devices.check_device, server=False),
+    "postEvent": Method(devices.PostEvent, devices.post_event, server=False),
+    "getEventStatistics": Method(
+        events.GetEventStatistics, events.get_event_statistics, server=True
     ),
     "createMessage": Method(messages.CreateMessage, messages.create_message, server=True),
     "deleteMessage": Method(messages.DeleteMessage, messages.delete_message, server=True),

@@ -20,7 +20,6 @@ from pushtrack.api.errors import (
     PushtrackError,
     TooLargeError,
 )
-from pushtrack.api.fields import NOT_SUPPORTED
 
 log = logging.getLogger("pushtrack.api")
 
@@ -106,6 +105,7 @@ def convert(data: dict[str, Any], type_: type[T]) -> T:
 _AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>.*)`$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]*)`$")
+_NAMED = re.compile(r"^(?P<name>[A-Za-z_][\w.\[\]]*): (?P<rest>.*)$", re.DOTALL)
 _TICKS = re.compile(r"`([^`]*)`")
 
 
@@ -119,14 +119,13 @@ def describe(exc: msgspec.ValidationError) -> str:
     assert found is not None  # the pattern matches any text
     text, path = found["text"], (found["path"] or "").removeprefix(".")
     if m := _UNKNOWN.match(text):
-        name = m["name"]
-        if name in NOT_SUPPORTED:
-            text = f'"{name}" is not supported ({NOT_SUPPORTED[name]})'
-        else:
-            text = f'unknown field "{name}"'
+        text = f'unknown field "{m["name"]}"'
     elif m := _MISSING.match(text):
         path = f"{path}.{m['name']}" if path else m["name"]
         text = "required"
+    elif m := _NAMED.match(text):  # a struct's own check, naming its field
+        path = f"{path}.{m['name']}" if path else m["name"]
+        text = m["rest"]
     else:
         text = _TICKS.sub(r"\1", text)
         text = text[:1].lower() + text[1:]

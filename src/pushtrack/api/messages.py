@@ -10,6 +10,7 @@ import msgspec
 
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError, ForbiddenError
+from pushtrack.domain.notification import Content, fields
 from pushtrack.domain.platforms import ACCEPTED
 from pushtrack.domain.timeutil import US
 from pushtrack.store.base import AccessError, ConflictError, MessagePlan, Targeting
@@ -18,52 +19,69 @@ MAX_DEVICES = 1000
 MAX_NOTIFICATIONS = 100
 
 Entry = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-Localized = Annotated[str, msgspec.Meta(max_length=4096)] | dict[str, str]
+
+#: Targeting Pushwoosh documents that pushtrack does not do: refused by name, never
+#: ignored (ignoring one would send to more devices than meant). null counts as absent.
+UNSUPPORTED_TARGETING: dict[str, str] = {
+    "segment": "segments are not kept here; use conditions or a saved filter",
+    "preset": "presets are not kept here; send the notification's own fields",
+    "geozone": "pushtrack does no geolocation targeting",
+    "devices_filter": "createMessage takes conditions or a saved filter by name;"
+    " a filter expression goes to createTargetedMessage",
+}
 
 
-class NotificationIn(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+def _refuse_unsupported(struct: Any, table: dict[str, str]) -> None:
+    for name, reason in table.items():
+        if getattr(struct, name) is not None:
+            raise ValueError(f'"{name}" is not supported: {reason}')
+
+
+class NotificationIn(Content, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """One notification of createMessage: its content (``Content``), when and to whom."""
+
+    # -- when
     send_date: str = "now"
     timezone: str | None = None
     ignore_user_timezone: bool | None = None
-    content: Localized | None = None
-    title: Localized | None = None
-    subtitle: Localized | None = None
-    data: dict[str, Any] | None = None
     campaign: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    # -- to whom (all given targeting narrows)
     devices: Annotated[list[Entry], msgspec.Meta(max_length=MAX_DEVICES)] | None = None
     platforms: list[int] | None = None
     users: Annotated[list[Entry], msgspec.Meta(max_length=MAX_DEVICES)] | None = None
-    # iOS
-    ios_badges: int | str | None = None
-    ios_sound: str | None = None
-    ios_ttl: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    ios_category_id: int | str | None = None
-    ios_root_params: dict[str, Any] | None = None
-    ios_title: str | None = None
-    ios_subtitle: str | None = None
-    # Android and its kin
-    android_header: str | None = None
-    android_sound: str | None = None
-    android_icon: str | None = None
-    android_gcm_ttl: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    android_root_params: dict[str, Any] | None = None
-    # Web
-    chrome_title: str | None = None
-    chrome_icon: str | None = None
-    chrome_gcm_ttl: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    firefox_title: str | None = None
-    firefox_icon: str | None = None
-    firefox_ttl: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    safari_title: str | None = None
-    safari_ttl: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    safari_url_args: list[str] | None = None
+    # -- refused (see UNSUPPORTED_TARGETING)
+    segment: Any = None
+    preset: Any = None
+    geozone: Any = None
+    devices_filter: Any = None
+
+    def __post_init__(self) -> None:
+        _refuse_unsupported(self, UNSUPPORTED_TARGETING)
+        for bad in self.platforms or ():
+            if bad not in ACCEPTED:
+                raise ValueError(f"platforms: {bad} is not a known device type")
+        if self.devices is not None and not self.devices:
+            raise ValueError("devices: must name at least one device")
+        super().__post_init__()
 
 
 class CreateMessage(msgspec.Struct, forbid_unknown_fields=True):
-    application: str
+    application: str | None = None
     notifications: Annotated[
         list[NotificationIn], msgspec.Meta(min_length=1, max_length=MAX_NOTIFICATIONS)
-    ]
+    ] = msgspec.field(default_factory=list)
+    #: refused: application groups are not kept here
+    applications_group: Any = None
+
+    def __post_init__(self) -> None:
+        _refuse_unsupported(
+            self,
+            {"applications_group": "application groups are not kept here; name the application"},
+        )
+        if not self.application:
+            raise ValueError("application: required")
+        if not self.notifications:
+            raise ValueError("notifications: expected array of length >= 1")
 
 
 class DeleteMessage(msgspec.Struct, forbid_unknown_fields=True):
@@ -114,26 +132,15 @@ def _zone(name: str, where: str) -> ZoneInfo:
         raise ArgumentError(f"{where}.timezone: unknown time zone {name!r}") from None
 
 
-def _check(n: NotificationIn, where: str) -> None:
-    if n.content in (None, "", {}) and not n.data:
-        raise ArgumentError(f"{where}.content: required (or data for a silent push)")
-    for bad in n.platforms or ():
-        if bad not in ACCEPTED:
-            raise ArgumentError(f"{where}.platforms: {bad} is not a known device type")
-    if n.devices is not None and not n.devices:
-        raise ArgumentError(f"{where}.devices: must name at least one device")
-
-
 async def create_message(call: Call, r: CreateMessage) -> dict[str, Any]:
     app = await call.app_for(r.application)
     now = call.ctx.store_clock()
     plans = []
     for i, n in enumerate(r.notifications):
         where = f"notifications[{i}]"
-        _check(n, where)
         plans.append(
             MessagePlan(
-                notification=msgspec.structs.asdict(n),
+                notification=fields(n),
                 targeting=Targeting(
                     devices=tuple(n.devices) if n.devices is not None else None,
                     # distinct values: a long list of repeats must not become as many SQL params
@@ -145,19 +152,12 @@ async def create_message(call: Call, r: CreateMessage) -> dict[str, Any]:
                 campaign=n.campaign,
             )
         )
-    for plan in plans:
-        _strip_none(plan.notification)
     created = await call.ctx.store.create_messages(app, plans)
     response: dict[str, Any] = {"Messages": [m.code for m in created]}
     codes = [c for m in created if m.tracking_codes is not None for c in m.tracking_codes]
     if app.tracking and any(m.tracking_codes is not None for m in created):
         response["TrackingCodes"] = codes
     return response
-
-
-def _strip_none(d: dict[str, Any]) -> None:
-    for key in [k for k, v in d.items() if v is None]:
-        del d[key]
 
 
 async def delete_message(call: Call, r: DeleteMessage) -> None:

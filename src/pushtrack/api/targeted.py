@@ -17,14 +17,15 @@ Decisions of our own:
 - ``T("tag", ...)`` must name a tag defined in at least one of those
   applications, with an operator that fits its type (else 210 naming it).
 - The filter says who receives: createMessage's targeting fields
-  (``devices``, ``platforms``, ``users``) are refused with 210. Audience
+  (``devices``, ``platforms``, ``users``, ``conditions``, ``filter``) are
+  refused with 210 ``"<field>" is not supported``. Audience
   messages get no TrackingCodes (as in createMessage); every delivery is
   tracked like any other.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 
@@ -32,26 +33,50 @@ from pushtrack.api import messages
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import targeting as t
+from pushtrack.domain.notification import Content, fields
 from pushtrack.store.base import App, MessagePlan, Targeting
 from pushtrack.store.targeting import SelectionError
 
 WHERE = "request"
 
-#: createMessage fields that say who receives; a filter does that here.
-_TARGETING = ("devices", "platforms", "users")
+#: createMessage's targeting: the filter says who receives here (ours).
+REFUSED_TARGETING: dict[str, str] = dict.fromkeys(
+    ("devices", "platforms", "users", "conditions", "conditions_operator", "filter"),
+    "devices_filter says who receives a createTargetedMessage",
+)
 
 
-class CreateTargetedMessage(messages.NotificationIn, kw_only=True, forbid_unknown_fields=True):
+class CreateTargetedMessage(Content, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A notification's content (``Content``), when, and ``devices_filter``."""
+
     devices_filter: Annotated[str, msgspec.Meta(max_length=t.MAX_FILTER_LENGTH)]
+    # -- when (as createMessage's notification)
+    send_date: str = "now"
+    timezone: str | None = None
+    ignore_user_timezone: bool | None = None
+    campaign: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    # -- refused (see REFUSED_TARGETING)
+    devices: Any = None
+    platforms: Any = None
+    users: Any = None
+    conditions: Any = None
+    conditions_operator: Any = None
+    filter: Any = None
+
+    def __post_init__(self) -> None:
+        for name, reason in REFUSED_TARGETING.items():
+            if getattr(self, name) is not None:
+                raise ValueError(f'"{name}" is not supported: {reason}')
+        super().__post_init__()
+
+
+def _when(r: CreateTargetedMessage) -> messages.NotificationIn:
+    """``messages.send_at`` and ``local_time`` read only the when-fields, which this
+    request shares with createMessage's notification."""
+    return cast(messages.NotificationIn, r)
 
 
 async def create_targeted_message(call: Call, r: CreateTargetedMessage) -> dict[str, Any]:
-    for name in _TARGETING:
-        if getattr(r, name) is not None:
-            raise ArgumentError(
-                f'"{name}" is not supported by createTargetedMessage (devices_filter says who'
-                " receives)"
-            )
     try:
         node = t.parse_filter(r.devices_filter)
     except t.TargetingError as exc:
@@ -69,16 +94,13 @@ async def create_targeted_message(call: Call, r: CreateTargetedMessage) -> dict[
         await call.ctx.store.targeting.check(apps, node, field="devices_filter", indexed=False)
     except SelectionError as exc:
         raise ArgumentError(exc.message) from None
-    messages._check(r, WHERE)  # createMessage's checks of a notification
-    notification = msgspec.structs.asdict(r)
-    del notification["devices_filter"]
-    for key in [k for k, v in notification.items() if v is None]:
-        del notification[key]
+    notification = fields(r)  # as createMessage keeps a notification's given fields
+    del notification["devices_filter"]  # kept, as a tree, in the message's targeting
     plan = MessagePlan(
         notification=notification,
         targeting=Targeting(selection=node),
-        send_at=messages.send_at(r, call.ctx.store_clock(), WHERE),
-        local_time=messages.local_time(r),
+        send_at=messages.send_at(_when(r), call.ctx.store_clock(), WHERE),
+        local_time=messages.local_time(_when(r)),
         campaign=r.campaign,
     )
     created = await call.ctx.store.create_messages_for([(app, plan) for app in apps])

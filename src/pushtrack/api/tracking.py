@@ -10,12 +10,12 @@ from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain.codes import REQUEST_ID_RE
 from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire
-from pushtrack.jobs import msgstats, tracklog
+from pushtrack.jobs import eventstats, msgstats, tracklog
 from pushtrack.store.jobs import DONE, PENDING, RUNNING
 from pushtrack.store.retention import window_start
 
 #: Job kinds whose results getResults hands out.
-RESULT_KINDS = frozenset({tracklog.KIND, msgstats.KIND})
+RESULT_KINDS = frozenset({tracklog.KIND, msgstats.KIND, eventstats.KIND})
 
 
 class GetTrackingLog(msgspec.Struct, forbid_unknown_fields=True):
@@ -75,7 +75,7 @@ async def get_msg_stats(call: Call, r: GetMsgStats) -> dict[str, Any]:
     return {"request_id": request_id}
 
 
-async def get_results(call: Call, r: GetResults) -> dict[str, Any]:
+async def get_results(call: Call, r: GetResults) -> dict[str, Any] | list[Any]:
     assert call.token is not None
     job = None
     if REQUEST_ID_RE.match(r.request_id):
@@ -88,6 +88,8 @@ async def get_results(call: Call, r: GetResults) -> dict[str, Any]:
     elif job.state == DONE and job.kind == tracklog.KIND:
         out["status"] = "done"
         out["fileName"] = tracklog.file_url(call.ctx.settings, job.result["file"])
+    elif job.state == DONE and isinstance(job.result, list):
+        return job.result  # getEventStatistics: the rows themselves, as Pushwoosh answers
     elif job.state == DONE:
         out["status"] = "done"
         out.update(job.result)

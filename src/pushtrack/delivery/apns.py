@@ -36,6 +36,18 @@ SANDBOX_URL = "https://api.sandbox.push.apple.com"
 #: APNs refuses provider tokens older than one hour; sign a new one well before.
 TOKEN_LIFETIME = 50 * 60.0
 
+#: Push types an application's gateway may send every push as, beyond the alert and
+#: background pushes derived from each payload: the topic suffix Apple asks for each.
+TOPIC_SUFFIXES: dict[str, str] = {
+    "voip": ".voip",
+    "complication": ".complication",
+    "fileprovider": ".pushkit.fileprovider",
+    "location": ".location-query",
+    "liveactivity": ".push-type.liveactivity",
+    "pushtotalk": ".voip-ptt",
+    "widgets": ".push-type.widgets",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ApnsConfig:
@@ -48,10 +60,19 @@ class ApnsConfig:
     ca_file: str | None = None
     concurrency: int = 100  # concurrent HTTP/2 streams
     timeout: float = 30.0
+    #: Send every push as this type (a key of TOPIC_SUFFIXES, e.g. a VoIP app's "voip");
+    #: None: alert or background, as each payload says.
+    push_type: str | None = None
 
     @property
     def url(self) -> str:
         return self.base_url or (SANDBOX_URL if self.sandbox else PRODUCTION_URL)
+
+    @property
+    def apns_topic(self) -> str:
+        """The topic header: the bundle id, with the push type's suffix."""
+        suffix = TOPIC_SUFFIXES.get(self.push_type or "", "")
+        return self.topic if self.topic.endswith(suffix) else self.topic + suffix
 
 
 class _Rule(NamedTuple):
@@ -172,11 +193,11 @@ class ApnsGateway:
 
     def _headers(self, n: Notification) -> dict[str, str]:
         options = n.options
-        push_type = str(options.get("push_type") or "alert")
+        push_type = self.config.push_type or str(options.get("push_type") or "alert")
         priority = str(options.get("priority") or (5 if push_type == "background" else 10))
         headers = {
             "content-type": "application/json",
-            "apns-topic": self.config.topic,
+            "apns-topic": self.config.apns_topic,
             "apns-push-type": push_type,
             "apns-priority": _PRIORITY.get(priority.lower(), priority),
         }

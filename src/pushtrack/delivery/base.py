@@ -33,6 +33,9 @@ class Notification(msgspec.Struct, frozen=True):
     payload: dict[str, Any]
     #: Gateway options from the message (``ttl`` seconds, ...).
     options: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: A browser subscription's keys ``(p256dh, auth)`` as the device registered them,
+    #: when ``push_token`` holds only the subscription's endpoint (Web Push).
+    web_keys: tuple[str, str] | None = None
 
 
 class Outcome(msgspec.Struct, frozen=True):

@@ -5,7 +5,9 @@ gateway, so a crash can only resend what was in flight, never what ended),
 hands each platform's share to that platform's gateway, and records the
 outcomes. Transient refusals are retried with exponential backoff and jitter
 (or after the gateway's Retry-After) up to ``max_attempts``, then end
-``failed`` with the last reason. Gateway outcome → status mapping happens here
+``failed`` with the last reason. A message's ``send_rate`` is honoured by the
+store handing out send slots (``start_batch``); the job sends a burst, waits
+for the next slot, and goes on. Gateway outcome → status mapping happens here
 and only here.
 """
 
@@ -46,6 +48,11 @@ SERVED = frozenset(
 )
 
 
+#: A throttled job waits in place for its next send slot when it is this close
+#: (seconds); further off, it hands the job back until then.
+PACE_SECONDS = 2.0
+
+
 def platform_label(value: int) -> str:
     try:
         return Platform(value).api_name
@@ -76,6 +83,7 @@ class Dispatcher:
         if app_id is None:
             return Done({"message": "gone"})
         settings = await self.store.dispatch.gateways(app_id)
+        rate = await self.store.dispatch.send_rate(message_id)
 
         def refuse(platform: int) -> str | None:
             if platform not in SERVED:
@@ -84,22 +92,28 @@ class Dispatcher:
                 return f"No gateway configured for {platform_label(platform)}"
             return None
 
-        batch = await self.store.dispatch.start_batch(message_id, first, last, refuse)
-        if batch is None:
-            return Done({"message": "gone"})
-        if batch.message_status == "cancelled":
-            return Done({"message": "cancelled"})
-        retry_at: int | None = None
-        if batch.due:
-            outcome = await self._send(app_id, settings, batch, finish=batch.next_due is None)
-            if isinstance(outcome, int):
-                retry_at = outcome
-            elif outcome is not None:
-                return Done({"message": outcome})
-        waiting = [t for t in (retry_at, batch.next_due) if t is not None]
-        if waiting:
+        while True:
+            batch = await self.store.dispatch.start_batch(message_id, first, last, refuse, rate)
+            if batch is None:
+                return Done({"message": "gone"})
+            if batch.message_status == "cancelled":
+                return Done({"message": "cancelled"})
+            retry_at: int | None = None
+            if batch.due:
+                outcome = await self._send(app_id, settings, batch, finish=batch.next_due is None)
+                if isinstance(outcome, int):
+                    retry_at = outcome
+                elif outcome is not None:
+                    return Done({"message": outcome})
+            waiting = [t for t in (retry_at, batch.next_due) if t is not None]
+            if not waiting:
+                return Done({"message": await self.store.dispatch.finish_message(message_id)})
+            wait = (min(waiting) - self.store.clock()) / 1e6
+            if batch.throttled and wait <= PACE_SECONDS:
+                # send_rate holds the rest back for a moment: wait here, keeping the job
+                await asyncio.sleep(max(0.0, wait))
+                continue
             return Later(min(waiting))
-        return Done({"message": await self.store.dispatch.finish_message(message_id)})
 
     async def _send(
         self,
@@ -167,6 +181,7 @@ class Dispatcher:
                     push_token=d.push_token,
                     payload=render(body, d.hash, message_id, d.user_id),
                     options=options,
+                    web_keys=d.web_keys,
                 )
             )
         try:

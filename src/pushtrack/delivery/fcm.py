@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -241,19 +242,18 @@ class FcmGateway:
 
 
 def build_message(n: Notification, *, data_only: bool = False) -> dict[str, Any]:
-    """The v1 ``message`` for one notification: the payload as string data, plus display."""
+    """The v1 ``message`` for one notification: the payload as string data, plus display.
+
+    The payload keys are those Pushwoosh's SDKs read from the data (``title`` is
+    the text on Android, ``header`` its title; see ``domain/payload.py``). Unless
+    the gateway is ``data_only`` or the push is silent, FCM also gets a
+    ``notification`` with the same text, so that apps without the SDK show it.
+    """
     data = {
         key: value if isinstance(value, str) else payloads.encode(value).decode()
         for key, value in n.payload.items()
     }
     message: dict[str, Any] = {"token": n.push_token, "data": data}
-    display = {
-        key: n.payload[key]
-        for key in ("title", "body")
-        if isinstance(n.payload.get(key), str) and n.payload[key]
-    }
-    if display and not data_only:
-        message["notification"] = display
     priority = str(n.options.get("priority") or "high").lower()
     android: dict[str, Any] = {"priority": _ANDROID_PRIORITY.get(priority, "HIGH")}
     ttl = _http.positive_ttl(n.options)
@@ -261,8 +261,74 @@ def build_message(n: Notification, *, data_only: bool = False) -> dict[str, Any]
         android["ttl"] = f"{ttl}s"
     if n.options.get("collapse_id"):
         android["collapse_key"] = str(n.options["collapse_id"])
+    display = None if data_only else _display(n)
+    if display is not None:
+        message["notification"], shown = display
+        if shown:
+            android["notification"] = shown
     message["android"] = android
     return message
+
+
+#: Pushwoosh's drawer priority (-2..2) → AndroidNotification.notification_priority.
+_DRAWER_PRIORITY = {
+    "-2": "PRIORITY_MIN",
+    "-1": "PRIORITY_LOW",
+    "0": "PRIORITY_DEFAULT",
+    "1": "PRIORITY_HIGH",
+    "2": "PRIORITY_MAX",
+}
+_HEX_COLOR = re.compile(r"#[0-9A-Fa-f]{6}")
+#: #RRGGBB or #AARRGGBB: the RGB part.
+_LED_COLOR = re.compile(r"#(?:[0-9A-Fa-f]{2})?([0-9A-Fa-f]{6})")
+
+
+def _display(n: Notification) -> tuple[dict[str, str], dict[str, Any]] | None:
+    """(``notification``, ``android.notification``) for a push that shows something, or None."""
+    p = n.payload
+    if _is_true(p.get("pw_silent")) or _is_true(p.get("silent")):
+        return None
+    text = p.get("title") if n.platform in payloads.ANDROID_LIKE else p.get("body")
+    if not isinstance(text, str) or not text:
+        return None
+    shown: dict[str, str] = {"body": text}
+    if isinstance(p.get("header"), str) and p["header"]:
+        shown["title"] = p["header"]
+    image = p.get("b") if n.platform in payloads.ANDROID_LIKE else p.get("image")
+    if isinstance(image, str) and image:
+        shown["image"] = image
+    extra: dict[str, Any] = {}
+    if n.platform in payloads.ANDROID_LIKE:
+        for key, field in (("i", "icon"), ("s", "sound")):
+            if isinstance(p.get(key), str) and p[key]:
+                extra[field] = p[key]
+        color = p.get("ibc")
+        if isinstance(color, str) and _HEX_COLOR.fullmatch(color):
+            extra["color"] = color.lower()
+        if str(p.get("pri")) in _DRAWER_PRIORITY:
+            extra["notification_priority"] = _DRAWER_PRIORITY[str(p["pri"])]
+        badges = p.get("pw_badges")
+        if isinstance(badges, str) and badges.isdigit():
+            extra["notification_count"] = int(badges)
+        if p.get("vib") == "1":
+            extra["default_vibrate_timings"] = True
+        led = _LED_COLOR.fullmatch(p["led"]) if isinstance(p.get("led"), str) else None
+        if led is not None:
+            rgb = led[1]
+            extra["light_settings"] = {
+                "color": {
+                    name: round(int(rgb[i : i + 2], 16) / 255, 4)
+                    for name, i in (("red", 0), ("green", 2), ("blue", 4))
+                },
+                # the Pushwoosh SDK's blink when none is given: 100 ms on, 1 s off
+                "light_on_duration": "0.1s",
+                "light_off_duration": "1s",
+            }
+    return shown, extra
+
+
+def _is_true(value: Any) -> bool:
+    return value not in (None, "", "0", 0, False, "false")
 
 
 def _error_of(response: httpx.Response) -> tuple[str, str]:

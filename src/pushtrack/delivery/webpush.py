@@ -1,10 +1,13 @@
 """Web Push: RFC 8030 delivery, RFC 8291 message encryption, RFC 8292 VAPID.
 
 A browser device's push token is its subscription as JSON,
-``{"endpoint": "https://...", "keys": {"p256dh": ..., "auth": ...}}``. The
-payload is encrypted for that subscription (``aes128gcm``, with a fresh sender
-key per message) and POSTed to the endpoint with a VAPID ``Authorization``
-header; the signed VAPID token is reused per push service for a few hours.
+``{"endpoint": "https://...", "keys": {"p256dh": ..., "auth": ...}}``, or, as
+Pushwoosh's Web SDK registers it, the endpoint alone with the keys apart
+(registerDevice's ``public_key`` and ``auth_token``, in standard base64; see
+``Notification.web_keys``). The payload is encrypted for that subscription
+(``aes128gcm``, with a fresh sender key per message) and POSTed to the endpoint
+with a VAPID ``Authorization`` header; the signed VAPID token is reused per push
+service for a few hours.
 Push services differ in host but not in status codes, mapped in the table below.
 """
 
@@ -43,6 +46,13 @@ _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
 def b64url_decode(text: str) -> bytes:
     """Strict base64url, padding optional; binascii.Error on anything else."""
     return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+
+
+def b64_any_decode(text: str) -> bytes:
+    """Base64 in either alphabet (browsers give base64url, ``btoa`` standard), padding
+    optional; binascii.Error on anything else."""
+    text = text.strip().rstrip("=").replace("+", "-").replace("/", "_")
+    return b64url_decode(text)
 
 
 def b64url_encode(data: bytes) -> str:
@@ -100,21 +110,47 @@ class Subscription:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         endpoint, keys = data.get("endpoint"), data.get("keys")
-        if not isinstance(endpoint, str) or urlsplit(endpoint).scheme != "https":
+        if not isinstance(endpoint, str):
             raise ValueError("endpoint must be an https URL")
-        if not urlsplit(endpoint).hostname:
-            raise ValueError("endpoint has no host")
         if not isinstance(keys, dict):
+            _check_endpoint(endpoint)
             raise ValueError("keys missing")
+        return cls.of_parts(
+            endpoint, str(keys.get("p256dh") or ""), str(keys.get("auth") or ""), "keys."
+        )
+
+    @classmethod
+    def of_parts(cls, endpoint: str, p256dh: str, auth: str, where: str = "") -> Subscription:
+        """A subscription from its endpoint and keys (either base64 alphabet); ValueError
+        saying what is wrong, naming the keys ``<where>p256dh`` and ``<where>auth``."""
+        _check_endpoint(endpoint)
         try:
-            p256dh = b64url_decode(str(keys.get("p256dh") or ""))
-            auth = b64url_decode(str(keys.get("auth") or ""))
-            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), p256dh)
+            point = b64_any_decode(p256dh)
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
         except (binascii.Error, ValueError):
-            raise ValueError("keys.p256dh is not a P-256 public key") from None
-        if len(auth) != 16:
-            raise ValueError("keys.auth must hold 16 bytes")
-        return cls(endpoint, p256dh, auth)
+            raise ValueError(f"{where}p256dh is not a P-256 public key") from None
+        try:
+            secret = b64_any_decode(auth)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{where}auth is not base64") from None
+        if len(secret) != 16:
+            raise ValueError(f"{where}auth must hold 16 bytes")
+        return cls(endpoint, point, secret)
+
+    @classmethod
+    def of(cls, n: Notification) -> Subscription:
+        """The subscription a notification goes to: its token, or its endpoint and keys."""
+        if n.web_keys is not None:
+            return cls.of_parts(n.push_token, n.web_keys[0], n.web_keys[1], "keys.")
+        return cls.parse(n.push_token)
+
+
+def _check_endpoint(endpoint: str) -> None:
+    parts = urlsplit(endpoint)
+    if parts.scheme != "https":
+        raise ValueError("endpoint must be an https URL")
+    if not parts.hostname:
+        raise ValueError("endpoint has no host")
 
 
 def encrypt(plaintext: bytes, subscription: Subscription) -> bytes:
@@ -207,7 +243,7 @@ class WebPushGateway:
 
     async def _send_one(self, n: Notification) -> Outcome:
         try:
-            subscription = Subscription.parse(n.push_token)
+            subscription = Subscription.of(n)
         except ValueError as exc:
             return Outcome(
                 n.delivery_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 US = 1_000_000
 HOUR_US = 3600 * US
@@ -32,3 +33,37 @@ def parse_day(text: str) -> int:
 
 def day_of(ts_us: int) -> int:
     return ts_us - ts_us % DAY_US
+
+
+def zone(name: str) -> ZoneInfo | None:
+    """The IANA time zone of that name, or None if there is none."""
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def zone_offset(name: str, at_us: int) -> int | None:
+    """The UTC offset (seconds) of a time zone at an instant, or None for an unknown zone."""
+    found = zone(name)
+    if found is None:
+        return None
+    offset = datetime.fromtimestamp(at_us // US, UTC).astimezone(found).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+def local_to_utc(wall_us: int, offset: int | None, zone_name: str | None) -> int:
+    """The instant a device's clock shows ``wall_us`` (a wall-clock time read as UTC).
+
+    With a zone name, that zone's offset at that wall-clock time (summer time
+    included); otherwise the fixed ``offset`` in seconds (none: UTC). A time the
+    clocks skip takes the offset from before the change; a time they repeat, its
+    first occurrence.
+    """
+    found = zone(zone_name) if zone_name else None
+    if found is not None:
+        wall = datetime.fromtimestamp(wall_us // US, UTC).replace(tzinfo=found, fold=0)
+        return int(wall.timestamp()) * US + wall_us % US
+    return wall_us - (offset or 0) * US

@@ -65,6 +65,51 @@ class DeviceIn(msgspec.Struct, frozen=True):
     app_version: str | None = None
     device_model: str | None = None
     os_version: str | None = None
+    #: IANA time zone the device named (``timezone`` then holds its offset at registration).
+    tz_name: str | None = None
+    #: A browser subscription's keys (base64), when ``push_token`` is its endpoint.
+    web_p256dh: str | None = None
+    web_auth: str | None = None
+
+
+class DeviceSeen(msgspec.Struct, frozen=True):
+    """What a device reports about itself outside registerDevice (None: not reported).
+
+    ``device_type`` is needed only to record a device not registered yet.
+    """
+
+    hwid: str
+    device_type: int | None = None
+    language: str | None = None
+    timezone: int | None = None
+    tz_name: str | None = None
+    user_id: str | None = None
+    app_version: str | None = None
+    device_model: str | None = None
+    os_version: str | None = None
+    #: When the application was opened (microseconds, UTC): applicationOpen.
+    opened_at: int | None = None
+
+
+class DeviceState(msgspec.Struct, frozen=True):
+    """checkDevice's view of a device."""
+
+    exists: bool
+    #: It has a push token that no gateway has declared dead.
+    subscribed: bool
+
+
+class EventIn(msgspec.Struct, frozen=True):
+    """One postEvent, as stored."""
+
+    hwid: str
+    name: str
+    attributes: dict[str, Any]
+    #: When it happened (microseconds, UTC).
+    occurred_at: int
+    user_id: str | None = None
+    #: The device's own wall clock at that moment, as it sent it (seconds), if it did.
+    local_time: int | None = None
 
 
 class Targeting(msgspec.Struct, frozen=True):
@@ -174,3 +219,24 @@ class Engine(Protocol):
     def read_sync(self, fn: Callable[[Tx], T]) -> T: ...
 
     async def close(self) -> None: ...
+
+
+class DeviceView(msgspec.Struct, frozen=True):
+    """One device as the sender sees it (``pushtrack app device``)."""
+
+    hwid: str
+    device_type: int
+    push_token: str | None
+    subscribed: bool
+    language: str | None
+    timezone: int | None
+    tz_name: str | None
+    user_id: str | None
+    app_version: str | None
+    device_model: str | None
+    os_version: str | None
+    badge: int | None
+    #: When the application was last opened (applicationOpen), microseconds UTC.
+    last_open: int | None
+    created_at: int
+    updated_at: int

@@ -5,6 +5,12 @@ change here is a guarded update of the delivery row (``state``) that returns
 the rows it won, and only those get an event and a counter: a delivery is
 marked ``sent`` once, ends ``delivered`` or ``failed`` once, and a delivery
 that already ended is never loaded for sending again.
+
+A message with a ``send_rate`` (deliveries per second) is throttled here: each
+batch claims send slots on the message row (``rate_at``, when the next
+delivery may go) in the transaction that marks its deliveries ``sent``, so the
+rate holds across the message's jobs and workers, and a crash loses no slot
+that was not used.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from pushtrack.store.tx import append_events, dumps, loads
 
 _SENT, _CREATED = int(Status.SENT), int(Status.CREATED)
 
+#: A throttled message sends in bursts of this many seconds' worth of its rate.
+RATE_WINDOW_US = 250_000
+
 
 class Due(msgspec.Struct, frozen=True):
     """A delivery ready to hand to a gateway."""
@@ -34,6 +43,8 @@ class Due(msgspec.Struct, frozen=True):
     user_id: str
     attempts: int
     payload_id: int
+    #: The device's browser subscription keys (p256dh, auth), if it registered them apart.
+    web_keys: tuple[str, str] | None = None
 
 
 class Batch(msgspec.Struct, frozen=True):
@@ -44,6 +55,8 @@ class Batch(msgspec.Struct, frozen=True):
     payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]]  # id -> (body, options)
     #: When the next not-yet-due delivery of the range is due (None: nothing waits).
     next_due: int | None
+    #: Deliveries of the range were due but held back by the message's send_rate.
+    throttled: bool = False
 
 
 class Result(msgspec.Struct, frozen=True):
@@ -97,12 +110,15 @@ def start_batch(
     first: int,
     last: int,
     refuse: Callable[[int], str | None],
+    rate: int | None = None,
 ) -> Batch | None:
     """Load a range's due deliveries and mark them ``sent``, in one transaction.
 
     ``refuse(platform)`` names why a platform cannot be sent to (no gateway),
     or None; such deliveries, and those whose device unsubscribed meanwhile,
     end ``failed`` here. A cancelled message's range ends ``failed``/``Cancelled``.
+    With ``rate`` (the message's deliveries per second) only as many as its
+    send slots allow are taken; ``next_due`` then says when more may go.
     """
     msg = tx.one("SELECT app_id, status FROM messages WHERE id = ?", (message_id,))
     if msg is None:
@@ -113,7 +129,8 @@ def start_batch(
     now = tx.now()
     rows = tx.all(
         "SELECT d.id, d.tracking_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
-        " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at, d.state"
+        " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at, d.state,"
+        " dev.web_p256dh, dev.web_auth"
         " FROM deliveries d LEFT JOIN devices dev ON dev.id = d.device_id"
         " WHERE d.id BETWEEN ? AND ? AND d.message_id = ? AND d.state IN (?, ?)"
         " ORDER BY d.id",
@@ -134,18 +151,28 @@ def start_batch(
         if reason is not None:
             refused.append((r[0], r[2], reason))
             continue
-        due.append(Due(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[8]))
+        keys = (r[11], r[12]) if r[11] and r[12] else None
+        due.append(Due(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[8], keys))
+    if due or refused:
+        lock_message(tx, message_id)  # the message row first: see store/expansion.py
+    if refused:
+        fail(tx, message_id, refused)
+    throttled = False
+    if rate and due:
+        taken, slot = _claim_slots(tx, message_id, now, rate, len(due))
+        if taken < len(due):
+            throttled = True
+            due = due[:taken]
+            next_due = slot if next_due is None else min(next_due, slot)
     if due:
-        # The message row first (see store/expansion.py on lock order).
         tx.run(
             "UPDATE messages SET status = 'sending' WHERE id = ? AND status IN ('pending',"
             " 'scheduled')",
             (message_id,),
         )
-    if refused:
-        fail(tx, message_id, refused)
-    if due:
-        mark_sent(tx, message_id=message_id, first=first, last=last, now=now, due=due)
+        mark_sent(
+            tx, message_id=message_id, first=first, last=due[-1].delivery_id, now=now, due=due
+        )
     payload_ids = sorted({d.payload_id for d in due})
     payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     for start in range(0, len(payload_ids), 500):
@@ -155,7 +182,31 @@ def start_batch(
             part,
         ):
             payloads[pid] = (loads(body), loads(options))
-    return Batch(msg[0], message_id, msg[1], due, payloads, next_due)
+    return Batch(msg[0], message_id, msg[1], due, payloads, next_due, throttled)
+
+
+def _claim_slots(tx: Tx, message_id: int, now: int, rate: int, wanted: int) -> tuple[int, int]:
+    """Take up to ``wanted`` send slots of a throttled message: (taken, when the next is free).
+
+    Slots are 1/rate seconds apart; a batch takes those up to one window ahead of
+    now, so a message sends ``rate`` per second in bursts, and an idle spell
+    saves up no burst larger than one window.
+    """
+    # The UPDATE takes the message row's lock first (PostgreSQL): concurrent jobs of
+    # one message claim their slots one after the other.
+    (rate_at,) = tx.one(
+        "UPDATE messages SET rate_at = COALESCE(rate_at, 0) WHERE id = ? RETURNING rate_at",
+        (message_id,),
+    ) or (0,)
+    start = max(int(rate_at or 0), now)
+    room = now + RATE_WINDOW_US - start
+    taken = min(wanted, room * rate // 1_000_000) if room > 0 else 0
+    if taken == 0 and start <= now:
+        taken = 1  # a rate under one per window still sends
+    slot = start + -(-taken * 1_000_000 // rate)  # ceil
+    if taken:
+        tx.run("UPDATE messages SET rate_at = ? WHERE id = ?", (slot, message_id))
+    return taken, slot
 
 
 def _won(
@@ -184,8 +235,9 @@ def mark_sent(
     """Record ``sent`` for a range's due deliveries not yet marked.
 
     Runs in the transaction that loaded ``due`` and failed the rest of the
-    range's due deliveries, so the deliveries still ``created`` and due in the
-    range are exactly those of ``due`` not sent before: one range UPDATE marks them.
+    range's due deliveries, so the deliveries still ``created`` and due in
+    ``first..last`` (``last``: the last of ``due``, which is in id order) are
+    exactly those of ``due`` not sent before: one range UPDATE marks them.
     """
     rows = tx.all(
         "UPDATE deliveries SET state = ? WHERE id BETWEEN ? AND ? AND message_id = ?"
@@ -266,6 +318,14 @@ def record(
     return finish_message(tx, message_id=message_id) if finish else None
 
 
+def send_rate(tx: Tx, *, message_id: int) -> int | None:
+    row = tx.one("SELECT notification FROM messages WHERE id = ?", (message_id,))
+    if row is None:
+        return None
+    rate = loads(row[0]).get("send_rate")
+    return rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else None
+
+
 def app_of(tx: Tx, *, message_id: int) -> int | None:
     row = tx.one("SELECT app_id FROM messages WHERE id = ?", (message_id,))
     return int(row[0]) if row else None
@@ -339,11 +399,27 @@ class DispatchStore:
         return await self.engine.read(partial(app_of, message_id=message_id))
 
     async def start_batch(
-        self, message_id: int, first: int, last: int, refuse: Callable[[int], str | None]
+        self,
+        message_id: int,
+        first: int,
+        last: int,
+        refuse: Callable[[int], str | None],
+        rate: int | None = None,
     ) -> Batch | None:
         return await self.engine.write(
-            partial(start_batch, message_id=message_id, first=first, last=last, refuse=refuse)
+            partial(
+                start_batch,
+                message_id=message_id,
+                first=first,
+                last=last,
+                refuse=refuse,
+                rate=rate,
+            )
         )
+
+    async def send_rate(self, message_id: int) -> int | None:
+        """A message's ``send_rate`` (deliveries per second), or None when unthrottled."""
+        return await self.engine.read(partial(send_rate, message_id=message_id))
 
     async def record(
         self,

@@ -22,6 +22,7 @@ from pushtrack.store.base import (
     MessagePlan,
     TokenInfo,
 )
+from pushtrack.store.devices import DeviceStore
 from pushtrack.store.dispatch import DispatchStore
 from pushtrack.store.expansion import ExpansionStore
 from pushtrack.store.exports import ExportStore
@@ -41,6 +42,7 @@ class Store:
         self.stats = StatsStore(engine)
         self.retention = RetentionStore(engine)
         self.targeting = TargetingStore(engine)
+        self.devices = DeviceStore(engine)
 
     @property
     def url(self) -> str:

@@ -29,6 +29,7 @@ from pushtrack.domain.status import (
     Status,
 )
 from pushtrack.domain.targeting import Node
+from pushtrack.domain.timeutil import local_to_utc
 from pushtrack.store import jobs
 from pushtrack.store.base import (
     AccessError,
@@ -54,7 +55,8 @@ _CREATED, _FAILED = int(Status.CREATED), int(Status.FAILED)
 EXPAND = "expand_audience"
 
 DEVICE_COLUMNS = (
-    "d.id, d.hwid, d.push_token, d.device_type, d.language, d.user_id, d.subscribed, d.timezone"
+    "d.id, d.hwid, d.push_token, d.device_type, d.language, d.user_id, d.subscribed, d.timezone,"
+    " d.tz_name"
 )
 #: A device row as the steps below read it (columns of ``DEVICE_COLUMNS``).
 Device = tuple[Any, ...]
@@ -278,7 +280,7 @@ def plan_deliveries(
         keys[key] = None
         due = send_at
         if local_time:
-            due = max(now, send_at - (dev[7] or 0) * 1_000_000)
+            due = max(now, local_to_utc(send_at, dev[7], dev[8]))
         live = bool(dev[6]) and bool(dev[2])
         planned.items.append((entry, dev, key, live, due, tcode, phash))
     planned.keys = list(keys)

@@ -13,6 +13,7 @@ What goes, for a window starting at ``before``:
   more, with their deliveries, payload templates and counters;
 - counter buckets (hourly and per minute) that end at or before it;
 - finished jobs last updated before it;
+- events that devices posted (postEvent), received before it;
 - export files past their expiry or made before it (rows and files on disk:
   ``jobs/retention.py`` unlinks them).
 
@@ -40,6 +41,7 @@ import msgspec
 
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, day_of
 from pushtrack.store.base import Engine, StoreError, Tx
+from pushtrack.store.devices import delete_device_events
 from pushtrack.store.exports import FileRecord, delete_files, expired_files
 from pushtrack.store.tx import COUNTER_TABLES
 
@@ -72,6 +74,7 @@ class PurgeReport(msgspec.Struct):
     counters: int = 0
     jobs: int = 0
     files: int = 0
+    device_events: int = 0
 
 
 def drop_partitions(tx: Tx, *, before: int) -> int:
@@ -212,6 +215,9 @@ class RetentionStore:
             partial(delete_counters, before=before, limit=batch), batch
         )
         report.jobs = await self._drain(partial(delete_jobs, before=before, limit=batch), batch)
+        report.device_events = await self._drain(
+            partial(delete_device_events, before=before, limit=batch), batch
+        )
         return report
 
     async def stale_files(self, now: int, before: int, limit: int = 500) -> list[FileRecord]:

@@ -163,7 +163,32 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX files_expiry ON files (expires_at);
     """,
-    # 2: tags (definitions per application, values in a table of their own) and saved filters
+    # 2: send_rate: when the next delivery of a throttled message may go (µs, UTC)
+    """
+    ALTER TABLE messages ADD COLUMN rate_at INTEGER;
+    """,
+    # 3: devices: what SDKs report beyond registration, and the events they post
+    """
+    ALTER TABLE devices ADD COLUMN tz_name TEXT;
+    ALTER TABLE devices ADD COLUMN web_p256dh TEXT;
+    ALTER TABLE devices ADD COLUMN web_auth TEXT;
+    ALTER TABLE devices ADD COLUMN badge INTEGER;
+    ALTER TABLE devices ADD COLUMN last_open INTEGER;
+    CREATE TABLE device_events (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES applications (id),
+        hwid TEXT NOT NULL,
+        user_id TEXT,
+        name TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        occurred_at INTEGER NOT NULL,
+        local_time INTEGER,
+        received_at INTEGER NOT NULL
+    );
+    CREATE INDEX device_events_name ON device_events (app_id, name, occurred_at);
+    CREATE INDEX device_events_hwid ON device_events (app_id, hwid);
+    """,
+    # 4: tags (definitions per application, values in a table of their own) and saved filters
     """
     CREATE TABLE tag_defs (
         id INTEGER PRIMARY KEY,
@@ -223,7 +248,7 @@ MIGRATIONS: list[str] = [
     WHERE d.tags IS NOT NULL AND json_type(d.tags) = 'object' AND g.type = 3
         AND j.type = 'array' AND e.type = 'text';
     """,
-    # 3: audience messages expand in a job (targeting kept with the message, a cursor)
+    # 5: audience messages expand in a job (targeting kept with the message, a cursor)
     """
     ALTER TABLE messages ADD COLUMN targeting TEXT;
     ALTER TABLE messages ADD COLUMN local_time INTEGER NOT NULL DEFAULT 0;

@@ -190,8 +190,9 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
     now = tx.now()
     row = tx.one(
         "INSERT INTO devices (app_id, hwid, push_token, device_type, language, timezone, tags,"
-        " user_id, app_version, device_model, os_version, subscribed, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " user_id, app_version, device_model, os_version, subscribed, created_at, updated_at,"
+        " tz_name, web_p256dh, web_auth)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (app_id, hwid) DO UPDATE SET"
         " push_token = COALESCE(excluded.push_token, devices.push_token),"
         " device_type = excluded.device_type,"
@@ -203,7 +204,15 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
         " device_model = COALESCE(excluded.device_model, devices.device_model),"
         " os_version = COALESCE(excluded.os_version, devices.os_version),"
         " subscribed = CASE WHEN COALESCE(excluded.push_token, devices.push_token) IS NULL"
-        " THEN 0 ELSE 1 END, updated_at = excluded.updated_at RETURNING id",
+        " THEN 0 ELSE 1 END, updated_at = excluded.updated_at,"
+        # a zone name goes with the offset it came with; an offset alone clears it
+        " tz_name = CASE WHEN excluded.timezone IS NULL THEN devices.tz_name"
+        " ELSE excluded.tz_name END,"
+        # a new push token brings its own keys (or none); the keys stay with their token
+        " web_p256dh = CASE WHEN excluded.push_token IS NULL THEN devices.web_p256dh"
+        " ELSE excluded.web_p256dh END,"
+        " web_auth = CASE WHEN excluded.push_token IS NULL THEN devices.web_auth"
+        " ELSE excluded.web_auth END RETURNING id",
         (
             app.id,
             d.hwid,
@@ -219,6 +228,9 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
             1 if d.push_token else 0,
             now,
             now,
+            d.tz_name,
+            d.web_p256dh,
+            d.web_auth,
         ),
     )
     if d.tags:
@@ -230,7 +242,8 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
 def unregister_device(tx: Tx, app: App, hwid: str) -> bool:
     return (
         tx.run(
-            "UPDATE devices SET push_token = NULL, subscribed = 0, updated_at = ?"
+            "UPDATE devices SET push_token = NULL, web_p256dh = NULL, web_auth = NULL,"
+            " subscribed = 0, updated_at = ?"
             " WHERE app_id = ? AND hwid = ?",
             (tx.now(), app.id, hwid),
         )

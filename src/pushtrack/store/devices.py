@@ -1,0 +1,241 @@
+"""What devices report besides registerDevice: opens, users, badges, events.
+
+``record_seen`` updates (or first records) a device from applicationOpen and
+registerUser; ``set_badge`` keeps the badge the application shows;
+``post_event`` appends to ``device_events``, one row per postEvent, which
+getEventStatistics counts by the hour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+from pushtrack.domain.timeutil import HOUR_US
+from pushtrack.store.base import App, DeviceSeen, DeviceState, DeviceView, Engine, EventIn, Tx
+from pushtrack.store.tx import dumps, loads
+
+#: Device columns a report may set, in the order ``record_seen`` writes them.
+_SEEN = ("language", "timezone", "user_id", "app_version", "device_model", "os_version")
+#: Events read per page when attribute conditions are checked row by row.
+EVENT_PAGE = 5000
+
+
+def record_seen(tx: Tx, *, app: App, d: DeviceSeen) -> bool:
+    """Record what a device reported; False if it is not registered and no device_type
+    came to record it with."""
+    if _update_seen(tx, app, d):
+        return True  # the usual case: a device the store knows
+    if d.device_type is None:
+        return False
+    # Not registered yet: recorded without a push token (nothing to send to).
+    now = tx.now()
+    row = tx.one(
+        "INSERT INTO devices (app_id, hwid, device_type, language, timezone, tz_name,"
+        " user_id, app_version, device_model, os_version, last_open, subscribed,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"
+        " ON CONFLICT (app_id, hwid) DO NOTHING RETURNING id",
+        (
+            app.id,
+            d.hwid,
+            d.device_type,
+            d.language,
+            d.timezone,
+            d.tz_name if d.timezone is not None else None,
+            d.user_id,
+            d.app_version,
+            d.device_model,
+            d.os_version,
+            d.opened_at,
+            now,
+            now,
+        ),
+    )
+    # another writer recorded it meanwhile: update that one
+    return row is not None or _update_seen(tx, app, d)
+
+
+def _update_seen(tx: Tx, app: App, d: DeviceSeen) -> bool:
+    sets = ["updated_at = ?"]
+    params: list[Any] = [tx.now()]
+    if d.device_type is not None:
+        sets.append("device_type = ?")
+        params.append(d.device_type)
+    for column in _SEEN:
+        value = getattr(d, column)
+        if value is not None:
+            sets.append(f"{column} = ?")
+            params.append(value)
+    if d.timezone is not None:
+        sets.append("tz_name = ?")  # a zone name goes with its offset; an offset alone clears it
+        params.append(d.tz_name)
+    if d.opened_at is not None:
+        # a late report of an older open never moves the last open back
+        sets.append(
+            "last_open = CASE WHEN last_open IS NULL OR last_open < ? THEN ? ELSE last_open END"
+        )
+        params.extend((d.opened_at, d.opened_at))
+    return (
+        tx.run(
+            f"UPDATE devices SET {', '.join(sets)} WHERE app_id = ? AND hwid = ?",
+            (*params, app.id, d.hwid),
+        )
+        > 0
+    )
+
+
+def set_badge(tx: Tx, *, app: App, hwid: str, badge: int, allowed: frozenset[int]) -> int | None:
+    """Keep a device's badge if its type is ``allowed``; its type (None: not registered)."""
+    row = tx.one("SELECT device_type FROM devices WHERE app_id = ? AND hwid = ?", (app.id, hwid))
+    if row is None:
+        return None
+    if row[0] in allowed:
+        tx.run(
+            "UPDATE devices SET badge = ?, updated_at = ? WHERE app_id = ? AND hwid = ?",
+            (badge, tx.now(), app.id, hwid),
+        )
+    return int(row[0])
+
+
+def check_device(tx: Tx, *, app: App, hwid: str) -> DeviceState:
+    row = tx.one(
+        "SELECT push_token, subscribed FROM devices WHERE app_id = ? AND hwid = ?", (app.id, hwid)
+    )
+    if row is None:
+        return DeviceState(exists=False, subscribed=False)
+    return DeviceState(exists=True, subscribed=bool(row[0]) and bool(row[1]))
+
+
+def device_view(tx: Tx, *, app: App, hwid: str) -> DeviceView | None:
+    row = tx.one(
+        "SELECT hwid, device_type, push_token, subscribed, language, timezone, tz_name, user_id,"
+        " app_version, device_model, os_version, badge, last_open, created_at, updated_at"
+        " FROM devices WHERE app_id = ? AND hwid = ?",
+        (app.id, hwid),
+    )
+    if row is None:
+        return None
+    return DeviceView(
+        hwid=row[0],
+        device_type=row[1],
+        push_token=row[2],
+        subscribed=bool(row[3]),
+        language=row[4],
+        timezone=row[5],
+        tz_name=row[6],
+        user_id=row[7],
+        app_version=row[8],
+        device_model=row[9],
+        os_version=row[10],
+        badge=row[11],
+        last_open=row[12],
+        created_at=row[13],
+        updated_at=row[14],
+    )
+
+
+def post_event(tx: Tx, *, app: App, e: EventIn) -> None:
+    tx.run(
+        "INSERT INTO device_events (app_id, hwid, user_id, name, attributes, occurred_at,"
+        " local_time, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            app.id,
+            e.hwid,
+            e.user_id,
+            e.name,
+            dumps(e.attributes),
+            e.occurred_at,
+            e.local_time,
+            tx.now(),
+        ),
+    )
+
+
+def hourly_counts(tx: Tx, *, app_id: int, name: str, start: int, end: int) -> dict[int, int]:
+    """Events of one name in ``[start, end)``, counted by the hour they happened in."""
+    rows = tx.all(
+        f"SELECT occurred_at - occurred_at % {HOUR_US} AS hour, COUNT(*) FROM device_events"
+        " WHERE app_id = ? AND name = ? AND occurred_at >= ? AND occurred_at < ?"
+        " GROUP BY hour",
+        (app_id, name, start, end),
+    )
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+def event_page(
+    tx: Tx, *, app_id: int, name: str, end: int, after: tuple[int, int], limit: int
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """``(occurred_at, id, attributes)`` of events after the position ``after``, before ``end``."""
+    rows = tx.all(
+        "SELECT occurred_at, id, attributes FROM device_events"
+        " WHERE app_id = ? AND name = ? AND occurred_at < ? AND (occurred_at, id) > (?, ?)"
+        " ORDER BY occurred_at, id LIMIT ?",
+        (app_id, name, end, after[0], after[1], limit),
+    )
+    return [(int(r[0]), int(r[1]), loads(r[2])) for r in rows]
+
+
+def delete_device_events(tx: Tx, *, before: int, limit: int) -> int:
+    """Events received before ``before`` (ids follow arrival, so the oldest come first)."""
+    return tx.run(
+        "DELETE FROM device_events WHERE id IN"
+        " (SELECT id FROM device_events WHERE received_at < ? ORDER BY id LIMIT ?)",
+        (before, limit),
+    )
+
+
+class DeviceStore:
+    """The device reports part of the ``Store``: ``store.devices``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def record_seen(self, app: App, seen: DeviceSeen) -> bool:
+        return await self.engine.write(partial(record_seen, app=app, d=seen))
+
+    async def set_badge(
+        self, app: App, hwid: str, badge: int, allowed: frozenset[int]
+    ) -> int | None:
+        return await self.engine.write(
+            partial(set_badge, app=app, hwid=hwid, badge=badge, allowed=allowed)
+        )
+
+    async def check(self, app: App, hwid: str) -> DeviceState:
+        return await self.engine.read(partial(check_device, app=app, hwid=hwid))
+
+    async def view(self, app: App, hwid: str) -> DeviceView | None:
+        return await self.engine.read(partial(device_view, app=app, hwid=hwid))
+
+    async def post_event(self, app: App, event: EventIn) -> None:
+        await self.engine.write(partial(post_event, app=app, e=event))
+
+    async def event_counts(
+        self,
+        app_id: int,
+        name: str,
+        start: int,
+        end: int,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[int, int]:
+        """Events of one name in ``[start, end)`` by hour; ``keep`` filters on attributes
+        (then events are read in pages of ``EVENT_PAGE`` and checked one by one)."""
+        if keep is None:
+            return await self.engine.read(
+                partial(hourly_counts, app_id=app_id, name=name, start=start, end=end)
+            )
+        counts: dict[int, int] = {}
+        after = (start, 0)  # every id is above 0: the first page starts at start
+        while True:
+            page: Sequence[tuple[int, int, dict[str, Any]]] = await self.engine.read(
+                partial(
+                    event_page, app_id=app_id, name=name, end=end, after=after, limit=EVENT_PAGE
+                )
+            )
+            for occurred_at, _, attributes in page:
+                if keep(attributes):
+                    hour = occurred_at - occurred_at % HOUR_US
+                    counts[hour] = counts.get(hour, 0) + 1
+            if len(page) < EVENT_PAGE:
+                return counts
+            after = (page[-1][0], page[-1][1])
