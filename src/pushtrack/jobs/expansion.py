@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from pushtrack.config import Settings
 from pushtrack.jobs.runner import Done, Handler, Outcome
@@ -23,7 +22,7 @@ from pushtrack.store.messages import EXPAND
 from pushtrack.store.targeting import SelectionError
 
 KIND = EXPAND
-#: Pause after each step, as a multiple of the time its write took.
+#: Pause after each step, as a multiple of the time its write transaction ran.
 REST = 1.0
 
 log = logging.getLogger("pushtrack.jobs")
@@ -49,11 +48,10 @@ def handler(settings: Settings, store: Store) -> Handler:
                 log.error("message %s: expansion stopped: %s", message_id, exc.message)
                 status = await store.expansion.stop(message_id)
                 return Done({"deliveries": written, "message": status, "error": exc.message})
-            started = time.perf_counter()
             step = await store.expansion.write(exp, read)
-            # Rest as long as the write took: other writers (callbacks, fan-out) get
-            # at least half of the store's writer while an audience expands.
-            await asyncio.sleep((time.perf_counter() - started) * REST)
+            # Rest as long as the write held the writer: other writers (callbacks,
+            # fan-out) get at least half of it while an audience expands.
+            await asyncio.sleep(step.held * REST)
             if not step.won:  # moved by someone else (or cancelled): look again
                 now = await store.expansion.load(message_id)
                 after = now.cursor if now is not None else None

@@ -30,6 +30,7 @@ another on it.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Any
 
@@ -82,6 +83,8 @@ class Step(msgspec.Struct, frozen=True):
     won: bool = True
     #: The message's status after the step.
     status: str | None = None
+    #: Seconds the step's transaction function ran (the writer held, waits for it aside).
+    held: float = 0.0
 
 
 def load(tx: Tx, *, message_id: int) -> Expansion | None:
@@ -161,6 +164,12 @@ def write_step(tx: Tx, *, exp: Expansion, read: Read) -> Step:
     With ``read.last`` the expansion ends here too: the message is done at
     once if nothing of it is left to send.
     """
+    started = time.perf_counter()
+    step = _write_step(tx, exp, read)
+    return msgspec.structs.replace(step, held=time.perf_counter() - started)
+
+
+def _write_step(tx: Tx, exp: Expansion, read: Read) -> Step:
     mid = exp.message_id
     n = len(read.planned.items)
     won = tx.run(
