@@ -22,10 +22,10 @@ before the commit leaves cursor and deliveries as they were; the job resumes
 from the cursor. The unique index on ``deliveries (message_id, device_id)``
 makes a second delivery of one message to one device impossible regardless.
 
-Lock order (PostgreSQL): every transaction that changes a message row changes
-it before any delivery, counter or job row (here, in deleteMessage and in the
-dispatcher's ``start_batch`` and ``record``), so none of them can deadlock
-another on it.
+Lock order (PostgreSQL): every transaction that locks a message row and
+delivery, counter or job rows takes the message row first (here; in
+deleteMessage; in the dispatcher's ``start_batch`` and, when it may finish the
+message, ``record``), so none of them can deadlock another on it.
 """
 
 from __future__ import annotations
