@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ENGINES
-from tests.support import Service, json_value, shared_service
+from tests.support import Service, run, shared_service
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -27,7 +27,7 @@ def svc(shared: Service) -> Service:
 
 
 DEVICE_COLUMNS = (
-    "hwid, push_token, device_type, language, timezone, tags, user_id, app_version,"
+    "hwid, push_token, device_type, language, timezone, user_id, app_version,"
     " device_model, os_version, subscribed"
 )
 
@@ -39,7 +39,12 @@ def device_row(svc: Service, hwid: str, app_id: int | None = None) -> dict[str, 
     )
     assert len(rows) == 1, rows
     row = dict(zip([c.strip() for c in DEVICE_COLUMNS.split(",")], rows[0], strict=True))
-    row["tags"] = json_value(row["tags"]) if row["tags"] is not None else None
+    app = (
+        svc.app
+        if app_id is None
+        else next(a for a in run(svc.store.list_apps(svc.account)) if a.id == app_id)
+    )
+    row["tags"] = run(svc.store.targeting.get_tags(app, hwid)) or None
     row["subscribed"] = bool(row["subscribed"])
     return row
 

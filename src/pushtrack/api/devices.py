@@ -28,6 +28,7 @@ from pushtrack.domain.platforms import ACCEPTED, Platform
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import DAY_US, US, zone_offset
 from pushtrack.store.base import DeviceIn, DeviceSeen, EventIn
+from pushtrack.store.targeting import TagError
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 LongText = Annotated[str, msgspec.Meta(max_length=4096)]
@@ -304,7 +305,10 @@ async def register_device(call: Call, r: RegisterDevice) -> None:
         web_p256dh=p256dh,
         web_auth=auth,
     )
-    await call.ctx.store.register_device(app, device)
+    try:
+        await call.ctx.store.register_device(app, device)
+    except TagError as exc:
+        raise ArgumentError(f"tags: {exc.message}") from None
 
 
 async def unregister_device(call: Call, r: UnregisterDevice) -> None:

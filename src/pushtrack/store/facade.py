@@ -28,6 +28,7 @@ from pushtrack.store.exports import ExportStore
 from pushtrack.store.jobs import JobStore
 from pushtrack.store.retention import RetentionStore
 from pushtrack.store.stats import StatsStore
+from pushtrack.store.targeting import TargetingStore
 
 
 class Store:
@@ -39,6 +40,7 @@ class Store:
         self.stats = StatsStore(engine)
         self.retention = RetentionStore(engine)
         self.devices = DeviceStore(engine)
+        self.targeting = TargetingStore(engine)
 
     @property
     def url(self) -> str:

@@ -213,6 +213,69 @@ MIGRATIONS: list[str] = [
     CREATE INDEX device_events_name ON device_events (app_id, name, occurred_at);
     CREATE INDEX device_events_hwid ON device_events (app_id, hwid);
     """,
+    # 4: tags (definitions per application, values in a table of their own) and saved filters
+    """
+    CREATE TABLE tag_defs (
+        id BIGSERIAL PRIMARY KEY,
+        app_id BIGINT NOT NULL REFERENCES applications (id),
+        name TEXT NOT NULL,
+        type INTEGER NOT NULL,
+        declared INTEGER NOT NULL,
+        created_at BIGINT NOT NULL,
+        UNIQUE (app_id, name)
+    );
+    CREATE TABLE tag_values (
+        device_id BIGINT NOT NULL,
+        tag_id BIGINT NOT NULL,
+        num BIGINT,
+        txt TEXT
+    );
+    CREATE INDEX tag_values_device ON tag_values (device_id, tag_id, num, txt);
+    CREATE INDEX tag_values_num ON tag_values (tag_id, num, device_id) WHERE num IS NOT NULL;
+    CREATE INDEX tag_values_txt ON tag_values (tag_id, txt, device_id) WHERE txt IS NOT NULL;
+    CREATE INDEX devices_app_id ON devices (app_id, id);
+    CREATE TABLE saved_filters (
+        id BIGSERIAL PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts (id),
+        app_id BIGINT REFERENCES applications (id),
+        name TEXT NOT NULL,
+        expression TEXT NOT NULL,
+        selection TEXT NOT NULL,
+        conditions TEXT,
+        operator TEXT,
+        created_at BIGINT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    -- Tags registerDevice kept as JSON in devices.tags before: typed rows in tag_values.
+    -- A tag's type is that of its value on the oldest device holding it, and values of
+    -- another type stay only in devices.tags, which is left as it was.
+    CREATE TEMPORARY TABLE old_tags ON COMMIT DROP AS
+    SELECT d.id AS device_id, d.app_id, d.updated_at, j.key, j.value,
+        CASE jsonb_typeof(j.value)
+            WHEN 'number' THEN CASE WHEN j.value::text ~ '^-?[0-9]{1,18}$' THEN 1 ELSE 6 END
+            WHEN 'string' THEN 2 WHEN 'array' THEN 3 WHEN 'boolean' THEN 5 END AS kind
+    FROM devices d CROSS JOIN LATERAL jsonb_each(CASE WHEN d.tags IS NOT NULL
+        AND jsonb_typeof(d.tags::jsonb) = 'object' THEN d.tags::jsonb ELSE '{}'::jsonb END) j;
+    INSERT INTO tag_defs (app_id, name, type, declared, created_at)
+    SELECT app_id, key, MIN(device_id * 10 + kind) % 10, 0, MIN(updated_at)
+    FROM old_tags WHERE kind IS NOT NULL GROUP BY app_id, key;
+    INSERT INTO tag_values (device_id, tag_id, num, txt)
+    SELECT o.device_id, g.id,
+        CASE g.type WHEN 1 THEN (o.value::text)::bigint
+            WHEN 6 THEN round((o.value::text)::numeric * 1000000)::bigint
+            WHEN 5 THEN CASE WHEN o.value::text = 'true' THEN 1 ELSE 0 END END,
+        CASE g.type WHEN 2 THEN o.value #>> '{}' END
+    FROM old_tags o JOIN tag_defs g ON g.app_id = o.app_id AND g.name = o.key
+    WHERE (g.type = 1 AND o.kind = 1) OR (g.type = 2 AND o.kind = 2)
+        OR (g.type = 5 AND o.kind = 5) OR (g.type = 6 AND CASE WHEN o.kind IN (1, 6)
+        THEN abs((o.value::text)::numeric) < 9000000000000 ELSE false END);
+    INSERT INTO tag_values (device_id, tag_id, num, txt)
+    SELECT o.device_id, g.id, e.n - 1, e.value #>> '{}'
+    FROM old_tags o JOIN tag_defs g ON g.app_id = o.app_id AND g.name = o.key
+        CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN o.kind = 3 THEN o.value
+            ELSE '[]'::jsonb END) WITH ORDINALITY e(value, n)
+    WHERE g.type = 3 AND jsonb_typeof(e.value) = 'string';
+    """,
 ]
 
 

@@ -188,4 +188,64 @@ MIGRATIONS: list[str] = [
     CREATE INDEX device_events_name ON device_events (app_id, name, occurred_at);
     CREATE INDEX device_events_hwid ON device_events (app_id, hwid);
     """,
+    # 4: tags (definitions per application, values in a table of their own) and saved filters
+    """
+    CREATE TABLE tag_defs (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES applications (id),
+        name TEXT NOT NULL,
+        type INTEGER NOT NULL,
+        declared INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (app_id, name)
+    );
+    CREATE TABLE tag_values (
+        device_id INTEGER NOT NULL,
+        tag_id INTEGER NOT NULL,
+        num INTEGER,
+        txt TEXT
+    );
+    CREATE INDEX tag_values_device ON tag_values (device_id, tag_id, num, txt);
+    CREATE INDEX tag_values_num ON tag_values (tag_id, num, device_id) WHERE num IS NOT NULL;
+    CREATE INDEX tag_values_txt ON tag_values (tag_id, txt, device_id) WHERE txt IS NOT NULL;
+    CREATE INDEX devices_app_id ON devices (app_id, id);
+    CREATE TABLE saved_filters (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        app_id INTEGER REFERENCES applications (id),
+        name TEXT NOT NULL,
+        expression TEXT NOT NULL,
+        selection TEXT NOT NULL,
+        conditions TEXT,
+        operator TEXT,
+        created_at INTEGER NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    -- Tags registerDevice kept as JSON in devices.tags before: typed rows in tag_values.
+    -- A tag's type is that of its value on the oldest device holding it, and values of
+    -- another type stay only in devices.tags, which is left as it was.
+    INSERT INTO tag_defs (app_id, name, type, declared, created_at)
+    SELECT d.app_id, j.key, MIN(d.id * 10 + CASE j.type WHEN 'integer' THEN 1 WHEN 'real' THEN 6
+        WHEN 'text' THEN 2 WHEN 'array' THEN 3 WHEN 'true' THEN 5 WHEN 'false' THEN 5 END) % 10,
+        0, MIN(d.updated_at)
+    FROM devices d, json_each(d.tags) j
+    WHERE d.tags IS NOT NULL AND json_type(d.tags) = 'object'
+    GROUP BY d.app_id, j.key
+    HAVING MIN(CASE WHEN j.type IN ('integer', 'real', 'text', 'array', 'true', 'false')
+        THEN 1 END) IS NOT NULL;
+    INSERT INTO tag_values (device_id, tag_id, num, txt)
+    SELECT d.id, g.id, CASE g.type WHEN 1 THEN j.value WHEN 6 THEN CAST(ROUND(j.value * 1000000)
+        AS INTEGER) WHEN 5 THEN (j.type = 'true') END, CASE g.type WHEN 2 THEN j.value END
+    FROM devices d, json_each(d.tags) j JOIN tag_defs g ON g.app_id = d.app_id AND g.name = j.key
+    WHERE d.tags IS NOT NULL AND json_type(d.tags) = 'object' AND (
+        (g.type = 1 AND j.type = 'integer') OR (g.type = 6 AND j.type IN ('integer', 'real')
+        AND abs(j.value) < 9000000000000) OR (g.type = 2 AND j.type = 'text')
+        OR (g.type = 5 AND j.type IN ('true', 'false')));
+    INSERT INTO tag_values (device_id, tag_id, num, txt)
+    SELECT d.id, g.id, e.key, e.value
+    FROM devices d, json_each(d.tags) j JOIN tag_defs g ON g.app_id = d.app_id AND g.name = j.key,
+        json_each(j.value) e
+    WHERE d.tags IS NOT NULL AND json_type(d.tags) = 'object' AND g.type = 3
+        AND j.type = 'array' AND e.type = 'text';
+    """,
 ]

@@ -27,6 +27,7 @@ from pushtrack.store.base import (
     TokenInfo,
     Tx,
 )
+from pushtrack.store.targeting import set_device_tags
 
 _json = msgspec.json.Encoder()
 
@@ -187,7 +188,7 @@ def revoke_tokens(tx: Tx, account: str, prefix: str) -> int:
 
 def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
     now = tx.now()
-    tx.run(
+    row = tx.one(
         "INSERT INTO devices (app_id, hwid, push_token, device_type, language, timezone, tags,"
         " user_id, app_version, device_model, os_version, subscribed, created_at, updated_at,"
         " tz_name, web_p256dh, web_auth)"
@@ -211,7 +212,7 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
         " web_p256dh = CASE WHEN excluded.push_token IS NULL THEN devices.web_p256dh"
         " ELSE excluded.web_p256dh END,"
         " web_auth = CASE WHEN excluded.push_token IS NULL THEN devices.web_auth"
-        " ELSE excluded.web_auth END",
+        " ELSE excluded.web_auth END RETURNING id",
         (
             app.id,
             d.hwid,
@@ -219,7 +220,7 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
             d.device_type,
             d.language,
             d.timezone,
-            dumps(d.tags) if d.tags is not None else None,
+            None,  # tags live in tag_values (store/targeting.py)
             d.user_id,
             d.app_version,
             d.device_model,
@@ -232,6 +233,10 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
             d.web_auth,
         ),
     )
+    if d.tags:
+        assert row is not None
+        # The upsert locked the device row: tag writes to one device run in turn.
+        set_device_tags(tx, app, int(row[0]), d.tags)
 
 
 def unregister_device(tx: Tx, app: App, hwid: str) -> bool:
