@@ -8,6 +8,7 @@ becomes a broadcast.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,27 @@ BASELINES: dict[str, Body] = {
         "date_from": "2026-01-01",
         "date_to": "2026-01-02",
     },
+    "setTags": lambda s, _: {"application": s.app.code, "hwid": "h1", "tags": {"level": 3}},
+    "getTags": lambda s, _: {"application": s.app.code, "hwid": "h1"},
+    "addTag": lambda s, _: {
+        "auth": s.server_token,
+        "application": s.app.code,
+        "tag": {"name": f"t-{uuid.uuid4().hex[:8]}", "type": 1},
+    },
+    "listTags": lambda s, _: {"auth": s.server_token, "application": s.app.code},
+    "deleteTag": lambda s, p: {
+        "auth": s.server_token,
+        "application": s.app.code,
+        "tag": {"name": p["tag"]},
+    },
+    "createFilter": lambda s, _: {
+        "auth": s.server_token,
+        "name": f"f-{uuid.uuid4().hex[:8]}",
+        "conditions": [["level", "GTE", 2]],
+        "application": s.app.code,
+    },
+    "listFilters": lambda s, _: {"auth": s.server_token},
+    "deleteFilter": lambda s, p: {"auth": s.server_token, "name": p["filter"]},
     "createMessage": lambda s, _: {
         "auth": s.server_token,
         "application": s.app.code,
@@ -80,6 +102,32 @@ BASELINES: dict[str, Body] = {
 }
 
 
+def _scheduled(svc: Service) -> dict[str, Any]:
+    return {"scheduled": svc.send(devices=["h2"], send_date="2099-01-01 00:00")["Messages"][0]}
+
+
+def _tag(svc: Service) -> dict[str, Any]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    out = svc.server("addTag", tag={"name": name, "type": 2})
+    assert out["status_code"] == 200, out
+    return {"tag": name}
+
+
+def _filter(svc: Service) -> dict[str, Any]:
+    name = f"f-{uuid.uuid4().hex[:8]}"
+    out = svc.server("createFilter", name=name, conditions=[["level", "GTE", 1]])
+    assert out["status_code"] == 200, out
+    return {"filter": name}
+
+
+#: What a method needs made afresh for each call (it consumes it).
+SETUP: dict[str, Callable[[Service], dict[str, Any]]] = {
+    "deleteMessage": _scheduled,
+    "deleteTag": _tag,
+    "deleteFilter": _filter,
+}
+
+
 def test_every_method_has_a_baseline() -> None:
     assert set(BASELINES) == set(JSON13) | set(V2)
 
@@ -89,7 +137,7 @@ def prepared(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Service, dict[str, Any]]]:
     with shared_service(request.param, Path(tmp_path_factory.mktemp("strict"))) as svc:
-        svc.register("h1", push_token="t1")
+        svc.register("h1", push_token="t1", tags={"level": 2})
         svc.register("h2", push_token="t2")
         svc.register("strict-gone", push_token="t3")
         sent = svc.send(devices=["h1"])
@@ -126,9 +174,7 @@ def test_an_unknown_key_is_refused_by_name_and_writes_nothing(
     prepared: tuple[Service, dict[str, Any]], method: str
 ) -> None:
     svc, params = prepared
-    if method == "deleteMessage":
-        params = {**params, "scheduled": svc.send(devices=["h2"], send_date="2099-01-01 00:00")}
-        params["scheduled"] = params["scheduled"]["Messages"][0]
+    params = {**params, **SETUP.get(method, lambda _: {})(svc)}
     request = BASELINES[method](svc, params)
     before = svc.db.counts()
     refused = _post(svc, method, {**request, "devicez": ["h2"]})

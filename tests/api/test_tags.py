@@ -10,36 +10,11 @@ from typing import Any
 
 import pytest
 
-from pushtrack.api import filters, tags
-from pushtrack.api.app import JSON13, Method
 from pushtrack.domain.targeting import parse_filter
 from tests.conftest import ENGINES
 from tests.support import Service, run, shared_service
 
 #: The methods of this area: (name, request type, handler, server method?).
-METHODS: list[tuple[str, type, Any, bool]] = [
-    ("setTags", tags.SetTags, tags.set_tags, False),
-    ("getTags", tags.GetTags, tags.get_tags, False),
-    ("addTag", tags.AddTag, tags.add_tag, True),
-    ("listTags", tags.ListTags, tags.list_tags, True),
-    ("deleteTag", tags.DeleteTag, tags.delete_tag, True),
-    ("createFilter", filters.CreateFilter, filters.create_filter, True),
-    ("listFilters", filters.ListFilters, filters.list_filters, True),
-    ("deleteFilter", filters.DeleteFilter, filters.delete_filter, True),
-]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def registered() -> Iterator[None]:
-    """The methods in the method table (until app.py lists them itself)."""
-    added = []
-    for name, request, handler, server in METHODS:
-        if name not in JSON13:
-            JSON13[name] = Method(request, handler, server=server)
-            added.append(name)
-    yield
-    for name in added:
-        del JSON13[name]
 
 
 @pytest.fixture(scope="module", params=ENGINES)

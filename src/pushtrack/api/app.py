@@ -19,8 +19,10 @@ from pushtrack.api import (
     envelope,
     events,
     files,
+    filters,
     messages,
     stats,
+    tags,
     tracking,
     v2stats,
 )
@@ -64,6 +66,14 @@ JSON13: dict[str, Method[Any]] = {
     "setBadge": Method(devices.SetBadge, devices.set_badge, server=False),
     "checkDevice": Method(devices.CheckDevice, devices.check_device, server=False),
     "postEvent": Method(devices.PostEvent, devices.post_event, server=False),
+    "setTags": Method(tags.SetTags, tags.set_tags, server=False),
+    "getTags": Method(tags.GetTags, tags.get_tags, server=False),
+    "addTag": Method(tags.AddTag, tags.add_tag, server=True),
+    "listTags": Method(tags.ListTags, tags.list_tags, server=True),
+    "deleteTag": Method(tags.DeleteTag, tags.delete_tag, server=True),
+    "createFilter": Method(filters.CreateFilter, filters.create_filter, server=True),
+    "listFilters": Method(filters.ListFilters, filters.list_filters, server=True),
+    "deleteFilter": Method(filters.DeleteFilter, filters.delete_filter, server=True),
     "getEventStatistics": Method(
         events.GetEventStatistics, events.get_event_statistics, server=True
     ),

@@ -41,8 +41,8 @@ class Store:
         self.exports = ExportStore(engine)
         self.stats = StatsStore(engine)
         self.retention = RetentionStore(engine)
-        self.targeting = TargetingStore(engine)
         self.devices = DeviceStore(engine)
+        self.targeting = TargetingStore(engine)
 
     @property
     def url(self) -> str:
