@@ -92,6 +92,11 @@ BASELINES: dict[str, Body] = {
         "application": s.app.code,
         "notifications": [{"content": "hi", "devices": ["h1"]}],
     },
+    "createTargetedMessage": lambda s, _: {
+        "auth": s.server_token,
+        "content": "hi",
+        "devices_filter": f'A("{s.app.code}") * T("level", GTE, 2)',
+    },
     "deleteMessage": lambda s, p: {"auth": s.server_token, "message": p["scheduled"]},
     "getTrackingLog": lambda s, _: {"auth": s.server_token},
     "getResults": lambda s, p: {"auth": s.server_token, "request_id": p["request_id"]},

@@ -23,6 +23,7 @@ from pushtrack.api import (
     messages,
     stats,
     tags,
+    targeted,
     tracking,
     v2stats,
 )
@@ -78,6 +79,9 @@ JSON13: dict[str, Method[Any]] = {
         events.GetEventStatistics, events.get_event_statistics, server=True
     ),
     "createMessage": Method(messages.CreateMessage, messages.create_message, server=True),
+    "createTargetedMessage": Method(
+        targeted.CreateTargetedMessage, targeted.create_targeted_message, server=True
+    ),
     "deleteMessage": Method(messages.DeleteMessage, messages.delete_message, server=True),
     "getTrackingLog": Method(tracking.GetTrackingLog, tracking.get_tracking_log, server=True),
     "getResults": Method(tracking.GetResults, tracking.get_results, server=True),

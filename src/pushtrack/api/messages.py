@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from pushtrack.api import filters
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError, ForbiddenError
+from pushtrack.domain import targeting as t
 from pushtrack.domain.notification import Content, fields
 from pushtrack.domain.platforms import ACCEPTED
 from pushtrack.domain.timeutil import US
-from pushtrack.store.base import AccessError, ConflictError, MessagePlan, Targeting
+from pushtrack.store.base import AccessError, App, ConflictError, MessagePlan, Targeting
 
 MAX_DEVICES = 1000
 MAX_NOTIFICATIONS = 100
+MAX_CONDITIONS = 100
 
 Entry = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
@@ -49,6 +52,11 @@ class NotificationIn(Content, kw_only=True, omit_defaults=True, forbid_unknown_f
     devices: Annotated[list[Entry], msgspec.Meta(max_length=MAX_DEVICES)] | None = None
     platforms: list[int] | None = None
     users: Annotated[list[Entry], msgspec.Meta(max_length=MAX_DEVICES)] | None = None
+    #: tag conditions, ``[["tag", "OP", operand], ...]`` (docs/api.md §4.2)
+    conditions: Annotated[list[Any], msgspec.Meta(max_length=MAX_CONDITIONS)] | None = None
+    conditions_operator: Literal["AND", "OR", "and", "or"] | None = None
+    #: the name of a saved filter
+    filter: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
     # -- refused (see UNSUPPORTED_TARGETING)
     segment: Any = None
     preset: Any = None
@@ -62,6 +70,10 @@ class NotificationIn(Content, kw_only=True, omit_defaults=True, forbid_unknown_f
                 raise ValueError(f"platforms: {bad} is not a known device type")
         if self.devices is not None and not self.devices:
             raise ValueError("devices: must name at least one device")
+        if self.conditions is not None and not self.conditions:
+            raise ValueError("conditions: must hold at least one condition")
+        if self.conditions_operator is not None and self.conditions is None:
+            raise ValueError("conditions_operator: goes with conditions")
         super().__post_init__()
 
 
@@ -88,7 +100,16 @@ class DeleteMessage(msgspec.Struct, forbid_unknown_fields=True):
     message: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-def local_time(n: NotificationIn) -> bool:
+class When(Protocol):
+    """The fields that say when a notification is sent (createMessage's and
+    createTargetedMessage's alike)."""
+
+    send_date: str
+    timezone: str | None
+    ignore_user_timezone: bool | None
+
+
+def local_time(n: When) -> bool:
     """Is a dated send meant for each device's own clock?
 
     Pushwoosh sends at each user's local time unless told to ignore it; here a
@@ -101,7 +122,7 @@ def local_time(n: NotificationIn) -> bool:
     )
 
 
-def send_at(n: NotificationIn, now_us: int, where: str) -> int:
+def send_at(n: When, now_us: int, where: str) -> int:
     """When a notification is due, in microseconds UTC (a past date means now).
 
     For local-time sends, the wall-clock time read as UTC: each device's due
@@ -146,6 +167,7 @@ async def create_message(call: Call, r: CreateMessage) -> dict[str, Any]:
                     # distinct values: a long list of repeats must not become as many SQL params
                     platforms=tuple(dict.fromkeys(n.platforms)) if n.platforms else None,
                     users=tuple(dict.fromkeys(n.users)) if n.users else None,
+                    selection=await _selection(call, app, n, where),
                 ),
                 send_at=send_at(n, now, where),
                 local_time=local_time(n),
@@ -158,6 +180,27 @@ async def create_message(call: Call, r: CreateMessage) -> dict[str, Any]:
     if app.tracking and any(m.tracking_codes is not None for m in created):
         response["TrackingCodes"] = codes
     return response
+
+
+async def _selection(call: Call, app: App, n: NotificationIn, where: str) -> t.Node | None:
+    """The notification's tag conditions and saved filter as one checked selection."""
+    parts: list[t.Node] = []
+    if n.conditions is not None:
+        parts.append(
+            await filters.conditions_selection(
+                call,
+                app,
+                n.conditions,
+                n.conditions_operator.upper() if n.conditions_operator else None,
+                field=f"{where}.conditions",
+                operator_field=f"{where}.conditions_operator",
+            )
+        )
+    if n.filter is not None:
+        parts.append(await filters.saved_selection(call, app, n.filter, field=f"{where}.filter"))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else t.Intersection(tuple(parts))
 
 
 async def delete_message(call: Call, r: DeleteMessage) -> None:

@@ -25,17 +25,15 @@ Decisions of our own:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import msgspec
 
-from pushtrack.api import messages
+from pushtrack.api import filters, messages
 from pushtrack.api.context import Call
-from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import targeting as t
 from pushtrack.domain.notification import Content, fields
-from pushtrack.store.base import App, MessagePlan, Targeting
-from pushtrack.store.targeting import SelectionError
+from pushtrack.store.base import MessagePlan, Targeting
 
 WHERE = "request"
 
@@ -70,37 +68,15 @@ class CreateTargetedMessage(Content, kw_only=True, omit_defaults=True, forbid_un
         super().__post_init__()
 
 
-def _when(r: CreateTargetedMessage) -> messages.NotificationIn:
-    """``messages.send_at`` and ``local_time`` read only the when-fields, which this
-    request shares with createMessage's notification."""
-    return cast(messages.NotificationIn, r)
-
-
 async def create_targeted_message(call: Call, r: CreateTargetedMessage) -> dict[str, Any]:
-    try:
-        node = t.parse_filter(r.devices_filter)
-    except t.TargetingError as exc:
-        raise ArgumentError(f"devices_filter: {exc.message}") from None
-    codes = t.applications(node)
-    if not codes:
-        raise ArgumentError('devices_filter: names no application (use A("APPLICATION-CODE"))')
-    apps: list[App] = []
-    for code in codes:
-        try:
-            apps.append(await call.app_for(code))
-        except ArgumentError:
-            raise ArgumentError(f"devices_filter: application {code} not found") from None
-    try:
-        await call.ctx.store.targeting.check(apps, node, field="devices_filter", indexed=False)
-    except SelectionError as exc:
-        raise ArgumentError(exc.message) from None
+    node, apps = await filters.devices_filter_selection(call, r.devices_filter)
     notification = fields(r)  # as createMessage keeps a notification's given fields
     del notification["devices_filter"]  # kept, as a tree, in the message's targeting
     plan = MessagePlan(
         notification=notification,
         targeting=Targeting(selection=node),
-        send_at=messages.send_at(_when(r), call.ctx.store_clock(), WHERE),
-        local_time=messages.local_time(_when(r)),
+        send_at=messages.send_at(r, call.ctx.store_clock(), WHERE),
+        local_time=messages.local_time(r),
         campaign=r.campaign,
     )
     created = await call.ctx.store.create_messages_for([(app, plan) for app in apps])

@@ -46,6 +46,8 @@ COUNTERS: tuple[str, ...] = (
 DESC_CREATED = "Created"
 DESC_UNKNOWN_DEVICE = "Unknown device"
 DESC_UNSUBSCRIBED = "Device unsubscribed"
+#: An explicit device that the message's other targeting (platforms, users, tags) leaves out.
+DESC_NOT_IN_AUDIENCE = "Not in the audience"
 DESC_CANCELLED = "Cancelled"
 DESC_OPENED = "Opened"
 DESC_DEVICE_CONFIRMED = "Confirmed by device"

@@ -14,6 +14,7 @@ selection, or the whole application) is recorded with its targeting and an
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import msgspec
@@ -24,6 +25,7 @@ from pushtrack.domain.platforms import Platform
 from pushtrack.domain.status import (
     DESC_CANCELLED,
     DESC_CREATED,
+    DESC_NOT_IN_AUDIENCE,
     DESC_UNKNOWN_DEVICE,
     DESC_UNSUBSCRIBED,
     Status,
@@ -39,8 +41,10 @@ from pushtrack.store.base import (
     LogRow,
     MessageCreated,
     MessagePlan,
+    Targeting,
     Tx,
 )
+from pushtrack.store.targeting import audience_where
 from pushtrack.store.tx import append_events, dumps
 
 #: Deliveries per dispatch job.
@@ -110,11 +114,15 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
     if plan.targeting.devices is None:
         return _create_audience_message(tx, app, plan)
     now = tx.now()
-    # explicit devices win over every other targeting
     targets = explicit_targets(tx, app, plan.targeting.devices)
+    # every other targeting given narrows the explicit devices (their entries still get
+    # a tracking code, and a trail that says why nothing was sent)
+    left_out = _left_out(tx, app, plan.targeting, [d[0] for _, d in targets if d is not None])
     (message_id,) = tx.new_ids("messages", 1)
     code = codes.message_code()
-    planned = plan_deliveries(now, plan.send_at, plan.local_time, targets, plan.notification)
+    planned = plan_deliveries(
+        now, plan.send_at, plan.local_time, targets, plan.notification, left_out
+    )
     templates = ensure_templates(tx, message_id, plan.notification, planned.keys, {})
     built = build_deliveries(tx, message_id, planned, templates)
     run_at = max(now, plan.send_at) if built.first_due is None else built.first_due
@@ -128,6 +136,35 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
     if app.tracking:
         tracking_codes = [planned.items[slot][5] for slot in planned.slots]
     return MessageCreated(code=code, id=message_id, tracking_codes=tracking_codes)
+
+
+def _left_out(tx: Tx, app: App, t: Targeting, device_ids: Sequence[int]) -> set[int]:
+    """Those of ``device_ids`` that the targeting besides ``devices`` leaves out."""
+    if not device_ids or (t.platforms is None and t.users is None and t.selection is None):
+        return set()
+    where = ["d.app_id = ?"]
+    params: list[Any] = [app.id]
+    if t.selection is not None:
+        selected, more = audience_where(tx, app, t.selection)
+        where.append(selected)
+        params.extend(more)
+    if t.platforms:
+        where.append(f"d.device_type IN ({','.join('?' * len(t.platforms))})")
+        params.extend(t.platforms)
+    if t.users:
+        where.append(f"d.user_id IN ({','.join('?' * len(t.users))})")
+        params.extend(t.users)
+    unique = list(dict.fromkeys(device_ids))
+    kept: set[int] = set()
+    for start in range(0, len(unique), 500):
+        part = unique[start : start + 500]
+        rows = tx.all(
+            f"SELECT d.id FROM devices d WHERE {' AND '.join(where)}"
+            f" AND d.id IN ({','.join('?' * len(part))})",
+            [*params, *part],
+        )
+        kept.update(int(r[0]) for r in rows)
+    return set(unique) - kept
 
 
 def _create_audience_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
@@ -232,9 +269,9 @@ class Planned(msgspec.Struct):
     write transaction, so the writer is held only for the writing.
     """
 
-    #: Per delivery: (entry, device or None, template key or None, live, due,
-    #: tracking code, payload hash).
-    items: list[tuple[str, Device | None, TemplateKey | None, bool, int, str, str]]
+    #: Per delivery: (entry, device or None, template key or None, why it is not
+    #: sent (None: it is), due, tracking code, payload hash).
+    items: list[tuple[str, Device | None, TemplateKey | None, str | None, int, str, str]]
     #: Per target: the index of its delivery (repeats of one device share one).
     slots: list[int]
     #: The template keys met, first mention first.
@@ -247,10 +284,12 @@ def plan_deliveries(
     local_time: bool,
     targets: Sequence[Target],
     notification: dict[str, Any],
+    left_out: AbstractSet[int] = frozenset(),
 ) -> Planned:
     """One delivery per distinct device (or per distinct unknown entry) of ``targets``.
 
-    Devices that cannot receive (unsubscribed, no push token) and unknown
+    Devices that cannot receive (unsubscribed, no push token), devices in
+    ``left_out`` (ids the message's other targeting excludes) and unknown
     entries get a delivery that is ``failed`` at once; the rest wait for the
     dispatcher, from ``send_at`` (or, with ``local_time``, from that wall-clock
     time in each device's zone, and not before ``now``).
@@ -274,15 +313,17 @@ def plan_deliveries(
     hashes = codes.payload_hashes(n)
     for tcode, phash, (entry, dev) in zip(tcodes, hashes, unique, strict=True):
         if dev is None:
-            planned.items.append((entry, None, None, False, now, tcode, phash))
+            planned.items.append((entry, None, None, DESC_UNKNOWN_DEVICE, now, tcode, phash))
             continue
         key = (dev[3], _language_key(dev[4], wanted_languages))
         keys[key] = None
         due = send_at
         if local_time:
             due = max(now, local_to_utc(send_at, dev[7], dev[8]))
-        live = bool(dev[6]) and bool(dev[2])
-        planned.items.append((entry, dev, key, live, due, tcode, phash))
+        refusal = None if dev[6] and dev[2] else DESC_UNSUBSCRIBED
+        if dev[0] in left_out:
+            refusal = DESC_NOT_IN_AUDIENCE
+        planned.items.append((entry, dev, key, refusal, due, tcode, phash))
     planned.keys = list(keys)
     return planned
 
@@ -307,7 +348,7 @@ def build_deliveries(
     built = Built([], [], [], [], None)
     rows, created, failed, to_send = built.rows, built.created, built.failed, built.to_send
     first_due: int | None = None
-    for did, (entry, dev, key, live, due, tcode, phash) in zip(ids, planned.items, strict=True):
+    for did, (entry, dev, key, refusal, due, tcode, phash) in zip(ids, planned.items, strict=True):
         if dev is None or key is None:
             rows.append(
                 (did, message_id, None, None, tcode, entry, entry, None, 0, None, _FAILED, due)
@@ -318,14 +359,14 @@ def build_deliveries(
         platform = dev[3]
         rows.append(
             (did, message_id, dev[0], templates[key], tcode, entry, dev[1], dev[5], platform,
-             phash, _CREATED if live else _FAILED, due)
+             phash, _CREATED if refusal is None else _FAILED, due)
         )  # fmt: skip
         created.append((did, Status.CREATED, DESC_CREATED, message_id, platform))
-        if live:
+        if refusal is None:
             first_due = due if first_due is None or due < first_due else first_due
             to_send.append(did)
         else:
-            failed.append((did, Status.FAILED, DESC_UNSUBSCRIBED, message_id, platform))
+            failed.append((did, Status.FAILED, refusal, message_id, platform))
     built.first_due = first_due
     return built
 
