@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tests.conftest import ENGINES
 from tests.support import Service, shared_service
 
-#: JSON 1.3 status_code -> the HTTP status it travels with (API.md §1).
+#: JSON 1.3 status_code -> the HTTP status it travels with (docs/api.md §1).
 DOCUMENTED = {200: 200, 210: 200, 400: 400, 401: 401, 403: 403, 404: 404, 413: 413, 429: 429}
 SERVER_METHODS = ("createMessage", "deleteMessage")
 DEVICE_METHODS = ("registerDevice", "unregisterDevice", "pushStat", "messageDeliveryEvent")

@@ -1,4 +1,4 @@
-"""The tracking-log CSV, byte for byte (API.md §4), and read back with the csv module."""
+"""The tracking-log CSV, byte for byte (docs/api.md §5), and read back with the csv module."""
 
 from __future__ import annotations
 

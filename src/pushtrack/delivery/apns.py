@@ -6,7 +6,7 @@ team's .p8 key; APNs rejects one older than an hour, so it is re-signed every
 50 minutes, and once more when APNs answers ``ExpiredProviderToken``.
 
 Every status and reason of "Handling error responses from APNs" maps to an
-outcome through the tables below (see FIELD-NOTES.md).
+outcome through the tables below (the one place APNs reasons are mapped).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class _Rule(NamedTuple):
 
 _FAILED, _RETRY = Verdict.FAILED, Verdict.RETRY
 
-#: HTTP status → outcome. Reasons per status are listed in FIELD-NOTES.md.
+#: HTTP status → outcome, with the reasons Apple documents for each status.
 _BY_STATUS: dict[int, _Rule] = {
     400: _Rule(_FAILED, "BadRequest"),
     403: _Rule(_FAILED, "Forbidden"),  # credentials: the whole application is affected

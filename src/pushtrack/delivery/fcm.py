@@ -9,7 +9,7 @@ HTTP/2 connection, at most ``concurrency`` requests in flight.
 A token endpoint that refuses or cannot be reached makes the whole batch
 unsendable: ``send`` raises ``GatewayError`` (``retryable`` unless it refused).
 Answers map to outcomes by FCM ``errorCode``, else by RPC status, else by HTTP
-status, through the tables below (see FIELD-NOTES.md).
+status, through the tables below (the one place FCM's error codes are mapped).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The tracking-log export: one UTC day of events as a ZIP holding one CSV.
 
-The CSV is API.md §4: no header, ``;`` separated, UTF-8, one row per event in
+The CSV is docs/api.md §5: no header, ``;`` separated, UTF-8, one row per event in
 time order; the timestamp and the payload are always quoted (inner ``"``
 doubled), other fields only when they hold ``;``, ``"`` or a line break.
 Lines end with ``\\n``.
