@@ -120,6 +120,9 @@ def start_batch(
     With ``rate`` (the message's deliveries per second) only as many as its
     send slots allow are taken; ``next_due`` then says when more may go.
     """
+    # The message row first (see store/expansion.py on lock order); once it is held,
+    # a deleteMessage either committed before (and is seen below) or waits for us.
+    lock_message(tx, message_id)
     msg = tx.one("SELECT app_id, status FROM messages WHERE id = ?", (message_id,))
     if msg is None:
         return None
@@ -153,8 +156,6 @@ def start_batch(
             continue
         keys = (r[11], r[12]) if r[11] and r[12] else None
         due.append(Due(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[8], keys))
-    if due or refused:
-        lock_message(tx, message_id)  # the message row first: see store/expansion.py
     if refused:
         fail(tx, message_id, refused)
     throttled = False
