@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from bench import loadgen
-from bench.harness import Bench, Figure, Skip, percentile, stopwatch
+from bench.harness import Bench, Figure, percentile, stopwatch
 from bench.procs import pushtrack_server, pushtrack_worker
 from bench.profiling import Profile
 from bench.rawdb import Raw, sync_sequences
@@ -166,8 +166,6 @@ def _targeted(http: httpx.Client, tenant: Tenant, segment: int, when: str) -> tu
         "send_date": when,
     }
     ms, out = _post(http, "/json/1.3/createTargetedMessage", body)
-    if out.get("status_code") == 404:
-        raise Skip("createTargetedMessage is not in the method table yet")
     if out.get("status_code") != 200:
         raise RuntimeError(f"createTargetedMessage: {out}")
     (code,) = out["response"]["Messages"]
