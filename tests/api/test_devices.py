@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ENGINES
-from tests.support import Service, run, shared_service
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    """One server and database per engine for this module; each test has its own account."""
-    with shared_service(request.param, Path(tmp_path_factory.mktemp("devices"))) as s:
-        yield s
+from tests.support import Service, run
 
 
 @pytest.fixture

@@ -6,18 +6,15 @@ import base64
 import re
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from pushtrack.domain.codes import MESSAGE_CODE_RE, TRACKING_CODE_RE
-from tests.conftest import ENGINES
-from tests.support import Service, shared_service
+from tests.support import Service
 
 ROW_KEYS = {
     "timestamp",
@@ -82,15 +79,6 @@ def _build(svc: Service) -> World:
     out = svc.device("messageDeliveryEvent", hwid="and-1", hash=svc.hash_of(and_code))
     assert out["status_code"] == 200
     return World(svc, b, m1["Messages"][0], m2["Messages"][0], m3["Messages"][0], m4["Messages"][0])
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    """One server and database per engine for this module; each test has its own account."""
-    with shared_service(request.param, Path(tmp_path_factory.mktemp("log"))) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ Python computation over the same population.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,8 +14,7 @@ import pytest
 from pushtrack import config
 from pushtrack.jobs import expansion
 from pushtrack.jobs.runner import Worker
-from tests.conftest import ENGINES
-from tests.support import Service, run, shared_service
+from tests.support import Service, run
 
 #: hwid -> (device type, level, city, vip, user)
 POPULATION: dict[str, tuple[int, int, str, bool, str]] = {
@@ -30,14 +28,6 @@ POPULATION: dict[str, tuple[int, int, str, bool, str]] = {
     for i in range(1, 25)
 }
 Row = tuple[int, int, str, bool, str]
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    with shared_service(request.param, Path(tmp_path_factory.mktemp("targeting"))) as s:
-        yield s
 
 
 @pytest.fixture

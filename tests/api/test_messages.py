@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pushtrack.domain.codes import MESSAGE_CODE_RE, TRACKING_CODE_RE
-from tests.conftest import ENGINES
-from tests.support import Service, json_value, shared_service
+from tests.support import Service, json_value
 
 US = 1_000_000
 
@@ -22,15 +19,6 @@ OF_ACCOUNT = (
     "SELECT m.id FROM messages m JOIN applications a ON a.id = m.app_id"
     " JOIN accounts acc ON acc.id = a.account_id WHERE acc.name = ?"
 )
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    """One server and database per engine for this module; each test has its own account."""
-    with shared_service(request.param, Path(tmp_path_factory.mktemp("messages"))) as s:
-        yield s
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pushtrack.api.devices import IGNORED
 from pushtrack.worker import build_worker
-from tests.conftest import ENGINES
-from tests.support import Service, run, shared_service
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    with shared_service(request.param, Path(tmp_path_factory.mktemp("sdk"))) as s:
-        yield s
+from tests.support import Service, run
 
 
 @pytest.fixture

@@ -4,25 +4,14 @@ createFilter/listFilters/deleteFilter."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pushtrack.domain.targeting import parse_filter
-from tests.conftest import ENGINES
-from tests.support import Service, run, shared_service
+from tests.support import Service, run
 
 #: The methods of this area: (name, request type, handler, server method?).
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    with shared_service(request.param, Path(tmp_path_factory.mktemp("tags"))) as s:
-        yield s
 
 
 @pytest.fixture

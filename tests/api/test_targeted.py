@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pushtrack.domain.codes import MESSAGE_CODE_RE
 from pushtrack.store.base import App, DeviceIn
-from tests.conftest import ENGINES
-from tests.support import Service, run, shared_service
+from tests.support import Service, run
 
 #: (level, vip) of the devices each test registers, by hwid suffix.
 POPULATION = {i: (i % 6, i % 4 == 0) for i in range(40)}
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def shared(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    with shared_service(request.param, Path(tmp_path_factory.mktemp("targeted"))) as s:
-        yield s
 
 
 @pytest.fixture

@@ -44,13 +44,13 @@ from pushtrack.store.messages import (
     AudienceTargeting,
     Device,
     Planned,
+    audience_filter,
     build_deliveries,
     ensure_templates,
     message_templates,
     plan_deliveries,
     write_deliveries,
 )
-from pushtrack.store.targeting import audience_where
 from pushtrack.store.tx import APP_COLUMNS, APP_FROM, app_from_row, loads
 
 #: Devices per step, at most.
@@ -114,26 +114,13 @@ def load(tx: Tx, *, message_id: int) -> Expansion | None:
 
 def audience_after(tx: Tx, *, exp: Expansion, after: int, limit: int) -> list[Device]:
     """The next ``limit`` devices of the audience with an id above ``after``, by id."""
-    where = ["d.app_id = ?", "d.subscribed = 1"]
-    params: list[Any] = [exp.app.id]
-    if exp.selection is not None:
-        # says d.id > after itself, and bounds its tag probes by it too
-        selected, more = audience_where(tx, exp.app, exp.selection, after=after)
-        where.append(selected)
-        params.extend(more)
-    else:
-        where.append("d.id > ?")
-        params.append(after)
-    if exp.platforms:
-        where.append(f"d.device_type IN ({','.join('?' * len(exp.platforms))})")
-        params.extend(exp.platforms)
-    if exp.users:
-        where.append(f"d.user_id IN ({','.join('?' * len(exp.users))})")
-        params.extend(exp.users)
-    params.append(limit)
+    where, params = audience_filter(
+        tx, exp.app, exp.platforms, exp.users, exp.selection, after=after
+    )
     return tx.all(
-        f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE {' AND '.join(where)} ORDER BY d.id LIMIT ?",
-        params,
+        f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE {' AND '.join(where)}"
+        " AND d.subscribed = 1 ORDER BY d.id LIMIT ?",
+        [*params, limit],
     )
 
 

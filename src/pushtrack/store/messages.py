@@ -138,22 +138,41 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
     return MessageCreated(code=code, id=message_id, tracking_codes=tracking_codes)
 
 
+def audience_filter(
+    tx: Tx,
+    app: App,
+    platforms: Sequence[int] | None,
+    users: Sequence[str] | None,
+    selection: Node | None,
+    *,
+    after: int | None = None,
+) -> tuple[list[str], list[Any]]:
+    """The conditions (over ``devices d``) and parameters of a message's audience in
+    ``app``: its platforms, users and selection, all narrowing; with ``after``, only
+    devices with a greater id (the selection bounds its tag probes by it too)."""
+    where = ["d.app_id = ?"]
+    params: list[Any] = [app.id]
+    if selection is not None:
+        selected, more = audience_where(tx, app, selection, after=after)
+        where.append(selected)
+        params.extend(more)
+    elif after is not None:
+        where.append("d.id > ?")
+        params.append(after)
+    if platforms:
+        where.append(f"d.device_type IN ({','.join('?' * len(platforms))})")
+        params.extend(platforms)
+    if users:
+        where.append(f"d.user_id IN ({','.join('?' * len(users))})")
+        params.extend(users)
+    return where, params
+
+
 def _left_out(tx: Tx, app: App, t: Targeting, device_ids: Sequence[int]) -> set[int]:
     """Those of ``device_ids`` that the targeting besides ``devices`` leaves out."""
     if not device_ids or (t.platforms is None and t.users is None and t.selection is None):
         return set()
-    where = ["d.app_id = ?"]
-    params: list[Any] = [app.id]
-    if t.selection is not None:
-        selected, more = audience_where(tx, app, t.selection)
-        where.append(selected)
-        params.extend(more)
-    if t.platforms:
-        where.append(f"d.device_type IN ({','.join('?' * len(t.platforms))})")
-        params.extend(t.platforms)
-    if t.users:
-        where.append(f"d.user_id IN ({','.join('?' * len(t.users))})")
-        params.extend(t.users)
+    where, params = audience_filter(tx, app, t.platforms, t.users, t.selection)
     unique = list(dict.fromkeys(device_ids))
     kept: set[int] = set()
     for start in range(0, len(unique), 500):
