@@ -41,6 +41,9 @@ TABLES = (
     "counters",
     "jobs",
     "device_events",
+    "tag_defs",
+    "tag_values",
+    "saved_filters",
 )
 
 
