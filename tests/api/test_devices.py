@@ -271,6 +271,9 @@ def test_push_stat_records_opened_once(svc: Service) -> None:
     code, p = _one_delivery(svc)
     for _ in range(3):
         out = svc.device("pushStat", hwid="hw-1", hash=p, metaData={"x": 1})
+        assert out["status_code"] == 200, out
+        # the Android SDK hands back md as the JSON text FCM carried it in
+        out = svc.device("pushStat", hwid="hw-1", hash=p, metaData='{"mid": 1, "user_id": "u"}')
         assert out == {"status_code": 200, "status_message": "OK", "response": None}
     assert [a for a, _ in trail(svc, code)] == ["created", "opened"]
     assert counter_totals(svc) == (0, 1, 0)
@@ -320,7 +323,8 @@ def test_reports_that_match_no_delivery_record_nothing(svc: Service) -> None:
         {"hash": p},
         {"hwid": "hw-1", "hash": 5},
         {"hwid": "hw-1", "hash": ""},
-        {"hwid": "hw-1", "hash": p, "metaData": "x"},
+        {"hwid": "hw-1", "hash": p, "metaData": 5},
+        {"hwid": "hw-1", "hash": p, "metaData": "x" * 4097},
     ]
     for method in ("pushStat", "messageDeliveryEvent"):
         for fields in cases:

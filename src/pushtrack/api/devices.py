@@ -136,7 +136,10 @@ class UnregisterDevice(SdkContext, kw_only=True):
 
 class DeviceReport(SdkContext, kw_only=True):
     hash: Text
-    metaData: dict[str, Any] | None = None
+    #: The payload's ``md`` as the SDK read it: an object, or the JSON text FCM carried
+    #: it as (every FCM data value is a string). Accepted, not used: ``hash`` names the
+    #: delivery.
+    metaData: dict[str, Any] | Annotated[str, msgspec.Meta(max_length=4096)] | None = None
 
 
 class ApplicationOpen(SdkContext, kw_only=True):
