@@ -178,7 +178,28 @@ def test_rate_limit_is_429(tmp_path: Path) -> None:
             headers={"Authorization": f"Token {s.device_token}"},
         )
         assert envelope(resp) == (429, 429, "Rate limit exceeded")
+        assert resp.headers["retry-after"] == "1"
         assert s.db.count("devices") == 3
+
+
+def test_429_says_when_to_retry_in_both_families(tmp_path: Path) -> None:
+    # one request every 4 seconds: an empty bucket refills in 1-4 seconds
+    with service(f"sqlite:///{tmp_path}/rl.db", rate_limit=0.25, rate_burst=1) as s:
+        assert s.server("getTrackingLog")["status_code"] == 200
+        resp = s.call("getTrackingLog", {"auth": s.server_token})
+        assert envelope(resp) == (429, 429, "Rate limit exceeded")
+        assert 1 <= int(resp.headers["retry-after"]) <= 4
+        other = s.make_token("server")
+        assert (
+            s.v2("messages:list", {"filters": {"application": s.app.code}}, other).status_code
+            == 200
+        )
+        resp = s.v2("messages:list", {"filters": {"application": s.app.code}}, other)
+        assert resp.status_code == 429
+        assert resp.json() == {"error": "Rate limit exceeded"}
+        assert 1 <= int(resp.headers["retry-after"]) <= 4
+        ok = s.call("getTrackingLog", {"auth": s.make_token("server")})
+        assert "retry-after" not in ok.headers
 
 
 def test_internal_fault_is_500_without_detail(svc: Service) -> None:

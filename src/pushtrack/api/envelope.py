@@ -141,7 +141,7 @@ def error(exc: PushtrackError) -> Response:
     body = _encoder.encode(
         {"status_code": exc.status_code, "status_message": exc.message, "response": None}
     )
-    return Response(body, status_code=exc.http_status, media_type=_JSON)
+    return Response(body, status_code=exc.http_status, headers=_headers(exc), media_type=_JSON)
 
 
 def v2_ok(result: Any) -> Response:
@@ -150,7 +150,16 @@ def v2_ok(result: Any) -> Response:
 
 def v2_error(exc: PushtrackError) -> Response:
     status = 400 if exc.http_status == 200 else exc.http_status
-    return Response(_encoder.encode({"error": exc.message}), status_code=status, media_type=_JSON)
+    return Response(
+        _encoder.encode({"error": exc.message}),
+        status_code=status,
+        headers=_headers(exc),
+        media_type=_JSON,
+    )
+
+
+def _headers(exc: PushtrackError) -> dict[str, str] | None:
+    return None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
 
 
 def internal(where: str) -> PushtrackError:
