@@ -212,3 +212,22 @@ def test_internal_fault_is_500_without_detail(svc: Service) -> None:
     assert envelope(resp) == (500, 500, "Internal error")
     assert "devices" not in resp.text
     assert "Traceback" not in resp.text
+
+
+@pytest.mark.parametrize("verb", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_http_methods_are_405_in_the_envelope(svc: Service, verb: str) -> None:
+    resp = svc.http.request(verb, "/json/1.3/createMessage")
+    assert resp.headers["content-type"] == "application/json"
+    assert resp.headers["allow"] == "POST"
+    assert resp.status_code == 405
+    assert resp.json() == {
+        "status_code": 405,
+        "status_message": "Method not allowed",
+        "response": None,
+    }
+    resp = svc.http.request(verb, "/api/v2/statistics/getMessageLog")
+    assert (resp.status_code, resp.headers["allow"]) == (405, "POST")
+    assert resp.json() == {"error": "Method not allowed"}
+    # not an API route: Starlette's own answer stays
+    health = svc.http.post("/health")
+    assert (health.status_code, health.text) == (405, "Method Not Allowed")

@@ -168,7 +168,9 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/files/{name}", files.endpoint(ctx), methods=["GET", "HEAD"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={405: envelope.not_allowed}
+    )
     app.state.ctx = ctx
     return app
 

@@ -52,6 +52,14 @@ class MethodNotFoundError(PushtrackError):
     default_message = "Method not found"
 
 
+class MethodNotAllowedError(PushtrackError):
+    """An API route asked with another HTTP method than POST."""
+
+    http_status = 405
+    status_code = 405
+    default_message = "Method not allowed"
+
+
 class TooLargeError(PushtrackError):
     http_status = 413
     status_code = 413
