@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,12 @@ def test_bad_arguments_exit_2_with_a_clear_error(
     done = cli(*args, rc=2, **env)
     assert says in done.stderr.lower(), done.stderr
     assert done.stdout == ""
+
+
+def test_version_is_the_installed_package_version(cli: Cli) -> None:
+    done = cli("--version")
+    assert done.stdout == f"pushtrack {metadata.version('pushtrack')}\n"
+    assert done.stderr == ""
 
 
 # -- serve ---------------------------------------------------------------------------------

@@ -178,7 +178,28 @@ def test_rate_limit_is_429(tmp_path: Path) -> None:
             headers={"Authorization": f"Token {s.device_token}"},
         )
         assert envelope(resp) == (429, 429, "Rate limit exceeded")
+        assert resp.headers["retry-after"] == "1"
         assert s.db.count("devices") == 3
+
+
+def test_429_says_when_to_retry_in_both_families(tmp_path: Path) -> None:
+    # one request every 4 seconds: an empty bucket refills in 1-4 seconds
+    with service(f"sqlite:///{tmp_path}/rl.db", rate_limit=0.25, rate_burst=1) as s:
+        assert s.server("getTrackingLog")["status_code"] == 200
+        resp = s.call("getTrackingLog", {"auth": s.server_token})
+        assert envelope(resp) == (429, 429, "Rate limit exceeded")
+        assert 1 <= int(resp.headers["retry-after"]) <= 4
+        other = s.make_token("server")
+        assert (
+            s.v2("messages:list", {"filters": {"application": s.app.code}}, other).status_code
+            == 200
+        )
+        resp = s.v2("messages:list", {"filters": {"application": s.app.code}}, other)
+        assert resp.status_code == 429
+        assert resp.json() == {"error": "Rate limit exceeded"}
+        assert 1 <= int(resp.headers["retry-after"]) <= 4
+        ok = s.call("getTrackingLog", {"auth": s.make_token("server")})
+        assert "retry-after" not in ok.headers
 
 
 def test_internal_fault_is_500_without_detail(svc: Service) -> None:
@@ -191,3 +212,22 @@ def test_internal_fault_is_500_without_detail(svc: Service) -> None:
     assert envelope(resp) == (500, 500, "Internal error")
     assert "devices" not in resp.text
     assert "Traceback" not in resp.text
+
+
+@pytest.mark.parametrize("verb", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_http_methods_are_405_in_the_envelope(svc: Service, verb: str) -> None:
+    resp = svc.http.request(verb, "/json/1.3/createMessage")
+    assert resp.headers["content-type"] == "application/json"
+    assert resp.headers["allow"] == "POST"
+    assert resp.status_code == 405
+    assert resp.json() == {
+        "status_code": 405,
+        "status_message": "Method not allowed",
+        "response": None,
+    }
+    resp = svc.http.request(verb, "/api/v2/statistics/getMessageLog")
+    assert (resp.status_code, resp.headers["allow"]) == (405, "POST")
+    assert resp.json() == {"error": "Method not allowed"}
+    # not an API route: Starlette's own answer stays
+    health = svc.http.post("/health")
+    assert (health.status_code, health.text) == (405, "Method Not Allowed")

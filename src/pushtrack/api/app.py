@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from pushtrack.api import (
@@ -20,6 +20,7 @@ from pushtrack.api import (
     events,
     files,
     filters,
+    health,
     messages,
     stats,
     tags,
@@ -151,9 +152,6 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
         except Exception:  # noqa: BLE001 - the boundary: no fault leaves as a stack trace
             return envelope.v2_error(envelope.internal(name))
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -165,10 +163,14 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
     routes = [
         Route("/json/1.3/{method}", json13, methods=["POST"]),
         Route("/api/v2/{method:path}", v2, methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
+        Route("/health", health.healthz, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz(ctx), methods=["GET"]),
         Route("/files/{name}", files.endpoint(ctx), methods=["GET", "HEAD"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={405: envelope.not_allowed}
+    )
     app.state.ctx = ctx
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -63,7 +64,8 @@ class RateLimiter:
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
-            raise RateLimitedError
+            # whole seconds until the bucket holds one request again
+            raise RateLimitedError(retry_after=max(1, math.ceil((1.0 - tokens) / self.rate)))
         self._buckets[key] = (tokens - 1.0, now)
         if len(self._buckets) > 100_000:  # forget idle keys rather than grow forever
             self._buckets.clear()

@@ -11,12 +11,14 @@ import re
 from typing import Any, TypeVar
 
 import msgspec
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from pushtrack.api.errors import (
     ArgumentError,
     MalformedError,
+    MethodNotAllowedError,
     PushtrackError,
     TooLargeError,
 )
@@ -141,7 +143,7 @@ def error(exc: PushtrackError) -> Response:
     body = _encoder.encode(
         {"status_code": exc.status_code, "status_message": exc.message, "response": None}
     )
-    return Response(body, status_code=exc.http_status, media_type=_JSON)
+    return Response(body, status_code=exc.http_status, headers=_headers(exc), media_type=_JSON)
 
 
 def v2_ok(result: Any) -> Response:
@@ -150,7 +152,30 @@ def v2_ok(result: Any) -> Response:
 
 def v2_error(exc: PushtrackError) -> Response:
     status = 400 if exc.http_status == 200 else exc.http_status
-    return Response(_encoder.encode({"error": exc.message}), status_code=status, media_type=_JSON)
+    return Response(
+        _encoder.encode({"error": exc.message}),
+        status_code=status,
+        headers=_headers(exc),
+        media_type=_JSON,
+    )
+
+
+def _headers(exc: PushtrackError) -> dict[str, str] | None:
+    return None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+
+
+async def not_allowed(request: Request, exc: Exception) -> Response:
+    """Starlette's 405 in the envelope of the API family the path belongs to."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    if path.startswith("/json/1.3/"):
+        response = error(MethodNotAllowedError())
+    elif path.startswith("/api/v2/"):
+        response = v2_error(MethodNotAllowedError())
+    else:
+        response = PlainTextResponse(exc.detail, status_code=exc.status_code)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def internal(where: str) -> PushtrackError:

@@ -13,8 +13,10 @@ class PushtrackError(Exception):
     status_code = 500
     default_message = "Internal error"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
         self.message = message or self.default_message
+        #: Seconds after which the caller may try again (sent as ``Retry-After``).
+        self.retry_after = retry_after
         super().__init__(self.message)
 
 
@@ -48,6 +50,14 @@ class MethodNotFoundError(PushtrackError):
     http_status = 404
     status_code = 404
     default_message = "Method not found"
+
+
+class MethodNotAllowedError(PushtrackError):
+    """An API route asked with another HTTP method than POST."""
+
+    http_status = 405
+    status_code = 405
+    default_message = "Method not allowed"
 
 
 class TooLargeError(PushtrackError):

@@ -70,6 +70,13 @@ async def get_event_statistics(call: Call, r: GetEventStatistics) -> dict[str, A
     request_id = await call.ctx.store.jobs.enqueue(
         eventstats.KIND,
         call.token.account,
-        {"app_id": app.id, "event": r.event, "start": start, "end": end, "attributes": filters},
+        {
+            "app_id": app.id,
+            "application": app.code,
+            "event": r.event,
+            "start": start,
+            "end": end,
+            "attributes": filters,
+        },
     )
     return {"request_id": request_id}

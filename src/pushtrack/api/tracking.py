@@ -11,7 +11,7 @@ from pushtrack.api.errors import ArgumentError
 from pushtrack.domain.codes import REQUEST_ID_RE
 from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire
 from pushtrack.jobs import eventstats, msgstats, tracklog
-from pushtrack.store.jobs import DONE, PENDING, RUNNING
+from pushtrack.store.jobs import DONE, PENDING, RUNNING, Job
 from pushtrack.store.retention import window_start
 
 #: Job kinds whose results getResults hands out.
@@ -70,9 +70,39 @@ async def get_msg_stats(call: Call, r: GetMsgStats) -> dict[str, Any]:
     if found is None:
         raise ArgumentError(f"message: {r.message} not found")
     request_id = await call.ctx.store.jobs.enqueue(
-        msgstats.KIND, call.token.account, {"message_id": found.id, "message": found.code}
+        msgstats.KIND,
+        call.token.account,
+        {"message_id": found.id, "message": found.code, "application": found.app_code},
     )
     return {"request_id": request_id}
+
+
+async def _covered(call: Call, job: Job) -> bool:
+    """Whether every application the job reads is one the token may see.
+
+    The job is already known to be of the token's account. Its params name the
+    applications it covers: a tracking log its ``application`` or the ``apps`` of the
+    token that asked (null: the whole account); getMsgStats and getEventStatistics
+    their ``application`` (jobs enqueued before that was recorded: looked up).
+    """
+    assert call.token is not None
+    allowed = call.token.apps
+    if allowed is None:
+        return True
+    p = job.params
+    if job.kind == tracklog.KIND:
+        if p.get("application") is not None:
+            return p["application"] in allowed
+        apps = p.get("apps")
+        return apps is not None and set(apps) <= allowed
+    code = p.get("application")
+    if code is None and job.kind == msgstats.KIND:
+        found = await call.ctx.store.stats.find_message(call.token.account, None, p["message"])
+        code = found.app_code if found is not None else None
+    elif code is None and job.kind == eventstats.KIND:
+        apps_of = {a.id: a.code for a in await call.ctx.store.list_apps(call.token.account)}
+        code = apps_of.get(p["app_id"])
+    return code is not None and code in allowed
 
 
 async def get_results(call: Call, r: GetResults) -> dict[str, Any] | list[Any]:
@@ -80,7 +110,9 @@ async def get_results(call: Call, r: GetResults) -> dict[str, Any] | list[Any]:
     job = None
     if REQUEST_ID_RE.match(r.request_id):
         job = await call.ctx.store.jobs.get(r.request_id, call.token.account)
-    if job is None or job.kind not in RESULT_KINDS:
+    # Another account's job, or one reading an application the token may not see,
+    # is answered exactly as an unknown request id.
+    if job is None or job.kind not in RESULT_KINDS or not await _covered(call, job):
         raise ArgumentError(f"request_id: {r.request_id} not found")
     out: dict[str, Any] = {"request_id": job.request_id}
     if job.state in (PENDING, RUNNING):

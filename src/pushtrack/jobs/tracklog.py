@@ -120,9 +120,13 @@ def write_zip(
 
     def write() -> None:
         try:
+            # readable by this user only (the export holds every device's trail)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a leftover from a crash keeps its mode otherwise
             with (
+                open(fd, "wb") as file,
                 zipfile.ZipFile(
-                    tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL
+                    file, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL
                 ) as zf,
                 zf.open(csv_name, "w", force_zip64=True) as out,
             ):
@@ -226,7 +230,7 @@ def expiry(settings: Settings, now: int, first_ts: int | None) -> int:
 def _export_job(
     store: Store, query: TrackQuery, path: Path, name: str, stop: threading.Event
 ) -> ExportResult:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return export_to_file(store, query, path, name, stop=stop)
 
 

@@ -55,6 +55,10 @@ class Store:
     async def close(self) -> None:
         await self.engine.close()
 
+    async def schema_versions(self) -> tuple[int, int]:
+        """(migrations applied, migrations known): whether the store answers and is current."""
+        return await self.engine.read(tx.schema_versions)
+
     # -- accounts, applications, tokens ---------------------------------------------------
 
     async def create_app(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -153,6 +154,15 @@ def _deliver(answers: list[tuple[_Unit, bool, Any]]) -> None:
             loop.call_soon_threadsafe(_settle, items)
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file (and its folder) readable by this user only: 0600 in
+    0700. SQLite gives the -wal and -shm files the database file's mode. An existing
+    file or folder keeps the mode its owner chose."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class SQLiteEngine:
     """The ``Engine`` on a SQLite file."""
 
@@ -162,7 +172,7 @@ class SQLiteEngine:
         self.clock = clock
         try:
             if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _create_private(Path(path))
             with contextlib.closing(_connect(path)) as conn:
                 migrate(conn)
         except (OSError, sqlite3.Error) as exc:

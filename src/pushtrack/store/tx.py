@@ -20,6 +20,7 @@ from pushtrack.domain.status import (
     Status,
 )
 from pushtrack.domain.timeutil import HOUR_US, US
+from pushtrack.store import pg_schema, schema
 from pushtrack.store.base import (
     App,
     ConflictError,
@@ -335,3 +336,14 @@ def record_device_report(
         (hwid, payload_hash, app.id),
     )
     return found is not None
+
+
+def schema_versions(tx: Tx) -> tuple[int, int]:
+    """(migrations applied to this database, migrations this code knows): a cheap query."""
+    if tx.dialect == "sqlite":
+        row = tx.one("PRAGMA user_version")
+        known = len(schema.MIGRATIONS)
+    else:
+        row = tx.one("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        known = len(pg_schema.MIGRATIONS)
+    return (int(row[0]) if row else 0), known
