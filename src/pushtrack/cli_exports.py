@@ -35,11 +35,10 @@ from pushtrack.cli import (
 )
 from pushtrack.domain.platforms import Platform
 from pushtrack.domain.status import COUNTERS
-from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire
+from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire, window_start
 from pushtrack.jobs import retention
 from pushtrack.jobs.tracklog import ExportResult, csv_name, day_query, export_to_file
 from pushtrack.store import Store
-from pushtrack.store.retention import window_start
 from pushtrack.store.stats import Totals
 
 RetentionDays = Annotated[

@@ -18,9 +18,8 @@ from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import platforms
 from pushtrack.domain.status import BY_LABEL, Status
-from pushtrack.domain.timeutil import DAY_US, parse_wire, to_wire
+from pushtrack.domain.timeutil import DAY_US, parse_wire, to_wire, window_start
 from pushtrack.store.base import LogQuery
-from pushtrack.store.retention import window_start
 
 MAX_INTERVAL_DAYS = 30
 MAX_LIMIT = 100_000

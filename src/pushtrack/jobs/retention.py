@@ -14,11 +14,11 @@ from functools import partial
 from pathlib import Path
 
 from pushtrack.config import Settings
-from pushtrack.domain.timeutil import HOUR_US
+from pushtrack.domain.timeutil import HOUR_US, window_start
 from pushtrack.jobs.runner import Handler, Later, Outcome
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
-from pushtrack.store.retention import PurgeReport, window_start
+from pushtrack.store.retention import PurgeReport
 
 log = logging.getLogger("pushtrack.jobs.retention")
 
