@@ -33,7 +33,7 @@ from pushtrack.cli import (
     console,
     err,
 )
-from pushtrack.domain.platforms import Platform
+from pushtrack.domain.platforms import name_of
 from pushtrack.domain.status import COUNTERS
 from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire, window_start
 from pushtrack.jobs import retention
@@ -130,13 +130,6 @@ def export(
     )
 
 
-def _platform(value: int) -> str:
-    try:
-        return Platform(value).api_name
-    except ValueError:
-        return str(value)
-
-
 @cli.command()
 def stats(
     message_code: str,
@@ -176,7 +169,7 @@ def stats(
     table = Table(f"{bucket} (UTC)", "platform", *(c.replace("_", " ") for c in COUNTERS))
     for t in rows:
         table.add_row(
-            to_wire(t.bucket), _platform(t.platform), *(f"{getattr(t, c):,}" for c in COUNTERS)
+            to_wire(t.bucket), name_of(t.platform), *(f"{getattr(t, c):,}" for c in COUNTERS)
         )
     if rows:
         table.add_section()

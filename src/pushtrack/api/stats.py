@@ -155,17 +155,10 @@ async def get_message_log(call: Call, r: GetMessageLog) -> dict[str, Any]:
             "hwid": row.hwid,
             "target_id": row.target_id,
             "user_id": row.user_id,
-            "platform": _platform_name(row.platform),
+            "platform": platforms.name_of(row.platform),
             "description": row.description,
         }
         for row in rows
     ]
     token = encode_cursor(rows[-1].ts, rows[-1].event_id) if more and rows else None
     return {"data": data, "pagination_token": token}
-
-
-def _platform_name(value: int) -> str:
-    try:
-        return platforms.Platform(value).api_name
-    except ValueError:
-        return "unknown"
