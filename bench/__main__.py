@@ -10,7 +10,18 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from bench.harness import RESULTS, Bench, Figure, Skip, report, stopwatch, table, write_report
+from bench.harness import (
+    RESULTS,
+    Bench,
+    Figure,
+    Skip,
+    quick_summary,
+    report,
+    state,
+    stopwatch,
+    table,
+    write_report,
+)
 from bench.profiling import py_spy
 
 #: Workload modules, in the order the report lists them.
@@ -95,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {name} …", file=sys.stderr, flush=True)
             fig = run_one(bench, name)
             figures.append(fig)
-            state = fig.skipped or fig.error or f"{fig.value:,.1f} {fig.unit}"
-            print(f"bench: {name}: {state} ({fig.seconds:.0f}s)", file=sys.stderr, flush=True)
+            outcome = state(fig, quick=bench.quick)
+            print(f"bench: {name}: {outcome} ({fig.seconds:.0f}s)", file=sys.stderr, flush=True)
     finally:
         if args.keep:
             print(f"bench: scratch kept in {tmp}", file=sys.stderr)
@@ -107,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         write_report(doc, out)
         print(f"bench: report written to {out}", file=sys.stderr)
-    print(table(figures))
     broken = [f.name for f in figures if not f.complete()]
+    if bench.quick:
+        # Small scale says nothing about the targets: only whether each workload ran.
+        print(quick_summary(figures))
+        return 1 if broken else 0
+    print(table(figures))
     if broken:
         print(f"bench: no numbers from {', '.join(broken)}", file=sys.stderr)
         return 1

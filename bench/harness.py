@@ -251,6 +251,29 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def state(figure: Figure, *, quick: bool) -> str:
+    """A workload's outcome in a word or two; ``quick`` runs show no values (small scale
+    says nothing about the targets), only whether the numbers came."""
+    if figure.skipped is not None:
+        return f"skipped: {figure.skipped}"
+    if not figure.complete():
+        return f"no numbers: {figure.error or 'no value'}"
+    if quick:
+        return "produced its numbers"
+    return f"{figure.value:,.1f} {figure.unit}"
+
+
+def quick_summary(figures: Sequence[Figure]) -> str:
+    """What ``--quick`` prints last: whether every workload produced its numbers."""
+    broken = [f.name for f in figures if not f.complete()]
+    skipped = [f.name for f in figures if f.skipped is not None]
+    ran = len(figures) - len(skipped)
+    if broken:
+        return f"bench --quick: no numbers from {', '.join(broken)}"
+    tail = f" ({len(skipped)} skipped: {', '.join(skipped)})" if skipped else ""
+    return f"bench --quick: each of {ran} workloads produced its numbers{tail}"
+
+
 def table(figures: Sequence[Figure]) -> str:
     """The report as a Markdown table (printed, and pasted into the README)."""
     head = (

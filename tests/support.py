@@ -21,7 +21,7 @@ import uvicorn
 from pushtrack import config
 from pushtrack.api import auth
 from pushtrack.api.app import create_app
-from pushtrack.api.context import Context
+from pushtrack.api.context import CACHE_SECONDS, Context
 from pushtrack.domain import codes
 from pushtrack.store import Store, open_store
 from pushtrack.store.base import App
@@ -282,13 +282,20 @@ def shared_service(engine: str, tmp_path: Path) -> Iterator[Service]:
 
 
 @contextlib.contextmanager
-def service(database_url: str, *, store: Store | None = None, **settings: Any) -> Iterator[Service]:
-    """A live server over ``database_url`` (or over an already open ``store`` of it)."""
+def service(
+    database_url: str,
+    *,
+    store: Store | None = None,
+    cache_seconds: float = CACHE_SECONDS,
+    **settings: Any,
+) -> Iterator[Service]:
+    """A live server over ``database_url`` (or over an already open ``store`` of it);
+    ``cache_seconds`` is how long the API reuses a looked-up token or application."""
     store = store or open_store(database_url)
     try:
         app = run(store.create_app("default", "test app"))
         cfg = config.load({"database": database_url, **settings}, env={})
-        ctx = Context.build(cfg, store)
+        ctx = Context.build(cfg, store, cache_seconds=cache_seconds)
         with (
             ServerThread(create_app(ctx)) as srv,
             httpx.Client(base_url=srv.url, timeout=30) as http,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pushtrack.cli import Account, AsJson, Database, _emit, _with_store, app_cli
-from pushtrack.domain.platforms import Platform
+from pushtrack.domain.platforms import name_of
 from pushtrack.domain.timeutil import to_wire
 from pushtrack.store import Store
 from pushtrack.store.base import ConflictError, DeviceView
@@ -31,10 +31,7 @@ def show_device(
         raise ConflictError(f"no application {code} in account {account!r}")
 
     d = _with_store(database, lookup)
-    try:
-        platform = Platform(d.device_type).api_name
-    except ValueError:
-        platform = f"device type {d.device_type}"
+    platform = name_of(d.device_type)
     data: dict[str, Any] = {
         "hwid": d.hwid,
         "platform": platform,

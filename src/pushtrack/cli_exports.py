@@ -33,13 +33,12 @@ from pushtrack.cli import (
     console,
     err,
 )
-from pushtrack.domain.platforms import Platform
+from pushtrack.domain.platforms import name_of
 from pushtrack.domain.status import COUNTERS
-from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire
+from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire, window_start
 from pushtrack.jobs import retention
 from pushtrack.jobs.tracklog import ExportResult, csv_name, day_query, export_to_file
 from pushtrack.store import Store
-from pushtrack.store.retention import window_start
 from pushtrack.store.stats import Totals
 
 RetentionDays = Annotated[
@@ -131,13 +130,6 @@ def export(
     )
 
 
-def _platform(value: int) -> str:
-    try:
-        return Platform(value).api_name
-    except ValueError:
-        return str(value)
-
-
 @cli.command()
 def stats(
     message_code: str,
@@ -177,7 +169,7 @@ def stats(
     table = Table(f"{bucket} (UTC)", "platform", *(c.replace("_", " ") for c in COUNTERS))
     for t in rows:
         table.add_row(
-            to_wire(t.bucket), _platform(t.platform), *(f"{getattr(t, c):,}" for c in COUNTERS)
+            to_wire(t.bucket), name_of(t.platform), *(f"{getattr(t, c):,}" for c in COUNTERS)
         )
     if rows:
         table.add_section()

@@ -1,7 +1,7 @@
 """Settings: built-in defaults, then an optional TOML file, then ``PUSHTRACK_*`` env.
 
-Validated once at start-up. ``redacted()`` is the view that logs and the
-dashboard may show.
+Validated once at start-up. ``redacted()`` is the view logs may show (the
+server's start-up line takes the database from it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A value that never shows itself in reprs, logs or the dashboard."""
+"""A value that never shows itself in reprs or logs."""
 
 from __future__ import annotations
 

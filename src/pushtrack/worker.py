@@ -37,20 +37,21 @@ class ServiceWorker(Worker):
         await super().run(stop)
 
 
-def build_worker(settings: Settings, store: Store, **options: float) -> Worker:
-    """A worker for every job kind; ``options`` override Worker fields (tests)."""
+def build_worker(
+    settings: Settings, store: Store, *, poll_seconds: float = Worker.poll_seconds
+) -> Worker:
+    """A worker for every job kind, shaped by ``settings``; ``poll_seconds`` is how long
+    it waits for new jobs when it finds none (tests shorten it)."""
     dispatcher = Dispatcher(
         store,
         max_attempts=settings.max_attempts,
         backoff_seconds=settings.retry_backoff_seconds,
     )
-    worker = ServiceWorker(
+    return ServiceWorker(
         store,
         {"dispatch": dispatcher.handle, **handlers(settings, store)},
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.worker_lease_seconds,
+        poll_seconds=poll_seconds,
         closers=[dispatcher.aclose],
     )
-    for name, value in options.items():
-        setattr(worker, name, value)
-    return worker

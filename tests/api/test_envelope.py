@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -83,17 +84,16 @@ def test_device_call_without_token_is_401(svc: Service) -> None:
     assert svc.db.count("devices") == 0
 
 
-def test_revoked_token_is_401(svc: Service) -> None:
+def test_revoked_token_is_401(database_url: str) -> None:
     from tests.support import run
 
-    raw = svc.make_token("server")
-    body = {"auth": raw, "application": svc.app.code, "notifications": [{"content": "x"}]}
-    assert svc.call("createMessage", body).json()["status_code"] == 200
-    assert run(svc.store.revoke_tokens("default", raw[:8])) == 1
-    import time
-
-    time.sleep(2.1)  # the token cache holds an answer for two seconds
-    assert envelope(svc.call("createMessage", body))[:2] == (401, 401)
+    with service(database_url, cache_seconds=0.05) as svc:
+        raw = svc.make_token("server")
+        body = {"auth": raw, "application": svc.app.code, "notifications": [{"content": "x"}]}
+        assert svc.call("createMessage", body).json()["status_code"] == 200
+        assert run(svc.store.revoke_tokens("default", raw[:8])) == 1
+        time.sleep(0.1)  # past the injected cache lifetime
+        assert envelope(svc.call("createMessage", body))[:2] == (401, 401)
 
 
 def test_token_restricted_to_another_app_is_403(svc: Service) -> None:

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
 from tests.delivery._support import apns_token
 from tests.gateways import ApnsServer
@@ -48,6 +50,7 @@ async def populate(svc: Service, tokens: list[str]) -> None:
         )
 
 
+@pytest.mark.slow
 def test_kill_9_mid_message_then_resume(
     database_url: str, apns_server: ApnsServer, apns_settings: dict[str, Any]
 ) -> None:

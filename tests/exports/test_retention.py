@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from pushtrack.domain.timeutil import to_wire
 from pushtrack.jobs.retention import purge
 from pushtrack.worker import build_worker
 from tests.exports._support import Clock, clocked_service, create, tracking_log
@@ -127,7 +131,10 @@ def test_a_shorter_window_and_old_jobs(database_url: str, tmp_path: Path) -> Non
         assert svc.db.rows("SELECT kind, state FROM jobs") == [("retention", "pending")]
 
 
-def test_workers_keep_one_periodic_purge(database_url: str, tmp_path: Path) -> None:
+def test_workers_keep_one_periodic_purge(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pushtrack.jobs.retention")
     clock = Clock(NOW)
     hour = 3600 * 1_000_000
     with clocked_service(database_url, tmp_path, clock) as (svc, settings):
@@ -144,8 +151,16 @@ def test_workers_keep_one_periodic_purge(database_url: str, tmp_path: Path) -> N
         assert svc.db.count("events") == 2  # created, failed: no gateway
         clock.advance(15 * 86400)
         # A second start makes no second job; the one that exists is due and runs.
+        caplog.clear()
         assert start_worker() == [("periodic:retention", "pending", clock() + hour)]
         assert svc.db.count("events") == 0
+        # The purge logs one readable line: the counts it removed and the window's start.
+        before = to_wire(clock() - settings.retention_days * 86400 * 1_000_000)
+        [line] = [r.getMessage() for r in caplog.records if r.name == "pushtrack.jobs.retention"]
+        # (events leave as rows on SQLite, as a dropped day partition on PostgreSQL)
+        assert line.startswith("retention: removed ")
+        assert "messages: 1, deliveries: 1, jobs: 1" in line
+        assert line.endswith(f" (older than {before} UTC)")
         assert svc.db.count("messages") == 0
         assert svc.db.rows("SELECT kind FROM jobs") == [("retention",)]
         # A retention job that ended (by hand, or a bug) comes back at the next start.

@@ -12,7 +12,8 @@ from pushtrack.config import Settings
 from pushtrack.store import Store
 from pushtrack.store.base import App, TokenInfo
 
-#: Seconds a token or application looked up stays cached (revocation takes this long).
+#: Default seconds a token or application looked up stays cached (revocation takes
+#: this long to be seen).
 CACHE_SECONDS = 2.0
 
 
@@ -23,12 +24,17 @@ class Context:
     settings: Settings
     store: Store
     limiter: auth.RateLimiter
+    #: Seconds a looked-up token or application is reused before the store is asked again.
+    cache_seconds: float = CACHE_SECONDS
     _tokens: dict[str, tuple[float, TokenInfo | None]] = field(default_factory=dict)
     _apps: dict[str, tuple[float, App | None]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, store: Store) -> Context:
-        return cls(settings, store, auth.RateLimiter(settings.rate_limit, settings.rate_burst))
+    def build(
+        cls, settings: Settings, store: Store, *, cache_seconds: float = CACHE_SECONDS
+    ) -> Context:
+        limiter = auth.RateLimiter(settings.rate_limit, settings.rate_burst)
+        return cls(settings, store, limiter, cache_seconds)
 
     def store_clock(self) -> int:
         return self.store.clock()
@@ -41,7 +47,7 @@ class Context:
             info = await self.store.find_token(key)
             if len(self._tokens) > 10_000:
                 self._tokens.clear()
-            self._tokens[key] = (now + CACHE_SECONDS, info)
+            self._tokens[key] = (now + self.cache_seconds, info)
         else:
             info = hit[1]
         if info is None or info.revoked:
@@ -56,7 +62,7 @@ class Context:
         found = await self.store.get_app(code)
         if len(self._apps) > 10_000:
             self._apps.clear()
-        self._apps[code] = (now + CACHE_SECONDS, found)
+        self._apps[code] = (now + self.cache_seconds, found)
         return found
 
 

@@ -18,9 +18,8 @@ from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import platforms
 from pushtrack.domain.status import BY_LABEL, Status
-from pushtrack.domain.timeutil import DAY_US, parse_wire, to_wire
+from pushtrack.domain.timeutil import DAY_US, parse_wire, to_wire, window_start
 from pushtrack.store.base import LogQuery
-from pushtrack.store.retention import window_start
 
 MAX_INTERVAL_DAYS = 30
 MAX_LIMIT = 100_000
@@ -156,17 +155,10 @@ async def get_message_log(call: Call, r: GetMessageLog) -> dict[str, Any]:
             "hwid": row.hwid,
             "target_id": row.target_id,
             "user_id": row.user_id,
-            "platform": _platform_name(row.platform),
+            "platform": platforms.name_of(row.platform),
             "description": row.description,
         }
         for row in rows
     ]
     token = encode_cursor(rows[-1].ts, rows[-1].event_id) if more and rows else None
     return {"data": data, "pagination_token": token}
-
-
-def _platform_name(value: int) -> str:
-    try:
-        return platforms.Platform(value).api_name
-    except ValueError:
-        return "unknown"

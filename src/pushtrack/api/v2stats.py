@@ -18,8 +18,7 @@ from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import platforms as platform_names
 from pushtrack.domain.platforms import ACCEPTED
 from pushtrack.domain.status import COUNTERS
-from pushtrack.domain.timeutil import DAY_US, US, parse_day, parse_wire, to_wire
-from pushtrack.store.retention import window_start
+from pushtrack.domain.timeutil import DAY_US, US, parse_day, parse_wire, to_wire, window_start
 from pushtrack.store.stats import Totals
 
 MAX_PER_PAGE = 1000

@@ -23,7 +23,7 @@ from typing import Any
 from pushtrack.delivery.base import Gateway, GatewayError, Notification, Outcome, Verdict
 from pushtrack.delivery.registry import build_gateway
 from pushtrack.domain.payload import render
-from pushtrack.domain.platforms import Platform
+from pushtrack.domain.platforms import Platform, name_of
 from pushtrack.domain.status import Status
 from pushtrack.jobs.runner import Done, Later
 from pushtrack.jobs.runner import Outcome as JobOutcome
@@ -53,13 +53,6 @@ SERVED = frozenset(
 PACE_SECONDS = 2.0
 
 
-def platform_label(value: int) -> str:
-    try:
-        return Platform(value).api_name
-    except ValueError:
-        return f"device type {value}"
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -87,9 +80,9 @@ class Dispatcher:
 
         def refuse(platform: int) -> str | None:
             if platform not in SERVED:
-                return f"Platform not supported: {platform_label(platform)}"
+                return f"Platform not supported: {name_of(platform)}"
             if platform not in settings:
-                return f"No gateway configured for {platform_label(platform)}"
+                return f"No gateway configured for {name_of(platform)}"
             return None
 
         while True:
@@ -189,9 +182,7 @@ class Dispatcher:
             outcomes = await gateway.send(notifications)
         except (GatewayError, ValueError) as exc:
             retryable = isinstance(exc, GatewayError) and exc.retryable
-            log.error(
-                "gateway %s for app %s, %s: %s", setting[0], app_id, platform_label(platform), exc
-            )
+            log.error("gateway %s for app %s, %s: %s", setting[0], app_id, name_of(platform), exc)
             verdict = Verdict.RETRY if retryable else Verdict.FAILED
             return [Outcome(n.delivery_id, verdict, f"Gateway error: {exc}") for n in notifications]
         if len(outcomes) != len(notifications):

@@ -62,6 +62,27 @@ DEVICELESS: frozenset[str] = frozenset({"email", "baidu android"})
 ACCEPTED: frozenset[int] = frozenset(int(p) for p in Platform)
 
 
+#: The name of a device type that is no ``Platform`` (0 where a delivery matched no
+#: device, or a type no longer accepted): one spelling everywhere (ours).
+UNKNOWN = "unknown"
+
+
+def platform_of(device_type: int) -> Platform | None:
+    """The platform of a device type, or None when it is no ``Platform``."""
+    try:
+        return Platform(device_type)
+    except ValueError:
+        return None
+
+
+def name_of(device_type: int) -> str:
+    """The statistics name of a device type (``3`` -> ``"android"``); ``UNKNOWN`` when it
+    is no ``Platform``. getMessageLog, the CLI and the dispatcher's descriptions all
+    spell platforms through this."""
+    platform = platform_of(device_type)
+    return UNKNOWN if platform is None else platform.api_name
+
+
 def normal_name(name: str) -> str:
     """A platform name as ``BY_NAME`` spells it: ``"HUAWEI_ANDROID"`` -> ``"huawei android"``."""
     return " ".join(name.replace("_", " ").lower().split())

@@ -35,6 +35,11 @@ def day_of(ts_us: int) -> int:
     return ts_us - ts_us % DAY_US
 
 
+def window_start(now: int, days: int) -> int:
+    """The first microsecond inside a retention window of ``days`` ending at ``now``."""
+    return now - days * DAY_US
+
+
 def zone(name: str) -> ZoneInfo | None:
     """The IANA time zone of that name, or None if there is none."""
     if not name or name.startswith(("/", ".")) or ".." in name:

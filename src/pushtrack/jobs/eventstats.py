@@ -6,11 +6,10 @@ from typing import Any
 
 from pushtrack.config import Settings
 from pushtrack.domain.events import AttributeFilter, matcher
-from pushtrack.domain.timeutil import HOUR_US, to_wire
+from pushtrack.domain.timeutil import HOUR_US, to_wire, window_start
 from pushtrack.jobs.runner import Done, Handler, Outcome
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
-from pushtrack.store.retention import window_start
 
 KIND = "event_stats"
 

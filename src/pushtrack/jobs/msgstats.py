@@ -15,11 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pushtrack.config import Settings
-from pushtrack.domain.timeutil import DAY_US, HOUR_US, US, to_wire
+from pushtrack.domain.timeutil import DAY_US, HOUR_US, US, to_wire, window_start
 from pushtrack.jobs.runner import Done, Handler, Outcome
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
-from pushtrack.store.retention import window_start
 from pushtrack.store.stats import MINUTE_US, Interval, Totals
 
 KIND = "msg_stats"

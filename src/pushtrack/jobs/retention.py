@@ -14,11 +14,11 @@ from functools import partial
 from pathlib import Path
 
 from pushtrack.config import Settings
-from pushtrack.domain.timeutil import HOUR_US
+from pushtrack.domain.timeutil import HOUR_US, to_wire, window_start
 from pushtrack.jobs.runner import Handler, Later, Outcome
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
-from pushtrack.store.retention import PurgeReport, window_start
+from pushtrack.store.retention import PurgeReport
 
 log = logging.getLogger("pushtrack.jobs.retention")
 
@@ -39,6 +39,18 @@ async def purge(store: Store, settings: Settings, now: int | None = None) -> Pur
     return report
 
 
+def summary(report: PurgeReport) -> str:
+    """The purge as one log line: what was removed (counts above zero) and the window's
+    start, e.g. ``retention: removed events: 2, jobs: 1 (older than 2024-05-01 12:00:00 UTC)``."""
+    counts = [
+        f"{name.replace('_', ' ')}: {value:,}"
+        for name in report.__struct_fields__
+        if name != "before" and (value := getattr(report, name))
+    ]
+    removed = ", ".join(counts) if counts else "nothing"
+    return f"retention: removed {removed} (older than {to_wire(report.before)} UTC)"
+
+
 async def ensure_scheduled(store: Store) -> None:
     """Make sure the one periodic retention job exists (and is not stuck as failed)."""
     await store.retention.ensure_periodic(KIND, store.clock())
@@ -51,7 +63,7 @@ def handler(settings: Settings, store: Store) -> Handler:
         except Exception:
             log.exception("retention purge failed; trying again next round")
         else:
-            log.info("retention: %s", report)
+            log.info("%s", summary(report))
         return Later(store.clock() + EVERY_US)
 
     return handle

@@ -28,12 +28,11 @@ from typing import TypeVar
 
 from pushtrack.config import Settings
 from pushtrack.domain.status import Status
-from pushtrack.domain.timeutil import DAY_US, HOUR_US, parse_day, to_wire
+from pushtrack.domain.timeutil import DAY_US, HOUR_US, parse_day, to_wire, window_start
 from pushtrack.jobs.runner import Done, Handler, Outcome
 from pushtrack.store import Store
 from pushtrack.store.exports import FileRecord, TrackQuery, TrackRow
 from pushtrack.store.jobs import Job
-from pushtrack.store.retention import window_start
 
 log = logging.getLogger("pushtrack.jobs.tracklog")
 

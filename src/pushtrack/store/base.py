@@ -202,9 +202,11 @@ class Engine(Protocol):
     """A database engine: runs transaction functions, off the event loop.
 
     ``write`` functions run in one transaction that commits before the call
-    returns (engines may commit several callers' functions together, each in
-    its own savepoint). Domain errors (``ConflictError``) raised inside pass
-    through unchanged, after their function's writes were rolled back.
+    returns. Engines may commit several callers' functions together; a function
+    that fails still rolls back alone (SQLite reruns such a group with a
+    savepoint per function, only after a failure). Domain errors
+    (``ConflictError``) raised inside pass through unchanged, after their
+    function's writes were rolled back.
     """
 
     url: str

@@ -21,7 +21,7 @@ import msgspec
 
 from pushtrack.domain import codes
 from pushtrack.domain.payload import build_template
-from pushtrack.domain.platforms import Platform
+from pushtrack.domain.platforms import Platform, platform_of
 from pushtrack.domain.status import (
     DESC_CANCELLED,
     DESC_CREATED,
@@ -261,7 +261,7 @@ def ensure_templates(
     ids = tx.new_ids("payloads", len(missing))
     for pid, key in zip(ids, missing, strict=True):
         templates[key] = pid
-        tpl = build_template(notification, _platform_or_none(key[0]) or Platform.IOS, key[1])
+        tpl = build_template(notification, platform_of(key[0]) or Platform.IOS, key[1])
         payload_rows.append((pid, message_id, key[0], key[1], dumps(tpl.body), dumps(tpl.options)))
     tx.many(
         "INSERT INTO payloads (id, message_id, platform, language, body, options)"
@@ -405,13 +405,6 @@ def write_deliveries(tx: Tx, message_id: int, built: Built) -> None:
     append_events(tx, built.failed)
     if built.first_due is not None:
         _enqueue_dispatch(tx, message_id, built.to_send, built.first_due)
-
-
-def _platform_or_none(value: int) -> Platform | None:
-    try:
-        return Platform(value)
-    except ValueError:
-        return None
 
 
 def languages(notification: dict[str, Any]) -> frozenset[str]:

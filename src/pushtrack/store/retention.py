@@ -39,7 +39,10 @@ from functools import partial
 
 import msgspec
 
-from pushtrack.domain.timeutil import DAY_US, HOUR_US, day_of
+from pushtrack.domain.timeutil import HOUR_US, day_of
+from pushtrack.domain.timeutil import (
+    window_start as window_start,  # re-exported: api/tracking.py still imports it from here
+)
 from pushtrack.store.base import Engine, StoreError, Tx
 from pushtrack.store.devices import delete_device_events
 from pushtrack.store.exports import FileRecord, delete_files, expired_files
@@ -58,11 +61,6 @@ DROP_LOCK_TIMEOUT = "2s"
 PAUSE_RATIO = 2.0
 #: Messages whose rows are removed per batch.
 MESSAGE_BATCH = 50
-
-
-def window_start(now: int, days: int) -> int:
-    """The first microsecond inside a retention window of ``days`` ending at ``now``."""
-    return now - days * DAY_US
 
 
 class PurgeReport(msgspec.Struct):

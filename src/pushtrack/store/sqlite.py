@@ -1,8 +1,9 @@
 """The embedded engine: one SQLite file in WAL mode.
 
 Writes go through one writer thread per process that commits in groups: the
-units of work waiting in its queue run in one transaction, each inside its
-own savepoint, so one failing unit rolls back alone while the others commit
+units of work waiting in its queue run in one transaction. Only if a unit
+fails is the transaction rolled back and the group run again with a savepoint
+per unit, so the failing unit rolls back alone while the others commit
 together. A caller is answered only after the commit, so nothing it was told
 about is lost. Reads run on a small pool of reader connections, which WAL
 lets proceed beside the writer. Other processes (a worker, the CLI) share the
