@@ -9,10 +9,9 @@ import msgspec
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain.codes import REQUEST_ID_RE
-from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire
+from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire, window_start
 from pushtrack.jobs import eventstats, msgstats, tracklog
 from pushtrack.store.jobs import DONE, PENDING, RUNNING, Job
-from pushtrack.store.retention import window_start
 
 #: Job kinds whose results getResults hands out.
 RESULT_KINDS = frozenset({tracklog.KIND, msgstats.KIND, eventstats.KIND})

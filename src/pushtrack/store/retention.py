@@ -40,9 +40,6 @@ from functools import partial
 import msgspec
 
 from pushtrack.domain.timeutil import HOUR_US, day_of
-from pushtrack.domain.timeutil import (
-    window_start as window_start,  # re-exported: api/tracking.py still imports it from here
-)
 from pushtrack.store.base import Engine, StoreError, Tx
 from pushtrack.store.devices import delete_device_events
 from pushtrack.store.exports import FileRecord, delete_files, expired_files
