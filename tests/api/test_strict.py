@@ -246,6 +246,21 @@ def test_v2_refuses_keys_beside_the_request_wrapper(
     assert resp.json() == {"error": 'unknown field "limits" beside "request"'}
 
 
+def test_v2_takes_auth_inside_or_beside_the_request_wrapper(
+    prepared: tuple[Service, dict[str, Any]],
+) -> None:
+    svc, params = prepared
+    inner = {"message_code": params["message"]}
+    for body in (
+        {"request": {**inner, "auth": svc.server_token}},
+        {"request": inner, "auth": svc.server_token},
+        {**inner, "auth": svc.server_token},
+    ):
+        resp = svc.http.post("/api/v2/statistics/getMessageLog", json=body)
+        assert resp.status_code == 200, (body, resp.text)
+        assert resp.json()["data"], body
+
+
 @pytest.mark.parametrize("path", ["/json/1.3/createMessage", "/api/v2/statistics/getMessageLog"])
 def test_invalid_utf8_is_a_400_in_the_envelope(
     prepared: tuple[Service, dict[str, Any]], path: str

@@ -132,11 +132,13 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             data = envelope.decode_json(body)
             if not isinstance(data, dict):
                 raise MalformedError
+            beside: list[str] = []
             if isinstance(data.get("request"), dict):
-                if len(data) > 1:
-                    extra = sorted(k for k in data if k != "request")[0]
-                    raise ArgumentError(f'unknown field "{extra}" beside "request"')
-                data = data["request"]
+                # the wrapper may carry auth beside the request; nothing else
+                outer, data = data, data["request"]
+                beside = sorted(k for k in outer if k not in ("request", "auth"))
+                if "auth" in outer and "auth" not in data:
+                    data["auth"] = outer["auth"]
             body_auth = data.pop("auth", None)
             raw = auth.token_from_header(request.headers.get("authorization"))
             raw = raw or (body_auth if isinstance(body_auth, str) else None)
@@ -145,6 +147,8 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             token = await ctx.token(raw)
             auth.check_method(token, name.rsplit("/", 1)[-1], server_method=True)
             ctx.limiter.check(f"t{token.id}")
+            if beside:
+                raise ArgumentError(f'unknown field "{beside[0]}" beside "request"')
             typed = envelope.convert(data, method.request)
             return envelope.v2_ok(await method.handler(Call(ctx, name, token), typed))
         except PushtrackError as exc:
