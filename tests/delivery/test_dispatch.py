@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,30 @@ def test_every_platform_walks_created_sent_delivered(
     assert trail(svc, codes[0])[-1] == ("opened", "Opened")
 
 
+def test_a_token_registered_after_apns_declared_it_dead_stays_subscribed(
+    sender: Service, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    """APNs' 410 says since when the token is invalid; a device that registered a token
+    after that keeps its subscription (the delivery still fails with APNs' reason)."""
+    svc = sender
+    gateway(svc, 1, "apns", apns_settings)
+    token = apns_token()
+    apns_server.failures[token] = (410, "Unregistered")
+    apns_server.gone_since_ms = int(time.time() * 1000) - 3_600_000  # an hour ago
+    svc.register("phone", 1, push_token=token)
+    _, (code,) = send(svc, ["phone"], content="x")
+    work(svc)
+    action, description = trail(svc, code)[-1]
+    assert (action, description.split(" (since ")[0]) == ("failed", "Unregistered")
+    assert svc.db.rows("SELECT subscribed FROM devices WHERE hwid = 'phone'") == [(1,)]
+
+    # once APNs confirms it dead after that registration, the device is unsubscribed
+    apns_server.gone_since_ms = int(time.time() * 1000) + 60_000
+    send(svc, ["phone"], content="y")
+    work(svc)
+    assert svc.db.rows("SELECT subscribed FROM devices WHERE hwid = 'phone'") == [(0,)]
+
+
 def test_gateway_reasons_reach_the_trail_and_dead_tokens_unsubscribe(
     sender: Service, apns_server: ApnsServer, apns_settings: dict[str, Any]
 ) -> None:
@@ -119,6 +144,8 @@ def test_gateway_reasons_reach_the_trail_and_dead_tokens_unsubscribe(
         svc.register(name, 1, push_token=token)
     apns_server.failures[tokens["bad"]] = (400, "BadDeviceToken")
     apns_server.failures[tokens["gone"]] = (410, "Unregistered")
+    # APNs confirmed the token dead after the device registered it
+    apns_server.gone_since_ms = int(time.time() * 1000) + 60_000
     apns_server.failures[tokens["big"]] = (413, "PayloadTooLarge")
     _, codes = send(svc, list(tokens), content="x")
     work(svc)

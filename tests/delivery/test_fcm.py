@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pushtrack.delivery.base import GatewayError, Notification, Outcome, Verdict
-from pushtrack.delivery.fcm import FcmConfig, FcmGateway
+from pushtrack.delivery.fcm import FcmConfig, FcmGateway, outcome_of
 from pushtrack.delivery.registry import build_gateway, parse_config
 from pushtrack.domain.platforms import Platform
 from tests.delivery._support import notification
@@ -87,7 +88,8 @@ async def test_batch_in_order_with_one_access_token(
 
 FIELD_NOTES = [
     ("UNREGISTERED", 404, Verdict.FAILED, True),
-    ("INVALID_ARGUMENT", 400, Verdict.FAILED, False),
+    # the local server's INVALID_ARGUMENT is about the registration token: dead for good
+    ("INVALID_ARGUMENT", 400, Verdict.FAILED, True),
     ("SENDER_ID_MISMATCH", 403, Verdict.FAILED, False),
     ("QUOTA_EXCEEDED", 429, Verdict.RETRY, False),
     ("UNAVAILABLE", 503, Verdict.RETRY, False),
@@ -115,6 +117,22 @@ async def test_every_error_code_maps(
     # THIRD_PARTY_AUTH_ERROR is a 401 too, but not ours: no new access token for it.
     assert fcm_server.token_requests == 1
     assert len(fcm_server.received) == 1
+
+
+def test_invalid_argument_unsubscribes_only_for_a_bad_registration_token() -> None:
+    def answer(message: str) -> httpx.Response:
+        detail = {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                  "errorCode": "INVALID_ARGUMENT"}  # fmt: skip
+        error = {"code": 400, "message": message, "status": "INVALID_ARGUMENT",
+                 "details": [detail]}  # fmt: skip
+        return httpx.Response(400, json={"error": error})
+
+    bad_token = outcome_of(
+        1, answer("The registration token is not a valid FCM registration token")
+    )
+    bad_field = outcome_of(2, answer("Invalid value at 'message.android.ttl'"))
+    assert (bad_token.verdict, bad_token.unsubscribe) == (Verdict.FAILED, True)
+    assert (bad_field.verdict, bad_field.unsubscribe) == (Verdict.FAILED, False)
 
 
 async def test_invalid_argument_description(

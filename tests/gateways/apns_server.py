@@ -92,6 +92,9 @@ class ApnsServer:
     ) -> None:
         self.public_key, self.key_id, self.team_id, self.topic = public_key, key_id, team_id, topic
         self.failures: dict[str, tuple[Any, ...]] = {}
+        #: The 410 answers' ``timestamp`` (ms since the epoch): when APNs last confirmed
+        #: the token invalid. None: a day before the answer.
+        self.gone_since_ms: int | None = None
         self.latency = 0.0
         self.received: list[ReceivedPush] = []
         #: Provider tokens in the order first seen.
@@ -144,6 +147,7 @@ class ApnsServer:
 
     def reset(self) -> None:
         self.failures.clear()
+        self.gone_since_ms = None
         self.latency = 0.0
         self.received.clear()
         self.provider_tokens.clear()
@@ -189,7 +193,8 @@ class ApnsServer:
             return Response(200, headers)
         body: dict[str, Any] = {"reason": reason}
         if status == 410:
-            body["timestamp"] = int(time.time() * 1000) - 86_400_000
+            gone = self.gone_since_ms
+            body["timestamp"] = int(time.time() * 1000) - 86_400_000 if gone is None else gone
         return Response.json(status, body, headers)
 
     def _check(self, request: Request, token: str, apns_id: str) -> None:

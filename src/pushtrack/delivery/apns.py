@@ -231,8 +231,10 @@ def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
     reason = reason or rule.reason
     description = reason
     timestamp = body.get("timestamp")
+    dead_since = None
     if status == 410 and isinstance(timestamp, int) and not isinstance(timestamp, bool):
-        description = f"{reason} (since {to_wire(timestamp * 1000)} UTC)"
+        dead_since = timestamp * 1000  # ms -> µs
+        description = f"{reason} (since {to_wire(dead_since)} UTC)"
     retry_after = None
     if rule.verdict is Verdict.RETRY:
         retry_after = _http.parse_retry_after(response.headers.get("retry-after"))
@@ -241,6 +243,7 @@ def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
         rule.verdict,
         description,
         unsubscribe=rule.unsubscribe,
+        dead_since=dead_since,
         retry_after=retry_after,
         gateway_id=apns_id,
         http_status=status,

@@ -45,6 +45,9 @@ class Outcome(msgspec.Struct, frozen=True):
     description: str
     #: The device's token is dead for good (APNs 410, FCM UNREGISTERED, Web Push 404/410).
     unsubscribe: bool = False
+    #: When the gateway says the token stopped being valid (µs UTC; APNs 410's
+    #: ``timestamp``): a device that registered a token after that stays subscribed.
+    dead_since: int | None = None
     #: Seconds the gateway asked us to wait (Retry-After), for RETRY outcomes.
     retry_after: float | None = None
     #: The id the gateway gave the notification (apns-id, FCM message name).

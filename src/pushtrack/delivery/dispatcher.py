@@ -134,13 +134,13 @@ class Dispatcher:
             )
         )
         results: list[Result] = []
-        dead_tokens: list[str] = []
+        dead_tokens: list[tuple[str, int | None]] = []
         now = self.store.clock()
         for (_, ds), outcomes in zip(groups, answers, strict=True):
             for d, outcome in zip(ds, outcomes, strict=True):
                 results.append(self._result(d, outcome, now))
                 if outcome.unsubscribe:
-                    dead_tokens.append(d.push_token)
+                    dead_tokens.append((d.push_token, outcome.dead_since))
         retries = [r.retry_at for r in results if r.retry_at is not None]
         platforms = {d.delivery_id: d.platform for d in batch.due}
         status = await self.store.dispatch.record(

@@ -187,6 +187,9 @@ _BY_CODE: dict[str, _Rule] = {
 }
 
 
+#: What FCM's INVALID_ARGUMENT message says when the registration token itself is bad.
+_BAD_TOKEN = "registration token"
+
 #: Message priority option (words or APNs-style numbers) → AndroidMessagePriority.
 _ANDROID_PRIORITY = {"high": "HIGH", "10": "HIGH", "normal": "NORMAL", "5": "NORMAL"}
 
@@ -365,6 +368,9 @@ def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
         )
     code, message = _error_of(response)
     rule = _BY_CODE.get(code) or (_RETRY if status >= 500 or status == 429 else _FAILED)
+    if code == "INVALID_ARGUMENT" and _BAD_TOKEN in message.lower():
+        # "The registration token is not a valid FCM registration token": dead for good
+        rule = _Rule(Verdict.FAILED, unsubscribe=True)
     retry_after = None
     if rule.verdict is Verdict.RETRY:
         retry_after = _http.parse_retry_after(response.headers.get("retry-after"))

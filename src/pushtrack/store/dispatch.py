@@ -268,7 +268,7 @@ def record(
     message_id: int,
     platforms: dict[int, int],
     results: Sequence[Result],
-    unsubscribe_tokens: Sequence[str],
+    unsubscribe_tokens: Sequence[tuple[str, int | None]],
     app_id: int,
     finish: bool,
 ) -> str | None:
@@ -309,14 +309,29 @@ def record(
             retry[r.retry_at].append(r.delivery_id)
     for when, ids in retry.items():
         _won(tx, ids, _SENT, (_SENT,), ", attempts = attempts + 1, next_at = ?", (when,))
-    for start in range(0, len(unsubscribe_tokens), 900):
-        part = unsubscribe_tokens[start : start + 900]
+    _unsubscribe(tx, app_id, unsubscribe_tokens)
+    return finish_message(tx, message_id=message_id) if finish else None
+
+
+def _unsubscribe(tx: Tx, app_id: int, tokens: Sequence[tuple[str, int | None]]) -> None:
+    """Unsubscribe the devices holding dead tokens. A token the gateway says is dead
+    since a time stays with a device that registered it after that time."""
+    now = tx.now()
+    always = [token for token, since in tokens if since is None]
+    for start in range(0, len(always), 900):
+        part = always[start : start + 900]
         tx.run(
             "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
             f" AND push_token IN ({','.join('?' * len(part))})",
-            (tx.now(), app_id, *part),
+            (now, app_id, *part),
         )
-    return finish_message(tx, message_id=message_id) if finish else None
+    for token, since in tokens:
+        if since is not None:
+            tx.run(
+                "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
+                " AND push_token = ? AND (token_at IS NULL OR token_at <= ?)",
+                (now, app_id, token, since),
+            )
 
 
 def send_rate(tx: Tx, *, message_id: int) -> int | None:
@@ -428,7 +443,7 @@ class DispatchStore:
         app_id: int,
         platforms: dict[int, int],
         results: Sequence[Result],
-        unsubscribe_tokens: Sequence[str],
+        unsubscribe_tokens: Sequence[tuple[str, int | None]],
         finish: bool,
     ) -> str | None:
         return await self.engine.write(

@@ -256,4 +256,10 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX deliveries_message_device ON deliveries (message_id, device_id);
     DROP INDEX deliveries_message;
     """,
+    # 6: when the device last registered a push token (a gateway's "dead since" older
+    # than that does not unsubscribe it)
+    """
+    ALTER TABLE devices ADD COLUMN token_at INTEGER;
+    UPDATE devices SET token_at = updated_at WHERE push_token IS NOT NULL;
+    """,
 ]

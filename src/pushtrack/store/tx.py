@@ -192,8 +192,8 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
     row = tx.one(
         "INSERT INTO devices (app_id, hwid, push_token, device_type, language, timezone, tags,"
         " user_id, app_version, device_model, os_version, subscribed, created_at, updated_at,"
-        " tz_name, web_p256dh, web_auth)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " tz_name, web_p256dh, web_auth, token_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (app_id, hwid) DO UPDATE SET"
         " push_token = COALESCE(excluded.push_token, devices.push_token),"
         " device_type = excluded.device_type,"
@@ -213,7 +213,10 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
         " web_p256dh = CASE WHEN excluded.push_token IS NULL THEN devices.web_p256dh"
         " ELSE excluded.web_p256dh END,"
         " web_auth = CASE WHEN excluded.push_token IS NULL THEN devices.web_auth"
-        " ELSE excluded.web_auth END RETURNING id",
+        " ELSE excluded.web_auth END,"
+        # registering a token (the same one again too) is what a gateway's "dead since"
+        # is compared with
+        " token_at = COALESCE(excluded.token_at, devices.token_at) RETURNING id",
         (
             app.id,
             d.hwid,
@@ -232,6 +235,7 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
             d.tz_name,
             d.web_p256dh,
             d.web_auth,
+            now if d.push_token else None,
         ),
     )
     if d.tags:
