@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install pushtrack with its dev tools
 
-run: $(STAMP) ## Start the service on 127.0.0.1:8080 with ./pushtrack.db
-	$(BIN)/pushtrack serve
+run: $(STAMP) ## Start the service on 127.0.0.1:8080 with ./pushtrack.db (a demo app on first start)
+	$(BIN)/pushtrack serve --demo
 
 lint: $(STAMP) ## ruff (check + format --check) and mypy
 	$(BIN)/ruff check src tests bench

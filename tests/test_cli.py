@@ -262,7 +262,7 @@ def create_message(url: str, token: str, app: str) -> dict[str, Any]:
 def test_serve_first_start_makes_a_demo_and_cli_tokens_work(
     cli: Cli, servers: list[Server]
 ) -> None:
-    first = Server(cli, "--json")
+    first = Server(cli, "--json", "--demo")
     servers.append(first)
     lines = [json.loads(line) for line in first.output_until("listening")]
     demo, listening = lines[0], lines[-1]
@@ -293,7 +293,7 @@ def test_serve_first_start_makes_a_demo_and_cli_tokens_work(
     first.stop()
 
     # the second start finds applications and makes no demo
-    second = Server(cli)
+    second = Server(cli, "--demo")
     servers.append(second)
     text = "".join(second.output_until("listening"))
     assert "demo" not in text
@@ -304,3 +304,29 @@ def test_serve_first_start_makes_a_demo_and_cli_tokens_work(
     )
     second.stop()
     assert [a["name"] for a in cli.json("app", "list")] == ["demo", "Shop"]
+
+
+def test_serve_makes_a_demo_only_when_asked_on_an_empty_sqlite_database(
+    cli: Cli, servers: list[Server]
+) -> None:
+    plain = Server(cli)  # no --demo: nothing made, no token printed
+    servers.append(plain)
+    text = "".join(plain.output_until("listening"))
+    assert "token" not in text
+    plain.wait_healthy()
+    plain.stop()
+    assert cli.json("app", "list") == []
+
+    # an account exists already (another one than the demo's): --demo makes nothing
+    cli.json("app", "create", "Shop", "--account", "acme")
+    asked = Server(cli, "--demo")
+    servers.append(asked)
+    text = "".join(asked.output_until("listening"))
+    assert "token" not in text
+    asked.stop()
+    assert cli.json("app", "list") == []
+
+    # `pushtrack demo` makes one on purpose, on any database, and prints its tokens once
+    made = cli.json("demo")
+    assert set(made) == {"application", "server_token", "device_token"}
+    assert [a["code"] for a in cli.json("app", "list")] == [made["application"]]

@@ -134,6 +134,14 @@ def serve(
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
     ] = True,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="On a first start on an empty SQLite database, create a demo application"
+            " and print its tokens (make run does this).",
+        ),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Run the HTTP API (and, unless --no-worker, a worker)."""
@@ -143,9 +151,25 @@ def serve(
         database, host=host, port=port, worker=worker, retention_days=retention_days
     )
     try:
-        run_server(settings, announce=lambda data, text: _emit(as_json, data, text))
+        run_server(settings, announce=lambda data, text: _emit(as_json, data, text), demo=demo)
     except StoreError as exc:
         _fail(f"database: {exc}")
+
+
+@cli.command("demo")
+def demo_command(database: Database = None, as_json: AsJson = False) -> None:
+    """Create a demo application sending through the sandbox; prints its code and a
+    server and a device token (shown once)."""
+    from pushtrack.server import create_demo
+
+    made = _with_store(database, create_demo, create=True)
+    _emit(
+        as_json,
+        made,
+        f"application:  {made['application']}\n"
+        f"server token: {made['server_token']}\n"
+        f"device token: {made['device_token']}",
+    )
 
 
 # -- applications ---------------------------------------------------------------------

@@ -37,9 +37,16 @@ DEMO_SANDBOX = {"failure_rate": 0.05, "retry_rate": 0.05, "latency_ms": 20}
 
 
 async def ensure_demo(store: Store) -> dict[str, Any] | None:
-    """On a store with no applications, create a demo application and its tokens."""
-    if await store.list_apps("default"):
+    """On a SQLite store that has no account yet, create the demo application and its
+    tokens; anywhere else, nothing (a production database never gets unrestricted
+    tokens printed into a service log)."""
+    if not store.url.startswith("sqlite:") or await store.has_accounts():
         return None
+    return await create_demo(store)
+
+
+async def create_demo(store: Store) -> dict[str, Any]:
+    """A demo application sending through the sandbox, and a server and a device token."""
     app = await store.create_app("default", "demo")
     for platform in DEMO_PLATFORMS:
         await store.dispatch.set_gateway(
@@ -73,15 +80,17 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-def run_server(settings: Settings, announce: Announce) -> None:
+def run_server(settings: Settings, announce: Announce, *, demo: bool = False) -> None:
+    """Serve; with ``demo`` (``make run``), a first start on an empty SQLite database
+    creates the demo application and prints its tokens once."""
     _logging()
-    run_loop(_serve(settings, announce))
+    run_loop(_serve(settings, announce, demo))
 
 
-async def _serve(settings: Settings, announce: Announce) -> None:
+async def _serve(settings: Settings, announce: Announce, with_demo: bool) -> None:
     store = open_store(settings.database)
     try:
-        demo = await ensure_demo(store)
+        demo = await ensure_demo(store) if with_demo else None
         if demo:
             announce(
                 demo,

@@ -81,6 +81,10 @@ class Store:
             )
         )
 
+    async def has_accounts(self) -> bool:
+        """Does the store hold any account yet (a first start finds none)?"""
+        return await self.engine.read(tx.has_accounts)
+
     async def list_apps(self, account: str) -> list[App]:
         return await self.engine.read(partial(tx.list_apps, account=account))
 

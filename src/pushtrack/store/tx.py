@@ -96,6 +96,10 @@ def get_app(tx: Tx, code: str) -> App | None:
     return app_from_row(row) if row else None
 
 
+def has_accounts(tx: Tx) -> bool:
+    return tx.one("SELECT 1 FROM accounts LIMIT 1") is not None
+
+
 def list_apps(tx: Tx, account: str) -> list[App]:
     rows = tx.all(
         f"SELECT {APP_COLUMNS} FROM {APP_FROM} WHERE acc.name = ? ORDER BY a.id", (account,)
