@@ -24,6 +24,7 @@ import msgspec
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.delivery.webpush import Subscription
+from pushtrack.domain.notification import refuse_unsupported
 from pushtrack.domain.platforms import ACCEPTED, Platform
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import DAY_US, US, zone_offset
@@ -105,6 +106,9 @@ class SdkContext(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     jailbroken: Any = None
 
 
+_NO_EMAIL = {"email": "no email channel here; devices register with hwid and push_token"}
+
+
 class RegisterDevice(SdkContext, kw_only=True):
     device_type: int
     push_token: LongText | None = None
@@ -123,11 +127,7 @@ class RegisterDevice(SdkContext, kw_only=True):
     email: Any = None
 
     def __post_init__(self) -> None:
-        if self.email is not None:
-            raise ValueError(
-                '"email" is not supported: no email channel here;'
-                " devices register with hwid and push_token"
-            )
+        refuse_unsupported(self, _NO_EMAIL)
 
 
 class UnregisterDevice(SdkContext, kw_only=True):

@@ -12,7 +12,7 @@ from pushtrack.api import filters
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError, ForbiddenError
 from pushtrack.domain import targeting as t
-from pushtrack.domain.notification import Content, fields
+from pushtrack.domain.notification import Content, fields, refuse_unsupported
 from pushtrack.domain.platforms import ACCEPTED
 from pushtrack.domain.timeutil import US
 from pushtrack.store.base import AccessError, App, ConflictError, MessagePlan, Targeting
@@ -32,12 +32,6 @@ UNSUPPORTED_TARGETING: dict[str, str] = {
     "devices_filter": "createMessage takes conditions or a saved filter by name;"
     " a filter expression goes to createTargetedMessage",
 }
-
-
-def _refuse_unsupported(struct: Any, table: dict[str, str]) -> None:
-    for name, reason in table.items():
-        if getattr(struct, name) is not None:
-            raise ValueError(f'"{name}" is not supported: {reason}')
 
 
 class NotificationIn(Content, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
@@ -64,7 +58,7 @@ class NotificationIn(Content, kw_only=True, omit_defaults=True, forbid_unknown_f
     devices_filter: Any = None
 
     def __post_init__(self) -> None:
-        _refuse_unsupported(self, UNSUPPORTED_TARGETING)
+        refuse_unsupported(self, UNSUPPORTED_TARGETING)
         for bad in self.platforms or ():
             if bad not in ACCEPTED:
                 raise ValueError(f"platforms: {bad} is not a known device type")
@@ -86,7 +80,7 @@ class CreateMessage(msgspec.Struct, forbid_unknown_fields=True):
     applications_group: Any = None
 
     def __post_init__(self) -> None:
-        _refuse_unsupported(
+        refuse_unsupported(
             self,
             {"applications_group": "application groups are not kept here; name the application"},
         )

@@ -32,7 +32,7 @@ import msgspec
 from pushtrack.api import filters, messages
 from pushtrack.api.context import Call
 from pushtrack.domain import targeting as t
-from pushtrack.domain.notification import Content, fields
+from pushtrack.domain.notification import Content, fields, refuse_unsupported
 from pushtrack.store.base import MessagePlan, Targeting
 
 WHERE = "request"
@@ -62,9 +62,7 @@ class CreateTargetedMessage(Content, kw_only=True, omit_defaults=True, forbid_un
     filter: Any = None
 
     def __post_init__(self) -> None:
-        for name, reason in REFUSED_TARGETING.items():
-            if getattr(self, name) is not None:
-                raise ValueError(f'"{name}" is not supported: {reason}')
+        refuse_unsupported(self, REFUSED_TARGETING)
         super().__post_init__()
 
 

@@ -322,6 +322,15 @@ def _decode_data(text: str) -> dict[str, Any]:
     return value
 
 
+def refuse_unsupported(struct: Any, table: Mapping[str, str]) -> None:
+    """Refuse the first field of ``table`` (name -> reason) that ``struct`` was given
+    (null counts as absent): ``"<field>" is not supported: <reason>``. Request types
+    declare such fields only to refuse them by name rather than as unknown."""
+    for name, reason in table.items():
+        if getattr(struct, name) is not None:
+            raise ContentError(name, reason, message=f'"{name}" is not supported: {reason}')
+
+
 def _blank(value: Any) -> bool:
     return value is None or value == "" or value == {}
 
@@ -334,9 +343,7 @@ def check(content: Content, platforms: Iterable[int] | None = None) -> None:
     refused only when it is too large for every platform.
     """
     n = content
-    for name, reason in UNSUPPORTED.items():
-        if getattr(n, name) is not None:
-            raise ContentError(name, reason, message=f'"{name}" is not supported: {reason}')
+    refuse_unsupported(n, UNSUPPORTED)
     silent_flags = [
         f for f in ("ios_silent", "android_silent", "huawei_android_silent") if getattr(n, f)
     ]
