@@ -36,6 +36,7 @@ from pushtrack.api.errors import (
     MethodNotFoundError,
     PushtrackError,
 )
+from pushtrack.store.base import StoreUnavailableError
 
 log = logging.getLogger("pushtrack.api")
 
@@ -119,6 +120,8 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             return envelope.ok(await method.handler(call, typed))
         except PushtrackError as exc:
             return envelope.error(exc)
+        except StoreUnavailableError as exc:
+            return envelope.error(envelope.unavailable(exc))
         except Exception:  # noqa: BLE001 - the boundary: no fault leaves as a stack trace
             return envelope.error(envelope.internal(name))
 
@@ -153,6 +156,8 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             return envelope.v2_ok(await method.handler(Call(ctx, name, token), typed))
         except PushtrackError as exc:
             return envelope.v2_error(exc)
+        except StoreUnavailableError as exc:
+            return envelope.v2_error(envelope.unavailable(exc))
         except Exception:  # noqa: BLE001 - the boundary: no fault leaves as a stack trace
             return envelope.v2_error(envelope.internal(name))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any, TypeVar
 
 import msgspec
@@ -21,7 +22,9 @@ from pushtrack.api.errors import (
     MethodNotAllowedError,
     PushtrackError,
     TooLargeError,
+    UnavailableError,
 )
+from pushtrack.store.base import StoreUnavailableError
 
 log = logging.getLogger("pushtrack.api")
 
@@ -176,6 +179,30 @@ async def not_allowed(request: Request, exc: Exception) -> Response:
         response = PlainTextResponse(exc.detail, status_code=exc.status_code)
     response.headers.update(exc.headers or {})
     return response
+
+
+#: Seconds a caller is told to wait when the store cannot be used.
+UNAVAILABLE_RETRY_AFTER = 5
+#: A storage fault is logged once per kind per this many seconds, with a count.
+FAULT_LOG_INTERVAL = 30.0
+_faults: dict[str, tuple[float, int]] = {}
+
+
+def unavailable(exc: StoreUnavailableError) -> PushtrackError:
+    """The 503 a caller sees while the store cannot be used; one log line per fault
+    kind per ``FAULT_LOG_INTERVAL`` (with how many requests it refused), never a
+    traceback per request."""
+    now = time.monotonic()
+    logged_at, missed = _faults.get(exc.kind, (float("-inf"), 0))
+    if now - logged_at >= FAULT_LOG_INTERVAL:
+        more = f" ({missed} more since the last line)" if missed else ""
+        log.error("store unavailable, answering 503: %s%s", exc, more)
+        _faults[exc.kind] = (now, 0)
+    else:
+        _faults[exc.kind] = (logged_at, missed + 1)
+    return UnavailableError(
+        f"Service temporarily unavailable ({exc.kind})", retry_after=UNAVAILABLE_RETRY_AFTER
+    )
 
 
 def internal(where: str) -> PushtrackError:

@@ -70,3 +70,11 @@ class RateLimitedError(PushtrackError):
     http_status = 429
     status_code = 429
     default_message = "Rate limit exceeded"
+
+
+class UnavailableError(PushtrackError):
+    """The store cannot be used right now; the caller tries again after ``Retry-After``."""
+
+    http_status = 503
+    status_code = 503
+    default_message = "Service temporarily unavailable"

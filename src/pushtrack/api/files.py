@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from pushtrack.api import envelope
 from pushtrack.api.context import Context
+from pushtrack.store.base import StoreUnavailableError
 
 _NAME = re.compile(r"^([A-Za-z0-9_-]{16,64})\.zip$")
 
@@ -28,7 +30,15 @@ def endpoint(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
         match = _NAME.match(request.path_params["name"])
         if match is None:
             return _not_found()
-        record = await ctx.store.exports.get_file(match.group(1))
+        try:
+            record = await ctx.store.exports.get_file(match.group(1))
+        except StoreUnavailableError as exc:
+            fault = envelope.unavailable(exc)
+            return JSONResponse(
+                {"error": fault.message},
+                status_code=fault.http_status,
+                headers={"Retry-After": str(fault.retry_after)},
+            )
         if record is None or record.expires_at <= ctx.store_clock():
             return _not_found()
         try:

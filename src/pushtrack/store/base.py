@@ -22,6 +22,19 @@ class StoreError(Exception):
     """The database failed (not the caller's input); the API answers 500."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database cannot be used right now (full, read-only, locked, I/O error,
+    unreachable); the API answers 503 with ``Retry-After`` and the caller tries again.
+
+    ``kind`` names the fault in a few words, the same for every occurrence, so the
+    API can log it once per interval instead of once per request.
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        self.kind = kind
+        super().__init__(f"{kind}: {detail}")
+
+
 class ConflictError(Exception):
     """A write named something that does not exist or is in the wrong state."""
 

@@ -37,7 +37,7 @@ from psycopg.pq import Format
 from psycopg_pool import ConnectionPool
 
 from pushtrack.domain.timeutil import DAY_US, US, now_us
-from pushtrack.store.base import ConflictError, Engine, StoreError, Tx
+from pushtrack.store.base import ConflictError, Engine, StoreError, StoreUnavailableError, Tx
 from pushtrack.store.pg_partitions import ensure_partitions
 from pushtrack.store.pg_schema import migrate
 
@@ -49,6 +49,11 @@ POOL_MIN = 1
 POOL_MAX = 10
 #: How long a unit of work waits for a free connection.
 POOL_TIMEOUT_S = 30.0
+#: How long a unit of work waits for a connection (the executor has one thread per
+#: pooled connection, so only a server that cannot be reached makes it wait).
+CHECKOUT_TIMEOUT_S = 5.0
+#: How long the first connection may take before start-up gives up.
+CONNECT_TIMEOUT_S = 10
 #: Runs of a unit of work that keeps losing races before its error is the caller's.
 ATTEMPTS = 4
 #: Daily partitions kept ready beyond today.
@@ -62,6 +67,7 @@ MAKE_PARTITIONS_MAX = 32
 COPY_MIN_ROWS = 16
 
 _DOMAIN_ERRORS = (ConflictError,)
+_OUT_OF_RESOURCES = (pg_errors.DiskFull, pg_errors.OutOfMemory, pg_errors.InsufficientResources)
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.UniqueViolation)
 _PLAIN_INSERT = re.compile(r"\s*INSERT INTO (\w+) \(([\w\s,]+)\) VALUES \(([?,\s]+)\)\s*")
 _IDENT = re.compile(r"\w+")
@@ -195,6 +201,19 @@ class _PgTx:
         return self._clock()
 
 
+def _translate(exc: psycopg.Error) -> StoreError:
+    """One ``StoreError`` for a driver error: unavailable when the server cannot be
+    used now (unreachable, restarting, out of disk, read-only), so the API answers 503."""
+    if isinstance(exc, _OUT_OF_RESOURCES):
+        return StoreUnavailableError("database out of resources", str(exc))
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+        return StoreUnavailableError("database read-only", str(exc))
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        # unreachable, shutting down, the pool's PoolTimeout, a connection lost
+        return StoreUnavailableError("database unreachable", str(exc))
+    return StoreError(str(exc))
+
+
 class PostgresEngine:
     """The ``Engine`` on a PostgreSQL database."""
 
@@ -218,12 +237,16 @@ class PostgresEngine:
             name="pushtrack",
         )
         try:
+            # One plain connection first: a wrong URL, host or password fails at once
+            # with the server's own words, instead of the pool retrying for its timeout.
+            psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
             self._pool.open(wait=True, timeout=POOL_TIMEOUT_S)
             with self._pool.connection() as conn:
                 migrate(conn)
         except psycopg.Error as exc:
             self._pool.close()
-            raise StoreError(f"cannot open {_redacted(url)}: {exc}") from exc
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot open {_redacted(url)}: {reason}") from exc
         self._executor = ThreadPoolExecutor(max_connections, thread_name_prefix="pg")
         #: Partition upkeep is next due when the clock leaves [_upkept, _upkeep_at).
         self._upkept = 0
@@ -290,10 +313,10 @@ class PostgresEngine:
                 log.info("making the missing events partition of %s", day)
                 self._transact(partial(ensure_partitions, first_day_us=day, last_day_us=day), 1)
             except psycopg.Error as exc:
-                raise StoreError(str(exc)) from exc
+                raise _translate(exc) from exc
 
     def _once(self, fn: Callable[[Tx], T], read: bool) -> T:
-        with self._pool.connection() as conn:
+        with self._pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
             # Under READ COMMITTED every statement takes a fresh snapshot, in a
             # transaction or not: a read gains nothing from BEGIN and COMMIT.
             conn.autocommit = read

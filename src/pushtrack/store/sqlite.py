@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pushtrack.domain.timeutil import now_us
-from pushtrack.store.base import ConflictError, Engine, StoreError, Tx
+from pushtrack.store.base import ConflictError, Engine, StoreError, StoreUnavailableError, Tx
 from pushtrack.store.schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -41,6 +41,27 @@ BUSY_TIMEOUT_MS = 10_000
 
 # Exceptions that are the caller's business, passed through untouched.
 _DOMAIN_ERRORS = (ConflictError,)
+
+#: SQLite's primary result codes that mean "the storage cannot be used now",
+#: not "this statement is wrong": the API answers them 503 with Retry-After.
+_UNAVAILABLE = {
+    5: "database busy",  # SQLITE_BUSY (busy timeout ran out)
+    6: "database locked",  # SQLITE_LOCKED
+    7: "out of memory",  # SQLITE_NOMEM
+    8: "database read-only",  # SQLITE_READONLY
+    10: "disk I/O error",  # SQLITE_IOERR
+    13: "disk full",  # SQLITE_FULL
+    14: "database file cannot be opened",  # SQLITE_CANTOPEN
+    15: "database lock protocol error",  # SQLITE_PROTOCOL
+}
+
+
+def _translate(exc: sqlite3.Error, what: str = "") -> StoreError:
+    """One ``StoreError`` for a driver error: unavailable for storage faults."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    kind = _UNAVAILABLE.get(code & 0xFF) if isinstance(code, int) else None
+    detail = f"{what}{exc}"
+    return StoreUnavailableError(kind, detail) if kind else StoreError(detail)
 
 
 class _Tx:
@@ -266,7 +287,7 @@ class SQLiteEngine:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            failure = StoreError(f"commit failed: {exc}")
+            failure = _translate(exc, "commit failed: ")
             _deliver([(unit, False, failure) for unit in group])
             return
         _deliver(results)
@@ -300,7 +321,7 @@ class SQLiteEngine:
         except _DOMAIN_ERRORS:
             raise
         except sqlite3.Error as exc:
-            raise StoreError(str(exc)) from exc
+            raise _translate(exc) from exc
         return result
 
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
@@ -311,7 +332,7 @@ class SQLiteEngine:
         try:
             result: T = unit.waiter.result()
         except sqlite3.Error as exc:
-            raise StoreError(str(exc)) from exc
+            raise _translate(exc) from exc
         return result
 
     def _reader(self) -> _Tx:
@@ -334,7 +355,7 @@ class SQLiteEngine:
             finally:
                 tx.conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(str(exc)) from exc
+            raise _translate(exc) from exc
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         if self._closed:

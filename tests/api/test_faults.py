@@ -1,0 +1,228 @@
+"""Storage faults answer 503 with Retry-After in the envelope, and the service
+recovers by itself once the storage is back; nothing acknowledged is lost.
+
+SQLite: the database on a small tmpfs that is then filled up (disk full).
+PostgreSQL: the server reached through a TCP proxy that the test takes down and
+brings back (an outage or a restart, as the service sees it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ENGINES, fresh_database_url
+from tests.support import Service, service
+
+DEVICES = [f"fault-device-{i:04d}" for i in range(400)]
+
+
+def _send(svc: Service) -> tuple[int, dict[str, object], dict[str, str]]:
+    resp = svc.call(
+        "createMessage",
+        {
+            "auth": svc.server_token,
+            "application": svc.app.code,
+            "notifications": [{"content": "x" * 2000, "devices": DEVICES}],
+        },
+    )
+    return resp.status_code, resp.json(), dict(resp.headers)
+
+
+def _assert_unavailable(status: int, body: dict[str, object], headers: dict[str, str]) -> None:
+    assert status == 503, body
+    assert body["status_code"] == 503
+    assert "temporarily unavailable" in str(body["status_message"])
+    assert body["response"] is None
+    assert int(headers["retry-after"]) > 0
+
+
+# -- SQLite: disk full ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    mount.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        mount.rmdir()
+        pytest.fail(f"this test needs to mount a tmpfs (run as root): {exc}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        mount.rmdir()
+
+
+def _fill(path: Path) -> None:
+    """Take every free byte of the file system ``path`` is on."""
+    with open(path, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")
+def test_sqlite_disk_full_is_503_then_recovers(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    with (
+        _tmpfs(tmp_path / "disk", "4m") as mount,
+        service(f"sqlite:///{mount}/pushtrack.db") as svc,
+    ):
+        for hwid in DEVICES[:5]:
+            svc.register(hwid)
+        status, body, _ = _send(svc)
+        assert status == 200, body
+        acknowledged = [body]
+
+        _fill(mount / "filler")
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="pushtrack.api"):
+            answers = [_send(svc) for _ in range(6)]
+        refused = [a for a in answers if a[0] != 200]
+        acknowledged += [a[1] for a in answers if a[0] == 200]
+        assert refused, "a full disk must refuse writes"
+        for answer in refused:
+            _assert_unavailable(*answer)
+        assert not any(r.exc_info for r in caplog.records), "no traceback per request"
+        assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) <= 1
+
+        (mount / "filler").unlink()
+        status, body, _ = _send(svc)
+        assert status == 200, body
+        acknowledged.append(body)
+
+        # every acknowledged message is there, whole
+        for answer in acknowledged:
+            code = answer["response"]["Messages"][0]  # type: ignore[index]
+            rows = svc.db.rows(
+                "SELECT COUNT(*) FROM deliveries d JOIN messages m ON m.id = d.message_id "
+                "WHERE m.code = ?",
+                (code,),
+            )
+            assert rows[0][0] == len(DEVICES)
+
+
+# -- PostgreSQL: the server goes away and comes back -------------------------------------
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that can be taken down (every connection cut) and
+    brought back on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        assert self._listener is not None
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._listener = None
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.skipif("postgresql" not in ENGINES, reason="needs psycopg")
+def test_postgres_outage_is_503_then_recovers(pg_template: str, tmp_path: Path) -> None:
+    for url in fresh_database_url("postgresql", tmp_path, pg_template):
+        head, _, tail = url.rpartition("@")
+        host, _, rest = tail.partition("/")
+        proxy = Proxy((host.split(":")[0], int(host.split(":")[1])))
+        proxy.start()
+        via_proxy = f"{head}@127.0.0.1:{proxy.port}/{rest}"
+        with service(via_proxy) as svc:
+            for hwid in DEVICES[:5]:
+                svc.register(hwid)
+            status, body, _ = _send(svc)
+            assert status == 200, body
+
+            proxy.stop()
+            _assert_unavailable(*_send(svc))
+            read = svc.call("listTags", {"auth": svc.server_token, "application": svc.app.code})
+            _assert_unavailable(read.status_code, read.json(), dict(read.headers))
+
+            proxy.start()
+            for _ in range(30):  # the pool reconnects in the background
+                status, body, _ = _send(svc)
+                if status == 200:
+                    break
+            assert status == 200, body
+            assert svc.db.count("messages") == 2
+
+
+def test_wrong_postgres_url_fails_at_once_with_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = shutil.which("pushtrack", path=os.path.dirname(sys.executable))
+    assert exe is not None
+    out = subprocess.run(
+        [exe, "serve", "--database", f"postgresql://127.0.0.1:{port}/nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert out.returncode != 0
+    text = " ".join((out.stdout + out.stderr).split())
+    assert "cannot open postgresql://127.0.0.1" in text
+    assert "Connection refused" in text
+    assert "Traceback" not in text
