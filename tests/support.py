@@ -22,6 +22,7 @@ from pushtrack import config
 from pushtrack.api import auth
 from pushtrack.api.app import create_app
 from pushtrack.api.context import CACHE_SECONDS, Context
+from pushtrack.api.protocol import server_config
 from pushtrack.domain import codes
 from pushtrack.store import Store, open_store
 from pushtrack.store.base import App
@@ -236,15 +237,14 @@ class Service:
 class ServerThread:
     """uvicorn serving an app in a background thread, on an ephemeral port."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, settings: config.Settings | None = None) -> None:
         self.port = free_port()
-        cfg = uvicorn.Config(
+        cfg = server_config(
             app,
+            settings or config.Settings(),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            access_log=False,
-            lifespan="on",
         )
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -297,7 +297,7 @@ def service(
         cfg = config.load({"database": database_url, **settings}, env={})
         ctx = Context.build(cfg, store, cache_seconds=cache_seconds)
         with (
-            ServerThread(create_app(ctx)) as srv,
+            ServerThread(create_app(ctx), cfg) as srv,
             httpx.Client(base_url=srv.url, timeout=30) as http,
         ):
             svc = Service(

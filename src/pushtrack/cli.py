@@ -145,7 +145,7 @@ def serve(
     as_json: AsJson = False,
 ) -> None:
     """Run the HTTP API (and, unless --no-worker, a worker)."""
-    from pushtrack.server import run_server
+    from pushtrack.server import ListenError, run_server
 
     settings = _settings(
         database, host=host, port=port, worker=worker, retention_days=retention_days
@@ -154,6 +154,8 @@ def serve(
         run_server(settings, announce=lambda data, text: _emit(as_json, data, text), demo=demo)
     except StoreError as exc:
         _fail(f"database: {exc}")
+    except ListenError as exc:
+        _fail(str(exc))
 
 
 @cli.command("demo")

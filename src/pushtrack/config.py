@@ -25,6 +25,15 @@ class Settings:
     port: int = 8080
     #: Largest request body accepted, in bytes.
     max_body_bytes: int = 4 * 1024 * 1024
+    #: Seconds a client has to send a request's headers (from connecting, or from the
+    #: request's first byte), then its body (from the end of the headers); past
+    #: either the connection is closed.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    #: Seconds an idle keep-alive connection stays open after a response.
+    keepalive_timeout_seconds: float = 5.0
+    #: Connections and requests in flight at once; above it new ones get 503.
+    max_connections: int = 1000
     #: Requests per second allowed per token (0: no limit), with this burst.
     rate_limit: float = 0.0
     rate_burst: int = 100
@@ -60,6 +69,17 @@ class Settings:
             raise ValueError(f"port {self.port} is out of range")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if (
+            min(
+                self.header_timeout_seconds,
+                self.body_timeout_seconds,
+                self.keepalive_timeout_seconds,
+            )
+            <= 0
+        ):
+            raise ValueError("header, body and keep-alive timeouts must be positive")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         if self.rate_limit < 0 or self.rate_burst < 1:
             raise ValueError("rate_limit must be >= 0 and rate_burst >= 1")
         if self.retention_days < 1:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -14,6 +16,7 @@ import uvicorn
 from pushtrack.api import auth
 from pushtrack.api.app import create_app
 from pushtrack.api.context import Context
+from pushtrack.api.protocol import server_config
 from pushtrack.config import Settings
 from pushtrack.domain import codes
 from pushtrack.domain.platforms import Platform
@@ -87,7 +90,38 @@ def run_server(settings: Settings, announce: Announce, *, demo: bool = False) ->
     run_loop(_serve(settings, announce, demo))
 
 
+class ListenError(Exception):
+    """The address cannot be listened on (in use, not ours, not permitted)."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, before anything claims to be listening."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = " (another process is listening there; choose another --port)"
+        raise ListenError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            + (hint if exc.errno == errno.EADDRINUSE else "")
+        ) from exc
+    return sock
+
+
 async def _serve(settings: Settings, announce: Announce, with_demo: bool) -> None:
+    sock = listen(settings.host, settings.port)
+    try:
+        await _serve_on(sock, settings, announce, with_demo)
+    finally:
+        sock.close()
+
+
+async def _serve_on(
+    sock: socket.socket, settings: Settings, announce: Announce, with_demo: bool
+) -> None:
     store = open_store(settings.database)
     try:
         demo = await ensure_demo(store) if with_demo else None
@@ -101,14 +135,7 @@ async def _serve(settings: Settings, announce: Announce, with_demo: bool) -> Non
                 "Tokens are shown once; create more with `pushtrack token create`.",
             )
         ctx = Context.build(settings, store)
-        config = uvicorn.Config(
-            create_app(ctx),
-            host=settings.host,
-            port=settings.port,
-            access_log=False,
-            log_level="info",
-            lifespan="on",
-        )
+        config = server_config(create_app(ctx), settings)
         server = uvicorn.Server(config)
         stop = asyncio.Event()
         worker_task = None
@@ -119,7 +146,7 @@ async def _serve(settings: Settings, announce: Announce, with_demo: bool) -> Non
             where, f"pushtrack listening on {where['listening']} (database {where['database']})"
         )
         try:
-            await server.serve()  # returns on SIGINT/SIGTERM
+            await server.serve(sockets=[sock])  # returns on SIGINT/SIGTERM
         finally:
             stop.set()
             if worker_task is not None:

@@ -13,11 +13,12 @@ from typing import Any, TypeVar
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
 from pushtrack.api.errors import (
     ArgumentError,
+    IncompleteError,
     MalformedError,
     MethodNotAllowedError,
     PushtrackError,
@@ -45,11 +46,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise MalformedError from None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLargeError
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLargeError
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise IncompleteError from None
     return b"".join(chunks)
 
 

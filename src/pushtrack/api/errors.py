@@ -34,6 +34,12 @@ class MalformedError(PushtrackError):
     default_message = "Malformed request string"
 
 
+class IncompleteError(MalformedError):
+    """The client went away (or was cut off by a read deadline) before its whole body came."""
+
+    default_message = "Request body incomplete"
+
+
 class AuthError(PushtrackError):
     http_status = 401
     status_code = 401

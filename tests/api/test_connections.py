@@ -1,0 +1,176 @@
+"""Slow and idle clients cannot hold connections or memory: read deadlines for
+headers and bodies, and a port in use is reported before anything claims to listen."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import free_port
+
+BODY = 4_000_000
+SENT = 1_000_000
+STALLED = 30
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@contextlib.contextmanager
+def _serve(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    exe = shutil.which("pushtrack", path=os.path.dirname(sys.executable))
+    assert exe is not None
+    proc = subprocess.Popen(
+        [
+            exe,
+            "serve",
+            "--no-worker",
+            "--port",
+            str(port),
+            "--database",
+            f"sqlite:///{tmp_path}/db",
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            time.sleep(0.05)
+        yield proc, url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """True if the server closes ``sock`` (EOF or reset) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)))
+
+
+def _stalled_wave(url: str) -> list[socket.socket]:
+    """Connections that send nothing, half their headers, or a quarter of a body."""
+    idle = _connect(url)
+    half_headers = _connect(url)
+    half_headers.sendall(b"POST /json/1.3/createMessage HTTP/1.1\r\nHost: x\r\n")
+    bodies = []
+    for _ in range(STALLED):
+        s = _connect(url)
+        s.sendall(
+            b"POST /json/1.3/createMessage HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {BODY}\r\n\r\n".encode()
+            + b" " * SENT
+        )
+        bodies.append(s)
+    return [idle, half_headers, *bodies]
+
+
+def test_idle_and_half_sent_requests_are_closed_and_memory_returned(tmp_path: Path) -> None:
+    with _serve(
+        tmp_path,
+        PUSHTRACK_HEADER_TIMEOUT_SECONDS="1",
+        PUSHTRACK_BODY_TIMEOUT_SECONDS="2",
+    ) as (proc, url):
+        before = _rss_kb(proc.pid)
+        peaks = []
+        for _ in range(3):
+            wave = _stalled_wave(url)
+            time.sleep(0.5)
+            peaks.append(_rss_kb(proc.pid) - before)
+            # the service goes on answering others meanwhile
+            assert httpx.get(f"{url}/healthz").status_code == 200
+            assert all(_closed_by_server(s, 10) for s in wave), "a stalled client stayed open"
+            for s in wave:
+                s.close()
+        assert peaks[0] > STALLED * SENT // 1024 // 2, "the partial bodies were read"
+        # what one wave held was freed and reused by the next: no growth per wave
+        assert peaks[2] < peaks[0] * 1.5, peaks
+        assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_a_prompt_client_is_not_cut_off(tmp_path: Path) -> None:
+    with _serve(tmp_path, PUSHTRACK_HEADER_TIMEOUT_SECONDS="1") as (_, url):
+        with httpx.Client(base_url=url) as client:  # keep-alive: one connection
+            for _ in range(3):
+                assert client.get("/healthz").status_code == 200
+                time.sleep(0.6)  # idle between requests, below the keep-alive timeout
+        body = b'{"request": {}}'
+        s = _connect(url)
+        s.sendall(
+            b"POST /json/1.3/createMessage HTTP/1.1\r\nHost: x\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        time.sleep(0.5)  # the body comes a little later, within its deadline
+        s.sendall(body)
+        s.settimeout(10)
+        assert s.recv(65536).startswith(b"HTTP/1.1 401 ")
+        s.close()
+
+
+def test_serve_on_a_port_in_use_says_so_and_never_claims_to_listen(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        exe = shutil.which("pushtrack", path=os.path.dirname(sys.executable))
+        assert exe is not None
+        out = subprocess.run(
+            [exe, "serve", "--port", str(port), "--database", f"sqlite:///{tmp_path}/db"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    text = " ".join((out.stdout + out.stderr).split())
+    assert out.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in text
+    assert "in use" in text
+    assert "listening" not in text.replace("is listening there", "")
+    assert not (tmp_path / "db").exists(), "nothing was started"
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_timeouts_must_be_positive(tmp_path: Path, value: str) -> None:
+    exe = shutil.which("pushtrack", path=os.path.dirname(sys.executable))
+    assert exe is not None
+    out = subprocess.run(
+        [exe, "serve", "--database", f"sqlite:///{tmp_path}/db"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PUSHTRACK_BODY_TIMEOUT_SECONDS": value},
+    )
+    assert out.returncode != 0
+    assert "timeouts must be positive" in " ".join((out.stdout + out.stderr).split())
