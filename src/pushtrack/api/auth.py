@@ -44,7 +44,12 @@ def check_method(token: TokenInfo, method: str, *, server_method: bool) -> None:
 
 
 def check_app(token: TokenInfo, app: App) -> None:
-    if token.apps is not None and app.code not in token.apps:
+    check_app_code(token, app.code)
+
+
+def check_app_code(token: TokenInfo, code: str) -> None:
+    """A token restricted to some applications may name no other, existing or not."""
+    if token.apps is not None and code not in token.apps:
         raise ForbiddenError
 
 

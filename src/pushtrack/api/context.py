@@ -78,10 +78,12 @@ class Call:
         """The application a server call names, checked against the token."""
         if not isinstance(code, str) or not code:
             raise ArgumentError("application: required")
+        if self.token is not None:
+            # before the lookup, so a restricted token cannot tell whether it exists
+            auth.check_app_code(self.token, code)
         app = await self.ctx.app(code)
         if app is None or self.token is None or app.account != self.token.account:
             raise ArgumentError(f"application: {code} not found")
-        auth.check_app(self.token, app)
         return app
 
     async def device_app_for(self, code: Any) -> App:
@@ -93,7 +95,7 @@ class Call:
             if app is None or app.device_token_required:
                 raise AuthError
             return app
+        auth.check_app_code(self.token, code)
         if app is None or app.account != self.token.account:
             raise ArgumentError(f"application: {code} not found")
-        auth.check_app(self.token, app)
         return app

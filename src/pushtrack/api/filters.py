@@ -22,7 +22,7 @@ import msgspec
 
 from pushtrack.api import auth
 from pushtrack.api.context import Call
-from pushtrack.api.errors import ArgumentError, ForbiddenError
+from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import targeting as t
 from pushtrack.store.base import App
 from pushtrack.store.targeting import SelectionError, TagError
@@ -140,10 +140,11 @@ async def devices_filter_selection(
 
 
 async def _app_in_expression(call: Call, code: str, field: str) -> App:
+    if call.token is not None:
+        auth.check_app_code(call.token, code)  # before the lookup: existence stays hidden
     app = await call.ctx.app(code)
     if app is None or call.token is None or app.account != call.token.account:
         raise ArgumentError(f"{field}: application {code} not found")
-    auth.check_app(call.token, app)
     return app
 
 
@@ -211,9 +212,9 @@ async def list_filters(call: Call, r: ListFilters) -> dict[str, Any]:
 async def delete_filter(call: Call, r: DeleteFilter) -> None:
     assert call.token is not None
     saved = await call.ctx.store.targeting.get_filter(call.token.account, r.name)
-    if saved is None:
-        raise ArgumentError(f'name: no filter named "{r.name}"')
     allowed = call.token.apps
-    if saved.application is not None and allowed is not None and saved.application not in allowed:
-        raise ForbiddenError
+    hidden = saved is not None and saved.application is not None and allowed is not None
+    if saved is None or (hidden and saved.application not in (allowed or ())):
+        # another application's filter reads as no filter to a restricted token
+        raise ArgumentError(f'name: no filter named "{r.name}"')
     await call.ctx.store.targeting.delete_filter(call.token.account, r.name)

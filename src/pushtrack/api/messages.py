@@ -10,7 +10,7 @@ import msgspec
 
 from pushtrack.api import filters
 from pushtrack.api.context import Call
-from pushtrack.api.errors import ArgumentError, ForbiddenError
+from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import targeting as t
 from pushtrack.domain.notification import Content, fields, refuse_unsupported
 from pushtrack.domain.platforms import ACCEPTED
@@ -202,6 +202,8 @@ async def delete_message(call: Call, r: DeleteMessage) -> None:
     try:
         await call.ctx.store.delete_message(call.token.account, call.token.apps, r.message)
     except AccessError:
-        raise ForbiddenError from None
+        # the same answer as for a code that names nothing: a token restricted to
+        # some applications cannot tell whether another's message exists
+        raise ArgumentError("message: message not found") from None
     except ConflictError as exc:
         raise ArgumentError(f"message: {exc}") from None
