@@ -58,3 +58,58 @@ def test_concurrent_engines_never_claim_a_job_twice(engine: Engine) -> None:
         lambda tx: tx.all("SELECT lease_owner, COUNT(*) FROM jobs GROUP BY lease_owner")
     )
     assert dict(owners) == {k: len(v) for k, v in claimed.items() if v}
+
+
+def _enqueue(engine: Engine, kind: str, account: str, n: int, run_at: int) -> list[str]:
+    return [
+        engine.write_sync(
+            partial(jobstore.enqueue, kind=kind, account=account, params={"n": i}, run_at=run_at)
+        )
+        for i in range(n)
+    ]
+
+
+def _claim(engine: Engine, limit: int) -> list[jobstore.Job]:
+    return engine.write_sync(
+        partial(
+            jobstore.claim,
+            owner="w",
+            kinds=("dispatch", "tracking_log"),
+            limit=limit,
+            lease_us=600_000_000,
+        )
+    )
+
+
+def test_a_backlog_of_one_account_does_not_hold_back_anothers_export(engine: Engine) -> None:
+    now = engine.clock()
+    _enqueue(engine, "dispatch", "busy", 200, now - 60_000_000)  # waiting for a minute
+    [export] = _enqueue(engine, "tracking_log", "quiet", 1, now)
+    # workers take one job at a time as slots free up: the export is the second
+    first = _claim(engine, 1)
+    second = _claim(engine, 1)
+    assert first[0].account == "busy"
+    assert second[0].request_id == export
+
+
+def test_busy_groups_share_the_workers_evenly(engine: Engine) -> None:
+    now = engine.clock()
+    _enqueue(engine, "dispatch", "a", 50, now - 30_000_000)
+    _enqueue(engine, "dispatch", "b", 50, now)
+    _enqueue(engine, "tracking_log", "a", 50, now)
+    taken = [job for _ in range(12) for job in _claim(engine, 1)]
+    groups = [(j.account, j.kind) for j in taken]
+    assert groups.count(("a", "dispatch")) == 4
+    assert groups.count(("b", "dispatch")) == 4
+    assert groups.count(("a", "tracking_log")) == 4
+    # within a group, the queue's own order
+    a_dispatch = [j.params["n"] for j in taken if (j.account, j.kind) == ("a", "dispatch")]
+    assert a_dispatch == sorted(a_dispatch) == [0, 1, 2, 3]
+
+
+def test_a_batch_claim_interleaves_groups(engine: Engine) -> None:
+    now = engine.clock()
+    _enqueue(engine, "dispatch", "a", 30, now - 30_000_000)
+    _enqueue(engine, "tracking_log", "b", 2, now)
+    batch = _claim(engine, 4)
+    assert [(j.account, j.kind) for j in batch].count(("b", "tracking_log")) == 2

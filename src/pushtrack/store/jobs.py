@@ -72,28 +72,74 @@ def enqueue(tx: Tx, *, kind: str, account: str | None, params: dict[str, Any], r
     return request_id
 
 
+#: Due jobs considered per claim beyond the ones wanted (some may be locked by
+#: another worker on PostgreSQL).
+_CANDIDATES_PER_SLOT = 4
+
+
 def claim(tx: Tx, *, owner: str, kinds: Sequence[str], limit: int, lease_us: int) -> list[Job]:
+    """Claim up to ``limit`` due jobs, fairly across accounts and kinds.
+
+    Due jobs are grouped by (account, kind). A group's jobs are ranked by their
+    place in the group's own queue plus how many of the group's jobs are running
+    now, and claimed in rank order: one account's backlog of dispatch jobs takes
+    its turn beside another account's export instead of ahead of it, and two
+    busy groups share the workers evenly.
+    """
     now = tx.now()
     marks = ",".join("?" * len(kinds))
-    lock = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
+    due = f"kind IN ({marks}) AND ((state = ? AND run_at <= ?) OR (state = ? AND lease_until < ?))"
+    ranked = tx.all(
+        "WITH busy AS ("
+        "  SELECT COALESCE(account_id, 0) AS acc, kind, COUNT(*) AS n FROM jobs"
+        "  WHERE state = ? AND lease_until >= ? GROUP BY COALESCE(account_id, 0), kind),"
+        " due AS ("
+        "  SELECT id, COALESCE(account_id, 0) AS acc, kind, run_at,"
+        "   ROW_NUMBER() OVER (PARTITION BY COALESCE(account_id, 0), kind"
+        "    ORDER BY run_at, id) AS place"
+        f"  FROM jobs WHERE {due})"
+        " SELECT d.id FROM due d LEFT JOIN busy b ON b.acc = d.acc AND b.kind = d.kind"
+        " ORDER BY d.place + COALESCE(b.n, 0), d.run_at, d.id LIMIT ?",
+        (
+            RUNNING,
+            now,
+            *kinds,
+            PENDING,
+            now,
+            RUNNING,
+            now,
+            limit * _CANDIDATES_PER_SLOT,
+        ),
+    )
+    if not ranked:
+        return []
+    order = {r[0]: i for i, r in enumerate(ranked)}
+    if tx.dialect == "postgresql":
+        # lock what no other worker holds; still due (another may have claimed it)
+        free = tx.all(
+            f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(order))}) AND {due}"
+            " FOR UPDATE SKIP LOCKED",
+            (*order, *kinds, PENDING, now, RUNNING, now),
+        )
+        chosen = sorted((r[0] for r in free), key=order.__getitem__)[:limit]
+    else:
+        chosen = list(order)[:limit]
+    if not chosen:
+        return []
+    marks_ids = ",".join("?" * len(chosen))
     rows = tx.all(
         "UPDATE jobs SET state = ?, lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
-        " updated_at = ? WHERE id IN ("
-        f"  SELECT id FROM jobs WHERE kind IN ({marks}) AND ("
-        "   (state = ? AND run_at <= ?) OR (state = ? AND lease_until < ?))"
-        f"  ORDER BY run_at, id LIMIT ?{lock})"
-        " RETURNING id",
-        (RUNNING, owner, now + lease_us, now, *kinds, PENDING, now, RUNNING, now, limit),
+        f" updated_at = ? WHERE id IN ({marks_ids}) AND {due} RETURNING id",
+        (RUNNING, owner, now + lease_us, now, *chosen, *kinds, PENDING, now, RUNNING, now),
     )
     if not rows:
         return []
     ids = [r[0] for r in rows]
     found = tx.all(
-        f"SELECT {_COLUMNS} FROM {_FROM} WHERE j.id IN ({','.join('?' * len(ids))})"
-        " ORDER BY j.run_at, j.id",
+        f"SELECT {_COLUMNS} FROM {_FROM} WHERE j.id IN ({','.join('?' * len(ids))})",
         ids,
     )
-    return [_job(r) for r in found]
+    return sorted((_job(r) for r in found), key=lambda j: order[j.id])
 
 
 def heartbeat(tx: Tx, *, job_id: int, owner: str, lease_us: int) -> bool:
