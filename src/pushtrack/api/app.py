@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pushtrack import metrics
 from pushtrack.api import (
     auth,
     devices,
@@ -109,6 +111,8 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
 
     async def json13(request: Request) -> Response:
         name = request.path_params["method"]
+        started = time.perf_counter()
+        status = 200
         try:
             method = JSON13.get(name)
             if method is None:
@@ -119,14 +123,21 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             typed = envelope.convert(data, method.request)
             return envelope.ok(await method.handler(call, typed))
         except PushtrackError as exc:
+            status = exc.status_code
             return envelope.error(exc)
         except StoreUnavailableError as exc:
+            status = 503
             return envelope.error(envelope.unavailable(exc))
         except Exception:  # noqa: BLE001 - the boundary: no fault leaves as a stack trace
+            status = 500
             return envelope.error(envelope.internal(name))
+        finally:
+            _observe("json13", name if name in JSON13 else "unknown", status, started)
 
     async def v2(request: Request) -> Response:
         name = request.path_params["method"]
+        started = time.perf_counter()
+        status = 200
         try:
             method = V2.get(name)
             if method is None:
@@ -155,11 +166,16 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             typed = envelope.convert(data, method.request)
             return envelope.v2_ok(await method.handler(Call(ctx, name, token), typed))
         except PushtrackError as exc:
+            status = 400 if exc.http_status == 200 else exc.http_status
             return envelope.v2_error(exc)
         except StoreUnavailableError as exc:
+            status = 503
             return envelope.v2_error(envelope.unavailable(exc))
         except Exception:  # noqa: BLE001 - the boundary: no fault leaves as a stack trace
+            status = 500
             return envelope.v2_error(envelope.internal(name))
+        finally:
+            _observe("v2", name if name in V2 else "unknown", status, started)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -176,12 +192,18 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz(ctx), methods=["GET"]),
         Route("/files/{name}", files.endpoint(ctx), methods=["GET", "HEAD"]),
+        Route("/metrics", health.metrics(ctx), methods=["GET"]),
     ]
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={405: envelope.not_allowed}
     )
     app.state.ctx = ctx
     return app
+
+
+def _observe(api: str, method: str, status: int, started: float) -> None:
+    metrics.REQUESTS.labels(api, method, str(status)).inc()
+    metrics.REQUEST_SECONDS.labels(api, method).observe(time.perf_counter() - started)
 
 
 async def _authenticate(

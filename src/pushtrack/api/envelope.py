@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
+from pushtrack import metrics
 from pushtrack.api.errors import (
     ArgumentError,
     IncompleteError,
@@ -196,6 +197,7 @@ def unavailable(exc: StoreUnavailableError) -> PushtrackError:
     """The 503 a caller sees while the store cannot be used; one log line per fault
     kind per ``FAULT_LOG_INTERVAL`` (with how many requests it refused), never a
     traceback per request."""
+    metrics.STORE_UNAVAILABLE.labels(exc.kind).inc()
     now = time.monotonic()
     logged_at, missed = _faults.get(exc.kind, (float("-inf"), 0))
     if now - logged_at >= FAULT_LOG_INTERVAL:

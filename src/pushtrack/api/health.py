@@ -1,4 +1,5 @@
-"""Probes for supervisors: ``/healthz`` (the process answers) and ``/readyz`` (it can serve).
+"""Probes for supervisors: ``/healthz`` (the process answers) and ``/readyz`` (it can
+serve); ``/metrics`` for Prometheus.
 
 ``/health`` (kept as it was) and ``/healthz`` touch nothing. ``/readyz`` asks the
 store one cheap question, within ``READY_TIMEOUT_S``: which migrations the database
@@ -11,9 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from pushtrack import metrics as m
 from pushtrack.api.context import Context
 from pushtrack.store.base import StoreError
 
@@ -47,3 +50,27 @@ async def _problems(ctx: Context) -> list[str]:
     if applied != known:
         return [f"store: schema at migration {applied}, this pushtrack expects {known}"]
     return []
+
+
+def metrics(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
+    """Prometheus' text format; the job queue gauges are read from the store first
+    (within ``READY_TIMEOUT_S``; a store that does not answer leaves them as they were)."""
+
+    async def scrape(request: Request) -> Response:
+        try:
+            depth = await asyncio.wait_for(ctx.store.jobs.queue_depth(), READY_TIMEOUT_S)
+        except (TimeoutError, StoreError):
+            depth = None
+        if depth is not None:
+            m.JOBS_QUEUED.clear()
+            m.JOB_OLDEST_SECONDS.clear()
+            now = ctx.store_clock()
+            for q in depth:
+                m.JOBS_QUEUED.labels(q.kind, "due").set(q.due)
+                m.JOBS_QUEUED.labels(q.kind, "running").set(q.running)
+                waited = 0.0 if q.oldest_due_at is None else (now - q.oldest_due_at) / 1e6
+                m.JOB_OLDEST_SECONDS.labels(q.kind).set(max(0.0, waited))
+        body = await asyncio.to_thread(generate_latest)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return scrape

@@ -20,12 +20,14 @@ import queue
 import re
 import secrets
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from pushtrack import metrics
 from pushtrack.config import Settings
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, parse_day, to_wire, window_start
@@ -253,6 +255,7 @@ def handler(settings: Settings, store: Store) -> Handler:
         fid = file_id()
         path = directory / f"{fid}.zip"
         stop = threading.Event()
+        started = time.perf_counter()
         try:
             result = await asyncio.to_thread(
                 _export_job, store, query, path, csv_name(day, app_code), stop
@@ -260,6 +263,8 @@ def handler(settings: Settings, store: Store) -> Handler:
         except asyncio.CancelledError:
             stop.set()  # the thread stops at its next page and removes its partial file
             raise
+        metrics.EXPORT_SECONDS.observe(time.perf_counter() - started)
+        metrics.EXPORT_ROWS.inc(result.rows)
         now = store.clock()
         record = FileRecord(
             id=fid,

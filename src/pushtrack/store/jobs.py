@@ -207,6 +207,29 @@ def get(tx: Tx, *, request_id: str, account: str) -> Job | None:
     return _job(row) if row else None
 
 
+class QueueDepth(msgspec.Struct, frozen=True):
+    kind: str
+    #: jobs due now and waiting, and jobs running (their lease held)
+    due: int
+    running: int
+    #: when the oldest due job became due (µs), None if none is due
+    oldest_due_at: int | None
+
+
+def queue_depth(tx: Tx) -> list[QueueDepth]:
+    """What waits and what runs, per kind (scheduled jobs not yet due are left out)."""
+    now = tx.now()
+    rows = tx.all(
+        "SELECT kind,"
+        " SUM(CASE WHEN state = ? AND run_at <= ? THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN state = ? THEN 1 ELSE 0 END),"
+        " MIN(CASE WHEN state = ? AND run_at <= ? THEN run_at END)"
+        " FROM jobs WHERE state IN (?, ?) GROUP BY kind ORDER BY kind",
+        (PENDING, now, RUNNING, PENDING, now, PENDING, RUNNING),
+    )
+    return [QueueDepth(r[0], int(r[1] or 0), int(r[2] or 0), r[3]) for r in rows]
+
+
 class JobStore:
     """The jobs part of the ``Store``: ``store.jobs``."""
 
@@ -256,3 +279,6 @@ class JobStore:
 
     async def get(self, request_id: str, account: str) -> Job | None:
         return await self.engine.read(partial(get, request_id=request_id, account=account))
+
+    async def queue_depth(self) -> list[QueueDepth]:
+        return await self.engine.read(queue_depth)

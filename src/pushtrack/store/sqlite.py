@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pushtrack.domain.timeutil import now_us
+from pushtrack.metrics import WRITER_BATCH
 from pushtrack.store.base import ConflictError, Engine, StoreError, StoreUnavailableError, Tx
 from pushtrack.store.schema import MIGRATIONS
 
@@ -271,6 +272,7 @@ class SQLiteEngine:
         rolled back and the group runs again with a savepoint per unit, so the
         failing unit rolls back alone. Units are written to be safe to run twice.
         """
+        WRITER_BATCH.observe(len(group))
         results: list[tuple[_Unit, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")

@@ -1,0 +1,47 @@
+"""Every Prometheus metric the process keeps, in one place; ``GET /metrics`` shows them.
+
+Metrics are per process: ``serve`` shows its API and its in-process worker;
+a separate ``pushtrack worker`` keeps its own (scrape each ``serve``; a
+worker's jobs show in the queue gauges every ``serve`` reads from the store).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+#: The API: one sample per request, by method (unknown names as "unknown") and the
+#: answer's status code (JSON 1.3's ``status_code``, v2's HTTP status).
+REQUESTS = Counter("pushtrack_requests", "API requests answered", ["api", "method", "status"])
+REQUEST_SECONDS = Histogram(
+    "pushtrack_request_seconds",
+    "Time to answer an API request",
+    ["api", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+#: The job queue, read from the store at each scrape: jobs due or running, and how
+#: long the oldest due one has waited.
+JOBS_QUEUED = Gauge("pushtrack_jobs_queued", "Jobs due or running", ["kind", "state"])
+JOB_OLDEST_SECONDS = Gauge(
+    "pushtrack_job_oldest_wait_seconds", "How long the oldest due job has waited", ["kind"]
+)
+
+#: Units of work committed together by the SQLite writer (group commit).
+WRITER_BATCH = Histogram(
+    "pushtrack_writer_batch_units",
+    "Units of work per SQLite writer transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+
+#: Export jobs (getTrackingLog): how long each took and how many rows it wrote.
+EXPORT_SECONDS = Histogram(
+    "pushtrack_export_seconds",
+    "Time to write one tracking-log export",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+EXPORT_ROWS = Counter("pushtrack_export_rows", "Rows written into tracking-log exports")
+
+#: Store faults answered 503, by kind ("disk full", "database unreachable", ...).
+STORE_UNAVAILABLE = Counter(
+    "pushtrack_store_unavailable", "Requests answered 503 for a storage fault", ["kind"]
+)
