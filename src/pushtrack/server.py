@@ -140,7 +140,8 @@ async def _serve_on(
         stop = asyncio.Event()
         worker_task = None
         if settings.worker:
-            worker_task = asyncio.create_task(build_worker(settings, store).run(stop))
+            task = worker_task = asyncio.create_task(build_worker(settings, store).run(stop))
+            ctx.worker_alive = lambda: not task.done()
         where = {"listening": settings.base_url(), "database": settings.redacted()["database"]}
         announce(
             where, f"pushtrack listening on {where['listening']} (database {where['database']})"

@@ -38,3 +38,22 @@ def test_readyz_is_503_when_the_store_is_gone_and_healthz_still_ok(svc: Service)
     assert body["problems"][0].startswith("store: "), body
     assert svc.http.get("/healthz").status_code == 200
     assert svc.http.get("/health").json() == {"status": "ok"}
+
+
+def test_readyz_is_503_when_the_processs_worker_has_stopped(svc: Service) -> None:
+    import httpx
+
+    from pushtrack.api.app import create_app
+    from pushtrack.api.context import Context
+    from tests.support import ServerThread
+
+    assert svc.settings is not None
+    alive = {"worker": True}
+    ctx = Context.build(svc.settings, svc.store)
+    ctx.worker_alive = lambda: alive["worker"]
+    with ServerThread(create_app(ctx), svc.settings) as srv:
+        assert httpx.get(f"{srv.url}/readyz").status_code == 200
+        alive["worker"] = False
+        resp = httpx.get(f"{srv.url}/readyz")
+        assert resp.status_code == 503
+        assert resp.json()["problems"] == ["worker: the worker of this process has stopped"]

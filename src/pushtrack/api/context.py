@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ class Context:
     limiter: auth.RateLimiter
     #: Seconds a looked-up token or application is reused before the store is asked again.
     cache_seconds: float = CACHE_SECONDS
+    #: Whether the worker running in this process is alive (None: no worker here).
+    worker_alive: Callable[[], bool] | None = None
     _tokens: dict[str, tuple[float, TokenInfo | None]] = field(default_factory=dict)
     _apps: dict[str, tuple[float, App | None]] = field(default_factory=dict)
 

@@ -47,9 +47,12 @@ async def _problems(ctx: Context) -> list[str]:
         return [f"store: {exc}"]
     except Exception as exc:  # noqa: BLE001 - a probe reports every fault, it never raises
         return [f"store: unreachable ({type(exc).__name__})"]
+    problems = []
     if applied != known:
-        return [f"store: schema at migration {applied}, this pushtrack expects {known}"]
-    return []
+        problems.append(f"store: schema at migration {applied}, this pushtrack expects {known}")
+    if ctx.worker_alive is not None and not ctx.worker_alive():
+        problems.append("worker: the worker of this process has stopped")
+    return problems
 
 
 def metrics(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
