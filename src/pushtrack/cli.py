@@ -67,6 +67,10 @@ Database = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+LogFormat = Annotated[
+    str | None,
+    typer.Option("--log-format", help="Log lines as text or json (one object per line)."),
+]
 Account = Annotated[str, typer.Option("--account", help="Account (tenancy boundary).")]
 RetentionDays = Annotated[
     int | None,
@@ -142,13 +146,24 @@ def serve(
             " and print its tokens (make run does this).",
         ),
     ] = False,
+    log_format: LogFormat = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option("--access-log/--no-access-log", help="One log record per API request."),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Run the HTTP API (and, unless --no-worker, a worker)."""
     from pushtrack.server import ListenError, run_server
 
     settings = _settings(
-        database, host=host, port=port, worker=worker, retention_days=retention_days
+        database,
+        host=host,
+        port=port,
+        worker=worker,
+        retention_days=retention_days,
+        log_format=log_format,
+        access_log=access_log,
     )
     try:
         run_server(settings, announce=lambda data, text: _emit(as_json, data, text), demo=demo)
@@ -333,12 +348,18 @@ def worker(
     database: Database = None,
     concurrency: Annotated[int | None, typer.Option(help="Jobs run at once.")] = None,
     retention_days: RetentionDays = None,
+    log_format: LogFormat = None,
     as_json: AsJson = False,
 ) -> None:
     """Run a worker: sends pushes, builds exports, applies retention. Stops on SIGTERM."""
     from pushtrack.server import run_worker
 
-    settings = _settings(database, worker_concurrency=concurrency, retention_days=retention_days)
+    settings = _settings(
+        database,
+        worker_concurrency=concurrency,
+        retention_days=retention_days,
+        log_format=log_format,
+    )
     try:
         run_worker(settings, announce=lambda data, text: _emit(as_json, data, text))
     except StoreError as exc:

@@ -34,6 +34,10 @@ class Settings:
     keepalive_timeout_seconds: float = 5.0
     #: Connections and requests in flight at once; above it new ones get 503.
     max_connections: int = 1000
+    #: Log lines as "text" or "json" (one object per line); one access-log record per
+    #: API request (method, status, ms, account, request id) when ``access_log``.
+    log_format: str = "text"
+    access_log: bool = False
     #: Requests per second allowed per token (0: no limit), with this burst.
     rate_limit: float = 0.0
     rate_burst: int = 100
@@ -78,6 +82,8 @@ class Settings:
             <= 0
         ):
             raise ValueError("header, body and keep-alive timeouts must be positive")
+        if self.log_format not in ("text", "json"):
+            raise ValueError('log_format must be "text" or "json"')
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         if self.rate_limit < 0 or self.rate_burst < 1:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 
+from pushtrack import logs
 from pushtrack.api import auth
 from pushtrack.api.app import create_app
 from pushtrack.api.context import Context
@@ -69,8 +70,8 @@ async def create_demo(store: Store) -> dict[str, Any]:
     }
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def _logging(settings: Settings) -> None:
+    logs.configure(settings.log_format)
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -86,7 +87,7 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 def run_server(settings: Settings, announce: Announce, *, demo: bool = False) -> None:
     """Serve; with ``demo`` (``make run``), a first start on an empty SQLite database
     creates the demo application and prints its tokens once."""
-    _logging()
+    _logging(settings)
     run_loop(_serve(settings, announce, demo))
 
 
@@ -157,7 +158,7 @@ async def _serve_on(
 
 
 def run_worker(settings: Settings, announce: Announce) -> None:
-    _logging()
+    _logging(settings)
     run_loop(_work(settings, announce))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pushtrack import metrics
+from pushtrack import logs, metrics
 from pushtrack.api import (
     auth,
     devices,
@@ -112,7 +114,12 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
     async def json13(request: Request) -> Response:
         name = request.path_params["method"]
         started = time.perf_counter()
-        status = 200
+        seen = _Seen()
+        response = await _json13(request, name, seen)
+        _finish(ctx, request, response, "json13", name in JSON13 and name, seen, started)
+        return response
+
+    async def _json13(request: Request, name: str, seen: _Seen) -> Response:
         try:
             method = JSON13.get(name)
             if method is None:
@@ -120,24 +127,28 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             body = await envelope.read_body(request, ctx.settings.max_body_bytes)
             data = envelope.unwrap_request(body)
             call = await _authenticate(ctx, name, method, request, data)
+            seen.account = call.token.account if call.token else None
             typed = envelope.convert(data, method.request)
             return envelope.ok(await method.handler(call, typed))
         except PushtrackError as exc:
-            status = exc.status_code
+            seen.status = exc.status_code
             return envelope.error(exc)
         except StoreUnavailableError as exc:
-            status = 503
+            seen.status = 503
             return envelope.error(envelope.unavailable(exc))
         except Exception:  # noqa: BLE001 - the boundary: no fault leaves as a stack trace
-            status = 500
+            seen.status = 500
             return envelope.error(envelope.internal(name))
-        finally:
-            _observe("json13", name if name in JSON13 else "unknown", status, started)
 
     async def v2(request: Request) -> Response:
         name = request.path_params["method"]
         started = time.perf_counter()
-        status = 200
+        seen = _Seen()
+        response = await _v2(request, name, seen)
+        _finish(ctx, request, response, "v2", name in V2 and name, seen, started)
+        return response
+
+    async def _v2(request: Request, name: str, seen: _Seen) -> Response:
         try:
             method = V2.get(name)
             if method is None:
@@ -159,6 +170,7 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             if not raw:
                 raise AuthError
             token = await ctx.token(raw)
+            seen.account = token.account
             auth.check_method(token, name.rsplit("/", 1)[-1], server_method=True)
             ctx.limiter.check(f"t{token.id}")
             if beside:
@@ -166,16 +178,14 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             typed = envelope.convert(data, method.request)
             return envelope.v2_ok(await method.handler(Call(ctx, name, token), typed))
         except PushtrackError as exc:
-            status = 400 if exc.http_status == 200 else exc.http_status
+            seen.status = 400 if exc.http_status == 200 else exc.http_status
             return envelope.v2_error(exc)
         except StoreUnavailableError as exc:
-            status = 503
+            seen.status = 503
             return envelope.v2_error(envelope.unavailable(exc))
         except Exception:  # noqa: BLE001 - the boundary: no fault leaves as a stack trace
-            status = 500
+            seen.status = 500
             return envelope.v2_error(envelope.internal(name))
-        finally:
-            _observe("v2", name if name in V2 else "unknown", status, started)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -201,9 +211,45 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
     return app
 
 
-def _observe(api: str, method: str, status: int, started: float) -> None:
-    metrics.REQUESTS.labels(api, method, str(status)).inc()
-    metrics.REQUEST_SECONDS.labels(api, method).observe(time.perf_counter() - started)
+@dataclass
+class _Seen:
+    """What the access log and the metrics learn while a request is answered."""
+
+    status: int = 200
+    account: str | None = None
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _finish(
+    ctx: Context,
+    request: Request,
+    response: Response,
+    api: str,
+    known: str | bool,
+    seen: _Seen,
+    started: float,
+) -> None:
+    """Count the request, and write its access-log record when the log is on."""
+    method = known if isinstance(known, str) else "unknown"
+    elapsed = time.perf_counter() - started
+    metrics.REQUESTS.labels(api, method, str(seen.status)).inc()
+    metrics.REQUEST_SECONDS.labels(api, method).observe(elapsed)
+    given = request.headers.get("x-request-id")
+    if given is not None and _REQUEST_ID.match(given):
+        response.headers["x-request-id"] = given
+    elif ctx.settings.access_log:
+        given = response.headers["x-request-id"] = secrets.token_hex(8)
+    if ctx.settings.access_log:
+        logs.access_line(
+            api=api,
+            method=method,
+            status=seen.status,
+            ms=round(elapsed * 1000, 2),
+            account=seen.account,
+            request_id=given,
+        )
 
 
 async def _authenticate(

@@ -76,6 +76,8 @@ def server_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Con
         "port": settings.port,
         "access_log": False,
         "log_level": "info",
+        # the process' logging (pushtrack.logs.configure) formats uvicorn's records too
+        "log_config": None,
         "lifespan": "on",
         "http": guarded_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
         "timeout_keep_alive": settings.keepalive_timeout_seconds,
