@@ -38,6 +38,9 @@ class Settings:
     #: API request (method, status, ms, account, request id) when ``access_log``.
     log_format: str = "text"
     access_log: bool = False
+    #: createMessage and createTargetedMessage calls allowed per application per
+    #: minute (0: no limit), counted per serve process.
+    messages_per_minute: int = 600
     #: Requests per second allowed per token (0: no limit), with this burst.
     rate_limit: float = 0.0
     rate_burst: int = 100
@@ -86,6 +89,8 @@ class Settings:
             raise ValueError('log_format must be "text" or "json"')
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        if self.messages_per_minute < 0:
+            raise ValueError("messages_per_minute must be >= 0 (0: no limit)")
         if self.rate_limit < 0 or self.rate_burst < 1:
             raise ValueError("rate_limit must be >= 0 and rate_burst >= 1")
         if self.retention_days < 1:

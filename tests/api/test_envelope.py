@@ -202,6 +202,45 @@ def test_429_says_when_to_retry_in_both_families(tmp_path: Path) -> None:
         assert "retry-after" not in ok.headers
 
 
+def test_messages_per_minute_per_application(tmp_path: Path) -> None:
+    with service(f"sqlite:///{tmp_path}/rl.db", messages_per_minute=2) as s:
+        s.register("d1")
+        other = s.new_app("other")
+        for _ in range(2):
+            assert (
+                s.server("createMessage", notifications=[{"content": "x", "devices": ["d1"]}])[
+                    "status_code"
+                ]
+                == 200
+            )
+        # another token does not help: the limit is the application's
+        resp = s.call(
+            "createMessage",
+            {
+                "auth": s.make_token("server"),
+                "application": s.app.code,
+                "notifications": [{"content": "x", "devices": ["d1"]}],
+            },
+        )
+        assert envelope(resp) == (429, 429, "Rate limit exceeded")
+        assert 1 <= int(resp.headers["retry-after"]) <= 30
+        targeted = s.server(
+            "createTargetedMessage",
+            application=None,
+            content="x",
+            devices_filter=f'A("{s.app.code}")',
+        )
+        assert targeted["status_code"] == 429
+        assert s.db.count("messages") == 2
+        # another application has its own allowance
+        out = s.server(
+            "createMessage",
+            application=other.code,
+            notifications=[{"content": "x", "devices": ["d1"]}],
+        )
+        assert out["status_code"] == 200
+
+
 def test_internal_fault_is_500_without_detail(svc: Service) -> None:
     svc.db.execute("DROP TABLE devices")
     resp = svc.call(

@@ -25,6 +25,8 @@ class Context:
     settings: Settings
     store: Store
     limiter: auth.RateLimiter
+    #: createMessage / createTargetedMessage per application (``messages_per_minute``)
+    message_limiter: auth.RateLimiter
     #: Seconds a looked-up token or application is reused before the store is asked again.
     cache_seconds: float = CACHE_SECONDS
     #: Whether the worker running in this process is alive (None: no worker here).
@@ -37,7 +39,9 @@ class Context:
         cls, settings: Settings, store: Store, *, cache_seconds: float = CACHE_SECONDS
     ) -> Context:
         limiter = auth.RateLimiter(settings.rate_limit, settings.rate_burst)
-        return cls(settings, store, limiter, cache_seconds)
+        per_minute = settings.messages_per_minute
+        message_limiter = auth.RateLimiter(per_minute / 60, max(1, per_minute))
+        return cls(settings, store, limiter, message_limiter, cache_seconds)
 
     def store_clock(self) -> int:
         return self.store.clock()

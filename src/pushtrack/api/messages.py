@@ -149,6 +149,7 @@ def _zone(name: str, where: str) -> ZoneInfo:
 
 async def create_message(call: Call, r: CreateMessage) -> dict[str, Any]:
     app = await call.app_for(r.application)
+    call.ctx.message_limiter.check(f"a{app.id}")
     now = call.ctx.store_clock()
     plans = []
     for i, n in enumerate(r.notifications):

@@ -68,6 +68,8 @@ class CreateTargetedMessage(Content, kw_only=True, omit_defaults=True, forbid_un
 
 async def create_targeted_message(call: Call, r: CreateTargetedMessage) -> dict[str, Any]:
     node, apps = await filters.devices_filter_selection(call, r.devices_filter)
+    for app in apps:
+        call.ctx.message_limiter.check(f"a{app.id}")
     notification = fields(r)  # as createMessage keeps a notification's given fields
     del notification["devices_filter"]  # kept, as a tree, in the message's targeting
     plan = MessagePlan(
