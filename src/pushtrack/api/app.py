@@ -14,7 +14,8 @@ from typing import Any, Generic, TypeVar
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from pushtrack import logs, metrics
 from pushtrack.api import (
@@ -26,6 +27,7 @@ from pushtrack.api import (
     filters,
     health,
     messages,
+    openapi,
     stats,
     tags,
     targeted,
@@ -203,6 +205,9 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
         Route("/readyz", health.readyz(ctx), methods=["GET"]),
         Route("/files/{name}", files.endpoint(ctx), methods=["GET", "HEAD"]),
         Route("/metrics", health.metrics(ctx), methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
+        Route("/docs", openapi.docs_page, methods=["GET"]),
+        Mount("/docs/static", StaticFiles(directory=openapi.STATIC), name="docs-static"),
     ]
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={405: envelope.not_allowed}
