@@ -1,0 +1,82 @@
+"""Web Push endpoints: only allowed push services, never the service's own network."""
+
+from __future__ import annotations
+
+import pytest
+
+from pushtrack.delivery.outbound import (
+    DEFAULT_WEBPUSH_HOSTS,
+    Refused,
+    Resolver,
+    check_url,
+    is_public,
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://fcm.googleapis.com/fcm/send/abc",
+        "https://updates.push.services.mozilla.com/wpush/v2/abc",
+        "https://web.push.apple.com/QGx",
+        "https://wns2-par02p.notify.windows.com/w/?token=x",
+    ],
+)
+def test_the_browsers_push_services_are_allowed(url: str) -> None:
+    check_url(url, DEFAULT_WEBPUSH_HOSTS)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://fcm.googleapis.com/fcm/send/abc", "https URL"),
+        ("https://127.0.0.1:8443/internal", "not an allowed push service"),
+        ("https://localhost/x", "not an allowed push service"),
+        ("https://169.254.169.254/latest/meta-data", "not an allowed push service"),
+        ("https://fcm.googleapis.com.evil.example/x", "not an allowed push service"),
+        ("https://evilfcm.googleapis.com/x", "not an allowed push service"),
+        ("https://push.apple.com/x", "not an allowed push service"),  # the bare domain
+        ("https://web.push.apple.com:8443/x", "443 only"),
+        ("https://user:pw@fcm.googleapis.com/x", "credentials"),
+        ("https://[::1/x", "not a URL"),
+        ("https:///x", "no host"),
+    ],
+)
+def test_anything_else_is_refused_with_the_reason(url: str, why: str) -> None:
+    with pytest.raises(Refused, match=why):
+        check_url(url, DEFAULT_WEBPUSH_HOSTS)
+
+
+def test_a_wildcard_host_resolving_inward_is_refused_an_explicit_one_is_not() -> None:
+    resolver = Resolver()
+    # a name a wildcard allows, resolving to loopback (an IP literal resolves to itself)
+    with pytest.raises(Refused, match="non-public address"):
+        resolver.check("https://127.0.0.1/x", ["*.0.0.1"])
+    with pytest.raises(Refused, match="does not resolve"):
+        resolver.check("https://nowhere.invalid/x", ["*.invalid"])
+    # named exactly, it is the operator's choice
+    resolver.check("https://localhost:8443/x", ["localhost"])
+    resolver.check("https://127.0.0.1:8443/x", ["127.0.0.1"])
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("142.250.74.78", True),
+        ("2a00:1450:4007:80c::200a", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("fd00::1", False),
+        ("::ffff:10.0.0.1", False),
+        ("224.0.0.1", False),
+    ],
+)
+def test_public_addresses(address: str, public: bool) -> None:
+    assert is_public(address) is public
