@@ -7,6 +7,7 @@ import contextlib
 import json
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from pushtrack import config
@@ -315,3 +317,32 @@ def service(
             yield svc
     finally:
         run(store.close())
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``mount`` (made here) for the block: a small disk
+    a test can fill up (root only, as on the machines the suite runs on)."""
+    mount.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        mount.rmdir()
+        pytest.fail(f"this test needs to mount a tmpfs (run as root): {exc}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        mount.rmdir()
+
+
+def fill_disk(path: Path) -> None:
+    """Take every free byte of the file system ``path`` is on."""
+    with open(path, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()

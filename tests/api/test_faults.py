@@ -16,13 +16,12 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ENGINES, fresh_database_url
-from tests.support import Service, service
+from tests.support import Service, fill_disk, service, tmpfs
 
 DEVICES = [f"fault-device-{i:04d}" for i in range(400)]
 
@@ -50,39 +49,12 @@ def _assert_unavailable(status: int, body: dict[str, object], headers: dict[str,
 # -- SQLite: disk full ------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _tmpfs(mount: Path, size: str) -> Iterator[Path]:
-    mount.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
-        mount.rmdir()
-        pytest.fail(f"this test needs to mount a tmpfs (run as root): {exc}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-        mount.rmdir()
-
-
-def _fill(path: Path) -> None:
-    """Take every free byte of the file system ``path`` is on."""
-    with open(path, "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 65536)
-            f.flush()
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tmpfs is Linux")
 def test_sqlite_disk_full_is_503_then_recovers(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     with (
-        _tmpfs(tmp_path / "disk", "4m") as mount,
+        tmpfs(tmp_path / "disk", "4m") as mount,
         service(f"sqlite:///{mount}/pushtrack.db") as svc,
     ):
         for hwid in DEVICES[:5]:
@@ -91,7 +63,7 @@ def test_sqlite_disk_full_is_503_then_recovers(
         assert status == 200, body
         acknowledged = [body]
 
-        _fill(mount / "filler")
+        fill_disk(mount / "filler")
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="pushtrack.api"):
             answers = [_send(svc) for _ in range(6)]

@@ -98,6 +98,7 @@ JSON13_RESPONSES: dict[str, dict[str, Any]] = {
                 request_id=_STR,
                 status={"enum": ["pending", "running", "done", "failed"]},
                 fileName=_STR,
+                reason=_STR,
             ),
             _list({"type": "object"}),
         ]

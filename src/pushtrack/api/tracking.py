@@ -11,7 +11,7 @@ from pushtrack.api.errors import ArgumentError
 from pushtrack.domain.codes import REQUEST_ID_RE
 from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire, window_start
 from pushtrack.jobs import eventstats, msgstats, tracklog
-from pushtrack.store.jobs import DONE, PENDING, RUNNING, Job
+from pushtrack.store.jobs import CANCELLED, DONE, PENDING, RUNNING, Job
 
 #: Job kinds whose results getResults hands out.
 RESULT_KINDS = frozenset({tracklog.KIND, msgstats.KIND, eventstats.KIND})
@@ -125,6 +125,11 @@ async def get_results(call: Call, r: GetResults) -> dict[str, Any] | list[Any]:
         out["status"] = "done"
         out.update(job.result)
     else:
-        # (ours) the job gave up or was cancelled; its internal error stays in the log
+        # (ours) the job gave up or was cancelled: why, in words meant for the caller
+        # (an internal error's detail stays in the service log)
         out["status"] = "failed"
+        reason = job.result.get("reason") if isinstance(job.result, dict) else None
+        out["reason"] = reason or (
+            "cancelled" if job.state == CANCELLED else "internal error (see the service log)"
+        )
     return out

@@ -40,6 +40,19 @@ class Later:
 
 
 Outcome = Done | Later
+
+
+class JobError(Exception):
+    """A job's failure whose message may be shown to the caller (getResults' ``reason``);
+    any other exception is reported there only as an internal error."""
+
+
+def public_reason(exc: BaseException) -> str:
+    if isinstance(exc, JobError):
+        return str(exc)
+    return "internal error (the service log has the details)"
+
+
 Handler = Callable[[Job], Awaitable[Outcome]]
 
 
@@ -140,7 +153,9 @@ class Worker:
     async def _failed_attempt(self, job: Job, exc: Exception) -> None:
         if job.attempts >= self.max_attempts:
             log.error("job %s (%s) failed for good: %s", job.request_id, job.kind, exc)
-            await self.store.jobs.finish(job.id, self.owner, FAILED, {"error": str(exc)})
+            await self.store.jobs.finish(
+                job.id, self.owner, FAILED, {"error": str(exc), "reason": public_reason(exc)}
+            )
             return
         delay = min(300.0, self.backoff_seconds * 2.0 ** (job.attempts - 1))
         delay *= 0.5 + random.random()

@@ -31,7 +31,7 @@ from pushtrack import metrics
 from pushtrack.config import Settings
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, parse_day, to_wire, window_start
-from pushtrack.jobs.runner import Done, Handler, Outcome
+from pushtrack.jobs.runner import Done, Handler, JobError, Outcome
 from pushtrack.store import Store
 from pushtrack.store.exports import FileRecord, TrackQuery, TrackRow
 from pushtrack.store.jobs import Job
@@ -263,6 +263,8 @@ def handler(settings: Settings, store: Store) -> Handler:
         except asyncio.CancelledError:
             stop.set()  # the thread stops at its next page and removes its partial file
             raise
+        except OSError as exc:  # the files_dir disk: full, read-only, gone
+            raise JobError(f"the export file could not be written: {exc.strerror or exc}") from exc
         metrics.EXPORT_SECONDS.observe(time.perf_counter() - started)
         metrics.EXPORT_ROWS.inc(result.rows)
         now = store.clock()
