@@ -88,6 +88,9 @@ class Store:
     async def list_apps(self, account: str) -> list[App]:
         return await self.engine.read(partial(tx.list_apps, account=account))
 
+    async def all_apps(self) -> list[App]:
+        return await self.engine.read(tx.all_apps)
+
     async def get_app(self, code: str) -> App | None:
         return await self.engine.read(partial(tx.get_app, code=code))
 

@@ -107,6 +107,11 @@ def list_apps(tx: Tx, account: str) -> list[App]:
     return [app_from_row(r) for r in rows]
 
 
+def all_apps(tx: Tx) -> list[App]:
+    """Every application of every account (operator tools)."""
+    return [app_from_row(r) for r in tx.all(f"SELECT {APP_COLUMNS} FROM {APP_FROM} ORDER BY a.id")]
+
+
 TOKEN_COLUMNS = "t.id, acc.name, t.kind, t.prefix, t.apps, t.methods, t.created_at, t.revoked_at"
 
 
