@@ -34,6 +34,9 @@ class Settings:
     keepalive_timeout_seconds: float = 5.0
     #: Connections and requests in flight at once; above it new ones get 503.
     max_connections: int = 1000
+    #: API requests being worked on at once; above it new ones are answered 503 in
+    #: the envelope with Retry-After, so queues (and memory) stay bounded.
+    max_in_flight: int = 256
     #: Log lines as "text" or "json" (one object per line); one access-log record per
     #: API request (method, status, ms, account, request id) when ``access_log``.
     log_format: str = "text"
@@ -87,8 +90,8 @@ class Settings:
             raise ValueError("header, body and keep-alive timeouts must be positive")
         if self.log_format not in ("text", "json"):
             raise ValueError('log_format must be "text" or "json"')
-        if self.max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+        if self.max_connections < 1 or self.max_in_flight < 1:
+            raise ValueError("max_connections and max_in_flight must be at least 1")
         if self.messages_per_minute < 0:
             raise ValueError("messages_per_minute must be >= 0 (0: no limit)")
         if self.rate_limit < 0 or self.rate_burst < 1:

@@ -45,3 +45,6 @@ EXPORT_ROWS = Counter("pushtrack_export_rows", "Rows written into tracking-log e
 STORE_UNAVAILABLE = Counter(
     "pushtrack_store_unavailable", "Requests answered 503 for a storage fault", ["kind"]
 )
+
+#: Requests answered 503 because ``max_in_flight`` requests were being worked on.
+SHED = Counter("pushtrack_requests_shed", "Requests refused 503 while the service was busy")

@@ -198,3 +198,44 @@ def test_wrong_postgres_url_fails_at_once_with_one_clear_line(tmp_path: Path) ->
     assert "cannot open postgresql://127.0.0.1" in text
     assert "Connection refused" in text
     assert "Traceback" not in text
+
+
+def test_above_max_in_flight_requests_are_shed_with_503(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    import httpx
+
+    with service(f"sqlite:///{tmp_path}/busy.db", max_in_flight=1) as svc:
+        for hwid in DEVICES[:5]:
+            svc.register(hwid)
+        barrier = threading.Barrier(16)
+
+        def one(_: int) -> tuple[int, dict[str, object], dict[str, str]]:
+            with httpx.Client(base_url=svc.url, timeout=60) as client:
+                barrier.wait()
+                resp = client.post(
+                    "/json/1.3/createMessage",
+                    json={
+                        "request": {
+                            "auth": svc.server_token,
+                            "application": svc.app.code,
+                            "notifications": [{"content": "x", "devices": DEVICES}],
+                        }
+                    },
+                )
+                return resp.status_code, resp.json(), dict(resp.headers)
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(16)))
+        shed = [a for a in answers if a[0] == 503]
+        done = [a for a in answers if a[0] == 200]
+        assert shed, "with one request allowed at a time, some of 16 at once are shed"
+        assert len(shed) + len(done) == 16
+        for _, body, headers in shed:
+            assert body == {
+                "status_code": 503,
+                "status_message": "Service temporarily unavailable (busy)",
+                "response": None,
+            }
+            assert headers["retry-after"] == "1"
+        assert svc.db.count("messages") == len(done)  # nothing shed was written

@@ -117,7 +117,15 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
         name = request.path_params["method"]
         started = time.perf_counter()
         seen = _Seen()
-        response = await _json13(request, name, seen)
+        if ctx.in_flight >= ctx.settings.max_in_flight:
+            seen.status = 503
+            response = envelope.error(envelope.busy())
+        else:
+            ctx.in_flight += 1
+            try:
+                response = await _json13(request, name, seen)
+            finally:
+                ctx.in_flight -= 1
         _finish(ctx, request, response, "json13", name in JSON13 and name, seen, started)
         return response
 
@@ -146,7 +154,15 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
         name = request.path_params["method"]
         started = time.perf_counter()
         seen = _Seen()
-        response = await _v2(request, name, seen)
+        if ctx.in_flight >= ctx.settings.max_in_flight:
+            seen.status = 503
+            response = envelope.v2_error(envelope.busy())
+        else:
+            ctx.in_flight += 1
+            try:
+                response = await _v2(request, name, seen)
+            finally:
+                ctx.in_flight -= 1
         _finish(ctx, request, response, "v2", name in V2 and name, seen, started)
         return response
 

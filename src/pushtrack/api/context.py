@@ -29,6 +29,8 @@ class Context:
     message_limiter: auth.RateLimiter
     #: Seconds a looked-up token or application is reused before the store is asked again.
     cache_seconds: float = CACHE_SECONDS
+    #: API requests being worked on now (``max_in_flight`` caps it).
+    in_flight: int = 0
     #: Whether the worker running in this process is alive (None: no worker here).
     worker_alive: Callable[[], bool] | None = None
     _tokens: dict[str, tuple[float, TokenInfo | None]] = field(default_factory=dict)

@@ -211,6 +211,12 @@ def unavailable(exc: StoreUnavailableError) -> PushtrackError:
     )
 
 
+def busy() -> PushtrackError:
+    """The 503 answered while ``max_in_flight`` requests are being worked on."""
+    metrics.SHED.inc()
+    return UnavailableError("Service temporarily unavailable (busy)", retry_after=1)
+
+
 def internal(where: str) -> PushtrackError:
     """Log the exception being handled and return the bare 500 the caller sees."""
     log.exception("internal error in %s", where)
