@@ -39,7 +39,10 @@ bench: $(VENV)/.bench-installed ## The full benchmark suite; writes bench/result
 bench-quick: $(STAMP) ## Every benchmark workload at small scale
 	$(BIN)/python -m bench --quick
 
+soak: $(STAMP) ## Ten minutes of mixed load on a real server: no errors, flat memory, exact counts
+	PUSHTRACK_SOAK_SECONDS=600 $(BIN)/pytest -p no:randomly tests/test_soak.py
+
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install run lint test bench bench-quick clean
+.PHONY: help install run lint test bench bench-quick soak clean

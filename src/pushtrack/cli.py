@@ -20,6 +20,7 @@ from pushtrack.domain import codes
 from pushtrack.domain.timeutil import to_wire
 from pushtrack.store import Store, open_store
 from pushtrack.store.base import ConflictError, StoreError
+from pushtrack.store.sqlite import sqlite_path
 
 T = TypeVar("T")
 
@@ -99,7 +100,7 @@ def _with_store(
     ``create`` (a mistyped path must not look like an empty service)."""
     settings = _settings(database)
     if not create and settings.database.startswith("sqlite:"):
-        path = Path(settings.database.removeprefix("sqlite://").removeprefix("/"))
+        path = Path(sqlite_path(settings.database))
         if not path.exists():
             _fail(
                 f"database: {path} does not exist (pushtrack serve or pushtrack app create"

@@ -21,6 +21,7 @@ from pushtrack import config
 from pushtrack.cli import AsJson, Database, _emit, cli, console
 from pushtrack.domain.platforms import Platform
 from pushtrack.store import StoreError, open_store
+from pushtrack.store.sqlite import sqlite_path
 
 
 @dataclass
@@ -46,7 +47,7 @@ def _files(settings: config.Settings) -> Check:
 def _missing_sqlite_file(settings: config.Settings) -> Path | None:
     if not settings.database.startswith("sqlite:"):
         return None
-    path = Path(settings.database.removeprefix("sqlite://").removeprefix("/"))
+    path = Path(sqlite_path(settings.database))
     return None if path.exists() else path
 
 

@@ -19,6 +19,7 @@ import os
 import queue
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +36,8 @@ log = logging.getLogger("pushtrack.store")
 
 #: Most units of work one group commit takes.
 GROUP_MAX = 64
+#: The writer's page cache by default (index inserts want it); readers get a quarter.
+WRITER_CACHE_MB = 64
 #: The background checkpointer's period; the writer checkpoints itself past this many pages.
 CHECKPOINT_SECONDS = 0.5
 WAL_AUTOCHECKPOINT = 16384
@@ -186,13 +189,23 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///path[?params]`` URL (relative, or absolute with four slashes)."""
+    return url.partition("?")[0].removeprefix("sqlite://").removeprefix("/")
+
+
 class SQLiteEngine:
     """The ``Engine`` on a SQLite file."""
 
-    def __init__(self, path: str, *, clock: Callable[[], int] = now_us) -> None:
+    def __init__(
+        self, path: str, *, clock: Callable[[], int] = now_us, cache_mb: int = WRITER_CACHE_MB
+    ) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
         self.clock = clock
+        #: page cache of the writer, and of each reader (a quarter of it)
+        self.cache_mb = cache_mb
+        self._reader_cache_mb = max(1, cache_mb // 4)
         try:
             if path != ":memory:":
                 _create_private(Path(path))
@@ -217,9 +230,19 @@ class SQLiteEngine:
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteEngine:
-        # sqlite:///relative/path or sqlite:////absolute/path, as SQLAlchemy spells them
-        path = url.removeprefix("sqlite://").removeprefix("/")
-        return cls(path or "pushtrack.db")
+        """sqlite:///relative/path or sqlite:////absolute/path, as SQLAlchemy spells them;
+        ``?cache_mb=N`` sets the writer's page cache (each reader gets a quarter)."""
+        path = sqlite_path(url)
+        query = url.partition("?")[2]
+        cache_mb = WRITER_CACHE_MB
+        for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+            if key != "cache_mb" or not value.isdigit() or not 1 <= int(value) <= 65536:
+                raise StoreError(
+                    f"cannot open {url}: unknown or invalid parameter {key!r}"
+                    " (only cache_mb=1..65536)"
+                )
+            cache_mb = int(value)
+        return cls(path or "pushtrack.db", cache_mb=cache_mb)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -240,7 +263,7 @@ class SQLiteEngine:
             conn.close()
 
     def _write_loop(self) -> None:
-        conn = _connect(self.path, cache_mb=64)
+        conn = _connect(self.path, cache_mb=self.cache_mb)
         tx = _Tx(conn, self.clock)
         try:
             while True:
@@ -340,7 +363,7 @@ class SQLiteEngine:
     def _reader(self) -> _Tx:
         tx: _Tx | None = getattr(self._local, "tx", None)
         if tx is None:
-            conn = _connect(self.path)
+            conn = _connect(self.path, cache_mb=self._reader_cache_mb)
             with self._readers_lock:
                 self._readers.append(conn)
             tx = _Tx(conn, self.clock)
