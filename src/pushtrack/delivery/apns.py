@@ -3,7 +3,12 @@
 One ``httpx`` client multiplexes a batch over HTTP/2 streams, at most
 ``concurrency`` at a time. The provider token is an ES256 JWT signed with the
 team's .p8 key; APNs rejects one older than an hour, so it is re-signed every
-50 minutes, and once more when APNs answers ``ExpiredProviderToken``.
+50 minutes, and once more when APNs answers ``ExpiredProviderToken`` (but never
+within 20 minutes of the last signing: APNs answers TooManyProviderTokenUpdates
+to a provider that updates its token more often). One token is shared by every
+gateway of the same key. A refusal of the provider token (``InvalidProviderToken``,
+``MissingProviderToken``, ``ExpiredProviderToken`` that re-signing did not cure, ...)
+is a ``CREDENTIALS`` outcome: the dispatcher pauses the gateway instead of failing.
 
 Every status and reason of "Handling error responses from APNs" maps to an
 outcome through the tables below (the one place APNs reasons are mapped).
@@ -35,6 +40,8 @@ SANDBOX_URL = "https://api.sandbox.push.apple.com"
 
 #: APNs refuses provider tokens older than one hour; sign a new one well before.
 TOKEN_LIFETIME = 50 * 60.0
+#: APNs answers TooManyProviderTokenUpdates to tokens re-signed more often than this.
+MIN_TOKEN_AGE = 20 * 60.0
 
 #: Push types an application's gateway may send every push as, beyond the alert and
 #: background pushes derived from each payload: the topic suffix Apple asks for each.
@@ -102,6 +109,18 @@ _PRIORITY = {"high": "10", "normal": "5", "low": "1"}
 #: Statuses that mean our set-up is wrong rather than this one device: logged loudly.
 _SETUP_STATUSES = frozenset({403, 404, 405})
 
+#: 403 reasons that refuse the application's credentials, not the notification: the
+#: gateway is paused (``Verdict.CREDENTIALS``) until they are fixed.
+CREDENTIAL_REASONS = frozenset(
+    {
+        "InvalidProviderToken",
+        "MissingProviderToken",
+        "ExpiredProviderToken",
+        "BadCertificate",
+        "BadCertificateEnvironment",
+    }
+)
+
 
 class ProviderToken:
     """The ES256 JWT sent as ``authorization: bearer``, re-signed before it goes stale."""
@@ -116,6 +135,7 @@ class ProviderToken:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._key = _http.load_p256_key(key.reveal(), "APNs key")
+        self._pem = key.reveal().strip()
         self._key_id = key_id
         self._team_id = team_id
         self._lifetime = lifetime
@@ -135,10 +155,40 @@ class ProviderToken:
             )
         return self._token
 
-    def expire(self, token: str) -> None:
-        """APNs called ``token`` expired: sign a new one next time, unless that happened already."""
-        if token == self._token:
-            self._token = None
+    def expire(self, token: str) -> bool:
+        """APNs called ``token`` expired: sign a new one next time, unless that happened
+        already, or the token is too young to replace (``MIN_TOKEN_AGE``). True when the
+        next ``current()`` is another token."""
+        if token != self._token:
+            return True
+        if self._clock() - self._issued_at < MIN_TOKEN_AGE:
+            return False
+        self._token = None
+        return True
+
+    def same_key(self, key: Secret, key_id: str, team_id: str, clock: Callable[[], float]) -> bool:
+        return (self._pem, self._key_id, self._team_id, self._clock) == (
+            key.reveal().strip(),
+            key_id,
+            team_id,
+            clock,
+        )
+
+
+#: The provider token of each key in use, shared by the gateways signing with it: APNs
+#: counts token updates per key, not per connection.
+_TOKENS: dict[tuple[str, str], ProviderToken] = {}
+
+
+def provider_token(
+    key: Secret, key_id: str, team_id: str, *, clock: Callable[[], float] = time.time
+) -> ProviderToken:
+    """The provider token shared by every gateway of this key (and clock)."""
+    token = _TOKENS.get((team_id, key_id))
+    if token is None or not token.same_key(key, key_id, team_id, clock):
+        token = ProviderToken(key, key_id, team_id, clock=clock)
+        _TOKENS[(team_id, key_id)] = token
+    return token
 
 
 class ApnsGateway:
@@ -147,7 +197,7 @@ class ApnsGateway:
             raise ValueError("concurrency must be at least 1")
         self.config = config
         self._clock = clock
-        self._token = ProviderToken(config.key, config.key_id, config.team_id, clock=clock)
+        self._token = provider_token(config.key, config.key_id, config.team_id, clock=clock)
         self._streams = asyncio.Semaphore(config.concurrency)
         self._client = _http.make_client(
             base_url=config.url, ca_file=config.ca_file, timeout=config.timeout
@@ -178,8 +228,7 @@ class ApnsGateway:
             try:
                 token = self._token.current()
                 response = await self._post(url, headers, token, content)
-                if _reason_of(response) == "ExpiredProviderToken":
-                    self._token.expire(token)
+                if _reason_of(response) == "ExpiredProviderToken" and self._token.expire(token):
                     response = await self._post(url, headers, self._token.current(), content)
             except httpx.TransportError as exc:
                 return _http.transport_outcome(n.delivery_id, exc)
@@ -229,6 +278,8 @@ def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
     rule = _BY_STATUS.get(status) or _Rule(_RETRY if status >= 500 else _FAILED, f"HTTP {status}")
     reason = body.get("reason") if isinstance(body.get("reason"), str) else None
     reason = reason or rule.reason
+    if status == 403 and reason in CREDENTIAL_REASONS:
+        rule = _Rule(Verdict.CREDENTIALS, reason)
     description = reason
     timestamp = body.get("timestamp")
     dead_since = None
