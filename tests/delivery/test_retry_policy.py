@@ -275,20 +275,6 @@ async def test_expired_provider_token_is_not_re_signed_into_too_many_updates(
     assert len(apns_server.provider_tokens) == 1
 
 
-@pytest.mark.anyio
-async def test_gateways_of_one_key_share_its_provider_token(
-    apns_server: ApnsServer, apns_settings: dict[str, Any]
-) -> None:
-    # e.g. an application's iOS and macOS gateways, or one rebuilt with new settings
-    async with _apns(apns_settings) as ios, _apns(apns_settings) as mac:
-        outcomes = [
-            *(await ios.send([notification(Platform.IOS, apns_token())])),
-            *(await mac.send([notification(Platform.MACOS, apns_token())])),
-        ]
-    assert [o.verdict for o in outcomes] == [Verdict.DELIVERED] * 2
-    assert len(apns_server.provider_tokens) == 1
-
-
 # -- Web Push VAPID ----------------------------------------------------------------------
 
 

@@ -14,8 +14,8 @@ Knobs for tests: ``failures`` (device token → (status, reason[, headers])),
 per connection before a GOAWAY / an abrupt close),
 ``expire_provider_tokens()``, ``storm(n, ...)`` (the next n requests answered 5xx,
 with or without Retry-After), ``token_update_interval`` (like APNs, a new provider
-token signed less than this many seconds after the last one of its key is refused
-``429 TooManyProviderTokenUpdates``; None: not checked); ``received`` records every
+token on a connection whose last one was signed less than this many seconds before is
+refused ``429 TooManyProviderTokenUpdates``; None: not checked); ``received`` records every
 request.
 """
 
@@ -107,7 +107,8 @@ class ApnsServer:
         self.provider_tokens: list[str] = []
         self.expired: set[str] = set()
         self.token_update_interval: float | None = TOKEN_UPDATE_INTERVAL
-        self._token_iat: dict[str, int] = {}  # accepted provider token -> its iat
+        #: connection -> (its provider token, that token's iat)
+        self._token_iat: dict[int, tuple[str, int]] = {}
         self._storm: tuple[int, int, str, dict[str, str]] = (0, 503, "", {})
         self._server = H2Server(self._handle, tls.server_context())
 
@@ -236,7 +237,7 @@ class ApnsServer:
         names = [name for name, _ in request.header_list]
         if len(names) != len(set(names)):
             raise _Refusal(400, "DuplicateHeaders")
-        self._check_provider_token(request.headers.get("authorization"))
+        self._check_provider_token(request.headers.get("authorization"), request.connection)
         headers = request.headers
         if not _UUID.fullmatch(apns_id):
             raise _Refusal(400, "BadMessageId")
@@ -283,7 +284,7 @@ class ApnsServer:
             if headers.get("apns-priority", "10") == "10":
                 raise _Refusal(400, "BadPriority")
 
-    def _check_provider_token(self, authorization: str | None) -> None:
+    def _check_provider_token(self, authorization: str | None, connection: int) -> None:
         if not authorization:
             raise _Refusal(403, "MissingProviderToken")
         scheme, _, token = authorization.partition(" ")
@@ -302,10 +303,10 @@ class ApnsServer:
             raise _Refusal(403, "InvalidProviderToken")
         if token in self.expired or time.time() - claims["iat"] > 3600:
             raise _Refusal(403, "ExpiredProviderToken")
-        if token not in self._token_iat:
-            # a new token of this key: APNs takes at most one every 20 minutes
-            last = max(self._token_iat.values(), default=None)
+        last = self._token_iat.get(connection)
+        if last is None or last[0] != token:
+            # a new token on this connection: APNs takes at most one every 20 minutes
             interval = self.token_update_interval
-            if interval is not None and last is not None and claims["iat"] - last < interval:
+            if interval is not None and last is not None and claims["iat"] - last[1] < interval:
                 raise _Refusal(429, "TooManyProviderTokenUpdates")
-            self._token_iat[token] = int(claims["iat"])
+            self._token_iat[connection] = (token, int(claims["iat"]))

@@ -5,10 +5,10 @@ One ``httpx`` client multiplexes a batch over HTTP/2 streams, at most
 team's .p8 key; APNs rejects one older than an hour, so it is re-signed every
 50 minutes, and once more when APNs answers ``ExpiredProviderToken`` (but never
 within 20 minutes of the last signing: APNs answers TooManyProviderTokenUpdates
-to a provider that updates its token more often). One token is shared by every
-gateway of the same key. A refusal of the provider token (``InvalidProviderToken``,
-``MissingProviderToken``, ``ExpiredProviderToken`` that re-signing did not cure, ...)
-is a ``CREDENTIALS`` outcome: the dispatcher pauses the gateway instead of failing.
+to a connection whose token is updated more often). A refusal of the provider
+token (``InvalidProviderToken``, ``MissingProviderToken``, ``ExpiredProviderToken``
+that re-signing did not cure, ...) is a ``CREDENTIALS`` outcome: the dispatcher
+pauses the gateway instead of failing.
 
 Every status and reason of "Handling error responses from APNs" maps to an
 outcome through the tables below (the one place APNs reasons are mapped).
@@ -135,7 +135,6 @@ class ProviderToken:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._key = _http.load_p256_key(key.reveal(), "APNs key")
-        self._pem = key.reveal().strip()
         self._key_id = key_id
         self._team_id = team_id
         self._lifetime = lifetime
@@ -166,30 +165,6 @@ class ProviderToken:
         self._token = None
         return True
 
-    def same_key(self, key: Secret, key_id: str, team_id: str, clock: Callable[[], float]) -> bool:
-        return (self._pem, self._key_id, self._team_id, self._clock) == (
-            key.reveal().strip(),
-            key_id,
-            team_id,
-            clock,
-        )
-
-
-#: The provider token of each key in use, shared by the gateways signing with it: APNs
-#: counts token updates per key, not per connection.
-_TOKENS: dict[tuple[str, str], ProviderToken] = {}
-
-
-def provider_token(
-    key: Secret, key_id: str, team_id: str, *, clock: Callable[[], float] = time.time
-) -> ProviderToken:
-    """The provider token shared by every gateway of this key (and clock)."""
-    token = _TOKENS.get((team_id, key_id))
-    if token is None or not token.same_key(key, key_id, team_id, clock):
-        token = ProviderToken(key, key_id, team_id, clock=clock)
-        _TOKENS[(team_id, key_id)] = token
-    return token
-
 
 class ApnsGateway:
     def __init__(self, config: ApnsConfig, *, clock: Callable[[], float] = time.time) -> None:
@@ -197,7 +172,7 @@ class ApnsGateway:
             raise ValueError("concurrency must be at least 1")
         self.config = config
         self._clock = clock
-        self._token = provider_token(config.key, config.key_id, config.team_id, clock=clock)
+        self._token = ProviderToken(config.key, config.key_id, config.team_id, clock=clock)
         self._streams = asyncio.Semaphore(config.concurrency)
         self._client = _http.make_client(
             base_url=config.url, ca_file=config.ca_file, timeout=config.timeout
