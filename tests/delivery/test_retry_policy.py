@@ -203,6 +203,7 @@ def test_refused_apns_credentials_pause_and_new_settings_resume(
     work(svc, retry_window_seconds=3600)
     for code in codes:
         assert trail(svc, code)[-1] == ("delivered", "Success")
+    assert metrics.GATEWAY_PAUSED.value(**labels) == 0
 
 
 def test_a_probe_resumes_a_paused_gateway_once_the_gateway_accepts(

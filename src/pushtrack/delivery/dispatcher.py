@@ -313,8 +313,9 @@ class Dispatcher:
                 )
                 metrics.GATEWAY_PAUSES.inc(**labels, reason=reason)
             metrics.GATEWAY_PAUSED.set(1, **labels)
-        elif pause is not None:
-            if await self.store.dispatch.resume_gateway(app_id, platform):
+        elif pause is not None or metrics.GATEWAY_PAUSED.value(**labels):
+            # a probe went through, or new settings lifted the pause meanwhile
+            if pause is not None and await self.store.dispatch.resume_gateway(app_id, platform):
                 log.warning(
                     "resumed the %s gateway of app %s for %s: its credentials work again",
                     kind,
