@@ -84,7 +84,10 @@ def test_set_gateway_stores_settings_and_never_prints_secrets(
     )
     assert out.returncode == 0, out.stderr
     listed = cli(db, "app", "gateways", code, "--json")
-    assert json.loads(listed.stdout) == {"ios": "apns", "android": "sandbox"}
+    assert json.loads(listed.stdout) == {
+        "ios": {"kind": "apns", "status": "active"},
+        "android": {"kind": "sandbox", "status": "active"},
+    }
     assert "PRIVATE KEY" not in listed.stdout
 
 
@@ -136,3 +139,34 @@ def test_token_methods_must_exist(app_code: tuple[str, str]) -> None:
         "--json",
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_a_paused_gateway_is_shown_and_new_settings_lift_the_pause(
+    app_code: tuple[str, str],
+) -> None:
+    from pushtrack.store import open_store
+    from tests.support import run
+
+    db, code = app_code
+    args = ["--platform", "android", "--kind", "sandbox"]
+    assert cli(db, "app", "set-gateway", code, *args).returncode == 0
+
+    async def pause() -> None:
+        store = open_store(db)
+        try:
+            [app] = [a for a in await store.list_apps("default") if a.code == code]
+            [(_, _, version)] = (await store.dispatch.gateways(app.id)).values()
+            assert await store.dispatch.pause_gateway(app.id, 3, version, "PERMISSION_DENIED")
+        finally:
+            await store.close()
+
+    run(pause())
+    listed = json.loads(cli(db, "app", "gateways", code, "--json").stdout)["android"]
+    assert (listed["status"], listed["reason"]) == ("paused", "PERMISSION_DENIED")
+    assert listed["paused_since"].endswith(" UTC")
+    table = cli(db, "app", "gateways", code).stdout
+    assert "PAUSED" in table
+    assert "PERMISSION_DENIED" in table
+    assert cli(db, "app", "set-gateway", code, *args).returncode == 0
+    listed = json.loads(cli(db, "app", "gateways", code, "--json").stdout)["android"]
+    assert listed == {"kind": "sandbox", "status": "active"}

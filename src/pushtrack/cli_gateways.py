@@ -11,7 +11,9 @@ from rich.table import Table
 
 from pushtrack.cli import Account, AsJson, Database, _emit, _fail, _with_store, app_cli, console
 from pushtrack.domain.platforms import Platform, from_name
+from pushtrack.domain.timeutil import to_wire
 from pushtrack.store.base import ConflictError
+from pushtrack.store.dispatch import GatewayState
 
 #: Which gateway kinds can serve which platforms (the sandbox serves any).
 SERVES: dict[str, frozenset[Platform]] = {
@@ -101,21 +103,35 @@ def set_gateway(
 def list_gateways(
     code: str, account: Account = "default", database: Database = None, as_json: AsJson = False
 ) -> None:
-    """Show which gateway serves each platform of an application (no secrets)."""
+    """Show which gateway serves each platform of an application, and whether it is
+    paused because the gateway refused its credentials (no secrets)."""
 
-    async def lookup(store: Any) -> dict[int, str]:
+    async def lookup(store: Any) -> dict[int, GatewayState]:
         for app in await store.list_apps(account):
             if app.code == code:
-                kinds: dict[int, str] = await store.dispatch.gateway_kinds(app.id)
-                return kinds
+                states: dict[int, GatewayState] = await store.dispatch.gateway_states(app.id)
+                return states
         raise ConflictError(f"no application {code} in account {account!r}")
 
-    kinds = _with_store(database, lookup)
-    rows = {Platform(p).api_name: k for p, k in sorted(kinds.items())}
+    states = _with_store(database, lookup)
+    rows: dict[str, dict[str, str]] = {}
+    for platform, state in sorted(states.items()):
+        row = {"kind": state.kind, "status": "active"}
+        if state.pause is not None:
+            row["status"] = "paused"
+            row["paused_since"] = to_wire(state.pause.since) + " UTC"
+            row["reason"] = state.pause.reason
+        rows[Platform(platform).api_name] = row
     if as_json:
         _emit(True, rows, "")
         return
-    table = Table("platform", "gateway")
-    for name, kind in rows.items():
-        table.add_row(name, kind)
+    table = Table("platform", "gateway", "status")
+    for name, row in rows.items():
+        status = row["status"]
+        if status == "paused":
+            status = (
+                f"[bold red]PAUSED[/] since {row['paused_since']}: {row['reason']}"
+                " (deliveries wait; fix the settings with set-gateway)"
+            )
+        table.add_row(name, row["kind"], status)
     console.print(table)

@@ -59,9 +59,19 @@ class Settings:
     #: Jobs one worker runs at once; seconds a claimed job's lease lasts.
     worker_concurrency: int = 4
     worker_lease_seconds: float = 30.0
-    #: Sending: tries per delivery before it ends failed; first backoff in seconds.
-    max_attempts: int = 5
-    retry_backoff_seconds: float = 2.0
+    #: Sending (docs/api.md §7): a refused delivery is retried until its message's TTL
+    #: (or, without one, ``retry_window_seconds``) has passed since the message's send
+    #: time. After a 5xx or a lost connection the wait starts at ``retry_backoff_seconds``
+    #: and doubles up to ``retry_max_backoff_seconds``; after a 429 without Retry-After
+    #: it is at least ``retry_throttled_seconds``; a Retry-After is honoured.
+    retry_backoff_seconds: float = 15.0
+    retry_max_backoff_seconds: float = 900.0
+    retry_throttled_seconds: float = 60.0
+    retry_window_seconds: float = 86400.0
+    #: An optional cap on tries per delivery (0: none, time alone bounds retries).
+    max_attempts: int = 0
+    #: A gateway paused for refused credentials is tried again this often (seconds).
+    gateway_probe_seconds: float = 60.0
     #: Devices per step when an audience message is expanded into deliveries (1-1000):
     #: each step is one write transaction.
     expansion_batch: int = 250
@@ -100,8 +110,14 @@ class Settings:
             raise ValueError("retention_days must be at least 1")
         if self.worker_concurrency < 1 or self.worker_lease_seconds < 1:
             raise ValueError("worker_concurrency and worker_lease_seconds must be at least 1")
-        if self.max_attempts < 1 or self.retry_backoff_seconds < 0:
-            raise ValueError("max_attempts must be at least 1, retry_backoff_seconds >= 0")
+        if self.max_attempts < 0 or self.retry_backoff_seconds < 0:
+            raise ValueError("max_attempts and retry_backoff_seconds must be >= 0")
+        if self.retry_max_backoff_seconds < self.retry_backoff_seconds:
+            raise ValueError("retry_max_backoff_seconds must be >= retry_backoff_seconds")
+        if self.retry_throttled_seconds < 0 or self.retry_window_seconds <= 0:
+            raise ValueError("retry_throttled_seconds must be >= 0, retry_window_seconds > 0")
+        if self.gateway_probe_seconds <= 0:
+            raise ValueError("gateway_probe_seconds must be > 0")
         if not 1 <= self.expansion_batch <= 1000:
             raise ValueError("expansion_batch must be between 1 and 1000")
         if self.file_ttl_hours < 1:

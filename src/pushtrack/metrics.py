@@ -7,7 +7,7 @@ worker's jobs show in the queue gauges every ``serve`` reads from the store).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 #: The API: one sample per request, by method (unknown names as "unknown") and the
 #: answer's status code (JSON 1.3's ``status_code``, v2's HTTP status).
@@ -48,3 +48,36 @@ STORE_UNAVAILABLE = Counter(
 
 #: Requests answered 503 because ``max_in_flight`` requests were being worked on.
 SHED = Counter("pushtrack_requests_shed", "Requests refused 503 while the service was busy")
+
+#: Times an application's gateway was paused because the gateway refused its credentials.
+GATEWAY_PAUSES = Counter(
+    "pushtrack_gateway_pauses",
+    "Gateways paused because their credentials were refused",
+    ["app", "platform", "kind", "reason"],
+)
+#: 1 while an application's gateway for a platform is paused (as this process last saw it).
+GATEWAY_PAUSED = Gauge(
+    "pushtrack_gateway_paused",
+    "1 while an application's gateway for a platform is paused",
+    ["app", "platform", "kind"],
+)
+#: Deliveries rescheduled after a transient refusal, by gateway kind and HTTP status.
+DELIVERY_RETRIES = Counter(
+    "pushtrack_delivery_retries",
+    "Deliveries rescheduled after a transient refusal",
+    ["kind", "status"],
+)
+#: Deliveries that ended failed because their TTL or the retry window ran out.
+DELIVERY_GIVE_UPS = Counter(
+    "pushtrack_delivery_give_ups",
+    "Deliveries failed because their TTL or the retry window ran out",
+    ["kind"],
+)
+
+
+def value(metric: Counter | Gauge, **labels: object) -> float:
+    """A metric's current value for these labels (0 if never set)."""
+    name = metric._name  # prometheus_client keeps no public accessor
+    suffix = "_total" if isinstance(metric, Counter) else ""
+    found = REGISTRY.get_sample_value(name + suffix, {k: str(v) for k, v in labels.items()})
+    return found or 0.0

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from pushtrack.config import Settings
-from pushtrack.delivery.dispatcher import Dispatcher
+from pushtrack.delivery.dispatcher import Dispatcher, RetryPolicy
 from pushtrack.jobs import eventstats, expansion, msgstats, retention, tracklog
 from pushtrack.jobs.runner import Handler, Worker
 from pushtrack.store import Store
@@ -42,11 +42,7 @@ def build_worker(
 ) -> Worker:
     """A worker for every job kind, shaped by ``settings``; ``poll_seconds`` is how long
     it waits for new jobs when it finds none (tests shorten it)."""
-    dispatcher = Dispatcher(
-        store,
-        max_attempts=settings.max_attempts,
-        backoff_seconds=settings.retry_backoff_seconds,
-    )
+    dispatcher = Dispatcher(store, policy=RetryPolicy.of(settings))
     return ServiceWorker(
         store,
         {"dispatch": dispatcher.handle, **handlers(settings, store)},

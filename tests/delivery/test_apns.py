@@ -195,12 +195,13 @@ FIELD_NOTES = [
             "TopicDisallowed",
         )
     ],
+    (403, "Forbidden", Verdict.FAILED, False),
     *[
-        (403, reason, Verdict.FAILED, False)
+        (403, reason, Verdict.CREDENTIALS, False)  # the application's credentials: pause
         for reason in (
             "BadCertificate",
             "BadCertificateEnvironment",
-            "Forbidden",
+            "ExpiredProviderToken",
             "InvalidProviderToken",
             "MissingProviderToken",
         )
@@ -289,7 +290,7 @@ async def test_wrong_topic(apns_server: ApnsServer, apns_settings: dict[str, Any
 
 
 @pytest.mark.parametrize("change", ["key", "key_id", "team_id"])
-async def test_bad_credentials_fail(
+async def test_bad_credentials_are_a_credentials_refusal(
     apns_server: ApnsServer, apns_settings: dict[str, Any], change: str
 ) -> None:
     wrong = {
@@ -300,15 +301,17 @@ async def test_bad_credentials_fail(
     batch = [notification(Platform.IOS, apns_token(), i) for i in (1, 2)]
     outcomes = await send({**apns_settings, change: wrong[change]}, batch)
     assert [(o.verdict, o.http_status, o.reason) for o in outcomes] == [
-        (Verdict.FAILED, 403, "InvalidProviderToken")
+        (Verdict.CREDENTIALS, 403, "InvalidProviderToken")
     ] * 2
 
 
 async def test_expired_provider_token_is_refreshed_once(
     apns_server: ApnsServer, apns_settings: dict[str, Any]
 ) -> None:
-    async with ApnsGateway(apns_config(apns_settings)) as gateway:
+    now = [time.time() - 25 * 60]
+    async with ApnsGateway(apns_config(apns_settings), clock=lambda: now[0]) as gateway:
         [first] = await gateway.send([notification(Platform.IOS, apns_token())])
+        now[0] += 21 * 60  # old enough to be replaced without TooManyProviderTokenUpdates
         apns_server.expire_provider_tokens()
         batch = [notification(Platform.IOS, apns_token(), i) for i in range(1, 11)]
         outcomes = await gateway.send(batch)
@@ -320,20 +323,22 @@ async def test_expired_provider_token_is_refreshed_once(
     assert len(refused) == 10
 
 
-async def test_provider_token_too_old_fails_after_one_refresh(
+async def test_provider_token_too_old_is_not_re_signed_within_20_minutes(
     apns_server: ApnsServer, apns_settings: dict[str, Any]
 ) -> None:
-    # A clock two hours behind signs tokens APNs finds stale, again and again.
+    # A clock two hours behind signs tokens APNs finds stale; a token just signed is
+    # not replaced (APNs would answer TooManyProviderTokenUpdates): the credentials
+    # are refused, and the dispatcher pauses the gateway.
     [outcome] = await send(
         apns_settings, [notification(Platform.IOS, apns_token())], clock=lambda: time.time() - 7200
     )
     assert (outcome.verdict, outcome.http_status, outcome.reason) == (
-        Verdict.FAILED,
+        Verdict.CREDENTIALS,
         403,
         "ExpiredProviderToken",
     )
-    assert len(apns_server.received) == 2
-    assert len(apns_server.provider_tokens) == 2
+    assert len(apns_server.received) == 1
+    assert len(apns_server.provider_tokens) == 1
 
 
 async def test_provider_token_is_renewed_before_the_hour(

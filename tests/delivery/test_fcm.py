@@ -94,7 +94,8 @@ FIELD_NOTES = [
     ("QUOTA_EXCEEDED", 429, Verdict.RETRY, False),
     ("UNAVAILABLE", 503, Verdict.RETRY, False),
     ("INTERNAL", 500, Verdict.RETRY, False),
-    ("THIRD_PARTY_AUTH_ERROR", 401, Verdict.FAILED, False),
+    # the APNs/Web Push credentials uploaded to Firebase: the gateway pauses
+    ("THIRD_PARTY_AUTH_ERROR", 401, Verdict.CREDENTIALS, False),
     ("UNSPECIFIED_ERROR", 500, Verdict.FAILED, False),
 ]
 
@@ -150,7 +151,8 @@ async def test_invalid_argument_description(
     [
         ("UNREGISTERED", "NOT_FOUND", Verdict.FAILED),  # not proof the token is dead
         ("QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED", Verdict.RETRY),
-        ("SENDER_ID_MISMATCH", "PERMISSION_DENIED", Verdict.FAILED),
+        # without the detail only the project's permission is known refused: credentials
+        ("SENDER_ID_MISMATCH", "PERMISSION_DENIED", Verdict.CREDENTIALS),
         ("UNAVAILABLE", "UNAVAILABLE", Verdict.RETRY),
         ("UNSPECIFIED_ERROR", "UNKNOWN", Verdict.RETRY),  # unknown status: HTTP 500 decides
     ],
@@ -198,13 +200,13 @@ async def test_rejected_access_token_is_replaced_once(
     assert sum(r.status == 401 for r in fcm_server.received) == 10
 
 
-async def test_access_token_refused_twice_fails(
+async def test_access_token_refused_twice_is_a_credentials_refusal(
     fcm_server: FcmServer, fcm_settings: dict[str, Any]
 ) -> None:
     fcm_server.token_lifetime = -1  # every token it issues is already stale
     [outcome] = await send(fcm_settings, [android("device-a")])
     assert (outcome.verdict, outcome.reason, outcome.http_status) == (
-        Verdict.FAILED,
+        Verdict.CREDENTIALS,
         "UNAUTHENTICATED",
         401,
     )
@@ -243,6 +245,7 @@ async def test_wrong_private_key_is_refused_by_the_token_endpoint(
     with pytest.raises(GatewayError, match="invalid_grant") as caught:
         await send({**fcm_settings, "service_account": account}, [android("device-a")])
     assert caught.value.retryable is False
+    assert caught.value.credentials is True  # the dispatcher pauses the gateway
     assert fcm_server.received == []
 
 
@@ -253,6 +256,7 @@ async def test_token_endpoint_outage_is_retryable(
     with pytest.raises(GatewayError, match="503") as caught:
         await send(fcm_settings, [android("device-a")])
     assert caught.value.retryable is True
+    assert caught.value.credentials is False
 
 
 async def test_wrong_project_is_refused(
@@ -261,7 +265,7 @@ async def test_wrong_project_is_refused(
     account = {**fcm_server.service_account, "project_id": "someone-else"}
     [outcome] = await send({**fcm_settings, "service_account": account}, [android("device-a")])
     assert (outcome.verdict, outcome.reason, outcome.http_status) == (
-        Verdict.FAILED,
+        Verdict.CREDENTIALS,
         "PERMISSION_DENIED",
         403,
     )

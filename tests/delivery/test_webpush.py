@@ -102,8 +102,8 @@ async def test_raw_key_and_application_server_key(
 
 RFC_8030 = [
     (400, Verdict.FAILED, "BadRequest", False),
-    (401, Verdict.FAILED, "Unauthorized", False),
-    (403, Verdict.FAILED, "Forbidden", False),
+    (401, Verdict.CREDENTIALS, "Unauthorized", False),  # VAPID refused: pause
+    (403, Verdict.FAILED, "Forbidden", False),  # subscribed with another key: this device
     (404, Verdict.FAILED, "NotFound", True),
     (410, Verdict.FAILED, "Gone", True),
     (413, Verdict.FAILED, "PayloadTooLarge", False),

@@ -12,7 +12,11 @@ background push at priority 10; the topic must carry Apple's suffix for the push
 Knobs for tests: ``failures`` (device token → (status, reason[, headers])),
 ``latency`` (seconds per request), ``goaway_after`` / ``reset_after`` (streams
 per connection before a GOAWAY / an abrupt close),
-``expire_provider_tokens()``; ``received`` records every request.
+``expire_provider_tokens()``, ``storm(n, ...)`` (the next n requests answered 5xx,
+with or without Retry-After), ``token_update_interval`` (like APNs, a new provider
+token on a connection whose last one was signed less than this many seconds before is
+refused ``429 TooManyProviderTokenUpdates``; None: not checked); ``received`` records every
+request.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ TOPIC_SUFFIXES = {
     "widgets": ".push-type.widgets",
 }
 PAYLOAD_LIMITS = {"voip": 5120}
+#: APNs refuses a provider token signed less than this long after the last one.
+TOKEN_UPDATE_INTERVAL = 20 * 60.0
 _PATH = re.compile(r"/3/device/([^/?]*)")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-fA-F]{64,200}")
@@ -100,6 +106,10 @@ class ApnsServer:
         #: Provider tokens in the order first seen.
         self.provider_tokens: list[str] = []
         self.expired: set[str] = set()
+        self.token_update_interval: float | None = TOKEN_UPDATE_INTERVAL
+        #: connection -> (its provider token, that token's iat)
+        self._token_iat: dict[int, tuple[str, int]] = {}
+        self._storm: tuple[int, int, str, dict[str, str]] = (0, 503, "", {})
         self._server = H2Server(self._handle, tls.server_context())
 
     # -- running ---------------------------------------------------------------
@@ -152,6 +162,9 @@ class ApnsServer:
         self.received.clear()
         self.provider_tokens.clear()
         self.expired.clear()
+        self.token_update_interval = TOKEN_UPDATE_INTERVAL
+        self._token_iat.clear()
+        self._storm = (0, 503, "", {})
         self.goaway_after = None
         self.reset_after = None
         self._server.errors.clear()
@@ -159,6 +172,21 @@ class ApnsServer:
     def expire_provider_tokens(self) -> None:
         """Answer ExpiredProviderToken to every provider token seen so far."""
         self.expired.update(self.provider_tokens)
+
+    def storm(
+        self,
+        requests: int,
+        status: int = 503,
+        reason: str = "ServiceUnavailable",
+        retry_after: str | None = None,
+    ) -> None:
+        """Answer the next ``requests`` well-formed requests ``status`` (a 5xx storm)."""
+        self._storm = (
+            requests,
+            status,
+            reason,
+            {"retry-after": retry_after} if retry_after else {},
+        )
 
     def delivered(self) -> list[ReceivedPush]:
         return [r for r in self.received if r.status == 200]
@@ -178,7 +206,11 @@ class ApnsServer:
         try:
             self._check(request, token, apns_id)
             status, reason, headers = 200, None, {}
-            if token in self.failures:
+            left, storm_status, storm_reason, storm_headers = self._storm
+            if left > 0:
+                self._storm = (left - 1, storm_status, storm_reason, storm_headers)
+                status, reason, headers = storm_status, storm_reason, storm_headers
+            elif token in self.failures:
                 status, reason, *extra = self.failures[token]
                 headers = extra[0] if extra else {}
         except _Refusal as refusal:
@@ -205,7 +237,7 @@ class ApnsServer:
         names = [name for name, _ in request.header_list]
         if len(names) != len(set(names)):
             raise _Refusal(400, "DuplicateHeaders")
-        self._check_provider_token(request.headers.get("authorization"))
+        self._check_provider_token(request.headers.get("authorization"), request.connection)
         headers = request.headers
         if not _UUID.fullmatch(apns_id):
             raise _Refusal(400, "BadMessageId")
@@ -252,7 +284,7 @@ class ApnsServer:
             if headers.get("apns-priority", "10") == "10":
                 raise _Refusal(400, "BadPriority")
 
-    def _check_provider_token(self, authorization: str | None) -> None:
+    def _check_provider_token(self, authorization: str | None, connection: int) -> None:
         if not authorization:
             raise _Refusal(403, "MissingProviderToken")
         scheme, _, token = authorization.partition(" ")
@@ -271,3 +303,10 @@ class ApnsServer:
             raise _Refusal(403, "InvalidProviderToken")
         if token in self.expired or time.time() - claims["iat"] > 3600:
             raise _Refusal(403, "ExpiredProviderToken")
+        last = self._token_iat.get(connection)
+        if last is None or last[0] != token:
+            # a new token on this connection: APNs takes at most one every 20 minutes
+            interval = self.token_update_interval
+            if interval is not None and last is not None and claims["iat"] - last[1] < interval:
+                raise _Refusal(429, "TooManyProviderTokenUpdates")
+            self._token_iat[connection] = (token, int(claims["iat"]))

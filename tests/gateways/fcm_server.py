@@ -9,7 +9,10 @@ bodies carrying an ``FcmError`` detail.
 
 Knobs for tests: ``failures`` (registration token → errorCode or ``Failure``),
 ``token_lifetime``, ``expire_access_tokens()``, ``token_endpoint_failure``,
-``latency``; ``received`` records every send, ``token_requests`` counts grants.
+``latency``, ``storm(n, ...)`` (the next n sends answered 503 UNAVAILABLE, with or
+without Retry-After); ``received`` records every send, ``token_requests`` counts
+grants. Like FCM, a message with a field the v1 API does not know is refused
+400 INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -180,6 +183,7 @@ class FcmServer:
         self.token_requests = 0
         self.access_tokens: dict[str, float] = {}  # token → expiry
         self._count = 0
+        self._storm: tuple[int, str | None] = (0, None)
         self._server = H2Server(self._handle, tls.server_context())
 
     @property
@@ -232,7 +236,12 @@ class FcmServer:
         self.received.clear()
         self.token_requests = 0
         self.access_tokens.clear()
+        self._storm = (0, None)
         self._server.errors.clear()
+
+    def storm(self, requests: int, retry_after: str | None = None) -> None:
+        """Answer the next ``requests`` well-formed sends 503 UNAVAILABLE (a 5xx storm)."""
+        self._storm = (requests, retry_after)
 
     def expire_access_tokens(self) -> None:
         """Every access token issued so far is refused from now on (401 UNAUTHENTICATED)."""
@@ -259,6 +268,12 @@ class FcmServer:
                     f"'//cloudresourcemanager.googleapis.com/projects/{match[1]}'",
                 )
             message = self._message(request.body)
+            left, retry_after = self._storm
+            if left > 0:
+                self._storm = (left - 1, retry_after)
+                status, rpc, text = ERRORS["UNAVAILABLE"]
+                headers = {"retry-after": retry_after} if retry_after else {}
+                raise _Refusal(status, rpc, text, "UNAVAILABLE", headers)
             self._inject(message["token"])
             self._count += 1
             name = (

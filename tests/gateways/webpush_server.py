@@ -8,7 +8,11 @@ the TTL, Urgency and Content-Encoding headers, and decrypts the ``aes128gcm``
 body (RFC 8291) with the subscription's private key, proving the encryption.
 
 Knobs for tests: ``failures`` (subscription id → (status[, headers])),
-``unsubscribe(sub)`` (then 410), ``latency``; ``received`` records every push.
+``unsubscribe(sub)`` (then 410), ``latency``, ``storm(n, ...)`` (the next n pushes
+answered 503, with or without Retry-After), ``apple`` (behave like Apple's
+web.push.apple.com: a VAPID ``sub`` naming localhost, or not mailto:/https:, is
+refused 403 ``{"reason": "BadJwtToken"}``, and errors carry Apple's ``reason``);
+``received`` records every push.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import http_ece
 import jwt
@@ -52,6 +57,25 @@ MESSAGES: dict[int, tuple[str, str]] = {
     500: ("Internal Server Error", "An internal error occurred"),
     503: ("Service Unavailable", "Service temporarily unavailable"),
 }
+
+
+#: Apple's web push answers {"reason": ...} (its APNs reasons) instead of autopush's body.
+_APPLE_REASONS = {
+    400: "BadRequest",
+    403: "BadJwtToken",
+    404: "BadDeviceToken",
+    410: "Unregistered",
+    413: "PayloadTooLarge",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+}
+_BAD_JWT = "BadJwtToken: the sub claim names localhost"
+
+
+def _names_localhost(sub: str) -> bool:
+    host = sub.rpartition("@")[2] if sub.startswith("mailto:") else urlsplit(sub).hostname or ""
+    return host.lower() == "localhost" or host.lower().endswith(".localhost")
 
 
 def b64url(data: bytes) -> str:
@@ -122,7 +146,9 @@ class WebPushServer:
         self.gone: set[str] = set()
         self.failures: dict[str, tuple[Any, ...]] = {}
         self.latency = 0.0
+        self.apple = False
         self.received: list[ReceivedPush] = []
+        self._storm: tuple[int, str | None] = (0, None)
         self._server = H2Server(self._handle, tls.server_context())
 
     @property
@@ -151,6 +177,8 @@ class WebPushServer:
         self.gone.clear()
         self.failures.clear()
         self.latency = 0.0
+        self.apple = False
+        self._storm = (0, None)
         self.received.clear()
         self._server.errors.clear()
 
@@ -165,6 +193,10 @@ class WebPushServer:
         )
         self.subscribers[sub_id] = subscriber
         return subscriber
+
+    def storm(self, requests: int, retry_after: str | None = None) -> None:
+        """Answer the next ``requests`` well-formed pushes 503 (a 5xx storm)."""
+        self._storm = (requests, retry_after)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.gone.add(subscriber.id)
@@ -196,12 +228,22 @@ class WebPushServer:
                 )
             except Exception as exc:
                 raise _Refusal(400, f"Decryption failed: {exc!r}") from None
+            left, retry_after = self._storm
+            if left > 0:
+                self._storm = (left - 1, retry_after)
+                raise _Refusal(503, None, {"retry-after": retry_after} if retry_after else None)
             if sub_id in self.failures:
                 status, *extra = self.failures[sub_id]
                 raise _Refusal(status, None, extra[0] if extra else None)
             response = Response(201, {"location": f"{self.url}/message/{uuid.uuid4()}"})
         except _Refusal as refusal:
             response = refusal.response()
+            if self.apple:
+                response = Response.json(
+                    refusal.status, {"reason": _APPLE_REASONS.get(refusal.status, "BadRequest")}
+                )
+                if refusal.detail == _BAD_JWT:
+                    response = Response.json(403, {"reason": "BadJwtToken"})
         self.received.append(
             ReceivedPush(sub_id, dict(request.headers), plaintext, response.status, claims)
         )
@@ -229,6 +271,8 @@ class WebPushServer:
             raise _Refusal(401, "VAPID token expiry is more than 24 hours away")
         if not str(claims["sub"]).startswith(("mailto:", "https:")):
             raise _Refusal(401, "VAPID sub must be a mailto: or https: URL")
+        if self.apple and _names_localhost(str(claims["sub"])):
+            raise _Refusal(403, _BAD_JWT)
         return claims
 
     def _check_headers(self, headers: dict[str, str]) -> None:

@@ -3,7 +3,12 @@
 One ``httpx`` client multiplexes a batch over HTTP/2 streams, at most
 ``concurrency`` at a time. The provider token is an ES256 JWT signed with the
 team's .p8 key; APNs rejects one older than an hour, so it is re-signed every
-50 minutes, and once more when APNs answers ``ExpiredProviderToken``.
+50 minutes, and once more when APNs answers ``ExpiredProviderToken`` (but never
+within 20 minutes of the last signing: APNs answers TooManyProviderTokenUpdates
+to a connection whose token is updated more often). A refusal of the provider
+token (``InvalidProviderToken``, ``MissingProviderToken``, ``ExpiredProviderToken``
+that re-signing did not cure, ...) is a ``CREDENTIALS`` outcome: the dispatcher
+pauses the gateway instead of failing.
 
 Every status and reason of "Handling error responses from APNs" maps to an
 outcome through the tables below (the one place APNs reasons are mapped).
@@ -35,6 +40,8 @@ SANDBOX_URL = "https://api.sandbox.push.apple.com"
 
 #: APNs refuses provider tokens older than one hour; sign a new one well before.
 TOKEN_LIFETIME = 50 * 60.0
+#: APNs answers TooManyProviderTokenUpdates to tokens re-signed more often than this.
+MIN_TOKEN_AGE = 20 * 60.0
 
 #: Push types an application's gateway may send every push as, beyond the alert and
 #: background pushes derived from each payload: the topic suffix Apple asks for each.
@@ -102,6 +109,18 @@ _PRIORITY = {"high": "10", "normal": "5", "low": "1"}
 #: Statuses that mean our set-up is wrong rather than this one device: logged loudly.
 _SETUP_STATUSES = frozenset({403, 404, 405})
 
+#: 403 reasons that refuse the application's credentials, not the notification: the
+#: gateway is paused (``Verdict.CREDENTIALS``) until they are fixed.
+CREDENTIAL_REASONS = frozenset(
+    {
+        "InvalidProviderToken",
+        "MissingProviderToken",
+        "ExpiredProviderToken",
+        "BadCertificate",
+        "BadCertificateEnvironment",
+    }
+)
+
 
 class ProviderToken:
     """The ES256 JWT sent as ``authorization: bearer``, re-signed before it goes stale."""
@@ -135,10 +154,16 @@ class ProviderToken:
             )
         return self._token
 
-    def expire(self, token: str) -> None:
-        """APNs called ``token`` expired: sign a new one next time, unless that happened already."""
-        if token == self._token:
-            self._token = None
+    def expire(self, token: str) -> bool:
+        """APNs called ``token`` expired: sign a new one next time, unless that happened
+        already, or the token is too young to replace (``MIN_TOKEN_AGE``). True when the
+        next ``current()`` is another token."""
+        if token != self._token:
+            return True
+        if self._clock() - self._issued_at < MIN_TOKEN_AGE:
+            return False
+        self._token = None
+        return True
 
 
 class ApnsGateway:
@@ -178,8 +203,7 @@ class ApnsGateway:
             try:
                 token = self._token.current()
                 response = await self._post(url, headers, token, content)
-                if _reason_of(response) == "ExpiredProviderToken":
-                    self._token.expire(token)
+                if _reason_of(response) == "ExpiredProviderToken" and self._token.expire(token):
                     response = await self._post(url, headers, self._token.current(), content)
             except httpx.TransportError as exc:
                 return _http.transport_outcome(n.delivery_id, exc)
@@ -229,6 +253,8 @@ def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
     rule = _BY_STATUS.get(status) or _Rule(_RETRY if status >= 500 else _FAILED, f"HTTP {status}")
     reason = body.get("reason") if isinstance(body.get("reason"), str) else None
     reason = reason or rule.reason
+    if status == 403 and reason in CREDENTIAL_REASONS:
+        rule = _Rule(Verdict.CREDENTIALS, reason)
     description = reason
     timestamp = body.get("timestamp")
     dead_since = None

@@ -23,6 +23,9 @@ class Verdict(enum.Enum):
     DELIVERED = "delivered"  # the gateway accepted it for further delivery
     FAILED = "failed"  # permanent: do not try again
     RETRY = "retry"  # transient: try again later (backoff / Retry-After)
+    #: The gateway refused the application's credentials (not this device): the
+    #: delivery waits while the application's gateway for the platform is paused.
+    CREDENTIALS = "credentials"
 
 
 class Notification(msgspec.Struct, frozen=True):
@@ -60,9 +63,11 @@ class Outcome(msgspec.Struct, frozen=True):
 class GatewayError(Exception):
     """The gateway as a whole cannot be used (credentials, configuration, network)."""
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, credentials: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        #: The gateway refused the application's credentials: pause, do not fail.
+        self.credentials = credentials
 
 
 class Gateway(Protocol):

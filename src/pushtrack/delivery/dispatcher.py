@@ -3,12 +3,20 @@
 For a range it loads what is due, marks it ``sent`` (before any byte reaches a
 gateway, so a crash can only resend what was in flight, never what ended),
 hands each platform's share to that platform's gateway, and records the
-outcomes. Transient refusals are retried with exponential backoff and jitter
-(or after the gateway's Retry-After) up to ``max_attempts``, then end
-``failed`` with the last reason. A message's ``send_rate`` is honoured by the
-store handing out send slots (``start_batch``); the job sends a burst, waits
-for the next slot, and goes on. Gateway outcome → status mapping happens here
-and only here.
+outcomes. Gateway outcome → status mapping happens here and only here.
+
+Retries are bounded by time, not by a count (``RetryPolicy``; docs/api.md §7):
+a transient refusal is tried again after the gateway's Retry-After, else after
+at least a minute for a 429 and an exponential backoff (to 15 minutes) for a
+5xx or a lost connection, until the message's TTL (or, without one, the retry
+window) has passed since the message's send time; the delivery then ends
+``failed`` saying so. A refusal of the application's credentials fails
+nothing: the application's gateway for that platform is paused (ERROR log,
+``metrics.GATEWAY_PAUSES``, ``pushtrack app gateways``), its deliveries wait,
+and one sender probes it every ``probe_seconds``; new gateway settings lift
+the pause. A message's ``send_rate`` is honoured by the store handing out send
+slots (``start_batch``); the job sends a burst, waits for the next slot, and
+goes on.
 """
 
 from __future__ import annotations
@@ -18,8 +26,14 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
+from pushtrack import metrics
+from pushtrack.config import Settings
+from pushtrack.delivery._http import positive_ttl
 from pushtrack.delivery.base import Gateway, GatewayError, Notification, Outcome, Verdict
 from pushtrack.delivery.registry import build_gateway
 from pushtrack.domain.payload import render
@@ -28,7 +42,7 @@ from pushtrack.domain.status import Status
 from pushtrack.jobs.runner import Done, Later
 from pushtrack.jobs.runner import Outcome as JobOutcome
 from pushtrack.store import Store
-from pushtrack.store.dispatch import Batch, Due, Result
+from pushtrack.store.dispatch import Batch, Due, Pause, Result
 from pushtrack.store.jobs import Job
 
 log = logging.getLogger("pushtrack.delivery")
@@ -52,20 +66,62 @@ SERVED = frozenset(
 #: (seconds); further off, it hands the job back until then.
 PACE_SECONDS = 2.0
 
+#: A local-time message reaches its last time zone this long after its send time
+#: (UTC-12 is 12 hours behind; two more for summer time and odd offsets).
+LOCAL_TIME_SPREAD_US = 14 * 3600 * 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long and how often a refused delivery is tried again (docs/api.md §7)."""
+
+    #: First wait after a 5xx or a lost connection; doubles with each try (with jitter).
+    backoff_seconds: float = 15.0
+    #: The longest such wait (Apple asks for minutes of back-off after a 5xx).
+    max_backoff_seconds: float = 900.0
+    #: The least wait after a 429 that names no Retry-After (FCM's quota refills each minute).
+    throttled_seconds: float = 60.0
+    #: How long after the message's send time a delivery without a TTL is still tried.
+    window_seconds: float = 86400.0
+    #: How often one sender tries a gateway paused for refused credentials.
+    probe_seconds: float = 60.0
+    #: An optional cap on tries per delivery; 0: none (time alone bounds retries).
+    max_attempts: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            backoff_seconds=settings.retry_backoff_seconds,
+            max_backoff_seconds=settings.retry_max_backoff_seconds,
+            throttled_seconds=settings.retry_throttled_seconds,
+            window_seconds=settings.retry_window_seconds,
+            probe_seconds=settings.gateway_probe_seconds,
+            max_attempts=settings.max_attempts,
+        )
+
+    def delay(self, outcome: Outcome, attempts: int) -> float:
+        """Seconds to wait before the next try of a delivery tried ``attempts`` times."""
+        if outcome.retry_after is not None:
+            return max(0.0, outcome.retry_after)
+        backoff = self.backoff_seconds * 2.0 ** min(attempts, 40)
+        backoff = min(self.max_backoff_seconds, backoff * (0.5 + random.random()))  # jitter
+        if outcome.http_status == 429:
+            # throttled without a time named: at least that long, spread over a quarter more
+            return max(backoff, self.throttled_seconds * (1 + random.random() / 4))
+        return backoff
+
+
+class _Limit(msgspec.Struct, frozen=True):
+    """When a delivery stops being tried (µs) and what sets that time."""
+
+    deadline: int
+    what: str
+
 
 class Dispatcher:
-    def __init__(
-        self,
-        store: Store,
-        *,
-        max_attempts: int = 5,
-        backoff_seconds: float = 2.0,
-        max_backoff_seconds: float = 300.0,
-    ) -> None:
+    def __init__(self, store: Store, *, policy: RetryPolicy | None = None) -> None:
         self.store = store
-        self.max_attempts = max_attempts
-        self.backoff = backoff_seconds
-        self.max_backoff = max_backoff_seconds
+        self.policy = policy or RetryPolicy()
         self._gateways: dict[tuple[int, int], tuple[int, Gateway]] = {}
         self._lock = asyncio.Lock()
 
@@ -73,8 +129,10 @@ class Dispatcher:
         message_id = int(job.params["message_id"])
         first, last = int(job.params["first"]), int(job.params["last"])
         app_id = await self.store.dispatch.app_of(message_id)
-        if app_id is None:
+        timing = await self.store.dispatch.send_time(message_id)
+        if app_id is None or timing is None:
             return Done({"message": "gone"})
+        base = timing[0] + (LOCAL_TIME_SPREAD_US if timing[1] else 0)
         settings = await self.store.dispatch.gateways(app_id)
         rate = await self.store.dispatch.send_rate(message_id)
 
@@ -93,7 +151,9 @@ class Dispatcher:
                 return Done({"message": "cancelled"})
             retry_at: int | None = None
             if batch.due:
-                outcome = await self._send(app_id, settings, batch, finish=batch.next_due is None)
+                outcome = await self._send(
+                    app_id, settings, batch, base, finish=batch.next_due is None
+                )
                 if isinstance(outcome, int):
                     retry_at = outcome
                 elif outcome is not None:
@@ -108,11 +168,19 @@ class Dispatcher:
                 continue
             return Later(min(waiting))
 
+    def _limit(self, base: int, options: dict[str, Any]) -> _Limit:
+        ttl = positive_ttl(options)
+        if ttl is not None:
+            return _Limit(base + ttl * 1_000_000, f"the message's TTL of {ttl} s")
+        window = self.policy.window_seconds
+        return _Limit(base + int(window * 1_000_000), f"the retry window of {window:g} s")
+
     async def _send(
         self,
         app_id: int,
         settings: dict[int, tuple[str, dict[str, Any], int]],
         batch: Batch,
+        base: int,
         *,
         finish: bool,
     ) -> int | str | None:
@@ -125,10 +193,19 @@ class Dispatcher:
         for d in batch.due:
             by_platform[d.platform].append(d)
         groups = list(by_platform.items())
+        limits = {pid: self._limit(base, options) for pid, (_, options) in batch.payloads.items()}
+        pauses = await self.store.dispatch.gateway_pauses(app_id)
         answers = await asyncio.gather(
             *(
                 self._send_group(
-                    app_id, platform, settings[platform], batch.message_id, ds, batch.payloads
+                    app_id,
+                    platform,
+                    settings[platform],
+                    pauses.get(platform),
+                    batch.message_id,
+                    ds,
+                    batch.payloads,
+                    limits,
                 )
                 for platform, ds in groups
             )
@@ -136,9 +213,11 @@ class Dispatcher:
         results: list[Result] = []
         dead_tokens: list[tuple[str, int | None]] = []
         now = self.store.clock()
-        for (_, ds), outcomes in zip(groups, answers, strict=True):
+        for (platform, ds), (outcomes, wait_until) in zip(groups, answers, strict=True):
+            kind = settings[platform][0]
             for d, outcome in zip(ds, outcomes, strict=True):
-                results.append(self._result(d, outcome, now))
+                limit = limits[d.payload_id]
+                results.append(self._result(d, outcome, now, limit, wait_until, kind))
                 if outcome.unsubscribe:
                     dead_tokens.append((d.push_token, outcome.dead_since))
         retries = [r.retry_at for r in results if r.retry_at is not None]
@@ -158,14 +237,37 @@ class Dispatcher:
         app_id: int,
         platform: int,
         setting: tuple[str, dict[str, Any], int],
+        pause: Pause | None,
         message_id: int,
         due: Sequence[Due],
         payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]],
-    ) -> list[Outcome]:
+        limits: dict[int, _Limit],
+    ) -> tuple[list[Outcome], int]:
+        """One platform's outcomes, and when deliveries refused for credentials try again.
+
+        A paused gateway is sent nothing, unless its probe is due and this sender
+        wins the turn to probe it.
+        """
+        kind, _, version = setting
+        probe = int(self.policy.probe_seconds * 1_000_000)
+        if pause is not None:
+            probe_at = pause.since + probe
+            if self.store.clock() < probe_at or not await self.store.dispatch.claim_probe(
+                app_id, platform, pause.since
+            ):
+                why = f"Gateway paused: {pause.reason}"
+                return [Outcome(d.delivery_id, Verdict.CREDENTIALS, why) for d in due], max(
+                    probe_at, self.store.clock() + probe // 10
+                )
         notifications = []
         target = Platform(platform)
+        now = self.store.clock()
         for d in due:
             body, options = payloads[d.payload_id]
+            if d.attempts and positive_ttl(options):
+                # a retry goes with what is left of the message's TTL
+                left = (limits[d.payload_id].deadline - now) // 1_000_000
+                options = {**options, "ttl": max(1, left)}
             notifications.append(
                 Notification(
                     delivery_id=d.delivery_id,
@@ -181,18 +283,51 @@ class Dispatcher:
             gateway = await self._gateway(app_id, platform, setting)
             outcomes = await gateway.send(notifications)
         except (GatewayError, ValueError) as exc:
-            retryable = isinstance(exc, GatewayError) and exc.retryable
-            log.error("gateway %s for app %s, %s: %s", setting[0], app_id, name_of(platform), exc)
-            verdict = Verdict.RETRY if retryable else Verdict.FAILED
-            return [Outcome(n.delivery_id, verdict, f"Gateway error: {exc}") for n in notifications]
+            if isinstance(exc, ValueError) or exc.credentials:
+                verdict = Verdict.CREDENTIALS  # unusable settings: pause until they change
+            else:
+                verdict = Verdict.RETRY if exc.retryable else Verdict.FAILED
+                log.error("gateway %s for app %s, %s: %s", kind, app_id, name_of(platform), exc)
+            outcomes = [
+                Outcome(n.delivery_id, verdict, f"Gateway error: {exc}") for n in notifications
+            ]
         if len(outcomes) != len(notifications):
             raise RuntimeError(
-                f"{setting[0]} gateway answered {len(outcomes)} outcomes"
+                f"{kind} gateway answered {len(outcomes)} outcomes"
                 f" for {len(notifications)} notifications"
             )
-        return outcomes
+        labels = {"app": app_id, "platform": name_of(platform), "kind": kind}
+        refused = [o for o in outcomes if o.verdict is Verdict.CREDENTIALS]
+        if refused and not any(o.verdict is Verdict.DELIVERED for o in outcomes):
+            reason = refused[0].reason or refused[0].description
+            if await self.store.dispatch.pause_gateway(app_id, platform, version, reason):
+                log.error(
+                    "PAUSED the %s gateway of app %s for %s: it refused the credentials (%s)."
+                    " Its deliveries wait; new settings (`pushtrack app set-gateway`) resume"
+                    " it, and so does a probe (every %g s) that the gateway accepts.",
+                    kind,
+                    app_id,
+                    name_of(platform),
+                    reason,
+                    self.policy.probe_seconds,
+                )
+                metrics.GATEWAY_PAUSES.labels(**labels, reason=reason).inc()
+            metrics.GATEWAY_PAUSED.labels(**labels).set(1)
+        elif pause is not None or metrics.value(metrics.GATEWAY_PAUSED, **labels):
+            # a probe went through, or new settings lifted the pause meanwhile
+            if pause is not None and await self.store.dispatch.resume_gateway(app_id, platform):
+                log.warning(
+                    "resumed the %s gateway of app %s for %s: its credentials work again",
+                    kind,
+                    app_id,
+                    name_of(platform),
+                )
+            metrics.GATEWAY_PAUSED.labels(**labels).set(0)
+        return outcomes, self.store.clock() + probe
 
-    def _result(self, d: Due, outcome: Outcome, now: int) -> Result:
+    def _result(
+        self, d: Due, outcome: Outcome, now: int, limit: _Limit, wait_until: int, kind: str
+    ) -> Result:
         if outcome.verdict is Verdict.DELIVERED:
             return Result(d.delivery_id, Status.DELIVERED, outcome.description)
         if outcome.verdict is Verdict.FAILED:
@@ -200,20 +335,34 @@ class Dispatcher:
                 d.delivery_id, Status.FAILED, outcome.description, unsubscribe=outcome.unsubscribe
             )
         attempt = d.attempts + 1
-        if attempt >= self.max_attempts:
+        if outcome.verdict is Verdict.CREDENTIALS:
+            # not the device's fault, nor the gateway's: wait for the credentials
+            if wait_until >= limit.deadline:
+                metrics.DELIVERY_GIVE_UPS.labels(kind=kind).inc()
+                return Result(
+                    d.delivery_id,
+                    Status.FAILED,
+                    f"{outcome.description} (gave up while the gateway was paused:"
+                    f" {limit.what} ends before the next try)",
+                )
+            return Result(d.delivery_id, None, outcome.description, retry_at=wait_until)
+        if self.policy.max_attempts and attempt >= self.policy.max_attempts:
             return Result(
                 d.delivery_id,
                 Status.FAILED,
                 f"{outcome.description} (gave up after {attempt} attempts)",
             )
-        if outcome.retry_after is not None:
-            delay = max(0.0, outcome.retry_after)
-        else:
-            delay = min(self.max_backoff, self.backoff * 2**d.attempts)
-            delay *= 0.5 + random.random()  # jitter: spread the retries of a burst
-        return Result(
-            d.delivery_id, None, outcome.description, retry_at=now + int(delay * 1_000_000)
-        )
+        retry_at = now + int(self.policy.delay(outcome, d.attempts) * 1_000_000)
+        if retry_at >= limit.deadline:
+            metrics.DELIVERY_GIVE_UPS.labels(kind=kind).inc()
+            return Result(
+                d.delivery_id,
+                Status.FAILED,
+                f"{outcome.description} (gave up after {attempt} attempts:"
+                f" {limit.what} ends before the next try)",
+            )
+        metrics.DELIVERY_RETRIES.labels(kind=kind, status=outcome.http_status or "none").inc()
+        return Result(d.delivery_id, None, outcome.description, retry_at=retry_at)
 
     async def _gateway(
         self, app_id: int, platform: int, setting: tuple[str, dict[str, Any], int]

@@ -7,7 +7,10 @@ Each notification is one ``messages:send`` request; a batch shares one
 HTTP/2 connection, at most ``concurrency`` requests in flight.
 
 A token endpoint that refuses or cannot be reached makes the whole batch
-unsendable: ``send`` raises ``GatewayError`` (``retryable`` unless it refused).
+unsendable: ``send`` raises ``GatewayError`` (``retryable`` unless it refused;
+``credentials`` when it refused the service account). A send refused as
+unauthenticated after a fresh token, or denied permission, is a ``CREDENTIALS``
+outcome: the dispatcher pauses the gateway instead of failing the delivery.
 Answers map to outcomes by FCM ``errorCode``, else by RPC status, else by HTTP
 status, through the tables below (the one place FCM's error codes are mapped).
 """
@@ -156,9 +159,8 @@ class AccessToken:
             return token, now + max(lifetime - REFRESH_MARGIN, lifetime / 2)
         error = " ".join(str(body.get(k)) for k in ("error", "error_description") if body.get(k))
         message = f"FCM token endpoint answered {response.status_code}: {error or 'no detail'}"
-        raise GatewayError(
-            message, retryable=response.status_code in (408, 429) or response.status_code >= 500
-        )
+        retryable = response.status_code in (408, 429) or response.status_code >= 500
+        raise GatewayError(message, retryable=retryable, credentials=not retryable)
 
 
 class _Rule(NamedTuple):
@@ -167,6 +169,8 @@ class _Rule(NamedTuple):
 
 
 _FAILED, _RETRY = _Rule(Verdict.FAILED), _Rule(Verdict.RETRY)
+#: The application's credentials refused (not the message's): pause, do not fail.
+_CREDENTIALS = _Rule(Verdict.CREDENTIALS)
 
 #: FcmError errorCode (first) or google.rpc status (when no errorCode) → outcome.
 _BY_CODE: dict[str, _Rule] = {
@@ -176,13 +180,13 @@ _BY_CODE: dict[str, _Rule] = {
     "QUOTA_EXCEEDED": _RETRY,
     "UNAVAILABLE": _RETRY,
     "INTERNAL": _RETRY,
-    "THIRD_PARTY_AUTH_ERROR": _FAILED,
+    "THIRD_PARTY_AUTH_ERROR": _CREDENTIALS,  # the APNs or Web Push credentials in Firebase
     "UNSPECIFIED_ERROR": _FAILED,
     # RPC statuses seen without an FcmError detail.
     "RESOURCE_EXHAUSTED": _RETRY,
     "DEADLINE_EXCEEDED": _RETRY,
-    "PERMISSION_DENIED": _FAILED,
-    "UNAUTHENTICATED": _FAILED,
+    "PERMISSION_DENIED": _CREDENTIALS,  # the service account may not send for the project
+    "UNAUTHENTICATED": _CREDENTIALS,  # still refused after a fresh access token
     "NOT_FOUND": _FAILED,
 }
 
@@ -235,7 +239,7 @@ class FcmGateway:
             except httpx.TransportError as exc:
                 return _http.transport_outcome(n.delivery_id, exc)
             except GatewayError as exc:  # the token refresh after a 401 failed
-                verdict = Verdict.RETRY if exc.retryable else Verdict.FAILED
+                verdict = Verdict.RETRY if exc.retryable else Verdict.CREDENTIALS
                 return Outcome(n.delivery_id, verdict, str(exc), reason="UNAUTHENTICATED")
         return outcome_of(n.delivery_id, response)
 

@@ -9,6 +9,11 @@ Pushwoosh's Web SDK registers it, the endpoint alone with the keys apart
 with a VAPID ``Authorization`` header; the signed VAPID token is reused per push
 service for a few hours.
 Push services differ in host but not in status codes, mapped in the table below.
+A refusal of the VAPID credentials (401, or Apple's 403 ``BadJwtToken``) is a
+``CREDENTIALS`` outcome: the dispatcher pauses the gateway instead of failing.
+A 403 otherwise says the subscription was made with another key: that device's
+delivery fails. Apple's push service refuses a ``localhost`` subject, so the
+subject must name a real host.
 """
 
 from __future__ import annotations
@@ -174,6 +179,10 @@ class Vapid:
     ) -> None:
         if not subject.startswith(("mailto:", "https://")):
             raise ValueError("subject must be a mailto: or https: URL")
+        if _is_local(subject):
+            raise ValueError(
+                "subject must name a public host: push services (Apple's) refuse localhost"
+            )
         self._key = load_vapid_key(key)
         self._subject = subject
         self._clock = clock
@@ -195,6 +204,19 @@ class Vapid:
         return value
 
 
+_LOCAL_HOSTS = frozenset({"localhost", "::1", "[::1]"})
+
+
+def _is_local(subject: str) -> bool:
+    """A VAPID subject naming this machine (``https://localhost``, ``mailto:a@localhost``)."""
+    if subject.startswith("mailto:"):
+        host = subject[len("mailto:") :].rpartition("@")[2].split("?")[0]
+    else:
+        host = urlsplit(subject).hostname or ""
+    host = host.strip().lower().rstrip(".")
+    return host in _LOCAL_HOSTS or host.endswith(".localhost") or host.startswith(("127.", "0."))
+
+
 class _Rule(NamedTuple):
     verdict: Verdict
     reason: str
@@ -202,6 +224,8 @@ class _Rule(NamedTuple):
 
 
 _SUCCESS = _Rule(Verdict.DELIVERED, "Success")
+#: Apple's Web Push reasons (403) for a VAPID token it refuses.
+_JWT_REFUSALS = frozenset({"BadJwtToken", "ExpiredJwtToken"})
 
 #: HTTP status of the push service → outcome (RFC 8030 and the services' docs).
 _BY_STATUS: dict[int, _Rule] = {
@@ -209,7 +233,7 @@ _BY_STATUS: dict[int, _Rule] = {
     201: _SUCCESS,
     202: _SUCCESS,
     400: _Rule(Verdict.FAILED, "BadRequest"),
-    401: _Rule(Verdict.FAILED, "Unauthorized"),  # VAPID credentials
+    401: _Rule(Verdict.CREDENTIALS, "Unauthorized"),  # VAPID credentials
     403: _Rule(Verdict.FAILED, "Forbidden"),  # VAPID key differs from the subscription's
     404: _Rule(Verdict.FAILED, "NotFound", unsubscribe=True),
     410: _Rule(Verdict.FAILED, "Gone", unsubscribe=True),
@@ -303,6 +327,8 @@ def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
             http_status=status,
         )
     detail = _detail(response)
+    if status == 403 and _http.json_body(response).get("reason") in _JWT_REFUSALS:
+        rule = _Rule(Verdict.CREDENTIALS, "Forbidden")  # Apple: the VAPID token is refused
     retry_after = None
     if rule.verdict is Verdict.RETRY:
         retry_after = _http.parse_retry_after(response.headers.get("retry-after"))

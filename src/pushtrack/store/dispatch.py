@@ -82,7 +82,8 @@ def set_gateway(
     tx.run(
         "INSERT INTO gateways (app_id, platform, kind, config, updated_at) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (app_id, platform) DO UPDATE SET kind = excluded.kind,"
-        " config = excluded.config, updated_at = excluded.updated_at",
+        " config = excluded.config, updated_at = excluded.updated_at,"
+        " paused_at = NULL, paused_reason = NULL",  # new settings lift a pause
         (row[0], platform, kind, dumps(config), tx.now()),
     )
 
@@ -385,6 +386,90 @@ def cancel_rest(tx: Tx, *, message_id: int, first: int, last: int) -> None:
     fail(tx, message_id, [(d, p, DESC_CANCELLED) for d, p in rows])
 
 
+class Pause(msgspec.Struct, frozen=True):
+    """A gateway paused because its credentials were refused."""
+
+    #: When it was paused, or last probed while paused (µs UTC).
+    since: int
+    reason: str
+
+
+class GatewayState(msgspec.Struct, frozen=True):
+    """What ``pushtrack app gateways`` shows of one platform's gateway (no settings)."""
+
+    kind: str
+    pause: Pause | None = None
+
+
+def gateway_pauses(tx: Tx, *, app_id: int) -> dict[int, Pause]:
+    """platform -> pause, for an application's paused gateways."""
+    rows = tx.all(
+        "SELECT platform, paused_at, paused_reason FROM gateways"
+        " WHERE app_id = ? AND paused_at IS NOT NULL",
+        (app_id,),
+    )
+    return {r[0]: Pause(int(r[1]), str(r[2] or "")) for r in rows}
+
+
+def gateway_states(tx: Tx, *, app_id: int) -> dict[int, GatewayState]:
+    """platform -> kind and pause of an application's gateways (safe to show)."""
+    rows = tx.all(
+        "SELECT platform, kind, paused_at, paused_reason FROM gateways WHERE app_id = ?",
+        (app_id,),
+    )
+    return {
+        r[0]: GatewayState(r[1], Pause(int(r[2]), str(r[3] or "")) if r[2] is not None else None)
+        for r in rows
+    }
+
+
+def pause_gateway(tx: Tx, *, app_id: int, platform: int, version: int, reason: str) -> bool:
+    """Pause a gateway whose settings are still those of ``version`` (its ``updated_at``):
+    settings changed meanwhile are not paused for what the old ones got. True if paused
+    now (False: already paused, or its settings changed)."""
+    row = tx.one(
+        "UPDATE gateways SET paused_at = ?, paused_reason = ? WHERE app_id = ? AND platform = ?"
+        " AND updated_at = ? AND paused_at IS NULL RETURNING platform",
+        (tx.now(), reason, app_id, platform, version),
+    )
+    if row is None:
+        # already paused: the failed probe starts a new probe interval
+        tx.run(
+            "UPDATE gateways SET paused_at = ?, paused_reason = ? WHERE app_id = ?"
+            " AND platform = ? AND updated_at = ? AND paused_at IS NOT NULL",
+            (tx.now(), reason, app_id, platform, version),
+        )
+    return row is not None
+
+
+def claim_probe(tx: Tx, *, app_id: int, platform: int, since: int) -> bool:
+    """Take the turn to probe a paused gateway (one sender per probe interval): True if
+    the pause was still the one seen at ``since``; its time moves to now."""
+    row = tx.one(
+        "UPDATE gateways SET paused_at = ? WHERE app_id = ? AND platform = ? AND paused_at = ?"
+        " RETURNING platform",
+        (tx.now(), app_id, platform, since),
+    )
+    return row is not None
+
+
+def resume_gateway(tx: Tx, *, app_id: int, platform: int) -> bool:
+    """Lift a gateway's pause (its credentials worked again). True if it was paused."""
+    row = tx.one(
+        "UPDATE gateways SET paused_at = NULL, paused_reason = NULL WHERE app_id = ?"
+        " AND platform = ? AND paused_at IS NOT NULL RETURNING platform",
+        (app_id, platform),
+    )
+    return row is not None
+
+
+def send_time(tx: Tx, *, message_id: int) -> tuple[int, bool] | None:
+    """(when a message was to go out: the later of its ``send_at`` and its creation, µs;
+    whether it goes at local time), or None when it is gone."""
+    row = tx.one("SELECT send_at, created_at, local_time FROM messages WHERE id = ?", (message_id,))
+    return (max(int(row[0]), int(row[1])), bool(row[2])) if row else None
+
+
 class DispatchStore:
     """The sending part of the ``Store``: ``store.dispatch``."""
 
@@ -410,6 +495,28 @@ class DispatchStore:
 
     async def gateway_kinds(self, app_id: int) -> dict[int, str]:
         return await self.engine.read(partial(gateway_kinds, app_id=app_id))
+
+    async def gateway_pauses(self, app_id: int) -> dict[int, Pause]:
+        return await self.engine.read(partial(gateway_pauses, app_id=app_id))
+
+    async def gateway_states(self, app_id: int) -> dict[int, GatewayState]:
+        return await self.engine.read(partial(gateway_states, app_id=app_id))
+
+    async def pause_gateway(self, app_id: int, platform: int, version: int, reason: str) -> bool:
+        return await self.engine.write(
+            partial(pause_gateway, app_id=app_id, platform=platform, version=version, reason=reason)
+        )
+
+    async def claim_probe(self, app_id: int, platform: int, since: int) -> bool:
+        return await self.engine.write(
+            partial(claim_probe, app_id=app_id, platform=platform, since=since)
+        )
+
+    async def resume_gateway(self, app_id: int, platform: int) -> bool:
+        return await self.engine.write(partial(resume_gateway, app_id=app_id, platform=platform))
+
+    async def send_time(self, message_id: int) -> tuple[int, bool] | None:
+        return await self.engine.read(partial(send_time, message_id=message_id))
 
     async def app_of(self, message_id: int) -> int | None:
         return await self.engine.read(partial(app_of, message_id=message_id))

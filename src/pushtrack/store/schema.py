@@ -262,4 +262,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE devices ADD COLUMN token_at INTEGER;
     UPDATE devices SET token_at = updated_at WHERE push_token IS NOT NULL;
     """,
+    # 7: a gateway whose credentials were refused is paused (its deliveries wait) until
+    # its settings change or a probe succeeds
+    """
+    ALTER TABLE gateways ADD COLUMN paused_at INTEGER;
+    ALTER TABLE gateways ADD COLUMN paused_reason TEXT;
+    """,
 ]
