@@ -195,6 +195,11 @@ class FcmServer:
         return self._server.errors
 
     @property
+    def http2(self) -> H2Server:
+        """The HTTP/2 server underneath, with its connection-level knobs."""
+        return self._server
+
+    @property
     def service_account(self) -> dict[str, str]:
         pem = self._key.private_bytes(
             serialization.Encoding.PEM,
@@ -233,6 +238,7 @@ class FcmServer:
         self.token_requests = 0
         self.access_tokens.clear()
         self._server.errors.clear()
+        self._server.reset_knobs()
 
     def expire_access_tokens(self) -> None:
         """Every access token issued so far is refused from now on (401 UNAUTHENTICATED)."""
