@@ -1,8 +1,9 @@
-"""The dispatch-apns baseline: a bare httpx HTTP/2 client loop against the local APNs server.
+"""dispatch-apns's fallback baseline: a bare HTTP/2 client loop against the local APNs server.
 
-The same library and limits as the APNs gateway (HTTP/2, 100 connections at
-most, 16 kept alive, ``streams`` requests in flight), the same headers (one
-ES256 provider token) and payloads of the same shape. Run as its own process:
+The same client and limits as the APNs gateway (``pushtrack.delivery._http``,
+one connection, ``streams`` requests in flight), the same headers (one ES256
+provider token) and payloads of the same shape. Used when nginx cannot be had;
+run as its own process:
 
     echo SETTINGS_JSON | python -m bench.apns_bare TOTAL DEVICES STREAMS
 
@@ -13,16 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import sys
 import time
 import uuid
 
-import httpx
 import jwt
 import msgspec
+import uvloop
 
-MAX_CONNECTIONS = 100
+from pushtrack.delivery._http import Client
 
 
 async def bare(settings: dict[str, str], total: int, devices: int, streams: int) -> float:
@@ -43,12 +43,9 @@ async def bare(settings: dict[str, str], total: int, devices: int, streams: int)
     encoder = msgspec.json.Encoder(order="sorted")
     slots = asyncio.Semaphore(streams)
     failures: list[str] = []
-    async with httpx.AsyncClient(
-        base_url=settings["base_url"],
-        http2=True,
-        verify=ssl.create_default_context(cafile=settings["ca_file"]),
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=16),
-    ) as client:
+    client = Client(ca_file=settings["ca_file"])
+    base = settings["base_url"].rstrip("/")
+    try:
 
         async def one(i: int) -> None:
             body = encoder.encode(
@@ -61,7 +58,7 @@ async def bare(settings: dict[str, str], total: int, devices: int, streams: int)
             )
             async with slots:
                 resp = await client.post(
-                    f"/3/device/{i % devices:064x}", headers=headers, content=body
+                    f"{base}/3/device/{i % devices:064x}", headers=headers, content=body
                 )
             if resp.status_code != 200:
                 failures.append(f"{resp.status_code} {resp.text}")
@@ -70,6 +67,8 @@ async def bare(settings: dict[str, str], total: int, devices: int, streams: int)
         start = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(total)))
         seconds = time.perf_counter() - start
+    finally:
+        await client.aclose()
     if failures:
         raise RuntimeError(f"{len(failures)} bare APNs requests failed: {failures[0]}")
     return seconds
@@ -78,7 +77,7 @@ async def bare(settings: dict[str, str], total: int, devices: int, streams: int)
 def main() -> None:
     total, devices, streams = (int(a) for a in sys.argv[1:4])
     settings = json.loads(sys.stdin.read())
-    seconds = asyncio.run(bare(settings, total, devices, streams))
+    seconds = uvloop.run(bare(settings, total, devices, streams))
     sys.stdout.write(json.dumps({"seconds": seconds}) + "\n")
 
 

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from pushtrack.delivery._http import Response
 from pushtrack.delivery.base import GatewayError, Notification, Outcome, Verdict
 from pushtrack.delivery.fcm import FcmConfig, FcmGateway, outcome_of
 from pushtrack.delivery.registry import build_gateway, parse_config
@@ -121,12 +121,12 @@ async def test_every_error_code_maps(
 
 
 def test_invalid_argument_unsubscribes_only_for_a_bad_registration_token() -> None:
-    def answer(message: str) -> httpx.Response:
+    def answer(message: str) -> Response:
         detail = {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
                   "errorCode": "INVALID_ARGUMENT"}  # fmt: skip
         error = {"code": 400, "message": message, "status": "INVALID_ARGUMENT",
                  "details": [detail]}  # fmt: skip
-        return httpx.Response(400, json={"error": error})
+        return Response(400, {}, json.dumps({"error": error}).encode())
 
     bad_token = outcome_of(
         1, answer("The registration token is not a valid FCM registration token")

@@ -8,6 +8,16 @@ took, then sends GOAWAY naming the last one it took, and closes the connection
 when the client has hung up. Requests on streams it did not take must be
 retried by the client on a new connection. ``reset_after`` does the same but
 drops the connection abruptly, without a GOAWAY.
+
+Connection-level knobs of real gateways (``reset_knobs`` restores them all):
+``goaway_early`` sends the GOAWAY as soon as ``goaway_after`` streams are taken,
+while they are still in flight, and answers them afterwards; ``stream_limits``
+changes SETTINGS_MAX_CONCURRENT_STREAMS mid-connection (``{1: 1, 20: 100}``:
+down to 1 after the first stream taken, back to 100 after the 20th; a client
+opening more streams than the acknowledged limit is recorded in ``errors``);
+``max_streams`` is the limit announced when a connection starts; ``refuse_next``
+refuses that many streams with RST_STREAM(REFUSED_STREAM), unprocessed;
+``stall_after`` takes the streams after that many (server-wide) and never answers them.
 """
 
 from __future__ import annotations
@@ -23,8 +33,11 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 
 @dataclass
@@ -62,6 +75,7 @@ class H2Server:
         #: Take this many streams per connection, answer them, then drop the connection
         #: (no GOAWAY, TCP closed at once): a network failure as the client sees it.
         self.reset_after: int | None = None
+        self.reset_knobs()
         self.connections = 0
         #: Exceptions raised by the handler (answered as 500): tests assert this stays empty.
         self.errors: list[BaseException] = []
@@ -72,6 +86,22 @@ class H2Server:
         self._stopping: asyncio.Event | None = None
         self._start_error: BaseException | None = None
         self._live: set[_Connection] = set()
+
+    def reset_knobs(self) -> None:
+        """Every connection-level knob back to a well-behaved server."""
+        self.goaway_after = None
+        self.reset_after = None
+        #: With ``goaway_after``: GOAWAY while the streams taken are still in flight.
+        self.goaway_early = False
+        #: SETTINGS_MAX_CONCURRENT_STREAMS announced when a connection starts (None: h2's).
+        self.max_streams: int | None = None
+        #: Streams taken on a connection → the SETTINGS_MAX_CONCURRENT_STREAMS announced then.
+        self.stream_limits: dict[int, int] = {}
+        #: Refuse this many coming streams with REFUSED_STREAM (never processed).
+        self.refuse_next = 0
+        #: Take the streams after this many (counted over all connections), never answer them.
+        self.stall_after: int | None = None
+        self.taken = 0
 
     @property
     def url(self) -> str:
@@ -165,6 +195,13 @@ class _Connection:
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
             self.writer.close()
             return
+        if self.server.max_streams is not None:
+            self.h2.local_settings = h2.settings.Settings(
+                client=False,
+                initial_values={
+                    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.server.max_streams
+                },
+            )
         self.h2.initiate_connection()
         self._flush()
         try:
@@ -177,6 +214,10 @@ class _Connection:
                     continue  # after GOAWAY: let the client read it and hang up first
                 try:
                     events = self.h2.receive_data(data)
+                except h2.exceptions.TooManyStreamsError as exc:
+                    self.server.errors.append(exc)  # the client ignored our stream limit
+                    self._flush()
+                    break
                 except h2.exceptions.ProtocolError:
                     self._flush()
                     break
@@ -212,11 +253,24 @@ class _Connection:
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded) and event.stream_id in self.streams:
             headers, body = self.streams.pop(event.stream_id)
-            limit = self.server.goaway_after or self.server.reset_after
+            server = self.server
+            limit = server.goaway_after or server.reset_after
             if limit is not None and self.accepted >= limit:
                 return  # past the limit: never processed, named so by the GOAWAY to come
+            if server.refuse_next > 0:
+                server.refuse_next -= 1
+                self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                return
             self.accepted += 1
+            server.taken += 1
             self.last_stream_id = event.stream_id
+            if self.accepted in server.stream_limits:
+                code = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+                self.h2.update_settings({code: server.stream_limits[self.accepted]})
+            if server.goaway_early and self.accepted == server.goaway_after:
+                self._goaway_now()
+            if server.stall_after is not None and server.taken > server.stall_after:
+                return  # taken, never answered
             task = asyncio.create_task(self._respond(event.stream_id, headers, bytes(body)))
             self.responders.add(task)
             task.add_done_callback(self.responders.discard)
@@ -226,6 +280,19 @@ class _Connection:
             self.window_open.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.closed = True
+
+    def _goaway_now(self) -> None:
+        """A GOAWAY naming the last stream taken, with the streams taken still unanswered.
+
+        Written as a raw frame: h2 closes its own state machine on GOAWAY, after
+        which it could not send the answers that RFC 9113 §6.8 still allows.
+        """
+        self._flush()
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.last_stream_id
+        frame.error_code = 0
+        if not self.writer.is_closing():
+            self.writer.write(frame.serialize())
 
     async def _respond(
         self, stream_id: int, header_list: list[tuple[str, str]], body: bytes

@@ -25,6 +25,13 @@ class LocalTLS:
         context.set_alpn_protocols(["h2"])
         return context
 
+    def write_server_files(self, cert_file: str, key_file: str) -> None:
+        """The server's certificate chain and key as PEM files (for servers like nginx)."""
+        self._cert.private_key_pem.write_to_path(key_file)
+        with open(cert_file, "wb") as out:
+            for blob in self._cert.cert_chain_pems:
+                out.write(blob.bytes())
+
     def close(self) -> None:
         if os.path.exists(self.ca_file):
             os.unlink(self.ca_file)

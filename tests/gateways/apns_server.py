@@ -127,6 +127,11 @@ class ApnsServer:
         return self._server.errors
 
     @property
+    def http2(self) -> H2Server:
+        """The HTTP/2 server underneath, with its connection-level knobs."""
+        return self._server
+
+    @property
     def goaway_after(self) -> int | None:
         return self._server.goaway_after
 
@@ -168,6 +173,7 @@ class ApnsServer:
         self.goaway_after = None
         self.reset_after = None
         self._server.errors.clear()
+        self._server.reset_knobs()
 
     def expire_provider_tokens(self) -> None:
         """Answer ExpiredProviderToken to every provider token seen so far."""

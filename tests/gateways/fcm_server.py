@@ -199,6 +199,11 @@ class FcmServer:
         return self._server.errors
 
     @property
+    def http2(self) -> H2Server:
+        """The HTTP/2 server underneath, with its connection-level knobs."""
+        return self._server
+
+    @property
     def service_account(self) -> dict[str, str]:
         pem = self._key.private_bytes(
             serialization.Encoding.PEM,
@@ -238,6 +243,7 @@ class FcmServer:
         self.access_tokens.clear()
         self._storm = (0, None)
         self._server.errors.clear()
+        self._server.reset_knobs()
 
     def storm(self, requests: int, retry_after: str | None = None) -> None:
         """Answer the next ``requests`` well-formed sends 503 UNAVAILABLE (a 5xx storm)."""

@@ -159,6 +159,11 @@ class WebPushServer:
     def errors(self) -> list[BaseException]:
         return self._server.errors
 
+    @property
+    def http2(self) -> H2Server:
+        """The HTTP/2 server underneath, with its connection-level knobs."""
+        return self._server
+
     def start(self) -> WebPushServer:
         self._server.start()
         return self
@@ -181,6 +186,7 @@ class WebPushServer:
         self._storm = (0, None)
         self.received.clear()
         self._server.errors.clear()
+        self._server.reset_knobs()
 
     def subscribe(self, application_server_key: str | None = None) -> Subscriber:
         sub_id = b64url(os.urandom(12))

@@ -1,79 +1,588 @@
-"""Plumbing the network gateways share: the HTTP client, its errors, keys.
+"""Plumbing the network gateways share: the HTTP/2 client, its errors, keys.
 
-httpx is the only library that talks to the network here, and its exceptions
-stop in this module: ``post`` gives a request one more try on a fresh
-connection when the old one went away under it (an HTTP/2 GOAWAY, a reset),
-and ``transport_outcome`` turns whatever still fails into a RETRY outcome.
+The gateways talk HTTP/2 over TLS through ``Client``: the ``h2`` state machine
+driven from an asyncio Protocol, one connection per origin kept open for as long
+as the gateway keeps it (APNs asks for that: a new connection starts with a low
+stream limit). What the connection does is what RFC 9113 and the gateways ask:
+
+- the server's SETTINGS_MAX_CONCURRENT_STREAMS is honoured as it changes (a
+  request waits for a free stream; reading answers never waits for anything);
+- on GOAWAY the streams at or below its last stream id are still answered on
+  the old connection, and only those above it, which the server says it never
+  processed, are sent again on a new one (as are streams refused with
+  REFUSED_STREAM);
+- every request has a hard deadline; after a timeout the connection takes no new
+  requests and a new one is opened;
+- a request whose bytes were handed to the connection may have reached the
+  gateway: if no answer comes it is never sent again here, and the error says
+  so (``TransportError.may_have_reached``); ``transport_outcome`` turns it into
+  a FAILED outcome with the reason ``OutcomeUnknown`` rather than risk a push
+  delivered twice. Only a request the gateway cannot have seen is RETRY.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import email.utils
 import ssl
 import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-import httpx
+import jh2.config
+import jh2.connection
+import jh2.errors
+import jh2.events
+import jh2.exceptions
+import jh2.settings
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pushtrack.delivery.base import Outcome, Verdict
 
-#: Errors meaning the connection was lost with the request on it, not that the
-#: server refused it: worth one more try on a new connection within the same send.
-_CONNECTION_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-
 _json_decoder = msgspec.json.Decoder()
 
+#: Sends of one request that the gateway refused unprocessed (GOAWAY, REFUSED_STREAM)
+#: before it counts as not sent at all.
+MAX_REFUSALS = 3
+#: Our receive windows (per stream and for the connection): answers are small.
+_WINDOW = 1 << 20
+_RECOUNT = 256
 
-def make_client(
-    *,
-    base_url: str = "",
-    ca_file: str | None = None,
-    timeout: float = 30.0,
-    max_connections: int = 100,
-) -> httpx.AsyncClient:
-    """An HTTP/2-capable client; ``ca_file`` replaces the trusted roots (tests, private CAs)."""
-    verify: ssl.SSLContext | bool = True
-    if ca_file:
+
+class TransportError(Exception):
+    """No answer from the gateway.
+
+    ``may_have_reached`` is True once the request was handed to the connection:
+    the gateway may have acted on it, so sending it again could deliver it twice.
+    """
+
+    def __init__(self, message: str, *, may_have_reached: bool = False) -> None:
+        super().__init__(message)
+        self.may_have_reached = may_have_reached
+
+
+class ConnectError(TransportError):
+    """No connection could be opened (DNS, TCP, TLS, no HTTP/2): the request was not sent."""
+
+
+class RequestTimeout(TransportError):
+    """The request's deadline passed without an answer."""
+
+
+class ConnectionLost(TransportError):
+    """The connection or the stream ended without an answer."""
+
+
+class _NotProcessed(Exception):
+    """The gateway says it did not process the stream (RFC 9113 §8.7): send it again."""
+
+
+@dataclass(slots=True)
+class Response:
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One request across the connections it is tried on."""
+
+    written: bool = False  # its bytes were handed to a connection and not refused since
+
+
+@dataclass(slots=True, eq=False)
+class _Stream:
+    future: asyncio.Future[Response]
+    attempt: _Attempt
+    pending: bytes = b""  # body still to send (waiting for flow-control window)
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+
+
+class _H2Connection(jh2.connection.H2Connection):  # type: ignore[misc]
+    """h2's state machine, keeping a connection usable for its streams after a GOAWAY.
+
+    h2 closes its state machine when a GOAWAY arrives and then refuses every later
+    frame, so the answers RFC 9113 §6.8 says may still come for streams at or
+    below the last stream id would be lost. Here a GOAWAY only fires
+    ``ConnectionTerminated``; ``_Connection`` opens no new stream after it.
+    """
+
+    #: Open streams we started, counted by ``_Connection`` (h2 counts them anew on every
+    #: new stream, a walk over all of them; it is done every ``_RECOUNT`` streams to
+    #: let h2 drop closed ones).
+    outbound = 0
+    _since_recount = 0
+
+    @property
+    def open_outbound_streams(self) -> int:
+        self._since_recount += 1
+        if self._since_recount >= _RECOUNT:
+            self._since_recount = 0
+            return int(super().open_outbound_streams)
+        return self.outbound
+
+    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        event = jh2.events.ConnectionTerminated()
+        event.error_code = jh2.errors._error_code_from_int(frame.error_code)
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection: its streams, the server's stream limit, its end."""
+
+    def __init__(self, pool: Client, origin: str, authority: str) -> None:
+        self.pool, self.origin, self.authority = pool, origin, authority
+        self.loop = asyncio.get_running_loop()
+        config = jh2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            # The headers are ours, built by the gateways; checking each one again costs
+            # more than the rest of the request.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            validate_inbound_headers=False,
+        )
+        self.h2 = _H2Connection(config=config)
+        self.h2.local_settings = jh2.settings.Settings(
+            client=True,
+            initial_values={
+                jh2.settings.SettingCodes.ENABLE_PUSH: 0,
+                jh2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW,
+            },
+        )
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, _Stream] = {}
+        self.blocked: set[int] = set()  # streams whose body waits for window
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: No new streams: GOAWAY received, a request timed out, or the connection ended.
+        self.retired = False
+        self.lost: str | None = None
+        self.goaway: str | None = None
+        #: Set once the server's first SETTINGS (its stream limit) are in.
+        self.settled: asyncio.Future[None] = self.loop.create_future()
+        self._flush_soon = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(_WINDOW)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
         try:
-            verify = ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"ca_file {ca_file!r} cannot be loaded: {exc}") from exc
-    return httpx.AsyncClient(
-        base_url=base_url,
-        http2=True,
-        verify=verify,
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=16),
-        follow_redirects=False,
+            events = self.h2.receive_data(data)
+        except jh2.exceptions.ProtocolError as exc:
+            self._flush()
+            self._close(f"HTTP/2 protocol error from the gateway: {exc}")
+            return
+        for event in events:
+            if isinstance(event, jh2.events.ResponseReceived):
+                self._on_headers(event.stream_id, event.headers)
+            elif isinstance(event, jh2.events.DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.body += event.data
+                if event.flow_controlled_length:
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, jh2.events.StreamEnded):
+                self._on_end(event.stream_id)
+            elif isinstance(event, jh2.events.StreamReset):
+                self._on_reset(event.stream_id, event.error_code)
+            elif isinstance(event, jh2.events.RemoteSettingsChanged):
+                if not self.settled.done():
+                    self.settled.set_result(None)
+                self._wake()
+            elif isinstance(event, jh2.events.WindowUpdated):
+                self._resume_bodies()
+            elif isinstance(event, jh2.events.ConnectionTerminated):
+                self._on_goaway(event.last_stream_id, event.error_code)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self.goaway or (f"connection lost: {exc}" if exc else "the gateway hung up")
+        self._close(reason)
+
+    # requests
+
+    def has_room(self) -> bool:
+        limit: int = self.h2.remote_settings.max_concurrent_streams
+        return len(self.streams) < limit
+
+    async def request(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes, attempt: _Attempt
+    ) -> Response:
+        """One request on this connection; ``_NotProcessed`` when it should go on another."""
+        while self.waiters or not self.has_room():
+            if self.retired:
+                raise _NotProcessed
+            waiter = self.loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self.waiters:
+                    self.waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()  # pass the free stream on
+                self.retire()  # the deadline passed waiting for a stream: replace the connection
+                raise
+            if self.has_room() and not self.retired:
+                break
+        if self.retired:
+            raise _NotProcessed
+        stream_id = self.h2.get_next_available_stream_id()
+        header_list = [
+            (":method", method),
+            (":scheme", "https"),
+            (":authority", self.authority),
+            (":path", path),
+            *headers.items(),
+        ]
+        self.h2.outbound = len(self.streams)
+        try:
+            self.h2.send_headers(stream_id, header_list, end_stream=not body)
+        except jh2.exceptions.TooManyStreamsError:
+            raise _NotProcessed from None
+        stream = _Stream(self.loop.create_future(), attempt, body)
+        self.streams[stream_id] = stream
+        attempt.written = True
+        if body:
+            self._send_body(stream_id, stream)
+        self._schedule_flush()
+        try:
+            return await stream.future
+        except asyncio.CancelledError:
+            if self.streams.pop(stream_id, None) is not None:
+                self.blocked.discard(stream_id)
+                self._reset(stream_id, jh2.errors.ErrorCodes.CANCEL)
+                self._wake()
+            self.retire()  # no answer in time: no new requests on this connection
+            raise
+
+    def retire(self) -> None:
+        """Take no new requests; close once the streams in flight have ended."""
+        self.retired = True
+        self.pool._forget(self)
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+        if not self.streams and self.transport is not None and not self.transport.is_closing():
+            if self.goaway is None:
+                self.h2.close_connection()
+                self._flush()
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._close("the client was closed")
+        if self.transport is not None:
+            self.transport.abort()
+
+    # events
+
+    def _on_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        for name, value in headers:
+            if name == b":status":
+                stream.status = int(value)
+            elif not name.startswith(b":"):
+                stream.headers[name.decode("latin-1")] = value.decode("latin-1")
+
+    def _on_end(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        if stream.pending:  # answered before the whole body was sent: close our side too
+            self.blocked.discard(stream_id)
+            self._reset(stream_id, jh2.errors.ErrorCodes.NO_ERROR)
+        if not stream.future.done():
+            stream.future.set_result(Response(stream.status, stream.headers, bytes(stream.body)))
+        self._stream_done()
+
+    def _on_reset(self, stream_id: int, error_code: int | None) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        self.blocked.discard(stream_id)
+        if not stream.future.done():
+            if error_code == jh2.errors.ErrorCodes.REFUSED_STREAM:
+                stream.attempt.written = False
+                stream.future.set_exception(_NotProcessed())
+            else:
+                name = getattr(error_code, "name", error_code)
+                stream.future.set_exception(
+                    ConnectionLost(f"the gateway reset the stream ({name})", may_have_reached=True)
+                )
+        self._stream_done()
+
+    def _on_goaway(self, last_stream_id: int, error_code: int) -> None:
+        name = getattr(error_code, "name", error_code)
+        self.goaway = f"the gateway closed the connection (HTTP/2 GOAWAY, {name})"
+        for stream_id in [s for s in self.streams if s > last_stream_id]:
+            # RFC 9113 §6.8: never processed, so safe to send on another connection.
+            stream = self.streams.pop(stream_id)
+            self.blocked.discard(stream_id)
+            stream.attempt.written = False
+            if not stream.future.done():
+                stream.future.set_exception(_NotProcessed())
+        self.retire()
+
+    def _stream_done(self) -> None:
+        if self.retired:
+            if not self.streams:
+                self.retire()
+        else:
+            self._wake()
+
+    def _wake(self) -> None:
+        room = self.h2.remote_settings.max_concurrent_streams - len(self.streams)
+        while room > 0 and self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                room -= 1
+
+    def _close(self, reason: str) -> None:
+        """The connection is gone: every stream still open ends without an answer."""
+        if self.lost is not None:
+            return
+        self.lost = reason
+        if not self.settled.done():
+            self.settled.set_result(None)
+        streams, self.streams = self.streams, {}
+        self.blocked.clear()
+        for stream in streams.values():
+            if not stream.future.done():
+                stream.future.set_exception(
+                    ConnectionLost(reason, may_have_reached=stream.attempt.written)
+                )
+        self.retire()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # writing
+
+    def _send_body(self, stream_id: int, stream: _Stream) -> None:
+        while stream.pending:
+            window = min(
+                self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size
+            )
+            if window <= 0:
+                self.blocked.add(stream_id)
+                return
+            chunk, stream.pending = stream.pending[:window], stream.pending[window:]
+            self.h2.send_data(stream_id, chunk, end_stream=not stream.pending)
+        self.blocked.discard(stream_id)
+
+    def _resume_bodies(self) -> None:
+        for stream_id in list(self.blocked):
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                self.blocked.discard(stream_id)
+            else:
+                self._send_body(stream_id, stream)
+
+    def _reset(self, stream_id: int, code: jh2.errors.ErrorCodes) -> None:
+        try:
+            self.h2.reset_stream(stream_id, code)
+        except jh2.exceptions.ProtocolError:
+            return  # already closed on the wire
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_soon:
+            self._flush_soon = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+
+class Client:
+    """HTTP/2 over TLS to any number of origins, one kept-open connection each.
+
+    ``timeout`` is the hard deadline of every request, from the call until the
+    whole answer is in (waiting for a free stream and connecting included).
+    ``ca_file`` replaces the trusted roots (tests, private CAs).
+    """
+
+    def __init__(self, *, ca_file: str | None = None, timeout: float = 30.0) -> None:
+        if ca_file:
+            try:
+                context = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"ca_file {ca_file!r} cannot be loaded: {exc}") from exc
+        else:
+            context = ssl.create_default_context()
+        context.set_alpn_protocols(["h2"])
+        self._ssl = context
+        self.timeout = timeout
+        self._connect_timeout = min(timeout, 10.0)
+        self._active: dict[str, _Connection] = {}
+        self._opening: dict[str, asyncio.Task[_Connection]] = {}
+        self._all: set[_Connection] = set()
+        self._closed = False
+
+    async def post(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        content: bytes,
+    ) -> Response:
+        """POST ``content`` to the absolute ``url``; raises ``TransportError`` without an answer."""
+        origin, path = _split(url)
+        attempt = _Attempt()
+        try:
+            async with asyncio.timeout(self.timeout):
+                for _ in range(MAX_REFUSALS):
+                    connection = await self._connection(origin)
+                    try:
+                        return await connection.request("POST", path, headers, content, attempt)
+                    except _NotProcessed:
+                        continue
+        except TimeoutError:
+            if attempt.written:
+                raise RequestTimeout(
+                    "no answer before the deadline", may_have_reached=True
+                ) from None
+            raise RequestTimeout("the gateway took no request before the deadline") from None
+        raise ConnectionLost(f"the gateway refused the request unprocessed {MAX_REFUSALS} times")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for task in list(self._opening.values()):
+            task.cancel()
+        for connection in list(self._all):
+            connection.abort()
+        self._active.clear()
+        self._all.clear()
+        await asyncio.sleep(0)  # let the transports close
+
+    async def _connection(self, origin: str) -> _Connection:
+        connection = self._active.get(origin)
+        if connection is not None and not connection.retired:
+            return connection
+        if self._closed:
+            raise ConnectError("the client is closed")
+        task = self._opening.get(origin)
+        if task is None:
+            task = asyncio.create_task(self._open(origin))
+            self._opening[origin] = task
+            task.add_done_callback(lambda _: self._opening.pop(origin, None))
+        return await asyncio.shield(task)
+
+    async def _open(self, origin: str) -> _Connection:
+        scheme, _, authority = origin.partition("://")
+        host, port = _host_port(authority, 443 if scheme == "https" else 80)
+        if scheme != "https":
+            raise ConnectError(f"{origin}: only https is supported")
+        loop = asyncio.get_running_loop()
+        connection: _Connection | None = None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                transport, connection = await loop.create_connection(
+                    lambda: _Connection(self, origin, authority),
+                    host,
+                    port,
+                    ssl=self._ssl,
+                    server_hostname=host,
+                )
+                ssl_object = transport.get_extra_info("ssl_object")
+                if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+                    raise ConnectError(f"{origin} does not speak HTTP/2")
+                # The server's SETTINGS first: its stream limit may be lower than the default.
+                await connection.settled
+                if connection.lost is not None:
+                    raise ConnectError(f"{origin}: {connection.lost}")
+        except BaseException as exc:
+            if connection is not None:
+                connection.abort()
+            if isinstance(exc, TimeoutError):
+                raise ConnectError(f"connecting to {origin} timed out") from None
+            if isinstance(exc, OSError | ssl.SSLError):
+                raise ConnectError(f"cannot connect to {origin}: {exc}") from exc
+            raise
+        self._all.add(connection)
+        if self._closed:
+            connection.abort()
+            raise ConnectError("the client is closed")
+        self._active[origin] = connection
+        return connection
+
+    def _forget(self, connection: _Connection) -> None:
+        if self._active.get(connection.origin) is connection:
+            del self._active[connection.origin]
+        if connection.lost is not None:
+            self._all.discard(connection)
+
+
+def _split(url: str) -> tuple[str, str]:
+    """(origin, path with query) of an absolute URL."""
+    scheme_end = url.find("://")
+    if scheme_end < 0:
+        raise ValueError(f"not an absolute URL: {url!r}")
+    path_start = url.find("/", scheme_end + 3)
+    if path_start < 0:
+        return url.lower(), "/"
+    return url[:path_start].lower(), url[path_start:]
+
+
+def _host_port(authority: str, default: int) -> tuple[str, int]:
+    if authority.startswith("["):  # [IPv6]:port
+        host, _, rest = authority[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default
+    host, _, port = authority.rpartition(":")
+    if host and port.isdigit():
+        return host, int(port)
+    return authority, default
+
+
+def transport_outcome(delivery_id: int, exc: TransportError) -> Outcome:
+    """The outcome of a request that got no answer.
+
+    Not sent (or refused unprocessed): RETRY. Handed to the gateway without an
+    answer: FAILED, reason ``OutcomeUnknown``, because sending it again could
+    deliver it twice (docs/api.md §7, "Gateways").
+    """
+    detail = str(exc) or type(exc).__name__
+    if exc.may_have_reached:
+        return Outcome(
+            delivery_id,
+            Verdict.FAILED,
+            f"Outcome unknown: the request may have reached the gateway but no answer came "
+            f"({detail}); not sent again so that it is never delivered twice",
+            reason="OutcomeUnknown",
+        )
+    if isinstance(exc, RequestTimeout):
+        description = f"Timeout talking to the gateway: {detail}"
+        return Outcome(delivery_id, Verdict.RETRY, description, reason="Timeout")
+    return Outcome(
+        delivery_id,
+        Verdict.RETRY,
+        f"Connection error talking to the gateway: {detail}",
+        reason="ConnectionError",
     )
-
-
-async def post(
-    client: httpx.AsyncClient, url: str, *, headers: Mapping[str, str], content: bytes
-) -> httpx.Response:
-    """POST, retried once on a new connection if the connection was lost mid-request."""
-    try:
-        return await client.post(url, headers=headers, content=content)
-    except _CONNECTION_LOST:
-        return await client.post(url, headers=headers, content=content)
-
-
-def transport_outcome(delivery_id: int, exc: httpx.TransportError) -> Outcome:
-    """A RETRY outcome for a request that never got an answer."""
-    if isinstance(exc, httpx.TimeoutException):
-        reason = "Timeout"
-        description = f"Timeout talking to the gateway ({type(exc).__name__})"
-    else:
-        reason = "ConnectionError"
-        detail = str(exc) or type(exc).__name__
-        if "ConnectionTerminated" in detail:  # h2's event for a GOAWAY frame
-            detail = "the gateway closed the connection (HTTP/2 GOAWAY)"
-        description = f"Connection error talking to the gateway: {detail}"
-    return Outcome(delivery_id, Verdict.RETRY, description, reason=reason)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -96,7 +605,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
-def json_body(response: httpx.Response) -> dict[str, Any]:
+def json_body(response: Response) -> dict[str, Any]:
     """The response body as a JSON object, or {} when it is empty or not one."""
     try:
         body = _json_decoder.decode(response.content)

@@ -1,6 +1,6 @@
 """Apple Push Notification service: the HTTP/2 provider API with token (JWT) auth.
 
-One ``httpx`` client multiplexes a batch over HTTP/2 streams, at most
+One ``_http.Client`` connection multiplexes a batch over HTTP/2 streams, at most
 ``concurrency`` at a time. The provider token is an ES256 JWT signed with the
 team's .p8 key; APNs rejects one older than an hour, so it is re-signed every
 50 minutes, and once more when APNs answers ``ExpiredProviderToken`` (but never
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-import httpx
 import jwt
 
 from pushtrack.delivery import _http
@@ -174,9 +173,8 @@ class ApnsGateway:
         self._clock = clock
         self._token = ProviderToken(config.key, config.key_id, config.team_id, clock=clock)
         self._streams = asyncio.Semaphore(config.concurrency)
-        self._client = _http.make_client(
-            base_url=config.url, ca_file=config.ca_file, timeout=config.timeout
-        )
+        self._client = _http.Client(ca_file=config.ca_file, timeout=config.timeout)
+        self._device_url = config.url.rstrip("/") + "/3/device/"
 
     async def send(self, batch: Sequence[Notification]) -> list[Outcome]:
         outcomes = await asyncio.gather(*(self._send_one(n) for n in batch))
@@ -196,7 +194,7 @@ class ApnsGateway:
         await self.aclose()
 
     async def _send_one(self, n: Notification) -> Outcome:
-        url = "/3/device/" + quote(n.push_token, safe="")
+        url = self._device_url + quote(n.push_token, safe="")
         headers = self._headers(n)
         content = payloads.encode(n.payload)
         async with self._streams:
@@ -205,15 +203,15 @@ class ApnsGateway:
                 response = await self._post(url, headers, token, content)
                 if _reason_of(response) == "ExpiredProviderToken" and self._token.expire(token):
                     response = await self._post(url, headers, self._token.current(), content)
-            except httpx.TransportError as exc:
+            except _http.TransportError as exc:
                 return _http.transport_outcome(n.delivery_id, exc)
         return outcome_of(n.delivery_id, response)
 
     async def _post(
         self, url: str, headers: dict[str, str], token: str, content: bytes
-    ) -> httpx.Response:
+    ) -> _http.Response:
         headers = {"authorization": f"bearer {token}", **headers}
-        return await _http.post(self._client, url, headers=headers, content=content)
+        return await self._client.post(url, headers=headers, content=content)
 
     def _headers(self, n: Notification) -> dict[str, str]:
         options = n.options
@@ -234,14 +232,14 @@ class ApnsGateway:
         return headers
 
 
-def _reason_of(response: httpx.Response) -> str | None:
+def _reason_of(response: _http.Response) -> str | None:
     if response.status_code == 200:
         return None
     reason = _http.json_body(response).get("reason")
     return reason if isinstance(reason, str) and reason else None
 
 
-def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
+def outcome_of(delivery_id: int, response: _http.Response) -> Outcome:
     """The outcome of one APNs answer."""
     status = response.status_code
     apns_id = response.headers.get("apns-id")

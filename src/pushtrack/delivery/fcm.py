@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -108,7 +108,7 @@ class AccessToken:
     def __init__(
         self,
         account: ServiceAccount,
-        client: httpx.AsyncClient,
+        client: _http.Client,
         *,
         token_uri: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -147,10 +147,13 @@ class AccessToken:
         headers = {"kid": self._account.private_key_id} if self._account.private_key_id else None
         assertion = jwt.encode(claims, self._key, algorithm="RS256", headers=headers)
         try:
+            form = urlencode({"grant_type": GRANT_TYPE, "assertion": assertion}).encode()
             response = await self._client.post(
-                self._token_uri, data={"grant_type": GRANT_TYPE, "assertion": assertion}
+                self._token_uri,
+                headers={"content-type": "application/x-www-form-urlencoded"},
+                content=form,
             )
-        except httpx.TransportError as exc:
+        except _http.TransportError as exc:
             raise GatewayError(f"FCM token endpoint unreachable: {exc}", retryable=True) from exc
         body = _http.json_body(response)
         token, expires_in = body.get("access_token"), body.get("expires_in", 3600)
@@ -203,11 +206,10 @@ class FcmGateway:
         if config.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.config = config
-        self._url = f"/v1/projects/{config.service_account.project_id}/messages:send"
+        base = config.base_url.rstrip("/")
+        self._url = f"{base}/v1/projects/{config.service_account.project_id}/messages:send"
         self._requests = asyncio.Semaphore(config.concurrency)
-        self._client = _http.make_client(
-            base_url=config.base_url, ca_file=config.ca_file, timeout=config.timeout
-        )
+        self._client = _http.Client(ca_file=config.ca_file, timeout=config.timeout)
         self._access = AccessToken(
             config.service_account, self._client, token_uri=config.token_uri, clock=clock
         )
@@ -236,16 +238,16 @@ class FcmGateway:
                 if response.status_code == 401 and _error_of(response)[0] == "UNAUTHENTICATED":
                     self._access.expire(token)
                     response = await self._post(await self._access.get(), content)
-            except httpx.TransportError as exc:
+            except _http.TransportError as exc:
                 return _http.transport_outcome(n.delivery_id, exc)
             except GatewayError as exc:  # the token refresh after a 401 failed
                 verdict = Verdict.RETRY if exc.retryable else Verdict.CREDENTIALS
                 return Outcome(n.delivery_id, verdict, str(exc), reason="UNAUTHENTICATED")
         return outcome_of(n.delivery_id, response)
 
-    async def _post(self, token: str, content: bytes) -> httpx.Response:
+    async def _post(self, token: str, content: bytes) -> _http.Response:
         headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
-        return await _http.post(self._client, self._url, headers=headers, content=content)
+        return await self._client.post(self._url, headers=headers, content=content)
 
 
 def build_message(n: Notification, *, data_only: bool = False) -> dict[str, Any]:
@@ -338,7 +340,7 @@ def _is_true(value: Any) -> bool:
     return value not in (None, "", "0", 0, False, "false")
 
 
-def _error_of(response: httpx.Response) -> tuple[str, str]:
+def _error_of(response: _http.Response) -> tuple[str, str]:
     """(FcmError errorCode or RPC status or "HTTP nnn", message) of an error answer."""
     error = _http.json_body(response).get("error")
     if not isinstance(error, dict):
@@ -358,7 +360,7 @@ def _error_of(response: httpx.Response) -> tuple[str, str]:
     return f"HTTP {response.status_code}", message
 
 
-def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
+def outcome_of(delivery_id: int, response: _http.Response) -> Outcome:
     """The outcome of one ``messages:send`` answer."""
     status = response.status_code
     if status == 200:

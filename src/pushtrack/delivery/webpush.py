@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import http_ece
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -251,7 +250,7 @@ class WebPushGateway:
         self.config = config
         self.vapid = Vapid(config.vapid_private_key, config.subject, clock=clock)
         self._requests = asyncio.Semaphore(config.concurrency)
-        self._client = _http.make_client(ca_file=config.ca_file, timeout=config.timeout)
+        self._client = _http.Client(ca_file=config.ca_file, timeout=config.timeout)
 
     async def send(self, batch: Sequence[Notification]) -> list[Outcome]:
         return list(await asyncio.gather(*(self._send_one(n) for n in batch)))
@@ -279,10 +278,10 @@ class WebPushGateway:
         headers = self._headers(n, subscription)
         async with self._requests:
             try:
-                response = await _http.post(
-                    self._client, subscription.endpoint, headers=headers, content=content
+                response = await self._client.post(
+                    subscription.endpoint, headers=headers, content=content
                 )
-            except httpx.TransportError as exc:
+            except _http.TransportError as exc:
                 return _http.transport_outcome(n.delivery_id, exc)
         return outcome_of(n.delivery_id, response)
 
@@ -302,7 +301,7 @@ class WebPushGateway:
         return headers
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: _http.Response) -> str:
     """A short human explanation from an error body (JSON ``message``/``error`` or text)."""
     body: dict[str, Any] = _http.json_body(response)
     text = body.get("message") or body.get("reason") or body.get("error")
@@ -311,7 +310,7 @@ def _detail(response: httpx.Response) -> str:
     return " ".join(text.split())[:200]
 
 
-def outcome_of(delivery_id: int, response: httpx.Response) -> Outcome:
+def outcome_of(delivery_id: int, response: _http.Response) -> Outcome:
     """The outcome of one push service answer."""
     status = response.status_code
     rule = _BY_STATUS.get(status) or _Rule(

@@ -1,0 +1,193 @@
+"""HTTP/2 connection life of the gateways against the local servers' connection-level knobs.
+
+What real gateways do to a connection, and what the gateways must do about it
+(docs/api.md §7): connections stay open while idle; the server's stream limit is
+honoured as it changes; on GOAWAY the streams at or below the last stream id are
+answered on the old connection and only the others go on a new one; every
+request has a hard deadline, after which the connection is replaced; a request
+that may have reached the gateway is never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+import pytest
+
+from pushtrack.delivery.apns import ApnsGateway
+from pushtrack.delivery.base import Notification, Outcome, Verdict
+from pushtrack.delivery.fcm import FcmGateway
+from pushtrack.delivery.registry import parse_config
+from pushtrack.domain.platforms import Platform
+from tests.delivery._support import apns_token, notification
+from tests.gateways import ApnsServer, FcmServer
+
+pytestmark = pytest.mark.anyio
+
+#: Guards against a hang: far above what any of these sends takes when it works.
+HANG = 60.0
+
+
+def apns(settings: dict[str, Any], **overrides: Any) -> ApnsGateway:
+    config = parse_config("apns", {**settings, **overrides})
+    return ApnsGateway(config)  # type: ignore[arg-type]
+
+
+def fcm(settings: dict[str, Any], **overrides: Any) -> FcmGateway:
+    config = parse_config("fcm", {**settings, **overrides})
+    return FcmGateway(config)  # type: ignore[arg-type]
+
+
+def ios_batch(n: int) -> list[Notification]:
+    return [notification(Platform.IOS, apns_token(), i) for i in range(1, n + 1)]
+
+
+def android_batch(n: int) -> list[Notification]:
+    return [notification(Platform.ANDROID, f"fcm-{apns_token()}", i) for i in range(1, n + 1)]
+
+
+async def send(gateway: ApnsGateway | FcmGateway, batch: list[Notification]) -> list[Outcome]:
+    return await asyncio.wait_for(gateway.send(batch), HANG)
+
+
+def verdicts(outcomes: list[Outcome]) -> collections.Counter[tuple[Verdict, str | None]]:
+    return collections.Counter((o.verdict, o.reason) for o in outcomes)
+
+
+# -- connections stay open ---------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_idle_connection_is_kept_open(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    async with apns(apns_settings) as gateway:
+        await send(gateway, ios_batch(1))
+        await asyncio.sleep(6)  # idle for longer than an HTTP client's usual keep-alive
+        await send(gateway, ios_batch(1))
+    first, second = apns_server.received
+    assert first.connection == second.connection
+
+
+# -- the server's stream limit, as it changes ---------------------------------------
+
+
+async def test_apns_stream_limit_lowered_to_one_mid_flight_then_raised(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    apns_server.latency = 0.02
+    # down to one stream after the first taken, with a hundred in flight; up again later
+    apns_server.http2.stream_limits = {1: 1, 110: 100}
+    batch = ios_batch(200)
+    async with apns(apns_settings) as gateway:
+        outcomes = await send(gateway, batch)
+        assert verdicts(outcomes) == {(Verdict.DELIVERED, None): 200}
+        # the connection is still good for more
+        assert verdicts(await send(gateway, ios_batch(5))) == {(Verdict.DELIVERED, None): 5}
+    per_token = collections.Counter(r.token for r in apns_server.received)
+    assert set(per_token.values()) == {1}
+    assert {r.connection for r in apns_server.received} == {apns_server.connections}
+    # (the fixture checks the server saw no stream beyond the limit it had announced)
+
+
+async def test_fcm_stream_limit_lowered_to_one_mid_flight_then_raised(
+    fcm_server: FcmServer, fcm_settings: dict[str, Any]
+) -> None:
+    fcm_server.latency = 0.02
+    fcm_server.http2.stream_limits = {2: 1, 80: 100}
+    async with fcm(fcm_settings) as gateway:
+        outcomes = await send(gateway, android_batch(150))
+    assert verdicts(outcomes) == {(Verdict.DELIVERED, None): 150}
+    assert set(collections.Counter(r.token for r in fcm_server.received).values()) == {1}
+
+
+# -- GOAWAY by RFC 9113 ------------------------------------------------------------------
+
+
+async def test_apns_goaway_streams_in_flight_are_answered_once(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    # GOAWAY as soon as five streams are taken, while they are still being processed:
+    # those five are answered on the old connection, the others go on a new one.
+    apns_server.latency = 0.2
+    apns_server.http2.goaway_after = 5
+    apns_server.http2.goaway_early = True
+    connections = apns_server.connections
+    batch = ios_batch(8)
+    async with apns(apns_settings) as gateway:
+        outcomes = await send(gateway, batch)
+    assert verdicts(outcomes) == {(Verdict.DELIVERED, None): 8}
+    per_token = collections.Counter(r.token for r in apns_server.received)
+    assert per_token == {n.push_token: 1 for n in batch}  # never sent twice
+    assert apns_server.connections == connections + 2
+
+
+async def test_fcm_goaway_streams_in_flight_are_answered_once(
+    fcm_server: FcmServer, fcm_settings: dict[str, Any]
+) -> None:
+    fcm_server.latency = 0.2
+    fcm_server.http2.goaway_after = 5  # the token request is one of them
+    fcm_server.http2.goaway_early = True
+    batch = android_batch(8)
+    async with fcm(fcm_settings) as gateway:
+        outcomes = await send(gateway, batch)
+    assert verdicts(outcomes) == {(Verdict.DELIVERED, None): 8}
+    per_token = collections.Counter(r.token for r in fcm_server.received)
+    assert per_token == {n.push_token: 1 for n in batch}
+
+
+async def test_refused_streams_are_sent_again(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    apns_server.http2.refuse_next = 3  # RST_STREAM(REFUSED_STREAM): never processed
+    batch = ios_batch(5)
+    async with apns(apns_settings) as gateway:
+        outcomes = await send(gateway, batch)
+    assert verdicts(outcomes) == {(Verdict.DELIVERED, None): 5}
+    assert collections.Counter(r.token for r in apns_server.received) == {
+        n.push_token: 1 for n in batch
+    }
+
+
+# -- deadlines, and what may have reached the gateway -----------------------------------
+
+
+async def test_stalled_server_deadline_outcome_unknown_then_a_new_connection(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    apns_server.http2.stall_after = 0  # takes every stream, answers none
+    async with apns(apns_settings, timeout=0.5) as gateway:
+        [outcome] = await send(gateway, ios_batch(1))
+        # written and unanswered: it may have reached APNs, so it is not sent again
+        assert (outcome.verdict, outcome.reason) == (Verdict.FAILED, "OutcomeUnknown")
+        assert outcome.description.startswith("Outcome unknown")
+        assert apns_server.http2.taken == 1
+        stalled_on = apns_server.connections
+        apns_server.http2.stall_after = None
+        [outcome] = await send(gateway, ios_batch(1))
+    assert outcome.verdict is Verdict.DELIVERED
+    assert apns_server.received[-1].connection == stalled_on + 1  # the connection was replaced
+
+
+async def test_no_free_stream_before_the_deadline_is_a_retry(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    # The server allows no stream at all: the request is never written, so it may be
+    # tried again later.
+    apns_server.http2.max_streams = 0
+    async with apns(apns_settings, timeout=0.5) as gateway:
+        [outcome] = await send(gateway, ios_batch(1))
+    assert (outcome.verdict, outcome.reason) == (Verdict.RETRY, "Timeout")
+    assert apns_server.http2.taken == 0
+
+
+async def test_fcm_stalled_server_is_outcome_unknown(
+    fcm_server: FcmServer, fcm_settings: dict[str, Any]
+) -> None:
+    fcm_server.http2.stall_after = 1  # the access token is fetched, the message never answered
+    async with fcm(fcm_settings, timeout=0.5) as gateway:
+        [outcome] = await send(gateway, android_batch(1))
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAILED, "OutcomeUnknown")
+    assert fcm_server.http2.taken == 2
