@@ -114,4 +114,6 @@ def webpush_settings(tls: LocalTLS, vapid_key: ec.EllipticCurvePrivateKey) -> di
         "vapid_private_key": pem_of(vapid_key),
         "subject": "mailto:ops@example.com",
         "ca_file": tls.ca_file,
+        # the local push service is named explicitly (not a browser's push service)
+        "endpoint_hosts": ["127.0.0.1", "localhost"],
     }

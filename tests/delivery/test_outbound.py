@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from pushtrack.delivery.outbound import (
@@ -48,15 +50,19 @@ def test_anything_else_is_refused_with_the_reason(url: str, why: str) -> None:
 
 
 def test_a_wildcard_host_resolving_inward_is_refused_an_explicit_one_is_not() -> None:
+    asyncio.run(_resolving())
+
+
+async def _resolving() -> None:
     resolver = Resolver()
     # a name a wildcard allows, resolving to loopback (an IP literal resolves to itself)
     with pytest.raises(Refused, match="non-public address"):
-        resolver.check("https://127.0.0.1/x", ["*.0.0.1"])
+        await resolver.check("https://127.0.0.1/x", ["*.0.0.1"])
     with pytest.raises(Refused, match="does not resolve"):
-        resolver.check("https://nowhere.invalid/x", ["*.invalid"])
+        await resolver.check("https://nowhere.invalid/x", ["*.invalid"])
     # named exactly, it is the operator's choice
-    resolver.check("https://localhost:8443/x", ["localhost"])
-    resolver.check("https://127.0.0.1:8443/x", ["127.0.0.1"])
+    await resolver.check("https://localhost:8443/x", ["localhost"])
+    await resolver.check("https://127.0.0.1:8443/x", ["127.0.0.1"])
 
 
 @pytest.mark.parametrize(

@@ -230,3 +230,35 @@ async def test_mixed_batch_keeps_order(
     ]
     delivered = [r.payload["p"] for r in webpush_server.received if r.status == 201]
     assert sorted(delivered) == sorted(n.payload["p"] for i, n in enumerate(batch[:12]) if i % 3)
+
+
+async def test_an_endpoint_outside_the_allowed_hosts_is_never_contacted(
+    webpush_server: WebPushServer, webpush_settings: dict[str, Any]
+) -> None:
+    # a subscription pointing into the service's own network, as an attacker would
+    inward = webpush_server.subscribe()
+    default = {k: v for k, v in webpush_settings.items() if k != "endpoint_hosts"}
+    [outcome] = await send(default, [chrome(inward.token)])
+    assert (outcome.verdict, outcome.reason, outcome.unsubscribe) == (
+        Verdict.FAILED,
+        "EndpointNotAllowed",
+        False,
+    )
+    assert outcome.description == (
+        "Endpoint not allowed: endpoint host 127.0.0.1 is not an allowed push service"
+        " (gateway setting endpoint_hosts)"
+    )
+    # a wildcard allows the standard port only (and only public addresses: test_outbound)
+    [outcome] = await send({**default, "endpoint_hosts": ["*.0.0.1"]}, [chrome(inward.token)])
+    assert outcome.reason == "EndpointNotAllowed"
+    assert outcome.description.endswith("is not allowed (443 only)")
+    assert webpush_server.received == []
+    # named explicitly by the operator, it is reached
+    [outcome] = await send(webpush_settings, [chrome(inward.token)])
+    assert outcome.verdict is Verdict.DELIVERED
+
+
+@pytest.mark.parametrize("hosts", [["https://x.example"], ["a b"], [3], "fcm.googleapis.com"])
+def test_endpoint_hosts_must_be_host_names(webpush_settings: dict[str, Any], hosts: Any) -> None:
+    with pytest.raises(ValueError, match="endpoint_hosts"):
+        parse_config("webpush", {**webpush_settings, "endpoint_hosts": hosts})

@@ -3,7 +3,7 @@
 A browser subscription names the URL pushes are POSTed to, and a device (or
 anyone holding a device token) registers it. Without a rule the worker would
 connect wherever a subscription points, the service's own network included
-(server-side request forgery). The rule, setting ``webpush_hosts``:
+(server-side request forgery). The rule:
 
 - the endpoint is ``https`` on the default port, with a host name matching one
   of the patterns (``fcm.googleapis.com``, ``*.push.apple.com``: any subdomain);
@@ -13,10 +13,15 @@ connect wherever a subscription points, the service's own network included
 - a pattern that is an exact host or an IP address is the operator's explicit
   choice and may be private (a push service inside the operator's network, or a
   local stand-in in tests).
+
+The rule is the Web Push gateway setting ``endpoint_hosts`` (default: the
+browsers' push services); a push to any other endpoint fails at once with
+``EndpointNotAllowed`` and nothing is sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import time
@@ -69,7 +74,9 @@ def check_url(url: str, allowed: Sequence[str]) -> tuple[str, bool]:
             if port not in (None, 443) and not explicit:
                 raise Refused(f"endpoint port {port} is not allowed (443 only)")
             return host, explicit
-    raise Refused(f"endpoint host {host} is not an allowed push service (setting webpush_hosts)")
+    raise Refused(
+        f"endpoint host {host} is not an allowed push service (gateway setting endpoint_hosts)"
+    )
 
 
 def is_public(address: str) -> bool:
@@ -87,7 +94,7 @@ class Resolver:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, str | None]] = {}
 
-    def check(self, url: str, allowed: Sequence[str]) -> None:
+    async def check(self, url: str, allowed: Sequence[str]) -> None:
         """``Refused`` unless ``url`` may be connected to now."""
         host, explicit = check_url(url, allowed)
         if explicit:
@@ -95,7 +102,7 @@ class Resolver:
         now = time.monotonic()
         hit = self._cache.get(host)
         if hit is None or hit[0] < now:
-            hit = (now + self.ttl, self._problem(host))
+            hit = (now + self.ttl, await self._problem(host))
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[host] = hit
@@ -103,9 +110,10 @@ class Resolver:
             raise Refused(hit[1])
 
     @staticmethod
-    def _problem(host: str) -> str | None:
+    async def _problem(host: str) -> str | None:
+        loop = asyncio.get_running_loop()
         try:
-            infos = socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+            infos = await loop.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
         except OSError as exc:
             return f"endpoint host {host} does not resolve ({exc.strerror or exc})"
         inward = sorted({str(info[4][0]) for info in infos if not is_public(str(info[4][0]))})

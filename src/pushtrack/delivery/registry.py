@@ -21,10 +21,12 @@ Settings per kind (``*`` required):
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from pushtrack.delivery import apns, fcm, sandbox, webpush
+from pushtrack.delivery import apns, fcm, outbound, sandbox, webpush
 from pushtrack.delivery.base import Gateway
 from pushtrack.secret import Secret
 
@@ -136,6 +138,33 @@ def _fcm(s: _Settings) -> fcm.FcmConfig:
     )
 
 
+_HOST_PATTERN = re.compile(
+    r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
+)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _hosts(s: _Settings, name: str) -> tuple[str, ...] | None:
+    """A list of host names or ``*.domain`` patterns."""
+    value = s.get(name, list, "a list of host names")
+    if value is None:
+        return None
+    hosts = []
+    for item in value:
+        host = item.strip().lower() if isinstance(item, str) else ""
+        if not (_HOST_PATTERN.fullmatch(host) or _is_ip(host)):
+            raise s.error(name, f"must hold host names or *.domain patterns, not {item!r}")
+        hosts.append(host)
+    return tuple(hosts) or None
+
+
 def _webpush(s: _Settings) -> webpush.WebPushConfig:
     config = webpush.WebPushConfig(
         vapid_private_key=Secret(s.required("vapid_private_key")),
@@ -145,6 +174,7 @@ def _webpush(s: _Settings) -> webpush.WebPushConfig:
         timeout=s.number("timeout", 30.0, 0.1, 600.0),
         default_ttl=s.integer("default_ttl", webpush.DEFAULT_TTL, 0, 10 * webpush.DEFAULT_TTL),
         urgency=s.text("urgency") or "normal",
+        endpoint_hosts=_hosts(s, "endpoint_hosts") or outbound.DEFAULT_WEBPUSH_HOSTS,
     )
     if config.urgency not in webpush.URGENCIES:
         raise s.error("urgency", f"must be one of {', '.join(sorted(webpush.URGENCIES))}")

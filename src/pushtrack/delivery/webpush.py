@@ -34,7 +34,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from pushtrack.delivery import _http
+from pushtrack.delivery import _http, outbound
 from pushtrack.delivery.base import Notification, Outcome, Verdict
 from pushtrack.domain import payload as payloads
 from pushtrack.secret import Secret
@@ -96,6 +96,9 @@ class WebPushConfig:
     timeout: float = 30.0
     default_ttl: int = DEFAULT_TTL
     urgency: str = "normal"
+    #: Hosts subscriptions may point at (``delivery/outbound.py``): exact names or
+    #: ``*.domain`` patterns; the browsers' push services by default.
+    endpoint_hosts: tuple[str, ...] = outbound.DEFAULT_WEBPUSH_HOSTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +254,7 @@ class WebPushGateway:
         self.vapid = Vapid(config.vapid_private_key, config.subject, clock=clock)
         self._requests = asyncio.Semaphore(config.concurrency)
         self._client = _http.Client(ca_file=config.ca_file, timeout=config.timeout)
+        self._outbound = outbound.Resolver()
 
     async def send(self, batch: Sequence[Notification]) -> list[Outcome]:
         return list(await asyncio.gather(*(self._send_one(n) for n in batch)))
@@ -273,6 +277,15 @@ class WebPushGateway:
                 Verdict.FAILED,
                 f"Invalid subscription: {exc}",
                 reason="InvalidSubscription",
+            )
+        try:
+            await self._outbound.check(subscription.endpoint, self.config.endpoint_hosts)
+        except outbound.Refused as exc:
+            return Outcome(
+                n.delivery_id,
+                Verdict.FAILED,
+                f"Endpoint not allowed: {exc}",
+                reason="EndpointNotAllowed",
             )
         content = encrypt(payloads.encode(n.payload), subscription)
         headers = self._headers(n, subscription)
