@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pushtrack.jobs.runner import Done, Later, Worker
+from pushtrack.jobs.runner import Done, JobError, Later, Worker
 from pushtrack.store import Store, open_store
 from pushtrack.store.jobs import Job
 from tests.support import run
@@ -68,7 +68,26 @@ def test_a_job_that_keeps_failing_ends_failed_with_its_error(store: Store) -> No
     job = job_state(store, request_id)
     assert job.state == "failed"
     assert job.attempts == 3
-    assert job.result == {"error": "broken for good"}
+    # the error for the log; for the caller, only that it was internal
+    assert job.result == {
+        "error": "broken for good",
+        "reason": "internal error (the service log has the details)",
+    }
+
+
+def test_a_job_error_is_the_reason_the_caller_reads(store: Store) -> None:
+    async def handler(job: Job) -> Done:
+        raise JobError("the export file could not be written: Read-only file system")
+
+    async def go() -> str:
+        request_id = await store.jobs.enqueue("test", "default", {})
+        worker = Worker(store, {"test": handler}, poll_seconds=0.01, max_attempts=1)
+        await worker.run_until_idle(30)
+        return request_id
+
+    job = job_state(store, run(go()))
+    assert job.state == "failed"
+    assert job.result["reason"] == "the export file could not be written: Read-only file system"
 
 
 def test_stopping_hands_running_jobs_back_at_once(store: Store) -> None:
