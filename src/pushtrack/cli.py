@@ -371,6 +371,7 @@ def main() -> None:
     import pushtrack.cli_devices  # registers app device
     import pushtrack.cli_doctor  # registers doctor
     import pushtrack.cli_exports  # registers export, stats, purge
-    import pushtrack.cli_gateways  # noqa: F401 - registers the gateway commands
+    import pushtrack.cli_gateways  # registers the gateway commands
+    import pushtrack.cli_secrets  # noqa: F401 - registers secrets
 
     cli()

@@ -20,6 +20,7 @@ from typing import Any
 from pushtrack import config
 from pushtrack.cli import AsJson, Database, _emit, cli, console
 from pushtrack.domain.platforms import Platform
+from pushtrack.sealing import Sealer, SealingError, plain_fields, unseal
 from pushtrack.store import StoreError, open_store
 from pushtrack.store.sqlite import sqlite_path
 
@@ -72,6 +73,11 @@ async def _store_checks(settings: config.Settings) -> list[Check]:
                     " (start pushtrack serve once to migrate)",
                 )
             )
+        try:
+            sealer = Sealer.load(settings)
+        except SealingError as exc:
+            out.append(Check("secret key", False, str(exc)))
+            sealer = None
         apps = await store.all_apps()
         gateways = 0
         for app in apps:
@@ -81,9 +87,19 @@ async def _store_checks(settings: config.Settings) -> list[Check]:
                 gateways += 1
                 what = f"gateway {app.code} {Platform(platform).api_name} ({kind})"
                 try:
-                    parse_config(kind, stored)
+                    parse_config(kind, unseal(kind, stored, sealer))
                 except ValueError as exc:
                     out.append(Check(what, False, str(exc)))
+                    continue
+                plain = plain_fields(kind, stored)
+                if plain:
+                    out.append(
+                        Check(
+                            what,
+                            False,
+                            f"{', '.join(plain)} stored in plain text (pushtrack secrets seal)",
+                        )
+                    )
                 else:
                     out.append(Check(what, True, "settings valid, keys load"))
         if not apps:

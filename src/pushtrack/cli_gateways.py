@@ -9,9 +9,20 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pushtrack.cli import Account, AsJson, Database, _emit, _fail, _with_store, app_cli, console
+from pushtrack.cli import (
+    Account,
+    AsJson,
+    Database,
+    _emit,
+    _fail,
+    _settings,
+    _with_store,
+    app_cli,
+    console,
+)
 from pushtrack.domain.platforms import Platform, from_name
 from pushtrack.domain.timeutil import to_wire
+from pushtrack.sealing import Sealer, SealingError, plain_fields
 from pushtrack.store.base import ConflictError
 from pushtrack.store.dispatch import GatewayState
 
@@ -88,6 +99,17 @@ def set_gateway(
         parse_config(kind, config)
     except ValueError as exc:
         _fail(str(exc))
+    if plain_fields(kind, config):
+        try:
+            sealer = Sealer.load(_settings(database), create=True)
+        except (SealingError, OSError) as exc:
+            _fail(str(exc))
+        if sealer is None:
+            _fail(
+                "gateway keys are stored encrypted: set PUSHTRACK_SECRET_KEY (or secret_key_file)"
+                " to a key from `pushtrack secrets new-key`, the same for every process"
+            )
+        config = sealer.seal(kind, config)
     _with_store(
         database,
         lambda s: s.dispatch.set_gateway(account, code, int(target), kind, config),

@@ -37,6 +37,11 @@ class Settings:
     #: API requests being worked on at once; above it new ones are answered 503 in
     #: the envelope with Retry-After, so queues (and memory) stay bounded.
     max_in_flight: int = 256
+    #: Keys that seal gateway private keys at rest (sealing.py): Fernet keys, comma
+    #: separated (the first seals), or a file of them one per line; for SQLite the
+    #: default file is the database's path plus ".key".
+    secret_key: str = ""
+    secret_key_file: str = ""
     #: Log lines as "text" or "json" (one object per line); one access-log record per
     #: API request (method, status, ms, account, request id) when ``access_log``.
     log_format: str = "text"
@@ -82,6 +87,7 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["database"] = _redact_url(self.database)
+        out["secret_key"] = "***" if self.secret_key else ""
         return out
 
     def validate(self) -> Settings:

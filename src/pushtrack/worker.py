@@ -9,6 +9,7 @@ from pushtrack.config import Settings
 from pushtrack.delivery.dispatcher import Dispatcher, RetryPolicy
 from pushtrack.jobs import eventstats, expansion, msgstats, retention, tracklog
 from pushtrack.jobs.runner import Handler, Worker
+from pushtrack.sealing import Sealer
 from pushtrack.store import Store
 
 log = logging.getLogger("pushtrack.worker")
@@ -42,7 +43,7 @@ def build_worker(
 ) -> Worker:
     """A worker for every job kind, shaped by ``settings``; ``poll_seconds`` is how long
     it waits for new jobs when it finds none (tests shorten it)."""
-    dispatcher = Dispatcher(store, policy=RetryPolicy.of(settings))
+    dispatcher = Dispatcher(store, policy=RetryPolicy.of(settings), sealer=Sealer.load(settings))
     return ServiceWorker(
         store,
         {"dispatch": dispatcher.handle, **handlers(settings, store)},

@@ -41,6 +41,7 @@ from pushtrack.domain.platforms import Platform, name_of
 from pushtrack.domain.status import Status
 from pushtrack.jobs.runner import Done, Later
 from pushtrack.jobs.runner import Outcome as JobOutcome
+from pushtrack.sealing import Sealer, unseal
 from pushtrack.store import Store
 from pushtrack.store.dispatch import Batch, Due, Pause, Result
 from pushtrack.store.jobs import Job
@@ -119,9 +120,13 @@ class _Limit(msgspec.Struct, frozen=True):
 
 
 class Dispatcher:
-    def __init__(self, store: Store, *, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, store: Store, *, policy: RetryPolicy | None = None, sealer: Sealer | None = None
+    ) -> None:
         self.store = store
         self.policy = policy or RetryPolicy()
+        #: opens the gateway private keys stored sealed (None: only plain ones are usable)
+        self.sealer = sealer
         self._gateways: dict[tuple[int, int], tuple[int, Gateway]] = {}
         self._lock = asyncio.Lock()
 
@@ -374,7 +379,7 @@ class Dispatcher:
                 return cached[1]
             if cached is not None:
                 await cached[1].aclose()
-            gateway = build_gateway(kind, config)
+            gateway = build_gateway(kind, unseal(kind, config, self.sealer))
             self._gateways[(app_id, platform)] = (version, gateway)
             return gateway
 

@@ -88,6 +88,20 @@ def set_gateway(
     )
 
 
+def reseal_gateway(
+    tx: Tx, *, app_id: int, platform: int, old: dict[str, Any], new: dict[str, Any]
+) -> bool:
+    """Store the same settings sealed anew (no new version, no lifted pause); False if
+    they changed meanwhile."""
+    return bool(
+        tx.all(
+            "UPDATE gateways SET config = ? WHERE app_id = ? AND platform = ? AND config = ?"
+            " RETURNING app_id",
+            (dumps(new), app_id, platform, dumps(old)),
+        )
+    )
+
+
 def gateways(tx: Tx, *, app_id: int) -> dict[int, tuple[str, dict[str, Any], int]]:
     """platform -> (kind, settings, version) of an application."""
     rows = tx.all(
@@ -488,6 +502,13 @@ class DispatchStore:
                 kind=kind,
                 config=config,
             )
+        )
+
+    async def reseal_gateway(
+        self, app_id: int, platform: int, old: dict[str, Any], new: dict[str, Any]
+    ) -> bool:
+        return await self.engine.write(
+            partial(reseal_gateway, app_id=app_id, platform=platform, old=old, new=new)
         )
 
     async def gateways(self, app_id: int) -> dict[int, tuple[str, dict[str, Any], int]]:

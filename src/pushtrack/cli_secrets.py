@@ -1,0 +1,58 @@
+"""``pushtrack secrets``: the keys that seal gateway private keys at rest (sealing.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from pushtrack.cli import AsJson, Database, _emit, _fail, _settings, _with_store, cli
+from pushtrack.sealing import Sealer, SealingError, is_sealed, new_key, plain_fields, unseal
+from pushtrack.store import Store
+
+secrets_cli = typer.Typer(help="Keys sealing gateway private keys at rest.", no_args_is_help=True)
+cli.add_typer(secrets_cli, name="secrets")
+
+
+@secrets_cli.command("new-key")
+def new_key_command(as_json: AsJson = False) -> None:
+    """Print a new key (for PUSHTRACK_SECRET_KEY or a line of secret_key_file)."""
+    key = new_key()
+    _emit(as_json, {"key": key}, key)
+
+
+@secrets_cli.command("seal")
+def seal(database: Database = None, as_json: AsJson = False) -> None:
+    """Seal every gateway private key stored in plain text, and re-seal every sealed one
+    with the first key (after adding a new key in front of the old ones)."""
+    settings = _settings(database)
+    try:
+        sealer = Sealer.load(settings, create=True)
+    except (SealingError, OSError) as exc:
+        _fail(str(exc))
+    if sealer is None:
+        _fail("no secret key: set PUSHTRACK_SECRET_KEY or secret_key_file")
+
+    async def run(store: Store) -> dict[str, int]:
+        counts = {"sealed": 0, "resealed": 0}
+        for app in await store.all_apps():
+            for platform, (kind, config, _) in (await store.dispatch.gateways(app.id)).items():
+                had_plain = bool(plain_fields(kind, config))
+                had_sealed = any(is_sealed(v) for v in config.values())
+                if not (had_plain or had_sealed):
+                    continue
+                fresh = sealer.seal(kind, unseal(kind, config, sealer))
+                if await store.dispatch.reseal_gateway(app.id, platform, config, fresh):
+                    counts["sealed" if had_plain else "resealed"] += 1
+        return counts
+
+    try:
+        counts: dict[str, Any] = _with_store(database, run)
+    except SealingError as exc:
+        _fail(str(exc))
+    _emit(
+        as_json,
+        counts,
+        f"sealed {counts['sealed']} gateway(s) stored in plain text,"
+        f" re-sealed {counts['resealed']} with the first key",
+    )

@@ -1,0 +1,110 @@
+"""Gateway private keys are stored sealed, never in plain text, and still send."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pushtrack import config
+from pushtrack.sealing import Sealer, SealingError, new_key, unseal
+from pushtrack.worker import build_worker
+from tests.delivery._support import apns_token
+from tests.gateways import ApnsServer
+from tests.support import run, service
+from tests.test_cli_gateways import cli
+
+
+def test_set_gateway_seals_the_key_and_the_worker_sends_with_it(
+    tmp_path: Path, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    db = f"sqlite:///{tmp_path}/seal.db"
+    with service(db, retry_backoff_seconds=0.05) as svc:
+        (tmp_path / "key.p8").write_text(apns_settings["key"])
+        args = [f"--set={k}={v}" for k, v in apns_settings.items() if k != "key"]
+        out = cli(
+            db,
+            "app",
+            "set-gateway",
+            svc.app.code,
+            "--platform",
+            "ios",
+            "--kind",
+            "apns",
+            "--key-file",
+            str(tmp_path / "key.p8"),
+            *args,
+        )
+        assert out.returncode == 0, out.stderr
+        [(stored,)] = svc.db.rows("SELECT config FROM gateways")
+        assert "PRIVATE KEY" not in stored
+        assert set(json.loads(stored)["key"]) == {"sealed"}
+        key_file = tmp_path / "seal.db.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+        token = apns_token()
+        svc.register("iphone", 1, push_token=token)
+        assert svc.send(devices=["iphone"])
+        settings = config.load({"database": db, "retry_backoff_seconds": 0.05}, env={})
+        run(build_worker(settings, svc.store, poll_seconds=0.05).run_until_idle(30))
+        assert [m.token for m in apns_server.delivered()] == [token]
+
+        # without the key the sealed setting cannot be used (the gateway pauses)
+        other = config.load({"database": db, "secret_key": new_key()}, env={})
+        with pytest.raises(SealingError, match="key this service does not have"):
+            unseal("apns", json.loads(stored), Sealer.load(other))
+
+
+def test_doctor_reports_plain_keys_and_secrets_seal_seals_them(
+    tmp_path: Path, apns_settings: dict[str, Any]
+) -> None:
+    db = f"sqlite:///{tmp_path}/plain.db"
+    with service(db) as svc:  # as an older pushtrack stored it: in plain text
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "apns", apns_settings))
+        code = svc.app.code
+    report = json.loads(cli(db, "doctor", "--json").stdout)
+    checks = {c["what"]: c for c in report["checks"]}
+    assert checks[f"gateway {code} ios (apns)"]["detail"] == (
+        "key stored in plain text (pushtrack secrets seal)"
+    )
+    out = cli(db, "secrets", "seal", "--json")
+    assert json.loads(out.stdout) == {"sealed": 1, "resealed": 0}
+    report = json.loads(cli(db, "doctor", "--json").stdout)
+    assert report["ok"], report
+    # rotation: a new key in front of the old one, then everything re-sealed with it
+    key_file = tmp_path / "plain.db.key"
+    old = key_file.read_text()
+    key_file.write_text(new_key() + "\n" + old)
+    assert json.loads(cli(db, "secrets", "seal", "--json").stdout) == {"sealed": 0, "resealed": 1}
+    key_file.write_text(key_file.read_text().splitlines()[0] + "\n")  # the old key retired
+    assert json.loads(cli(db, "doctor", "--json").stdout)["ok"]
+
+
+def test_postgres_without_a_key_refuses_to_store_a_private_key_in_plain_text(
+    pg_template: str, tmp_path: Path, apns_settings: dict[str, Any]
+) -> None:
+    from tests.conftest import fresh_database_url
+
+    for url in fresh_database_url("postgresql", tmp_path, pg_template):
+        code = json.loads(cli(url, "app", "create", "x", "--json").stdout)["code"]
+        (tmp_path / "key.p8").write_text(apns_settings["key"])
+        args = [f"--set={k}={v}" for k, v in apns_settings.items() if k != "key"]
+        out = cli(
+            url,
+            "app",
+            "set-gateway",
+            code,
+            "--platform",
+            "ios",
+            "--kind",
+            "apns",
+            "--key-file",
+            str(tmp_path / "key.p8"),
+            *args,
+        )
+        assert out.returncode == 2
+        assert "PUSHTRACK_SECRET_KEY" in " ".join(out.stderr.split())
+        assert json.loads(cli(url, "app", "gateways", code, "--json").stdout) == {}
