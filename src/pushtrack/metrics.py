@@ -61,6 +61,13 @@ GATEWAY_PAUSED = Gauge(
     "1 while an application's gateway for a platform is paused",
     ["app", "platform", "kind"],
 )
+#: Gateway answers as the worker recorded them: delivered, failed or retry, by platform
+#: (Pushwoosh's name) and gateway kind.
+DELIVERY_OUTCOMES = Counter(
+    "pushtrack_deliveries",
+    "Deliveries recorded after a gateway's answer",
+    ["status", "platform", "kind"],
+)
 #: Deliveries rescheduled after a transient refusal, by gateway kind and HTTP status.
 DELIVERY_RETRIES = Counter(
     "pushtrack_delivery_retries",

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pushtrack import config
+from pushtrack import config, metrics
 from pushtrack.worker import build_worker
 from tests.delivery._support import apns_token
 from tests.gateways import ApnsServer, FcmServer, WebPushServer
@@ -75,7 +75,14 @@ def test_every_platform_walks_created_sent_delivered(
     message, codes = send(
         svc, ["iphone", "pixel", "browser"], content="Hi", data={"order": 7}, ios_badges=3
     )
+    counted = {
+        k: metrics.value(metrics.DELIVERY_OUTCOMES, status="delivered", platform=p, kind=k)
+        for p, k in (("ios", "apns"), ("android", "fcm"), ("chrome", "webpush"))
+    }
     work(svc)
+    for p, k in (("ios", "apns"), ("android", "fcm"), ("chrome", "webpush")):
+        now = metrics.value(metrics.DELIVERY_OUTCOMES, status="delivered", platform=p, kind=k)
+        assert now == counted[k] + 1, (p, k)
 
     for code in codes:
         assert trail(svc, code) == [

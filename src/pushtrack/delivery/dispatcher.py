@@ -220,9 +220,13 @@ class Dispatcher:
         now = self.store.clock()
         for (platform, ds), (outcomes, wait_until) in zip(groups, answers, strict=True):
             kind = settings[platform][0]
+            platform_name = name_of(platform)
             for d, outcome in zip(ds, outcomes, strict=True):
                 limit = limits[d.payload_id]
-                results.append(self._result(d, outcome, now, limit, wait_until, kind))
+                result = self._result(d, outcome, now, limit, wait_until, kind)
+                results.append(result)
+                outcome_name = result.status.label if result.status is not None else "retry"
+                metrics.DELIVERY_OUTCOMES.labels(outcome_name, platform_name, kind).inc()
                 if outcome.unsubscribe:
                     dead_tokens.append((d.push_token, outcome.dead_since))
         retries = [r.retry_at for r in results if r.retry_at is not None]
