@@ -245,7 +245,11 @@ class _Connection(asyncio.Protocol):
                 break
         if self.retired:
             raise _NotProcessed
-        stream_id = self.h2.get_next_available_stream_id()
+        try:
+            stream_id = self.h2.get_next_available_stream_id()
+        except jh2.exceptions.NoAvailableStreamIDError:
+            self.retire()  # 2**30 requests on one connection: time for a new one
+            raise _NotProcessed from None
         header_list = [
             (":method", method),
             (":scheme", "https"),
@@ -489,7 +493,7 @@ class Client:
         if task is None:
             task = asyncio.create_task(self._open(origin))
             self._opening[origin] = task
-            task.add_done_callback(lambda _: self._opening.pop(origin, None))
+            task.add_done_callback(lambda done: self._opened(origin, done))
         return await asyncio.shield(task)
 
     async def _open(self, origin: str) -> _Connection:
@@ -529,6 +533,11 @@ class Client:
             raise ConnectError("the client is closed")
         self._active[origin] = connection
         return connection
+
+    def _opened(self, origin: str, task: asyncio.Task[_Connection]) -> None:
+        self._opening.pop(origin, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: the requests waiting for it got it too
 
     def _forget(self, connection: _Connection) -> None:
         if self._active.get(connection.origin) is connection:
