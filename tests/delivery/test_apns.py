@@ -382,17 +382,27 @@ async def test_goaway_after_every_request(
     assert len(apns_server.received) == 4
 
 
-async def test_dropped_connection_is_retried_on_a_new_one(
+async def test_dropped_connection_is_replaced_and_nothing_is_sent_twice(
     apns_server: ApnsServer, apns_settings: dict[str, Any]
 ) -> None:
-    # The server hangs up without a GOAWAY after each request: the next request
-    # finds a dead connection, and must go out again on a fresh one.
+    # The server hangs up without a GOAWAY after each answer. A request that finds the
+    # connection already gone goes out on a fresh one; one written just before the
+    # hang-up is seen may have reached APNs, so it ends "outcome unknown", never resent.
     apns_server.reset_after = 1
+    outcomes = []
     async with ApnsGateway(apns_config({**apns_settings, "concurrency": 1})) as gateway:
         for i in range(1, 5):
             [outcome] = await gateway.send([notification(Platform.IOS, apns_token(), i)])
-            assert outcome.verdict is Verdict.DELIVERED, outcome
-    assert [r.status for r in apns_server.received] == [200] * 4
+            outcomes.append(outcome)
+    assert outcomes[0].verdict is Verdict.DELIVERED
+    for outcome in outcomes:
+        assert (outcome.verdict, outcome.reason) in {
+            (Verdict.DELIVERED, None),
+            (Verdict.FAILED, "OutcomeUnknown"),
+        }, outcome
+    delivered = sum(o.verdict is Verdict.DELIVERED for o in outcomes)
+    assert [r.status for r in apns_server.received] == [200] * delivered
+    assert len({r.connection for r in apns_server.received}) == delivered
 
 
 async def test_connection_lost_with_requests_written_is_outcome_unknown(

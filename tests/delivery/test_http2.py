@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pushtrack.delivery import _http
 from pushtrack.delivery.apns import ApnsGateway
 from pushtrack.delivery.base import Notification, Outcome, Verdict
 from pushtrack.delivery.fcm import FcmGateway
@@ -69,6 +70,21 @@ async def test_idle_connection_is_kept_open(
         await send(gateway, ios_batch(1))
     first, second = apns_server.received
     assert first.connection == second.connection
+
+
+async def test_idle_connection_is_checked_with_a_ping_and_replaced_when_silent(
+    apns_server: ApnsServer, apns_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_http, "IDLE_PING_AFTER", 0.2)  # the setting, shortened for the test
+    async with apns(apns_settings, timeout=2.0) as gateway:
+        await send(gateway, ios_batch(1))
+        await send(gateway, ios_batch(1))  # not idle yet: the same connection, no PING
+        apns_server.http2.silence_connections()  # a NAT forgets the connection
+        await asyncio.sleep(0.3)
+        [outcome] = await send(gateway, ios_batch(1))
+    assert outcome.verdict is Verdict.DELIVERED  # on a new connection, sent once
+    first, second, third = apns_server.received
+    assert first.connection == second.connection != third.connection
 
 
 # -- the server's stream limit, as it changes ---------------------------------------

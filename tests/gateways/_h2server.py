@@ -17,7 +17,9 @@ down to 1 after the first stream taken, back to 100 after the 20th; a client
 opening more streams than the acknowledged limit is recorded in ``errors``);
 ``max_streams`` is the limit announced when a connection starts; ``refuse_next``
 refuses that many streams with RST_STREAM(REFUSED_STREAM), unprocessed;
-``stall_after`` takes the streams after that many (server-wide) and never answers them.
+``stall_after`` takes the streams after that many (server-wide) and never answers them;
+``silence_connections()`` makes the open connections drop everything, as a
+connection a NAT has forgotten does.
 """
 
 from __future__ import annotations
@@ -102,6 +104,11 @@ class H2Server:
         #: Take the streams after this many (counted over all connections), never answer them.
         self.stall_after: int | None = None
         self.taken = 0
+
+    def silence_connections(self) -> None:
+        """The connections open now read and answer nothing more (new ones work)."""
+        for conn in list(self._live):
+            conn.silent = True
 
     @property
     def url(self) -> str:
@@ -189,6 +196,7 @@ class _Connection:
         self.last_stream_id = 0
         self.draining = False
         self.closed = False
+        self.silent = False
 
     async def run(self) -> None:
         ssl_object = self.writer.get_extra_info("ssl_object")
@@ -210,7 +218,7 @@ class _Connection:
                 data = await asyncio.wait_for(self.reader.read(65536), timeout)
                 if not data:
                     break
-                if self.draining:
+                if self.draining or self.silent:
                     continue  # after GOAWAY: let the client read it and hang up first
                 try:
                     events = self.h2.receive_data(data)

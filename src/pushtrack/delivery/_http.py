@@ -13,6 +13,9 @@ stream limit). What the connection does is what RFC 9113 and the gateways ask:
   REFUSED_STREAM);
 - every request has a hard deadline; after a timeout the connection takes no new
   requests and a new one is opened;
+- a connection idle for ``IDLE_PING_AFTER`` seconds is checked with a PING before
+  it takes a request, and replaced when no answer comes (a NAT or firewall may
+  have forgotten it silently: a request written into it would be lost unanswered);
 - a request whose bytes were handed to the connection may have reached the
   gateway: if no answer comes it is never sent again here, and the error says
   so (``TransportError.may_have_reached``); ``transport_outcome`` turns it into
@@ -51,6 +54,8 @@ MAX_REFUSALS = 3
 #: Our receive windows (per stream and for the connection): answers are small.
 _WINDOW = 1 << 20
 _RECOUNT = 256
+#: Seconds without a frame from the server after which a PING checks the connection first.
+IDLE_PING_AFTER = 30.0
 
 
 class TransportError(Exception):
@@ -171,6 +176,8 @@ class _Connection(asyncio.Protocol):
         self.retired = False
         self.lost: str | None = None
         self.goaway: str | None = None
+        self.last_heard = self.loop.time()
+        self._pong: asyncio.Future[bool] | None = None
         #: Set once the server's first SETTINGS (its stream limit) are in.
         self.settled: asyncio.Future[None] = self.loop.create_future()
         self._flush_soon = False
@@ -184,6 +191,7 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        self.last_heard = self.loop.time()
         try:
             events = self.h2.receive_data(data)
         except jh2.exceptions.ProtocolError as exc:
@@ -211,6 +219,8 @@ class _Connection(asyncio.Protocol):
                 self._resume_bodies()
             elif isinstance(event, jh2.events.ConnectionTerminated):
                 self._on_goaway(event.last_stream_id, event.error_code)
+            elif isinstance(event, jh2.events.PingAckReceived):
+                self._answer_ping(True)
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -218,6 +228,24 @@ class _Connection(asyncio.Protocol):
         self._close(reason)
 
     # requests
+
+    def idle(self) -> bool:
+        """Nothing heard for ``IDLE_PING_AFTER`` seconds and nothing in flight."""
+        return not self.streams and self.loop.time() - self.last_heard > IDLE_PING_AFTER
+
+    async def alive(self, within: float) -> bool:
+        """Whether the server answers a PING within ``within`` seconds."""
+        if self._pong is None:
+            self._pong = self.loop.create_future()
+            self.h2.ping(b"pushtrak")
+            self._flush()
+            self.loop.call_later(within, self._answer_ping, False)
+        return await asyncio.shield(self._pong)
+
+    def _answer_ping(self, answered: bool) -> None:
+        pong, self._pong = self._pong, None
+        if pong is not None and not pong.done():
+            pong.set_result(answered)
 
     def has_room(self) -> bool:
         limit: int = self.h2.remote_settings.max_concurrent_streams
@@ -245,7 +273,11 @@ class _Connection(asyncio.Protocol):
                 break
         if self.retired:
             raise _NotProcessed
-        stream_id = self.h2.get_next_available_stream_id()
+        try:
+            stream_id = self.h2.get_next_available_stream_id()
+        except jh2.exceptions.NoAvailableStreamIDError:
+            self.retire()  # 2**30 requests on one connection: time for a new one
+            raise _NotProcessed from None
         header_list = [
             (":method", method),
             (":scheme", "https"),
@@ -364,6 +396,7 @@ class _Connection(asyncio.Protocol):
         if self.lost is not None:
             return
         self.lost = reason
+        self._answer_ping(False)
         if not self.settled.done():
             self.settled.set_result(None)
         streams, self.streams = self.streams, {}
@@ -482,14 +515,21 @@ class Client:
     async def _connection(self, origin: str) -> _Connection:
         connection = self._active.get(origin)
         if connection is not None and not connection.retired:
-            return connection
+            if not connection.idle():
+                return connection
+            if await connection.alive(min(5.0, self.timeout / 4)):
+                return connection
+            connection.abort()  # silently gone: nothing was written to it
+            connection = self._active.get(origin)  # another request may have opened one
+            if connection is not None and not connection.retired:
+                return connection
         if self._closed:
             raise ConnectError("the client is closed")
         task = self._opening.get(origin)
         if task is None:
             task = asyncio.create_task(self._open(origin))
             self._opening[origin] = task
-            task.add_done_callback(lambda _: self._opening.pop(origin, None))
+            task.add_done_callback(lambda done: self._opened(origin, done))
         return await asyncio.shield(task)
 
     async def _open(self, origin: str) -> _Connection:
@@ -529,6 +569,11 @@ class Client:
             raise ConnectError("the client is closed")
         self._active[origin] = connection
         return connection
+
+    def _opened(self, origin: str, task: asyncio.Task[_Connection]) -> None:
+        self._opening.pop(origin, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: the requests waiting for it got it too
 
     def _forget(self, connection: _Connection) -> None:
         if self._active.get(connection.origin) is connection:
