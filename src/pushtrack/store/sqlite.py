@@ -167,6 +167,10 @@ def _create_private(path: Path) -> None:
 class SQLiteEngine:
     """The ``Engine`` on a SQLite file."""
 
+    groups_writes = True
+    #: One writer: a second batch would only wait in its queue.
+    batches_in_flight = 1
+
     def __init__(self, path: str, *, clock: Callable[[], int] = now_us) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
@@ -302,6 +306,9 @@ class SQLiteEngine:
         except sqlite3.Error as exc:
             raise StoreError(str(exc)) from exc
         return result
+
+    async def write_batch(self, fn: Callable[[Tx], T]) -> T:
+        return await self.write(fn)
 
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run a unit of work from a thread that has no event loop (CLI, jobs)."""
