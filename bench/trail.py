@@ -51,7 +51,7 @@ def _counter_sql(table: str, bucket: str) -> str:
     return (
         f"INSERT INTO {table} (message_id, {bucket}, platform, {', '.join(_COUNTED)})"
         f" VALUES (?, ?, ?, ?, ?, ?, ?)"
-        f" ON CONFLICT (message_id, {bucket}, platform) DO UPDATE SET {adds}"
+        f" ON CONFLICT (message_id, {bucket}, platform, shard) DO UPDATE SET {adds}"
     )
 
 

@@ -61,7 +61,7 @@ MAKE_PARTITIONS_MAX = 32
 #: Batches of one kind (device reports) written at the same time, each in its own
 #: transaction on its own connection: while one waits for its commit, the next is
 #: written.
-BATCHES_IN_FLIGHT = 2
+BATCHES_IN_FLIGHT = 4
 #: ``many`` switches from pipelined executemany to COPY from this many rows.
 COPY_MIN_ROWS = 16
 

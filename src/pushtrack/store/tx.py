@@ -285,6 +285,11 @@ def append_events(tx: Tx, events: Sequence[tuple[int, Status, str, int, int]]) -
 
 #: Counter tables: (table, bucket column, bucket width in µs).
 COUNTER_TABLES = (("counters", "hour", HOUR_US), ("counters_minute", "minute", 60 * US))
+#: PostgreSQL keeps each counter in up to this many rows (``shard``), one per database
+#: connection modulo this, summed when read: transactions bumping the same counter
+#: then rarely wait for each other's commit on its row (a hot message's opens would
+#: otherwise commit one transaction at a time, across every server process).
+COUNTER_SHARDS = 8
 
 
 def bump_counters(tx: Tx, items: Iterable[tuple[int, int, int, Status]]) -> None:
@@ -299,14 +304,17 @@ def bump_counters(tx: Tx, items: Iterable[tuple[int, int, int, Status]]) -> None
             totals[(message_id, ts, platform, column)] += 1
     if not totals:
         return
+    # One shard for the whole transaction (its connection's), so its rows lock in key order.
+    shard = "0" if tx.dialect == "sqlite" else f"pg_backend_pid() % {COUNTER_SHARDS}"
     for table, bucket, width in COUNTER_TABLES:
         by_column: dict[str, Counter[tuple[int, int, int]]] = {}
         for (message_id, ts, platform, column), n in totals.items():
             by_column.setdefault(column, Counter())[(message_id, ts - ts % width, platform)] += n
         for column, counts in by_column.items():
             tx.many(
-                f"INSERT INTO {table} (message_id, {bucket}, platform, {column})"
-                f" VALUES (?, ?, ?, ?) ON CONFLICT (message_id, {bucket}, platform) DO UPDATE"
+                f"INSERT INTO {table} (message_id, {bucket}, platform, shard, {column})"
+                f" VALUES (?, ?, ?, {shard}, ?)"
+                f" ON CONFLICT (message_id, {bucket}, platform, shard) DO UPDATE"
                 f" SET {column} = {table}.{column} + excluded.{column}",
                 # in key order, so that concurrent transactions lock the rows in one order
                 [(*key, n) for key, n in sorted(counts.items())],
