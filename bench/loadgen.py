@@ -97,7 +97,7 @@ class _Conn(asyncio.Protocol):
 
 
 async def _run(
-    port: int,
+    port: int | Sequence[int],
     requests: Sequence[bytes],
     connections: int,
     check: Callable[[bytes], bool] | None,
@@ -105,9 +105,10 @@ async def _run(
     until: Callable[[], bool] | None,
 ) -> Load:
     loop = asyncio.get_running_loop()
+    ports = [port] if isinstance(port, int) else list(port)
     conns = []
-    for _ in range(connections):
-        _, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
+    for i in range(connections):
+        _, proto = await loop.create_connection(_Conn, "127.0.0.1", ports[i % len(ports)])
         conns.append(proto)
     result = Load(elapsed=0.0)
     next_index = 0
@@ -140,7 +141,7 @@ async def _run(
 
 
 def run(
-    port: int,
+    port: int | Sequence[int],
     requests: Sequence[bytes],
     *,
     connections: int,
@@ -148,7 +149,8 @@ def run(
     timeout: float = 600.0,
     until: Callable[[], bool] | None = None,
 ) -> Load:
-    """Send every request over ``connections`` keep-alive connections.
+    """Send every request over ``connections`` keep-alive connections (spread over the
+    ``port``s round robin when there are several servers).
 
     Stops taking new requests after ``timeout`` seconds, or once ``until()`` is true.
     """

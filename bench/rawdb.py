@@ -125,3 +125,12 @@ def sync_sequences(db: Raw, tables: tuple[str, ...]) -> None:
         return
     for table in tables:
         db.execute(f"SELECT setval('{table}_id_seq', GREATEST((SELECT MAX(id) FROM {table}), 1))")
+
+
+def analyze(db: Raw, tables: tuple[str, ...]) -> None:
+    """PostgreSQL: planner statistics for tables just bulk-loaded, as autovacuum would
+    gather them in time (without them a join may scan millions of rows)."""
+    if db.sqlite:
+        return
+    for table in tables:
+        db.execute(f"ANALYZE {table}")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.rawdb import Raw, prepare_days, sync_sequences
+from bench.rawdb import Raw, analyze, prepare_days, sync_sequences
 from bench.tenant import PLATFORMS, hwid
 from pushtrack.domain import codes
 from pushtrack.domain.payload import build_template
@@ -51,7 +51,7 @@ def _counter_sql(table: str, bucket: str) -> str:
     return (
         f"INSERT INTO {table} (message_id, {bucket}, platform, {', '.join(_COUNTED)})"
         f" VALUES (?, ?, ?, ?, ?, ?, ?)"
-        f" ON CONFLICT (message_id, {bucket}, platform) DO UPDATE SET {adds}"
+        f" ON CONFLICT (message_id, {bucket}, platform, shard) DO UPDATE SET {adds}"
     )
 
 
@@ -200,6 +200,8 @@ def populate(
             message_id += 1
         db.commit()
         sync_sequences(db, ("devices", "messages", "payloads", "deliveries"))
+        tables = ("devices", "messages", "payloads", "deliveries", "events")
+        analyze(db, tables + tuple(t for t, _, _ in COUNTER_TABLES))
     return Trail(devices, messages, deliveries, events, first_message_id, start_us, span_us)
 
 

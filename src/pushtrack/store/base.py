@@ -224,8 +224,17 @@ class Engine(Protocol):
 
     url: str
     clock: Callable[[], int]
+    #: ``write`` commits the units waiting for it together (SQLite's writer thread).
+    groups_writes: bool
+    #: Batches of one kind (``store/batch.py``) worth writing at the same time.
+    batches_in_flight: int
 
     async def write(self, fn: Callable[[Tx], T]) -> T: ...
+
+    async def write_batch(self, fn: Callable[[Tx], T]) -> T:
+        """``write`` for a batch of small writes (``store/batch.py``). PostgreSQL sends
+        its statements pipelined: one whose result is not read goes out with the next."""
+        ...
 
     async def read(self, fn: Callable[[Tx], T]) -> T: ...
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from pushtrack.domain.timeutil import HOUR_US
 from pushtrack.store.base import App, DeviceSeen, DeviceState, DeviceView, Engine, EventIn, Tx
+from pushtrack.store.batch import Batcher, run_units
 from pushtrack.store.tx import dumps, loads
+
+T = TypeVar("T")
 
 #: Device columns a report may set, in the order ``record_seen`` writes them.
 _SEEN = ("language", "timezone", "user_id", "app_version", "device_model", "os_version")
@@ -190,14 +193,28 @@ class DeviceStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # The SQLite writer commits the units waiting for it together already; on
+        # PostgreSQL, device writes arriving together share one transaction here.
+        self._units: Batcher[Callable[[Tx], Any], Any] | None = (
+            None
+            if engine.groups_writes
+            else Batcher(engine, run_units, in_flight=engine.batches_in_flight)
+        )
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """A small device write, committed with the others waiting beside it."""
+        if self._units is None:
+            return await self.engine.write(fn)
+        result: T = await self._units.submit(fn)
+        return result
 
     async def record_seen(self, app: App, seen: DeviceSeen) -> bool:
-        return await self.engine.write(partial(record_seen, app=app, d=seen))
+        return await self.write(partial(record_seen, app=app, d=seen))
 
     async def set_badge(
         self, app: App, hwid: str, badge: int, allowed: frozenset[int]
     ) -> int | None:
-        return await self.engine.write(
+        return await self.write(
             partial(set_badge, app=app, hwid=hwid, badge=badge, allowed=allowed)
         )
 
@@ -208,7 +225,7 @@ class DeviceStore:
         return await self.engine.read(partial(device_view, app=app, hwid=hwid))
 
     async def post_event(self, app: App, event: EventIn) -> None:
-        await self.engine.write(partial(post_event, app=app, e=event))
+        await self.write(partial(post_event, app=app, e=event))
 
     async def event_counts(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from pushtrack.domain.status import DESC_DEVICE_CONFIRMED, DESC_OPENED, Status
+from pushtrack.domain.status import Status
 from pushtrack.store import messages, tx
 from pushtrack.store.base import (
     App,
@@ -22,6 +22,7 @@ from pushtrack.store.base import (
     MessagePlan,
     TokenInfo,
 )
+from pushtrack.store.batch import Batcher
 from pushtrack.store.devices import DeviceStore
 from pushtrack.store.dispatch import DispatchStore
 from pushtrack.store.expansion import ExpansionStore
@@ -42,6 +43,9 @@ class Store:
         self.stats = StatsStore(engine)
         self.retention = RetentionStore(engine)
         self.devices = DeviceStore(engine)
+        self._reports = Batcher(
+            engine, tx.record_device_reports, in_flight=engine.batches_in_flight
+        )
         self.targeting = TargetingStore(engine)
 
     @property
@@ -127,26 +131,20 @@ class Store:
     # -- devices --------------------------------------------------------------------------
 
     async def register_device(self, app: App, device: DeviceIn) -> None:
-        await self.engine.write(partial(tx.register_device, app=app, d=device))
+        await self.devices.write(partial(tx.register_device, app=app, d=device))
 
     async def unregister_device(self, app: App, hwid: str) -> bool:
-        return await self.engine.write(partial(tx.unregister_device, app=app, hwid=hwid))
+        return await self.devices.write(partial(tx.unregister_device, app=app, hwid=hwid))
 
     async def record_device_report(
         self, app: App, hwid: str, payload_hash: str, status: Status
     ) -> bool:
-        """Record ``opened`` or device-confirmed ``delivered``; False if no such delivery."""
-        description = DESC_OPENED if status is Status.OPENED else DESC_DEVICE_CONFIRMED
-        return await self.engine.write(
-            partial(
-                tx.record_device_report,
-                app=app,
-                hwid=hwid,
-                payload_hash=payload_hash,
-                status=status,
-                description=description,
-            )
-        )
+        """Record ``opened`` or device-confirmed ``delivered``; False if no such delivery.
+
+        Reports arriving together are written together (``store/batch.py``).
+        """
+        report = tx.Report(app.id, app.open_logging, hwid, payload_hash, status)
+        return await self._reports.submit(report)
 
     # -- messages -------------------------------------------------------------------------
 

@@ -296,6 +296,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE gateways ADD COLUMN paused_at BIGINT;
     ALTER TABLE gateways ADD COLUMN paused_reason TEXT;
     """,
+    # 8: a counter may be kept in several rows (shard), summed when read: concurrent
+    # transactions bumping the same counter spread over them instead of committing one
+    # at a time on its row (store/tx.py COUNTER_SHARDS)
+    """
+    ALTER TABLE counters ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE counters DROP CONSTRAINT counters_pkey;
+    ALTER TABLE counters ADD PRIMARY KEY (message_id, hour, platform, shard);
+    ALTER TABLE counters_minute ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE counters_minute DROP CONSTRAINT counters_minute_pkey;
+    ALTER TABLE counters_minute ADD PRIMARY KEY (message_id, minute, platform, shard);
+    """,
 ]
 
 

@@ -63,6 +63,10 @@ UPKEEP_LOCK_TIMEOUT = "2s"
 UPKEEP_RETRY_US = 60 * US
 #: Partitions one unit of work may have made for its rows before it gives up.
 MAKE_PARTITIONS_MAX = 32
+#: Batches of one kind (device reports) written at the same time, each in its own
+#: transaction on its own connection: while one waits for its commit, the next is
+#: written.
+BATCHES_IN_FLIGHT = 4
 #: ``many`` switches from pipelined executemany to COPY from this many rows.
 COPY_MIN_ROWS = 16
 
@@ -155,12 +159,20 @@ class _PgTx:
 
     dialect = "postgresql"
 
-    __slots__ = ("_clock", "conn", "cur")
+    __slots__ = ("_clock", "_pipeline", "conn", "cur")
 
-    def __init__(self, conn: psycopg.Connection[Any], clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        clock: Callable[[], int],
+        pipeline: psycopg.Pipeline | None = None,
+    ) -> None:
         self.conn = conn
         self.cur = conn.cursor()
         self._clock = clock
+        #: In pipeline mode, statements whose result nobody reads (``many``) go out
+        #: with the next one that is read, or with COMMIT: one round trip, not several.
+        self._pipeline = pipeline
 
     def _execute(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
         query = _pg_query(sql)
@@ -174,13 +186,17 @@ class _PgTx:
         return self._execute(sql, params).fetchall()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self._execute(sql, params).rowcount
+        cur = self._execute(sql, params)
+        if self._pipeline is not None:
+            self._pipeline.sync()  # the row count is this statement's result
+        return cur.rowcount
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         batch = rows if isinstance(rows, list) else list(rows)
         if not batch:
             return
-        copy_sql = _copy_sql(sql) if len(batch) >= COPY_MIN_ROWS else None
+        pipelined = self._pipeline is not None  # COPY has no pipeline mode
+        copy_sql = _copy_sql(sql) if len(batch) >= COPY_MIN_ROWS and not pipelined else None
         if copy_sql is None:
             query = _pg_query(sql)
             self.cur.executemany(query.sql, [_params(query, row) for row in batch])
@@ -219,6 +235,8 @@ class PostgresEngine:
 
     url: str
     clock: Callable[[], int]
+    groups_writes = False
+    batches_in_flight = BATCHES_IN_FLIGHT
 
     def __init__(
         self, url: str, *, clock: Callable[[], int] = now_us, max_connections: int = POOL_MAX
@@ -292,12 +310,17 @@ class PostgresEngine:
                 self._upkeep_lock.release()
 
     def _transact(
-        self, fn: Callable[[Tx], T], attempts: int = ATTEMPTS, *, read: bool = False
+        self,
+        fn: Callable[[Tx], T],
+        attempts: int = ATTEMPTS,
+        *,
+        read: bool = False,
+        pipelined: bool = False,
     ) -> T:
         lost = made = 0
         while True:
             try:
-                return self._once(fn, read)
+                return self._once(fn, read, pipelined)
             except _DOMAIN_ERRORS:
                 raise
             except _RETRYABLE as exc:
@@ -315,14 +338,18 @@ class PostgresEngine:
             except psycopg.Error as exc:
                 raise _translate(exc) from exc
 
-    def _once(self, fn: Callable[[Tx], T], read: bool) -> T:
+    def _once(self, fn: Callable[[Tx], T], read: bool, pipelined: bool = False) -> T:
         with self._pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
             # Under READ COMMITTED every statement takes a fresh snapshot, in a
             # transaction or not: a read gains nothing from BEGIN and COMMIT.
             conn.autocommit = read
-            tx = _PgTx(conn, self.clock)
             try:
-                result = fn(tx)
+                if pipelined:
+                    with conn.pipeline() as pipeline:
+                        result = fn(_PgTx(conn, self.clock, pipeline))
+                        conn.commit()
+                    return result
+                result = fn(_PgTx(conn, self.clock))
             except BaseException:
                 with contextlib.suppress(psycopg.Error):
                     conn.rollback()
@@ -342,6 +369,12 @@ class PostgresEngine:
         self._maybe_upkeep()
         return self._transact(fn)
 
+    def write_batch_sync(self, fn: Callable[[Tx], T]) -> T:
+        """``write_sync`` for a batch of small writes, its statements pipelined."""
+        self._check_open()
+        self._maybe_upkeep()
+        return self._transact(fn, pipelined=True)
+
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run a read in the calling thread."""
         self._check_open()
@@ -349,6 +382,9 @@ class PostgresEngine:
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         return await self._in_thread(self.write_sync, fn)
+
+    async def write_batch(self, fn: Callable[[Tx], T]) -> T:
+        return await self._in_thread(self.write_batch_sync, fn)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         return await self._in_thread(self.read_sync, fn)

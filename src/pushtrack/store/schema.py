@@ -268,4 +268,49 @@ MIGRATIONS: list[str] = [
     ALTER TABLE gateways ADD COLUMN paused_at INTEGER;
     ALTER TABLE gateways ADD COLUMN paused_reason TEXT;
     """,
+    # 8: a counter may be kept in several rows (shard), summed when read: PostgreSQL
+    # spreads concurrent transactions over them (store/tx.py COUNTER_SHARDS); SQLite's
+    # one writer keeps shard 0
+    """
+    CREATE TABLE counters_sharded (
+        message_id INTEGER NOT NULL,
+        hour INTEGER NOT NULL,
+        platform INTEGER NOT NULL,
+        shard INTEGER NOT NULL DEFAULT 0,
+        sends INTEGER NOT NULL DEFAULT 0,
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        opens INTEGER NOT NULL DEFAULT 0,
+        inbox_opens INTEGER NOT NULL DEFAULT 0,
+        unshowable_sends INTEGER NOT NULL DEFAULT 0,
+        errors INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (message_id, hour, platform, shard)
+    ) WITHOUT ROWID;
+    INSERT INTO counters_sharded (message_id, hour, platform, sends, deliveries, opens,
+        inbox_opens, unshowable_sends, errors)
+        SELECT message_id, hour, platform, sends, deliveries, opens, inbox_opens,
+        unshowable_sends, errors FROM counters;
+    DROP TABLE counters;
+    ALTER TABLE counters_sharded RENAME TO counters;
+    CREATE INDEX counters_hour ON counters (hour);
+    CREATE TABLE counters_minute_sharded (
+        message_id INTEGER NOT NULL,
+        minute INTEGER NOT NULL,
+        platform INTEGER NOT NULL,
+        shard INTEGER NOT NULL DEFAULT 0,
+        sends INTEGER NOT NULL DEFAULT 0,
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        opens INTEGER NOT NULL DEFAULT 0,
+        inbox_opens INTEGER NOT NULL DEFAULT 0,
+        unshowable_sends INTEGER NOT NULL DEFAULT 0,
+        errors INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (message_id, minute, platform, shard)
+    ) WITHOUT ROWID;
+    INSERT INTO counters_minute_sharded (message_id, minute, platform, sends, deliveries, opens,
+        inbox_opens, unshowable_sends, errors)
+        SELECT message_id, minute, platform, sends, deliveries, opens, inbox_opens,
+        unshowable_sends, errors FROM counters_minute;
+    DROP TABLE counters_minute;
+    ALTER TABLE counters_minute_sharded RENAME TO counters_minute;
+    CREATE INDEX counters_minute_minute ON counters_minute (minute);
+    """,
 ]

@@ -197,6 +197,10 @@ def sqlite_path(url: str) -> str:
 class SQLiteEngine:
     """The ``Engine`` on a SQLite file."""
 
+    groups_writes = True
+    #: One writer: a second batch would only wait in its queue.
+    batches_in_flight = 1
+
     def __init__(
         self, path: str, *, clock: Callable[[], int] = now_us, cache_mb: int = WRITER_CACHE_MB
     ) -> None:
@@ -348,6 +352,9 @@ class SQLiteEngine:
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
         return result
+
+    async def write_batch(self, fn: Callable[[Tx], T]) -> T:
+        return await self.write(fn)
 
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run a unit of work from a thread that has no event loop (CLI, jobs)."""

@@ -55,7 +55,6 @@ class MessageSummary(msgspec.Struct, frozen=True):
 
 
 _SUMS = ", ".join(f"SUM({c})" for c in COUNTERS)
-_COLS = ", ".join(COUNTERS)
 
 
 def _totals(bucket: int, platform: int, values: Sequence[Any]) -> Totals:
@@ -111,8 +110,8 @@ def counter_rows(
         where.append(f"platform IN ({','.join('?' * len(platforms))})")
         params.extend(platforms)
     rows = tx.all(
-        f"SELECT {column}, platform, {_COLS} FROM {table} WHERE {' AND '.join(where)}"
-        f" ORDER BY {column}, platform",
+        f"SELECT {column}, platform, {_SUMS} FROM {table} WHERE {' AND '.join(where)}"
+        f" GROUP BY {column}, platform ORDER BY {column}, platform",  # the sum of its shards
         params,
     )
     if interval != "day":

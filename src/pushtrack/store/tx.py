@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from pushtrack.domain import codes
 from pushtrack.domain.status import (
     COUNTER_OF,
+    DESC_DEVICE_CONFIRMED,
+    DESC_OPENED,
     Status,
 )
 from pushtrack.domain.timeutil import HOUR_US, US
@@ -288,6 +290,11 @@ def append_events(tx: Tx, events: Sequence[tuple[int, Status, str, int, int]]) -
 
 #: Counter tables: (table, bucket column, bucket width in µs).
 COUNTER_TABLES = (("counters", "hour", HOUR_US), ("counters_minute", "minute", 60 * US))
+#: PostgreSQL keeps each counter in up to this many rows (``shard``), one per database
+#: connection modulo this, summed when read: transactions bumping the same counter
+#: then rarely wait for each other's commit on its row (a hot message's opens would
+#: otherwise commit one transaction at a time, across every server process).
+COUNTER_SHARDS = 8
 
 
 def bump_counters(tx: Tx, items: Iterable[tuple[int, int, int, Status]]) -> None:
@@ -302,53 +309,137 @@ def bump_counters(tx: Tx, items: Iterable[tuple[int, int, int, Status]]) -> None
             totals[(message_id, ts, platform, column)] += 1
     if not totals:
         return
+    # One shard for the whole transaction (its connection's), so its rows lock in key order.
+    shard = "0" if tx.dialect == "sqlite" else f"pg_backend_pid() % {COUNTER_SHARDS}"
     for table, bucket, width in COUNTER_TABLES:
         by_column: dict[str, Counter[tuple[int, int, int]]] = {}
         for (message_id, ts, platform, column), n in totals.items():
             by_column.setdefault(column, Counter())[(message_id, ts - ts % width, platform)] += n
         for column, counts in by_column.items():
             tx.many(
-                f"INSERT INTO {table} (message_id, {bucket}, platform, {column})"
-                f" VALUES (?, ?, ?, ?) ON CONFLICT (message_id, {bucket}, platform) DO UPDATE"
+                f"INSERT INTO {table} (message_id, {bucket}, platform, shard, {column})"
+                f" VALUES (?, ?, ?, {shard}, ?)"
+                f" ON CONFLICT (message_id, {bucket}, platform, shard) DO UPDATE"
                 f" SET {column} = {table}.{column} + excluded.{column}",
-                [(*key, n) for key, n in counts.items()],
+                # in key order, so that concurrent transactions lock the rows in one order
+                [(*key, n) for key, n in sorted(counts.items())],
             )
 
 
-def record_device_report(
-    tx: Tx, app: App, hwid: str, payload_hash: str, status: Status, description: str
-) -> bool:
-    """Record a device's report on one delivery, once; False if no delivery matches.
+class Report(NamedTuple):
+    """One device's report on one delivery: pushStat (opened) or messageDeliveryEvent
+    (delivered), naming the delivery by the device's hwid and the payload's hash."""
 
-    One guarded UPDATE both finds the delivery and wins the transition, so a
-    repeated report (or a delivery already settled) writes nothing.
+    app_id: int
+    #: The application records opens (``App.open_logging``).
+    open_logging: bool
+    hwid: str
+    payload_hash: str
+    status: Status
+
+
+class Reported(NamedTuple):
+    """A delivery some report names."""
+
+    id: int
+    message_id: int
+    platform: int
+    app_id: int
+    hwid: str
+    payload_hash: str
+
+
+def find_reported(tx: Tx, keys: Sequence[tuple[str, str]]) -> list[Reported]:
+    """The deliveries that ``(hwid, payload hash)`` pairs name, in one statement.
+
+    The one place that knows how a device's report names its delivery.
     """
-    if status is Status.DELIVERED:
+    if not keys:
+        return []
+    columns = "d.id, d.message_id, d.platform, m.app_id, d.hwid, d.hash"
+    if tx.dialect == "postgresql":
+        # Two lists, not a list of pairs: PostgreSQL then reads the hwid index for any
+        # number of them (a join with a list of pairs may scan the table). Pairs the
+        # lists cross-match are left out by the caller, which looks up each report's pair.
+        hwids = sorted({k[0] for k in keys})
+        hashes = sorted({k[1] for k in keys})
+        rows = tx.all(
+            f"SELECT {columns} FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            f" WHERE d.hwid IN ({_marks(hwids)}) AND d.hash IN ({_marks(hashes)})",
+            (*hwids, *hashes),
+        )
+    else:
+        values = ", ".join(["(?, ?)"] * len(keys))
+        rows = tx.all(
+            f"WITH r (hwid, hash) AS (VALUES {values}) SELECT {columns} FROM r"
+            " JOIN deliveries d ON d.hwid = r.hwid AND d.hash = r.hash"
+            " JOIN messages m ON m.id = d.message_id",
+            [v for k in keys for v in k],
+        )
+    return [Reported(*row) for row in rows]
+
+
+def _marks(values: Sequence[Any]) -> str:
+    """``?, ?, ...``: one placeholder per value (the PostgreSQL engine binds one array)."""
+    return ", ".join("?" * len(values))
+
+
+def record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
+    """Record a batch of device reports, each once; per report, whether a delivery matched.
+
+    A few set-based statements for the whole batch: one finds the deliveries,
+    a guarded UPDATE per kind of report wins the transitions (so a repeated
+    report, or one on a delivery already settled, writes nothing), and the
+    winners' events and counters are appended together.
+    """
+    keys = list(dict.fromkeys((r.hwid, r.payload_hash) for r in items))
+    named: dict[tuple[str, str], list[Reported]] = {}
+    for row in find_reported(tx, keys):
+        named.setdefault((row.hwid, row.payload_hash), []).append(row)
+    found: list[bool] = []
+    delivered: dict[int, Reported] = {}
+    opened: dict[int, Reported] = {}
+    for r in items:
+        mine = [d for d in named.get((r.hwid, r.payload_hash), ()) if d.app_id == r.app_id]
+        found.append(bool(mine))
+        if r.status is Status.DELIVERED:
+            delivered.update((d.id, d) for d in mine)
+        elif r.open_logging:
+            opened.update((d.id, d) for d in mine)
+    events: list[tuple[int, Status, str, int, int]] = []
+    if delivered:
         # The device's word settles a delivery still in flight; one already
         # delivered (the gateway accepted it) or failed keeps its one terminal status.
-        change, guard = "state = ?", "state IN (?, ?)"
-        params: tuple[int, ...] = (int(Status.DELIVERED), int(Status.CREATED), int(Status.SENT))
-    elif app.open_logging:
-        change, guard, params = "opened = 1", "opened = 0", ()
-    else:
-        change, guard, params = "", "", ()
-    if change:
-        won = tx.one(
-            f"UPDATE deliveries SET {change} WHERE hwid = ? AND hash = ? AND {guard}"
-            " AND EXISTS (SELECT 1 FROM messages m WHERE m.id = deliveries.message_id"
-            " AND m.app_id = ?)"
-            " RETURNING id, message_id, platform",
-            (*params[:1], hwid, payload_hash, *params[1:], app.id),
+        ids = sorted(delivered)
+        won = tx.all(
+            f"UPDATE deliveries SET state = ? WHERE state IN (?, ?)"
+            f" AND id IN ({_marks(ids)}) RETURNING id",
+            (int(Status.DELIVERED), int(Status.CREATED), int(Status.SENT), *ids),
         )
-        if won is not None:
-            append_events(tx, [(won[0], status, description, won[1], won[2])])
-            return True
-    found = tx.one(
-        "SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id"
-        " WHERE d.hwid = ? AND d.hash = ? AND m.app_id = ?",
-        (hwid, payload_hash, app.id),
-    )
-    return found is not None
+        for (did,) in sorted(won):
+            d = delivered[did]
+            events.append((did, Status.DELIVERED, DESC_DEVICE_CONFIRMED, d.message_id, d.platform))
+    if opened:
+        ids = sorted(opened)
+        won = tx.all(
+            f"UPDATE deliveries SET opened = 1 WHERE opened = 0"
+            f" AND id IN ({_marks(ids)}) RETURNING id",
+            ids,
+        )
+        for (did,) in sorted(won):
+            d = opened[did]
+            events.append((did, Status.OPENED, DESC_OPENED, d.message_id, d.platform))
+    append_events(tx, events)
+    return found
+
+
+def record_device_report(
+    tx: Tx, app: App, hwid: str, payload_hash: str, status: Status, description: str = ""
+) -> bool:
+    """One report alone (``record_device_reports``); False if no delivery matches."""
+    del description  # the status's own
+    report = Report(app.id, app.open_logging, hwid, payload_hash, status)
+    return record_device_reports(tx, [report])[0]
 
 
 def schema_versions(tx: Tx) -> tuple[int, int]:
