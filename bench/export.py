@@ -35,7 +35,7 @@ POLL = 0.1
 
 #: The same rows, columns and order as the export, for the engine's command-line tool.
 BARE_SQL = """
-SELECT :stamp, d.tracking_code,
+SELECT :stamp, 'T-' || d.id,
   d.target_id, d.hwid,
   CASE e.status WHEN 1 THEN 'created' WHEN 2 THEN 'sent' WHEN 3 THEN 'delivered'
     WHEN 4 THEN 'failed' ELSE 'opened' END,

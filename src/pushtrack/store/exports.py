@@ -21,6 +21,7 @@ import msgspec
 from pushtrack.domain.payload import encode, render
 from pushtrack.domain.status import Status
 from pushtrack.store.base import Engine, Tx
+from pushtrack.store.tracking import code_of, tracking_key
 from pushtrack.store.tx import loads
 
 #: Rows per keyset page.
@@ -140,7 +141,7 @@ _EVENTS_SQL = (
     " WHERE ts >= ? AND ts < ? AND (ts, id) > (?, ?) ORDER BY ts, id LIMIT ?"
 )
 _DELIVERIES_SQL = (
-    "SELECT d.id, d.tracking_code, d.target_id, d.hwid, d.user_id, d.hash, d.payload_id,"
+    "SELECT d.id, d.legacy_code, d.target_id, d.hwid, d.user_id, d.hash, d.payload_id,"
     " d.message_id, m.app_id FROM deliveries d JOIN messages m ON m.id = d.message_id"
     " WHERE d.id IN ({marks})"
 )
@@ -159,11 +160,13 @@ class ReadCache:
     payload rendered about once, not once per event.
     """
 
-    __slots__ = ("deliveries", "templates")
+    __slots__ = ("deliveries", "key", "templates")
 
     def __init__(self) -> None:
         self.templates: dict[int, Rendered] = {}
         self.deliveries: dict[int, Known] = {}
+        #: The server secret tracking codes are derived under (read with the first page).
+        self.key: bytes | None = None
 
 
 def page(
@@ -212,13 +215,17 @@ def page(
                 f"SELECT id, body FROM payloads WHERE id IN ({','.join('?' * len(part))})", part
             ):
                 templates[pid] = Rendered(loads(body))
-    for did, tcode, target, hwid, user, p, pid, mid, app_id in found:
+    key = cache.key
+    if key is None and found:
+        key = cache.key = tracking_key(tx)
+    for did, legacy, target, hwid, user, p, pid, mid, app_id in found:
         code = apps.get(app_id)
         if code is None:
             continue
+        assert key is not None
         rendered = templates.get(pid) if pid is not None and p is not None else None
         payload = "" if rendered is None else rendered.payload(p, mid, user or hwid)
-        known[did] = (tcode, target, hwid, code, payload)
+        known[did] = (code_of(key, did, legacy), target, hwid, code, payload)
     out: list[TrackRow] = []
     append, status_of = out.append, _STATUS
     for eid, ts, status, desc, did in events:

@@ -329,21 +329,23 @@ def record_device_report(
         change, guard, params = "", "", ()
     if change:
         won = tx.one(
-            f"UPDATE deliveries SET {change} WHERE hwid = ? AND hash = ? AND {guard}"
-            " AND EXISTS (SELECT 1 FROM messages m WHERE m.id = deliveries.message_id"
-            " AND m.app_id = ?)"
-            " RETURNING id, message_id, platform",
-            (*params[:1], hwid, payload_hash, *params[1:], app.id),
+            f"UPDATE deliveries SET {change} WHERE device_id = ({_DEVICE_ID}) AND hash = ?"
+            f" AND {guard} RETURNING id, message_id, platform",
+            (*params[:1], app.id, hwid, payload_hash, *params[1:]),
         )
         if won is not None:
             append_events(tx, [(won[0], status, description, won[1], won[2])])
             return True
     found = tx.one(
-        "SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message_id"
-        " WHERE d.hwid = ? AND d.hash = ? AND m.app_id = ?",
-        (hwid, payload_hash, app.id),
+        f"SELECT 1 FROM deliveries d WHERE d.device_id = ({_DEVICE_ID}) AND d.hash = ?",
+        (app.id, hwid, payload_hash),
     )
     return found is not None
+
+
+#: A device's id by (application, hwid). A delivery to a device is one of a message of
+#: the device's application; one to an entry that matched no device has no hash.
+_DEVICE_ID = "SELECT dv.id FROM devices dv WHERE dv.app_id = ? AND dv.hwid = ?"
 
 
 def schema_versions(tx: Tx) -> tuple[int, int]:
