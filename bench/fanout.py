@@ -4,9 +4,10 @@ Devices are registered first through the store facade (``Store.register_device``
 many in flight), then several keep-alive clients post createMessage requests of
 1000 devices each to a real ``pushtrack serve`` process, tracking on. The
 baseline inserts the same rows per request (the message, its payloads, 1000
-deliveries, the (user id, device) pairs they carry (already there after the first
-round: a probe each), 1000 ``created`` events, the dispatch job; ``created`` bumps
-no counter) with bare executemany, one transaction per batch of the same size.
+deliveries (each carrying its ``created`` time), the (user id, device) pairs they
+carry (already there after the first round: a probe each), the dispatch job;
+``created`` bumps no counter) with bare executemany, one transaction per batch of
+the same size.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def _insert_batch(db: Raw, app_id: int, r: int, devs: list[tuple[int, DeviceIn]]
     db.insert(
         "deliveries",
         "id, message_id, device_id, payload_id, target_id, hwid, user_id,"
-        " platform, hash, state, next_at",
+        " platform, hash, state, next_at, created_at",
         [
             (
                 first_delivery + j,
@@ -178,6 +179,7 @@ def _insert_batch(db: Raw, app_id: int, r: int, devs: list[tuple[int, DeviceIn]]
                 hashes[j],
                 1,
                 now,
+                now,
             )
             for j, (device_id, d) in enumerate(devs)
         ],
@@ -186,11 +188,6 @@ def _insert_batch(db: Raw, app_id: int, r: int, devs: list[tuple[int, DeviceIn]]
         "INSERT INTO user_devices (user_id, device_id) VALUES (?, ?)"
         " ON CONFLICT (user_id, device_id) DO NOTHING",
         sorted({(d.user_id, device_id) for device_id, d in devs if d.user_id is not None}),
-    )
-    db.insert(
-        "events",
-        "ts, delivery_id, status, description",
-        [(now, first_delivery + j, 1, "Created") for j in range(size)],
     )
     db.execute(
         "INSERT INTO messages (id, code, app_id, campaign, notification, send_at, status,"

@@ -341,10 +341,10 @@ def baseline(url: str, tenant: Tenant, tag_id: int) -> float:
             db.insert(
                 "deliveries",
                 "id, message_id, device_id, payload_id, target_id, hwid,"
-                " user_id, platform, hash, state, next_at",
+                " user_id, platform, hash, state, next_at, created_at",
                 [
                     (next_id + j, message_id, d[0], None, d[1], d[1], d[5], d[3],
-                     hashes[j], 1, now)
+                     hashes[j], 1, now, now)
                     for j, d in enumerate(page)
                 ],
             )  # fmt: skip
@@ -352,11 +352,6 @@ def baseline(url: str, tenant: Tenant, tag_id: int) -> float:
                 "INSERT INTO user_devices (user_id, device_id) VALUES (?, ?)"
                 " ON CONFLICT (user_id, device_id) DO NOTHING",
                 sorted({(d[5], d[0]) for d in page if d[5] is not None}),
-            )
-            db.insert(
-                "events",
-                "ts, delivery_id, status, description",
-                [(now, next_id + j, 1, "Created") for j in range(len(page))],
             )
             db.commit()
             next_id += len(page)

@@ -251,10 +251,9 @@ def _write_chunk(
         did = first_delivery + j
         drows.append(
             (did, message_id, dev + 1, payload_of[platform], hwid(dev), hwid(dev),
-             f"user-{dev}", platform, hashes[j], 4 if failed else 3, int(opened), 1)
+             f"user-{dev}", platform, hashes[j], 4 if failed else 3, int(opened), 1, created)
         )  # fmt: skip
         end = sent + 200_000
-        erows.append((created, did, 1, "Created"))
         erows.append((sent, did, 2, "Sent"))
         counts[(sent - sent % MINUTE_US, platform, 0)] += 1
         if failed:
@@ -270,8 +269,8 @@ def _write_chunk(
     db.insert(
         "deliveries",
         "id, message_id, device_id, payload_id, target_id, hwid, user_id,"
-        " platform, hash, state, opened, attempts",
+        " platform, hash, state, opened, attempts, created_at",
         drows,
     )
     db.insert("events", "ts, delivery_id, status, description", erows)
-    return len(erows)
+    return len(erows) + n  # and each delivery's ``created``, carried by its row

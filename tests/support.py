@@ -94,6 +94,10 @@ class Database:
     def count(self, table: str) -> int:
         return int(self.rows(f"SELECT COUNT(*) FROM {table}")[0][0])
 
+    def trail(self) -> int:
+        """Entries of the trail: the events, and each delivery's ``created`` (its row)."""
+        return self.count("events") + self.count_where("deliveries", "created_at IS NOT NULL")
+
     def count_where(self, table: str, condition: str) -> int:
         return int(self.rows(f"SELECT COUNT(*) FROM {table} WHERE {condition}")[0][0])
 

@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 
 from pushtrack.domain.payload import encode, render
-from pushtrack.domain.status import Status
+from pushtrack.domain.status import DESC_CREATED, Status
 from pushtrack.store.base import Engine, Tx
+from pushtrack.store.messages import EVENT_KEY
 from pushtrack.store.tracking import code_of, tracking_key
 from pushtrack.store.tx import loads
 
@@ -137,8 +138,14 @@ def _json_str(text: str) -> str:
 
 
 _EVENTS_SQL = (
-    "SELECT id, ts, status, description, delivery_id FROM events"
+    f"SELECT id + {EVENT_KEY}, ts, status, description, delivery_id FROM events"
     " WHERE ts >= ? AND ts < ? AND (ts, id) > (?, ?) ORDER BY ts, id LIMIT ?"
+)
+#: The deliveries' ``created``, carried by their rows.
+_CREATED_SQL = (
+    f"SELECT id, created_at, {int(Status.CREATED)}, '{DESC_CREATED}', id FROM deliveries"
+    " WHERE created_at >= ? AND created_at < ? AND (created_at, id) > (?, ?)"
+    " ORDER BY created_at, id LIMIT ?"
 )
 _DELIVERIES_SQL = (
     "SELECT d.id, d.legacy_code, d.target_id, d.hwid, d.user_id, d.hash, d.payload_id,"
@@ -178,19 +185,25 @@ def page(
     limit: int,
     cache: ReadCache,
 ) -> tuple[list[TrackRow], tuple[int, int] | None]:
-    """The rows of up to ``limit`` events after the position ``after`` = (ts, id).
+    """The rows of up to ``limit`` events after the position ``after`` = (ts, key).
 
+    Events and the deliveries' ``created`` (their rows' ``created_at``) are
+    merged by (ts, key), as getMessageLog orders them (``EVENT_KEY``).
     Returns the rows of the applications ``apps`` and the position to go on
-    from (None at the end). Events are read alone, in the order of the time
-    index, and their deliveries by primary key: no plan can turn a page into a
-    sort of the rest of the day.
+    from (None at the end). Events (and created deliveries) are read alone, in
+    the order of their time index, and their deliveries by primary key: no plan
+    can turn a page into a sort of the rest of the day.
     """
     ts0, id0 = after
     if tx.dialect == "postgresql":
         # A fresh day's partition has no statistics yet: the planner would rather
         # sort the rest of the day than walk the (ts, id) key in order.
         tx.run("SET LOCAL enable_sort = off")
-    events = tx.all(_EVENTS_SQL, (ts0, end, ts0, id0, limit))
+    events = tx.all(_EVENTS_SQL, (ts0, end, ts0, id0 - EVENT_KEY, limit))
+    created = tx.all(_CREATED_SQL, (ts0, end, ts0, min(id0, EVENT_KEY), limit))
+    more = len(events) + len(created) >= limit  # (at worst, one empty page more)
+    if created:
+        events = sorted(events + created, key=_position)[:limit]
     if not events:
         return [], None
     known = cache.deliveries
@@ -233,20 +246,30 @@ def page(
         if d is not None:
             append(TrackRow(eid, ts, d[0], d[1], d[2], status_of[status], desc, d[3], d[4]))
     last = events[-1]
-    return out, ((last[1], last[0]) if len(events) == limit else None)
+    return out, ((last[1], last[0]) if more else None)
+
+
+def _position(row: tuple[Any, ...]) -> tuple[int, int]:
+    return row[1], row[0]
 
 
 def count(tx: Tx, q: TrackQuery) -> int:
     apps = app_ids(tx, q)
     if not apps:
         return 0
+    marks = ",".join("?" * len(apps))
     row = tx.one(
         "SELECT COUNT(*) FROM events e JOIN deliveries d ON d.id = e.delivery_id"
         " JOIN messages m ON m.id = d.message_id"
-        f" WHERE e.ts >= ? AND e.ts < ? AND +m.app_id IN ({','.join('?' * len(apps))})",
+        f" WHERE e.ts >= ? AND e.ts < ? AND +m.app_id IN ({marks})",
         (q.start, q.end, *apps),
     )
-    return int(row[0]) if row else 0
+    created = tx.one(
+        "SELECT COUNT(*) FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        f" WHERE d.created_at >= ? AND d.created_at < ? AND +m.app_id IN ({marks})",
+        (q.start, q.end, *apps),
+    )
+    return (int(row[0]) if row else 0) + (int(created[0]) if created else 0)
 
 
 # -- export files ------------------------------------------------------------------------

@@ -412,7 +412,6 @@ class Built(msgspec.Struct):
     rows: list[tuple[Any, ...]]
     #: (user id, device id) of each delivery that carries a user id.
     users: list[tuple[str, int]]
-    created: list[tuple[int, Status, str, int, int]]
     failed: list[tuple[int, Status, str, int, int]]
     to_send: list[int]
     #: When the earliest live delivery is due (None: nothing to send).
@@ -425,24 +424,24 @@ def build_deliveries(
     """Give planned deliveries their ids and templates (``templates`` has every key)."""
     n = len(planned.items)
     ids = tx.new_ids("deliveries", n) if n else []
-    built = Built(ids, [], [], [], [], [], None)
-    rows, created, failed, to_send = built.rows, built.created, built.failed, built.to_send
-    users = built.users
+    built = Built(ids, [], [], [], [], None)
+    rows, failed, to_send, users = built.rows, built.failed, built.to_send, built.users
+    now = tx.now()  # the deliveries' ``created`` (counted nowhere)
     first_due: int | None = None
     for did, (entry, dev, key, refusal, due, phash) in zip(ids, planned.items, strict=True):
         if dev is None or key is None:
-            rows.append((did, message_id, None, None, entry, entry, None, 0, None, _FAILED, due))
-            created.append((did, Status.CREATED, DESC_CREATED, message_id, 0))
+            rows.append(
+                (did, message_id, None, None, entry, entry, None, 0, None, _FAILED, due, now)
+            )
             failed.append((did, Status.FAILED, DESC_UNKNOWN_DEVICE, message_id, 0))
             continue
         platform = dev.device_type
         rows.append(
             (did, message_id, dev.id, templates[key], entry, dev.hwid, dev.user_id, platform,
-             phash, _CREATED if refusal is None else _FAILED, due)
+             phash, _CREATED if refusal is None else _FAILED, due, now)
         )  # fmt: skip
         if dev.user_id is not None:
             users.append((dev.user_id, dev.id))
-        created.append((did, Status.CREATED, DESC_CREATED, message_id, platform))
         if refusal is None:
             first_due = due if first_due is None or due < first_due else first_due
             to_send.append(did)
@@ -453,14 +452,15 @@ def build_deliveries(
 
 
 def write_deliveries(tx: Tx, message_id: int, built: Built) -> None:
-    """Write built deliveries, their ``created``/``failed`` events and counters, and the
-    dispatch jobs that will send the live ones."""
+    """Write built deliveries (each row carries its ``created`` status: ``created_at``),
+    the ``failed`` events and counters of those that end at once, and the dispatch jobs
+    that will send the live ones."""
     if not built.rows:
         return
     tx.many(
         "INSERT INTO deliveries (id, message_id, device_id, payload_id,"
-        " target_id, hwid, user_id, platform, hash, state, next_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " target_id, hwid, user_id, platform, hash, state, next_at, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         built.rows,
     )
     if built.users:
@@ -471,7 +471,6 @@ def write_deliveries(tx: Tx, message_id: int, built: Built) -> None:
             " ON CONFLICT (user_id, device_id) DO NOTHING",
             sorted(set(built.users)),
         )
-    append_events(tx, built.created)
     append_events(tx, built.failed)
     if built.first_due is not None:
         _enqueue_dispatch(tx, message_id, built.to_send, built.first_due)
@@ -562,7 +561,15 @@ def delete_message(tx: Tx, account: str, apps: frozenset[str] | None, code: str)
 # -- reading the trail --------------------------------------------------------------------
 
 
+#: Positions in the trail are (ts, key): a delivery's ``created`` (its row's
+#: ``created_at``) has its delivery id as key, an event its id plus this, so at one
+#: instant ``created`` comes first, as it was written first.
+EVENT_KEY = 1 << 62
+
+
 def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
+    """One page of the trail: events, and the deliveries' ``created`` (carried by their
+    rows), merged in (ts, key) order."""
     where = ["acc.name = ?"]
     params: list[Any] = [q.account]
     key: bytes | None = None
@@ -608,26 +615,49 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
             q.user_id,
             q.user_id,
         )
-    if q.date_from is not None:
-        add("e.ts >= ?", q.date_from)
-    if q.date_to is not None:
-        add("e.ts <= ?", q.date_to)
-    if q.statuses:
-        add_in("e.status", [int(s) for s in q.statuses])
     if q.platforms:
         add_in("d.platform", [int(p) for p in q.platforms])
-    if q.after is not None:
-        add("(e.ts, e.id) > (?, ?)", *q.after)
-    sql = (
-        "SELECT e.id, e.ts, e.status, e.description, a.code, m.code, m.id, d.id, d.legacy_code,"
-        " d.hwid, d.target_id, d.user_id, d.platform"
-        " FROM events e JOIN deliveries d ON d.id = e.delivery_id"
-        " JOIN messages m ON m.id = d.message_id JOIN applications a ON a.id = m.app_id"
-        " JOIN accounts acc ON acc.id = a.account_id"
-        f" WHERE {' AND '.join(where)} ORDER BY e.ts, e.id LIMIT ?"
-    )
-    params.append(q.limit)
-    rows = [_LogRead._make(r) for r in tx.all(sql, params)]
+    branches: list[str] = []
+    all_params: list[Any] = []
+    common, common_params = where, params
+    # the events
+    statuses = [int(s) for s in q.statuses or () if s is not Status.CREATED]
+    if q.statuses is None or statuses:
+        where, params = list(common), list(common_params)
+        if q.date_from is not None:
+            add("e.ts >= ?", q.date_from)
+        if q.date_to is not None:
+            add("e.ts <= ?", q.date_to)
+        if q.statuses is not None:
+            add_in("e.status", statuses)
+        if q.after is not None:
+            add("(e.ts, e.id) > (?, ?)", q.after[0], q.after[1] - EVENT_KEY)
+        branches.append(
+            f"SELECT e.ts, e.id + {EVENT_KEY}, e.status, e.description, {_LOG_COLUMNS}"
+            f" FROM events e JOIN deliveries d ON d.id = e.delivery_id {_LOG_JOINS}"
+            f" WHERE {' AND '.join(where)} ORDER BY e.ts, e.id LIMIT ?"
+        )
+        all_params += [*params, q.limit]
+    # the deliveries' ``created``
+    if q.statuses is None or Status.CREATED in q.statuses:
+        where, params = list(common), list(common_params)
+        add("d.created_at >= ?", q.date_from if q.date_from is not None else 0)
+        if q.date_to is not None:
+            add("d.created_at <= ?", q.date_to)
+        if q.after is not None:
+            add("(d.created_at, d.id) > (?, ?)", q.after[0], min(q.after[1], EVENT_KEY))
+        branches.append(
+            f"SELECT d.created_at, d.id, {int(Status.CREATED)}, '{DESC_CREATED}', {_LOG_COLUMNS}"
+            f" FROM deliveries d {_LOG_JOINS}"
+            f" WHERE {' AND '.join(where)} ORDER BY d.created_at, d.id LIMIT ?"
+        )
+        all_params += [*params, q.limit]
+    if not branches:
+        return []
+    union = " UNION ALL ".join(f"SELECT * FROM ({b}) AS b{i}" for i, b in enumerate(branches))
+    sql = f"SELECT * FROM ({union}) AS log ORDER BY 1, 2 LIMIT ?"
+    all_params.append(q.limit)
+    rows = [_LogRead._make(r) for r in tx.all(sql, all_params)]
     if rows and key is None:
         key = tracking_key(tx)
     return [
@@ -649,11 +679,21 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     ]
 
 
+_LOG_COLUMNS = (
+    "a.code, m.code, m.id, d.id, d.legacy_code, d.hwid, d.target_id, d.user_id, d.platform"
+)
+_LOG_JOINS = (
+    "JOIN messages m ON m.id = d.message_id JOIN applications a ON a.id = m.app_id"
+    " JOIN accounts acc ON acc.id = a.account_id"
+)
+
+
 class _LogRead(NamedTuple):
     """A row of the getMessageLog query, by name."""
 
-    event_id: int
     ts: int
+    #: Its position at ``ts`` (see ``EVENT_KEY``).
+    event_id: int
     status: int
     description: str
     app_code: str

@@ -290,7 +290,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE devices ADD COLUMN token_at BIGINT;
     UPDATE devices SET token_at = updated_at WHERE push_token IS NOT NULL;
     """,
-    # 7: a lean write path (see the SQLite migration 7): derived tracking codes under a
+    # 7: a lean write path (see the SQLite migration 7): `created` carried by the
+    # delivery row (created_at), derived tracking codes under a
     # server secret (old codes kept in legacy_code), deliveries by device id, by user
     # through user_devices, by campaign through messages; jobs name their message.
     """
@@ -306,6 +307,11 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX deliveries_legacy_code ON deliveries (legacy_code)
         WHERE legacy_code IS NOT NULL;
     DROP INDEX deliveries_hwid;
+    ALTER TABLE deliveries ADD COLUMN created_at BIGINT;
+    UPDATE deliveries d SET created_at = e.ts FROM events e
+    WHERE e.delivery_id = d.id AND e.status = 1;
+    DELETE FROM events WHERE status = 1;
+    CREATE INDEX deliveries_created ON deliveries (created_at);
     CREATE INDEX deliveries_device ON deliveries (device_id);
     CREATE INDEX deliveries_unknown ON deliveries (hwid) WHERE device_id IS NULL;
     CREATE TABLE user_devices (

@@ -262,7 +262,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE devices ADD COLUMN token_at INTEGER;
     UPDATE devices SET token_at = updated_at WHERE push_token IS NOT NULL;
     """,
-    # 7: a lean write path. Tracking codes are derived from the delivery id and a MAC
+    # 7: a lean write path. A delivery's `created` status is its row's created_at (no
+    # event row); tracking codes are derived from the delivery id and a MAC
     # under a server secret kept here (codes made before stay in legacy_code);
     # deliveries are found by device id (unknown entries by hwid, a partial index),
     # by user through user_devices (each user id a device's deliveries carried), by
@@ -287,16 +288,20 @@ MIGRATIONS: list[str] = [
         state INTEGER NOT NULL,
         opened INTEGER NOT NULL DEFAULT 0,
         attempts INTEGER NOT NULL DEFAULT 0,
-        next_at INTEGER
+        next_at INTEGER,
+        created_at INTEGER
     );
     INSERT INTO deliveries_v7 (id, message_id, device_id, payload_id, legacy_code, target_id,
-        hwid, user_id, platform, hash, state, opened, attempts, next_at)
+        hwid, user_id, platform, hash, state, opened, attempts, next_at, created_at)
     SELECT id, message_id, device_id, payload_id, tracking_code, target_id, hwid, user_id,
-        platform, hash, state, opened, attempts, next_at FROM deliveries;
+        platform, hash, state, opened, attempts, next_at, (SELECT MIN(e.ts) FROM events e
+        WHERE e.delivery_id = deliveries.id AND e.status = 1) FROM deliveries;
+    DELETE FROM events WHERE status = 1;
     DROP TABLE deliveries;
     ALTER TABLE deliveries_v7 RENAME TO deliveries;
     CREATE UNIQUE INDEX deliveries_message_device ON deliveries (message_id, device_id);
     CREATE INDEX deliveries_device ON deliveries (device_id);
+    CREATE INDEX deliveries_created ON deliveries (created_at);
     CREATE INDEX deliveries_unknown ON deliveries (hwid) WHERE device_id IS NULL;
     CREATE UNIQUE INDEX deliveries_legacy_code ON deliveries (legacy_code)
         WHERE legacy_code IS NOT NULL;
