@@ -387,9 +387,10 @@ def plan_deliveries(
     keys: dict[TemplateKey, None] = {}
     hashes = codes.payload_hashes(n)
     items = planned.items
+    new = tuple.__new__  # a Plan without NamedTuple's Python-level __new__ (1000s a request)
     for phash, (entry, dev) in zip(hashes, unique, strict=True):
         if dev is None:
-            items.append(Plan(entry, None, None, DESC_UNKNOWN_DEVICE, now, phash))
+            items.append(new(Plan, (entry, None, None, DESC_UNKNOWN_DEVICE, now, phash)))
             continue
         key = (dev.device_type, _language_key(dev.language, wanted_languages))
         keys[key] = None
@@ -399,7 +400,7 @@ def plan_deliveries(
         refusal = None if dev.subscribed and dev.push_token else DESC_UNSUBSCRIBED
         if dev.id in left_out:
             refusal = DESC_NOT_IN_AUDIENCE
-        items.append(Plan(entry, dev, key, refusal, due, phash))
+        items.append(new(Plan, (entry, dev, key, refusal, due, phash)))
     planned.keys = list(keys)
     return planned
 
