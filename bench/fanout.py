@@ -184,11 +184,15 @@ def _insert_batch(db: Raw, app_id: int, r: int, devs: list[tuple[int, DeviceIn]]
             for j, (device_id, d) in enumerate(devs)
         ],
     )
-    db.many(
-        "INSERT INTO user_devices (user_id, device_id) VALUES (?, ?)"
-        " ON CONFLICT (user_id, device_id) DO NOTHING",
-        sorted({(d.user_id, device_id) for device_id, d in devs if d.user_id is not None}),
-    )
+    pairs = sorted({(d.user_id, device_id) for device_id, d in devs if d.user_id is not None})
+    for start in range(0, len(pairs), 500):
+        part = pairs[start : start + 500]
+        values = ",".join(["(?, ?)"] * len(part))
+        db.execute(
+            f"INSERT INTO user_devices (user_id, device_id) VALUES {values}"
+            " ON CONFLICT (user_id, device_id) DO NOTHING",
+            [v for pair in part for v in pair],
+        )
     db.execute(
         "INSERT INTO messages (id, code, app_id, campaign, notification, send_at, status,"
         " deliveries, created_at) VALUES (?, ?, ?, NULL, ?, ?, 'pending', ?, ?)",

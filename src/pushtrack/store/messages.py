@@ -467,11 +467,14 @@ def write_deliveries(tx: Tx, message_id: int, built: Built) -> None:
     if built.users:
         # the user ids deliveries carry, by device: what lookups by user_id go through
         # (a probe per pair, a write only for a pair not met before)
-        tx.many(
-            "INSERT INTO user_devices (user_id, device_id) VALUES (?, ?)"
-            " ON CONFLICT (user_id, device_id) DO NOTHING",
-            sorted(set(built.users)),
-        )
+        pairs = sorted(set(built.users))
+        for start in range(0, len(pairs), 500):  # one statement per 500 (not one per pair)
+            part = pairs[start : start + 500]
+            tx.run(
+                "INSERT INTO user_devices (user_id, device_id) VALUES"
+                f" {','.join(['(?, ?)'] * len(part))} ON CONFLICT (user_id, device_id) DO NOTHING",
+                [v for pair in part for v in pair],
+            )
     append_events(tx, built.failed)
     if built.first_due is not None:
         _enqueue_dispatch(tx, message_id, built.to_send, built.first_due)
