@@ -32,6 +32,8 @@ WORKLOADS = {
     "dispatch-apns": "bench.dispatch_apns",
     "export": "bench.export",
     "lookup": "bench.lookup",
+    "lookup-user": "bench.lookup_user",
+    "lookup-campaign": "bench.lookup_campaign",
     "stats": "bench.stats",
     "retention": "bench.retention",
     "targeting": "bench.targeting",

@@ -4,8 +4,10 @@ Devices are registered first through the store facade (``Store.register_device``
 many in flight), then several keep-alive clients post createMessage requests of
 1000 devices each to a real ``pushtrack serve`` process, tracking on. The
 baseline inserts the same rows per request (the message, its payloads, 1000
-deliveries, 1000 ``created`` events, the dispatch job; ``created`` bumps no
-counter) with bare executemany, one transaction per batch of the same size.
+deliveries (each carrying its ``created`` time), the (user id, device) pairs they
+carry (already there after the first round: a probe each), the dispatch job;
+``created`` bumps no counter) with bare executemany, one transaction per batch of
+the same size.
 """
 
 from __future__ import annotations
@@ -148,7 +150,6 @@ def _insert_batch(db: Raw, app_id: int, r: int, devs: list[tuple[int, DeviceIn]]
     now = now_us()
     message_id = r + 1
     first_delivery = r * size + 1
-    tcodes = codes.tracking_codes(size)
     hashes = codes.payload_hashes(size)
     platforms = sorted({d.device_type for _, d in devs})
     payload_of = {p: message_id * 10 + k for k, p in enumerate(platforms)}
@@ -163,15 +164,14 @@ def _insert_batch(db: Raw, app_id: int, r: int, devs: list[tuple[int, DeviceIn]]
     )
     db.insert(
         "deliveries",
-        "id, message_id, device_id, payload_id, tracking_code, target_id, hwid, user_id,"
-        " platform, hash, state, next_at",
+        "id, message_id, device_id, payload_id, target_id, hwid, user_id,"
+        " platform, hash, state, next_at, created_at",
         [
             (
                 first_delivery + j,
                 message_id,
                 device_id,
                 payload_of[d.device_type],
-                tcodes[j],
                 d.hwid,
                 d.hwid,
                 d.user_id,
@@ -179,15 +179,20 @@ def _insert_batch(db: Raw, app_id: int, r: int, devs: list[tuple[int, DeviceIn]]
                 hashes[j],
                 1,
                 now,
+                now,
             )
             for j, (device_id, d) in enumerate(devs)
         ],
     )
-    db.insert(
-        "events",
-        "ts, delivery_id, status, description",
-        [(now, first_delivery + j, 1, "Created") for j in range(size)],
-    )
+    pairs = sorted({(d.user_id, device_id) for device_id, d in devs if d.user_id is not None})
+    for start in range(0, len(pairs), 500):
+        part = pairs[start : start + 500]
+        values = ",".join(["(?, ?)"] * len(part))
+        db.execute(
+            f"INSERT INTO user_devices (user_id, device_id) VALUES {values}"
+            " ON CONFLICT (user_id, device_id) DO NOTHING",
+            [v for pair in part for v in pair],
+        )
     db.execute(
         "INSERT INTO messages (id, code, app_id, campaign, notification, send_at, status,"
         " deliveries, created_at) VALUES (?, ?, ?, NULL, ?, ?, 'pending', ?, ?)",
@@ -203,7 +208,7 @@ def _insert_batch(db: Raw, app_id: int, r: int, devs: list[tuple[int, DeviceIn]]
     )
     db.execute(
         "INSERT INTO jobs (request_id, kind, account_id, params, state, run_at, created_at,"
-        " updated_at) VALUES (?, 'dispatch', NULL, ?, 'pending', ?, ?, ?)",
-        (os.urandom(16).hex(), f'{{"message_id":{message_id}}}', now, now, now),
+        " updated_at, message_id) VALUES (?, 'dispatch', NULL, ?, 'pending', ?, ?, ?, ?)",
+        (os.urandom(16).hex(), f'{{"message_id":{message_id}}}', now, now, now, message_id),
     )
     db.commit()

@@ -336,23 +336,22 @@ def baseline(url: str, tenant: Tenant, tag_id: int) -> float:
             if not page:
                 break
             now = now_us()
-            tcodes = codes.tracking_codes(len(page))
             hashes = codes.payload_hashes(len(page))
             db.begin()
             db.insert(
                 "deliveries",
-                "id, message_id, device_id, payload_id, tracking_code, target_id, hwid,"
-                " user_id, platform, hash, state, next_at",
+                "id, message_id, device_id, payload_id, target_id, hwid,"
+                " user_id, platform, hash, state, next_at, created_at",
                 [
-                    (next_id + j, message_id, d[0], None, tcodes[j], d[1], d[1], d[5], d[3],
-                     hashes[j], 1, now)
+                    (next_id + j, message_id, d[0], None, d[1], d[1], d[5], d[3],
+                     hashes[j], 1, now, now)
                     for j, d in enumerate(page)
                 ],
             )  # fmt: skip
-            db.insert(
-                "events",
-                "ts, delivery_id, status, description",
-                [(now, next_id + j, 1, "Created") for j in range(len(page))],
+            db.many(
+                "INSERT INTO user_devices (user_id, device_id) VALUES (?, ?)"
+                " ON CONFLICT (user_id, device_id) DO NOTHING",
+                sorted({(d[5], d[0]) for d in page if d[5] is not None}),
             )
             db.commit()
             next_id += len(page)

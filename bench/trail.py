@@ -44,6 +44,13 @@ TEMPLATES = {
     for t in [build_template(NOTIFICATION, Platform(p), None)]
 }
 _COUNTED = ("sends", "deliveries", "opens", "errors")
+#: Messages per campaign code (the n-th message's campaign: ``campaign(n)``).
+CAMPAIGN_MESSAGES = 2
+
+
+def campaign(n: int) -> str:
+    """The campaign code of the trail's n-th message."""
+    return f"campaign-{n // CAMPAIGN_MESSAGES}"
 
 
 def _counter_sql(table: str, bucket: str) -> str:
@@ -86,6 +93,12 @@ def add_devices(db: Raw, app_id: int, n: int, now: int) -> None:
         "INSERT INTO devices (app_id, hwid, push_token, device_type, language, user_id,"
         " subscribed, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
         rows,
+    )
+    # the (user id, device) pairs deliveries carry, as createMessage records them
+    db.execute(
+        "INSERT INTO user_devices (user_id, device_id) SELECT user_id, id FROM devices"
+        " WHERE app_id = ? AND user_id IS NOT NULL ON CONFLICT DO NOTHING",
+        (app_id,),
     )
     db.commit()
 
@@ -170,8 +183,17 @@ def populate(
             )
             db.execute(
                 "INSERT INTO messages (id, code, app_id, campaign, notification, send_at, status,"
-                " deliveries, created_at) VALUES (?, ?, ?, NULL, ?, ?, 'done', ?, ?)",
-                (message_id, codes.message_code(), app_id, dumps(NOTIFICATION), t0, size, t0),
+                " deliveries, created_at) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?)",
+                (
+                    message_id,
+                    codes.message_code(),
+                    app_id,
+                    campaign(message_id),
+                    dumps(NOTIFICATION),
+                    t0,
+                    size,
+                    t0,
+                ),
             )
             counts: Counter[tuple[int, int, int]] = Counter()  # (minute, platform, column index)
             first_device = m * per_message % devices
@@ -220,7 +242,6 @@ def _write_chunk(
 ) -> int:
     """One slice of a message's deliveries and their events; the number of events."""
     n = len(send_at)
-    tcodes = codes.tracking_codes(n)
     hashes = codes.payload_hashes(n)
     drows = []
     erows = []
@@ -231,11 +252,10 @@ def _write_chunk(
         opened = not failed and rnd.random() < OPENED
         did = first_delivery + j
         drows.append(
-            (did, message_id, dev + 1, payload_of[platform], tcodes[j], hwid(dev), hwid(dev),
-             f"user-{dev}", platform, hashes[j], 4 if failed else 3, int(opened), 1)
+            (did, message_id, dev + 1, payload_of[platform], hwid(dev), hwid(dev),
+             f"user-{dev}", platform, hashes[j], 4 if failed else 3, int(opened), 1, created)
         )  # fmt: skip
         end = sent + 200_000
-        erows.append((created, did, 1, "Created"))
         erows.append((sent, did, 2, "Sent"))
         counts[(sent - sent % MINUTE_US, platform, 0)] += 1
         if failed:
@@ -250,9 +270,9 @@ def _write_chunk(
             counts[(at - at % MINUTE_US, platform, 2)] += 1
     db.insert(
         "deliveries",
-        "id, message_id, device_id, payload_id, tracking_code, target_id, hwid, user_id,"
-        " platform, hash, state, opened, attempts",
+        "id, message_id, device_id, payload_id, target_id, hwid, user_id,"
+        " platform, hash, state, opened, attempts, created_at",
         drows,
     )
     db.insert("events", "ts, delivery_id, status, description", erows)
-    return len(erows)
+    return len(erows) + n  # and each delivery's ``created``, carried by its row

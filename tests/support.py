@@ -97,6 +97,10 @@ class Database:
     def count(self, table: str) -> int:
         return int(self.rows(f"SELECT COUNT(*) FROM {table}")[0][0])
 
+    def trail(self) -> int:
+        """Entries of the trail: the events, and each delivery's ``created`` (its row)."""
+        return self.count("events") + self.count_where("deliveries", "created_at IS NOT NULL")
+
     def count_where(self, table: str, condition: str) -> int:
         return int(self.rows(f"SELECT COUNT(*) FROM {table} WHERE {condition}")[0][0])
 
@@ -104,6 +108,11 @@ class Database:
         """Row counts of every table, read in one query (one consistent snapshot)."""
         sql = "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in TABLES)
         return {t: int(n) for t, n in zip(TABLES, self.rows(sql)[0], strict=True)}
+
+
+def delivery_id(tracking_code: str) -> int:
+    """The delivery id a (derived) tracking code carries (its MAC is not checked here)."""
+    return int(tracking_code.split("-")[1], 16)
 
 
 @dataclass
@@ -176,8 +185,18 @@ class Service:
 
     def hash_of(self, tracking_code: str) -> str:
         """The ``p`` value of a delivery (what the device would find in its payload)."""
-        rows = self.db.rows("SELECT hash FROM deliveries WHERE tracking_code = ?", (tracking_code,))
+        did = delivery_id(tracking_code)
+        rows = self.db.rows("SELECT hash FROM deliveries WHERE id = ?", (did,))
         return str(rows[0][0])
+
+    def hashes(self) -> dict[str, str]:
+        """Every delivery's ``p`` value by its tracking code."""
+        ((secret,),) = self.db.rows("SELECT value FROM server_secrets WHERE name = 'tracking'")
+        key = bytes.fromhex(secret)
+        return {
+            codes.tracking_code(key, did): p
+            for did, p in self.db.rows("SELECT id, hash FROM deliveries")
+        }
 
     def register(self, hwid: str, device_type: int = 1, **fields: Any) -> None:
         fields.setdefault("push_token", f"token-{hwid}")

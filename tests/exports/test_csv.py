@@ -95,7 +95,7 @@ def test_export_byte_for_byte_and_read_back(database_url: str, tmp_path: Path) -
         t_ios, t_android, t_ghost = out["TrackingCodes"]
         app = svc.app.code
         ((mid,),) = svc.db.rows("SELECT id FROM messages")
-        hashes = dict(svc.db.rows("SELECT tracking_code, hash FROM deliveries"))
+        hashes = svc.hashes()
         clock.advance(1.5)
         out = svc.device("messageDeliveryEvent", hwid=ios, hash=hashes[t_ios])
         assert out["status_code"] == 200

@@ -372,7 +372,7 @@ def test_messages_list(database_url: str, tmp_path: Path) -> None:
             campaign="C2",
         )
         later = out["Messages"][0]
-        hashes = dict(svc.db.rows("SELECT tracking_code, hash FROM deliveries"))
+        hashes = svc.hashes()
         svc.device("pushStat", hwid="android", hash=hashes[second["TrackingCodes"][1]])
 
         def page(filters: dict[str, Any], **extra: Any) -> dict[str, Any]:

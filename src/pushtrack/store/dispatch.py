@@ -24,6 +24,7 @@ import msgspec
 
 from pushtrack.domain.status import DESC_CANCELLED, DESC_UNSUBSCRIBED, Status
 from pushtrack.store.base import ConflictError, Engine, Tx
+from pushtrack.store.tracking import code_of, tracking_key
 from pushtrack.store.tx import append_events, dumps, loads
 
 _SENT, _CREATED = int(Status.SENT), int(Status.CREATED)
@@ -146,7 +147,7 @@ def start_batch(
         return Batch(msg[0], message_id, msg[1], [], {}, None)
     now = tx.now()
     rows = tx.all(
-        "SELECT d.id, d.tracking_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
+        "SELECT d.id, d.legacy_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
         " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at, d.state,"
         " dev.web_p256dh, dev.web_auth"
         " FROM deliveries d LEFT JOIN devices dev ON dev.id = d.device_id"
@@ -157,6 +158,7 @@ def start_batch(
     due: list[Due] = []
     refused: list[tuple[int, int, str]] = []
     next_due: int | None = None
+    key = tracking_key(tx) if rows else b""
     for r in rows:
         if r[9] is not None and r[9] > now:
             next_due = r[9] if next_due is None else min(next_due, r[9])
@@ -170,7 +172,8 @@ def start_batch(
             refused.append((r[0], r[2], reason))
             continue
         keys = (r[11], r[12]) if r[11] and r[12] else None
-        due.append(Due(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[8], keys))
+        code = code_of(key, r[0], r[1])
+        due.append(Due(r[0], code, r[2], r[3], r[5], r[6], r[7], r[8], keys))
     if refused:
         fail(tx, message_id, refused)
     throttled = False

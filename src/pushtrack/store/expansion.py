@@ -49,6 +49,7 @@ from pushtrack.store.messages import (
     ensure_templates,
     message_templates,
     plan_deliveries,
+    read_devices,
     write_deliveries,
 )
 from pushtrack.store.tx import APP_COLUMNS, APP_FROM, app_from_row, loads
@@ -117,7 +118,8 @@ def audience_after(tx: Tx, *, exp: Expansion, after: int, limit: int) -> list[De
     where, params = audience_filter(
         tx, exp.app, exp.platforms, exp.users, exp.selection, after=after
     )
-    return tx.all(
+    return read_devices(
+        tx,
         f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE {' AND '.join(where)}"
         " AND d.subscribed = 1 ORDER BY d.id LIMIT ?",
         [*params, limit],
@@ -139,9 +141,9 @@ def read_step(tx: Tx, *, exp: Expansion, after: int, limit: int) -> Read:
     """The next devices of the audience after ``after``, and their deliveries planned."""
     devices = audience_after(tx, exp=exp, after=after, limit=limit)
     planned = plan_deliveries(
-        tx.now(), exp.send_at, exp.local_time, [(d[1], d) for d in devices], exp.notification
+        tx.now(), exp.send_at, exp.local_time, [(d.hwid, d) for d in devices], exp.notification
     )
-    cursor = devices[-1][0] if devices else after
+    cursor = devices[-1].id if devices else after
     return Read(after=after, cursor=cursor, last=len(devices) < limit, planned=planned)
 
 

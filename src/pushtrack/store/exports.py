@@ -19,8 +19,10 @@ from typing import Any
 import msgspec
 
 from pushtrack.domain.payload import encode, render
-from pushtrack.domain.status import Status
+from pushtrack.domain.status import DESC_CREATED, Status
 from pushtrack.store.base import Engine, Tx
+from pushtrack.store.messages import EVENT_KEY
+from pushtrack.store.tracking import code_of, tracking_key
 from pushtrack.store.tx import loads
 
 #: Rows per keyset page.
@@ -136,11 +138,17 @@ def _json_str(text: str) -> str:
 
 
 _EVENTS_SQL = (
-    "SELECT id, ts, status, description, delivery_id FROM events"
+    f"SELECT id + {EVENT_KEY}, ts, status, description, delivery_id FROM events"
     " WHERE ts >= ? AND ts < ? AND (ts, id) > (?, ?) ORDER BY ts, id LIMIT ?"
 )
+#: The deliveries' ``created``, carried by their rows.
+_CREATED_SQL = (
+    f"SELECT id, created_at, {int(Status.CREATED)}, '{DESC_CREATED}', id FROM deliveries"
+    " WHERE created_at >= ? AND created_at < ? AND (created_at, id) > (?, ?)"
+    " ORDER BY created_at, id LIMIT ?"
+)
 _DELIVERIES_SQL = (
-    "SELECT d.id, d.tracking_code, d.target_id, d.hwid, d.user_id, d.hash, d.payload_id,"
+    "SELECT d.id, d.legacy_code, d.target_id, d.hwid, d.user_id, d.hash, d.payload_id,"
     " d.message_id, m.app_id FROM deliveries d JOIN messages m ON m.id = d.message_id"
     " WHERE d.id IN ({marks})"
 )
@@ -159,11 +167,13 @@ class ReadCache:
     payload rendered about once, not once per event.
     """
 
-    __slots__ = ("deliveries", "templates")
+    __slots__ = ("deliveries", "key", "templates")
 
     def __init__(self) -> None:
         self.templates: dict[int, Rendered] = {}
         self.deliveries: dict[int, Known] = {}
+        #: The server secret tracking codes are derived under (read with the first page).
+        self.key: bytes | None = None
 
 
 def page(
@@ -175,19 +185,25 @@ def page(
     limit: int,
     cache: ReadCache,
 ) -> tuple[list[TrackRow], tuple[int, int] | None]:
-    """The rows of up to ``limit`` events after the position ``after`` = (ts, id).
+    """The rows of up to ``limit`` events after the position ``after`` = (ts, key).
 
+    Events and the deliveries' ``created`` (their rows' ``created_at``) are
+    merged by (ts, key), as getMessageLog orders them (``EVENT_KEY``).
     Returns the rows of the applications ``apps`` and the position to go on
-    from (None at the end). Events are read alone, in the order of the time
-    index, and their deliveries by primary key: no plan can turn a page into a
-    sort of the rest of the day.
+    from (None at the end). Events (and created deliveries) are read alone, in
+    the order of their time index, and their deliveries by primary key: no plan
+    can turn a page into a sort of the rest of the day.
     """
     ts0, id0 = after
     if tx.dialect == "postgresql":
         # A fresh day's partition has no statistics yet: the planner would rather
         # sort the rest of the day than walk the (ts, id) key in order.
         tx.run("SET LOCAL enable_sort = off")
-    events = tx.all(_EVENTS_SQL, (ts0, end, ts0, id0, limit))
+    events = tx.all(_EVENTS_SQL, (ts0, end, ts0, id0 - EVENT_KEY, limit))
+    created = tx.all(_CREATED_SQL, (ts0, end, ts0, min(id0, EVENT_KEY), limit))
+    more = len(events) + len(created) >= limit  # (at worst, one empty page more)
+    if created:
+        events = sorted(events + created, key=_position)[:limit]
     if not events:
         return [], None
     known = cache.deliveries
@@ -212,13 +228,17 @@ def page(
                 f"SELECT id, body FROM payloads WHERE id IN ({','.join('?' * len(part))})", part
             ):
                 templates[pid] = Rendered(loads(body))
-    for did, tcode, target, hwid, user, p, pid, mid, app_id in found:
+    key = cache.key
+    if key is None and found:
+        key = cache.key = tracking_key(tx)
+    for did, legacy, target, hwid, user, p, pid, mid, app_id in found:
         code = apps.get(app_id)
         if code is None:
             continue
+        assert key is not None
         rendered = templates.get(pid) if pid is not None and p is not None else None
         payload = "" if rendered is None else rendered.payload(p, mid, user or hwid)
-        known[did] = (tcode, target, hwid, code, payload)
+        known[did] = (code_of(key, did, legacy), target, hwid, code, payload)
     out: list[TrackRow] = []
     append, status_of = out.append, _STATUS
     for eid, ts, status, desc, did in events:
@@ -226,20 +246,30 @@ def page(
         if d is not None:
             append(TrackRow(eid, ts, d[0], d[1], d[2], status_of[status], desc, d[3], d[4]))
     last = events[-1]
-    return out, ((last[1], last[0]) if len(events) == limit else None)
+    return out, ((last[1], last[0]) if more else None)
+
+
+def _position(row: tuple[Any, ...]) -> tuple[int, int]:
+    return row[1], row[0]
 
 
 def count(tx: Tx, q: TrackQuery) -> int:
     apps = app_ids(tx, q)
     if not apps:
         return 0
+    marks = ",".join("?" * len(apps))
     row = tx.one(
         "SELECT COUNT(*) FROM events e JOIN deliveries d ON d.id = e.delivery_id"
         " JOIN messages m ON m.id = d.message_id"
-        f" WHERE e.ts >= ? AND e.ts < ? AND +m.app_id IN ({','.join('?' * len(apps))})",
+        f" WHERE e.ts >= ? AND e.ts < ? AND +m.app_id IN ({marks})",
         (q.start, q.end, *apps),
     )
-    return int(row[0]) if row else 0
+    created = tx.one(
+        "SELECT COUNT(*) FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        f" WHERE d.created_at >= ? AND d.created_at < ? AND +m.app_id IN ({marks})",
+        (q.start, q.end, *apps),
+    )
+    return (int(row[0]) if row else 0) + (int(created[0]) if created else 0)
 
 
 # -- export files ------------------------------------------------------------------------

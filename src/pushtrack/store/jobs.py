@@ -52,12 +52,22 @@ def _job(row: tuple[Any, ...]) -> Job:
     )
 
 
-def enqueue(tx: Tx, *, kind: str, account: str | None, params: dict[str, Any], run_at: int) -> str:
+def enqueue(
+    tx: Tx,
+    *,
+    kind: str,
+    account: str | None,
+    params: dict[str, Any],
+    run_at: int,
+    message_id: int | None = None,
+) -> str:
+    """A new pending job; ``message_id``: the message it works on (indexed, so a
+    message's jobs are found without reading their parameters)."""
     request_id = codes.request_id()
     now = tx.now()
     tx.run(
         "INSERT INTO jobs (request_id, kind, account_id, params, state, run_at, created_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " updated_at, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             request_id,
             kind,
@@ -67,6 +77,7 @@ def enqueue(tx: Tx, *, kind: str, account: str | None, params: dict[str, Any], r
             run_at,
             now,
             now,
+            message_id,
         ),
     )
     return request_id

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -45,6 +45,7 @@ from pushtrack.store.base import (
     Tx,
 )
 from pushtrack.store.targeting import audience_where
+from pushtrack.store.tracking import code_of, tracking_key, where_code
 from pushtrack.store.tx import append_events, dumps
 
 #: Deliveries per dispatch job.
@@ -62,8 +63,28 @@ DEVICE_COLUMNS = (
     "d.id, d.hwid, d.push_token, d.device_type, d.language, d.user_id, d.subscribed, d.timezone,"
     " d.tz_name"
 )
-#: A device row as the steps below read it (columns of ``DEVICE_COLUMNS``).
-Device = tuple[Any, ...]
+
+
+class Device(NamedTuple):
+    """A device row as the steps below read it (the columns of ``DEVICE_COLUMNS``)."""
+
+    id: int
+    hwid: str
+    push_token: str | None
+    device_type: int
+    language: str | None
+    user_id: str | None
+    subscribed: int
+    timezone: int | None
+    tz_name: str | None
+
+
+def read_devices(tx: Tx, sql: str, params: Sequence[Any]) -> list[Device]:
+    """Devices selected by ``sql`` (which selects ``DEVICE_COLUMNS``), by name."""
+    make = Device._make
+    return [make(r) for r in tx.all(sql, params)]
+
+
 #: (entry as the sender gave it, its device or None): one target of a message.
 Target = tuple[str, Device | None]
 #: (platform, language or None): the key of a payload template.
@@ -77,21 +98,24 @@ def _resolve(tx: Tx, app: App, entries: Sequence[str]) -> dict[str, Device]:
     for start in range(0, len(unique), 900):
         part = unique[start : start + 900]
         marks = ",".join("?" * len(part))
-        for row in tx.all(
+        for dev in read_devices(
+            tx,
             f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE d.app_id = ? AND d.hwid IN ({marks})",
             (app.id, *part),
         ):
-            found[row[1]] = row
+            found[dev.hwid] = dev
     rest = [e for e in unique if e not in found]
     for start in range(0, len(rest), 900):
         part = rest[start : start + 900]
         marks = ",".join("?" * len(part))
-        for row in tx.all(
+        for dev in read_devices(
+            tx,
             f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE d.app_id = ?"
             f" AND d.push_token IN ({marks}) ORDER BY d.updated_at",
             (app.id, *part),
         ):
-            found[row[2]] = row  # the most recently updated device wins
+            assert dev.push_token is not None
+            found[dev.push_token] = dev  # the most recently updated device wins
     return found
 
 
@@ -111,31 +135,43 @@ def create_messages_for(tx: Tx, items: Sequence[tuple[App, MessagePlan]]) -> lis
 
 
 def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
+    """One message: to an audience (expanded by a job), or to an explicit devices list,
+    written whole in steps: targets, plan, templates, delivery rows, write."""
     if plan.targeting.devices is None:
         return _create_audience_message(tx, app, plan)
     now = tx.now()
-    targets = explicit_targets(tx, app, plan.targeting.devices)
-    # every other targeting given narrows the explicit devices (their entries still get
-    # a tracking code, and a trail that says why nothing was sent)
-    left_out = _left_out(tx, app, plan.targeting, [d[0] for _, d in targets if d is not None])
+    planned = _plan_explicit(tx, app, plan, now)
     (message_id,) = tx.new_ids("messages", 1)
     code = codes.message_code()
-    planned = plan_deliveries(
-        now, plan.send_at, plan.local_time, targets, plan.notification, left_out
-    )
     templates = ensure_templates(tx, message_id, plan.notification, planned.keys, {})
     built = build_deliveries(tx, message_id, planned, templates)
-    run_at = max(now, plan.send_at) if built.first_due is None else built.first_due
-    if not built.to_send:
-        status = "done"  # nothing to send: every delivery (if any) already ended
-    else:
-        status = "scheduled" if run_at > now else "pending"
+    status = _initial_status(now, plan.send_at, built)
     _insert_message(tx, app, plan, message_id, code, status, len(built.rows), None)
     write_deliveries(tx, message_id, built)
     tracking_codes = None
     if app.tracking:
-        tracking_codes = [planned.items[slot][5] for slot in planned.slots]
+        key = tracking_key(tx)
+        ids = built.ids
+        tracking_codes = [codes.tracking_code(key, ids[slot]) for slot in planned.slots]
     return MessageCreated(code=code, id=message_id, tracking_codes=tracking_codes)
+
+
+def _plan_explicit(tx: Tx, app: App, plan: MessagePlan, now: int) -> Planned:
+    """The deliveries of an explicit ``devices`` list, planned."""
+    assert plan.targeting.devices is not None
+    targets = explicit_targets(tx, app, plan.targeting.devices)
+    # every other targeting given narrows the explicit devices (their entries still get
+    # a tracking code, and a trail that says why nothing was sent)
+    known = [dev.id for _, dev in targets if dev is not None]
+    left_out = _left_out(tx, app, plan.targeting, known)
+    return plan_deliveries(now, plan.send_at, plan.local_time, targets, plan.notification, left_out)
+
+
+def _initial_status(now: int, send_at: int, built: Built) -> str:
+    if not built.to_send:
+        return "done"  # nothing to send: every delivery (if any) already ended
+    run_at = max(now, send_at) if built.first_due is None else built.first_due
+    return "scheduled" if run_at > now else "pending"
 
 
 def audience_filter(
@@ -198,7 +234,14 @@ def _create_audience_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCrea
     code = codes.message_code()
     status = "scheduled" if plan.send_at > now else "pending"
     _insert_message(tx, app, plan, message_id, code, status, 0, 0)
-    jobs.enqueue(tx, kind=EXPAND, account=None, params={"message_id": message_id}, run_at=now)
+    jobs.enqueue(
+        tx,
+        kind=EXPAND,
+        account=None,
+        params={"message_id": message_id},
+        run_at=now,
+        message_id=message_id,
+    )
     return MessageCreated(code=code, id=message_id, tracking_codes=None)
 
 
@@ -281,6 +324,21 @@ def message_templates(tx: Tx, message_id: int) -> dict[TemplateKey, int]:
     }
 
 
+class Plan(NamedTuple):
+    """One planned delivery."""
+
+    #: The entry as the sender gave it (hwid or push token).
+    entry: str
+    device: Device | None
+    #: Its payload template's key (None: an unknown device, nothing is sent).
+    key: TemplateKey | None
+    #: Why it is not sent (None: it is).
+    refusal: str | None
+    due: int
+    #: Its payload hash (``p``).
+    hash: str
+
+
 class Planned(msgspec.Struct):
     """The deliveries of a set of targets, decided before any id is given (no I/O).
 
@@ -288,9 +346,8 @@ class Planned(msgspec.Struct):
     write transaction, so the writer is held only for the writing.
     """
 
-    #: Per delivery: (entry, device or None, template key or None, why it is not
-    #: sent (None: it is), due, tracking code, payload hash).
-    items: list[tuple[str, Device | None, TemplateKey | None, str | None, int, str, str]]
+    #: One per delivery.
+    items: list[Plan]
     #: Per target: the index of its delivery (repeats of one device share one).
     slots: list[int]
     #: The template keys met, first mention first.
@@ -318,7 +375,7 @@ def plan_deliveries(
     slots: list[int] = []
     unique: list[Target] = []
     for entry, dev in targets:
-        who = ("d", dev[0]) if dev is not None else ("e", entry)
+        who = ("d", dev.id) if dev is not None else ("e", entry)
         if who in seen:
             slots.append(seen[who])
             continue
@@ -328,21 +385,22 @@ def plan_deliveries(
     n = len(unique)
     planned = Planned([], slots, [])
     keys: dict[TemplateKey, None] = {}
-    tcodes = codes.tracking_codes(n)
     hashes = codes.payload_hashes(n)
-    for tcode, phash, (entry, dev) in zip(tcodes, hashes, unique, strict=True):
+    items = planned.items
+    new = tuple.__new__  # a Plan without NamedTuple's Python-level __new__ (1000s a request)
+    for phash, (entry, dev) in zip(hashes, unique, strict=True):
         if dev is None:
-            planned.items.append((entry, None, None, DESC_UNKNOWN_DEVICE, now, tcode, phash))
+            items.append(new(Plan, (entry, None, None, DESC_UNKNOWN_DEVICE, now, phash)))
             continue
-        key = (dev[3], _language_key(dev[4], wanted_languages))
+        key = (dev.device_type, _language_key(dev.language, wanted_languages))
         keys[key] = None
         due = send_at
         if local_time:
-            due = max(now, local_to_utc(send_at, dev[7], dev[8]))
-        refusal = None if dev[6] and dev[2] else DESC_UNSUBSCRIBED
-        if dev[0] in left_out:
+            due = max(now, local_to_utc(send_at, dev.timezone, dev.tz_name))
+        refusal = None if dev.subscribed and dev.push_token else DESC_UNSUBSCRIBED
+        if dev.id in left_out:
             refusal = DESC_NOT_IN_AUDIENCE
-        planned.items.append((entry, dev, key, refusal, due, tcode, phash))
+        items.append(new(Plan, (entry, dev, key, refusal, due, phash)))
     planned.keys = list(keys)
     return planned
 
@@ -350,8 +408,11 @@ def plan_deliveries(
 class Built(msgspec.Struct):
     """Planned deliveries with their ids, ready to write."""
 
+    #: The deliveries' ids, in the order of the plan's items.
+    ids: list[int]
     rows: list[tuple[Any, ...]]
-    created: list[tuple[int, Status, str, int, int]]
+    #: (user id, device id) of each delivery that carries a user id.
+    users: list[tuple[str, int]]
     failed: list[tuple[int, Status, str, int, int]]
     to_send: list[int]
     #: When the earliest live delivery is due (None: nothing to send).
@@ -364,23 +425,24 @@ def build_deliveries(
     """Give planned deliveries their ids and templates (``templates`` has every key)."""
     n = len(planned.items)
     ids = tx.new_ids("deliveries", n) if n else []
-    built = Built([], [], [], [], None)
-    rows, created, failed, to_send = built.rows, built.created, built.failed, built.to_send
+    built = Built(ids, [], [], [], [], None)
+    rows, failed, to_send, users = built.rows, built.failed, built.to_send, built.users
+    now = tx.now()  # the deliveries' ``created`` (counted nowhere)
     first_due: int | None = None
-    for did, (entry, dev, key, refusal, due, tcode, phash) in zip(ids, planned.items, strict=True):
+    for did, (entry, dev, key, refusal, due, phash) in zip(ids, planned.items, strict=True):
         if dev is None or key is None:
             rows.append(
-                (did, message_id, None, None, tcode, entry, entry, None, 0, None, _FAILED, due)
+                (did, message_id, None, None, entry, entry, None, 0, None, _FAILED, due, now)
             )
-            created.append((did, Status.CREATED, DESC_CREATED, message_id, 0))
             failed.append((did, Status.FAILED, DESC_UNKNOWN_DEVICE, message_id, 0))
             continue
-        platform = dev[3]
+        platform = dev.device_type
         rows.append(
-            (did, message_id, dev[0], templates[key], tcode, entry, dev[1], dev[5], platform,
-             phash, _CREATED if refusal is None else _FAILED, due)
+            (did, message_id, dev.id, templates[key], entry, dev.hwid, dev.user_id, platform,
+             phash, _CREATED if refusal is None else _FAILED, due, now)
         )  # fmt: skip
-        created.append((did, Status.CREATED, DESC_CREATED, message_id, platform))
+        if dev.user_id is not None:
+            users.append((dev.user_id, dev.id))
         if refusal is None:
             first_due = due if first_due is None or due < first_due else first_due
             to_send.append(did)
@@ -391,17 +453,28 @@ def build_deliveries(
 
 
 def write_deliveries(tx: Tx, message_id: int, built: Built) -> None:
-    """Write built deliveries, their ``created``/``failed`` events and counters, and the
-    dispatch jobs that will send the live ones."""
+    """Write built deliveries (each row carries its ``created`` status: ``created_at``),
+    the ``failed`` events and counters of those that end at once, and the dispatch jobs
+    that will send the live ones."""
     if not built.rows:
         return
     tx.many(
-        "INSERT INTO deliveries (id, message_id, device_id, payload_id, tracking_code,"
-        " target_id, hwid, user_id, platform, hash, state, next_at)"
+        "INSERT INTO deliveries (id, message_id, device_id, payload_id,"
+        " target_id, hwid, user_id, platform, hash, state, next_at, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         built.rows,
     )
-    append_events(tx, built.created)
+    if built.users:
+        # the user ids deliveries carry, by device: what lookups by user_id go through
+        # (a probe per pair, a write only for a pair not met before)
+        pairs = sorted(set(built.users))
+        for start in range(0, len(pairs), 500):  # one statement per 500 (not one per pair)
+            part = pairs[start : start + 500]
+            tx.run(
+                "INSERT INTO user_devices (user_id, device_id) VALUES"
+                f" {','.join(['(?, ?)'] * len(part))} ON CONFLICT (user_id, device_id) DO NOTHING",
+                [v for pair in part for v in pair],
+            )
     append_events(tx, built.failed)
     if built.first_due is not None:
         _enqueue_dispatch(tx, message_id, built.to_send, built.first_due)
@@ -432,11 +505,12 @@ def _enqueue_dispatch(tx: Tx, message_id: int, delivery_ids: Sequence[int], run_
         part = delivery_ids[start : start + DISPATCH_CHUNK]
         params = {"message_id": message_id, "first": part[0], "last": part[-1]}
         rows.append(
-            (codes.request_id(), "dispatch", None, dumps(params), "pending", run_at, now, now)
-        )
+            (codes.request_id(), "dispatch", None, dumps(params), "pending", run_at, now, now,
+             message_id)
+        )  # fmt: skip
     tx.many(
         "INSERT INTO jobs (request_id, kind, account_id, params, state, run_at, created_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " updated_at, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
 
@@ -480,38 +554,39 @@ def delete_message(tx: Tx, account: str, apps: frozenset[str] | None, code: str)
         tx,
         [(did, Status.FAILED, DESC_CANCELLED, message_id, platform) for did, platform in pending],
     )
-    now = tx.now()
     tx.run(
-        "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE kind = 'dispatch'"
-        " AND state IN ('pending', 'running') AND params LIKE ?",
-        (now, f'{{"message_id":{message_id},%'),
-    )
-    tx.run(
-        "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE kind = ?"
-        " AND state IN ('pending', 'running') AND params = ?",
-        (now, EXPAND, expand_params(message_id)),
+        "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE message_id = ?"
+        " AND kind IN ('dispatch', ?) AND state IN ('pending', 'running')",
+        (tx.now(), message_id, EXPAND),
     )
     return "cancelled"
-
-
-def expand_params(message_id: int) -> str:
-    """The stored ``params`` of a message's expansion job."""
-    return dumps({"message_id": message_id})
 
 
 # -- reading the trail --------------------------------------------------------------------
 
 
+#: Positions in the trail are (ts, key): a delivery's ``created`` (its row's
+#: ``created_at``) has its delivery id as key, an event its id plus this, so at one
+#: instant ``created`` comes first, as it was written first.
+EVENT_KEY = 1 << 62
+
+
 def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
+    """One page of the trail: events, and the deliveries' ``created`` (carried by their
+    rows), merged in (ts, key) order."""
     where = ["acc.name = ?"]
     params: list[Any] = [q.account]
+    key: bytes | None = None
 
     def add(cond: str, *values: Any) -> None:
         where.append(cond)
         params.extend(values)
 
+    def marks(values: Sequence[Any]) -> str:
+        return ",".join("?" * len(values))
+
     def add_in(column: str, values: Sequence[Any]) -> None:
-        add(f"{column} IN ({','.join('?' * len(values))})", *values)
+        add(f"{column} IN ({marks(values)})", *values)
 
     if q.apps is not None:
         add_in("a.code", sorted(q.apps))
@@ -522,46 +597,128 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     if q.message_code is not None:
         add("m.code = ?", q.message_code)
     if q.campaign_code is not None:
-        add("m.campaign = ?", q.campaign_code)
+        add("m.campaign = ?", q.campaign_code)  # messages_campaign
     if q.tracking_code is not None:
-        add("d.tracking_code = ?", q.tracking_code)  # unique, so indexed
+        key = tracking_key(tx)
+        cond, values = where_code(key, q.tracking_code)  # by id, or a legacy code's index
+        add(cond, *values)
     if q.hwids:
-        add_in("d.hwid", q.hwids)
+        # deliveries are indexed by device id; an entry that matched no device, by hwid
+        hwids = list(q.hwids)
+        ids = _device_ids(tx, q.account, hwids)
+        unknown = f"(d.device_id IS NULL AND d.hwid IN ({marks(hwids)}))"
+        if ids:
+            add(f"(d.device_id IN ({marks(ids)}) OR {unknown})", *ids, *hwids)
+        else:
+            add(unknown, *hwids)
     if q.user_id is not None:
-        add("d.user_id = ?", q.user_id)
-    if q.date_from is not None:
-        add("e.ts >= ?", q.date_from)
-    if q.date_to is not None:
-        add("e.ts <= ?", q.date_to)
-    if q.statuses:
-        add_in("e.status", [int(s) for s in q.statuses])
+        # user_devices holds each (user id, device) a delivery carried
+        add(
+            "d.device_id IN (SELECT u.device_id FROM user_devices u WHERE u.user_id = ?)"
+            " AND d.user_id = ?",
+            q.user_id,
+            q.user_id,
+        )
     if q.platforms:
         add_in("d.platform", [int(p) for p in q.platforms])
-    if q.after is not None:
-        add("(e.ts, e.id) > (?, ?)", *q.after)
-    sql = (
-        "SELECT e.id, e.ts, e.status, e.description, a.code, m.code, m.id, d.tracking_code,"
-        " d.hwid, d.target_id, d.user_id, d.platform"
-        " FROM events e JOIN deliveries d ON d.id = e.delivery_id"
-        " JOIN messages m ON m.id = d.message_id JOIN applications a ON a.id = m.app_id"
-        " JOIN accounts acc ON acc.id = a.account_id"
-        f" WHERE {' AND '.join(where)} ORDER BY e.ts, e.id LIMIT ?"
-    )
-    params.append(q.limit)
+    branches: list[str] = []
+    all_params: list[Any] = []
+    common, common_params = where, params
+    # the events
+    statuses = [int(s) for s in q.statuses or () if s is not Status.CREATED]
+    if q.statuses is None or statuses:
+        where, params = list(common), list(common_params)
+        if q.date_from is not None:
+            add("e.ts >= ?", q.date_from)
+        if q.date_to is not None:
+            add("e.ts <= ?", q.date_to)
+        if q.statuses is not None:
+            add_in("e.status", statuses)
+        if q.after is not None:
+            add("(e.ts, e.id) > (?, ?)", q.after[0], q.after[1] - EVENT_KEY)
+        branches.append(
+            f"SELECT e.ts, e.id + {EVENT_KEY}, e.status, e.description, {_LOG_COLUMNS}"
+            f" FROM events e JOIN deliveries d ON d.id = e.delivery_id {_LOG_JOINS}"
+            f" WHERE {' AND '.join(where)} ORDER BY e.ts, e.id LIMIT ?"
+        )
+        all_params += [*params, q.limit]
+    # the deliveries' ``created``
+    if q.statuses is None or Status.CREATED in q.statuses:
+        where, params = list(common), list(common_params)
+        add("d.created_at >= ?", q.date_from if q.date_from is not None else 0)
+        if q.date_to is not None:
+            add("d.created_at <= ?", q.date_to)
+        if q.after is not None:
+            add("(d.created_at, d.id) > (?, ?)", q.after[0], min(q.after[1], EVENT_KEY))
+        branches.append(
+            f"SELECT d.created_at, d.id, {int(Status.CREATED)}, '{DESC_CREATED}', {_LOG_COLUMNS}"
+            f" FROM deliveries d {_LOG_JOINS}"
+            f" WHERE {' AND '.join(where)} ORDER BY d.created_at, d.id LIMIT ?"
+        )
+        all_params += [*params, q.limit]
+    if not branches:
+        return []
+    union = " UNION ALL ".join(f"SELECT * FROM ({b}) AS b{i}" for i, b in enumerate(branches))
+    sql = f"SELECT * FROM ({union}) AS log ORDER BY 1, 2 LIMIT ?"
+    all_params.append(q.limit)
+    rows = [_LogRead._make(r) for r in tx.all(sql, all_params)]
+    if rows and key is None:
+        key = tracking_key(tx)
     return [
         LogRow(
-            event_id=r[0],
-            ts=r[1],
-            status=Status(r[2]),
-            description=r[3],
-            application_code=r[4],
-            message_code=r[5],
-            message_id=r[6],
-            tracking_code=r[7],
-            hwid=r[8],
-            target_id=r[9],
-            user_id=r[10],
-            platform=r[11],
+            event_id=r.event_id,
+            ts=r.ts,
+            status=Status(r.status),
+            description=r.description,
+            application_code=r.app_code,
+            message_code=r.message_code,
+            message_id=r.message_id,
+            tracking_code=code_of(key, r.delivery_id, r.legacy_code) if key else "",
+            hwid=r.hwid,
+            target_id=r.target_id,
+            user_id=r.user_id,
+            platform=r.platform,
         )
-        for r in tx.all(sql, params)
+        for r in rows
+    ]
+
+
+_LOG_COLUMNS = (
+    "a.code, m.code, m.id, d.id, d.legacy_code, d.hwid, d.target_id, d.user_id, d.platform"
+)
+_LOG_JOINS = (
+    "JOIN messages m ON m.id = d.message_id JOIN applications a ON a.id = m.app_id"
+    " JOIN accounts acc ON acc.id = a.account_id"
+)
+
+
+class _LogRead(NamedTuple):
+    """A row of the getMessageLog query, by name."""
+
+    ts: int
+    #: Its position at ``ts`` (see ``EVENT_KEY``).
+    event_id: int
+    status: int
+    description: str
+    app_code: str
+    message_code: str
+    message_id: int
+    delivery_id: int
+    legacy_code: str | None
+    hwid: str
+    target_id: str
+    user_id: str | None
+    platform: int
+
+
+def _device_ids(tx: Tx, account: str, hwids: Sequence[str]) -> list[int]:
+    """The ids of the devices with these hwids in the applications of ``account``."""
+    return [
+        int(r[0])
+        for r in tx.all(
+            "SELECT dv.id FROM accounts acc JOIN applications a ON a.account_id = acc.id"
+            " JOIN devices dv ON dv.app_id = a.id"
+            f" WHERE acc.name = ? AND dv.hwid IN ({','.join('?' * len(hwids))})",
+            (account, *hwids),
+        )
     ]

@@ -307,6 +307,44 @@ MIGRATIONS: list[str] = [
     ALTER TABLE counters_minute DROP CONSTRAINT counters_minute_pkey;
     ALTER TABLE counters_minute ADD PRIMARY KEY (message_id, minute, platform, shard);
     """,
+    # 9: a lean write path (see the SQLite migration 9): `created` carried by the
+    # delivery row (created_at), derived tracking codes under a
+    # server secret (old codes kept in legacy_code), deliveries by device id, by user
+    # through user_devices, by campaign through messages; jobs name their message.
+    """
+    CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO server_secrets (name, value)
+    VALUES ('tracking', replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''));
+    ALTER TABLE deliveries RENAME COLUMN tracking_code TO legacy_code;
+    ALTER TABLE deliveries ALTER COLUMN legacy_code DROP NOT NULL;
+    ALTER TABLE deliveries DROP CONSTRAINT deliveries_tracking_code_key;
+    CREATE UNIQUE INDEX deliveries_legacy_code ON deliveries (legacy_code)
+        WHERE legacy_code IS NOT NULL;
+    DROP INDEX deliveries_hwid;
+    ALTER TABLE deliveries ADD COLUMN created_at BIGINT;
+    UPDATE deliveries d SET created_at = e.ts FROM events e
+    WHERE e.delivery_id = d.id AND e.status = 1;
+    DELETE FROM events WHERE status = 1;
+    CREATE INDEX deliveries_created ON deliveries (created_at);
+    CREATE INDEX deliveries_device ON deliveries (device_id);
+    CREATE INDEX deliveries_unknown ON deliveries (hwid) WHERE device_id IS NULL;
+    CREATE TABLE user_devices (
+        user_id TEXT NOT NULL,
+        device_id BIGINT NOT NULL,
+        PRIMARY KEY (user_id, device_id)
+    );
+    INSERT INTO user_devices (user_id, device_id)
+    SELECT DISTINCT user_id, device_id FROM deliveries
+    WHERE user_id IS NOT NULL AND device_id IS NOT NULL ON CONFLICT DO NOTHING;
+    CREATE INDEX messages_campaign ON messages (campaign) WHERE campaign IS NOT NULL;
+    ALTER TABLE jobs ADD COLUMN message_id BIGINT;
+    UPDATE jobs SET message_id = (params::jsonb ->> 'message_id')::bigint
+    WHERE kind IN ('dispatch', 'expand_audience');
+    CREATE INDEX jobs_message ON jobs (message_id) WHERE message_id IS NOT NULL;
+    """,
 ]
 
 

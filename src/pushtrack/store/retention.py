@@ -97,9 +97,11 @@ def old_messages(tx: Tx, *, before: int, limit: int) -> list[int]:
     """Messages with nothing left inside the window.
 
     Created and due before it, and no hourly counter bucket reaching into it:
-    every event but ``created`` is counted, and ``created`` is written when the
-    message is (or by its expansion, which must be over), so all their events
-    are older than ``before``.
+    every event is counted, and a delivery's ``created`` (its row's
+    ``created_at``, counted nowhere) is written when the message is (or by its
+    expansion, which must be over), so all their trail is older than ``before``.
+    (A delivery row kept longer, for its message's later events, shows no
+    ``created`` from before the window: readers filter by the window.)
     """
     rows = tx.all(
         "SELECT m.id FROM messages m WHERE m.created_at < ? AND m.send_at < ?"

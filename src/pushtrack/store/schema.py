@@ -313,4 +313,61 @@ MIGRATIONS: list[str] = [
     ALTER TABLE counters_minute_sharded RENAME TO counters_minute;
     CREATE INDEX counters_minute_minute ON counters_minute (minute);
     """,
+    # 9: a lean write path. A delivery's `created` status is its row's created_at (no
+    # event row); tracking codes are derived from the delivery id and a MAC
+    # under a server secret kept here (codes made before stay in legacy_code);
+    # deliveries are found by device id (unknown entries by hwid, a partial index),
+    # by user through user_devices (each user id a device's deliveries carried), by
+    # campaign through messages; jobs name their message in a column of their own.
+    """
+    CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO server_secrets (name, value) VALUES ('tracking', lower(hex(randomblob(32))));
+    CREATE TABLE deliveries_v7 (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL,
+        device_id INTEGER,
+        payload_id INTEGER,
+        legacy_code TEXT,
+        target_id TEXT NOT NULL,
+        hwid TEXT NOT NULL,
+        user_id TEXT,
+        platform INTEGER NOT NULL,
+        hash TEXT,
+        state INTEGER NOT NULL,
+        opened INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER,
+        created_at INTEGER
+    );
+    INSERT INTO deliveries_v7 (id, message_id, device_id, payload_id, legacy_code, target_id,
+        hwid, user_id, platform, hash, state, opened, attempts, next_at, created_at)
+    SELECT id, message_id, device_id, payload_id, tracking_code, target_id, hwid, user_id,
+        platform, hash, state, opened, attempts, next_at, (SELECT MIN(e.ts) FROM events e
+        WHERE e.delivery_id = deliveries.id AND e.status = 1) FROM deliveries;
+    DELETE FROM events WHERE status = 1;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_v7 RENAME TO deliveries;
+    CREATE UNIQUE INDEX deliveries_message_device ON deliveries (message_id, device_id);
+    CREATE INDEX deliveries_device ON deliveries (device_id);
+    CREATE INDEX deliveries_created ON deliveries (created_at);
+    CREATE INDEX deliveries_unknown ON deliveries (hwid) WHERE device_id IS NULL;
+    CREATE UNIQUE INDEX deliveries_legacy_code ON deliveries (legacy_code)
+        WHERE legacy_code IS NOT NULL;
+    CREATE TABLE user_devices (
+        user_id TEXT NOT NULL,
+        device_id INTEGER NOT NULL,
+        PRIMARY KEY (user_id, device_id)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO user_devices (user_id, device_id)
+    SELECT DISTINCT user_id, device_id FROM deliveries
+    WHERE user_id IS NOT NULL AND device_id IS NOT NULL;
+    CREATE INDEX messages_campaign ON messages (campaign) WHERE campaign IS NOT NULL;
+    ALTER TABLE jobs ADD COLUMN message_id INTEGER;
+    UPDATE jobs SET message_id = json_extract(params, '$.message_id')
+    WHERE kind IN ('dispatch', 'expand_audience') AND json_valid(params);
+    CREATE INDEX jobs_message ON jobs (message_id) WHERE message_id IS NOT NULL;
+    """,
 ]

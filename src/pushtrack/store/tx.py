@@ -349,31 +349,35 @@ class Reported(NamedTuple):
     payload_hash: str
 
 
-def find_reported(tx: Tx, keys: Sequence[tuple[str, str]]) -> list[Reported]:
-    """The deliveries that ``(hwid, payload hash)`` pairs name, in one statement.
+def find_reported(tx: Tx, keys: Sequence[tuple[int, str, str]]) -> list[Reported]:
+    """The deliveries that ``(application id, hwid, payload hash)`` name, in one statement.
 
-    The one place that knows how a device's report names its delivery.
+    The one place that knows how a device's report names its delivery: through the
+    device (by application and hwid), then its deliveries by device id and hash. A
+    delivery to an entry that matched no device has no hash and is never named.
     """
     if not keys:
         return []
-    columns = "d.id, d.message_id, d.platform, m.app_id, d.hwid, d.hash"
+    columns = "d.id, d.message_id, d.platform, dv.app_id, dv.hwid, d.hash"
     if tx.dialect == "postgresql":
-        # Two lists, not a list of pairs: PostgreSQL then reads the hwid index for any
-        # number of them (a join with a list of pairs may scan the table). Pairs the
-        # lists cross-match are left out by the caller, which looks up each report's pair.
-        hwids = sorted({k[0] for k in keys})
-        hashes = sorted({k[1] for k in keys})
+        # Lists, not a list of triples: PostgreSQL then reads the indexes for any
+        # number of them (a join with a list of tuples may scan). Triples the lists
+        # cross-match are left out by the caller, which looks up each report's own.
+        apps = sorted({k[0] for k in keys})
+        hwids = sorted({k[1] for k in keys})
+        hashes = sorted({k[2] for k in keys})
         rows = tx.all(
-            f"SELECT {columns} FROM deliveries d JOIN messages m ON m.id = d.message_id"
-            f" WHERE d.hwid IN ({_marks(hwids)}) AND d.hash IN ({_marks(hashes)})",
-            (*hwids, *hashes),
+            f"SELECT {columns} FROM devices dv JOIN deliveries d ON d.device_id = dv.id"
+            f" WHERE dv.app_id IN ({_marks(apps)}) AND dv.hwid IN ({_marks(hwids)})"
+            f" AND d.hash IN ({_marks(hashes)})",
+            (*apps, *hwids, *hashes),
         )
     else:
-        values = ", ".join(["(?, ?)"] * len(keys))
+        values = ", ".join(["(?, ?, ?)"] * len(keys))
         rows = tx.all(
-            f"WITH r (hwid, hash) AS (VALUES {values}) SELECT {columns} FROM r"
-            " JOIN deliveries d ON d.hwid = r.hwid AND d.hash = r.hash"
-            " JOIN messages m ON m.id = d.message_id",
+            f"WITH r (app_id, hwid, hash) AS (VALUES {values}) SELECT {columns} FROM r"
+            " JOIN devices dv ON dv.app_id = r.app_id AND dv.hwid = r.hwid"
+            " JOIN deliveries d ON d.device_id = dv.id AND d.hash = r.hash",
             [v for k in keys for v in k],
         )
     return [Reported(*row) for row in rows]
@@ -392,15 +396,15 @@ def record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
     report, or one on a delivery already settled, writes nothing), and the
     winners' events and counters are appended together.
     """
-    keys = list(dict.fromkeys((r.hwid, r.payload_hash) for r in items))
-    named: dict[tuple[str, str], list[Reported]] = {}
+    keys = list(dict.fromkeys((r.app_id, r.hwid, r.payload_hash) for r in items))
+    named: dict[tuple[int, str, str], list[Reported]] = {}
     for row in find_reported(tx, keys):
-        named.setdefault((row.hwid, row.payload_hash), []).append(row)
+        named.setdefault((row.app_id, row.hwid, row.payload_hash), []).append(row)
     found: list[bool] = []
     delivered: dict[int, Reported] = {}
     opened: dict[int, Reported] = {}
     for r in items:
-        mine = [d for d in named.get((r.hwid, r.payload_hash), ()) if d.app_id == r.app_id]
+        mine = named.get((r.app_id, r.hwid, r.payload_hash), [])
         found.append(bool(mine))
         if r.status is Status.DELIVERED:
             delivered.update((d.id, d) for d in mine)

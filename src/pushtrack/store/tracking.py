@@ -1,0 +1,35 @@
+"""Tracking codes as the store gives and resolves them.
+
+A delivery's tracking code is derived from its id and a MAC under the server
+secret kept in ``server_secrets`` (made once, by migration 9): nothing random
+is stored per delivery and no index keeps codes unique. Deliveries written
+before that keep the random code they were given in ``legacy_code``, and it
+stays theirs.
+"""
+
+from __future__ import annotations
+
+from pushtrack.domain import codes
+from pushtrack.store.base import Tx
+
+
+def tracking_key(tx: Tx) -> bytes:
+    """The server secret tracking codes are derived under (one primary-key read)."""
+    row = tx.one("SELECT value FROM server_secrets WHERE name = 'tracking'")
+    if row is None:  # pragma: no cover - migration 9 writes it
+        raise RuntimeError("the database has no tracking secret (is it migrated?)")
+    return bytes.fromhex(row[0])
+
+
+def code_of(key: bytes, delivery_id: int, legacy: str | None) -> str:
+    """A delivery's tracking code: the one it was given before derived codes, if any."""
+    return legacy if legacy is not None else codes.tracking_code(key, delivery_id)
+
+
+def where_code(key: bytes, code: str, alias: str = "d") -> tuple[str, list[object]]:
+    """The condition (on deliveries ``alias``) that selects the delivery of ``code``:
+    by id for a derived code whose MAC is right, else by its legacy code."""
+    delivery_id = codes.tracking_delivery(key, code)
+    if delivery_id is not None:
+        return f"{alias}.id = ?", [delivery_id]
+    return f"{alias}.legacy_code = ?", [code]
