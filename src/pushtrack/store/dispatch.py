@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from pushtrack.domain import codes
 from pushtrack.domain.status import DESC_CANCELLED, DESC_UNSUBSCRIBED, Status
 from pushtrack.store.base import ConflictError, Engine, Tx
 from pushtrack.store.tracking import code_of, tracking_key
@@ -58,6 +59,8 @@ class Batch(msgspec.Struct, frozen=True):
     next_due: int | None
     #: Deliveries of the range were due but held back by the message's send_rate.
     throttled: bool = False
+    #: The message id payloads carry (``md.mid``): the one tenants are shown.
+    shown_id: int = 0
 
 
 class Result(msgspec.Struct, frozen=True):
@@ -201,7 +204,8 @@ def start_batch(
             part,
         ):
             payloads[pid] = (loads(body), loads(options))
-    return Batch(msg[0], message_id, msg[1], due, payloads, next_due, throttled)
+    shown = codes.shown_message_id(key, message_id) if key else 0
+    return Batch(msg[0], message_id, msg[1], due, payloads, next_due, throttled, shown)
 
 
 def _claim_slots(tx: Tx, message_id: int, now: int, rate: int, wanted: int) -> tuple[int, int]:

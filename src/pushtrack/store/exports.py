@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from pushtrack.domain import codes
 from pushtrack.domain.payload import encode, render
 from pushtrack.domain.status import DESC_CREATED, Status
 from pushtrack.store.base import Engine, Tx
@@ -167,13 +168,15 @@ class ReadCache:
     payload rendered about once, not once per event.
     """
 
-    __slots__ = ("deliveries", "key", "templates")
+    __slots__ = ("deliveries", "key", "shown", "templates")
 
     def __init__(self) -> None:
         self.templates: dict[int, Rendered] = {}
         self.deliveries: dict[int, Known] = {}
         #: The server secret tracking codes are derived under (read with the first page).
         self.key: bytes | None = None
+        #: Store message id -> the id payloads carry (``codes.shown_message_id``).
+        self.shown: dict[int, int] = {}
 
 
 def page(
@@ -237,7 +240,10 @@ def page(
             continue
         assert key is not None
         rendered = templates.get(pid) if pid is not None and p is not None else None
-        payload = "" if rendered is None else rendered.payload(p, mid, user or hwid)
+        shown = cache.shown.get(mid)
+        if shown is None:
+            shown = cache.shown[mid] = codes.shown_message_id(key, mid)
+        payload = "" if rendered is None else rendered.payload(p, shown, user or hwid)
         known[did] = (code_of(key, did, legacy), target, hwid, code, payload)
     out: list[TrackRow] = []
     append, status_of = out.append, _STATUS

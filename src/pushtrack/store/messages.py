@@ -152,7 +152,7 @@ def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
     if app.tracking:
         key = tracking_key(tx)
         ids = built.ids
-        tracking_codes = [codes.tracking_code(key, ids[slot]) for slot in planned.slots]
+        tracking_codes = codes.tracking_codes_of(key, [ids[slot] for slot in planned.slots])
     return MessageCreated(code=code, id=message_id, tracking_codes=tracking_codes)
 
 
@@ -593,7 +593,8 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     if q.application_code is not None:
         add("a.code = ?", q.application_code)
     if q.message_id is not None:
-        add("m.id = ?", q.message_id)
+        # the id the tenant was shown (codes.shown_message_id), not the store's
+        add("m.id = ?", codes.stored_message_id(tracking_key(tx), q.message_id) or 0)
     if q.message_code is not None:
         add("m.code = ?", q.message_code)
     if q.campaign_code is not None:
@@ -664,6 +665,7 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     rows = [_LogRead._make(r) for r in tx.all(sql, all_params)]
     if rows and key is None:
         key = tracking_key(tx)
+    shown = {m: codes.shown_message_id(key, m) for m in {r.message_id for r in rows}} if key else {}
     return [
         LogRow(
             event_id=r.event_id,
@@ -672,7 +674,7 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
             description=r.description,
             application_code=r.app_code,
             message_code=r.message_code,
-            message_id=r.message_id,
+            message_id=shown.get(r.message_id, 0),
             tracking_code=code_of(key, r.delivery_id, r.legacy_code) if key else "",
             hwid=r.hwid,
             target_id=r.target_id,

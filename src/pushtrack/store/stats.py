@@ -8,9 +8,11 @@ from typing import Any, Literal
 
 import msgspec
 
+from pushtrack.domain.codes import shown_message_id, stored_message_id
 from pushtrack.domain.status import COUNTERS
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, US
 from pushtrack.store.base import Engine, Tx
+from pushtrack.store.tracking import tracking_key
 from pushtrack.store.tx import loads
 
 Interval = Literal["minute", "hour", "day"]
@@ -172,9 +174,12 @@ def list_messages(
     if campaign is not None:
         where.append("m.campaign = ?")
         params.append(campaign)
+    key = tracking_key(tx)
     if ids:
-        where.append(f"m.id IN ({','.join('?' * len(ids))})")
-        params.extend(ids)
+        # the ids the tenant was shown (codes.shown_message_id), not the store's
+        stored = [stored_message_id(key, i) or 0 for i in ids]
+        where.append(f"m.id IN ({','.join('?' * len(stored))})")
+        params.extend(stored)
     if codes:
         where.append(f"m.code IN ({','.join('?' * len(codes))})")
         params.extend(codes)
@@ -214,7 +219,7 @@ def list_messages(
         totals.setdefault(r[0], []).append(_totals(0, r[1], r[2:]))
     return total, [
         MessageSummary(
-            id=r[0],
+            id=shown_message_id(key, r[0]),
             code=r[1],
             app_code=r[2],
             campaign=r[3],

@@ -1,8 +1,9 @@
 """Tracking codes as the store gives and resolves them.
 
-A delivery's tracking code is derived from its id and a MAC under the server
-secret kept in ``server_secrets`` (made once, by migration 9): nothing random
-is stored per delivery and no index keeps codes unique. Deliveries written
+A delivery's tracking code is its id sealed under the server secret kept in
+``server_secrets`` (made once, by migration 9; see ``domain/codes.py``): nothing
+random is stored per delivery and no index keeps codes unique. The same secret
+turns the store's message ids into the ones tenants are shown. Deliveries written
 before that keep the random code they were given in ``legacy_code``, and it
 stays theirs.
 """
