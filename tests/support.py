@@ -110,9 +110,12 @@ class Database:
         return {t: int(n) for t, n in zip(TABLES, self.rows(sql)[0], strict=True)}
 
 
-def delivery_id(tracking_code: str) -> int:
-    """The delivery id a (derived) tracking code carries (its MAC is not checked here)."""
-    return int(tracking_code.split("-")[1], 16)
+def delivery_id(db: Database, tracking_code: str) -> int:
+    """The delivery id a tracking code seals, opened with the database's server secret."""
+    ((secret,),) = db.rows("SELECT value FROM server_secrets WHERE name = 'tracking'")
+    found = codes.tracking_delivery(bytes.fromhex(secret), tracking_code)
+    assert found is not None, tracking_code
+    return found
 
 
 @dataclass
@@ -185,7 +188,7 @@ class Service:
 
     def hash_of(self, tracking_code: str) -> str:
         """The ``p`` value of a delivery (what the device would find in its payload)."""
-        did = delivery_id(tracking_code)
+        did = delivery_id(self.db, tracking_code)
         rows = self.db.rows("SELECT hash FROM deliveries WHERE id = ?", (did,))
         return str(rows[0][0])
 

@@ -52,7 +52,9 @@ def devices(svc: Service) -> int:
 
 def svc_hwid(svc: Service, tracking_code: str) -> str:
     return str(
-        svc.db.rows("SELECT hwid FROM deliveries WHERE id = ?", (delivery_id(tracking_code),))[0][0]
+        svc.db.rows(
+            "SELECT hwid FROM deliveries WHERE id = ?", (delivery_id(svc.db, tracking_code),)
+        )[0][0]
     )
 
 

@@ -51,7 +51,9 @@ def trail(svc: Service, code: str) -> list[tuple[str, str]]:
 
 
 def _hwid_of(svc: Service, code: str) -> str:
-    return str(svc.db.rows("SELECT hwid FROM deliveries WHERE id = ?", (delivery_id(code),))[0][0])
+    return str(
+        svc.db.rows("SELECT hwid FROM deliveries WHERE id = ?", (delivery_id(svc.db, code),))[0][0]
+    )
 
 
 def test_every_platform_walks_created_sent_delivered(

@@ -45,7 +45,9 @@ def web_sdk_keys(subscriber: Subscriber) -> tuple[str, str]:
 
 
 def trail(svc: Service, code: str) -> list[tuple[str, str]]:
-    hwid = svc.db.rows("SELECT hwid FROM deliveries WHERE id = ?", (delivery_id(code),))[0][0]
+    hwid = svc.db.rows("SELECT hwid FROM deliveries WHERE id = ?", (delivery_id(svc.db, code),))[0][
+        0
+    ]
     return [
         (r["action"], r["description"]) for r in svc.log(hwid=hwid) if r["tracking_code"] == code
     ]

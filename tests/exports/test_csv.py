@@ -94,7 +94,10 @@ def test_export_byte_for_byte_and_read_back(database_url: str, tmp_path: Path) -
         out = create(svc, content=content, devices=[ios, "tok\t2", "ghost;device"])
         t_ios, t_android, t_ghost = out["TrackingCodes"]
         app = svc.app.code
-        ((mid,),) = svc.db.rows("SELECT id FROM messages")
+        # the message id payloads carry is the one the tenant is shown (getMessageLog)
+        mid = svc.log(message_code=out["Messages"][0])[0]["message_id"]
+        ((stored,),) = svc.db.rows("SELECT id FROM messages")
+        assert mid != stored
         hashes = svc.hashes()
         clock.advance(1.5)
         out = svc.device("messageDeliveryEvent", hwid=ios, hash=hashes[t_ios])
