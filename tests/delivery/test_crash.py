@@ -24,7 +24,14 @@ PUSHTRACK = str(Path(sys.executable).with_name("pushtrack"))
 
 
 def start_worker(url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PUSHTRACK_WORKER_LEASE_SECONDS": "2", "PUSHTRACK_DATABASE": url}
+    env = {
+        **os.environ,
+        "PUSHTRACK_WORKER_LEASE_SECONDS": "2",
+        "PUSHTRACK_DATABASE": url,
+        # a request a loaded machine lets time out is tried again in seconds, not minutes
+        "PUSHTRACK_RETRY_BACKOFF_SECONDS": "1",
+        "PUSHTRACK_RETRY_MAX_BACKOFF_SECONDS": "5",
+    }
     # The worker's log goes to CRASH_LOG when set (for debugging this test).
     with open(os.environ.get("CRASH_LOG", os.devnull), "ab") as log:
         return subprocess.Popen([PUSHTRACK, "worker"], env=env, stdout=log, stderr=log)
