@@ -14,6 +14,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -203,10 +204,18 @@ def page(
         # sort the rest of the day than walk the (ts, id) key in order.
         tx.run("SET LOCAL enable_sort = off")
     events = tx.all(_EVENTS_SQL, (ts0, end, ts0, id0 - EVENT_KEY, limit))
-    created = tx.all(_CREATED_SQL, (ts0, end, ts0, min(id0, EVENT_KEY), limit))
-    more = len(events) + len(created) >= limit  # (at worst, one empty page more)
+    # the created deliveries up to the last event read (to the end if that was all)
+    upto = events[-1][1] + 1 if len(events) == limit else end
+    created = tx.all(_CREATED_SQL, (ts0, upto, ts0, min(id0, EVENT_KEY), limit))
+    more = len(events) == limit or len(created) == limit
     if created:
-        events = sorted(events + created, key=_position)[:limit]
+        merged = sorted(events + created, key=_POSITION)
+        # complete up to the first stream's last row read, if that stream has more
+        cuts = [rows[-1] for rows in (events, created) if len(rows) == limit]
+        if cuts:
+            cut = min(_POSITION(r) for r in cuts)
+            merged = [r for r in merged if _POSITION(r) <= cut]
+        events = merged
     if not events:
         return [], None
     known = cache.deliveries
@@ -255,8 +264,8 @@ def page(
     return out, ((last[1], last[0]) if more else None)
 
 
-def _position(row: tuple[Any, ...]) -> tuple[int, int]:
-    return row[1], row[0]
+#: A row's place in the trail: (ts, key).
+_POSITION = itemgetter(1, 0)
 
 
 def count(tx: Tx, q: TrackQuery) -> int:

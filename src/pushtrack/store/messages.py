@@ -718,9 +718,10 @@ def _device_ids(tx: Tx, account: str, hwids: Sequence[str]) -> list[int]:
     return [
         int(r[0])
         for r in tx.all(
-            "SELECT dv.id FROM accounts acc JOIN applications a ON a.account_id = acc.id"
-            " JOIN devices dv ON dv.app_id = a.id"
-            f" WHERE acc.name = ? AND dv.hwid IN ({','.join('?' * len(hwids))})",
+            # (app_id, hwid) probes: a join here would scan the account's devices
+            "SELECT dv.id FROM devices dv WHERE dv.app_id IN (SELECT a.id FROM applications a"
+            " JOIN accounts acc ON acc.id = a.account_id WHERE acc.name = ?)"
+            f" AND dv.hwid IN ({','.join('?' * len(hwids))})",
             (account, *hwids),
         )
     ]
