@@ -110,10 +110,15 @@ class Database:
         return {t: int(n) for t, n in zip(TABLES, self.rows(sql)[0], strict=True)}
 
 
+def server_secret(db: Database) -> bytes:
+    """The secret tracking codes and shown message ids are derived under."""
+    ((secret,),) = db.rows("SELECT value FROM server_secrets WHERE name = 'tracking'")
+    return bytes.fromhex(secret)
+
+
 def delivery_id(db: Database, tracking_code: str) -> int:
     """The delivery id a tracking code seals, opened with the database's server secret."""
-    ((secret,),) = db.rows("SELECT value FROM server_secrets WHERE name = 'tracking'")
-    found = codes.tracking_delivery(bytes.fromhex(secret), tracking_code)
+    found = codes.tracking_delivery(server_secret(db), tracking_code)
     assert found is not None, tracking_code
     return found
 

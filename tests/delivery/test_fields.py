@@ -19,13 +19,14 @@ import msgspec
 import pytest
 
 from pushtrack import config
+from pushtrack.domain import codes
 from pushtrack.domain.notification import Content, fields
 from pushtrack.domain.payload import encode, render
 from pushtrack.store.base import MessagePlan, Targeting
 from pushtrack.worker import build_worker
 from tests.delivery._support import apns_token
 from tests.gateways import ApnsServer, FcmServer, WebPushServer
-from tests.support import Service, run, service
+from tests.support import Service, run, server_secret, service
 
 SETTINGS = {"max_attempts": 2, "retry_backoff_seconds": 0.05, "worker_lease_seconds": 5}
 LONG = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 70  # ~4,000 bytes
@@ -111,7 +112,9 @@ def stored(svc: Service, token: str) -> dict[str, Any]:
         (token,),
     )
     template = json.loads(body) if isinstance(body, str) else body
-    return render(template, str(p), int(mid), str(user))
+    # payloads carry the message id tenants are shown
+    shown = codes.shown_message_id(server_secret(svc.db), int(mid))
+    return render(template, str(p), shown, str(user))
 
 
 def check_all(cases: list[Case], got: dict[str, Got]) -> None:

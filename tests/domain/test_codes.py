@@ -49,3 +49,7 @@ def test_shown_message_ids_do_not_count_up() -> None:
     assert len(steps) > 90  # no constant stride to count messages by
     assert codes.stored_message_id(KEY, -1) is None
     assert codes.stored_message_id(KEY, 2**52) is None
+
+
+def test_api_tokens_never_start_like_a_command_line_option() -> None:
+    assert all(codes.secret_token()[0].isalnum() for _ in range(500))

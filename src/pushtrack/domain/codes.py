@@ -154,5 +154,9 @@ def request_id() -> str:
 
 
 def secret_token(nbytes: int = 30) -> str:
-    """An API token: URL-safe, long enough that guessing is hopeless."""
-    return base64.urlsafe_b64encode(os.urandom(nbytes)).decode("ascii").rstrip("=")
+    """An API token: URL-safe, long enough that guessing is hopeless, and starting with a
+    letter or digit (a token, or its prefix, is also a command-line argument)."""
+    while True:
+        token = base64.urlsafe_b64encode(os.urandom(nbytes)).decode("ascii").rstrip("=")
+        if token[0].isalnum():
+            return token
