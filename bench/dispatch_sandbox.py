@@ -56,7 +56,7 @@ def run(bench: Bench) -> Figure:
         raise RuntimeError(f"{done.delivered} of {total} delivered ({done.failed} failed)")
     fig.value = total / done.seconds
     fig.peak_rss_mb = done.peak_rss_mb
-    fig.check(("≥ 20,000/s", fig.value >= 20_000))
+    fig.check(("≥ 50,000/s", fig.value >= 50_000))
     if not fig.target_met:
         fig.notes += done.profile
     return fig

@@ -107,7 +107,7 @@ def run(bench: Bench) -> Figure:
     fig.extra["drop_seconds"] = drop_seconds
     fig.extra["dip_percent"] = 100 * dip
     fig.extra["baseline_p99_ms"] = percentile(before.latencies_ms + after.latencies_ms, 99)
-    fig.check(("dip < 20%", dip < 0.2))
+    fig.check(("dip < 10%", dip < 0.1))
     if not fig.target_met:
         fig.notes += prof.summary
     return fig
