@@ -113,21 +113,31 @@ def method_names() -> frozenset[str]:
 def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
     """The HTTP application over ``ctx``; with ``lifespan_store`` it closes the store on exit."""
 
-    async def json13(request: Request) -> Response:
+    async def answered(
+        request: Request,
+        api: str,
+        methods: dict[str, Method[Any]],
+        inner: Callable[[Request, str, _Seen], Awaitable[Response]],
+        refuse: Callable[[PushtrackError], Response],
+    ) -> Response:
+        """Answer within ``max_in_flight``; count and log the request."""
         name = request.path_params["method"]
         started = time.perf_counter()
         seen = _Seen()
         if ctx.in_flight >= ctx.settings.max_in_flight:
             seen.status = 503
-            response = envelope.error(envelope.busy())
+            response = refuse(envelope.busy())
         else:
             ctx.in_flight += 1
             try:
-                response = await _json13(request, name, seen)
+                response = await inner(request, name, seen)
             finally:
                 ctx.in_flight -= 1
-        _finish(ctx, request, response, "json13", name in JSON13 and name, seen, started)
+        _finish(ctx, request, response, api, name in methods and name, seen, started)
         return response
+
+    async def json13(request: Request) -> Response:
+        return await answered(request, "json13", JSON13, _json13, envelope.error)
 
     async def _json13(request: Request, name: str, seen: _Seen) -> Response:
         try:
@@ -151,20 +161,7 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
             return envelope.error(envelope.internal(name))
 
     async def v2(request: Request) -> Response:
-        name = request.path_params["method"]
-        started = time.perf_counter()
-        seen = _Seen()
-        if ctx.in_flight >= ctx.settings.max_in_flight:
-            seen.status = 503
-            response = envelope.v2_error(envelope.busy())
-        else:
-            ctx.in_flight += 1
-            try:
-                response = await _v2(request, name, seen)
-            finally:
-                ctx.in_flight -= 1
-        _finish(ctx, request, response, "v2", name in V2 and name, seen, started)
-        return response
+        return await answered(request, "v2", V2, _v2, envelope.v2_error)
 
     async def _v2(request: Request, name: str, seen: _Seen) -> Response:
         try:
