@@ -97,7 +97,9 @@ async def test_latency_is_paid_once_per_batch() -> None:
     outcomes = await gateway.send(batch(1000))
     elapsed = time.perf_counter() - started
     assert len(outcomes) == 1000
-    assert 0.05 <= elapsed < 0.05 + 0.3
+    # once for the batch, not once each (1000 x 50 ms would be 50 s); the upper bound
+    # only catches per-notification sleeping, with room for a busy machine
+    assert 0.05 <= elapsed < 5.0
 
 
 async def test_fast() -> None:

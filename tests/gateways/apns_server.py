@@ -10,7 +10,8 @@ background push at priority 10; the topic must carry Apple's suffix for the push
 (``.voip``, ...), and a VoIP payload may take 5 KB.
 
 Knobs for tests: ``failures`` (device token → (status, reason[, headers])),
-``latency`` (seconds per request), ``goaway_after`` / ``reset_after`` (streams
+``latency`` (seconds per request; ``peak_in_flight`` counts the requests answered
+at once), ``goaway_after`` / ``reset_after`` (streams
 per connection before a GOAWAY / an abrupt close),
 ``expire_provider_tokens()``, ``storm(n, ...)`` (the next n requests answered 5xx,
 with or without Retry-After), ``token_update_interval`` (like APNs, a new provider
@@ -102,6 +103,9 @@ class ApnsServer:
         #: the token invalid. None: a day before the answer.
         self.gone_since_ms: int | None = None
         self.latency = 0.0
+        #: Requests being answered now, and the most at once since the last reset.
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self.received: list[ReceivedPush] = []
         #: Provider tokens in the order first seen.
         self.provider_tokens: list[str] = []
@@ -164,6 +168,7 @@ class ApnsServer:
         self.failures.clear()
         self.gone_since_ms = None
         self.latency = 0.0
+        self.peak_in_flight = 0
         self.received.clear()
         self.provider_tokens.clear()
         self.expired.clear()
@@ -200,6 +205,14 @@ class ApnsServer:
     # -- handling --------------------------------------------------------------
 
     async def _handle(self, request: Request) -> Response:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: Request) -> Response:
         if self.latency:
             await asyncio.sleep(self.latency)
         apns_id = request.headers.get("apns-id") or str(uuid.uuid4()).upper()
