@@ -76,6 +76,9 @@ class Worker:
     _running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     #: A claim is in flight: jobs it took may be committed but not yet in ``_running``.
     _claiming: bool = False
+    #: Claims made so far (a claim, its jobs and their release can all happen while
+    #: ``run_until_idle`` reads when the next job is due).
+    _claims: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set; then release what is in flight."""
@@ -94,6 +97,8 @@ class Worker:
                         log.exception("claiming jobs failed; retrying")
                 for job in claimed:
                     self._running[job.id] = asyncio.create_task(self._run_one(job))
+                if claimed:
+                    self._claims += 1
                 self._claiming = False
                 if not claimed:
                     with contextlib.suppress(TimeoutError):
@@ -122,8 +127,9 @@ class Worker:
                 await asyncio.sleep(self.poll_seconds)
                 if self._running or self._claiming:
                     continue
+                claims = self._claims
                 due = await self.store.jobs.next_due(kinds)
-                if self._running or self._claiming:
+                if self._running or self._claiming or self._claims != claims:
                     continue  # a claim committed meanwhile: its lease is not "idle"
                 if due is None or due > self.store.clock() + int(horizon * 1e6):
                     break
