@@ -373,3 +373,11 @@ def fill_disk(path: Path) -> None:
         while True:
             f.write(b"\0" * 65536)
             f.flush()
+
+
+def rss_kb(pid: int) -> int:
+    """A process' resident memory, in KiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")

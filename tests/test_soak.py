@@ -21,19 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, rss_kb
 from tests.test_cli_gateways import PUSHTRACK, cli
 
 SECONDS = float(os.environ.get("PUSHTRACK_SOAK_SECONDS", "60"))
 DEVICES = [f"soak-{i:03d}" for i in range(200)]
 PER_MESSAGE = 50
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 class Load:
@@ -188,7 +181,7 @@ def test_soak(tmp_path: Path) -> None:
         started = time.monotonic()
         while time.monotonic() - started < SECONDS:
             time.sleep(SECONDS / 12)
-            samples.append(_rss_kb(proc.pid))
+            samples.append(rss_kb(proc.pid))
         settled, final = samples[5], samples[-1]
         load.stop.set()
         for t in threads:

@@ -16,18 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, rss_kb
 
 BODY = 4_000_000
 SENT = 1_000_000
 STALLED = 30
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @contextlib.contextmanager
@@ -104,12 +97,12 @@ def test_idle_and_half_sent_requests_are_closed_and_memory_returned(tmp_path: Pa
         PUSHTRACK_HEADER_TIMEOUT_SECONDS="1",
         PUSHTRACK_BODY_TIMEOUT_SECONDS="2",
     ) as (proc, url):
-        before = _rss_kb(proc.pid)
+        before = rss_kb(proc.pid)
         peaks = []
         for _ in range(3):
             wave = _stalled_wave(url)
             time.sleep(0.5)
-            peaks.append(_rss_kb(proc.pid) - before)
+            peaks.append(rss_kb(proc.pid) - before)
             # the service goes on answering others meanwhile
             assert httpx.get(f"{url}/healthz").status_code == 200
             assert all(_closed_by_server(s, 10) for s in wave), "a stalled client stayed open"

@@ -29,3 +29,33 @@ def engine(database_url: str) -> Iterator[Engine]:
         yield opened
     finally:
         run(opened.close())
+
+
+def database_at(url: str, version: int, rows: str, *, pg_first: str = "") -> None:
+    """Bring the fresh database ``url`` to schema ``version``, as an older pushtrack left
+    it, and run ``rows`` (SQL) in it; ``pg_first`` runs before them on PostgreSQL."""
+    import sqlite3
+
+    from pushtrack.store import pg_schema, schema
+
+    if url.startswith("sqlite:"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        for script in schema.MIGRATIONS[:version]:
+            conn.executescript(script)
+        conn.executescript(rows)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.commit()
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )
+        for number, script in enumerate(pg_schema.MIGRATIONS[:version], start=1):
+            pg.execute(script.encode())
+            pg.execute("INSERT INTO schema_version VALUES (%s, 0)", (number,))
+        if pg_first:
+            pg.execute(pg_first.encode())
+        pg.execute(rows.encode())

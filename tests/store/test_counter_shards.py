@@ -3,7 +3,6 @@ same counter add to what statistics read."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -12,9 +11,10 @@ import pytest
 
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import HOUR_US
-from pushtrack.store import open_store, pg_schema, schema
+from pushtrack.store import open_store, schema
 from pushtrack.store import tx as txf
 from tests.conftest import ENGINES, fresh_database_url
+from tests.store.conftest import database_at
 from tests.support import run
 
 #: The version before counters had shards (the migration that adds them is the next).
@@ -33,26 +33,7 @@ def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     """A database at the schema before shards, holding one message's counters."""
     urls = fresh_database_url(request.param, tmp_path)
     url = next(urls)
-    if request.param == "sqlite":
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        for script in schema.MIGRATIONS[:BEFORE]:
-            conn.executescript(script)
-        conn.executescript(OLD)
-        conn.execute(f"PRAGMA user_version = {BEFORE}")
-        conn.commit()
-        conn.close()
-    else:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
-                " applied_at BIGINT NOT NULL)"
-            )
-            for number, script in enumerate(pg_schema.MIGRATIONS[:BEFORE], start=1):
-                conn.execute(script.encode())
-                conn.execute("INSERT INTO schema_version VALUES (%s, 0)", (number,))
-            conn.execute(OLD.encode())
+    database_at(url, BEFORE, OLD)
     try:
         yield url
     finally:

@@ -3,7 +3,6 @@ jobs.message_id) keeps what a database at schema 6 holds answering as before."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +12,11 @@ import pytest
 from pushtrack.domain import codes
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import DAY_US
-from pushtrack.store import open_store, pg_schema, schema
+from pushtrack.store import open_store
 from pushtrack.store.base import LogQuery, MessagePlan, Targeting
 from pushtrack.store.exports import TrackQuery
 from tests.conftest import ENGINES, fresh_database_url
+from tests.store.conftest import database_at
 from tests.support import run
 
 LEGACY = "T-1A2B-3C4D5E6F-708192A3"
@@ -53,31 +53,14 @@ OLD_ROWS = [
 def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     urls = fresh_database_url(request.param, tmp_path)
     url = next(urls)
-    if request.param == "sqlite":
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        for script in schema.MIGRATIONS[:6]:
-            conn.executescript(script)
-        conn.executescript(";".join(OLD_ROWS))
-        conn.execute("PRAGMA user_version = 6")
-        conn.commit()
-        conn.close()
-    else:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,"
-                " applied_at BIGINT NOT NULL)"
-            )
-            for number, script in enumerate(pg_schema.MIGRATIONS[:6], start=1):
-                conn.execute(script.encode())
-                conn.execute("INSERT INTO schema_version VALUES (%s, 0)", (number,))
-            day = NOW - NOW % DAY_US
-            conn.execute(
-                f"CREATE TABLE events_old PARTITION OF events FOR VALUES FROM ({day})"
-                f" TO ({day + DAY_US})"
-            )
-            conn.execute(";".join(OLD_ROWS).encode())
+    day = NOW - NOW % DAY_US
+    database_at(
+        url,
+        6,
+        ";".join(OLD_ROWS),
+        pg_first=f"CREATE TABLE events_old PARTITION OF events FOR VALUES FROM ({day})"
+        f" TO ({day + DAY_US})",
+    )
     try:
         yield url
     finally:
