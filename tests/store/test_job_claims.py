@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from functools import partial
+from typing import Any
 
 from pushtrack.store import jobs as jobstore
 from pushtrack.store import open_engine
@@ -53,11 +54,47 @@ def test_concurrent_engines_never_claim_a_job_twice(engine: Engine) -> None:
     every = [job for ids in claimed.values() for job in ids]
     assert len(every) == JOBS
     assert len(set(every)) == JOBS
-    assert sum(1 for ids in claimed.values() if ids) >= 2  # the work was shared
     owners = engine.read_sync(
         lambda tx: tx.all("SELECT lease_owner, COUNT(*) FROM jobs GROUP BY lease_owner")
     )
     assert dict(owners) == {k: len(v) for k, v in claimed.items() if v}
+
+
+def test_a_claim_skips_jobs_another_worker_is_claiming(pg_url: str) -> None:
+    """While one worker's claim holds the head of the queue, uncommitted, a second
+    worker takes the jobs behind it at once instead of waiting or taking nothing."""
+    first, second = open_engine(pg_url), open_engine(pg_url)
+    try:
+        for i in range(40):
+            first.write_sync(
+                partial(jobstore.enqueue, kind="k", account=None, params={"n": i}, run_at=0)
+            )
+        holding, release = threading.Event(), threading.Event()
+        held: list[jobstore.Job] = []
+
+        def hold(tx: Any) -> None:
+            held.extend(jobstore.claim(tx, owner="a", kinds=("k",), limit=16, lease_us=60_000_000))
+            holding.set()
+            release.wait(30)
+
+        holder = threading.Thread(target=first.write_sync, args=(hold,))
+        holder.start()
+        try:
+            assert holding.wait(30)
+            got = second.write_sync(
+                partial(jobstore.claim, owner="b", kinds=("k",), limit=4, lease_us=60_000_000)
+            )
+        finally:
+            release.set()
+            holder.join(30)
+        assert len(held) == 16
+        assert len(got) == 4
+        assert not {j.id for j in got} & {j.id for j in held}
+        # the queue's own order, after what the first worker holds
+        assert [j.params["n"] for j in got] == [16, 17, 18, 19]
+    finally:
+        run(first.close())
+        run(second.close())
 
 
 def _enqueue(engine: Engine, kind: str, account: str, n: int, run_at: int) -> list[str]:

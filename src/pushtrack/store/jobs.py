@@ -126,13 +126,27 @@ def claim(tx: Tx, *, owner: str, kinds: Sequence[str], limit: int, lease_us: int
         return []
     order = {r[0]: i for i, r in enumerate(ranked)}
     if tx.dialect == "postgresql":
-        # lock what no other worker holds; still due (another may have claimed it)
+        # lock, in rank order, the first ``limit`` that no other worker holds and
+        # that are still due (another may have claimed one since); only the rows
+        # returned are locked
         free = tx.all(
-            f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(order))}) AND {due}"
-            " FOR UPDATE SKIP LOCKED",
-            (*order, *kinds, PENDING, now, RUNNING, now),
+            "SELECT j.id FROM jobs j JOIN unnest(?::bigint[]) WITH ORDINALITY AS c(id, rank)"
+            f" ON j.id = c.id WHERE {due} ORDER BY c.rank LIMIT ? FOR UPDATE OF j SKIP LOCKED",
+            (list(order), *kinds, PENDING, now, RUNNING, now, limit),
         )
-        chosen = sorted((r[0] for r in free), key=order.__getitem__)[:limit]
+        chosen = [r[0] for r in free]
+        if len(chosen) < limit and len(ranked) == limit * _CANDIDATES_PER_SLOT:
+            # every candidate was held by other workers, yet more jobs are due:
+            # take the next free ones in queue order rather than claim nothing
+            seen = ",".join("?" * len(order))
+            more = tx.all(
+                f"SELECT id FROM jobs WHERE {due} AND id NOT IN ({seen})"
+                " ORDER BY run_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
+                (*kinds, PENDING, now, RUNNING, now, *order, limit - len(chosen)),
+            )
+            for r in more:
+                order[r[0]] = len(order)
+                chosen.append(r[0])
     else:
         chosen = list(order)[:limit]
     if not chosen:
