@@ -82,7 +82,7 @@ def test_booleans_from_the_environment(value: str, expected: bool) -> None:
     [
         ({"PUSHTRACK_PORT": "abc"}, "PUSHTRACK_PORT: expected an integer, got 'abc'"),
         ({"PUSHTRACK_PORT": "80.5"}, "PUSHTRACK_PORT"),
-        ({"PUSHTRACK_PORT": "70000"}, "port 70000 is out of range"),
+        ({"PUSHTRACK_PORT": "70000"}, "port: expected an integer <= 65535, got 70000"),
         ({"PUSHTRACK_PORT": "-1"}, "port"),
         ({"PUSHTRACK_WORKER": "maybe"}, "PUSHTRACK_WORKER: expected true or false"),
         ({"PUSHTRACK_RATE_LIMIT": "fast"}, "PUSHTRACK_RATE_LIMIT: expected a number"),
@@ -97,7 +97,11 @@ def test_booleans_from_the_environment(value: str, expected: bool) -> None:
         ({"PUSHTRACK_RETRY_WINDOW_SECONDS": "0"}, "retry_window_seconds"),
         ({"PUSHTRACK_RETRY_MAX_BACKOFF_SECONDS": "1"}, "retry_max_backoff_seconds"),
         ({"PUSHTRACK_GATEWAY_PROBE_SECONDS": "0"}, "gateway_probe_seconds"),
-        ({"PUSHTRACK_DATABASE": "mysql://x/y"}, "database"),
+        ({"PUSHTRACK_DATABASE": "mysql://x/y"}, "database: expected a sqlite:/// or postgresql"),
+        ({"PUSHTRACK_LOG_FORMAT": "xml"}, 'log_format: expected "text" or "json", got \'xml\''),
+        ({"PUSHTRACK_HEADER_TIMEOUT_SECONDS": "0"}, "header_timeout_seconds: expected a number >"),
+        ({"PUSHTRACK_MAX_IN_FLIGHT": "0"}, "max_in_flight: expected an integer >= 1"),
+        ({"PUSHTRACK_EXPANSION_BATCH": "1001"}, "expansion_batch: expected an integer <= 1000"),
         ({"PUSHTRACK_CONFIG": "/nonexistent/pushtrack.toml"}, "/nonexistent/pushtrack.toml"),
     ],
 )
@@ -149,4 +153,4 @@ def test_redacted_database_url(url: str, shown: str) -> None:
     assert redacted["database"] == shown
     assert "s3cret" not in str(redacted)
     assert settings.database == url  # the real value is untouched
-    assert set(redacted) == set(Settings.__dataclass_fields__)
+    assert set(redacted) == set(Settings.__struct_fields__)

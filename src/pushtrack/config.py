@@ -11,32 +11,39 @@ import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 DEFAULT_DATABASE = "sqlite:///./pushtrack.db"
 
 
-@dataclass(frozen=True)
-class Settings:
-    database: str = DEFAULT_DATABASE
+#: Value types with their limits: msgspec checks them, as it checks API requests.
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    database: Annotated[str, msgspec.Meta(pattern=r"^(sqlite|postgresql|postgres):")] = (
+        DEFAULT_DATABASE
+    )
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     #: Largest request body accepted, in bytes.
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 4 * 1024 * 1024
     #: Seconds a client has to send a request's headers (from connecting, or from the
     #: request's first byte), then its body (from the end of the headers); past
     #: either the connection is closed.
-    header_timeout_seconds: float = 10.0
-    body_timeout_seconds: float = 30.0
+    header_timeout_seconds: Seconds = 10.0
+    body_timeout_seconds: Seconds = 30.0
     #: Seconds an idle keep-alive connection stays open after a response.
-    keepalive_timeout_seconds: float = 5.0
+    keepalive_timeout_seconds: Seconds = 5.0
     #: Connections and requests in flight at once; above it new ones get 503.
-    max_connections: int = 1000
+    max_connections: Count = 1000
     #: API requests being worked on at once; above it new ones are answered 503 in
     #: the envelope with Retry-After, so queues (and memory) stay bounded.
-    max_in_flight: int = 256
+    max_in_flight: Count = 256
     #: Keys that seal gateway private keys at rest (sealing.py): Fernet keys, comma
     #: separated (the first seals), or a file of them one per line; for SQLite the
     #: default file is the database's path plus ".key".
@@ -44,93 +51,89 @@ class Settings:
     secret_key_file: str = ""
     #: Log lines as "text" or "json" (one object per line); one access-log record per
     #: API request (method, status, ms, account, request id) when ``access_log``.
-    log_format: str = "text"
+    log_format: Literal["text", "json"] = "text"
     access_log: bool = False
     #: createMessage and createTargetedMessage calls allowed per application per
     #: minute (0: no limit), counted per serve process.
-    messages_per_minute: int = 600
+    messages_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 600
     #: Requests per second allowed per token (0: no limit), with this burst.
-    rate_limit: float = 0.0
-    rate_burst: int = 100
-    retention_days: int = 14
+    rate_limit: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    rate_burst: Count = 100
+    retention_days: Count = 14
     #: Base URL used in links the service hands out (export downloads); default from host/port.
     public_url: str = ""
     #: Hours a download link stays valid.
-    file_ttl_hours: int = 24
+    file_ttl_hours: Count = 24
     #: Where export files are written.
     files_dir: str = "./pushtrack-files"
     #: Run a dispatch/export worker inside ``serve``.
     worker: bool = True
     #: Jobs one worker runs at once; seconds a claimed job's lease lasts.
-    worker_concurrency: int = 4
-    worker_lease_seconds: float = 30.0
+    worker_concurrency: Count = 4
+    worker_lease_seconds: Annotated[float, msgspec.Meta(ge=1)] = 30.0
     #: Sending (docs/api.md §7): a refused delivery is retried until its message's TTL
     #: (or, without one, ``retry_window_seconds``) has passed since the message's send
     #: time. After a 5xx or a lost connection the wait starts at ``retry_backoff_seconds``
     #: and doubles up to ``retry_max_backoff_seconds``; after a 429 without Retry-After
     #: it is at least ``retry_throttled_seconds``; a Retry-After is honoured.
-    retry_backoff_seconds: float = 15.0
-    retry_max_backoff_seconds: float = 900.0
-    retry_throttled_seconds: float = 60.0
-    retry_window_seconds: float = 86400.0
+    retry_backoff_seconds: Annotated[float, msgspec.Meta(ge=0)] = 15.0
+    retry_max_backoff_seconds: Annotated[float, msgspec.Meta(ge=0)] = 900.0
+    retry_throttled_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    retry_window_seconds: Seconds = 86400.0
     #: An optional cap on tries per delivery (0: none, time alone bounds retries).
-    max_attempts: int = 0
+    max_attempts: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: A gateway paused for refused credentials is tried again this often (seconds).
-    gateway_probe_seconds: float = 60.0
+    gateway_probe_seconds: Seconds = 60.0
     #: Devices per step when an audience message is expanded into deliveries (1-1000):
     #: each step is one write transaction.
-    expansion_batch: int = 250
+    expansion_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 250
+
+    def __post_init__(self) -> None:
+        if self.retry_max_backoff_seconds < self.retry_backoff_seconds:
+            raise ValueError("retry_max_backoff_seconds must be >= retry_backoff_seconds")
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def redacted(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out: dict[str, Any] = msgspec.structs.asdict(self)
         out["database"] = _redact_url(self.database)
         out["secret_key"] = "***" if self.secret_key else ""
         return out
 
     def validate(self) -> Settings:
-        if self.port < 0 or self.port > 65535:
-            raise ValueError(f"port {self.port} is out of range")
-        if self.max_body_bytes < 1024:
-            raise ValueError("max_body_bytes must be at least 1024")
-        if (
-            min(
-                self.header_timeout_seconds,
-                self.body_timeout_seconds,
-                self.keepalive_timeout_seconds,
-            )
-            <= 0
-        ):
-            raise ValueError("header, body and keep-alive timeouts must be positive")
-        if self.log_format not in ("text", "json"):
-            raise ValueError('log_format must be "text" or "json"')
-        if self.max_connections < 1 or self.max_in_flight < 1:
-            raise ValueError("max_connections and max_in_flight must be at least 1")
-        if self.messages_per_minute < 0:
-            raise ValueError("messages_per_minute must be >= 0 (0: no limit)")
-        if self.rate_limit < 0 or self.rate_burst < 1:
-            raise ValueError("rate_limit must be >= 0 and rate_burst >= 1")
-        if self.retention_days < 1:
-            raise ValueError("retention_days must be at least 1")
-        if self.worker_concurrency < 1 or self.worker_lease_seconds < 1:
-            raise ValueError("worker_concurrency and worker_lease_seconds must be at least 1")
-        if self.max_attempts < 0 or self.retry_backoff_seconds < 0:
-            raise ValueError("max_attempts and retry_backoff_seconds must be >= 0")
-        if self.retry_max_backoff_seconds < self.retry_backoff_seconds:
-            raise ValueError("retry_max_backoff_seconds must be >= retry_backoff_seconds")
-        if self.retry_throttled_seconds < 0 or self.retry_window_seconds <= 0:
-            raise ValueError("retry_throttled_seconds must be >= 0, retry_window_seconds > 0")
-        if self.gateway_probe_seconds <= 0:
-            raise ValueError("gateway_probe_seconds must be > 0")
-        if not 1 <= self.expansion_batch <= 1000:
-            raise ValueError("expansion_batch must be between 1 and 1000")
-        if self.file_ttl_hours < 1:
-            raise ValueError("file_ttl_hours must be at least 1")
-        if not self.database.startswith(("sqlite:", "postgresql:", "postgres:")):
-            raise ValueError("database must be a sqlite:/// or postgresql:// URL")
-        return self
+        """These settings if every value is within its limits; ValueError naming the first
+        that is not."""
+        return checked(msgspec.structs.asdict(self))
+
+
+def checked(values: dict[str, Any]) -> Settings:
+    """Settings from ``values`` (typed already) with every limit checked."""
+    try:
+        return msgspec.convert(values, Settings)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        where = re.search(r" - at `\$\.(\w+)`$", text)
+        if where is None:  # __post_init__'s own message
+            raise ValueError(text) from None
+        name = where.group(1)
+        wanted = _WANTED.get(name) or _plain(text[: where.start()])
+        raise ValueError(f"{name}: expected {wanted}, got {values.get(name)!r}") from None
+
+
+#: What a setting must be, where msgspec's own words would not say it plainly.
+_WANTED = {
+    "database": "a sqlite:/// or postgresql:// URL",
+    "log_format": '"text" or "json"',
+}
+
+
+def _plain(text: str) -> str:
+    """msgspec's "Expected `int` >= 1" as "an integer >= 1"."""
+    text = text.removeprefix("Expected ")
+    for typed, said in (("`int`", "an integer"), ("`float`", "a number"), ("`str`", "text")):
+        text = text.replace(typed, said)
+    return text
 
 
 def _redact_url(url: str) -> str:
@@ -148,6 +151,7 @@ def _redact_url(url: str) -> str:
     return f"{scheme}://{authority}{tail}"
 
 
+_DEFAULTS = Settings()
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -185,12 +189,16 @@ _CASTS: dict[str, tuple[Callable[[Any], Any], str]] = {
 }
 
 
+def _kind(name: str) -> str:
+    default = getattr(_DEFAULTS, name)
+    return "bool" if isinstance(default, bool) else type(default).__name__
+
+
 def _cast(name: str, value: Any, label: str = "") -> Any:
     """``value`` as the type of setting ``name``; ValueError naming it (as ``label``) if not."""
-    kinds = {f.name: str(f.type) for f in fields(Settings)}
-    if name not in kinds:
+    if name not in Settings.__struct_fields__:
         raise ValueError(f"unknown setting {name!r}")
-    cast, wanted = _CASTS[kinds[name]]
+    cast, wanted = _CASTS[_kind(name)]
     try:
         result = cast(value)
     except ValueError:
@@ -204,7 +212,7 @@ def load(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = N
     """Defaults → file named by PUSHTRACK_CONFIG → PUSHTRACK_* env → explicit overrides."""
     env = dict(os.environ if env is None else env)
     values: dict[str, Any] = {}
-    names = {f.name for f in fields(Settings)}
+    names = set(Settings.__struct_fields__)
     path = env.get("PUSHTRACK_CONFIG")
     if path:
         try:
@@ -222,4 +230,4 @@ def load(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = N
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _cast(name, value)
-    return replace(Settings(), **values).validate()
+    return checked({**msgspec.structs.asdict(_DEFAULTS), **values})
