@@ -167,3 +167,46 @@ def test_timeouts_must_be_positive(tmp_path: Path, value: str) -> None:
     )
     assert out.returncode != 0
     assert "timeouts must be positive" in " ".join((out.stdout + out.stderr).split())
+
+
+def test_keepalive_timeout_closes_idle_connections(tmp_path: Path) -> None:
+    with _serve(tmp_path, PUSHTRACK_KEEPALIVE_TIMEOUT_SECONDS="1") as (_, url):
+        s = _connect(url)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(10)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # idle after a response: closed by the server after about a second
+        assert _closed_by_server(s, 8)
+        s.close()
+    with _serve(tmp_path, PUSHTRACK_KEEPALIVE_TIMEOUT_SECONDS="30") as (_, url):
+        s = _connect(url)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(10)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert not _closed_by_server(s, 3)  # the same wait, a longer keep-alive
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+        s.close()
+
+
+def test_max_connections_answers_503_above_it(tmp_path: Path) -> None:
+    with _serve(tmp_path, PUSHTRACK_MAX_CONNECTIONS="2") as (_, url):
+        held = [_connect(url), _connect(url)]
+        try:
+            for s in held:  # two open connections, each with a request under way
+                s.sendall(b"POST /json/1.3/createMessage HTTP/1.1\r\nHost: x\r\n")
+            answers = []
+            for _ in range(50):  # until the server has taken both connections in
+                answers.append(httpx.get(f"{url}/healthz").status_code)
+                if answers[-1] == 503:
+                    break
+                time.sleep(0.1)
+            assert answers[-1] == 503, answers
+        finally:
+            for s in held:
+                s.close()
+        for _ in range(50):  # freed: answered again
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                break
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/healthz").status_code == 200

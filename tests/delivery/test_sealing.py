@@ -108,3 +108,23 @@ def test_postgres_without_a_key_refuses_to_store_a_private_key_in_plain_text(
         assert out.returncode == 2
         assert "PUSHTRACK_SECRET_KEY" in " ".join(out.stderr.split())
         assert json.loads(cli(url, "app", "gateways", code, "--json").stdout) == {}
+
+
+def test_secret_key_file_names_where_the_keys_live(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/file.db"
+    keys = tmp_path / "keys" / "pushtrack.keys"
+    keys.parent.mkdir()
+    keys.write_text(new_key() + "\n")
+    settings = config.load({"database": db}, env={"PUSHTRACK_SECRET_KEY_FILE": str(keys)})
+    sealer = Sealer.load(settings, create=True)
+    assert sealer is not None
+    sealed = sealer.seal("apns", {"key": "-----BEGIN PRIVATE KEY-----"})
+    assert not (tmp_path / "file.db.key").exists()  # the default file is not made
+    # the same file opens it again; the default file would not have
+    again = Sealer.load(config.load({"database": db, "secret_key_file": str(keys)}, env={}))
+    assert again is not None
+    assert again.open("apns", sealed)["key"] == "-----BEGIN PRIVATE KEY-----"
+    assert Sealer.load(config.load({"database": db}, env={})) is None
+    keys.write_text("\n")
+    with pytest.raises(SealingError, match="holds no key"):
+        Sealer.load(settings)
