@@ -209,6 +209,15 @@ def test_register_validation_errors_are_210(svc: Service) -> None:
     assert devices(svc) == 17
 
 
+def test_an_unknown_device_type_lists_the_known_ones(svc: Service) -> None:
+    out = svc.device("registerDevice", hwid="h", device_type=4, push_token="t")
+    assert out["status_code"] == 210
+    message = out["status_message"]
+    assert message.startswith("device_type: 4 is not a known device type; known: 1 (ios), ")
+    for listed in ("3 (android)", "11 (chrome)", "17 (huawei android)"):
+        assert listed in message
+
+
 # -- unregisterDevice --------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ import msgspec
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.delivery.webpush import Subscription
+from pushtrack.domain import platforms
 from pushtrack.domain.notification import refuse_unsupported
 from pushtrack.domain.platforms import ACCEPTED, Platform
 from pushtrack.domain.status import Status
@@ -182,7 +183,7 @@ class PostEvent(SdkContext, kw_only=True):
 
 def device_type(value: int) -> int:
     if value not in ACCEPTED:
-        raise ArgumentError(f"device_type: {value} is not a known device type")
+        raise ArgumentError(platforms.unknown_type("device_type", value))
     return value
 
 

@@ -11,6 +11,7 @@ import msgspec
 from pushtrack.api import filters
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
+from pushtrack.domain import platforms as platform_names
 from pushtrack.domain import targeting as t
 from pushtrack.domain.notification import Content, fields, refuse_unsupported
 from pushtrack.domain.platforms import ACCEPTED
@@ -61,7 +62,7 @@ class NotificationIn(Content, kw_only=True, omit_defaults=True, forbid_unknown_f
         refuse_unsupported(self, UNSUPPORTED_TARGETING)
         for bad in self.platforms or ():
             if bad not in ACCEPTED:
-                raise ValueError(f"platforms: {bad} is not a known device type")
+                raise ValueError(platform_names.unknown_type("platforms", bad))
         if self.devices is not None and not self.devices:
             raise ValueError("devices: must name at least one device")
         if self.conditions is not None and not self.conditions:

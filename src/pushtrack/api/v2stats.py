@@ -126,7 +126,7 @@ def _platforms(values: list[int | str] | None, name: str) -> list[int] | None:
             if value not in out:
                 out.append(value)
         else:
-            raise ArgumentError(f"{name}: {value} is not a known device type")
+            raise ArgumentError(platform_names.unknown_type(name, value))
     return out
 
 

@@ -61,6 +61,14 @@ DEVICELESS: frozenset[str] = frozenset({"email", "baidu android"})
 #: Device types accepted by registerDevice and createMessage.
 ACCEPTED: frozenset[int] = frozenset(int(p) for p in Platform)
 
+#: The accepted device types as error messages list them: ``1 (ios), 3 (android), ...``.
+LISTED: str = ", ".join(f"{int(p)} ({p.api_name})" for p in Platform)
+
+
+def unknown_type(field: str, value: object) -> str:
+    """The error text for a device type that is none of ``ACCEPTED``."""
+    return f"{field}: {value} is not a known device type; known: {LISTED}"
+
 
 #: The name of a device type that is no ``Platform`` (0 where a delivery matched no
 #: device, or a type no longer accepted): one spelling everywhere (ours).
