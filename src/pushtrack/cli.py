@@ -133,8 +133,10 @@ def _emit(as_json: bool, data: Any, text: str) -> None:
 @cli.command()
 def serve(
     database: Database = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
     retention_days: RetentionDays = None,
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
@@ -176,8 +178,7 @@ def serve(
 
 @cli.command("demo")
 def demo_command(database: Database = None, as_json: AsJson = False) -> None:
-    """Create a demo application sending through the sandbox; prints its code and a
-    server and a device token (shown once)."""
+    """Create a demo application on the sandbox gateway; print its code and tokens (once)."""
     from pushtrack.server import create_demo
 
     made = _with_store(database, create_demo, create=True)

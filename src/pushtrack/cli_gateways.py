@@ -125,8 +125,9 @@ def set_gateway(
 def list_gateways(
     code: str, account: Account = "default", database: Database = None, as_json: AsJson = False
 ) -> None:
-    """Show which gateway serves each platform of an application, and whether it is
-    paused because the gateway refused its credentials (no secrets)."""
+    """Show each platform's gateway and whether it is paused; no secrets shown.
+
+    A gateway is paused when it refused the application's credentials."""
 
     async def lookup(store: Any) -> dict[int, GatewayState]:
         for app in await store.list_apps(account):

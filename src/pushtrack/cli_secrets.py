@@ -23,8 +23,9 @@ def new_key_command(as_json: AsJson = False) -> None:
 
 @secrets_cli.command("seal")
 def seal(database: Database = None, as_json: AsJson = False) -> None:
-    """Seal every gateway private key stored in plain text, and re-seal every sealed one
-    with the first key (after adding a new key in front of the old ones)."""
+    """Seal every plain gateway private key; re-seal sealed ones with the first key.
+
+    Put a new key in front of the old ones, then run this to move every key to it."""
     settings = _settings(database)
     try:
         sealer = Sealer.load(settings, create=True)
