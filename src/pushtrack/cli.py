@@ -36,7 +36,9 @@ token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
 cli.add_typer(app_cli, name="app")
 cli.add_typer(token_cli, name="token")
 
-console = Console()
+#: Off a terminal (a pipe, a file) tables are as wide as their rows, not cut at 80
+#: columns; on a terminal they fit its width.
+console = Console(width=None if sys.stdout.isatty() else 400)
 err = Console(stderr=True)
 
 
@@ -327,7 +329,7 @@ def token_list(
             ", ".join(sorted(t.apps)) if t.apps is not None else "all",
             ", ".join(sorted(t.methods)) if t.methods is not None else "all",
             to_wire(t.created_at),
-            "revoked" if t.revoked else "active",
+            "[red]revoked[/]" if t.revoked else "active",
         )
     console.print(table)
 

@@ -41,6 +41,9 @@ from pushtrack.jobs.tracklog import ExportResult, csv_name, day_query, export_to
 from pushtrack.store import Store
 from pushtrack.store.stats import Totals
 
+#: Counters shown in red in the stats table.
+_RED = frozenset({"errors"})
+
 RetentionDays = Annotated[
     int | None,
     typer.Option(
@@ -159,14 +162,16 @@ def stats(
         _emit(
             True,
             [
-                {"timestamp": to_wire(t.bucket), "platform": t.platform}
+                {"timestamp": to_wire(t.bucket), "platform": name_of(t.platform)}
                 | {c: getattr(t, c) for c in COUNTERS}
                 for t in rows
             ],
             "",
         )
         return
-    table = Table(f"{bucket} (UTC)", "platform", *(c.replace("_", " ") for c in COUNTERS))
+    table = Table(f"{bucket} (UTC)", "platform")
+    for c in COUNTERS:  # numbers right-aligned; failures in red
+        table.add_column(c.replace("_", " "), justify="right", style="red" if c in _RED else None)
     for t in rows:
         table.add_row(
             to_wire(t.bucket), name_of(t.platform), *(f"{getattr(t, c):,}" for c in COUNTERS)
