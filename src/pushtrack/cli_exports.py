@@ -130,6 +130,11 @@ def export(
     )
 
 
+#: The funnel side by side: sent, accepted by the gateway, confirmed by the device, opened.
+_SHOWN = ("sends", "deliveries", "confirmed", "opens", "inbox_opens", "unshowable_sends", "errors")
+assert set(_SHOWN) == set(COUNTERS)
+
+
 @cli.command()
 def stats(
     message_code: str,
@@ -166,15 +171,19 @@ def stats(
             "",
         )
         return
-    table = Table(f"{bucket} (UTC)", "platform", *(c.replace("_", " ") for c in COUNTERS))
+    table = Table()
+    table.add_column(f"{bucket} (UTC)", no_wrap=True)
+    table.add_column("platform", no_wrap=True)
+    for c in _SHOWN:
+        table.add_column(c.replace("_", " "), justify="right")
     for t in rows:
         table.add_row(
-            to_wire(t.bucket), name_of(t.platform), *(f"{getattr(t, c):,}" for c in COUNTERS)
+            to_wire(t.bucket), name_of(t.platform), *(f"{getattr(t, c):,}" for c in _SHOWN)
         )
     if rows:
         table.add_section()
         table.add_row(
-            "total", "", *(f"{sum(getattr(t, c) for t in rows):,}" for c in COUNTERS), style="bold"
+            "total", "", *(f"{sum(getattr(t, c) for t in rows):,}" for c in _SHOWN), style="bold"
         )
     console.print(table)
 

@@ -673,7 +673,9 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     for r in rows:
         status = Status(r.status)
         # a delivery being retried: its last transient reason and class, on its `sent`
-        retrying = status is Status.SENT and r.state == int(Status.SENT) and r.retry_reason is not None
+        retrying = (
+            status is Status.SENT and r.state == int(Status.SENT) and r.retry_reason is not None
+        )
         out.append(
             LogRow(
                 event_id=r.event_id,
