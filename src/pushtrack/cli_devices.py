@@ -1,14 +1,39 @@
-"""``pushtrack app device``: one device as its application's sender sees it."""
+"""``pushtrack app device``: one device as its application's sender sees it;
+``pushtrack devices dead``: the dead-token ledger."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pushtrack.cli import Account, AsJson, Database, _emit, _with_store, app_cli
+import typer
+from rich.table import Table
+
+from pushtrack.api.deadtokens import entry, parse_since
+from pushtrack.api.errors import ArgumentError
+from pushtrack.cli import (
+    Account,
+    AsJson,
+    Database,
+    RetentionDays,
+    _emit,
+    _fail,
+    _settings,
+    _with_store,
+    app_cli,
+    cli,
+    console,
+)
 from pushtrack.domain.platforms import name_of
-from pushtrack.domain.timeutil import to_wire
+from pushtrack.domain.timeutil import to_wire, window_start
 from pushtrack.store import Store
 from pushtrack.store.base import ConflictError, DeviceView
+from pushtrack.store.deadtokens import DeadToken
+
+devices_cli = typer.Typer(help="Devices across applications.", no_args_is_help=True)
+cli.add_typer(devices_cli, name="devices")
+
+#: Entries read per round trip while listing the ledger.
+_PAGE = 1000
 
 
 @app_cli.command("device")
@@ -50,3 +75,65 @@ def show_device(
     }
     text = "\n".join(f"{key:12} {'' if value is None else value}" for key, value in data.items())
     _emit(as_json, data, text)
+
+
+@devices_cli.command("dead")
+def dead_devices(
+    app: Annotated[
+        str | None,
+        typer.Option("--app", help="Only this application's devices.", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help='Found at or after this time (UTC): "YYYY-MM-DD HH:MM:SS" or "YYYY-MM-DD".',
+            show_default=False,
+        ),
+    ] = None,
+    account: Account = "default",
+    retention_days: RetentionDays = None,
+    database: Database = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the dead-token ledger: devices a gateway's answer unsubscribed (token masked,
+    reason, when, and the message that found it), oldest first."""
+    settings = _settings(database, retention_days=retention_days)
+    try:
+        after = parse_since(since, "--since") if since is not None else None
+    except ArgumentError as exc:
+        _fail(exc.message)
+
+    async def run(store: Store) -> list[DeadToken]:
+        if app is not None and app not in {a.code for a in await store.list_apps(account)}:
+            raise ConflictError(f"no application {app} in account {account!r}")
+        start = window_start(store.clock(), settings.retention_days)
+        start = max(start, after) if after is not None else start
+        found: list[DeadToken] = []
+        position = None
+        while True:
+            page = await store.dead_tokens.list(
+                account, None, app_code=app, since=start, after=position, limit=_PAGE
+            )
+            found += page
+            if len(page) < _PAGE:
+                return found
+            position = (page[-1].found_at, page[-1].id)
+
+    rows = [entry(t) for t in _with_store(database, run)]
+    if as_json:
+        _emit(True, rows, "")
+        return
+    table = Table("found (UTC)", "app", "hwid", "platform", "token", "reason", "message")
+    for r in rows:
+        table.add_row(
+            r["found_at"],
+            r["application_code"],
+            r["hwid"],
+            r["platform"],
+            r["push_token"],
+            r["reason"],
+            r["message_code"] or "",
+        )
+    console.print(table)
+    console.print(f"{len(rows):,} dead token{'' if len(rows) == 1 else 's'}")

@@ -206,6 +206,8 @@ def purge(
         "counters": report.counters,
         "jobs": report.jobs,
         "files": report.files,
+        "device_events": report.device_events,
+        "dead_tokens": report.dead_tokens,
     }
     text = f"removed what is older than {data['before']} UTC: " + ", ".join(
         f"{v:,} {k}" for k, v in data.items() if k != "before"

@@ -272,12 +272,12 @@ def unregister_device(tx: Tx, app: App, hwid: str) -> bool:
 
 #: An event to append: ``(delivery_id, status, description, message_id, platform)``,
 #: optionally followed by the gateway's id and the failure class of a gateway's answer.
-EventIn = (
+NewEvent = (
     tuple[int, Status, str, int, int] | tuple[int, Status, str, int, int, str | None, str | None]
 )
 
 
-def append_events(tx: Tx, events: Sequence[EventIn]) -> None:
+def append_events(tx: Tx, events: Sequence[NewEvent]) -> None:
     """Append events ``(delivery_id, status, description, message_id, platform[,
     gateway_id, failure_class])``.
 
@@ -428,7 +428,7 @@ def record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
             delivered.update((d.id, d) for d in mine)
         elif r.open_logging:
             opened.update((d.id, d) for d in mine)
-    events: list[EventIn] = []
+    events: list[NewEvent] = []
     if delivered:
         ids = sorted(delivered)
         # The device's word settles a delivery still in flight (``delivered``, as
