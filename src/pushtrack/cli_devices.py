@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from pushtrack.api.deadtokens import entry, parse_since
 from pushtrack.api.errors import ArgumentError
@@ -21,7 +20,6 @@ from pushtrack.cli import (
     _with_store,
     app_cli,
     cli,
-    console,
 )
 from pushtrack.domain.platforms import name_of
 from pushtrack.domain.timeutil import to_wire, window_start
@@ -124,16 +122,19 @@ def dead_devices(
     if as_json:
         _emit(True, rows, "")
         return
-    table = Table("found (UTC)", "app", "hwid", "platform", "token", "reason", "message")
-    for r in rows:
-        table.add_row(
-            r["found_at"],
-            r["application_code"],
-            r["hwid"],
-            r["platform"],
-            r["push_token"],
-            r["reason"],
-            r["message_code"] or "",
+    lines = [
+        "  ".join(
+            (
+                r["found_at"],
+                r["application_code"],
+                r["hwid"],
+                r["platform"],
+                r["push_token"],
+                r["reason"],
+                r["message_code"] or "-",
+            )
         )
-    console.print(table)
-    console.print(f"{len(rows):,} dead token{'' if len(rows) == 1 else 's'}")
+        for r in rows
+    ]
+    lines.append(f"{len(rows):,} dead token{'' if len(rows) == 1 else 's'}")
+    _emit(False, None, "\n".join(lines))

@@ -100,17 +100,21 @@ def delete_dead_tokens(tx: Tx, *, before: int, limit: int) -> int:
 def mask_token(token: str) -> str:
     """A token as listings show it: enough to recognise, not enough to send with.
 
-    A Web Push subscription shows its push service's host and the end of its path;
-    other tokens their first six and last four characters.
+    A Web Push subscription (its JSON, or its endpoint alone) shows its push service's
+    URL with the end of its path, never its keys; other tokens their first six and
+    last four characters.
     """
+    if token.startswith("{"):
+        try:
+            endpoint = msgspec.json.decode(token).get("endpoint")
+        except (msgspec.DecodeError, AttributeError):
+            endpoint = None
+        token = endpoint if isinstance(endpoint, str) else "{…}"
     scheme, sep, rest = token.partition("://")
     if sep:
         host = rest.split("/", 1)[0]
-        return (
-            f"{scheme}://{host}/…{rest[-4:]}"
-            if len(rest) > len(host) + 8
-            else f"{scheme}://{host}/…"
-        )
+        tail = rest[-4:] if len(rest) > len(host) + 8 else ""
+        return f"{scheme}://{host}/…{tail}"
     if len(token) <= 12:
         return "…" + token[-2:]
     return f"{token[:6]}…{token[-4:]}"
