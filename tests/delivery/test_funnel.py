@@ -204,6 +204,11 @@ def test_failures_are_classed_and_dead_tokens_ledgered(
     }
     other = svc.new_app("other").code
     assert svc.v2(DEAD, {"application": other}).json()["items"] == []
+    # a token restricted to an application sees only that application's entries
+    only_other = svc.make_token("server", apps=[other])
+    assert svc.v2(DEAD, {}, token=only_other).json()["items"] == []
+    only_this = svc.make_token("server", apps=[svc.app.code])
+    assert svc.v2(DEAD, {}, token=only_this).json() == page
     walked, token = [], None
     while True:
         body: dict[str, Any] = {"limit": 1}
