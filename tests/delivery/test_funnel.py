@@ -114,6 +114,19 @@ def test_gateway_ids_round_trip_from_every_gateway(
     # the device's timeline (getMessageLog by hwid) shows it too
     (row,) = [r for r in svc.log(hwid="pixel") if r["action"] == "delivered"]
     assert (row["tracking_code"], row["gateway_id"]) == (codes[1], ids["pixel"])
+    # and so does its timeline on the command line
+    args = ("app", "device", svc.app.code, "pixel", "--database", svc.db.url)
+    code, out, err = invoke(*args, "--trail", "2", "--json")
+    assert code == 0, err
+    timeline = json.loads(out)["trail"]
+    assert [(e["status"], e["gateway_id"], e["attempt"]) for e in timeline] == [
+        ("sent", None, 1),
+        ("delivered", ids["pixel"], 1),
+    ]
+    assert {e["tracking_code"] for e in timeline} == {codes[1]}
+    code, out, _ = invoke(*args, "--trail", "5")
+    assert code == 0
+    assert f"delivered  Success  gateway_id={ids['pixel']}  attempt=1" in out
 
 
 def test_failures_are_classed_and_dead_tokens_ledgered(
