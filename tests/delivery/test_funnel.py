@@ -335,3 +335,36 @@ def test_retention_trims_the_ledger(
         assert json.loads(out)["dead_tokens"] == 1
         clock.set("2024-05-02 10:00:00")
         assert svc.v2(DEAD, {}).json()["items"] == []
+
+
+def test_a_large_batch_keeps_every_answer(sender: Service) -> None:
+    """Dozens of answers in one batch (PostgreSQL writes them with COPY): each event keeps
+    its gateway id or failure class, and the ledger holds exactly the devices unsubscribed."""
+    svc = sender
+    gateway(svc, 1, "sandbox", {"failure_rate": 0.5, "seed": 3})
+    hwids = [f"dev-{i:02}" for i in range(60)]
+    for hwid in hwids:
+        svc.register(hwid, 1)
+    message, _ = send(svc, hwids)
+    work(svc)
+    rows = rows_of(svc, message)
+    delivered = [r for (_, action), r in rows.items() if action == "delivered"]
+    failed = [r for (_, action), r in rows.items() if action == "failed"]
+    assert len(delivered) + len(failed) == 60
+    assert len(delivered) >= 16
+    assert len(failed) >= 16
+    assert all((r["gateway_id"] or "").startswith("sandbox-") for r in delivered)
+    assert len({r["gateway_id"] for r in delivered}) == len(delivered)
+    assert all(r["failure_class"] is None for r in delivered)
+    by_reason = {r["description"].split(" ")[0]: r["failure_class"] for r in failed}
+    assert by_reason == {
+        "Unregistered": "token_dead",
+        "BadDeviceToken": "token_invalid",
+        "DeviceTokenNotForTopic": "token_invalid",
+    }
+    unsubscribed = {h for (h,) in svc.db.rows("SELECT hwid FROM devices WHERE subscribed = 0")}
+    dead = {r["hwid"] for r in failed if r["failure_class"] == "token_dead"}
+    assert unsubscribed == dead
+    listed = svc.v2(DEAD, {"limit": 1000}).json()["items"]
+    assert sorted(e["hwid"] for e in listed) == sorted(dead)
+    assert {e["reason"] for e in listed} == {"Unregistered"}
