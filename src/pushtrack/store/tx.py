@@ -442,11 +442,14 @@ def record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
         for (did,) in sorted(won):
             d = delivered[did]
             events.append((did, Status.DELIVERED, DESC_DEVICE_CONFIRMED, d.message_id, d.platform))
-        # Either way the confirmation is a fact of its own, once per delivery.
+        # Either way the confirmation is a fact of its own, once per delivery, on a
+        # delivery that went to a gateway (or was just settled): one that ended without
+        # being sent (cancelled, no gateway, unsubscribed) cannot have reached the device.
         won = tx.all(
             f"UPDATE deliveries SET confirmed = 1 WHERE confirmed = 0"
+            f" AND (state IN (?, ?) OR (state = ? AND attempts > 0))"
             f" AND id IN ({_marks(ids)}) RETURNING id",
-            ids,
+            (int(Status.SENT), int(Status.DELIVERED), int(Status.FAILED), *ids),
         )
         for (did,) in sorted(won):
             d = delivered[did]
