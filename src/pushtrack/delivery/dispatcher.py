@@ -39,7 +39,7 @@ from pushtrack.delivery.failures import FailureClass, classify
 from pushtrack.delivery.registry import build_gateway
 from pushtrack.domain.payload import render
 from pushtrack.domain.platforms import Platform, name_of
-from pushtrack.domain.status import Status
+from pushtrack.domain.status import DESC_NO_GATEWAY, DESC_NOT_SUPPORTED, Status
 from pushtrack.jobs.runner import Done, Later
 from pushtrack.jobs.runner import Outcome as JobOutcome
 from pushtrack.sealing import Sealer, unseal
@@ -144,9 +144,9 @@ class Dispatcher:
 
         def refuse(platform: int) -> str | None:
             if platform not in SERVED:
-                return f"Platform not supported: {name_of(platform)}"
+                return f"{DESC_NOT_SUPPORTED} {name_of(platform)}"
             if platform not in settings:
-                return f"No gateway configured for {name_of(platform)}"
+                return f"{DESC_NO_GATEWAY} {name_of(platform)}"
             return None
 
         while True:

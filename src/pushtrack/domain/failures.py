@@ -1,5 +1,5 @@
 """Failure classes: what kind of failure a delivery met, so senders act without parsing
-reasons (docs/api.md §5, ``failure_class``).
+reasons (docs/api.md §6, ``failure_class``).
 
 A gateway's answer is classed by ``delivery/failures.py`` when it is recorded; the
 failures the service writes itself are classed here, by their fixed descriptions.
@@ -11,7 +11,9 @@ import enum
 
 from pushtrack.domain.status import (
     DESC_CANCELLED,
+    DESC_NO_GATEWAY,
     DESC_NOT_IN_AUDIENCE,
+    DESC_NOT_SUPPORTED,
     DESC_UNKNOWN_DEVICE,
     DESC_UNSUBSCRIBED,
     Status,
@@ -66,8 +68,8 @@ _SERVICE: dict[str, FailureClass] = {
 }
 #: Description prefixes of the dispatcher's own refusals (no gateway for the platform).
 _SERVICE_PREFIXES = (
-    ("No gateway configured for ", _C.CONFIGURATION),
-    ("Platform not supported: ", _C.CONFIGURATION),
+    (DESC_NO_GATEWAY + " ", _C.CONFIGURATION),
+    (DESC_NOT_SUPPORTED + " ", _C.CONFIGURATION),
 )
 
 

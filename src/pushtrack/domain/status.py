@@ -59,3 +59,6 @@ DESC_NOT_IN_AUDIENCE = "Not in the audience"
 DESC_CANCELLED = "Cancelled"
 DESC_OPENED = "Opened"
 DESC_DEVICE_CONFIRMED = "Confirmed by device"
+#: The dispatcher's refusals of a platform, followed by the platform's name.
+DESC_NOT_SUPPORTED = "Platform not supported:"
+DESC_NO_GATEWAY = "No gateway configured for"
