@@ -133,6 +133,11 @@ def export(
     )
 
 
+#: The funnel side by side: sent, accepted by the gateway, confirmed by the device, opened.
+_SHOWN = ("sends", "deliveries", "confirmed", "opens", "inbox_opens", "unshowable_sends", "errors")
+assert set(_SHOWN) == set(COUNTERS)
+
+
 @cli.command()
 def stats(
     message_code: str,
@@ -169,17 +174,19 @@ def stats(
             "",
         )
         return
-    table = Table(f"{bucket} (UTC)", "platform")
-    for c in COUNTERS:  # numbers right-aligned; failures in red
+    table = Table()
+    table.add_column(f"{bucket} (UTC)", no_wrap=True)
+    table.add_column("platform", no_wrap=True)
+    for c in _SHOWN:  # numbers right-aligned; failures in red
         table.add_column(c.replace("_", " "), justify="right", style="red" if c in _RED else None)
     for t in rows:
         table.add_row(
-            to_wire(t.bucket), name_of(t.platform), *(f"{getattr(t, c):,}" for c in COUNTERS)
+            to_wire(t.bucket), name_of(t.platform), *(f"{getattr(t, c):,}" for c in _SHOWN)
         )
     if rows:
         table.add_section()
         table.add_row(
-            "total", "", *(f"{sum(getattr(t, c) for t in rows):,}" for c in COUNTERS), style="bold"
+            "total", "", *(f"{sum(getattr(t, c) for t in rows):,}" for c in _SHOWN), style="bold"
         )
     console.print(table)
 
@@ -202,6 +209,8 @@ def purge(
         "counters": report.counters,
         "jobs": report.jobs,
         "files": report.files,
+        "device_events": report.device_events,
+        "dead_tokens": report.dead_tokens,
     }
     text = f"removed what is older than {data['before']} UTC: " + ", ".join(
         f"{v:,} {k}" for k, v in data.items() if k != "before"

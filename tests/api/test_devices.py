@@ -350,9 +350,14 @@ def test_message_delivery_event_confirms_delivery_once(svc: Service) -> None:
     for _ in range(2):
         out = svc.device("messageDeliveryEvent", hwid="hw-1", hash=p)
         assert out == {"status_code": 200, "status_message": "OK", "response": None}
-    assert trail(svc, code) == [("created", "Created"), ("delivered", "Confirmed by device")]
+    # settled delivered (nothing had answered yet), and the confirmation kept as its own
+    assert trail(svc, code) == [
+        ("created", "Created"),
+        ("delivered", "Confirmed by device"),
+        ("confirmed", "Confirmed by device"),
+    ]
     assert svc.device("pushStat", hwid="hw-1", hash=p)["status_code"] == 200
-    assert [a for a, _ in trail(svc, code)] == ["created", "delivered", "opened"]
+    assert [a for a, _ in trail(svc, code)] == ["created", "delivered", "confirmed", "opened"]
     assert counter_totals(svc) == (1, 1, 0)
 
 
@@ -363,6 +368,7 @@ def test_delivery_event_after_failure_keeps_the_one_terminal_status(svc: Service
     assert svc.server("deleteMessage", message=sent["Messages"][0])["status_code"] == 200
     p = svc.hash_of(code)
     assert svc.device("messageDeliveryEvent", hwid="hw-1", hash=p)["status_code"] == 200
+    # never sent: no confirmation can be true of it
     assert trail(svc, code) == [("created", "Created"), ("failed", "Cancelled")]
 
 

@@ -167,6 +167,7 @@ V2: dict[str, Callable[[Resources], dict[str, Any]]] = {
         "date_to": "2026-11-30 00:00:00",
     },
     "messages:list": lambda r: {"filters": {"messages_codes": [r.message]}},
+    "devices/deadTokens": lambda r: {"application": r.app},
 }
 
 #: Device methods, with a request naming the resources ``r``.

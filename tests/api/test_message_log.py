@@ -28,6 +28,11 @@ ROW_KEYS = {
     "user_id",
     "platform",
     "description",
+    # (ours)
+    "gateway_id",
+    "attempts",
+    "retry_reason",
+    "failure_class",
 }
 WIRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 LOG = "statistics/getMessageLog"
@@ -108,7 +113,7 @@ def test_response_shape(world: World) -> None:
     assert set(page) == {"data", "pagination_token"}
     assert page["pagination_token"] is None
     rows = page["data"]
-    assert len(rows) == 6
+    assert len(rows) == 7
     for row in rows:
         assert set(row) == ROW_KEYS
         assert WIRE_TIME.match(row["timestamp"])
@@ -125,8 +130,14 @@ def test_response_shape(world: World) -> None:
     assert first[("ios-1", "created")]["target_id"] == "ios-1"
     assert first[("and-1", "delivered")]["platform"] == "android"
     assert first[("and-1", "delivered")]["description"] == "Confirmed by device"
+    # the device's confirmation is a fact of its own beside the delivery
+    assert first[("and-1", "confirmed")]["description"] == "Confirmed by device"
     assert first[("ghost", "failed")]["description"] == "Unknown device"
     assert first[("ghost", "failed")]["user_id"] is None
+    assert first[("ghost", "failed")]["failure_class"] == "unknown_device"
+    assert first[("ios-1", "created")]["failure_class"] is None
+    # nothing was sent (no gateway ran): no gateway id, no attempt
+    assert {(r["gateway_id"], r["attempts"], r["retry_reason"]) for r in rows} == {(None, 0, None)}
     assert first[("ios-1", "opened")]["action"] == "opened"
 
 
@@ -141,6 +152,7 @@ def test_id_filters(world: World) -> None:
             ("ghost", "failed"),
             ("ios-1", "opened"),
             ("and-1", "delivered"),
+            ("and-1", "confirmed"),
         ]
     )
     assert svc.log(message_id=m1[0]["message_id"]) == m1
@@ -160,6 +172,7 @@ def test_id_filters(world: World) -> None:
     assert {r["application_code"] for r in ios} == {svc.app.code, world.b}
     pair = svc.log(hwid=["and-1", "web-1"])
     assert sorted(actions(pair)) == [
+        ("and-1", "confirmed"),
         ("and-1", "created"),
         ("and-1", "delivered"),
         ("web-1", "created"),
@@ -169,7 +182,7 @@ def test_id_filters(world: World) -> None:
     u1 = svc.log(user_id="u1")
     assert {r["hwid"] for r in u1} == {"ios-1", "web-1"}
     assert len(u1) == 5
-    assert len(svc.log(application_code=svc.app.code)) == 10
+    assert len(svc.log(application_code=svc.app.code)) == 11
     assert {r["message_code"] for r in svc.log(application_code=world.b)} == {world.m4}
     assert svc.log(application_code="00000-00000") == []
     # filters combine
@@ -187,11 +200,11 @@ def test_dates_actions_and_platforms(world: World) -> None:
         "date_from": _wire(now - timedelta(hours=1)),
         "date_to": _wire(now + timedelta(hours=1)),
     }
-    assert len(svc.log(**around)) == 12
+    assert len(svc.log(**around)) == 13
     past = {"date_from": _wire(now - timedelta(days=3)), "date_to": _wire(now - timedelta(days=2))}
     assert svc.log(**past) == []
     assert svc.log(message_code=world.m1, **past) == []
-    assert len(svc.log(message_code=world.m1, date_from=around["date_from"])) == 6
+    assert len(svc.log(message_code=world.m1, date_from=around["date_from"])) == 7
     assert svc.log(message_code=world.m1, date_to=past["date_to"]) == []
 
     a = {"application_code": svc.app.code}
@@ -206,7 +219,8 @@ def test_dates_actions_and_platforms(world: World) -> None:
         ("ios-1", "opened"),
     ]
     assert svc.log(actions=["sent"], **a) == []
-    assert len(svc.log(actions=[], **a)) == 10
+    assert actions(svc.log(actions=["confirmed"], **a)) == [("and-1", "confirmed")]
+    assert len(svc.log(actions=[], **a)) == 11
     assert len(svc.log(actions=["created"] * 5000, **a)) == 6
 
     ios = svc.log(platforms=["ios"], **a)
@@ -218,9 +232,9 @@ def test_dates_actions_and_platforms(world: World) -> None:
         ("off-1", "created"),
         ("off-1", "failed"),
     ]
-    assert len(svc.log(platforms=["android", "chrome"], **a)) == 3
-    assert len(svc.log(platforms=["Android"], **a)) == 2
-    assert len(svc.log(platforms=["ANDROID"], **a)) == 2  # (ours) messages:list's spelling
+    assert len(svc.log(platforms=["android", "chrome"], **a)) == 4
+    assert len(svc.log(platforms=["Android"], **a)) == 3
+    assert len(svc.log(platforms=["ANDROID"], **a)) == 3  # (ours) messages:list's spelling
     assert svc.log(platforms=["huawei android"], **a) == []
     both = svc.log(platforms=["ios"], actions=["created"], hwid="ios-1", **around)
     assert {r["message_code"] for r in both} == {world.m1, world.m2, world.m4}
@@ -277,7 +291,7 @@ def test_pushwoosh_platform_names(world: World) -> None:
     a = {"application_code": svc.app.code}
     # an entry that matched no device (ghost) has no platform
     everything = [r for r in svc.log(**a) if r["platform"] != "unknown"]
-    assert len(everything) == 8
+    assert len(everything) == 9
     assert svc.log(platforms=list(PUSHWOOSH_PLATFORMS), **a) == everything
     by_name = {name: svc.log(platforms=[name], **a) for name in PUSHWOOSH_PLATFORMS}
     assert {name for name, rows in by_name.items() if rows} == {"ios", "android", "chrome"}
@@ -340,7 +354,7 @@ def test_limit_and_pagination(world: World) -> None:
                 break
             assert isinstance(token, str)
         assert rows == everything
-        assert pages == -(-10 // limit)  # the last page with rows carries no token
+        assert pages == -(-11 // limit)  # the last page with rows carries no token
     page = svc.v2(LOG, {"application_code": svc.app.code, "limit": 100000}).json()
     assert page["data"] == everything
     assert page["pagination_token"] is None

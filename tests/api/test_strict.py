@@ -104,6 +104,7 @@ BASELINES: dict[str, Body] = {
     "statistics/getMessageLog": lambda s, p: {"message_code": p["message"]},
     "statistics/messages/totalsByIntervals": lambda s, p: {"message_code": p["message"]},
     "messages:list": lambda s, _: {"filters": {"application": s.app.code}},
+    "devices/deadTokens": lambda s, _: {"application": s.app.code},
 }
 
 

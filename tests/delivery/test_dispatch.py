@@ -278,12 +278,23 @@ def test_device_confirmation_settles_a_delivery_awaiting_retry(
     _, (code,) = send(svc, ["phone"], content="x")
     work(svc, seconds=3)
     (received,) = apns_server.received
+    # while it waits for its retry, the log shows the try and why it is retried
+    sent = [r for r in svc.log(hwid="phone") if r["action"] == "sent"]
+    assert [(r["attempts"], r["retry_reason"], r["failure_class"]) for r in sent] == [
+        (1, "ServiceUnavailable", "transient")
+    ]
     out = svc.device("messageDeliveryEvent", hwid="phone", hash=received.payload["p"])
     assert out["status_code"] == 200
     assert trail(svc, code) == [
         ("created", "Created"),
         ("sent", "Sent"),
         ("delivered", "Confirmed by device"),
+        ("confirmed", "Confirmed by device"),
+    ]
+    # no longer retried: the reason goes, the count of tries stays
+    sent = [r for r in svc.log(hwid="phone") if r["action"] == "sent"]
+    assert [(r["attempts"], r["retry_reason"], r["failure_class"]) for r in sent] == [
+        (1, None, None)
     ]
     # the pending retry finds the delivery ended and sends nothing more
     apns_server.failures.clear()

@@ -15,8 +15,22 @@ from pushtrack.worker import build_worker
 from tests.exports._support import Clock, at, clocked_service, create, result, run_jobs
 from tests.support import Service, run
 
-COLUMN_OF = {"sent": "sends", "delivered": "deliveries", "opened": "opens", "failed": "errors"}
-COUNTERS = ("sends", "deliveries", "opens", "inbox_opens", "unshowable_sends", "errors")
+COLUMN_OF = {
+    "sent": "sends",
+    "delivered": "deliveries",
+    "opened": "opens",
+    "failed": "errors",
+    "confirmed": "confirmed",
+}
+COUNTERS = (
+    "sends",
+    "deliveries",
+    "opens",
+    "inbox_opens",
+    "unshowable_sends",
+    "errors",
+    "confirmed",
+)
 WIDTH = {"minute": 60, "hour": 3600, "day": 86400}
 PLATFORMS = (1, 3, 11)  # iOS, Android, Chrome
 
@@ -112,7 +126,7 @@ def test_counters_equal_the_event_log(database_url: str, tmp_path: Path, seed: i
                 "opens": str(sum(n for k, n in logged.items() if k[2] == "opens")),
                 "events": [],
             }
-        assert {"sends", "deliveries", "errors", "opens"} <= set(seen), seen
+        assert {"sends", "deliveries", "errors", "opens", "confirmed"} <= set(seen), seen
 
 
 def test_totals_filters_and_errors(database_url: str, tmp_path: Path) -> None:
@@ -137,6 +151,7 @@ def test_totals_filters_and_errors(database_url: str, tmp_path: Path) -> None:
                 "inbox_opens": "0",
                 "unshowable_sends": "0",
                 "errors": "1",
+                "confirmed": "0",
             },
             {
                 "timestamp": "2024-05-01 12:00:00",
@@ -147,6 +162,7 @@ def test_totals_filters_and_errors(database_url: str, tmp_path: Path) -> None:
                 "inbox_opens": "0",
                 "unshowable_sends": "0",
                 "errors": "0",
+                "confirmed": "0",
             },
             {
                 "timestamp": "2024-05-01 12:00:00",
@@ -157,6 +173,7 @@ def test_totals_filters_and_errors(database_url: str, tmp_path: Path) -> None:
                 "inbox_opens": "0",
                 "unshowable_sends": "0",
                 "errors": "0",
+                "confirmed": "0",
             },
         ]
         assert body["conversion"] == {"sends": "0", "opens": "2", "events": []}

@@ -137,6 +137,8 @@ class ReceivedMessage:
     status: int
     error: str | None  # errorCode or RPC status of the answer
     connection: int
+    #: the message's name in the answer ("projects/<id>/messages/<id>"), when accepted
+    name: str | None = None
 
 
 class _Refusal(Exception):
@@ -264,6 +266,7 @@ class FcmServer:
         if request.method != "POST" or not match:
             return Response(404, {"content-type": "text/html"}, b"<h1>Not Found</h1>")
         message: Any = None
+        name: str | None = None
         try:
             self._check_bearer(request.headers.get("authorization", ""))
             if match[1] != self.project_id:
@@ -287,11 +290,17 @@ class FcmServer:
             )
             response, error = Response.json(200, {"name": name}), None
         except _Refusal as refusal:
-            response, error = refusal.response(), refusal.code or refusal.rpc
+            response, error, name = refusal.response(), refusal.code or refusal.rpc, None
         token = message.get("token") if isinstance(message, dict) else None
         self.received.append(
             ReceivedMessage(
-                token, message, dict(request.headers), response.status, error, request.connection
+                token,
+                message,
+                dict(request.headers),
+                response.status,
+                error,
+                request.connection,
+                name,
             )
         )
         return response

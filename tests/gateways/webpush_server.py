@@ -116,6 +116,8 @@ class ReceivedPush:
     plaintext: bytes | None  # the decrypted body
     status: int
     claims: dict[str, Any] | None  # of the VAPID JWT
+    #: the Location of the message resource the answer named (201 only)
+    location: str | None = None
 
     @property
     def payload(self) -> Any:
@@ -251,7 +253,14 @@ class WebPushServer:
                 if refusal.detail == _BAD_JWT:
                     response = Response.json(403, {"reason": "BadJwtToken"})
         self.received.append(
-            ReceivedPush(sub_id, dict(request.headers), plaintext, response.status, claims)
+            ReceivedPush(
+                sub_id,
+                dict(request.headers),
+                plaintext,
+                response.status,
+                claims,
+                response.headers.get("location") if response.status == 201 else None,
+            )
         )
         return response
 

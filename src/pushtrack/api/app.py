@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from pushtrack import logs, metrics
 from pushtrack.api import (
     auth,
+    deadtokens,
     devices,
     envelope,
     events,
@@ -102,6 +103,8 @@ V2: dict[str, Method[Any]] = {
         v2stats.TotalsByIntervals, v2stats.totals_by_intervals, server=True
     ),
     "messages:list": Method(v2stats.MessagesList, v2stats.messages_list, server=True),
+    # (ours) the dead-token ledger
+    "devices/deadTokens": Method(deadtokens.DeadTokens, deadtokens.dead_tokens, server=True),
 }
 
 

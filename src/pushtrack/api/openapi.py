@@ -40,6 +40,7 @@ def _list(items: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": items}
 
 
+_NULLABLE_STR = {"type": ["string", "null"]}
 _REQUEST_ID = _obj(("request_id",), request_id=_STR)
 _COUNTER = {"type": "string", "pattern": "^[0-9]+$"}
 
@@ -131,6 +132,10 @@ _LOG_ROW = _obj(
     user_id={"type": ["string", "null"]},
     platform={"type": ["string", "null"]},
     description=_STR,
+    gateway_id=_NULLABLE_STR,
+    attempts=_INT,
+    retry_reason=_NULLABLE_STR,
+    failure_class=_NULLABLE_STR,
 )
 
 #: What each statistics v2 method answers on success.
@@ -149,6 +154,24 @@ V2_RESPONSES: dict[str, dict[str, Any]] = {
         ("total", "items"),
         total=_INT,
         items=_list(_obj(("id", "code", "status"), id=_INT, code=_STR, status=_STR)),
+    ),
+    "devices/deadTokens": _obj(
+        ("items", "pagination_token"),
+        items=_list(
+            _obj(
+                ("found_at", "application_code", "hwid", "push_token", "platform", "reason"),
+                found_at=_STR,
+                application_code=_STR,
+                hwid=_STR,
+                push_token=_STR,
+                platform=_STR,
+                reason=_STR,
+                message_code=_NULLABLE_STR,
+                message_id={"type": ["integer", "null"]},
+                tracking_code=_NULLABLE_STR,
+            )
+        ),
+        pagination_token=_NULLABLE_STR,
     ),
 }
 

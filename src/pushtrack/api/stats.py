@@ -1,9 +1,13 @@
 """Statistics v2: getMessageLog, the per-device event log with filters and paging.
 
 Actions use Pushwoosh's names (``sent``, ``delivered``, ``opened``, ``inbox_*``)
-plus **(ours)** ``created`` and ``failed``. pushtrack keeps no inbox, so an
-``inbox_*`` action is understood and selects nothing; so does a platform
-Pushwoosh names that no device here can be on (``email``, ``baidu android``).
+plus **(ours)** ``created``, ``failed`` and ``confirmed`` (the device's own
+confirmation, kept beside the gateway's ``delivered``). Each row also carries
+**(ours)** the gateway's id, the delivery's attempts, the last transient reason
+while it is retried, and the failure class (``store/trail.py`` builds the event).
+pushtrack keeps no inbox, so an ``inbox_*`` action is understood and selects
+nothing; so does a platform Pushwoosh names that no device here can be on
+(``email``, ``baidu android``).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import platforms
 from pushtrack.domain.status import BY_LABEL, Status
-from pushtrack.domain.timeutil import DAY_US, parse_wire, to_wire, window_start
+from pushtrack.domain.timeutil import DAY_US, parse_wire, window_start
 from pushtrack.store.base import LogQuery
+from pushtrack.store.trail import delivery_event
 
 MAX_INTERVAL_DAYS = 30
 MAX_LIMIT = 100_000
@@ -47,8 +52,8 @@ class GetMessageLog(msgspec.Struct, forbid_unknown_fields=True):
 
 #: Pushwoosh's inbox actions: in its filter vocabulary, never recorded here (no inbox).
 INBOX_ACTIONS = ("inbox_delivered", "inbox_read", "inbox_opened", "inbox_deleted")
-#: Every action name a filter may use: Pushwoosh's, in its order, then (ours) two more.
-ACTIONS = ("sent", "delivered", "opened", *INBOX_ACTIONS, "created", "failed")
+#: Every action name a filter may use: Pushwoosh's, in its order, then (ours) three more.
+ACTIONS = ("sent", "delivered", "opened", *INBOX_ACTIONS, "created", "failed", "confirmed")
 
 
 def encode_cursor(ts: int, event_id: int) -> str:
@@ -144,21 +149,28 @@ async def get_message_log(call: Call, r: GetMessageLog) -> dict[str, Any]:
     rows = await call.ctx.store.message_log(query)
     more = len(rows) > r.limit
     rows = rows[: r.limit]
-    data = [
-        {
-            "timestamp": to_wire(row.ts),
-            "action": row.status.label,
-            "application_code": row.application_code,
-            "message_code": row.message_code,
-            "message_id": row.message_id,
-            "tracking_code": row.tracking_code,
-            "hwid": row.hwid,
-            "target_id": row.target_id,
-            "user_id": row.user_id,
-            "platform": platforms.name_of(row.platform),
-            "description": row.description,
-        }
-        for row in rows
-    ]
+    data = []
+    for row in rows:
+        event = delivery_event(row)
+        data.append(
+            {
+                "timestamp": event.timestamp,
+                "action": event.status,
+                "application_code": event.application_code,
+                "message_code": event.message_code,
+                "message_id": row.message_id,
+                "tracking_code": event.tracking_code,
+                "hwid": event.hwid,
+                "target_id": row.target_id,
+                "user_id": event.user_id,
+                "platform": event.platform,
+                "description": event.description,
+                # (ours)
+                "gateway_id": event.gateway_id,
+                "attempts": event.attempt,
+                "retry_reason": row.retry_reason,
+                "failure_class": event.failure_class,
+            }
+        )
     token = encode_cursor(rows[-1].ts, rows[-1].event_id) if more and rows else None
     return {"data": data, "pagination_token": token}

@@ -17,7 +17,7 @@ from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain import platforms as platform_names
 from pushtrack.domain.platforms import ACCEPTED
-from pushtrack.domain.status import COUNTERS
+from pushtrack.domain.status import COUNTERS, PUSHWOOSH_COUNTERS
 from pushtrack.domain.timeutil import DAY_US, US, parse_day, parse_wire, to_wire, window_start
 from pushtrack.store.stats import Totals
 
@@ -136,8 +136,8 @@ def _counters(t: Totals) -> dict[str, str]:
 
 
 def _metrics(t: Totals) -> dict[str, int]:
-    """Counters as integers, as messages:list sends them."""
-    return {c: getattr(t, c) for c in COUNTERS}
+    """Counters as integers, as messages:list sends them (Pushwoosh's own)."""
+    return {c: getattr(t, c) for c in PUSHWOOSH_COUNTERS}
 
 
 def _since(call: Call) -> int:

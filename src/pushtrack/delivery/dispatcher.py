@@ -35,15 +35,16 @@ from pushtrack import metrics
 from pushtrack.config import Settings
 from pushtrack.delivery._http import positive_ttl
 from pushtrack.delivery.base import Gateway, GatewayError, Notification, Outcome, Verdict
+from pushtrack.delivery.failures import FailureClass, classify
 from pushtrack.delivery.registry import build_gateway
 from pushtrack.domain.payload import render
 from pushtrack.domain.platforms import Platform, name_of
-from pushtrack.domain.status import Status
+from pushtrack.domain.status import DESC_NO_GATEWAY, DESC_NOT_SUPPORTED, Status
 from pushtrack.jobs.runner import Done, Later
 from pushtrack.jobs.runner import Outcome as JobOutcome
 from pushtrack.sealing import Sealer, unseal
 from pushtrack.store import Store
-from pushtrack.store.dispatch import Batch, Due, Pause, Result
+from pushtrack.store.dispatch import Batch, DeadToken, Due, Pause, Result
 from pushtrack.store.jobs import Job
 
 log = logging.getLogger("pushtrack.delivery")
@@ -143,9 +144,9 @@ class Dispatcher:
 
         def refuse(platform: int) -> str | None:
             if platform not in SERVED:
-                return f"Platform not supported: {name_of(platform)}"
+                return f"{DESC_NOT_SUPPORTED} {name_of(platform)}"
             if platform not in settings:
-                return f"No gateway configured for {name_of(platform)}"
+                return f"{DESC_NO_GATEWAY} {name_of(platform)}"
             return None
 
         while True:
@@ -216,7 +217,7 @@ class Dispatcher:
             )
         )
         results: list[Result] = []
-        dead_tokens: list[tuple[str, int | None]] = []
+        dead_tokens: list[DeadToken] = []
         now = self.store.clock()
         for (platform, ds), (outcomes, wait_until) in zip(groups, answers, strict=True):
             kind = settings[platform][0]
@@ -228,7 +229,10 @@ class Dispatcher:
                 outcome_name = result.status.label if result.status is not None else "retry"
                 metrics.DELIVERY_OUTCOMES.labels(outcome_name, platform_name, kind).inc()
                 if outcome.unsubscribe:
-                    dead_tokens.append((d.push_token, outcome.dead_since))
+                    reason = outcome.reason or outcome.description
+                    dead_tokens.append(
+                        DeadToken(d.push_token, outcome.dead_since, d.delivery_id, reason)
+                    )
         retries = [r.retry_at for r in results if r.retry_at is not None]
         platforms = {d.delivery_id: d.platform for d in batch.due}
         status = await self.store.dispatch.record(
@@ -337,11 +341,19 @@ class Dispatcher:
     def _result(
         self, d: Due, outcome: Outcome, now: int, limit: _Limit, wait_until: int, kind: str
     ) -> Result:
+        found = classify(outcome, kind)
+        cls = found.value if found is not None else None  # stored as plain text
+        gid = outcome.gateway_id
         if outcome.verdict is Verdict.DELIVERED:
-            return Result(d.delivery_id, Status.DELIVERED, outcome.description)
+            return Result(d.delivery_id, Status.DELIVERED, outcome.description, gateway_id=gid)
         if outcome.verdict is Verdict.FAILED:
             return Result(
-                d.delivery_id, Status.FAILED, outcome.description, unsubscribe=outcome.unsubscribe
+                d.delivery_id,
+                Status.FAILED,
+                outcome.description,
+                unsubscribe=outcome.unsubscribe,
+                gateway_id=gid,
+                failure_class=cls,
             )
         attempt = d.attempts + 1
         if outcome.verdict is Verdict.CREDENTIALS:
@@ -353,13 +365,18 @@ class Dispatcher:
                     Status.FAILED,
                     f"{outcome.description} (gave up while the gateway was paused:"
                     f" {limit.what} ends before the next try)",
+                    failure_class=cls,
                 )
-            return Result(d.delivery_id, None, outcome.description, retry_at=wait_until)
+            return Result(
+                d.delivery_id, None, outcome.description, retry_at=wait_until, failure_class=cls
+            )
         if self.policy.max_attempts and attempt >= self.policy.max_attempts:
             return Result(
                 d.delivery_id,
                 Status.FAILED,
                 f"{outcome.description} (gave up after {attempt} attempts)",
+                gateway_id=gid,
+                failure_class=FailureClass.EXPIRED.value,
             )
         retry_at = now + int(self.policy.delay(outcome, d.attempts) * 1_000_000)
         if retry_at >= limit.deadline:
@@ -369,9 +386,13 @@ class Dispatcher:
                 Status.FAILED,
                 f"{outcome.description} (gave up after {attempt} attempts:"
                 f" {limit.what} ends before the next try)",
+                gateway_id=gid,
+                failure_class=FailureClass.EXPIRED.value,
             )
         metrics.DELIVERY_RETRIES.labels(kind=kind, status=outcome.http_status or "none").inc()
-        return Result(d.delivery_id, None, outcome.description, retry_at=retry_at)
+        return Result(
+            d.delivery_id, None, outcome.description, retry_at=retry_at, failure_class=cls
+        )
 
     async def _gateway(
         self, app_id: int, platform: int, setting: tuple[str, dict[str, Any], int]

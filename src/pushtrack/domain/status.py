@@ -13,6 +13,9 @@ class Status(IntEnum):
     DELIVERED = 3
     FAILED = 4
     OPENED = 5
+    #: (ours) The device's own confirmation (messageDeliveryEvent), kept as a fact of its
+    #: own beside the gateway's ``delivered``; never in the tracking-log export.
+    CONFIRMED = 6
 
     @property
     def label(self) -> str:
@@ -31,6 +34,7 @@ COUNTER_OF: dict[Status, str] = {
     Status.DELIVERED: "deliveries",
     Status.FAILED: "errors",
     Status.OPENED: "opens",
+    Status.CONFIRMED: "confirmed",
 }
 
 COUNTERS: tuple[str, ...] = (
@@ -40,7 +44,11 @@ COUNTERS: tuple[str, ...] = (
     "inbox_opens",
     "unshowable_sends",
     "errors",
+    "confirmed",
 )
+
+#: The counters Pushwoosh's own statistics name (messages:list, getMsgStats).
+PUSHWOOSH_COUNTERS: tuple[str, ...] = COUNTERS[:-1]
 
 #: Descriptions the service writes itself (gateways write their own reasons).
 DESC_CREATED = "Created"
@@ -51,3 +59,6 @@ DESC_NOT_IN_AUDIENCE = "Not in the audience"
 DESC_CANCELLED = "Cancelled"
 DESC_OPENED = "Opened"
 DESC_DEVICE_CONFIRMED = "Confirmed by device"
+#: The dispatcher's refusals of a platform, followed by the platform's name.
+DESC_NOT_SUPPORTED = "Platform not supported:"
+DESC_NO_GATEWAY = "No gateway configured for"

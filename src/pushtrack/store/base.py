@@ -184,6 +184,16 @@ class LogRow(msgspec.Struct, frozen=True):
     target_id: str
     user_id: str | None
     platform: int
+    #: The gateway's id for the notification (apns-id, FCM message name, Web Push
+    #: Location), on the event recording the gateway's answer.
+    gateway_id: str | None = None
+    #: What kind of failure (domain/failures.py): on a ``failed`` event, and on the
+    #: ``sent`` event of a delivery being retried.
+    failure_class: str | None = None
+    #: How many times the gateway has been tried for the delivery so far.
+    attempts: int = 0
+    #: The last transient reason of a delivery being retried (on its ``sent`` event).
+    retry_reason: str | None = None
 
 
 class Tx(Protocol):

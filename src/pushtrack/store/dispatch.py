@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -71,6 +71,23 @@ class Result(msgspec.Struct, frozen=True):
     description: str
     unsubscribe: bool = False
     retry_at: int | None = None
+    #: The id the gateway gave the notification (apns-id, FCM message name, Web Push
+    #: Location), kept with the event that records the outcome.
+    gateway_id: str | None = None
+    #: What kind of failure (``delivery/failures.py``), for FAILED and retried outcomes.
+    failure_class: str | None = None
+
+
+class DeadToken(NamedTuple):
+    """A token a gateway's answer says is dead: the devices holding it are unsubscribed
+    and written to the dead-token ledger."""
+
+    token: str
+    #: When the gateway says the token stopped being valid (µs), if it says.
+    since: int | None
+    #: The delivery whose answer found it, and the gateway's reason.
+    delivery_id: int
+    reason: str
 
 
 def set_gateway(
@@ -290,20 +307,23 @@ def record(
     message_id: int,
     platforms: dict[int, int],
     results: Sequence[Result],
-    unsubscribe_tokens: Sequence[tuple[str, int | None]],
+    unsubscribe_tokens: Sequence[DeadToken],
     app_id: int,
     finish: bool,
 ) -> str | None:
     """Write a batch of gateway outcomes (``platforms``: delivery -> platform).
 
-    With ``finish`` (nothing of the range waits any more) the message is marked
-    done once every delivery has ended; its status is then returned.
+    The guarded UPDATE that ends a delivery also counts the try (``attempts``), and
+    the event it wins keeps the gateway's id and the failure class: no statement
+    more per delivery. With ``finish`` (nothing of the range waits any more) the
+    message is marked done once every delivery has ended; its status is then returned.
     """
     if finish:
         lock_message(tx, message_id)
+    tried = ", attempts = attempts + 1"
     delivered = [r for r in results if r.status is Status.DELIVERED]
     if delivered:
-        won = _won(tx, [r.delivery_id for r in delivered], int(Status.DELIVERED), (_SENT,))
+        won = _won(tx, [r.delivery_id for r in delivered], int(Status.DELIVERED), (_SENT,), tried)
         append_events(
             tx,
             [
@@ -313,6 +333,8 @@ def record(
                     r.description,
                     message_id,
                     platforms[r.delivery_id],
+                    r.gateway_id,
+                    None,
                 )
                 for r in delivered
                 if r.delivery_id in won
@@ -320,40 +342,77 @@ def record(
         )
     failed = [r for r in results if r.status is Status.FAILED]
     if failed:
-        fail(
-            tx,
-            message_id,
-            [(r.delivery_id, platforms[r.delivery_id], r.description) for r in failed],
+        won = _won(
+            tx, [r.delivery_id for r in failed], int(Status.FAILED), (_CREATED, _SENT), tried
         )
-    retry: dict[int, list[int]] = defaultdict(list)
+        append_events(
+            tx,
+            [
+                (
+                    r.delivery_id,
+                    Status.FAILED,
+                    r.description,
+                    message_id,
+                    platforms[r.delivery_id],
+                    r.gateway_id,
+                    r.failure_class,
+                )
+                for r in failed
+                if r.delivery_id in won
+            ],
+        )
+    retry: dict[tuple[int, str, str | None], list[int]] = defaultdict(list)
     for r in results:
         if r.status is None and r.retry_at is not None:
-            retry[r.retry_at].append(r.delivery_id)
-    for when, ids in retry.items():
-        _won(tx, ids, _SENT, (_SENT,), ", attempts = attempts + 1, next_at = ?", (when,))
-    _unsubscribe(tx, app_id, unsubscribe_tokens)
+            retry[(r.retry_at, r.description, r.failure_class)].append(r.delivery_id)
+    for (when, reason, cls), ids in retry.items():
+        _won(
+            tx,
+            ids,
+            _SENT,
+            (_SENT,),
+            ", attempts = attempts + 1, next_at = ?, retry_reason = ?, retry_class = ?",
+            (when, reason, cls),
+        )
+    _unsubscribe(tx, app_id, message_id, unsubscribe_tokens)
     return finish_message(tx, message_id=message_id) if finish else None
 
 
-def _unsubscribe(tx: Tx, app_id: int, tokens: Sequence[tuple[str, int | None]]) -> None:
-    """Unsubscribe the devices holding dead tokens. A token the gateway says is dead
-    since a time stays with a device that registered it after that time."""
+def _unsubscribe(tx: Tx, app_id: int, message_id: int, tokens: Sequence[DeadToken]) -> None:
+    """Unsubscribe the devices holding dead tokens, and write each one unsubscribed to
+    the dead-token ledger. A token the gateway says is dead since a time stays with a
+    device that registered it after that time."""
+    if not tokens:
+        return
     now = tx.now()
-    always = [token for token, since in tokens if since is None]
+    found: dict[str, DeadToken] = {t.token: t for t in tokens}
+    gone: list[tuple[Any, ...]] = []
+    returning = " AND subscribed = 1 RETURNING id, hwid, push_token, device_type"
+    always = [t.token for t in tokens if t.since is None]
     for start in range(0, len(always), 900):
         part = always[start : start + 900]
-        tx.run(
+        gone += tx.all(
             "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
-            f" AND push_token IN ({','.join('?' * len(part))})",
+            f" AND push_token IN ({','.join('?' * len(part))}){returning}",
             (now, app_id, *part),
         )
-    for token, since in tokens:
-        if since is not None:
-            tx.run(
+    for t in tokens:
+        if t.since is not None:
+            gone += tx.all(
                 "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
-                " AND push_token = ? AND (token_at IS NULL OR token_at <= ?)",
-                (now, app_id, token, since),
+                f" AND push_token = ? AND (token_at IS NULL OR token_at <= ?){returning}",
+                (now, app_id, t.token, t.since),
             )
+    if gone:
+        tx.many(
+            "INSERT INTO dead_tokens (app_id, device_id, hwid, push_token, platform, reason,"
+            " message_id, delivery_id, found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (app_id, device_id, hwid, token, platform, found[token].reason, message_id,
+                 found[token].delivery_id, now)
+                for device_id, hwid, token, platform in sorted(gone)
+            ],
+        )  # fmt: skip
 
 
 def send_rate(tx: Tx, *, message_id: int) -> int | None:
@@ -578,7 +637,7 @@ class DispatchStore:
         app_id: int,
         platforms: dict[int, int],
         results: Sequence[Result],
-        unsubscribe_tokens: Sequence[tuple[str, int | None]],
+        unsubscribe_tokens: Sequence[DeadToken],
         finish: bool,
     ) -> str | None:
         return await self.engine.write(

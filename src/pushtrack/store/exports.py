@@ -139,9 +139,12 @@ def _json_str(text: str) -> str:
     return f'"{text}"'
 
 
+#: The events of the trail in the seed's vocabulary: a device's ``confirmed`` (ours) is
+#: left out, so the export stays exactly in the seed's format.
 _EVENTS_SQL = (
     f"SELECT id + {EVENT_KEY}, ts, status, description, delivery_id FROM events"
-    " WHERE ts >= ? AND ts < ? AND (ts, id) > (?, ?) ORDER BY ts, id LIMIT ?"
+    f" WHERE ts >= ? AND ts < ? AND (ts, id) > (?, ?) AND status <> {int(Status.CONFIRMED)}"
+    " ORDER BY ts, id LIMIT ?"
 )
 #: The deliveries' ``created``, carried by their rows.
 _CREATED_SQL = (
@@ -276,7 +279,8 @@ def count(tx: Tx, q: TrackQuery) -> int:
     row = tx.one(
         "SELECT COUNT(*) FROM events e JOIN deliveries d ON d.id = e.delivery_id"
         " JOIN messages m ON m.id = d.message_id"
-        f" WHERE e.ts >= ? AND e.ts < ? AND +m.app_id IN ({marks})",
+        f" WHERE e.ts >= ? AND e.ts < ? AND +m.app_id IN ({marks})"
+        f" AND e.status <> {int(Status.CONFIRMED)}",
         (q.start, q.end, *apps),
     )
     created = tx.one(

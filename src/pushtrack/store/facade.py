@@ -23,6 +23,7 @@ from pushtrack.store.base import (
     TokenInfo,
 )
 from pushtrack.store.batch import Batcher
+from pushtrack.store.deadtokens import DeadTokenStore
 from pushtrack.store.devices import DeviceStore
 from pushtrack.store.dispatch import DispatchStore
 from pushtrack.store.expansion import ExpansionStore
@@ -43,6 +44,7 @@ class Store:
         self.stats = StatsStore(engine)
         self.retention = RetentionStore(engine)
         self.devices = DeviceStore(engine)
+        self.dead_tokens = DeadTokenStore(engine)
         self._reports = Batcher(
             engine, tx.record_device_reports, in_flight=engine.batches_in_flight
         )

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from pushtrack.domain import codes
+from pushtrack.domain.failures import class_of
 from pushtrack.domain.payload import build_template
 from pushtrack.domain.platforms import Platform, platform_of
 from pushtrack.domain.status import (
@@ -638,7 +639,8 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         if q.after is not None:
             add("(e.ts, e.id) > (?, ?)", q.after[0], q.after[1] - EVENT_KEY)
         branches.append(
-            f"SELECT e.ts, e.id + {EVENT_KEY}, e.status, e.description, {_LOG_COLUMNS}"
+            f"SELECT e.ts, e.id + {EVENT_KEY}, e.status, e.description, e.gateway_id,"
+            f" e.failure_class, {_LOG_COLUMNS}"
             f" FROM events e JOIN deliveries d ON d.id = e.delivery_id {_LOG_JOINS}"
             f" WHERE {' AND '.join(where)} ORDER BY e.ts, e.id LIMIT ?"
         )
@@ -652,7 +654,8 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         if q.after is not None:
             add("(d.created_at, d.id) > (?, ?)", q.after[0], min(q.after[1], EVENT_KEY))
         branches.append(
-            f"SELECT d.created_at, d.id, {int(Status.CREATED)}, '{DESC_CREATED}', {_LOG_COLUMNS}"
+            f"SELECT d.created_at, d.id, {int(Status.CREATED)}, '{DESC_CREATED}', NULL, NULL,"
+            f" {_LOG_COLUMNS}"
             f" FROM deliveries d {_LOG_JOINS}"
             f" WHERE {' AND '.join(where)} ORDER BY d.created_at, d.id LIMIT ?"
         )
@@ -666,27 +669,41 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     if rows and key is None:
         key = tracking_key(tx)
     shown = {m: codes.shown_message_id(key, m) for m in {r.message_id for r in rows}} if key else {}
-    return [
-        LogRow(
-            event_id=r.event_id,
-            ts=r.ts,
-            status=Status(r.status),
-            description=r.description,
-            application_code=r.app_code,
-            message_code=r.message_code,
-            message_id=shown.get(r.message_id, 0),
-            tracking_code=code_of(key, r.delivery_id, r.legacy_code) if key else "",
-            hwid=r.hwid,
-            target_id=r.target_id,
-            user_id=r.user_id,
-            platform=r.platform,
+    out = []
+    for r in rows:
+        status = Status(r.status)
+        # a delivery being retried: its last transient reason and class, on its `sent`
+        retrying = (
+            status is Status.SENT and r.state == int(Status.SENT) and r.retry_reason is not None
         )
-        for r in rows
-    ]
+        out.append(
+            LogRow(
+                event_id=r.event_id,
+                ts=r.ts,
+                status=status,
+                description=r.description,
+                application_code=r.app_code,
+                message_code=r.message_code,
+                message_id=shown.get(r.message_id, 0),
+                tracking_code=code_of(key, r.delivery_id, r.legacy_code) if key else "",
+                hwid=r.hwid,
+                target_id=r.target_id,
+                user_id=r.user_id,
+                platform=r.platform,
+                gateway_id=r.gateway_id,
+                failure_class=r.retry_class
+                if retrying
+                else class_of(status, r.failure_class, r.description),
+                attempts=r.attempts,
+                retry_reason=r.retry_reason if retrying else None,
+            )
+        )
+    return out
 
 
 _LOG_COLUMNS = (
-    "a.code, m.code, m.id, d.id, d.legacy_code, d.hwid, d.target_id, d.user_id, d.platform"
+    "a.code, m.code, m.id, d.id, d.legacy_code, d.hwid, d.target_id, d.user_id, d.platform,"
+    " d.state, d.attempts, d.retry_reason, d.retry_class"
 )
 _LOG_JOINS = (
     "JOIN messages m ON m.id = d.message_id JOIN applications a ON a.id = m.app_id"
@@ -702,6 +719,9 @@ class _LogRead(NamedTuple):
     event_id: int
     status: int
     description: str
+    #: of the event recording a gateway's answer
+    gateway_id: str | None
+    failure_class: str | None
     app_code: str
     message_code: str
     message_id: int
@@ -711,6 +731,10 @@ class _LogRead(NamedTuple):
     target_id: str
     user_id: str | None
     platform: int
+    state: int
+    attempts: int
+    retry_reason: str | None
+    retry_class: str | None
 
 
 def _device_ids(tx: Tx, account: str, hwids: Sequence[str]) -> list[int]:

@@ -345,6 +345,31 @@ MIGRATIONS: list[str] = [
     WHERE kind IN ('dispatch', 'expand_audience');
     CREATE INDEX jobs_message ON jobs (message_id) WHERE message_id IS NOT NULL;
     """,
+    # 10: an honest funnel and the gateways' answers kept (see the SQLite migration 10);
+    # the new columns of the partitioned events table reach every partition.
+    """
+    ALTER TABLE events ADD COLUMN gateway_id TEXT;
+    ALTER TABLE events ADD COLUMN failure_class TEXT;
+    ALTER TABLE deliveries ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN retry_reason TEXT;
+    ALTER TABLE deliveries ADD COLUMN retry_class TEXT;
+    ALTER TABLE counters ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE counters_minute ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE dead_tokens (
+        id BIGSERIAL PRIMARY KEY,
+        app_id BIGINT NOT NULL REFERENCES applications (id),
+        device_id BIGINT NOT NULL,
+        hwid TEXT NOT NULL,
+        push_token TEXT NOT NULL,
+        platform INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        message_id BIGINT,
+        delivery_id BIGINT,
+        found_at BIGINT NOT NULL
+    );
+    CREATE INDEX dead_tokens_app ON dead_tokens (app_id, found_at);
+    CREATE INDEX dead_tokens_found ON dead_tokens (found_at);
+    """,
 ]
 
 

@@ -14,6 +14,7 @@ What goes, for a window starting at ``before``:
 - counter buckets (hourly and per minute) that end at or before it;
 - finished jobs last updated before it;
 - events that devices posted (postEvent), received before it;
+- entries of the dead-token ledger found before it;
 - export files past their expiry or made before it (rows and files on disk:
   ``jobs/retention.py`` unlinks them).
 
@@ -41,6 +42,7 @@ import msgspec
 
 from pushtrack.domain.timeutil import HOUR_US, day_of
 from pushtrack.store.base import Engine, StoreError, Tx
+from pushtrack.store.deadtokens import delete_dead_tokens
 from pushtrack.store.devices import delete_device_events
 from pushtrack.store.exports import FileRecord, delete_files, expired_files
 from pushtrack.store.tx import COUNTER_TABLES
@@ -70,6 +72,7 @@ class PurgeReport(msgspec.Struct):
     jobs: int = 0
     files: int = 0
     device_events: int = 0
+    dead_tokens: int = 0
 
 
 def drop_partitions(tx: Tx, *, before: int) -> int:
@@ -214,6 +217,9 @@ class RetentionStore:
         report.jobs = await self._drain(partial(delete_jobs, before=before, limit=batch), batch)
         report.device_events = await self._drain(
             partial(delete_device_events, before=before, limit=batch), batch
+        )
+        report.dead_tokens = await self._drain(
+            partial(delete_dead_tokens, before=before, limit=batch), batch
         )
         return report
 

@@ -370,4 +370,32 @@ MIGRATIONS: list[str] = [
     WHERE kind IN ('dispatch', 'expand_audience') AND json_valid(params);
     CREATE INDEX jobs_message ON jobs (message_id) WHERE message_id IS NOT NULL;
     """,
+    # 10: an honest funnel and the gateways' answers kept. A device's confirmation is a
+    # fact of its own (deliveries.confirmed, the `confirmed` counter); the event that
+    # records a gateway's answer keeps the gateway's message id and the failure class;
+    # a delivery being retried keeps its last transient reason and class; every device
+    # a gateway's answer unsubscribed is written to the dead-token ledger.
+    """
+    ALTER TABLE events ADD COLUMN gateway_id TEXT;
+    ALTER TABLE events ADD COLUMN failure_class TEXT;
+    ALTER TABLE deliveries ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN retry_reason TEXT;
+    ALTER TABLE deliveries ADD COLUMN retry_class TEXT;
+    ALTER TABLE counters ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE counters_minute ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE dead_tokens (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES applications (id),
+        device_id INTEGER NOT NULL,
+        hwid TEXT NOT NULL,
+        push_token TEXT NOT NULL,
+        platform INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        message_id INTEGER,
+        delivery_id INTEGER,
+        found_at INTEGER NOT NULL
+    );
+    CREATE INDEX dead_tokens_app ON dead_tokens (app_id, found_at);
+    CREATE INDEX dead_tokens_found ON dead_tokens (found_at);
+    """,
 ]

@@ -40,6 +40,8 @@ class Totals(msgspec.Struct, frozen=True):
     inbox_opens: int = 0
     unshowable_sends: int = 0
     errors: int = 0
+    #: (ours) devices' own confirmations (messageDeliveryEvent)
+    confirmed: int = 0
 
 
 class MessageSummary(msgspec.Struct, frozen=True):

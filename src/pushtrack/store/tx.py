@@ -270,21 +270,39 @@ def unregister_device(tx: Tx, app: App, hwid: str) -> bool:
 # -- events and counters -----------------------------------------------------------------
 
 
-def append_events(tx: Tx, events: Sequence[tuple[int, Status, str, int, int]]) -> None:
-    """Append events ``(delivery_id, status, description, message_id, platform)``.
+#: An event to append: ``(delivery_id, status, description, message_id, platform)``,
+#: optionally followed by the gateway's id and the failure class of a gateway's answer.
+NewEvent = (
+    tuple[int, Status, str, int, int] | tuple[int, Status, str, int, int, str | None, str | None]
+)
 
-    Callers pass only transitions they won on the delivery row (its ``state``
-    and ``opened`` columns, changed by a guarded UPDATE in the same
+
+def append_events(tx: Tx, events: Sequence[NewEvent]) -> None:
+    """Append events ``(delivery_id, status, description, message_id, platform[,
+    gateway_id, failure_class])``.
+
+    Callers pass only transitions they won on the delivery row (its ``state``,
+    ``opened`` and ``confirmed`` columns, changed by a guarded UPDATE in the same
     transaction), so there is at most one event per (delivery, status) and
     counters always agree with the log.
     """
     if not events:
         return
     ts = tx.now()
-    tx.many(
-        "INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, ?, ?)",
-        [(ts, e[0], int(e[1]), e[2]) for e in events],
-    )
+    if any(len(e) > 5 for e in events):
+        tx.many(
+            "INSERT INTO events (ts, delivery_id, status, description, gateway_id,"
+            " failure_class) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (ts, e[0], int(e[1]), e[2], *(e[5:7] if len(e) > 5 else (None, None)))
+                for e in events
+            ],
+        )
+    else:
+        tx.many(
+            "INSERT INTO events (ts, delivery_id, status, description) VALUES (?, ?, ?, ?)",
+            [(ts, e[0], int(e[1]), e[2]) for e in events],
+        )
     bump_counters(tx, ((e[3], ts, e[4], e[1]) for e in events))
 
 
@@ -410,11 +428,12 @@ def record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
             delivered.update((d.id, d) for d in mine)
         elif r.open_logging:
             opened.update((d.id, d) for d in mine)
-    events: list[tuple[int, Status, str, int, int]] = []
+    events: list[NewEvent] = []
     if delivered:
-        # The device's word settles a delivery still in flight; one already
-        # delivered (the gateway accepted it) or failed keeps its one terminal status.
         ids = sorted(delivered)
+        # The device's word settles a delivery still in flight (``delivered``, as
+        # before); one already delivered (the gateway accepted it) or failed keeps its
+        # one terminal status.
         won = tx.all(
             f"UPDATE deliveries SET state = ? WHERE state IN (?, ?)"
             f" AND id IN ({_marks(ids)}) RETURNING id",
@@ -423,6 +442,18 @@ def record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
         for (did,) in sorted(won):
             d = delivered[did]
             events.append((did, Status.DELIVERED, DESC_DEVICE_CONFIRMED, d.message_id, d.platform))
+        # Either way the confirmation is a fact of its own, once per delivery, on a
+        # delivery that went to a gateway (or was just settled): one that ended without
+        # being sent (cancelled, no gateway, unsubscribed) cannot have reached the device.
+        won = tx.all(
+            f"UPDATE deliveries SET confirmed = 1 WHERE confirmed = 0"
+            f" AND (state IN (?, ?) OR (state = ? AND attempts > 0))"
+            f" AND id IN ({_marks(ids)}) RETURNING id",
+            (int(Status.SENT), int(Status.DELIVERED), int(Status.FAILED), *ids),
+        )
+        for (did,) in sorted(won):
+            d = delivered[did]
+            events.append((did, Status.CONFIRMED, DESC_DEVICE_CONFIRMED, d.message_id, d.platform))
     if opened:
         ids = sorted(opened)
         won = tx.all(
