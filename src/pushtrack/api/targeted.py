@@ -70,6 +70,8 @@ async def create_targeted_message(call: Call, r: CreateTargetedMessage) -> dict[
     node, apps = await filters.devices_filter_selection(call, r.devices_filter)
     for app in apps:
         call.ctx.message_limiter.check(f"a{app.id}")
+    for app in apps:
+        messages.check_content_for_app(r, await messages.apns_push_types(call, app), "")
     notification = fields(r)  # as createMessage keeps a notification's given fields
     del notification["devices_filter"]  # kept, as a tree, in the message's targeting
     plan = MessagePlan(
