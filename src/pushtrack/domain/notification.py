@@ -88,6 +88,10 @@ IGNORED: dict[str, str] = {
 }
 
 _WINDOWS = "pushtrack has no Windows gateway"
+_LIVE_ACTIVITY = (
+    "Live Activities are not named by id here: an application whose APNs gateway sends"
+    " liveactivity pushes sends each push as an update, its aps from ios_root_params"
+)
 #: Fields Pushwoosh documents for a notification that pushtrack does not do: each is
 #: refused with 210 ``"<field>" is not supported`` and the reason.
 UNSUPPORTED: dict[str, str] = {
@@ -102,8 +106,8 @@ UNSUPPORTED: dict[str, str] = {
     "capping_count": "pushtrack does no frequency capping",
     "capping_exclude": "pushtrack does no frequency capping",
     "capping_avoid": "pushtrack does no frequency capping",
-    "live_activity": "pushtrack sends no Live Activity updates",
-    "live_activity_id": "pushtrack sends no Live Activity updates",
+    "live_activity": _LIVE_ACTIVITY,
+    "live_activity_id": _LIVE_ACTIVITY,
     "transactionId": "pushtrack does not deduplicate createMessage calls",
     "wp_type": _WINDOWS,
     "wp_background": _WINDOWS,
