@@ -131,3 +131,22 @@ async def test_apns_and_fcm_clients_never_fall_back(
     assert not info.value.may_have_reached
     assert webpush_http1_server.http1.h2_refused == 0
     assert webpush_http1_server.received == []
+
+
+async def test_h2_is_offered_again_after_the_recheck_interval(
+    webpush_http1_server: WebPushServer,
+    webpush_settings: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    push = webpush_http1_server
+    monkeypatch.setattr(_http, "HTTP1_RECHECK", 0.0)  # every request offers h2 again
+    subscriber = push.subscribe()
+    connections = push.http1.connections
+    async with gateway(webpush_settings) as wp:
+        for i in (1, 2):
+            [outcome] = await wp.send([notification(Platform.CHROME, subscriber.token, i)])
+            assert outcome.verdict is Verdict.DELIVERED
+    # each push: one connection offering h2 (closed unused); the HTTP/1.1 one is kept
+    assert push.http1.connections == connections + 3
+    assert push.http1.h2_refused == 0
+    assert len(push.received) == 2

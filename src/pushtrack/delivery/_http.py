@@ -543,12 +543,13 @@ class Client:
     def _http1_pool(self, origin: str) -> _Http1Pool:
         """The origin's HTTP/1.1 connections, from now on for ``HTTP1_RECHECK`` seconds."""
         found = self._http1.get(origin)
-        if found is not None and found[0] > time.monotonic():
-            return found[1]
         if found is not None:
-            found[1].close()
-        assert self._ssl_http1 is not None
-        pool = _Http1Pool(origin, self._ssl_http1, self._connect_timeout, self._http1_connections)
+            pool = found[1]  # still HTTP/1.1 after a recheck: its connections go on
+        else:
+            assert self._ssl_http1 is not None
+            pool = _Http1Pool(
+                origin, self._ssl_http1, self._connect_timeout, self._http1_connections
+            )
         self._http1[origin] = (time.monotonic() + HTTP1_RECHECK, pool)
         return pool
 
