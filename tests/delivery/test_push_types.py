@@ -16,7 +16,7 @@ from tests.delivery._support import apns_token, notification
 from tests.delivery.test_apns import send as apns_send
 from tests.delivery.test_dispatch import gateway, send, sender, trail, work
 from tests.gateways import ApnsServer
-from tests.support import Service
+from tests.support import Service, run
 
 __all__ = ["sender"]  # the fixture, shared with test_dispatch
 
@@ -191,3 +191,27 @@ async def test_local_server_refuses_a_long_collapse_id_and_oversized_voip(
 def test_mdm_is_refused_with_the_reason(apns_settings: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="mdm is not supported: MDM pushes need"):
         parse_config("apns", {**apns_settings, "push_type": "mdm"})
+
+
+def test_create_targeted_message_names_the_application_refused(
+    sender: Service, apns_settings: dict[str, Any]
+) -> None:
+    svc = sender
+    other = svc.new_app("walkie-talkie")
+    gateway(svc, 1, "apns", apns_settings)
+    run_set = svc.store.dispatch.set_gateway
+    run(run_set("default", other.code, 1, "apns", {**apns_settings, "push_type": "pushtotalk"}))
+    before = messages_of(svc)
+    body = {
+        "auth": svc.server_token,
+        "devices_filter": f'(A("{svc.app.code}") + A("{other.code}"))',
+        "content": "Over",
+        "ios_ttl": 30,
+    }
+    out = svc.call("createTargetedMessage", body).json()
+    assert out["status_code"] == 210, out
+    assert out["status_message"].startswith("ios_ttl: Push to Talk pushes")
+    assert out["status_message"].endswith(f"(application {other.code})")
+    assert messages_of(svc) == before
+    body["ios_ttl"] = 0
+    assert svc.call("createTargetedMessage", body).json()["status_code"] == 200

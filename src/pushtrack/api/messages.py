@@ -166,13 +166,17 @@ async def apns_push_types(call: Call, app: App) -> dict[int, str]:
     return found
 
 
-def check_content_for_app(n: Content, push_types: dict[int, str], where: str) -> None:
-    """``check_for_app`` in the API's words: 210 naming the field."""
+def check_content_for_app(
+    n: Content, push_types: dict[int, str], where: str, app: App | None = None
+) -> None:
+    """``check_for_app`` in the API's words: 210 naming the field (and the application,
+    when a request goes to several)."""
     try:
         check_for_app(n, push_types)
     except ContentError as exc:
         field = f"{where}.{exc.field}" if where else exc.field
-        raise ArgumentError(f"{field}: {exc.reason}") from None
+        whose = f" (application {app.code})" if app is not None else ""
+        raise ArgumentError(f"{field}: {exc.reason}{whose}") from None
 
 
 async def create_message(call: Call, r: CreateMessage) -> dict[str, Any]:
