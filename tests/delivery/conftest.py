@@ -64,6 +64,20 @@ def _webpush_server(tls: LocalTLS) -> Iterator[WebPushServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def _webpush_http1_server(tls: LocalTLS) -> Iterator[WebPushServer]:
+    with WebPushServer(tls, http1=True) as server:
+        yield server
+
+
+@pytest.fixture
+def webpush_http1_server(_webpush_http1_server: WebPushServer) -> Iterator[WebPushServer]:
+    """A push service that speaks only HTTP/1.1 (ALPN offers http/1.1 alone)."""
+    _webpush_http1_server.reset()
+    yield _webpush_http1_server
+    assert not _webpush_http1_server.errors, _webpush_http1_server.errors
+
+
 @pytest.fixture
 def apns_server(_apns_server: ApnsServer) -> Iterator[ApnsServer]:
     _apns_server.reset()

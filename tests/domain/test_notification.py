@@ -12,7 +12,7 @@ from pushtrack.domain.notification import (
     UNSUPPORTED,
     Content,
     ContentError,
-    check,
+    check_for_app,
     fields,
 )
 from pushtrack.domain.payload import build_template
@@ -132,24 +132,146 @@ def test_accepted(n: dict[str, Any]) -> None:
     convert(n)
 
 
+def app_refusal(n: dict[str, Any], push_types: dict[int, str] | None = None) -> ContentError:
+    with pytest.raises(ContentError) as info:
+        check_for_app(convert(n), push_types)
+    return info.value
+
+
 def test_payload_size_is_refused_when_too_big_everywhere() -> None:
-    assert "over the gateway's limit" in refusal({"content": "x" * 4000, "title": "y" * 200})
+    error = app_refusal({"content": "x" * 4000, "title": "y" * 200})
+    assert "over the gateway's limit" in str(error)
     # too big for Web Push only (its limit is the smallest): fine, unless only Web is meant
     n = convert({"content": "x" * 3700})
+    check_for_app(n)
     with pytest.raises(ContentError) as info:
-        check(n, platforms=[11])
+        check_for_app(msgspec.convert({"content": "x" * 3700, "platforms": [11]}, Notification))
     assert info.value.field == "content"
     assert "chrome payload" in str(info.value)
-    check(n, platforms=[1, 3])
     # trimming makes an iOS payload fit
-    convert({"content": "x" * 4000, "apns_trim_content": 1})
+    check_for_app(convert({"content": "x" * 4000, "apns_trim_content": 1}))
+
+
+class Notification(Content, kw_only=True, forbid_unknown_fields=True):
+    devices: list[str] | None = None
+    platforms: list[int] | None = None
+
+
+def test_voip_payloads_may_take_5120_bytes() -> None:
+    ios_only = {"content": "x" * 3900, "data": {"k": "y" * 300}, "platforms": [1]}
+    n = msgspec.convert(ios_only, Notification)
+    error = app_refusal_of(n, None)
+    assert (error.field, "limit of 4096" in error.reason) == ("content", True)
+    check_for_app(n, {1: "voip"})  # a VoIP app's pushes may take 5 KB
+    bigger = msgspec.convert({**ios_only, "data": {"k": "y" * 1200}}, Notification)
+    assert "limit of 5120" in app_refusal_of(bigger, {1: "voip"}).reason
+
+
+def app_refusal_of(n: Content, push_types: dict[int, str] | None) -> ContentError:
+    with pytest.raises(ContentError) as info:
+        check_for_app(n, push_types)
+    return info.value
+
+
+SILENT = {"data": {"sync": 1}}
+
+
+@pytest.mark.parametrize(
+    ("n", "push_types", "field", "words"),
+    [
+        ({**SILENT, "ios_priority": 10}, None, "ios_priority", "background push"),
+        ({"content": "Hi", "ios_silent": 1, "ios_priority": 10}, None, "ios_priority", "5 or 1"),
+        ({"content": "Hi", "ios_priority": 1}, {1: "pushtotalk"}, "ios_priority", "priority 10"),
+        ({"content": "Hi", "ios_priority": 1}, {1: "liveactivity"}, "ios_priority", "10 or 5"),
+        ({"content": "Hi", "ios_ttl": 60}, {1: "pushtotalk"}, "ios_ttl", "apns-expiration 0"),
+        ({"content": "Hi"}, {1: "liveactivity"}, "ios_root_params", '"event"'),
+        (
+            {"content": "Hi", "ios_root_params": {"aps": {"event": "update"}}},
+            {1: "liveactivity"},
+            "ios_root_params",
+            "aps.timestamp",
+        ),
+        (
+            {"content": "Hi", "ios_root_params": {"aps": {"event": "update", "timestamp": 1}}},
+            {1: "liveactivity"},
+            "ios_root_params",
+            "content-state",
+        ),
+        (
+            {
+                "content": "Hi",
+                "ios_root_params": {"aps": {"event": "start", "timestamp": 1, "content-state": {}}},
+            },
+            {1: "liveactivity"},
+            "ios_root_params",
+            "attributes-type",
+        ),
+        (SILENT, {1: "widgets"}, "ios_root_params", "content-changed"),
+        ({**SILENT, "mac_ttl": 5}, {7: "pushtotalk"}, "mac_ttl", "apns-expiration 0"),
+    ],
+)
+def test_what_apns_asks_of_each_push_type(
+    n: dict[str, Any], push_types: dict[int, str] | None, field: str, words: str
+) -> None:
+    error = app_refusal(n, push_types)
+    assert error.field == field
+    assert words in error.reason
+
+
+@pytest.mark.parametrize(
+    ("n", "push_types"),
+    [
+        ({**SILENT, "ios_priority": 5}, None),
+        ({"content": "Hi", "ios_priority": 5}, None),
+        ({**SILENT, "ios_priority": 10}, {1: "voip"}),  # sent as voip, not background
+        ({"content": "Hi", "ios_ttl": 0}, {1: "pushtotalk"}),
+        (
+            {
+                "content": "Score",
+                "ios_priority": 5,
+                "ios_root_params": {
+                    "aps": {"event": "update", "timestamp": 1, "content-state": {"home": 2}}
+                },
+            },
+            {1: "liveactivity"},
+        ),
+        (
+            {"content": "Hi", "ios_root_params": {"aps": {"event": "end", "timestamp": 9}}},
+            {1: "liveactivity"},
+        ),
+        ({**SILENT, "ios_root_params": {"aps": {"content-changed": True}}}, {1: "widgets"}),
+        # the push type is the iOS gateway's: an Android-only message is not checked by it
+        ({"content": "Hi", "ios_ttl": 60, "platforms": [3]}, {1: "pushtotalk"}),
+    ],
+)
+def test_push_types_accepted(n: dict[str, Any], push_types: dict[int, str] | None) -> None:
+    check_for_app(msgspec.convert(n, Notification), push_types)
+
+
+@pytest.mark.parametrize(
+    ("n", "words"),
+    [
+        ({"content": "x", "collapse_id": "é" * 33}, "at most 64 bytes"),
+        ({"content": "x", "collapse_id": "x" * 65}, "64"),
+        ({"content": "x", "collapse_id": "news:today"}, "Topic"),
+        ({"content": "x", "collapse_id": "y" * 33, "platforms": [1, 12]}, "Topic"),
+        ({"content": "x", "ios_priority": 7}, r"expected 10 \(at once\), 5 or 1"),
+    ],
+)
+def test_collapse_id_and_priority_limits(n: dict[str, Any], words: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=words):
+        msgspec.convert(n, Notification)
+
+
+def test_collapse_id_reaches_every_gateway_option() -> None:
+    n = {"content": "x", "collapse_id": "scores"}
+    for platform in (Platform.IOS, Platform.SAFARI, Platform.ANDROID, Platform.CHROME):
+        assert build_template(n, platform, None).options["collapse_id"] == "scores"
+    # an iOS-only message may use APNs' longer ids
+    msgspec.convert({**n, "collapse_id": "news:" + "z" * 59, "platforms": [1]}, Notification)
 
 
 def test_a_request_type_can_extend_content() -> None:
-    class Notification(Content, kw_only=True, forbid_unknown_fields=True):
-        devices: list[str] | None = None
-        platforms: list[int] | None = None
-
     n = msgspec.convert({"content": "x", "devices": ["a"]}, Notification)
     assert n.devices == ["a"]
     assert fields(n) == {"content": "x", "devices": ["a"]}
@@ -159,6 +281,6 @@ def test_a_request_type_can_extend_content() -> None:
         msgspec.convert({"content": "x", "devicez": []}, Notification)
     # its platforms narrow the size check: too big for Chrome, fine for iOS
     big = {"content": "x" * 3700}
-    msgspec.convert({**big, "platforms": [1]}, Notification)
-    with pytest.raises(msgspec.ValidationError, match="chrome payload"):
-        msgspec.convert({**big, "platforms": [1, 11]}, Notification)
+    check_for_app(msgspec.convert({**big, "platforms": [1]}, Notification))
+    with pytest.raises(ContentError, match="chrome payload"):
+        check_for_app(msgspec.convert({**big, "platforms": [1, 11]}, Notification))

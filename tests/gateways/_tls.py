@@ -19,10 +19,12 @@ class LocalTLS:
         os.close(fd)
         self.ca.cert_pem.write_to_path(self.ca_file)
 
-    def server_context(self) -> ssl.SSLContext:
+    def server_context(self, protocols: tuple[str, ...] | None = ("h2",)) -> ssl.SSLContext:
+        """A server context choosing among ``protocols`` in ALPN (None: no ALPN at all)."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._cert.configure_cert(context)
-        context.set_alpn_protocols(["h2"])
+        if protocols is not None:
+            context.set_alpn_protocols(list(protocols))
         return context
 
     def write_server_files(self, cert_file: str, key_file: str) -> None:

@@ -13,6 +13,9 @@ answered 503, with or without Retry-After), ``apple`` (behave like Apple's
 web.push.apple.com: a VAPID ``sub`` naming localhost, or not mailto:/https:, is
 refused 403 ``{"reason": "BadJwtToken"}``, and errors carry Apple's ``reason``);
 ``received`` records every push.
+
+``WebPushServer(tls, http1=True)`` is a push service that speaks only HTTP/1.1 (its
+TLS offers ``http/1.1`` in ALPN; ``alpn=None``: no ALPN at all), on ``H1Server``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from tests.gateways._h1server import H1Server
 from tests.gateways._h2server import H2Server, Request, Response
 from tests.gateways._tls import LocalTLS
 
@@ -143,7 +147,9 @@ class _Refusal(Exception):
 
 
 class WebPushServer:
-    def __init__(self, tls: LocalTLS) -> None:
+    def __init__(
+        self, tls: LocalTLS, *, http1: bool = False, alpn: tuple[str, ...] | None = ("http/1.1",)
+    ) -> None:
         self.subscribers: dict[str, Subscriber] = {}
         self.gone: set[str] = set()
         self.failures: dict[str, tuple[Any, ...]] = {}
@@ -151,11 +157,21 @@ class WebPushServer:
         self.apple = False
         self.received: list[ReceivedPush] = []
         self._storm: tuple[int, str | None] = (0, None)
-        self._server = H2Server(self._handle, tls.server_context())
+        self._server: H2Server | H1Server = (
+            H1Server(self._handle, tls.server_context(alpn))
+            if http1
+            else H2Server(self._handle, tls.server_context())
+        )
 
     @property
     def url(self) -> str:
         return self._server.url
+
+    @property
+    def http1(self) -> H1Server:
+        """The HTTP/1.1 server underneath (``http1=True``), with its counters."""
+        assert isinstance(self._server, H1Server)
+        return self._server
 
     @property
     def errors(self) -> list[BaseException]:
@@ -164,6 +180,7 @@ class WebPushServer:
     @property
     def http2(self) -> H2Server:
         """The HTTP/2 server underneath, with its connection-level knobs."""
+        assert isinstance(self._server, H2Server)
         return self._server
 
     def start(self) -> WebPushServer:

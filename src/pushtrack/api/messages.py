@@ -11,9 +11,16 @@ import msgspec
 from pushtrack.api import filters
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
+from pushtrack.domain import payload
 from pushtrack.domain import platforms as platform_names
 from pushtrack.domain import targeting as t
-from pushtrack.domain.notification import Content, fields, refuse_unsupported
+from pushtrack.domain.notification import (
+    Content,
+    ContentError,
+    check_for_app,
+    fields,
+    refuse_unsupported,
+)
 from pushtrack.domain.platforms import ACCEPTED
 from pushtrack.domain.timeutil import US
 from pushtrack.store.base import AccessError, App, ConflictError, MessagePlan, Targeting
@@ -148,13 +155,40 @@ def _zone(name: str, where: str) -> ZoneInfo:
         raise ArgumentError(f"{where}.timezone: unknown time zone {name!r}") from None
 
 
+async def apns_push_types(call: Call, app: App) -> dict[int, str]:
+    """Platform -> the push type the application's APNs gateway there sends every push as."""
+    found: dict[int, str] = {}
+    for platform, (kind, settings, _version) in (
+        await call.ctx.store.dispatch.gateways(app.id)
+    ).items():
+        push_type = settings.get("push_type") if kind == "apns" else None
+        if isinstance(push_type, str) and push_type.strip() in payload.APNS_PUSH_TYPES:
+            found[platform] = push_type.strip()
+    return found
+
+
+def check_content_for_app(
+    n: Content, push_types: dict[int, str], where: str, app: App | None = None
+) -> None:
+    """``check_for_app`` in the API's words: 210 naming the field (and the application,
+    when a request goes to several)."""
+    try:
+        check_for_app(n, push_types)
+    except ContentError as exc:
+        field = f"{where}.{exc.field}" if where else exc.field
+        whose = f" (application {app.code})" if app is not None else ""
+        raise ArgumentError(f"{field}: {exc.reason}{whose}") from None
+
+
 async def create_message(call: Call, r: CreateMessage) -> dict[str, Any]:
     app = await call.app_for(r.application)
     call.ctx.message_limiter.check(f"a{app.id}")
     now = call.ctx.store_clock()
+    push_types = await apns_push_types(call, app)
     plans = []
     for i, n in enumerate(r.notifications):
         where = f"notifications[{i}]"
+        check_content_for_app(n, push_types, where)
         plans.append(
             MessagePlan(
                 notification=fields(n),

@@ -16,6 +16,9 @@ Decisions of our own:
   an unknown application) and be allowed by its restrictions (else 403).
 - ``T("tag", ...)`` must name a tag defined in at least one of those
   applications, with an operator that fits its type (else 210 naming it).
+- The notification is checked against each application's gateways (sizes, APNs
+  push types) as createMessage checks it; a refusal names the application when
+  the filter names several.
 - The filter says who receives: createMessage's targeting fields
   (``devices``, ``platforms``, ``users``, ``conditions``, ``filter``) are
   refused with 210 ``"<field>" is not supported``. Audience
@@ -70,6 +73,9 @@ async def create_targeted_message(call: Call, r: CreateTargetedMessage) -> dict[
     node, apps = await filters.devices_filter_selection(call, r.devices_filter)
     for app in apps:
         call.ctx.message_limiter.check(f"a{app.id}")
+    for app in apps:
+        push_types = await messages.apns_push_types(call, app)
+        messages.check_content_for_app(r, push_types, "", app if len(apps) > 1 else None)
     notification = fields(r)  # as createMessage keeps a notification's given fields
     del notification["devices_filter"]  # kept, as a tree, in the message's targeting
     plan = MessagePlan(

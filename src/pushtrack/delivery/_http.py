@@ -21,6 +21,14 @@ stream limit). What the connection does is what RFC 9113 and the gateways ask:
   so (``TransportError.may_have_reached``); ``transport_outcome`` turns it into
   a FAILED outcome with the reason ``OutcomeUnknown`` rather than risk a push
   delivered twice. Only a request the gateway cannot have seen is RETRY.
+
+A client made with ``http1_fallback`` (Web Push: a push service is whatever a
+browser subscribed with) also offers HTTP/1.1 in TLS ALPN; an origin whose TLS
+does not choose h2 is spoken to over HTTP/1.1 (``h11``), remembered for
+``HTTP1_RECHECK`` seconds: up to ``http1_connections`` connections, one request
+at a time each, kept open between requests for ``HTTP1_KEEP_IDLE`` seconds. The
+same deadline and the same rule hold there: a request written without an
+answer is never sent again.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import h11
 import jh2.config
 import jh2.connection
 import jh2.errors
@@ -56,6 +65,15 @@ _WINDOW = 1 << 20
 _RECOUNT = 256
 #: Seconds without a frame from the server after which a PING checks the connection first.
 IDLE_PING_AFTER = 30.0
+#: Seconds an origin that did not choose h2 is spoken to over HTTP/1.1 before h2 is
+#: offered to it again.
+HTTP1_RECHECK = 3600.0
+#: HTTP/1.1 connections at once per origin (each carries one request at a time).
+HTTP1_CONNECTIONS = 16
+#: Seconds an HTTP/1.1 connection may rest between requests and still be reused: servers
+#: close idle keep-alive connections (often after 5 s), and a request written into one
+#: the server is closing would get no answer.
+HTTP1_KEEP_IDLE = 4.0
 
 
 class TransportError(Exception):
@@ -84,6 +102,10 @@ class ConnectionLost(TransportError):
 
 class _NotProcessed(Exception):
     """The gateway says it did not process the stream (RFC 9113 §8.7): send it again."""
+
+
+class _Http1Only(Exception):
+    """The origin's TLS did not choose h2 (nothing was written): speak HTTP/1.1 to it."""
 
 
 @dataclass(slots=True)
@@ -186,6 +208,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+            return  # not HTTP/2 (``Client._open`` decides): not a byte of it is written
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_WINDOW)
         self._flush()
@@ -459,22 +484,30 @@ class Client:
     ``ca_file`` replaces the trusted roots (tests, private CAs).
     """
 
-    def __init__(self, *, ca_file: str | None = None, timeout: float = 30.0) -> None:
-        if ca_file:
-            try:
-                context = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise ValueError(f"ca_file {ca_file!r} cannot be loaded: {exc}") from exc
-        else:
-            context = ssl.create_default_context()
-        context.set_alpn_protocols(["h2"])
-        self._ssl = context
+    def __init__(
+        self,
+        *,
+        ca_file: str | None = None,
+        timeout: float = 30.0,
+        http1_fallback: bool = False,
+        http1_connections: int = HTTP1_CONNECTIONS,
+    ) -> None:
+        self._ssl = _tls_context(ca_file, ["h2", "http/1.1"] if http1_fallback else ["h2"])
+        self._ssl_http1 = _tls_context(ca_file, ["http/1.1"]) if http1_fallback else None
         self.timeout = timeout
         self._connect_timeout = min(timeout, 10.0)
         self._active: dict[str, _Connection] = {}
         self._opening: dict[str, asyncio.Task[_Connection]] = {}
         self._all: set[_Connection] = set()
         self._closed = False
+        self._http1_connections = max(1, http1_connections)
+        #: origin -> (monotonic time until which it is spoken to over HTTP/1.1, its pool)
+        self._http1: dict[str, tuple[float, _Http1Pool]] = {}
+
+    def speaks_http1(self, origin: str) -> bool:
+        """Whether requests to ``origin`` (``https://host[:port]``) go over HTTP/1.1 now."""
+        found = self._http1.get(origin.lower())
+        return found is not None and found[0] > time.monotonic()
 
     async def post(
         self,
@@ -488,8 +521,13 @@ class Client:
         attempt = _Attempt()
         try:
             async with asyncio.timeout(self.timeout):
+                if self.speaks_http1(origin):
+                    return await self._http1[origin][1].post(path, headers, content, attempt)
                 for _ in range(MAX_REFUSALS):
-                    connection = await self._connection(origin)
+                    try:
+                        connection = await self._connection(origin)
+                    except _Http1Only:
+                        return await self._http1_pool(origin).post(path, headers, content, attempt)
                     try:
                         return await connection.request("POST", path, headers, content, attempt)
                     except _NotProcessed:
@@ -502,8 +540,24 @@ class Client:
             raise RequestTimeout("the gateway took no request before the deadline") from None
         raise ConnectionLost(f"the gateway refused the request unprocessed {MAX_REFUSALS} times")
 
+    def _http1_pool(self, origin: str) -> _Http1Pool:
+        """The origin's HTTP/1.1 connections, from now on for ``HTTP1_RECHECK`` seconds."""
+        found = self._http1.get(origin)
+        if found is not None:
+            pool = found[1]  # still HTTP/1.1 after a recheck: its connections go on
+        else:
+            assert self._ssl_http1 is not None
+            pool = _Http1Pool(
+                origin, self._ssl_http1, self._connect_timeout, self._http1_connections
+            )
+        self._http1[origin] = (time.monotonic() + HTTP1_RECHECK, pool)
+        return pool
+
     async def aclose(self) -> None:
         self._closed = True
+        for _until, pool in self._http1.values():
+            pool.close()
+        self._http1.clear()
         for task in list(self._opening.values()):
             task.cancel()
         for connection in list(self._all):
@@ -550,6 +604,8 @@ class Client:
                 )
                 ssl_object = transport.get_extra_info("ssl_object")
                 if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+                    if self._ssl_http1 is not None:
+                        raise _Http1Only
                     raise ConnectError(f"{origin} does not speak HTTP/2")
                 # The server's SETTINGS first: its stream limit may be lower than the default.
                 await connection.settled
@@ -580,6 +636,127 @@ class Client:
             del self._active[connection.origin]
         if connection.lost is not None:
             self._all.discard(connection)
+
+
+def _tls_context(ca_file: str | None, protocols: list[str]) -> ssl.SSLContext:
+    if ca_file:
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ca_file {ca_file!r} cannot be loaded: {exc}") from exc
+    else:
+        context = ssl.create_default_context()
+    context.set_alpn_protocols(protocols)
+    return context
+
+
+class _Http1Connection:
+    """One HTTP/1.1 connection over TLS: one request at a time, kept alive between them."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.rested_at = time.monotonic()
+
+    def reusable(self) -> bool:
+        return (
+            not self.writer.is_closing()
+            and not self.reader.at_eof()
+            and time.monotonic() - self.rested_at < HTTP1_KEEP_IDLE
+        )
+
+    async def post(
+        self, authority: str, path: str, headers: Mapping[str, str], body: bytes, attempt: _Attempt
+    ) -> tuple[Response, bool]:
+        """The answer, and whether the connection may carry another request."""
+        conn = self.h11
+        request = h11.Request(
+            method="POST",
+            target=path,
+            headers=[("host", authority), ("content-length", str(len(body))), *headers.items()],
+        )
+        self.writer.write(conn.send(request) + conn.send(h11.Data(data=body)))
+        self.writer.write(conn.send(h11.EndOfMessage()))
+        attempt.written = True
+        status, answer, content = 0, dict[str, str](), bytearray()
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await self.reader.read(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    answer = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+                elif isinstance(event, h11.Data):
+                    content += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise ConnectionLost("the gateway hung up", may_have_reached=True)
+        except (h11.ProtocolError, OSError, ssl.SSLError) as exc:
+            raise ConnectionLost(f"connection lost: {exc}", may_have_reached=True) from None
+        keep = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        if keep:
+            conn.start_next_cycle()
+            self.rested_at = time.monotonic()
+        return Response(status, answer, bytes(content)), keep
+
+    def close(self) -> None:
+        self.writer.transport.abort()  # nothing more is owed on it: close the socket now
+
+
+class _Http1Pool:
+    """HTTP/1.1 to one origin: up to ``size`` connections, each one request at a time."""
+
+    def __init__(self, origin: str, context: ssl.SSLContext, connect_timeout: float, size: int):
+        self.origin, self.context, self.connect_timeout = origin, context, connect_timeout
+        self.authority = origin.partition("://")[2]
+        self.slots = asyncio.Semaphore(size)
+        self.resting: list[_Http1Connection] = []
+        self.busy: set[_Http1Connection] = set()
+
+    async def post(
+        self, path: str, headers: Mapping[str, str], body: bytes, attempt: _Attempt
+    ) -> Response:
+        async with self.slots:
+            connection = None
+            while self.resting and connection is None:
+                candidate = self.resting.pop()
+                if candidate.reusable():
+                    connection = candidate
+                else:
+                    candidate.close()
+            if connection is None:
+                connection = await self._open()
+            self.busy.add(connection)
+            keep = False
+            try:
+                response, keep = await connection.post(self.authority, path, headers, body, attempt)
+            finally:
+                self.busy.discard(connection)
+                if keep:
+                    self.resting.append(connection)
+                else:  # a broken, closing or interrupted connection is never reused
+                    connection.close()
+            return response
+
+    async def _open(self) -> _Http1Connection:
+        host, port = _host_port(self.authority, 443)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self.context, server_hostname=host
+                )
+        except TimeoutError:
+            raise ConnectError(f"connecting to {self.origin} timed out") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(f"cannot connect to {self.origin}: {exc}") from exc
+        return _Http1Connection(reader, writer)
+
+    def close(self) -> None:
+        for connection in [*self.resting, *self.busy]:
+            connection.close()
+        self.resting.clear()
 
 
 def _split(url: str) -> tuple[str, str]:

@@ -43,15 +43,10 @@ TOKEN_LIFETIME = 50 * 60.0
 MIN_TOKEN_AGE = 20 * 60.0
 
 #: Push types an application's gateway may send every push as, beyond the alert and
-#: background pushes derived from each payload: the topic suffix Apple asks for each.
+#: background pushes derived from each payload: the topic suffix Apple asks for each
+#: (their limits and priorities: ``payload.APNS_PUSH_TYPES``).
 TOPIC_SUFFIXES: dict[str, str] = {
-    "voip": ".voip",
-    "complication": ".complication",
-    "fileprovider": ".pushkit.fileprovider",
-    "location": ".location-query",
-    "liveactivity": ".push-type.liveactivity",
-    "pushtotalk": ".voip-ptt",
-    "widgets": ".push-type.widgets",
+    name: payloads.APNS_PUSH_TYPES[name].suffix for name in payloads.APNS_GATEWAY_PUSH_TYPES
 }
 
 
@@ -216,7 +211,13 @@ class ApnsGateway:
     def _headers(self, n: Notification) -> dict[str, str]:
         options = n.options
         push_type = self.config.push_type or str(options.get("push_type") or "alert")
-        priority = str(options.get("priority") or (5 if push_type == "background" else 10))
+        rules = payloads.APNS_PUSH_TYPES.get(push_type, payloads.APNS_PUSH_TYPES["alert"])
+        # the sender's ios_priority; else the payload's (background: 5) when the payload
+        # decides the push type; else the push type's own
+        priority = options.get("apns_priority")
+        if priority is None and self.config.push_type is None:
+            priority = options.get("priority")
+        priority = str(priority or rules.priority)
         headers = {
             "content-type": "application/json",
             "apns-topic": self.config.apns_topic,
@@ -224,7 +225,9 @@ class ApnsGateway:
             "apns-priority": _PRIORITY.get(priority.lower(), priority),
         }
         ttl = _http.positive_ttl(options)
-        if ttl is not None:
+        if push_type == "pushtotalk":
+            headers["apns-expiration"] = "0"  # Apple: at once or never
+        elif ttl is not None:
             # 0 means "deliver now or never"; otherwise an absolute UNIX time.
             headers["apns-expiration"] = str(int(self._clock()) + ttl if ttl else 0)
         if options.get("collapse_id"):

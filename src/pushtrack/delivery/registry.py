@@ -9,7 +9,8 @@ Settings per kind (``*`` required):
 
 - ``apns``: ``key``* (.p8 PEM text), ``key_id``*, ``team_id``*, ``topic``*,
   ``sandbox``, ``base_url``, ``ca_file``, ``concurrency``, ``timeout``, ``push_type``
-  (send every push as voip, location, ...: the topic gets Apple's suffix for it)
+  (send every push as voip, location, ...: the topic gets Apple's suffix for it, and
+  createMessage checks notifications against what APNs asks of that type; not mdm)
 - ``fcm``: ``service_account``* (the JSON file, as text or object),
   ``base_url``, ``token_uri``, ``ca_file``, ``concurrency``, ``timeout``, ``data_only``
 - ``webpush``: ``vapid_private_key``* (PEM or base64url), ``subject``* (mailto:/https:),
@@ -115,6 +116,12 @@ def _apns(s: _Settings) -> apns.ApnsConfig:
         timeout=s.number("timeout", 30.0, 0.1, 600.0),
         push_type=s.text("push_type"),
     )
+    if config.push_type == "mdm":
+        raise s.error(
+            "push_type",
+            "mdm is not supported: MDM pushes need the MDM push certificate's topic and"
+            " certificate authentication, and pushtrack signs with a token key",
+        )
     if config.push_type is not None and config.push_type not in apns.TOPIC_SUFFIXES:
         raise s.error("push_type", f"must be one of {', '.join(sorted(apns.TOPIC_SUFFIXES))}")
     s.checked(lambda: apns.ProviderToken(config.key, config.key_id, config.team_id))

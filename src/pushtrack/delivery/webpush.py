@@ -13,7 +13,8 @@ A refusal of the VAPID credentials (401, or Apple's 403 ``BadJwtToken``) is a
 ``CREDENTIALS`` outcome: the dispatcher pauses the gateway instead of failing.
 A 403 otherwise says the subscription was made with another key: that device's
 delivery fails. Apple's push service refuses a ``localhost`` subject, so the
-subject must name a real host.
+subject must name a real host. Push services speak HTTP/2 (FCM, Mozilla, Apple); one
+whose TLS does not choose h2 is spoken to over HTTP/1.1, remembered per origin.
 """
 
 from __future__ import annotations
@@ -253,7 +254,14 @@ class WebPushGateway:
         self.config = config
         self.vapid = Vapid(config.vapid_private_key, config.subject, clock=clock)
         self._requests = asyncio.Semaphore(config.concurrency)
-        self._client = _http.Client(ca_file=config.ca_file, timeout=config.timeout)
+        # a push service is whatever a browser subscribed with: one that speaks only
+        # HTTP/1.1 is spoken to that way (``_http.Client``'s fallback)
+        self._client = _http.Client(
+            ca_file=config.ca_file,
+            timeout=config.timeout,
+            http1_fallback=True,
+            http1_connections=min(config.concurrency, _http.HTTP1_CONNECTIONS),
+        )
         self._outbound = outbound.Resolver()
 
     async def send(self, batch: Sequence[Notification]) -> list[Outcome]:

@@ -19,6 +19,10 @@ Every field Pushwoosh documents for a notification's content is either
   ``"<field>" is not supported`` and the reason.
 
 ``fields(content)`` is the dict of given fields that ``build_template`` takes.
+
+What depends on the application's gateways (payload sizes, and what APNs asks of
+the push type its gateway sends: priority, Live Activity and widget payloads,
+Push to Talk expiry) is checked by ``check_for_app`` once the application is known.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ Color = Annotated[
 ]
 DrawerPriority = Annotated[int, msgspec.Meta(ge=-2, le=2)]
 DeliveryPriority = Annotated[str, msgspec.Meta(pattern=r"^(?i:normal|high)$")]
+#: apns-priority: 10 at once, 5 when the device's power allows, 1 when it suits the device.
+ApnsPriority = Annotated[int, msgspec.Meta(ge=1, le=10)]
+CollapseId = Annotated[str, msgspec.Meta(min_length=1, max_length=payload.APNS_COLLAPSE_ID_BYTES)]
 RootParams = dict[str, Any]
 
 
@@ -81,6 +88,10 @@ IGNORED: dict[str, str] = {
 }
 
 _WINDOWS = "pushtrack has no Windows gateway"
+_LIVE_ACTIVITY = (
+    "Live Activities are not named by id here: an application whose APNs gateway sends"
+    " liveactivity pushes sends each push as an update, its aps from ios_root_params"
+)
 #: Fields Pushwoosh documents for a notification that pushtrack does not do: each is
 #: refused with 210 ``"<field>" is not supported`` and the reason.
 UNSUPPORTED: dict[str, str] = {
@@ -95,8 +106,8 @@ UNSUPPORTED: dict[str, str] = {
     "capping_count": "pushtrack does no frequency capping",
     "capping_exclude": "pushtrack does no frequency capping",
     "capping_avoid": "pushtrack does no frequency capping",
-    "live_activity": "pushtrack sends no Live Activity updates",
-    "live_activity_id": "pushtrack sends no Live Activity updates",
+    "live_activity": _LIVE_ACTIVITY,
+    "live_activity_id": _LIVE_ACTIVITY,
     "transactionId": "pushtrack does not deduplicate createMessage calls",
     "wp_type": _WINDOWS,
     "wp_background": _WINDOWS,
@@ -114,6 +125,9 @@ UNSUPPORTED: dict[str, str] = {
 
 #: Keys of the payload that delivery tracking owns; root params may not set them.
 RESERVED_KEYS = frozenset({"p", "md", "pw_msg"})
+#: A Web Push ``Topic`` header (RFC 8030 §5.4): at most 32 characters of base64url.
+_WEB_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_BROWSERS = frozenset(int(p) for p in payload.BROWSERS)
 #: Keys FCM refuses in a message's data (the whole message would fail).
 _FCM_RESERVED = re.compile(r"^(from|notification|message_type|google.*|gcm.*)$")
 
@@ -191,6 +205,9 @@ class Content(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_f
     remote_page: Url | None = None
     #: Deliveries per second for this message (ours: Pushwoosh takes 100-1000).
     send_rate: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    #: (ours) a newer push with the same id replaces one not yet shown: APNs
+    #: apns-collapse-id, FCM android.collapse_key, Web Push Topic.
+    collapse_id: CollapseId | None = None
     # -- iOS
     ios_title: Short | None = None
     ios_subtitle: Short | None = None
@@ -199,6 +216,8 @@ class Content(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_f
     ios_critical: Flag | None = None
     ios_ttl: Ttl | None = None
     ios_silent: Flag | None = None
+    #: (ours) apns-priority: 10, 5 or 1 (what the push type takes; see check_for_app).
+    ios_priority: ApnsPriority | None = None
     ios_category_id: Count | Short | None = None
     ios_thread_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     ios_root_params: RootParams | None = None
@@ -338,9 +357,10 @@ def _blank(value: Any) -> bool:
 def check(content: Content, platforms: Iterable[int] | None = None) -> None:
     """The rules that span fields; ``ContentError`` naming the field for the first broken one.
 
-    ``platforms``: where the notification may go, when the sender said so; a
-    payload too large for one of them is then refused. Without it, a payload is
-    refused only when it is too large for every platform.
+    ``platforms``: where the notification may go, when the sender said so (a
+    ``collapse_id`` that Web Push cannot take is refused only when it may reach a
+    browser). Sizes and push types depend on the application's gateways:
+    ``check_for_app``.
     """
     n = content
     refuse_unsupported(n, UNSUPPORTED)
@@ -364,6 +384,10 @@ def check(content: Content, platforms: Iterable[int] | None = None) -> None:
             for name in shown:
                 if getattr(n, name) is not None:
                     raise ContentError(name, f"{flag} makes a push that shows nothing")
+    if n.ios_priority is not None and n.ios_priority not in (1, 5, 10):
+        raise ContentError("ios_priority", "expected 10 (at once), 5 or 1 (as APNs takes them)")
+    if n.collapse_id is not None:
+        _check_collapse_id(n.collapse_id, platforms)
     for i in (1, 2):
         if getattr(n, f"chrome_button_url{i}") and not getattr(n, f"chrome_button_text{i}"):
             raise ContentError(f"chrome_button_url{i}", f"needs chrome_button_text{i}")
@@ -385,7 +409,112 @@ def check(content: Content, platforms: Iterable[int] | None = None) -> None:
         "firefox_root_params",
     ):
         _check_root(name, getattr(n, name))
-    _check_size(n, platforms)
+
+
+def _check_collapse_id(value: str, platforms: Iterable[int] | None) -> None:
+    if len(value.encode()) > payload.APNS_COLLAPSE_ID_BYTES:
+        raise ContentError(
+            "collapse_id",
+            f"at most {payload.APNS_COLLAPSE_ID_BYTES} bytes (APNs refuses a longer"
+            " apns-collapse-id)",
+        )
+    web = platforms is None or any(int(p) in _BROWSERS for p in platforms)
+    if web and not _WEB_TOPIC.match(value):
+        raise ContentError(
+            "collapse_id",
+            "Web Push takes it as its Topic: at most 32 letters, digits, - or _"
+            " (name platforms without Chrome and Firefox for a longer id)",
+        )
+
+
+def check_for_app(content: Content, apns_push_types: Mapping[int, str] | None = None) -> None:
+    """The rules that depend on the application's gateways; ``ContentError`` naming the field.
+
+    ``apns_push_types``: the push type an Apple platform's APNs gateway sends every
+    push as (its ``push_type`` setting), by platform; a platform not in it sends
+    alert or background pushes as each payload says. Checked: the payload's size
+    for each platform it may reach (an Apple platform's limit is its push type's),
+    and what APNs asks of the push type: the priorities it takes (a background push
+    never 10), a Live Activity's ``event`` and ``timestamp``, a widget push's
+    ``content-changed``, a Push to Talk push's expiry of 0.
+    """
+    push_types = {Platform(p): t for p, t in (apns_push_types or {}).items()}
+    platforms = getattr(content, "platforms", None)
+    _check_size(content, platforms, push_types)
+    named = None if platforms is None else {int(p) for p in platforms}
+    given: dict[str, Any] | None = None
+    for platform in (Platform.IOS, Platform.MACOS):
+        if named is not None and int(platform) not in named:
+            continue
+        setting = push_types.get(platform)
+        if platform is Platform.MACOS and setting is None:
+            continue  # alert or background as the payload says; no priority field
+        given = fields(content) if given is None else given
+        _check_apns(content, given, platform, setting)
+
+
+def _check_apns(
+    content: Content, given: Mapping[str, Any], platform: Platform, setting: str | None
+) -> None:
+    ios = platform is Platform.IOS
+    prefix = "ios" if ios else "mac"
+    template = payload.build_template(given, platform, None)
+    push_type = setting or str(template.options.get("push_type", "alert"))
+    rules = payload.APNS_PUSH_TYPES[push_type]
+    priority = content.ios_priority if ios else None
+    if priority is not None and priority not in rules.priorities:
+        allowed = " or ".join(str(p) for p in sorted(rules.priorities, reverse=True))
+        what = (
+            "a push without content (or with ios_silent) is a background push"
+            if setting is None
+            else f"the application's APNs gateway sends {push_type} pushes"
+        )
+        raise ContentError("ios_priority", f"{what}, which APNs takes at priority {allowed}")
+    ttl = given.get(f"{prefix}_ttl")
+    if push_type == "pushtotalk" and ttl:
+        raise ContentError(
+            f"{prefix}_ttl",
+            "Push to Talk pushes are delivered at once or not at all (apns-expiration 0);"
+            " leave it out or 0",
+        )
+    aps = template.body.get("aps")
+    aps = aps if isinstance(aps, dict) else {}
+    root = f"{prefix}_root_params"
+    if push_type == "liveactivity":
+        _check_live_activity(aps, root)
+    elif push_type == "widgets" and aps.get("content-changed") is not True:
+        raise ContentError(
+            root, 'a widget push needs "aps": {"content-changed": true} (the gateway sends widgets)'
+        )
+
+
+_LIVE_EVENTS = ("start", "update", "end")
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_live_activity(aps: Mapping[str, Any], root: str) -> None:
+    """What APNs asks of a Live Activity push's ``aps`` (set through the root params)."""
+    need = "a Live Activity push (the gateway sends liveactivity) needs"
+    event = aps.get("event")
+    if event not in _LIVE_EVENTS:
+        raise ContentError(root, f'{need} "aps": {{"event": "start", "update" or "end"}}')
+    if not _is_time(aps.get("timestamp")):
+        raise ContentError(root, f"{need} aps.timestamp, the UNIX time of the update in seconds")
+    if event != "end" and not isinstance(aps.get("content-state"), dict):
+        raise ContentError(root, f'{need} aps.content-state (an object) for "{event}"')
+    if event == "start":
+        if not isinstance(aps.get("attributes-type"), str) or not aps["attributes-type"]:
+            raise ContentError(root, f'{need} aps.attributes-type (a string) for "start"')
+        if not isinstance(aps.get("attributes"), dict):
+            raise ContentError(root, f'{need} aps.attributes (an object) for "start"')
+        if "alert" not in aps:
+            raise ContentError(root, f'{need} an alert (content) for "start"')
+    for key in ("stale-date", "dismissal-date"):
+        if key in aps and not _is_time(aps[key]):
+            raise ContentError(root, f"aps.{key} must be a UNIX time in seconds")
 
 
 def _check_root(name: str, params: Mapping[str, Any] | None) -> None:
@@ -421,7 +550,9 @@ _SIZED = (
 _TEMPLATE_OVERHEAD = 512
 
 
-def _check_size(n: Content, platforms: Iterable[int] | None) -> None:
+def _check_size(
+    n: Content, platforms: Iterable[int] | None, push_types: Mapping[Platform, str]
+) -> None:
     given = fields(n)
     # A template holds at most the given values, some of them re-encoded as JSON
     # strings (which can double them): a notification this small fits everywhere.
@@ -436,7 +567,8 @@ def _check_size(n: Content, platforms: Iterable[int] | None) -> None:
         wanted = tuple(p for p in _SIZED if int(p) in named)
     too_big: list[tuple[Platform, int, int]] = []
     for platform in wanted:
-        size, limit = payload.size_of(payload.build_template(given, platform, language), platform)
+        template = payload.build_template(given, platform, language)
+        size, limit = payload.size_of(template, platform, push_types.get(platform))
         if size > limit:
             too_big.append((platform, size, limit))
     if not too_big or (platforms is None and len(too_big) < len(wanted)):

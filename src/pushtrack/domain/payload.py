@@ -25,15 +25,20 @@ finds every value where it looks:
 
 Root params (``ios_root_params``, ...) are merged in last (``aps`` key by key).
 Gateway options that are not part of the payload are kept beside the template
-in ``Template.options``: ``ttl`` (seconds), ``push_type`` and ``priority`` (APNs),
-``priority`` ("high"/"normal", FCM).
+in ``Template.options``: ``ttl`` (seconds), ``push_type`` and ``priority`` (APNs:
+alert or background as the payload says, background at priority 5),
+``apns_priority`` (APNs, the sender's ``ios_priority``), ``priority``
+("high"/"normal", FCM), ``collapse_id`` (every gateway).
+
+``APNS_PUSH_TYPES`` holds what Apple asks of each ``apns-push-type``: the topic
+suffix, the payload limit and the priorities APNs takes.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -50,6 +55,50 @@ LIMITS: dict[Platform, int] = {
     **dict.fromkeys(ANDROID_LIKE, 4096),
     **dict.fromkeys(BROWSERS, 3993),
 }
+
+
+class ApnsPushType(NamedTuple):
+    """What APNs asks of one ``apns-push-type`` ("Sending notification requests to APNs")."""
+
+    suffix: str  # appended to the bundle id in apns-topic
+    limit: int  # bytes of payload
+    priorities: frozenset[int]  # apns-priority values that fit it
+    priority: int  # the one sent when the notification names none
+
+
+_ANY_PRIORITY = frozenset({10, 5, 1})
+#: Every APNs push type pushtrack sends. alert and background follow from each payload;
+#: the others are an application's gateway setting ``push_type`` (a VoIP app's "voip").
+#: mdm is not here: MDM pushes need the MDM push certificate, and pushtrack signs with a
+#: token key.
+APNS_PUSH_TYPES: dict[str, ApnsPushType] = {
+    "alert": ApnsPushType("", 4096, _ANY_PRIORITY, 10),
+    # content-available alone: APNs refuses priority 10 for it
+    "background": ApnsPushType("", 4096, frozenset({5, 1}), 5),
+    "voip": ApnsPushType(".voip", 5120, _ANY_PRIORITY, 10),
+    "complication": ApnsPushType(".complication", 4096, _ANY_PRIORITY, 10),
+    "fileprovider": ApnsPushType(".pushkit.fileprovider", 4096, _ANY_PRIORITY, 10),
+    # 10 when the location query needs an answer at once, else 5
+    "location": ApnsPushType(".location-query", 4096, frozenset({10, 5}), 10),
+    # Live Activity updates: 10 counts against the activity's budget, 5 does not
+    "liveactivity": ApnsPushType(".push-type.liveactivity", 4096, frozenset({10, 5}), 10),
+    # Push to Talk: priority 10 and apns-expiration 0, always
+    "pushtotalk": ApnsPushType(".voip-ptt", 4096, frozenset({10}), 10),
+    "widgets": ApnsPushType(".push-type.widgets", 4096, _ANY_PRIORITY, 10),
+}
+#: The push types an application's APNs gateway may be set to send every push as.
+APNS_GATEWAY_PUSH_TYPES = tuple(t for t in APNS_PUSH_TYPES if t not in ("alert", "background"))
+#: apns-collapse-id: at most this many bytes.
+APNS_COLLAPSE_ID_BYTES = 64
+
+
+def limit_of(platform: Platform, apns_push_type: str | None = None) -> int:
+    """The largest payload a platform's gateway takes (APNs: for that push type)."""
+    if apns_push_type is not None and platform in APPLE:
+        return APNS_PUSH_TYPES[apns_push_type].limit
+    return LIMITS.get(platform, 4096)
+
+
 #: Room kept for what ``render`` adds (``p`` and ``md`` with a user id of up to 255
 #: ASCII characters) when a template's size is checked.
 RESERVE = 320
@@ -102,9 +151,12 @@ def build_template(
     return _browser(notification, platform, language)
 
 
-def size_of(template: Template, platform: Platform) -> tuple[int, int]:
-    """(bytes a rendered payload may take, the gateway's limit) of a template."""
-    return len(encode(template.body)) + RESERVE, LIMITS.get(platform, 4096)
+def size_of(
+    template: Template, platform: Platform, apns_push_type: str | None = None
+) -> tuple[int, int]:
+    """(bytes a rendered payload may take, the gateway's limit) of a template; an Apple
+    platform's limit is that of ``apns_push_type`` when its gateway sends every push as one."""
+    return len(encode(template.body)) + RESERVE, limit_of(platform, apns_push_type)
 
 
 def render(template_body: dict[str, Any], p: str, message_id: int, user_id: str) -> dict[str, Any]:
@@ -163,9 +215,12 @@ def _merge_root(body: dict[str, Any], params: Any, *, apple: bool = False) -> No
 
 
 def _ttl(n: Mapping[str, Any], name: str, options: dict[str, Any]) -> None:
+    """The gateway options every platform shares: its ttl field, and ``collapse_id``."""
     value = n.get(name)
     if isinstance(value, int) and not isinstance(value, bool):
         options["ttl"] = value
+    if isinstance(n.get("collapse_id"), str):
+        options["collapse_id"] = n["collapse_id"]
 
 
 def _badge(value: Any) -> tuple[int | None, str | None]:
@@ -241,6 +296,9 @@ def _apple(n: Mapping[str, Any], platform: Platform, language: str | None) -> Te
         aps["content-available"] = 1
         options["push_type"] = "background"
         options["priority"] = 5
+    priority = n.get("ios_priority") if ios else None
+    if isinstance(priority, int) and not isinstance(priority, bool):
+        options["apns_priority"] = priority
     _ttl(n, f"{prefix}_ttl", options)
     return Template(body=body, options=options)
 
