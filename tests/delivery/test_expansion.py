@@ -450,20 +450,21 @@ def test_kill_9_mid_expansion_then_resume(database_url: str) -> None:
         run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "sandbox", {}))
         _, mid = create(svc)
 
-        worker = start_worker(database_url, batch=25)
+        # one device per step: thousands of steps, so the kill lands mid-expansion
+        worker = start_worker(database_url, batch=1)
         try:
-            wait_for(lambda: len(devices_of(svc, mid)) >= 500, 120, "the expansion to start")
+            wait_for(lambda: len(devices_of(svc, mid)) >= 200, 120, "the expansion to start")
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.wait()
         written = len(devices_of(svc, mid))
         status, count, cursor = message(svc, mid)
-        assert cursor is not None
+        assert cursor is not None, (status, count, written)
         assert 0 < written < n
         assert count == written
         assert status != "done"
 
-        worker = start_worker(database_url, batch=25)
+        worker = start_worker(database_url, batch=250)  # resumed at another step size
         try:
             wait_for(lambda: message(svc, mid)[0] == "done", 300, "the second worker to finish")
             worker.send_signal(signal.SIGTERM)
