@@ -166,7 +166,8 @@ def test_timeouts_must_be_positive(tmp_path: Path, value: str) -> None:
         env={**os.environ, "PUSHTRACK_BODY_TIMEOUT_SECONDS": value},
     )
     assert out.returncode != 0
-    assert "timeouts must be positive" in " ".join((out.stdout + out.stderr).split())
+    said = " ".join((out.stdout + out.stderr).split())
+    assert f"body_timeout_seconds: expected a number > 0.0, got {float(value)}" in said
 
 
 def test_keepalive_timeout_closes_idle_connections(tmp_path: Path) -> None:
