@@ -15,6 +15,7 @@ that was not used.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -26,7 +27,7 @@ from pushtrack.domain import codes
 from pushtrack.domain.status import COUNTER_OF, DESC_CANCELLED, DESC_UNSUBSCRIBED, Status
 from pushtrack.store.base import ConflictError, Engine, Tx
 from pushtrack.store.tracking import tracking_key
-from pushtrack.store.tx import bump_counts, dumps, loads
+from pushtrack.store.tx import COUNTER_SHARDS, COUNTER_TABLES, bump_counts, dumps, loads
 
 _SENT, _CREATED = int(Status.SENT), int(Status.CREATED)
 
@@ -311,37 +312,62 @@ def _transition(
     None) and their counters. Only the rows won get an event, so there is at most
     one per (delivery, status). Returns how many rows were won.
 
-    On PostgreSQL the UPDATE and the events' INSERT are one statement (a
-    data-modifying WITH): one round trip. On SQLite the events are inserted from
-    the won ids as one JSON array (``json_each``): one statement, no row bound
-    from Python.
+    On PostgreSQL the UPDATE, the events' INSERT and the counters' upserts are
+    one statement (data-modifying WITHs): one round trip, and only a count per
+    platform comes back. On SQLite the events are inserted from the won ids as
+    one JSON array (``json_each``): one statement, no row bound from Python.
     """
     update = f"UPDATE deliveries SET state = ?{extra} WHERE {where} RETURNING id, platform"
     head = (int(status), *extra_params, *params)
     ts = tx.now()
+    column = COUNTER_OF.get(status)
     if description is None:
-        won = tx.all(update, head)
-    elif tx.dialect == "postgresql":
-        won = tx.all(
-            f"WITH won AS ({update}), ev AS (INSERT INTO events (ts, delivery_id, status,"
-            " description) SELECT ?, id, ?, ? FROM won) SELECT id, platform FROM won",
-            (*head, ts, int(status), description),
+        return len(tx.all(update, head))
+    if tx.dialect == "postgresql":
+        counted = (message_id, ts, ts) * len(COUNTER_TABLES) if column else ()
+        rows = tx.all(
+            _pg_transition(update, column), (*head, ts, int(status), description, *counted)
         )
-    else:
-        won = tx.all(update, head)
-        if won:
-            tx.run(
-                "INSERT INTO events (ts, delivery_id, status, description)"
-                " SELECT ?, value, ?, ? FROM json_each(?)",
-                (ts, int(status), description, dumps([w[0] for w in won])),
-            )
-    column = COUNTER_OF.get(status) if description is not None else None
-    if won and column:
-        per_platform = Counter(w[1] for w in won)
-        bump_counts(
-            tx, {(message_id, ts, platform, column): n for platform, n in per_platform.items()}
+        return sum(n for _, n in rows)
+    won = tx.all(update, head)
+    if won:
+        tx.run(
+            "INSERT INTO events (ts, delivery_id, status, description)"
+            " SELECT ?, value, ?, ? FROM json_each(?)",
+            (ts, int(status), description, dumps([w[0] for w in won])),
         )
+        if column:
+            per_platform = Counter(w[1] for w in won)
+            bump_counts(tx, {(message_id, ts, p, column): n for p, n in per_platform.items()})
     return len(won)
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_transition(update: str, column: str | None) -> str:
+    """One PostgreSQL statement for a transition: the guarded UPDATE, the won rows'
+    events, and their counters (hour and minute; this connection's shard, rows in key
+    order), answering the rows won per platform.
+
+    Parameters after the UPDATE's: ts, status, description, then (message id, ts, ts)
+    for each counter table (if the status is counted).
+    """
+    parts = [
+        f"WITH won AS ({update}),"
+        " ev AS (INSERT INTO events (ts, delivery_id, status, description)"
+        " SELECT ?, id, ?, ? FROM won),"
+        " n AS (SELECT platform, COUNT(*) AS n FROM won GROUP BY platform)"
+    ]
+    for i, (table, bucket, width) in enumerate(COUNTER_TABLES):
+        if column:
+            parts.append(
+                f", c{i} AS (INSERT INTO {table} (message_id, {bucket}, platform, shard,"
+                f" {column}) SELECT ?::bigint, ?::bigint - ?::bigint % {width}, platform,"
+                f" pg_backend_pid() % {COUNTER_SHARDS}, n FROM n ORDER BY platform"
+                f" ON CONFLICT (message_id, {bucket}, platform, shard) DO UPDATE"
+                f" SET {column} = {table}.{column} + excluded.{column})"
+            )
+    parts.append(" SELECT platform, n FROM n")
+    return "".join(parts)
 
 
 def _ids_where(tx: Tx, old: Sequence[int]) -> str:
