@@ -29,6 +29,7 @@ import asyncio
 import collections
 import email.utils
 import ssl
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ import jh2.errors
 import jh2.events
 import jh2.exceptions
 import jh2.settings
+import jh2.stream
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -114,6 +116,22 @@ class _Stream:
     body: bytearray = field(default_factory=bytearray)
 
 
+#: HTTP/2 frame types and flags (RFC 9113 §6) of the frames ``_H2Connection`` frames itself.
+_DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
+_END_STREAM, _END_HEADERS = 0x1, 0x4
+_SEND_HEADERS = jh2.connection.ConnectionInputs.SEND_HEADERS
+_SEND_DATA = jh2.connection.ConnectionInputs.SEND_DATA
+_STREAM_SEND_HEADERS = jh2.stream.StreamInputs.SEND_HEADERS
+_STREAM_SEND_DATA = jh2.stream.StreamInputs.SEND_DATA
+_STREAM_SEND_END_STREAM = jh2.stream.StreamInputs.SEND_END_STREAM
+_HEAD = struct.Struct(">HBBBL")
+
+
+def _frame_head(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    """A frame's 9-byte header: 24-bit length, type, flags, stream id."""
+    return _HEAD.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
+
+
 class _H2Connection(jh2.connection.H2Connection):  # type: ignore[misc]
     """h2's state machine, keeping a connection usable for its streams after a GOAWAY.
 
@@ -137,6 +155,54 @@ class _H2Connection(jh2.connection.H2Connection):  # type: ignore[misc]
             return int(super().open_outbound_streams)
         return self.outbound
 
+    def send_request(
+        self, stream_id: int, headers: list[tuple[bytes, bytes, bool]], end_stream: bool
+    ) -> None:
+        """Open a stream with a request's header block: what ``send_headers`` does for a
+        new client stream, without its frame objects (the block is framed here).
+
+        The headers are ours (``Client`` builds them): no validation, no normalizing,
+        as the connection's configuration says anyway.
+        """
+        limit = self.remote_settings.max_concurrent_streams
+        if self.open_outbound_streams + 1 > limit:
+            raise jh2.exceptions.TooManyStreamsError(f"Max outbound streams is {limit}")
+        self.state_machine.process_input(_SEND_HEADERS)
+        stream = self._begin_new_stream(stream_id, jh2.connection.AllowedStreamIDs.ODD)
+        stream.state_machine.process_input(_STREAM_SEND_HEADERS)
+        if end_stream:
+            stream.state_machine.process_input(_STREAM_SEND_END_STREAM)
+        stream.request_method = headers[0][1]
+        block = self.encoder.encode(headers)
+        size = self.max_outbound_frame_size
+        out = self._data_to_send
+        if len(block) <= size:
+            flags = _END_HEADERS | (_END_STREAM if end_stream else 0)
+            out += _frame_head(len(block), _HEADERS, flags, stream_id)
+            out += block
+            return
+        for at in range(0, len(block), size):
+            part = block[at : at + size]
+            last = at + size >= len(block)
+            kind = _HEADERS if at == 0 else _CONTINUATION
+            flags = (_END_HEADERS if last else 0) | (_END_STREAM if end_stream and at == 0 else 0)
+            out += _frame_head(len(part), kind, flags, stream_id)
+            out += part
+
+    def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        """``send_data`` without its frame objects; the caller keeps ``data`` within the
+        flow-control window and the frame size (``_Connection._send_body``)."""
+        self.state_machine.process_input(_SEND_DATA)
+        stream = self.streams[stream_id]
+        stream.state_machine.process_input(_STREAM_SEND_DATA)
+        if end_stream:
+            stream.state_machine.process_input(_STREAM_SEND_END_STREAM)
+        stream.outbound_flow_control_window -= len(data)
+        self.outbound_flow_control_window -= len(data)
+        out = self._data_to_send
+        out += _frame_head(len(data), _DATA, _END_STREAM if end_stream else 0, stream_id)
+        out += data
+
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         event = jh2.events.ConnectionTerminated()
         event.error_code = jh2.errors._error_code_from_int(frame.error_code)
@@ -150,6 +216,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, pool: Client, origin: str, authority: str) -> None:
         self.pool, self.origin, self.authority = pool, origin, authority
+        self.authority_bytes = authority.encode()
         self.loop = asyncio.get_running_loop()
         config = jh2.config.H2Configuration(
             client_side=True,
@@ -279,15 +346,15 @@ class _Connection(asyncio.Protocol):
             self.retire()  # 2**30 requests on one connection: time for a new one
             raise _NotProcessed from None
         header_list = [
-            (":method", method),
-            (":scheme", "https"),
-            (":authority", self.authority),
-            (":path", path),
-            *headers.items(),
+            (b":method", method.encode(), False),
+            (b":scheme", b"https", False),
+            (b":authority", self.authority_bytes, False),
+            (b":path", path.encode(), False),
         ]
+        header_list += [(k.encode(), v.encode(), False) for k, v in headers.items()]
         self.h2.outbound = len(self.streams)
         try:
-            self.h2.send_headers(stream_id, header_list, end_stream=not body)
+            self.h2.send_request(stream_id, header_list, end_stream=not body)
         except jh2.exceptions.TooManyStreamsError:
             raise _NotProcessed from None
         stream = _Stream(self.loop.create_future(), attempt, body)
@@ -421,7 +488,7 @@ class _Connection(asyncio.Protocol):
                 self.blocked.add(stream_id)
                 return
             chunk, stream.pending = stream.pending[:window], stream.pending[window:]
-            self.h2.send_data(stream_id, chunk, end_stream=not stream.pending)
+            self.h2.send_body(stream_id, chunk, end_stream=not stream.pending)
         self.blocked.discard(stream_id)
 
     def _resume_bodies(self) -> None:
