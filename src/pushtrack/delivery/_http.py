@@ -116,10 +116,11 @@ class _Stream:
     body: bytearray = field(default_factory=bytearray)
 
 
-#: HTTP/2 frame types and flags (RFC 9113 §6) of the frames ``_H2Connection`` frames itself.
-_DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
+#: HTTP/2 frame types and flags (RFC 9113 §6) that the client frames or reads itself.
+_DATA, _HEADERS, _RST_STREAM, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x3, 0x5, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 _SEND_HEADERS = jh2.connection.ConnectionInputs.SEND_HEADERS
+_RECV_HEADERS = jh2.connection.ConnectionInputs.RECV_HEADERS
 _SEND_DATA = jh2.connection.ConnectionInputs.SEND_DATA
 _STREAM_SEND_HEADERS = jh2.stream.StreamInputs.SEND_HEADERS
 _STREAM_SEND_DATA = jh2.stream.StreamInputs.SEND_DATA
@@ -189,6 +190,18 @@ class _H2Connection(jh2.connection.H2Connection):  # type: ignore[misc]
             out += _frame_head(len(part), kind, flags, stream_id)
             out += part
 
+    def receive_response(self, stream: Any, block: bytes, flags: int) -> list[Any]:
+        """A HEADERS frame (one, with END_HEADERS, unpadded) on one of our streams:
+        what jh2 does with it, without parsing it into a frame object."""
+        try:
+            decoded = self.decoder.decode(block, raw=True)
+        except Exception as exc:  # the HPACK decoder's errors
+            raise jh2.exceptions.ProtocolError(f"bad header block: {exc}") from exc
+        events = self.state_machine.process_input(_RECV_HEADERS)
+        headers = [(h[0], h[1]) for h in decoded]
+        _, stream_events = stream.receive_headers(headers, bool(flags & _END_STREAM), None)
+        return [*events, *stream_events]
+
     def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         """``send_data`` without its frame objects; the caller keeps ``data`` within the
         flow-control window and the frame size (``_Connection._send_body``)."""
@@ -248,6 +261,10 @@ class _Connection(asyncio.Protocol):
         #: Set once the server's first SETTINGS (its stream limit) are in.
         self.settled: asyncio.Future[None] = self.loop.create_future()
         self._flush_soon = False
+        #: Bytes received and not yet a whole frame.
+        self._inbox = bytearray()
+        #: A header block handed to jh2 waits for its CONTINUATION frames.
+        self._continuing = False
 
     # asyncio.Protocol
 
@@ -258,13 +275,54 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        """Frames in: a response's HEADERS (one frame, END_HEADERS) on a stream of ours
+        and a RST_STREAM of a stream already answered, the frames of every request,
+        are taken here; every other frame goes through jh2's state machine as it comes.
+        """
         self.last_heard = self.loop.time()
+        buf = self._inbox
+        buf += data
+        at, end = 0, len(buf)
+        h2 = self.h2
         try:
-            events = self.h2.receive_data(data)
+            while end - at >= 9:
+                length = int.from_bytes(buf[at : at + 3], "big")
+                if length > h2.max_inbound_frame_size:
+                    self._on_events(h2.receive_data(bytes(buf[at:])))  # jh2 refuses it
+                    at = end
+                    break
+                stop = at + 9 + length
+                if stop > end:
+                    break
+                kind, flags = buf[at + 3], buf[at + 4]
+                stream_id = int.from_bytes(buf[at + 5 : at + 9], "big") & 0x7FFFFFFF
+                if not self._continuing:
+                    if kind == _HEADERS and flags & ~_END_STREAM == _END_HEADERS:
+                        stream = h2.streams.get(stream_id)
+                        if stream is not None and stream_id in self.streams:
+                            self._on_events(
+                                h2.receive_response(stream, bytes(buf[at + 9 : stop]), flags)
+                            )
+                            at = stop
+                            continue
+                    elif kind == _RST_STREAM and stream_id not in self.streams:
+                        stream = h2.streams.get(stream_id)
+                        if stream is not None and stream.closed and length == 4:
+                            at = stop  # a stream already answered and closed: nothing to do
+                            continue
+                if kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION):
+                    self._continuing = not flags & _END_HEADERS
+                self._on_events(h2.receive_data(bytes(buf[at:stop])))
+                at = stop
         except jh2.exceptions.ProtocolError as exc:
+            del buf[:]
             self._flush()
             self._close(f"HTTP/2 protocol error from the gateway: {exc}")
             return
+        del buf[:at]
+        self._flush()
+
+    def _on_events(self, events: list[Any]) -> None:
         for event in events:
             if isinstance(event, jh2.events.ResponseReceived):
                 self._on_headers(event.stream_id, event.headers)
@@ -288,7 +346,6 @@ class _Connection(asyncio.Protocol):
                 self._on_goaway(event.last_stream_id, event.error_code)
             elif isinstance(event, jh2.events.PingAckReceived):
                 self._answer_ping(True)
-        self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = self.goaway or (f"connection lost: {exc}" if exc else "the gateway hung up")
