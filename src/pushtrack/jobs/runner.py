@@ -86,6 +86,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set; then release what is in flight."""
         log.info("worker %s started (%s)", self.owner, ", ".join(sorted(self.handlers)))
+        self._wake = asyncio.Event()  # of this run's event loop
         relay = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
