@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -41,21 +42,35 @@ def ended(db: Raw) -> tuple[int, int]:
     return int(rows.get(3, 0)), int(rows.get(4, 0))
 
 
-def drain(bench: Bench, url: str, total: int, name: str, timeout: float = 600.0) -> Drained:
-    """Start a worker, and time it from its start-up line until every delivery has ended."""
-    with pushtrack_worker(bench, url, CONCURRENCY, name=f"{name}-worker") as worker, Raw(url) as db:
-        wait_for_log(worker, "running")
+def drain(
+    bench: Bench, url: str, total: int, name: str, timeout: float = 600.0, *, workers: int = 1
+) -> Drained:
+    """Start ``workers`` worker processes, and time them from their start-up lines until
+    every delivery has ended (the first one is profiled; peak RSS is the largest)."""
+    with contextlib.ExitStack() as stack, Raw(url) as db:
+        procs = [
+            stack.enter_context(
+                pushtrack_worker(
+                    bench, url, CONCURRENCY, name=f"{name}-worker" + (f"-{i}" if i else "")
+                )
+            )
+            for i in range(workers)
+        ]
+        for proc in procs:
+            wait_for_log(proc, "running")
         start = time.perf_counter()
         deadline = time.monotonic() + timeout
-        with Profile(bench, worker.pid, f"{name} worker") as prof:
+        with Profile(bench, procs[0].pid, f"{name} worker") as prof:
             while True:
                 delivered, failed = ended(db)
                 if delivered + failed >= total:
                     break
-                if worker.popen.poll() is not None:
-                    raise RuntimeError(f"the worker exited:\n{worker.log_tail()}")
+                for proc in procs:
+                    if proc.popen.poll() is not None:
+                        raise RuntimeError(f"a worker exited:\n{proc.log_tail()}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"only {delivered + failed} of {total} ended in {timeout}s")
                 time.sleep(POLL)
         seconds = time.perf_counter() - start
-        return Drained(seconds, delivered, failed, worker.peak_rss_mb(), prof.summary)
+        peaks = [p for p in (proc.peak_rss_mb() for proc in procs) if p is not None]
+        return Drained(seconds, delivered, failed, max(peaks, default=None), prof.summary)

@@ -184,7 +184,9 @@ def test_transient_failures_retry_then_give_up_with_the_last_reason(
     svc.register("flaky", 1, push_token=flaky)
     svc.register("down", 1, push_token=down)
     apns_server.failures[down] = (503, "ServiceUnavailable")
-    apns_server.failures[flaky] = (429, "TooManyRequests", {"retry-after": "0"})
+    # a second before the next try: time for the device to recover, however soon the
+    # worker takes the job again
+    apns_server.failures[flaky] = (429, "TooManyRequests", {"retry-after": "1"})
     _, (flaky_code, down_code) = send(svc, ["flaky", "down"], content="x")
 
     # first pass: both deferred; the flaky device recovers before the next try

@@ -207,3 +207,50 @@ async def test_fcm_stalled_server_is_outcome_unknown(
         [outcome] = await send(gateway, android_batch(1))
     assert (outcome.verdict, outcome.reason) == (Verdict.FAILED, "OutcomeUnknown")
     assert fcm_server.http2.taken == 2
+
+
+# -- framing: the client reads common frames itself, the rest through jh2 ----------
+
+
+async def test_header_blocks_read_alike_on_either_path_share_one_hpack_state(
+    tls: Any,
+) -> None:
+    """Answers whose header block fits one frame are read by the client itself; one
+    split into HEADERS and CONTINUATION frames, or with a body, goes through jh2.
+    Both decode with the connection's one HPACK state, so answers of every shape,
+    interleaved, keep their own headers, and the connection stays usable."""
+    from tests.gateways._h2server import H2Server, Request
+    from tests.gateways._h2server import Response as H2Response
+
+    async def handler(request: Request) -> H2Response:
+        n = int(request.path.rsplit("/", 1)[1])
+        headers = {"x-n": str(n), "x-same": "repeated-value"}
+        if n % 5 == 0:
+            headers["x-big"] = "b" * 20_000  # past one 16 KiB frame: CONTINUATION
+        body = request.body if n % 3 == 0 else b""
+        return H2Response(200 + n % 2, headers, body)
+
+    with H2Server(handler, tls.server_context()) as server:
+        client = _http.Client(ca_file=tls.ca_file, timeout=HANG)
+        try:
+            for _ in range(2):  # the second round on the same connection
+                answers = await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{server.url}/n/{n}",
+                            headers={"content-type": "application/json", "x-n": str(n)},
+                            content=b'{"n": %d}' % n,
+                        )
+                        for n in range(1, 61)
+                    )
+                )
+                for n, answer in enumerate(answers, start=1):
+                    assert answer.status_code == 200 + n % 2
+                    assert answer.headers["x-n"] == str(n)
+                    assert answer.headers["x-same"] == "repeated-value"
+                    assert answer.headers.get("x-big") == ("b" * 20_000 if n % 5 == 0 else None)
+                    assert answer.content == (b'{"n": %d}' % n if n % 3 == 0 else b"")
+        finally:
+            await client.aclose()
+        assert server.connections == 1
+        assert server.errors == []

@@ -37,6 +37,7 @@ import asyncio
 import collections
 import email.utils
 import ssl
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ import jh2.errors
 import jh2.events
 import jh2.exceptions
 import jh2.settings
+import jh2.stream
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -136,6 +138,23 @@ class _Stream:
     body: bytearray = field(default_factory=bytearray)
 
 
+#: HTTP/2 frame types and flags (RFC 9113 §6) that the client frames or reads itself.
+_DATA, _HEADERS, _RST_STREAM, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x3, 0x5, 0x9
+_END_STREAM, _END_HEADERS = 0x1, 0x4
+_SEND_HEADERS = jh2.connection.ConnectionInputs.SEND_HEADERS
+_RECV_HEADERS = jh2.connection.ConnectionInputs.RECV_HEADERS
+_SEND_DATA = jh2.connection.ConnectionInputs.SEND_DATA
+_STREAM_SEND_HEADERS = jh2.stream.StreamInputs.SEND_HEADERS
+_STREAM_SEND_DATA = jh2.stream.StreamInputs.SEND_DATA
+_STREAM_SEND_END_STREAM = jh2.stream.StreamInputs.SEND_END_STREAM
+_HEAD = struct.Struct(">HBBBL")
+
+
+def _frame_head(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    """A frame's 9-byte header: 24-bit length, type, flags, stream id."""
+    return _HEAD.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
+
+
 class _H2Connection(jh2.connection.H2Connection):  # type: ignore[misc]
     """h2's state machine, keeping a connection usable for its streams after a GOAWAY.
 
@@ -159,6 +178,66 @@ class _H2Connection(jh2.connection.H2Connection):  # type: ignore[misc]
             return int(super().open_outbound_streams)
         return self.outbound
 
+    def send_request(
+        self, stream_id: int, headers: list[tuple[bytes, bytes, bool]], end_stream: bool
+    ) -> None:
+        """Open a stream with a request's header block: what ``send_headers`` does for a
+        new client stream, without its frame objects (the block is framed here).
+
+        The headers are ours (``Client`` builds them): no validation, no normalizing,
+        as the connection's configuration says anyway.
+        """
+        limit = self.remote_settings.max_concurrent_streams
+        if self.open_outbound_streams + 1 > limit:
+            raise jh2.exceptions.TooManyStreamsError(f"Max outbound streams is {limit}")
+        self.state_machine.process_input(_SEND_HEADERS)
+        stream = self._begin_new_stream(stream_id, jh2.connection.AllowedStreamIDs.ODD)
+        stream.state_machine.process_input(_STREAM_SEND_HEADERS)
+        if end_stream:
+            stream.state_machine.process_input(_STREAM_SEND_END_STREAM)
+        stream.request_method = headers[0][1]
+        block = self.encoder.encode(headers)
+        size = self.max_outbound_frame_size
+        out = self._data_to_send
+        if len(block) <= size:
+            flags = _END_HEADERS | (_END_STREAM if end_stream else 0)
+            out += _frame_head(len(block), _HEADERS, flags, stream_id)
+            out += block
+            return
+        for at in range(0, len(block), size):
+            part = block[at : at + size]
+            last = at + size >= len(block)
+            kind = _HEADERS if at == 0 else _CONTINUATION
+            flags = (_END_HEADERS if last else 0) | (_END_STREAM if end_stream and at == 0 else 0)
+            out += _frame_head(len(part), kind, flags, stream_id)
+            out += part
+
+    def receive_response(self, stream: Any, block: bytes, flags: int) -> list[Any]:
+        """A HEADERS frame (one, with END_HEADERS, unpadded) on one of our streams:
+        what jh2 does with it, without parsing it into a frame object."""
+        try:
+            decoded = self.decoder.decode(block, raw=True)
+        except Exception as exc:  # the HPACK decoder's errors
+            raise jh2.exceptions.ProtocolError(f"bad header block: {exc}") from exc
+        events = self.state_machine.process_input(_RECV_HEADERS)
+        headers = [(h[0], h[1]) for h in decoded]
+        _, stream_events = stream.receive_headers(headers, bool(flags & _END_STREAM), None)
+        return [*events, *stream_events]
+
+    def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        """``send_data`` without its frame objects; the caller keeps ``data`` within the
+        flow-control window and the frame size (``_Connection._send_body``)."""
+        self.state_machine.process_input(_SEND_DATA)
+        stream = self.streams[stream_id]
+        stream.state_machine.process_input(_STREAM_SEND_DATA)
+        if end_stream:
+            stream.state_machine.process_input(_STREAM_SEND_END_STREAM)
+        stream.outbound_flow_control_window -= len(data)
+        self.outbound_flow_control_window -= len(data)
+        out = self._data_to_send
+        out += _frame_head(len(data), _DATA, _END_STREAM if end_stream else 0, stream_id)
+        out += data
+
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         event = jh2.events.ConnectionTerminated()
         event.error_code = jh2.errors._error_code_from_int(frame.error_code)
@@ -172,6 +251,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, pool: Client, origin: str, authority: str) -> None:
         self.pool, self.origin, self.authority = pool, origin, authority
+        self.authority_bytes = authority.encode()
         self.loop = asyncio.get_running_loop()
         config = jh2.config.H2Configuration(
             client_side=True,
@@ -203,6 +283,10 @@ class _Connection(asyncio.Protocol):
         #: Set once the server's first SETTINGS (its stream limit) are in.
         self.settled: asyncio.Future[None] = self.loop.create_future()
         self._flush_soon = False
+        #: Bytes received and not yet a whole frame.
+        self._inbox = bytearray()
+        #: A header block handed to jh2 waits for its CONTINUATION frames.
+        self._continuing = False
 
     # asyncio.Protocol
 
@@ -216,13 +300,54 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        """Frames in: a response's HEADERS (one frame, END_HEADERS) on a stream of ours
+        and a RST_STREAM of a stream already answered, the frames of every request,
+        are taken here; every other frame goes through jh2's state machine as it comes.
+        """
         self.last_heard = self.loop.time()
+        buf = self._inbox
+        buf += data
+        at, end = 0, len(buf)
+        h2 = self.h2
         try:
-            events = self.h2.receive_data(data)
+            while end - at >= 9:
+                length = int.from_bytes(buf[at : at + 3], "big")
+                if length > h2.max_inbound_frame_size:
+                    self._on_events(h2.receive_data(bytes(buf[at:])))  # jh2 refuses it
+                    at = end
+                    break
+                stop = at + 9 + length
+                if stop > end:
+                    break
+                kind, flags = buf[at + 3], buf[at + 4]
+                stream_id = int.from_bytes(buf[at + 5 : at + 9], "big") & 0x7FFFFFFF
+                if not self._continuing:
+                    if kind == _HEADERS and flags & ~_END_STREAM == _END_HEADERS:
+                        stream = h2.streams.get(stream_id)
+                        if stream is not None and stream_id in self.streams:
+                            self._on_events(
+                                h2.receive_response(stream, bytes(buf[at + 9 : stop]), flags)
+                            )
+                            at = stop
+                            continue
+                    elif kind == _RST_STREAM and stream_id not in self.streams:
+                        stream = h2.streams.get(stream_id)
+                        if stream is not None and stream.closed and length == 4:
+                            at = stop  # a stream already answered and closed: nothing to do
+                            continue
+                if kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION):
+                    self._continuing = not flags & _END_HEADERS
+                self._on_events(h2.receive_data(bytes(buf[at:stop])))
+                at = stop
         except jh2.exceptions.ProtocolError as exc:
+            del buf[:]
             self._flush()
             self._close(f"HTTP/2 protocol error from the gateway: {exc}")
             return
+        del buf[:at]
+        self._flush()
+
+    def _on_events(self, events: list[Any]) -> None:
         for event in events:
             if isinstance(event, jh2.events.ResponseReceived):
                 self._on_headers(event.stream_id, event.headers)
@@ -246,7 +371,6 @@ class _Connection(asyncio.Protocol):
                 self._on_goaway(event.last_stream_id, event.error_code)
             elif isinstance(event, jh2.events.PingAckReceived):
                 self._answer_ping(True)
-        self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = self.goaway or (f"connection lost: {exc}" if exc else "the gateway hung up")
@@ -304,15 +428,15 @@ class _Connection(asyncio.Protocol):
             self.retire()  # 2**30 requests on one connection: time for a new one
             raise _NotProcessed from None
         header_list = [
-            (":method", method),
-            (":scheme", "https"),
-            (":authority", self.authority),
-            (":path", path),
-            *headers.items(),
+            (b":method", method.encode(), False),
+            (b":scheme", b"https", False),
+            (b":authority", self.authority_bytes, False),
+            (b":path", path.encode(), False),
         ]
+        header_list += [(k.encode(), v.encode(), False) for k, v in headers.items()]
         self.h2.outbound = len(self.streams)
         try:
-            self.h2.send_headers(stream_id, header_list, end_stream=not body)
+            self.h2.send_request(stream_id, header_list, end_stream=not body)
         except jh2.exceptions.TooManyStreamsError:
             raise _NotProcessed from None
         stream = _Stream(self.loop.create_future(), attempt, body)
@@ -446,7 +570,7 @@ class _Connection(asyncio.Protocol):
                 self.blocked.add(stream_id)
                 return
             chunk, stream.pending = stream.pending[:window], stream.pending[window:]
-            self.h2.send_data(stream_id, chunk, end_stream=not stream.pending)
+            self.h2.send_body(stream_id, chunk, end_stream=not stream.pending)
         self.blocked.discard(stream_id)
 
     def _resume_bodies(self) -> None:

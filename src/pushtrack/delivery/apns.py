@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import quote
 
 import jwt
@@ -172,7 +172,19 @@ class ApnsGateway:
         self._device_url = config.url.rstrip("/") + "/3/device/"
 
     async def send(self, batch: Sequence[Notification]) -> list[Outcome]:
-        outcomes = await asyncio.gather(*(self._send_one(n) for n in batch))
+        # At most ``concurrency`` senders, each holding one of the gateway's stream slots
+        # for as long as the batch has notifications left (not a task and a slot per
+        # notification: the slots are shared by every batch in flight).
+        answered: list[Outcome | None] = [None] * len(batch)
+        left = iter(range(len(batch)))
+
+        async def sender() -> None:
+            async with self._streams:
+                for i in left:
+                    answered[i] = await self._send_one(batch[i])
+
+        await asyncio.gather(*(sender() for _ in range(min(self.config.concurrency, len(batch)))))
+        outcomes = cast(list[Outcome], answered)
         for reason in {o.reason for o in outcomes if o.http_status in _SETUP_STATUSES}:
             log.warning(
                 "APNs refused the application's requests: %s (topic %s)", reason, self.config.topic
@@ -192,14 +204,13 @@ class ApnsGateway:
         url = self._device_url + quote(n.push_token, safe="")
         headers = self._headers(n)
         content = payloads.encode(n.payload)
-        async with self._streams:
-            try:
-                token = self._token.current()
-                response = await self._post(url, headers, token, content)
-                if _reason_of(response) == "ExpiredProviderToken" and self._token.expire(token):
-                    response = await self._post(url, headers, self._token.current(), content)
-            except _http.TransportError as exc:
-                return _http.transport_outcome(n.delivery_id, exc)
+        try:
+            token = self._token.current()
+            response = await self._post(url, headers, token, content)
+            if _reason_of(response) == "ExpiredProviderToken" and self._token.expire(token):
+                response = await self._post(url, headers, self._token.current(), content)
+        except _http.TransportError as exc:
+            return _http.transport_outcome(n.delivery_id, exc)
         return outcome_of(n.delivery_id, response)
 
     async def _post(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +44,7 @@ from pushtrack.jobs.runner import Done, Later
 from pushtrack.jobs.runner import Outcome as JobOutcome
 from pushtrack.sealing import Sealer, unseal
 from pushtrack.store import Store
-from pushtrack.store.dispatch import Batch, DeadToken, Due, Pause, Result
+from pushtrack.store.dispatch import Batch, DeadToken, Due, Ended, Pause
 from pushtrack.store.jobs import Job
 
 log = logging.getLogger("pushtrack.delivery")
@@ -113,6 +113,11 @@ class RetryPolicy:
         return backoff
 
 
+#: (app, platform, kind) whose ``pushtrack_gateway_paused`` this process set to 1 (read
+#: here instead of collecting the metrics registry for each batch).
+_PAUSED_SHOWN: set[tuple[int, int, str]] = set()
+
+
 class _Limit(msgspec.Struct, frozen=True):
     """When a delivery stops being tried (µs) and what sets that time."""
 
@@ -134,13 +139,11 @@ class Dispatcher:
     async def handle(self, job: Job) -> JobOutcome:
         message_id = int(job.params["message_id"])
         first, last = int(job.params["first"]), int(job.params["last"])
-        app_id = await self.store.dispatch.app_of(message_id)
-        timing = await self.store.dispatch.send_time(message_id)
-        if app_id is None or timing is None:
+        context = await self.store.dispatch.job_context(message_id)
+        if context is None:
             return Done({"message": "gone"})
-        base = timing[0] + (LOCAL_TIME_SPREAD_US if timing[1] else 0)
-        settings = await self.store.dispatch.gateways(app_id)
-        rate = await self.store.dispatch.send_rate(message_id)
+        app_id, settings, rate = context.app_id, context.gateways, context.rate
+        base = context.send_time + (LOCAL_TIME_SPREAD_US if context.local_time else 0)
 
         def refuse(platform: int) -> str | None:
             if platform not in SERVED:
@@ -200,14 +203,13 @@ class Dispatcher:
             by_platform[d.platform].append(d)
         groups = list(by_platform.items())
         limits = {pid: self._limit(base, options) for pid, (_, options) in batch.payloads.items()}
-        pauses = await self.store.dispatch.gateway_pauses(app_id)
         answers = await asyncio.gather(
             *(
                 self._send_group(
                     app_id,
                     platform,
                     settings[platform],
-                    pauses.get(platform),
+                    batch.pauses.get(platform),
                     batch.shown_id,
                     ds,
                     batch.payloads,
@@ -216,34 +218,59 @@ class Dispatcher:
                 for platform, ds in groups
             )
         )
-        results: list[Result] = []
+        # Outcomes in groups of one status, description and failure class (one statement
+        # each when recorded); the rare ones that need a decision go through ``_result``.
+        ended: dict[tuple[Status, str, str | None], tuple[list[int], list[str | None]]] = {}
+        retries: dict[tuple[int, str, str | None], list[int]] = defaultdict(list)
         dead_tokens: list[DeadToken] = []
         now = self.store.clock()
+        delivered, failed = Verdict.DELIVERED, Verdict.FAILED
         for (platform, ds), (outcomes, wait_until) in zip(groups, answers, strict=True):
             kind = settings[platform][0]
-            platform_name = name_of(platform)
+            counts: Counter[str] = Counter()
             for d, outcome in zip(ds, outcomes, strict=True):
-                limit = limits[d.payload_id]
-                result = self._result(d, outcome, now, limit, wait_until, kind)
-                results.append(result)
-                outcome_name = result.status.label if result.status is not None else "retry"
-                metrics.DELIVERY_OUTCOMES.labels(outcome_name, platform_name, kind).inc()
+                verdict = outcome.verdict
+                if verdict is delivered:
+                    key: tuple[Status, str, str | None] = (
+                        Status.DELIVERED, outcome.description, None
+                    )  # fmt: skip
+                    counts["delivered"] += 1
+                elif verdict is failed:
+                    found = classify(outcome, kind)
+                    key = (Status.FAILED, outcome.description, found and found.value)
+                    counts["failed"] += 1
+                else:
+                    status, description, retry_at, cls = self._result(
+                        d, outcome, now, limits[d.payload_id], wait_until, kind
+                    )
+                    if status is None:
+                        retries[(retry_at or now, description, cls)].append(d.delivery_id)
+                        counts["retry"] += 1
+                        continue
+                    key = (status, description, cls)
+                    counts[status.label] += 1
+                group = ended.get(key)
+                if group is None:
+                    group = ended[key] = ([], [])
+                group[0].append(d.delivery_id)
+                group[1].append(outcome.gateway_id)
                 if outcome.unsubscribe:
                     reason = outcome.reason or outcome.description
                     dead_tokens.append(
                         DeadToken(d.push_token, outcome.dead_since, d.delivery_id, reason)
                     )
-        retries = [r.retry_at for r in results if r.retry_at is not None]
-        platforms = {d.delivery_id: d.platform for d in batch.due}
-        status = await self.store.dispatch.record(
+            platform_name = name_of(platform)
+            for outcome_name, n in counts.items():
+                metrics.DELIVERY_OUTCOMES.labels(outcome_name, platform_name, kind).inc(n)
+        message_status = await self.store.dispatch.record(
             batch.message_id,
             app_id,
-            platforms,
-            results,
+            [Ended(st, desc, cls, ids, gids) for (st, desc, cls), (ids, gids) in ended.items()],
+            retries,
             dead_tokens,
             finish=finish and not retries,
         )
-        return min(retries) if retries else status
+        return min(when for when, _, _ in retries) if retries else message_status
 
     async def _send_group(
         self,
@@ -272,24 +299,29 @@ class Dispatcher:
                 return [Outcome(d.delivery_id, Verdict.CREDENTIALS, why) for d in due], max(
                     probe_at, self.store.clock() + probe // 10
                 )
-        notifications = []
         target = Platform(platform)
         now = self.store.clock()
+        # per payload: its body, its options, and those of a retry (what is left of its TTL)
+        shapes: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+        for pid, (body, options) in payloads.items():
+            again = options
+            if positive_ttl(options):
+                left = (limits[pid].deadline - now) // 1_000_000
+                again = {**options, "ttl": max(1, left)}
+            shapes[pid] = (body, options, again)
+        notifications: list[Notification] = []
+        append = notifications.append
         for d in due:
-            body, options = payloads[d.payload_id]
-            if d.attempts and positive_ttl(options):
-                # a retry goes with what is left of the message's TTL
-                left = (limits[d.payload_id].deadline - now) // 1_000_000
-                options = {**options, "ttl": max(1, left)}
-            notifications.append(
+            body, options, again = shapes[d.payload_id]
+            append(
                 Notification(
-                    delivery_id=d.delivery_id,
-                    tracking_code=d.tracking_code,
-                    platform=target,
-                    push_token=d.push_token,
-                    payload=render(body, d.hash, shown_id, d.user_id),
-                    options=options,
-                    web_keys=d.web_keys,
+                    d.delivery_id,
+                    d.tracking_code,
+                    target,
+                    d.push_token,
+                    render(body, d.hash, shown_id, d.user_id),
+                    again if d.attempts else options,
+                    d.web_keys,
                 )
             )
         try:
@@ -326,7 +358,8 @@ class Dispatcher:
                 )
                 metrics.GATEWAY_PAUSES.labels(**labels, reason=reason).inc()
             metrics.GATEWAY_PAUSED.labels(**labels).set(1)
-        elif pause is not None or metrics.value(metrics.GATEWAY_PAUSED, **labels):
+            _PAUSED_SHOWN.add((app_id, platform, kind))
+        elif pause is not None or (app_id, platform, kind) in _PAUSED_SHOWN:
             # a probe went through, or new settings lifted the pause meanwhile
             if pause is not None and await self.store.dispatch.resume_gateway(app_id, platform):
                 log.warning(
@@ -336,63 +369,52 @@ class Dispatcher:
                     name_of(platform),
                 )
             metrics.GATEWAY_PAUSED.labels(**labels).set(0)
+            _PAUSED_SHOWN.discard((app_id, platform, kind))
         return outcomes, self.store.clock() + probe
 
     def _result(
         self, d: Due, outcome: Outcome, now: int, limit: _Limit, wait_until: int, kind: str
-    ) -> Result:
+    ) -> tuple[Status | None, str, int | None, str | None]:
+        """(status to end with, or None to retry; description; when to retry; failure
+        class) of an outcome that neither delivered nor failed the delivery outright."""
         found = classify(outcome, kind)
         cls = found.value if found is not None else None  # stored as plain text
-        gid = outcome.gateway_id
         if outcome.verdict is Verdict.DELIVERED:
-            return Result(d.delivery_id, Status.DELIVERED, outcome.description, gateway_id=gid)
+            return Status.DELIVERED, outcome.description, None, None
         if outcome.verdict is Verdict.FAILED:
-            return Result(
-                d.delivery_id,
-                Status.FAILED,
-                outcome.description,
-                unsubscribe=outcome.unsubscribe,
-                gateway_id=gid,
-                failure_class=cls,
-            )
+            return Status.FAILED, outcome.description, None, cls
         attempt = d.attempts + 1
         if outcome.verdict is Verdict.CREDENTIALS:
             # not the device's fault, nor the gateway's: wait for the credentials
             if wait_until >= limit.deadline:
                 metrics.DELIVERY_GIVE_UPS.labels(kind=kind).inc()
-                return Result(
-                    d.delivery_id,
+                return (
                     Status.FAILED,
                     f"{outcome.description} (gave up while the gateway was paused:"
                     f" {limit.what} ends before the next try)",
-                    failure_class=cls,
+                    None,
+                    cls,
                 )
-            return Result(
-                d.delivery_id, None, outcome.description, retry_at=wait_until, failure_class=cls
-            )
+            return None, outcome.description, wait_until, cls
         if self.policy.max_attempts and attempt >= self.policy.max_attempts:
-            return Result(
-                d.delivery_id,
+            return (
                 Status.FAILED,
                 f"{outcome.description} (gave up after {attempt} attempts)",
-                gateway_id=gid,
-                failure_class=FailureClass.EXPIRED.value,
+                None,
+                FailureClass.EXPIRED.value,
             )
         retry_at = now + int(self.policy.delay(outcome, d.attempts) * 1_000_000)
         if retry_at >= limit.deadline:
             metrics.DELIVERY_GIVE_UPS.labels(kind=kind).inc()
-            return Result(
-                d.delivery_id,
+            return (
                 Status.FAILED,
                 f"{outcome.description} (gave up after {attempt} attempts:"
                 f" {limit.what} ends before the next try)",
-                gateway_id=gid,
-                failure_class=FailureClass.EXPIRED.value,
+                None,
+                FailureClass.EXPIRED.value,
             )
         metrics.DELIVERY_RETRIES.labels(kind=kind, status=outcome.http_status or "none").inc()
-        return Result(
-            d.delivery_id, None, outcome.description, retry_at=retry_at, failure_class=cls
-        )
+        return None, outcome.description, retry_at, cls
 
     async def _gateway(
         self, app_id: int, platform: int, setting: tuple[str, dict[str, Any], int]

@@ -79,12 +79,18 @@ class Worker:
     #: Claims made so far (a claim, its jobs and their release can all happen while
     #: ``run_until_idle`` reads when the next job is due).
     _claims: int = 0
+    #: Set when a running job ends (or the worker is told to stop): its slot is free, so
+    #: the claim loop goes on at once instead of at its next poll.
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set; then release what is in flight."""
         log.info("worker %s started (%s)", self.owner, ", ".join(sorted(self.handlers)))
+        self._wake = asyncio.Event()  # of this run's event loop
+        relay = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
+                self._wake.clear()
                 free = self.concurrency - len(self._running)
                 claimed: list[Job] = []
                 if free > 0:
@@ -101,9 +107,11 @@ class Worker:
                     self._claims += 1
                 self._claiming = False
                 if not claimed:
+                    # every slot busy: until one frees; else until new jobs may be due
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.poll_seconds)
+                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
         finally:
+            relay.cancel()
             await self._release_all()
             for close in self.closers:
                 try:
@@ -111,6 +119,10 @@ class Worker:
                 except Exception:
                     log.exception("closing worker resources failed")
         log.info("worker %s stopped", self.owner)
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
 
     async def run_until_idle(self, max_seconds: float = 60.0, horizon: float = 5.0) -> None:
         """Run jobs until none runs and none is due within ``horizon`` seconds.
@@ -155,6 +167,7 @@ class Worker:
         finally:
             beat.cancel()
             self._running.pop(job.id, None)
+            self._wake.set()
 
     async def _failed_attempt(self, job: Job, exc: Exception) -> None:
         if job.attempts >= self.max_attempts:

@@ -15,7 +15,8 @@ that was not used.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import functools
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, NamedTuple
@@ -23,10 +24,10 @@ from typing import Any, NamedTuple
 import msgspec
 
 from pushtrack.domain import codes
-from pushtrack.domain.status import DESC_CANCELLED, DESC_UNSUBSCRIBED, Status
+from pushtrack.domain.status import COUNTER_OF, DESC_CANCELLED, DESC_UNSUBSCRIBED, Status
 from pushtrack.store.base import ConflictError, Engine, Tx
-from pushtrack.store.tracking import code_of, tracking_key
-from pushtrack.store.tx import append_events, dumps, loads
+from pushtrack.store.tracking import tracking_key
+from pushtrack.store.tx import COUNTER_SHARDS, COUNTER_TABLES, bump_counts, dumps, loads
 
 _SENT, _CREATED = int(Status.SENT), int(Status.CREATED)
 
@@ -49,6 +50,14 @@ class Due(msgspec.Struct, frozen=True):
     web_keys: tuple[str, str] | None = None
 
 
+class Pause(msgspec.Struct, frozen=True):
+    """A gateway paused because its credentials were refused."""
+
+    #: When it was paused, or last probed while paused (µs UTC).
+    since: int
+    reason: str
+
+
 class Batch(msgspec.Struct, frozen=True):
     app_id: int
     message_id: int
@@ -61,21 +70,22 @@ class Batch(msgspec.Struct, frozen=True):
     throttled: bool = False
     #: The message id payloads carry (``md.mid``): the one tenants are shown.
     shown_id: int = 0
+    #: platform -> pause, of the application's gateways paused when the batch started.
+    pauses: dict[int, Pause] = msgspec.field(default_factory=dict)
 
 
-class Result(msgspec.Struct, frozen=True):
-    """One gateway outcome, as the store records it."""
+class Ended(NamedTuple):
+    """Deliveries that end with one status and one description (a batch's outcomes
+    come in a few such groups: recorded with one statement each)."""
 
-    delivery_id: int
-    status: Status | None  # DELIVERED / FAILED, or None to retry
+    status: Status  # DELIVERED or FAILED
     description: str
-    unsubscribe: bool = False
-    retry_at: int | None = None
-    #: The id the gateway gave the notification (apns-id, FCM message name, Web Push
-    #: Location), kept with the event that records the outcome.
-    gateway_id: str | None = None
-    #: What kind of failure (``delivery/failures.py``), for FAILED and retried outcomes.
-    failure_class: str | None = None
+    #: What kind of failure (``delivery/failures.py``) for FAILED, else None.
+    failure_class: str | None
+    delivery_ids: list[int]
+    #: The id the gateway gave each notification (apns-id, FCM message name, Web Push
+    #: Location), beside ``delivery_ids``; kept with the event that records the outcome.
+    gateway_ids: list[str | None] | None = None
 
 
 class DeadToken(NamedTuple):
@@ -88,6 +98,20 @@ class DeadToken(NamedTuple):
     #: The delivery whose answer found it, and the gateway's reason.
     delivery_id: int
     reason: str
+
+
+class JobContext(msgspec.Struct, frozen=True):
+    """What a dispatch job reads of its message once, before its first batch."""
+
+    app_id: int
+    #: When the message was to go out (µs): the later of its send_at and its creation.
+    send_time: int
+    #: It goes at each device's local time (its last zone is reached later).
+    local_time: bool
+    #: Its send_rate (deliveries per second), None when unthrottled.
+    rate: int | None
+    #: platform -> (kind, settings, version) of the application's gateways.
+    gateways: dict[int, tuple[str, dict[str, Any], int]]
 
 
 def set_gateway(
@@ -139,6 +163,28 @@ def gateway_kinds(tx: Tx, *, app_id: int) -> dict[int, str]:
     }
 
 
+class _Started(NamedTuple):
+    """What ``start_batch`` hands back from the writer: the batch without its tracking
+    codes, which the caller derives from ``key`` outside the write transaction."""
+
+    batch: Batch | None
+    #: The due rows (id, legacy code, platform, token, hash, user, attempts, payload,
+    #: web keys), in id order.
+    rows: list[tuple[Any, ...]]
+    key: bytes
+
+
+#: The columns ``start_batch`` loads of a range's deliveries.
+_DUE_SQL = (
+    "SELECT d.id, d.legacy_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
+    " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at,"
+    " dev.web_p256dh, dev.web_auth"
+    " FROM deliveries d LEFT JOIN devices dev ON dev.id = d.device_id"
+    " WHERE d.id BETWEEN ? AND ? AND d.message_id = ? AND d.state IN (?, ?)"
+    " ORDER BY d.id"
+)
+
+
 def start_batch(
     tx: Tx,
     *,
@@ -147,55 +193,52 @@ def start_batch(
     last: int,
     refuse: Callable[[int], str | None],
     rate: int | None = None,
-) -> Batch | None:
+) -> _Started:
     """Load a range's due deliveries and mark them ``sent``, in one transaction.
 
     ``refuse(platform)`` names why a platform cannot be sent to (no gateway),
     or None; such deliveries, and those whose device unsubscribed meanwhile,
     end ``failed`` here. A cancelled message's range ends ``failed``/``Cancelled``.
     With ``rate`` (the message's deliveries per second) only as many as its
-    send slots allow are taken; ``next_due`` then says when more may go.
+    send slots allow are taken; ``next_due`` then says when more may go. The
+    batch's tracking codes are left to the caller (``DispatchStore.start_batch``),
+    so the single writer spends no time on them.
     """
     # The message row first (see store/expansion.py on lock order); once it is held,
     # a deleteMessage either committed before (and is seen below) or waits for us.
     lock_message(tx, message_id)
     msg = tx.one("SELECT app_id, status FROM messages WHERE id = ?", (message_id,))
     if msg is None:
-        return None
+        return _Started(None, [], b"")
     if msg[1] == "cancelled":
         cancel_rest(tx, message_id=message_id, first=first, last=last)
-        return Batch(msg[0], message_id, msg[1], [], {}, None)
+        return _Started(Batch(msg[0], message_id, msg[1], [], {}, None), [], b"")
     now = tx.now()
-    rows = tx.all(
-        "SELECT d.id, d.legacy_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
-        " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at, d.state,"
-        " dev.web_p256dh, dev.web_auth"
-        " FROM deliveries d LEFT JOIN devices dev ON dev.id = d.device_id"
-        " WHERE d.id BETWEEN ? AND ? AND d.message_id = ? AND d.state IN (?, ?)"
-        " ORDER BY d.id",
-        (first, last, message_id, _CREATED, _SENT),
-    )
-    due: list[Due] = []
-    refused: list[tuple[int, int, str]] = []
+    rows = tx.all(_DUE_SQL, (first, last, message_id, _CREATED, _SENT))
+    due: list[tuple[Any, ...]] = []
+    refused: dict[str, list[int]] = defaultdict(list)
+    reasons: dict[int, str | None] = {}
     next_due: int | None = None
-    key = tracking_key(tx) if rows else b""
     for r in rows:
         if r[9] is not None and r[9] > now:
             next_due = r[9] if next_due is None else min(next_due, r[9])
             continue
         if not r[3] or not r[4]:
             # The device unsubscribed after the message was created.
-            refused.append((r[0], r[2], DESC_UNSUBSCRIBED))
+            refused[DESC_UNSUBSCRIBED].append(r[0])
             continue
-        reason = refuse(r[2])
+        platform = r[2]
+        reason = (
+            reasons[platform]
+            if platform in reasons
+            else reasons.setdefault(platform, refuse(platform))
+        )
         if reason is not None:
-            refused.append((r[0], r[2], reason))
+            refused[reason].append(r[0])
             continue
-        keys = (r[11], r[12]) if r[11] and r[12] else None
-        code = code_of(key, r[0], r[1])
-        due.append(Due(r[0], code, r[2], r[3], r[5], r[6], r[7], r[8], keys))
-    if refused:
-        fail(tx, message_id, refused)
+        due.append(r)
+    for reason, ids in refused.items():
+        advance(tx, message_id, ids, Status.FAILED, (_CREATED, _SENT), reason)
     throttled = False
     if rate and due:
         taken, slot = _claim_slots(tx, message_id, now, rate, len(due))
@@ -209,10 +252,8 @@ def start_batch(
             " 'scheduled')",
             (message_id,),
         )
-        mark_sent(
-            tx, message_id=message_id, first=first, last=due[-1].delivery_id, now=now, due=due
-        )
-    payload_ids = sorted({d.payload_id for d in due})
+        mark_sent(tx, message_id=message_id, first=first, last=due[-1][0], now=now)
+    payload_ids = sorted({r[8] for r in due})
     payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     for start in range(0, len(payload_ids), 500):
         part = payload_ids[start : start + 500]
@@ -221,8 +262,32 @@ def start_batch(
             part,
         ):
             payloads[pid] = (loads(body), loads(options))
+    key = tracking_key(tx) if rows else b""
     shown = codes.shown_message_id(key, message_id) if key else 0
-    return Batch(msg[0], message_id, msg[1], due, payloads, next_due, throttled, shown)
+    pauses = gateway_pauses(tx, app_id=msg[0]) if due else {}
+    batch = Batch(msg[0], message_id, msg[1], [], payloads, next_due, throttled, shown, pauses)
+    return _Started(batch, due, key)
+
+
+def due_of(started: _Started) -> Batch | None:
+    """The batch of a ``start_batch``, its due deliveries with their tracking codes
+    (derived in bulk: one AES call for the batch)."""
+    batch, rows, key = started
+    if batch is None or not rows:
+        return batch
+    derived = codes.tracking_codes_of(key, [r[0] for r in rows if r[1] is None])
+    at = 0
+    due: list[Due] = []
+    append = due.append
+    for r in rows:
+        if r[1] is None:
+            code = derived[at]
+            at += 1
+        else:
+            code = r[1]
+        keys = (r[10], r[11]) if r[10] and r[11] else None
+        append(Due(r[0], code, r[2], r[3], r[5], r[6], r[7], r[8], keys))
+    return msgspec.structs.replace(batch, due=due)
 
 
 def _claim_slots(tx: Tx, message_id: int, now: int, rate: int, wanted: int) -> tuple[int, int]:
@@ -249,69 +314,180 @@ def _claim_slots(tx: Tx, message_id: int, now: int, rate: int, wanted: int) -> t
     return taken, slot
 
 
-def _won(
+def _transition(
     tx: Tx,
-    ids: Sequence[int],
-    new: int,
-    old: Sequence[int],
+    message_id: int,
+    where: str,
+    params: Sequence[Any],
+    status: Status,
+    description: str | None,
     extra: str = "",
-    params: Sequence[Any] = (),
-) -> set[int]:
-    won: set[int] = set()
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
+    extra_params: Sequence[Any] = (),
+    *,
+    failure_class: str | None = None,
+    gateways: tuple[list[int], list[str | None]] | None = None,
+) -> int:
+    """Move the deliveries ``where`` selects to ``status``, set-based: one guarded
+    UPDATE that returns the rows it won, their events (unless ``description`` is
+    None) and their counters. Only the rows won get an event, so there is at most
+    one per (delivery, status). Returns how many rows were won.
+
+    Each event keeps ``failure_class`` and, with ``gateways`` (delivery ids and the
+    ids their gateway gave them, side by side), the gateway's id of its delivery.
+
+    On PostgreSQL the UPDATE, the events' INSERT and the counters' upserts are
+    one statement (data-modifying WITHs): one round trip, and only a count per
+    platform comes back. On SQLite the events are inserted from the won ids as
+    one JSON array (``json_each``): one statement, no row bound from Python
+    (rows are bound only when there are gateway ids to keep).
+    """
+    update = f"UPDATE deliveries SET state = ?{extra} WHERE {where} RETURNING id, platform"
+    head = (int(status), *extra_params, *params)
+    ts = tx.now()
+    column = COUNTER_OF.get(status)
+    if description is None:
+        return len(tx.all(update, head))
+    if tx.dialect == "postgresql":
+        counted = (message_id, ts, ts) * len(COUNTER_TABLES) if column else ()
+        event: tuple[Any, ...] = (ts, int(status), description, failure_class)
+        if gateways is not None:
+            event += (gateways[0], gateways[1])
         rows = tx.all(
-            f"UPDATE deliveries SET state = ?{extra} WHERE id IN ({','.join('?' * len(part))})"
-            f" AND state IN ({','.join('?' * len(old))}) RETURNING id",
-            (new, *params, *part, *old),
+            _pg_transition(update, column, gateways is not None), (*head, *event, *counted)
         )
-        won.update(r[0] for r in rows)
-    return won
+        return sum(n for _, n in rows)
+    won = tx.all(update, head)
+    if won:
+        if gateways is None:
+            tx.run(
+                "INSERT INTO events (ts, delivery_id, status, description, failure_class)"
+                " SELECT ?, value, ?, ?, ? FROM json_each(?)",
+                (ts, int(status), description, failure_class, dumps([w[0] for w in won])),
+            )
+        else:
+            given = dict(zip(*gateways, strict=True))
+            tx.many(
+                "INSERT INTO events (ts, delivery_id, status, description, gateway_id,"
+                " failure_class) VALUES (?, ?, ?, ?, ?, ?)",
+                [(ts, w[0], int(status), description, given.get(w[0]), failure_class) for w in won],
+            )
+        if column:
+            per_platform = Counter(w[1] for w in won)
+            bump_counts(tx, {(message_id, ts, p, column): n for p, n in per_platform.items()})
+    return len(won)
 
 
-def mark_sent(
-    tx: Tx, *, message_id: int, first: int, last: int, now: int, due: Sequence[Due]
-) -> None:
+@functools.lru_cache(maxsize=64)
+def _pg_transition(update: str, column: str | None, gateways: bool) -> str:
+    """One PostgreSQL statement for a transition: the guarded UPDATE, the won rows'
+    events, and their counters (hour and minute; this connection's shard, rows in key
+    order), answering the rows won per platform.
+
+    Parameters after the UPDATE's: ts, status, description, failure class, (with
+    ``gateways``) the delivery ids and their gateway ids as two arrays, then (message
+    id, ts, ts) for each counter table (if the status is counted).
+    """
+    if gateways:
+        events = (
+            " SELECT ?, won.id, ?, ?, ?, g.gateway_id FROM won"
+            " LEFT JOIN unnest(?::bigint[], ?::text[]) AS g (id, gateway_id) ON g.id = won.id"
+        )
+    else:
+        events = " SELECT ?, id, ?, ?, ?, NULL FROM won"
+    parts = [
+        f"WITH won AS ({update}),"
+        " ev AS (INSERT INTO events (ts, delivery_id, status, description, failure_class,"
+        f" gateway_id){events}),"
+        " n AS (SELECT platform, COUNT(*) AS n FROM won GROUP BY platform)"
+    ]
+    for i, (table, bucket, width) in enumerate(COUNTER_TABLES):
+        if column:
+            parts.append(
+                f", c{i} AS (INSERT INTO {table} (message_id, {bucket}, platform, shard,"
+                f" {column}) SELECT ?::bigint, ?::bigint - ?::bigint % {width}, platform,"
+                f" pg_backend_pid() % {COUNTER_SHARDS}, n FROM n ORDER BY platform"
+                f" ON CONFLICT (message_id, {bucket}, platform, shard) DO UPDATE"
+                f" SET {column} = {table}.{column} + excluded.{column})"
+            )
+    parts.append(" SELECT platform, n FROM n")
+    return "".join(parts)
+
+
+def _ids_where(tx: Tx, old: Sequence[int]) -> str:
+    """The condition on a list of delivery ids (one parameter) and their old states."""
+    states = ", ".join(str(int(s)) for s in old)
+    if tx.dialect == "postgresql":
+        return f"id = ANY(?::bigint[]) AND state IN ({states})"
+    return f"id IN (SELECT value FROM json_each(?)) AND state IN ({states})"
+
+
+def advance(
+    tx: Tx,
+    message_id: int,
+    ids: Sequence[int],
+    status: Status,
+    old: Sequence[int],
+    description: str | None,
+    extra: str = "",
+    extra_params: Sequence[Any] = (),
+    *,
+    failure_class: str | None = None,
+    gateway_ids: Sequence[str | None] | None = None,
+) -> int:
+    """``_transition`` of the deliveries ``ids`` that are still in one of the ``old``
+    states; how many were won. ``gateway_ids`` (beside ``ids``) go into their events."""
+    if not ids:
+        return 0
+    param: Any = list(ids) if tx.dialect == "postgresql" else dumps(list(ids))
+    gateways = None
+    if gateway_ids is not None and any(g is not None for g in gateway_ids):
+        gateways = (list(ids), list(gateway_ids))
+    return _transition(
+        tx, message_id, _ids_where(tx, old), (param,), status, description, extra, extra_params,
+        failure_class=failure_class, gateways=gateways,
+    )  # fmt: skip
+
+
+def mark_sent(tx: Tx, *, message_id: int, first: int, last: int, now: int) -> int:
     """Record ``sent`` for a range's due deliveries not yet marked.
 
-    Runs in the transaction that loaded ``due`` and failed the rest of the
-    range's due deliveries, so the deliveries still ``created`` and due in
-    ``first..last`` (``last``: the last of ``due``, which is in id order) are
-    exactly those of ``due`` not sent before: one range UPDATE marks them.
+    Runs in the transaction that loaded the due deliveries and failed the rest
+    of the range's due ones, so the deliveries still ``created`` and due in
+    ``first..last`` (``last``: the last due one) are exactly those due and not
+    sent before: one range UPDATE marks them, and only those it wins get
+    their ``sent`` event. Returns how many.
     """
-    rows = tx.all(
-        "UPDATE deliveries SET state = ? WHERE id BETWEEN ? AND ? AND message_id = ?"
-        " AND state = ? AND (next_at IS NULL OR next_at <= ?) RETURNING id",
-        (_SENT, first, last, message_id, _CREATED, now),
-    )
-    won = {r[0] for r in rows}
-    append_events(
+    return _transition(
         tx,
-        [
-            (d.delivery_id, Status.SENT, "Sent", message_id, d.platform)
-            for d in due
-            if d.delivery_id in won
-        ],
+        message_id,
+        "id BETWEEN ? AND ? AND message_id = ? AND state = ? AND (next_at IS NULL OR next_at <= ?)",
+        (first, last, message_id, _CREATED, now),
+        Status.SENT,
+        "Sent",
     )
 
 
 def fail(tx: Tx, message_id: int, items: Sequence[tuple[int, int, str]]) -> None:
     """End (delivery, platform, description) items ``failed`` unless they already ended."""
-    won = _won(tx, [i[0] for i in items], int(Status.FAILED), (_CREATED, _SENT))
-    append_events(tx, [(d, Status.FAILED, desc, message_id, p) for d, p, desc in items if d in won])
+    by_description: dict[str, list[int]] = defaultdict(list)
+    for delivery_id, _, description in items:
+        by_description[description].append(delivery_id)
+    for description, ids in by_description.items():
+        advance(tx, message_id, ids, Status.FAILED, (_CREATED, _SENT), description)
 
 
 def record(
     tx: Tx,
     *,
     message_id: int,
-    platforms: dict[int, int],
-    results: Sequence[Result],
+    ended: Sequence[Ended],
+    retries: dict[tuple[int, str, str | None], list[int]],
     unsubscribe_tokens: Sequence[DeadToken],
     app_id: int,
     finish: bool,
 ) -> str | None:
-    """Write a batch of gateway outcomes (``platforms``: delivery -> platform).
+    """Write a batch of gateway outcomes: the groups that ended, and the deliveries
+    to try again (retry time -> ids; the attempt is counted).
 
     The guarded UPDATE that ends a delivery also counts the try (``attempts``), and
     the event it wins keeps the gateway's id and the failure class: no statement
@@ -321,59 +497,17 @@ def record(
     if finish:
         lock_message(tx, message_id)
     tried = ", attempts = attempts + 1"
-    delivered = [r for r in results if r.status is Status.DELIVERED]
-    if delivered:
-        won = _won(tx, [r.delivery_id for r in delivered], int(Status.DELIVERED), (_SENT,), tried)
-        append_events(
-            tx,
-            [
-                (
-                    r.delivery_id,
-                    Status.DELIVERED,
-                    r.description,
-                    message_id,
-                    platforms[r.delivery_id],
-                    r.gateway_id,
-                    None,
-                )
-                for r in delivered
-                if r.delivery_id in won
-            ],
-        )
-    failed = [r for r in results if r.status is Status.FAILED]
-    if failed:
-        won = _won(
-            tx, [r.delivery_id for r in failed], int(Status.FAILED), (_CREATED, _SENT), tried
-        )
-        append_events(
-            tx,
-            [
-                (
-                    r.delivery_id,
-                    Status.FAILED,
-                    r.description,
-                    message_id,
-                    platforms[r.delivery_id],
-                    r.gateway_id,
-                    r.failure_class,
-                )
-                for r in failed
-                if r.delivery_id in won
-            ],
-        )
-    retry: dict[tuple[int, str, str | None], list[int]] = defaultdict(list)
-    for r in results:
-        if r.status is None and r.retry_at is not None:
-            retry[(r.retry_at, r.description, r.failure_class)].append(r.delivery_id)
-    for (when, reason, cls), ids in retry.items():
-        _won(
-            tx,
-            ids,
-            _SENT,
-            (_SENT,),
-            ", attempts = attempts + 1, next_at = ?, retry_reason = ?, retry_class = ?",
-            (when, reason, cls),
-        )
+    for group in ended:
+        old = (_SENT,) if group.status is Status.DELIVERED else (_CREATED, _SENT)
+        advance(
+            tx, message_id, group.delivery_ids, group.status, old, group.description, tried,
+            failure_class=group.failure_class, gateway_ids=group.gateway_ids,
+        )  # fmt: skip
+    for (when, reason, cls), ids in retries.items():
+        advance(
+            tx, message_id, ids, Status.SENT, (_SENT,), None,
+            f"{tried}, next_at = ?, retry_reason = ?, retry_class = ?", (when, reason, cls),
+        )  # fmt: skip
     _unsubscribe(tx, app_id, message_id, unsubscribe_tokens)
     return finish_message(tx, message_id=message_id) if finish else None
 
@@ -419,8 +553,29 @@ def send_rate(tx: Tx, *, message_id: int) -> int | None:
     row = tx.one("SELECT notification FROM messages WHERE id = ?", (message_id,))
     if row is None:
         return None
-    rate = loads(row[0]).get("send_rate")
+    return _rate_of(loads(row[0]))
+
+
+def _rate_of(notification: Any) -> int | None:
+    rate = notification.get("send_rate") if isinstance(notification, dict) else None
     return rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else None
+
+
+def job_context(tx: Tx, *, message_id: int) -> JobContext | None:
+    """What a dispatch job needs of its message before its first batch, in one read."""
+    row = tx.one(
+        "SELECT app_id, send_at, created_at, local_time, notification FROM messages WHERE id = ?",
+        (message_id,),
+    )
+    if row is None:
+        return None
+    return JobContext(
+        app_id=int(row[0]),
+        send_time=max(int(row[1]), int(row[2])),
+        local_time=bool(row[3]),
+        rate=_rate_of(loads(row[4])),
+        gateways=gateways(tx, app_id=int(row[0])),
+    )
 
 
 def app_of(tx: Tx, *, message_id: int) -> int | None:
@@ -464,14 +619,6 @@ def cancel_rest(tx: Tx, *, message_id: int, first: int, last: int) -> None:
         (first, last, message_id, _CREATED, _SENT),
     )
     fail(tx, message_id, [(d, p, DESC_CANCELLED) for d, p in rows])
-
-
-class Pause(msgspec.Struct, frozen=True):
-    """A gateway paused because its credentials were refused."""
-
-    #: When it was paused, or last probed while paused (µs UTC).
-    since: int
-    reason: str
 
 
 class GatewayState(msgspec.Struct, frozen=True):
@@ -616,7 +763,7 @@ class DispatchStore:
         refuse: Callable[[int], str | None],
         rate: int | None = None,
     ) -> Batch | None:
-        return await self.engine.write(
+        started = await self.engine.write(
             partial(
                 start_batch,
                 message_id=message_id,
@@ -626,6 +773,11 @@ class DispatchStore:
                 rate=rate,
             )
         )
+        return due_of(started)
+
+    async def job_context(self, message_id: int) -> JobContext | None:
+        """A dispatch job's message, rate and gateway settings (None: the message is gone)."""
+        return await self.engine.read(partial(job_context, message_id=message_id))
 
     async def send_rate(self, message_id: int) -> int | None:
         """A message's ``send_rate`` (deliveries per second), or None when unthrottled."""
@@ -635,8 +787,8 @@ class DispatchStore:
         self,
         message_id: int,
         app_id: int,
-        platforms: dict[int, int],
-        results: Sequence[Result],
+        ended: Sequence[Ended],
+        retries: dict[tuple[int, str, str | None], list[int]],
         unsubscribe_tokens: Sequence[DeadToken],
         finish: bool,
     ) -> str | None:
@@ -645,8 +797,8 @@ class DispatchStore:
                 record,
                 message_id=message_id,
                 app_id=app_id,
-                platforms=platforms,
-                results=results,
+                ended=ended,
+                retries=retries,
                 unsubscribe_tokens=unsubscribe_tokens,
                 finish=finish,
             )

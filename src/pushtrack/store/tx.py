@@ -9,7 +9,7 @@ engine translates; ``ON CONFLICT``; row values; ``RETURNING``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -325,6 +325,15 @@ def bump_counters(tx: Tx, items: Iterable[tuple[int, int, int, Status]]) -> None
         column = COUNTER_OF.get(status)
         if column:
             totals[(message_id, ts, platform, column)] += 1
+    bump_counts(tx, totals)
+
+
+def bump_counts(tx: Tx, totals: Mapping[tuple[int, int, int, str], int]) -> None:
+    """Add ``n`` to each counter ``(message_id, ts, platform, column) -> n``.
+
+    ``bump_counters`` for callers that counted already (a set-based transition
+    knows how many rows it won per platform).
+    """
     if not totals:
         return
     # One shard for the whole transaction (its connection's), so its rows lock in key order.
