@@ -398,4 +398,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX dead_tokens_app ON dead_tokens (app_id, found_at);
     CREATE INDEX dead_tokens_found ON dead_tokens (found_at);
     """,
+    # 11: the dashboard groups a message's failures without reading its other deliveries.
+    """
+    CREATE INDEX deliveries_failed ON deliveries (message_id) WHERE state = 4;
+    """,
 ]
