@@ -48,6 +48,8 @@ PER_PAGE = 25
 TIMELINE_ROWS = 200
 #: A chart is drawn per minute while a message's activity spans at most this long.
 MINUTE_CHART_SPAN = 3 * HOUR_US
+#: Buckets a chart is drawn up to now for (a message's activity so far, then quiet).
+CHART_POINTS = 720
 #: The counters the chart draws, in the order of its series.
 CHART_SERIES = ("sends", "deliveries", "opens", "errors")
 #: Form bodies are small; anything larger is refused.
@@ -447,7 +449,7 @@ class Dashboard:
             interval = "minute" if short else "hour"
         width: Literal["minute", "hour"] = "minute" if interval == "minute" else "hour"
         rows = await self.ctx.store.stats.counters(ref.id, width, since, None, None, None)
-        return secured(JSONResponse(series(rows, interval)))
+        return secured(JSONResponse(series(rows, width, self.ctx.store_clock())))
 
     # -- device timeline --------------------------------------------------------------------
 
@@ -793,9 +795,10 @@ def _text(content: Any) -> str:
     return ""
 
 
-def series(rows: list[Totals], interval: str) -> dict[str, Any]:
-    """Counters per bucket summed over platforms, every bucket from the first to the last
-    (empty ones as zeros); times in Unix seconds, as uPlot takes them."""
+def series(rows: list[Totals], interval: str, now: int) -> dict[str, Any]:
+    """Counters per bucket summed over platforms, every bucket from the first to the last,
+    or to now's while that is at most ``CHART_POINTS`` buckets on (empty ones as zeros);
+    times in Unix seconds, as uPlot takes them."""
     width = 60_000_000 if interval == "minute" else HOUR_US
     sums: dict[int, list[int]] = {}
     for t in rows:
@@ -807,6 +810,9 @@ def series(rows: list[Totals], interval: str) -> dict[str, Any]:
         out[name] = []
     if sums:
         first, last = min(sums), max(sums)
+        current = now - now % width
+        if last < current <= first + CHART_POINTS * width:
+            last = current
         for bucket in range(first, last + width, width):
             out["t"].append(bucket // 1_000_000)
             values = sums.get(bucket, [0] * len(CHART_SERIES))

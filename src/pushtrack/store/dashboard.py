@@ -116,5 +116,19 @@ class DashboardStore:
             partial(latest_deliveries, message_id=message_id, limit=limit)
         )
 
+    async def delivered(self, app_id: int, message_code: str) -> list[tuple[str, str]]:
+        return await self.engine.read(partial(delivered, app_id=app_id, message_code=message_code))
+
     async def hwid_of_token(self, app_id: int, push_token: str) -> str | None:
         return await self.engine.read(partial(hwid_of_token, app_id=app_id, push_token=push_token))
+
+
+def delivered(tx: Tx, *, app_id: int, message_code: str) -> list[tuple[str, str]]:
+    """(hwid, payload hash) of a message's deliveries the gateway delivered (the demo's
+    devices report opens for some of them)."""
+    rows = tx.all(
+        "SELECT d.hwid, d.hash FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        " WHERE m.code = ? AND m.app_id = ? AND d.state = ? AND d.hash IS NOT NULL",
+        (message_code, app_id, int(Status.DELIVERED)),
+    )
+    return [(str(r[0]), str(r[1])) for r in rows]
