@@ -51,9 +51,14 @@ def _ensure_chromium() -> None:
 
 
 def wait_for(what: str, check: Callable[[], T | None], seconds: float = 20) -> T:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     deadline = time.monotonic() + seconds
     while True:
-        found = check()
+        try:
+            found = check()
+        except (NoSuchElementException, StaleElementReferenceException):
+            found = None  # the page is still being replaced
         if found:
             return found
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

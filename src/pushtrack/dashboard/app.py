@@ -137,7 +137,9 @@ class Funnel(msgspec.Struct, frozen=True):
 
     @property
     def failure_rate(self) -> str:
-        return _rate(self.errors, self.sends)
+        # of every delivery that ended or was sent: some fail before sending (an unknown
+        # or unsubscribed device), so they are not among the sends
+        return _rate(self.errors, max(self.sends, self.deliveries + self.errors))
 
 
 class Viewer:

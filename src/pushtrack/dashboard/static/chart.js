@@ -20,7 +20,13 @@
         return { label: n, stroke: colors[i], width: 2, points: { show: s.t.length < 60 } };
       }));
       var width = function () { return Math.max(280, el.clientWidth); };
-      var u = new uPlot({ width: width(), height: 260, series: series, scales: { x: { time: true } } }, data, el);
+      var step = s.interval === "minute" ? 60 : 3600;
+      var x = {
+        time: true,
+        // one bucket so far: show the minutes (or hours) around it, not a range of years
+        range: function (u, min, max) { return min === max ? [min - step, max + step] : [min, max]; },
+      };
+      var u = new uPlot({ width: width(), height: 260, series: series, scales: { x: x } }, data, el);
       window.ptChart = u;
       el.dataset.ready = "drawn";
       window.addEventListener("resize", function () { u.setSize({ width: width(), height: 260 }); });
