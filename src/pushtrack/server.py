@@ -145,6 +145,7 @@ async def _serve_on(
             )
         config = server_config(create_app(ctx), settings)
         server = uvicorn.Server(config)
+        ctx.stopping = lambda: server.should_exit
         stop = asyncio.Event()
         worker_task = None
         if settings.worker:

@@ -61,6 +61,12 @@ class Live:
                 return True
         return False
 
+    async def _gone(self, request: Request) -> bool:
+        """The browser went away, or the server is shutting down (the browser reconnects
+        to another process, or after the restart, from its last event)."""
+        stopping = self.ctx.stopping
+        return (stopping is not None and stopping()) or await request.is_disconnected()
+
     def filters(self, request: Request) -> dict[str, str]:
         q = request.query_params
         return {k: q[k] for k in ("hwid", "message", "status") if q.get(k)}
@@ -104,7 +110,7 @@ class Live:
         )
         yield b"retry: 2000\n: following the trail\n\n"
         pinged = time.monotonic()
-        while not await request.is_disconnected():
+        while not await self._gone(request):
             until = self.ctx.store_clock() - int(LAG_SECONDS * US)
             rows = await self.ctx.store.message_log(
                 msgspec.structs.replace(query, date_from=cursor[0], date_to=until, after=cursor)
@@ -160,7 +166,7 @@ class Live:
             await out.put(message)
 
         async def watch() -> None:
-            while not await request.is_disconnected():  # noqa: ASYNC110 - Starlette has no wait
+            while not await self._gone(request):  # noqa: ASYNC110 - Starlette has no wait
                 await asyncio.sleep(POLL_SECONDS)
             gone.set()
 
