@@ -24,7 +24,10 @@
       var x = {
         time: true,
         // one bucket so far: show the minutes (or hours) around it, not a range of years
-        range: function (u, min, max) { return min === max ? [min - step, max + step] : [min, max]; },
+        range: function (u, min, max) {
+          var first = s.t[0], last = s.t[s.t.length - 1];
+          return first === last ? [first - step, last + 5 * step] : [min, max];
+        },
       };
       var u = new uPlot({ width: width(), height: 260, series: series, scales: { x: x } }, data, el);
       window.ptChart = u;
