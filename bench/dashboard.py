@@ -6,9 +6,9 @@ per-minute counters that agree), written with bare executemany in the product's
 schema. A session is signed in over HTTP as a person would; then requests go one at
 a time over one keep-alive connection to a real ``pushtrack serve`` process: the
 page (content, funnel, failures grouped by reason and platform, the latest
-deliveries) is the figure, and its chart's data (``/series``: per hour at full scale, where
-the sends span almost three hours and the opens another) is reported beside it. The baseline is the page's bare
-queries in this process.
+deliveries) is the figure, and its chart's data (``/series``: per hour at full
+scale, where sends and opens span more than three hours) is reported beside it.
+The baseline is the page's bare queries in this process.
 """
 
 from __future__ import annotations
