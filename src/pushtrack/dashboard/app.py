@@ -38,6 +38,7 @@ from pushtrack.domain import platforms
 from pushtrack.domain.platforms import Platform, name_of
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, parse_day, to_wire, window_start
 from pushtrack.store.base import App, StoreUnavailableError, TokenInfo
+from pushtrack.store.dashboard import FailureGroup
 from pushtrack.store.stats import MessageSummary, Totals
 
 log = logging.getLogger("pushtrack.dashboard")
@@ -52,6 +53,8 @@ MINUTE_CHART_SPAN = 3 * HOUR_US
 CHART_POINTS = 720
 #: The counters the chart draws, in the order of its series.
 CHART_SERIES = ("sends", "deliveries", "opens", "errors")
+#: Messages whose grouped failures are kept (all are dropped when it is full).
+FAILURE_CACHE = 1000
 #: Form bodies are small; anything larger is refused.
 MAX_FORM_BYTES = 16 * 1024
 
@@ -172,6 +175,7 @@ class Dashboard:
         self.env.filters["platform"] = name_of
         self.env.globals["platforms"] = [(int(p), name_of(p)) for p in FILTER_PLATFORMS]
         self.live = Live(ctx, api_app)
+        self._failures: dict[int, tuple[int, list[FailureGroup]]] = {}
 
     async def sessions(self) -> sess.Sessions:
         if self._sessions is None:
@@ -265,6 +269,22 @@ class Dashboard:
         apps = await self.ctx.store.list_apps(viewer.token.account)
         allowed = viewer.token.apps
         return [a for a in apps if allowed is None or a.code in allowed]
+
+    async def failures(self, message_id: int, errors: int) -> list[FailureGroup]:
+        """A message's failures grouped, read again only when its ``errors`` counter moved.
+
+        The counter is bumped in the transaction that writes each failure, so an
+        unchanged count means unchanged groups; a large finished message is grouped once.
+        """
+        hit = self._failures.get(message_id)
+        if hit is not None and hit[0] == errors:
+            return hit[1]
+        groups = await self.ctx.store.dashboard.failures(message_id)
+        if len(self._failures) >= FAILURE_CACHE:
+            self._failures.clear()
+        # counted from the groups: a failure committed between the two reads is not lost
+        self._failures[message_id] = (sum(g.count for g in groups), groups)
+        return groups
 
     def since(self) -> int:
         return window_start(self.ctx.store_clock(), self.ctx.settings.retention_days)
@@ -410,7 +430,7 @@ class Dashboard:
         if ref is None:
             raise NotFound
         failures, latest = await asyncio.gather(
-            self.ctx.store.dashboard.failures(ref.id),
+            self.failures(ref.id, Funnel.of(m.totals).errors),
             self.ctx.store.dashboard.latest_deliveries(ref.id),
         )
         n = m.notification

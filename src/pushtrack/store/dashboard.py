@@ -54,10 +54,11 @@ def failures(tx: Tx, *, message_id: int, limit: int) -> list[FailureGroup]:
 
 
 def latest_deliveries(tx: Tx, *, message_id: int, limit: int) -> list[LatestDelivery]:
-    """The message's most recently created deliveries with their statuses."""
+    """The message's most recently created deliveries with their statuses (the index
+    ``deliveries_message_latest``)."""
     rows = tx.all(
         "SELECT id, legacy_code, hwid, user_id, platform, state, opened, confirmed, created_at"
-        " FROM deliveries WHERE message_id = ? ORDER BY id DESC LIMIT ?",
+        " FROM deliveries WHERE message_id = ? ORDER BY message_id DESC, id DESC LIMIT ?",
         (message_id, limit),
     )
     if not rows:

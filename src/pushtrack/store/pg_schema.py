@@ -370,9 +370,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX dead_tokens_app ON dead_tokens (app_id, found_at);
     CREATE INDEX dead_tokens_found ON dead_tokens (found_at);
     """,
-    # 11: the dashboard groups a message's failures without reading its other deliveries.
+    # 11: the dashboard groups a message's failures without reading its other deliveries,
+    # and finds its latest deliveries without sorting them all.
     """
     CREATE INDEX deliveries_failed ON deliveries (message_id) WHERE state = 4;
+    CREATE INDEX deliveries_message_latest ON deliveries (message_id, id);
     """,
 ]
 
