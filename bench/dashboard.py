@@ -8,7 +8,9 @@ a time over one keep-alive connection to a real ``pushtrack serve`` process: the
 page (content, funnel, failures grouped by reason and platform, the latest
 deliveries) is the figure, and its chart's data (``/series``: per hour at full
 scale, where sends and opens span more than three hours) is reported beside it.
-The baseline is the page's bare queries in this process.
+The baseline is the page's bare queries of every view in this process; the
+first view, which also groups the failures, is reported beside it with that
+grouping's bare time.
 """
 
 from __future__ import annotations
@@ -28,15 +30,20 @@ from pushtrack.domain.timeutil import DAY_US, now_us
 
 NAME = "dashboard"
 
-#: What the page reads from the store, bare: the message with its counters, the failed
-#: deliveries grouped, the latest deliveries and their events.
+#: What the page reads from the store on each view, bare: the message with its counters,
+#: its latest deliveries and their events.
 BARE = (
     "SELECT m.id, m.code, m.notification, (SELECT SUM(sends) FROM counters c"
     " WHERE c.message_id = m.id) FROM messages m WHERE m.code = ?",
+    "SELECT id FROM deliveries WHERE message_id = ? ORDER BY message_id DESC, id DESC LIMIT 20",
+    "SELECT delivery_id, ts, description FROM events WHERE delivery_id IN"
+    " (SELECT id FROM deliveries WHERE message_id = ? ORDER BY message_id DESC, id DESC LIMIT 20)",
+)
+#: Grouping the failures, bare: the first view does it (later ones until errors move not).
+GROUP_FAILURES = (
     "SELECT e.description, e.failure_class, d.platform, COUNT(*) FROM deliveries d"
     " JOIN events e ON e.delivery_id = d.id AND e.status = 4 WHERE d.message_id = ?"
-    " AND d.state = 4 GROUP BY e.description, e.failure_class, d.platform",
-    "SELECT id FROM deliveries WHERE message_id = ? ORDER BY id DESC LIMIT 20",
+    " AND d.state = 4 GROUP BY e.description, e.failure_class, d.platform"
 )
 
 
@@ -95,23 +102,27 @@ def run(bench: Bench) -> Figure:
         cookie = sign_in(port, tenant.server_token)
         pages = [get(page, cookie)] * count
         series = [get(f"{page}/series", cookie)] * count
+        first = loadgen.run(port, pages[:1], connections=1, check=is_page)
         loadgen.run(port, pages[:20], connections=1, check=is_page)
         with Profile(bench, server.pid, "dashboard server") as prof:
             shown = loadgen.run(port, pages, connections=1, check=is_page)
         charted = loadgen.run(port, series, connections=1, check=is_series)
         fig.peak_rss_mb = server.peak_rss_mb()
-    for load in (shown, charted):
+    for load in (first, shown, charted):
         if load.failures:
             raise RuntimeError(f"{load.failures} requests failed: {load.first_failure}")
     fig.p50_ms = percentile(shown.latencies_ms, 50)
     fig.p99_ms = percentile(shown.latencies_ms, 99)
     fig.value = fig.p99_ms
+    # the first view groups the failures (later views reuse them until errors move)
+    fig.extra["first_view_ms"] = first.latencies_ms[0]
     fig.extra["series_p50_ms"] = percentile(charted.latencies_ms, 50)
     fig.extra["series_p99_ms"] = percentile(charted.latencies_ms, 99)
     fig.extra["requests_per_second"] = shown.rate
     bare = _bare(url, code, trail.first_message_id, count)
     fig.baseline = percentile(bare, 99)
     fig.extra["baseline_p50_ms"] = percentile(bare, 50)
+    fig.extra["group_failures_bare_ms"] = _grouping(url, trail.first_message_id)
     fig.check(("p99 < 300 ms", fig.p99_ms < 300))
     if not fig.target_met:
         fig.notes += prof.summary
@@ -130,3 +141,10 @@ def _bare(url: str, code: str, message_id: int, count: int) -> list[float]:
         for _ in range(5):
             once()
         return timed(once, count)
+
+
+def _grouping(url: str, message_id: int) -> float:
+    """Milliseconds of grouping the message's failures once, bare."""
+    with Raw(url) as db:
+        (ms,) = timed(lambda: db.execute(GROUP_FAILURES, (message_id,)), 1)
+        return ms
