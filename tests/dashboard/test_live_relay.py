@@ -8,6 +8,7 @@ which records what it was asked.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,17 @@ from pushtrack import config
 from pushtrack.api import auth
 from pushtrack.api.app import create_app
 from pushtrack.api.context import Context
+from pushtrack.api.stats import encode_cursor
 from pushtrack.domain import codes
+from pushtrack.domain.timeutil import now_us
 from pushtrack.store import open_store
+from pushtrack.store.base import DeviceIn
 from tests.dashboard._support import csrf_of
 from tests.support import ServerThread, run
 
 ASKED: list[dict[str, Any]] = []
+#: The stand-in refuses every request (as for a token restricted to other methods).
+REFUSE: list[bool] = []
 
 
 async def _stand_in(request: Request) -> Response:
@@ -38,11 +44,15 @@ async def _stand_in(request: Request) -> Response:
             "query": dict(request.query_params),
         }
     )
+    unknown = set(request.query_params) - {"application", "hwid", "message", "status"}
+    if unknown or REFUSE:
+        return Response(status_code=400 if unknown else 403)
     start = int(request.headers.get("last-event-id") or 0)
 
     async def events() -> AsyncIterator[bytes]:
+        yield b"retry: 1000\n\n"
         for i in range(start + 1, start + 4):
-            yield f'id: {i}\nevent: delivery\ndata: {{"n": {i}}}\n\n'.encode()
+            yield f'id: {i}\nevent: sent\ndata: {{"n": {i}}}\n\n'.encode()
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -100,7 +110,50 @@ def test_live_relays_the_event_stream_as_the_signed_in_token(
     assert ASKED[0] == {
         "authorization": f"Token {token}",
         "last_event_id": None,
-        "query": {"app": app, "hwid": "h-1", "status": "failed"},
+        "query": {"application": app, "hwid": "h-1", "status": "failed"},
     }
     assert ASKED[1]["last_event_id"] == "3"
-    assert ASKED[1]["query"] == {"app": app}
+    assert ASKED[1]["query"] == {"application": app}
+
+
+def test_live_follows_the_trail_when_the_event_stream_refuses(
+    served: tuple[str, str, str, str],
+) -> None:
+    base, app, token, url = served
+    ASKED.clear()
+    REFUSE.append(True)
+    try:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            form = http.get("/signin")
+            http.post("/signin", data={"csrf": csrf_of(form.text), "token": token})
+            store = open_store(url)
+            try:
+                created = run(store.get_app(app))
+                assert created is not None
+                run(store.register_device(created, DeviceIn(hwid="follow-me", device_type=1)))
+            finally:
+                run(store.close())
+            sent = http.post(
+                "/json/1.3/createMessage",
+                json={
+                    "request": {
+                        "auth": token,
+                        "application": app,
+                        "notifications": [{"content": "x", "devices": ["follow-me"]}],
+                    }
+                },
+            ).json()
+            assert sent["status_code"] == 200, sent
+            # from an hour back (a resuming browser's position): the message's created
+            got: list[dict[str, Any]] = []
+            after = encode_cursor(now_us() - 3600 * 10**6, 0)
+            with http.stream("GET", f"/apps/{app}/live/stream", params={"after": after}) as resp:
+                for line in resp.iter_lines():
+                    if line.startswith("data: "):
+                        got.append(json.loads(line[6:]))
+                        break
+        assert ASKED, "the event stream was asked first"
+        assert got[0]["status"] == "created"
+        assert got[0]["hwid"] == "follow-me"
+    finally:
+        REFUSE.clear()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -30,6 +31,8 @@ from pushtrack.domain.timeutil import US
 from pushtrack.store.base import App, LogQuery, TokenInfo
 from pushtrack.store.trail import delivery_event
 
+log = logging.getLogger("pushtrack.dashboard")
+
 STREAM_PATH = "/api/v2/events/stream"
 POLL_SECONDS = 1.0
 LAG_SECONDS = 2.0
@@ -39,8 +42,11 @@ BATCH = 200
 MAX_STREAMS = 200
 
 
-def _frame(event_id: str, data: bytes) -> bytes:
-    return b"id: " + event_id.encode() + b"\nevent: delivery\ndata: " + data + b"\n\n"
+def _frame(event_id: str, status: str, data: bytes) -> bytes:
+    """One event as the API's stream sends it: named by its status."""
+    return (
+        b"id: " + event_id.encode() + b"\nevent: " + status.encode() + b"\ndata: " + data + b"\n\n"
+    )
 
 
 class Live:
@@ -79,11 +85,16 @@ class Live:
             return
         self.open += 1
         try:
+            refused = False
             if self.relays():
                 async for chunk in self._relay(request, raw, app, after):
+                    if chunk is None:
+                        refused = True
+                        break
                     yield chunk
-            else:
-                async for chunk in self._follow(request, token, app, after):
+            if refused or not self.relays():
+                # the stream refused (a token without its method, say): follow the trail
+                async for chunk in self._follow(request, token, app, None if refused else after):
                     yield chunk
         finally:
             self.open -= 1
@@ -117,7 +128,11 @@ class Live:
             )
             for row in rows:
                 cursor = (row.ts, row.event_id)
-                yield _frame(stats.encode_cursor(*cursor), msgspec.json.encode(delivery_event(row)))
+                event_id = stats.encode_cursor(*cursor)
+                event = msgspec.structs.asdict(delivery_event(row))
+                yield _frame(
+                    event_id, row.status.label, msgspec.json.encode({"id": event_id, **event})
+                )
             if len(rows) >= BATCH:
                 continue
             if time.monotonic() - pinged > PING_SECONDS:
@@ -127,14 +142,15 @@ class Live:
 
     async def _relay(
         self, request: Request, raw: str, app: App, after: str | None
-    ) -> AsyncIterator[bytes]:
-        """The API's event stream, asked in-process with the session's token."""
+    ) -> AsyncIterator[bytes | None]:
+        """The API's event stream, asked in-process with the session's token; None
+        first and alone when it refuses."""
         api = self.api_app() if self.api_app is not None else None
         assert api is not None
         headers = [(b"authorization", f"Token {raw}".encode()), (b"accept", b"text/event-stream")]
         if after:
             headers.append((b"last-event-id", after.encode()))
-        query = urlencode({"app": app.code, **self.filters(request)}).encode()
+        query = urlencode({"application": app.code, **self.filters(request)}).encode()
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -182,7 +198,8 @@ class Live:
                 message = getter.result()
                 if message["type"] == "http.response.start":
                     if message["status"] != 200:
-                        yield b"retry: 10000\n: the event stream refused\n\n"
+                        log.info("live: the event stream answered %s", message["status"])
+                        yield None  # refused
                         return
                 elif message["type"] == "http.response.body":
                     if message.get("body"):

@@ -19,18 +19,21 @@
     var q = params.toString();
     return table.dataset.stream + (q ? "?" + q : "");
   }
+  var STATUSES = ["created", "sent", "delivered", "failed", "opened", "confirmed"];
+  function shown(e) {
+    lastId = e.lastEventId || lastId;
+    var r = JSON.parse(e.data);
+    body.insertBefore(window.ptTrailRow(table.dataset.app, r, false), body.firstChild);
+    while (body.children.length > KEEP) body.removeChild(body.lastChild);
+    table.dataset.count = String((Number(table.dataset.count) || 0) + 1);
+  }
   function open() {
     if (source) source.close();
     source = new EventSource(url());
     source.onopen = function () { state.textContent = "live"; table.dataset.state = "live"; };
     source.onerror = function () { state.textContent = "reconnecting…"; };
-    source.addEventListener("delivery", function (e) {
-      lastId = e.lastEventId || lastId;
-      var r = JSON.parse(e.data);
-      body.insertBefore(window.ptTrailRow(table.dataset.app, r, false), body.firstChild);
-      while (body.children.length > KEEP) body.removeChild(body.lastChild);
-      table.dataset.count = String((Number(table.dataset.count) || 0) + 1);
-    });
+    // each event is named by its status, as the API's event stream names them
+    STATUSES.forEach(function (status) { source.addEventListener(status, shown); });
   }
   pause.addEventListener("click", function () {
     paused = !paused;
