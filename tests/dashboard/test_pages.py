@@ -519,3 +519,42 @@ def _cursor_before(svc: Service) -> str:
     from pushtrack.api.stats import encode_cursor
 
     return encode_cursor(svc.store.clock() - 3600 * 10**6, 0)
+
+
+def test_odd_input_is_answered_never_a_server_error(svc: Service) -> None:
+    http = sign_in(svc, svc.server_token)
+    a = svc.app.code
+    odd = ["%00", "x" * 5000, "'\"<script>", "..%2F..%2F", "T-" + "F" * 60, "-1", "１２"]
+    paths = []
+    for v in odd:
+        paths += [
+            f"/apps/{v}/messages",
+            f"/apps/{a}/messages/{v}",
+            f"/apps/{a}/messages/{v}/series",
+            f"/apps/{a}/messages?page={v}&from={v}&to={v}&platform={v}&campaign={v}",
+            f"/apps/{a}/devices?kind=hwid&q={v}&after={v}",
+            f"/apps/{a}/devices?kind=code&q={v}",
+            f"/apps/{a}/devices?kind=token&q={v}",
+            f"/apps/{a}/devices?kind=user&q={v}",
+            f"/apps/{a}/trail?code={v}",
+            f"/apps/{a}/exports/{v}",
+            f"/apps/{a}/exports/{v}/status",
+            f"/apps/{a}/push/{v}",
+            f"/signin?next={v}",
+        ]
+    for path in paths:
+        resp = http.get(path)
+        assert resp.status_code < 500, (path, resp.status_code)
+        assert "<script>" not in resp.text.replace('<script src="', "")  # escaped, never live
+    csrf = csrf_of(http.get(f"/apps/{a}/exports").text)
+    for v in odd:
+        for form in ({"date": v}, {"hwid": v, "content": v, "title": v}):
+            for page in ("exports", "push"):
+                resp = http.post(f"/apps/{a}/{page}", data={"csrf": csrf, **form})
+                assert resp.status_code < 500, (page, form, resp.status_code)
+    raw = http.post(
+        f"/apps/{a}/push",
+        content=b"csrf=" + csrf.encode() + b"&hwid=\xff\xfe",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert raw.status_code == 403  # not UTF-8: no form, so no CSRF value
