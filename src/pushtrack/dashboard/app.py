@@ -218,6 +218,8 @@ class Dashboard:
 
         async def endpoint(request: Request) -> Response:
             try:
+                if _has_nul(request):
+                    raise BadForm("text must not contain NUL characters")
                 viewer = await self.viewer(request)
                 if viewer is None:
                     if request.method != "GET":
@@ -315,6 +317,8 @@ class Dashboard:
         return response
 
     async def signin(self, request: Request) -> Response:
+        if _has_nul(request):
+            return self.problem(request, 400, "text must not contain NUL characters")
         if request.method == "GET":
             return await self.signin_form(request)
         try:
@@ -774,7 +778,17 @@ async def read_form(request: Request) -> dict[str, str]:
         raise BadForm(exc.message) from None
     except UnicodeDecodeError:
         raise BadForm("the form is not UTF-8") from None
-    return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
+    form = {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
+    if any("\x00" in k or "\x00" in v for k, v in form.items()):
+        raise BadForm("text must not contain NUL characters")
+    return form
+
+
+def _has_nul(request: Request) -> bool:
+    """Whether the path or the query holds a NUL character (no engine can store one)."""
+    if "\x00" in request.url.path:
+        return True
+    return any("\x00" in k or "\x00" in v for k, v in request.query_params.multi_items())
 
 
 def _day_param(value: str | None, name: str) -> int | None:
