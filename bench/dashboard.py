@@ -8,9 +8,10 @@ a time over one keep-alive connection to a real ``pushtrack serve`` process: the
 page (content, funnel, failures grouped by reason and platform, the latest
 deliveries) is the figure, and its chart's data (``/series``: per hour at full
 scale, where sends and opens span more than three hours) is reported beside it.
-The baseline is the page's bare queries of every view in this process; the
-first view, which also groups the failures, is reported beside it with that
-grouping's bare time.
+The baseline is the page's bare queries of every view in this process. The
+first view of the message leaves the grouping of its failures (more than
+``INLINE_FAILURES``) to the page's script; that request's first and later times
+are reported beside it, with the grouping's bare time.
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ def is_page(body: bytes) -> bool:
     return b'id="latest"' in body and b'id="failures"' in body
 
 
+def is_first(body: bytes) -> bool:
+    """The first view: grouped failures inline (a few), or left to the page's script."""
+    return b'id="latest"' in body and (b'id="failures-box"' in body or b'id="failures"' in body)
+
+
+def is_failures(body: bytes) -> bool:
+    return b'id="failures"' in body
+
+
 def is_series(body: bytes) -> bool:
     return body.startswith(b'{"interval":"') and b'"t":[' in body
 
@@ -102,20 +112,26 @@ def run(bench: Bench) -> Figure:
         cookie = sign_in(port, tenant.server_token)
         pages = [get(page, cookie)] * count
         series = [get(f"{page}/series", cookie)] * count
-        first = loadgen.run(port, pages[:1], connections=1, check=is_page)
+        # the first view shows at once; its script then asks for the grouped failures
+        first = loadgen.run(port, pages[:1], connections=1, check=is_first)
+        fragment = [get(f"{page}/failures", cookie)] * count
+        grouping = loadgen.run(port, fragment[:1], connections=1, check=is_failures)
+        regrouped = loadgen.run(port, fragment, connections=1, check=is_failures)
         loadgen.run(port, pages[:20], connections=1, check=is_page)
         with Profile(bench, server.pid, "dashboard server") as prof:
             shown = loadgen.run(port, pages, connections=1, check=is_page)
         charted = loadgen.run(port, series, connections=1, check=is_series)
         fig.peak_rss_mb = server.peak_rss_mb()
-    for load in (first, shown, charted):
+    for load in (first, grouping, regrouped, shown, charted):
         if load.failures:
             raise RuntimeError(f"{load.failures} requests failed: {load.first_failure}")
     fig.p50_ms = percentile(shown.latencies_ms, 50)
     fig.p99_ms = percentile(shown.latencies_ms, 99)
     fig.value = fig.p99_ms
-    # the first view groups the failures (later views reuse them until errors move)
+    # the first view defers the grouping to its script (later views reuse the groups)
     fig.extra["first_view_ms"] = first.latencies_ms[0]
+    fig.extra["failures_first_ms"] = grouping.latencies_ms[0]
+    fig.extra["failures_p99_ms"] = percentile(regrouped.latencies_ms, 99)
     fig.extra["series_p50_ms"] = percentile(charted.latencies_ms, 50)
     fig.extra["series_p99_ms"] = percentile(charted.latencies_ms, 99)
     fig.extra["requests_per_second"] = shown.rate

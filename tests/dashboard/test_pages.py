@@ -223,6 +223,8 @@ def test_a_token_for_one_application_never_sees_another(shared: Service) -> None
         f"/apps/{theirs.code}/messages/{their_message}/series",
         f"/apps/{mine.code}/messages/{their_message}",
         f"/apps/{mine.code}/messages/{their_message}/series",
+        f"/apps/{mine.code}/messages/{their_message}/failures",
+        f"/apps/{theirs.code}/messages/{their_message}/failures",
         f"/apps/{elsewhere.app.code}/messages",
         f"/apps/{mine.code}/messages/{foreign}",
         f"/apps/{mine.code}/devices?kind=hwid&q=dev-{theirs.code}",
@@ -374,9 +376,8 @@ def test_message_detail_chart_failures_and_latest_deliveries(svc: Service) -> No
     assert "21: <code>" in page.text  # the targeting: 21 explicit devices
     failed = svc.log(message_code=code, actions=["failed"])
     table = page.text.split('id="failures"')[1].split("</table>")[0]
-    rows = re.findall(
-        r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td class=\"num\">(\d+)</td>", table
-    )
+    cells = r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td class=\"num\">(\d+)</td>"
+    rows = re.findall(cells, table)
     grouped: dict[tuple[str, str], int] = {}
     for r in failed:
         key = (r["description"], r["platform"].lower())
@@ -385,6 +386,12 @@ def test_message_detail_chart_failures_and_latest_deliveries(svc: Service) -> No
     assert ("Unknown device", "unknown") in grouped or any(
         k[0] == "Unknown device" for k in grouped
     )
+
+    # the same table as the fragment a large message's page fetches after showing
+    fragment = http.get(f"/apps/{svc.app.code}/messages/{code}/failures")
+    assert fragment.status_code == 200
+    assert re.findall(cells, fragment.text) == rows
+    assert http.get(f"/apps/{svc.app.code}/messages/NOPE/failures").status_code == 404
 
     latest = page.text.split('id="latest"')[1].split("</table>")[0]
     links = re.findall(r'devices\?kind=code&amp;q=([^"]+)"', latest)
@@ -531,6 +538,7 @@ def test_odd_input_is_answered_never_a_server_error(svc: Service) -> None:
             f"/apps/{v}/messages",
             f"/apps/{a}/messages/{v}",
             f"/apps/{a}/messages/{v}/series",
+            f"/apps/{a}/messages/{v}/failures",
             f"/apps/{a}/messages?page={v}&from={v}&to={v}&platform={v}&campaign={v}",
             f"/apps/{a}/devices?kind=hwid&q={v}&after={v}",
             f"/apps/{a}/devices?kind=code&q={v}",

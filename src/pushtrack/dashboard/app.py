@@ -53,6 +53,8 @@ MINUTE_CHART_SPAN = 3 * HOUR_US
 CHART_POINTS = 720
 #: The counters the chart draws, in the order of its series.
 CHART_SERIES = ("sends", "deliveries", "opens", "errors")
+#: A message with more failures than this has them grouped after its page has shown.
+INLINE_FAILURES = 10_000
 #: Messages whose grouped failures are kept (all are dropped when it is full).
 FAILURE_CACHE = 1000
 #: Form bodies are small; anything larger is refused.
@@ -433,9 +435,15 @@ class Dashboard:
         )
         if ref is None:
             raise NotFound
+        errors = Funnel.of(m.totals).errors
+        hit = self._failures.get(ref.id)
+        grouped: Awaitable[list[FailureGroup] | None]
+        if (hit is not None and hit[0] == errors) or errors <= INLINE_FAILURES:
+            grouped = self.failures(ref.id, errors)
+        else:
+            grouped = _none()  # grouped by the page's script (``message_failures``)
         failures, latest = await asyncio.gather(
-            self.failures(ref.id, Funnel.of(m.totals).errors),
-            self.ctx.store.dashboard.latest_deliveries(ref.id),
+            grouped, self.ctx.store.dashboard.latest_deliveries(ref.id)
         )
         n = m.notification
         targeting = {
@@ -459,6 +467,17 @@ class Dashboard:
             failures=failures,
             latest=latest,
         )
+
+    async def message_failures(self, request: Request, viewer: Viewer) -> Response:
+        """The failures table of a message too large to group while its page waits."""
+        _, m = await self._message(request, viewer)
+        ref = await self.ctx.store.stats.find_message(
+            viewer.token.account, viewer.token.apps, m.code
+        )
+        if ref is None:
+            raise NotFound
+        failures = await self.failures(ref.id, Funnel.of(m.totals).errors)
+        return self.render(request, "_failures.html", failures=failures)
 
     async def message_series(self, request: Request, viewer: Viewer) -> Response:
         """The chart's data: the message's counters per bucket, summed over platforms."""
@@ -715,6 +734,11 @@ class Dashboard:
                 methods=["GET"],
             ),
             Route(
+                "/apps/{app}/messages/{code}/failures",
+                p(self.message_failures, "totalsByIntervals"),
+                methods=["GET"],
+            ),
+            Route(
                 "/apps/{app}/messages/{code}/series",
                 p(self.message_series, "totalsByIntervals"),
                 methods=["GET"],
@@ -759,6 +783,10 @@ class _Static(StaticFiles):
                 response.headers.setdefault(key, value)
         response.headers.setdefault("cache-control", "public, max-age=3600")
         return response
+
+
+async def _none() -> None:
+    return None
 
 
 def _local(target: str) -> bool:
