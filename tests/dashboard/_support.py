@@ -1,4 +1,4 @@
-"""Helpers of the dashboard tests: signing in over HTTP, sandbox data, reading pages."""
+"""What the dashboard tests share: signing in over HTTP, sandbox data, reading pages."""
 
 from __future__ import annotations
 
