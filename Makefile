@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install pushtrack with its dev tools
 
-run: $(STAMP) ## Start the service on 127.0.0.1:8080 with ./pushtrack.db (a demo app on first start)
+run: $(STAMP) ## Serve 127.0.0.1:8080 (dashboard at /) with ./pushtrack.db; a populated demo app on first start
 	$(BIN)/pushtrack serve --demo
 
 lint: $(STAMP) ## ruff (check + format --check) and mypy

@@ -37,6 +37,7 @@ WORKLOADS = {
     "stats": "bench.stats",
     "retention": "bench.retention",
     "targeting": "bench.targeting",
+    "dashboard": "bench.dashboard",
 }
 
 

@@ -19,6 +19,7 @@ from pushtrack.api.app import create_app
 from pushtrack.api.context import Context
 from pushtrack.api.protocol import server_config
 from pushtrack.config import Settings
+from pushtrack.demo import run as populate_demo
 from pushtrack.domain import codes
 from pushtrack.domain.platforms import Platform
 from pushtrack.store import Store, open_store
@@ -136,8 +137,15 @@ async def _serve_on(
                 "Tokens are shown once; create more with `pushtrack token create`.",
             )
         ctx = Context.build(settings, store)
+        populating = None
+        if demo:
+            # simulated devices and messages, so the dashboard shows the product working
+            populating = asyncio.create_task(
+                populate_demo(ctx, demo["application"], demo["server_token"])
+            )
         config = server_config(create_app(ctx), settings)
         server = uvicorn.Server(config)
+        ctx.stopping = lambda: server.should_exit
         stop = asyncio.Event()
         worker_task = None
         if settings.worker:
@@ -151,6 +159,10 @@ async def _serve_on(
             await server.serve(sockets=[sock])  # returns on SIGINT/SIGTERM
         finally:
             stop.set()
+            if populating is not None:
+                populating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await populating
             if worker_task is not None:
                 await worker_task
     finally:

@@ -43,6 +43,7 @@ from pushtrack.api.errors import (
     MethodNotFoundError,
     PushtrackError,
 )
+from pushtrack.dashboard.app import Dashboard
 from pushtrack.store.base import StoreUnavailableError
 
 log = logging.getLogger("pushtrack.api")
@@ -225,10 +226,14 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
         Route("/docs", openapi.docs_page, methods=["GET"]),
         Mount("/docs/static", StaticFiles(directory=openapi.STATIC), name="docs-static"),
     ]
+    # the web dashboard at /, beside the APIs (pushtrack/dashboard)
+    built: list[Starlette] = []
+    routes += Dashboard(ctx, lambda: built[0] if built else None).routes()
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={405: envelope.not_allowed}
     )
     app.state.ctx = ctx
+    built.append(app)
     return app
 
 

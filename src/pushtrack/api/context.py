@@ -33,6 +33,9 @@ class Context:
     in_flight: int = 0
     #: Whether the worker running in this process is alive (None: no worker here).
     worker_alive: Callable[[], bool] | None = None
+    #: Whether the server is shutting down (None: never told); long-lived responses
+    #: (the dashboard's event stream) end when it is.
+    stopping: Callable[[], bool] | None = None
     _tokens: dict[str, tuple[float, TokenInfo | None]] = field(default_factory=dict)
     _apps: dict[str, tuple[float, App | None]] = field(default_factory=dict)
 

@@ -23,6 +23,7 @@ from pushtrack.store.base import (
     TokenInfo,
 )
 from pushtrack.store.batch import Batcher
+from pushtrack.store.dashboard import DashboardStore
 from pushtrack.store.deadtokens import DeadTokenStore
 from pushtrack.store.devices import DeviceStore
 from pushtrack.store.dispatch import DispatchStore
@@ -45,6 +46,7 @@ class Store:
         self.retention = RetentionStore(engine)
         self.devices = DeviceStore(engine)
         self.dead_tokens = DeadTokenStore(engine)
+        self.dashboard = DashboardStore(engine)
         self._reports = Batcher(
             engine, tx.record_device_reports, in_flight=engine.batches_in_flight
         )

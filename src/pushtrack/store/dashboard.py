@@ -1,0 +1,136 @@
+"""What the dashboard reads beside the API's own queries: a message's failures grouped,
+its latest deliveries, a device by push token, the secret sessions are sealed under."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import msgspec
+
+from pushtrack.domain.status import Status
+from pushtrack.store.base import Engine, Tx
+from pushtrack.store.tracking import code_of, tracking_key
+
+
+class FailureGroup(msgspec.Struct, frozen=True):
+    reason: str
+    failure_class: str | None
+    platform: int
+    count: int
+
+
+class LatestDelivery(msgspec.Struct, frozen=True):
+    tracking_code: str
+    hwid: str
+    user_id: str | None
+    platform: int
+    #: the delivery's furthest status (``opened`` when it was opened)
+    status: str
+    confirmed: bool
+    #: when it was created, and its latest event (µs)
+    created_at: int | None
+    last_at: int | None
+    description: str | None
+
+
+def server_secret(tx: Tx) -> bytes:
+    return tracking_key(tx)
+
+
+def failures(tx: Tx, *, message_id: int, limit: int) -> list[FailureGroup]:
+    """A message's failed deliveries grouped by the gateway's reason and platform.
+
+    Reads the failed deliveries only (on SQLite through the partial index
+    ``deliveries_failed``; on PostgreSQL the message's deliveries, filtered).
+    """
+    rows = tx.all(
+        "SELECT e.description, e.failure_class, d.platform, COUNT(*) FROM deliveries d"
+        " JOIN events e ON e.delivery_id = d.id AND e.status = ?"
+        " WHERE d.message_id = ? AND d.state = ?"
+        " GROUP BY e.description, e.failure_class, d.platform"
+        " ORDER BY COUNT(*) DESC, e.description, d.platform LIMIT ?",
+        (int(Status.FAILED), message_id, int(Status.FAILED), limit),
+    )
+    return [FailureGroup(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+def latest_deliveries(tx: Tx, *, message_id: int, limit: int) -> list[LatestDelivery]:
+    """The message's most recently created deliveries with their statuses (from the
+    index on the deliveries' message id, whose entries end in the id)."""
+    rows = tx.all(
+        "SELECT id, legacy_code, hwid, user_id, platform, state, opened, confirmed, created_at"
+        " FROM deliveries WHERE message_id = ? ORDER BY message_id DESC, id DESC LIMIT ?",
+        (message_id, limit),
+    )
+    if not rows:
+        return []
+    key = tracking_key(tx)
+    ids = [r[0] for r in rows]
+    last: dict[int, tuple[int, str]] = {}
+    for did, ts, description in tx.all(
+        "SELECT delivery_id, ts, description FROM events"
+        f" WHERE delivery_id IN ({','.join('?' * len(ids))}) ORDER BY ts, id",
+        ids,
+    ):
+        last[did] = (int(ts), description)
+    out = []
+    for r in rows:
+        state = Status(r[5])
+        seen = last.get(r[0])
+        out.append(
+            LatestDelivery(
+                tracking_code=code_of(key, r[0], r[1]),
+                hwid=r[2],
+                user_id=r[3],
+                platform=int(r[4]),
+                status="opened" if r[6] else state.label,
+                confirmed=bool(r[7]),
+                created_at=r[8],
+                last_at=seen[0] if seen else r[8],
+                description=seen[1] if seen else None,
+            )
+        )
+    return out
+
+
+def hwid_of_token(tx: Tx, *, app_id: int, push_token: str) -> str | None:
+    row = tx.one(
+        "SELECT hwid FROM devices WHERE app_id = ? AND push_token = ? ORDER BY updated_at DESC",
+        (app_id, push_token),
+    )
+    return None if row is None else str(row[0])
+
+
+class DashboardStore:
+    """The dashboard's reads: ``store.dashboard``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def server_secret(self) -> bytes:
+        return await self.engine.read(server_secret)
+
+    async def failures(self, message_id: int, limit: int = 50) -> list[FailureGroup]:
+        return await self.engine.read(partial(failures, message_id=message_id, limit=limit))
+
+    async def latest_deliveries(self, message_id: int, limit: int = 20) -> list[LatestDelivery]:
+        return await self.engine.read(
+            partial(latest_deliveries, message_id=message_id, limit=limit)
+        )
+
+    async def delivered(self, app_id: int, message_code: str) -> list[tuple[str, str]]:
+        return await self.engine.read(partial(delivered, app_id=app_id, message_code=message_code))
+
+    async def hwid_of_token(self, app_id: int, push_token: str) -> str | None:
+        return await self.engine.read(partial(hwid_of_token, app_id=app_id, push_token=push_token))
+
+
+def delivered(tx: Tx, *, app_id: int, message_code: str) -> list[tuple[str, str]]:
+    """(hwid, payload hash) of a message's deliveries the gateway delivered (the demo's
+    devices report opens for some of them)."""
+    rows = tx.all(
+        "SELECT d.hwid, d.hash FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        " WHERE m.code = ? AND m.app_id = ? AND d.state = ? AND d.hash IS NOT NULL",
+        (message_code, app_id, int(Status.DELIVERED)),
+    )
+    return [(str(r[0]), str(r[1])) for r in rows]
