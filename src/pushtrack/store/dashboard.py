@@ -55,8 +55,8 @@ def failures(tx: Tx, *, message_id: int, limit: int) -> list[FailureGroup]:
 
 
 def latest_deliveries(tx: Tx, *, message_id: int, limit: int) -> list[LatestDelivery]:
-    """The message's most recently created deliveries with their statuses (from the
-    index on the deliveries' message id, whose entries end in the id)."""
+    """The message's most recently created deliveries with their statuses (the index
+    ``deliveries_message_latest``)."""
     rows = tx.all(
         "SELECT id, legacy_code, hwid, user_id, platform, state, opened, confirmed, created_at"
         " FROM deliveries WHERE message_id = ? ORDER BY message_id DESC, id DESC LIMIT ?",

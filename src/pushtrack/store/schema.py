@@ -402,9 +402,10 @@ MIGRATIONS: list[str] = [
     # makes of every row; SQLite updates a row in place, so there is nothing to change
     # here (the entry keeps both engines' migrations numbered alike).
     "",
-    # 12: the dashboard groups a message's failures without reading its other deliveries
-    # (its latest deliveries come from deliveries_message, whose entries end in the id).
+    # 12: the dashboard groups a message's failures without reading its other deliveries,
+    # and finds its latest deliveries without sorting them all.
     """
     CREATE INDEX deliveries_failed ON deliveries (message_id) WHERE state = 4;
+    CREATE INDEX deliveries_message_latest ON deliveries (message_id, id);
     """,
 ]
