@@ -179,7 +179,7 @@ def encode_page(rows: list[LogRow], token: str | None) -> bytes:
         before_encoding(len(rows))
     stamps: dict[int, str] = {}  # a page's rows share few distinct seconds
     names: dict[int, str] = {}
-    data = []
+    data: list[LogEntry] = []
     append = data.append
     for row in rows:
         second = row.ts // 1_000_000
