@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from pushtrack.domain.status import Status
-from pushtrack.store import messages, tx
+from pushtrack.store import messages, trail, tx
 from pushtrack.store.base import (
     App,
     DeviceIn,
@@ -171,4 +171,4 @@ class Store:
     # -- reading the trail ----------------------------------------------------------------
 
     async def message_log(self, query: LogQuery) -> list[LogRow]:
-        return await self.engine.read(partial(messages.message_log, q=query))
+        return await self.engine.read(partial(trail.message_log, q=query))
