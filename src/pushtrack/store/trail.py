@@ -116,8 +116,8 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
             conds.append("(d.created_at, d.id) > (?, ?)")
             values.extend((q.after[0], min(q.after[1], EVENT_KEY)))
         ctes.append(
-            f"created_rows AS (SELECT d.created_at AS ts, d.id AS k, {int(Status.CREATED)} AS status,"
-            f" '{DESC_CREATED}' AS description, d.id AS did"
+            "created_rows AS (SELECT d.created_at AS ts, d.id AS k,"
+            f" {int(Status.CREATED)} AS status, '{DESC_CREATED}' AS description, d.id AS did"
             " FROM deliveries d JOIN messages m ON m.id = d.message_id"
             f" WHERE {' AND '.join(conds)} ORDER BY d.created_at, d.id LIMIT ?)"
         )
