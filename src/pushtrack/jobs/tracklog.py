@@ -70,32 +70,25 @@ def csv_line(row: TrackRow) -> str:
 
 
 def csv_lines(rows: Iterable[TrackRow]) -> str:
-    """Events as CSV lines: the export's hot loop, so it keeps to local names.
-
-    A delivery's fields before the status (tracking code, target, hwid) and after
-    the description (application, payload) are the same in each of its rows: they
-    are formatted once per delivery in a page (most of a delivery's events come
-    close together in time), found again by its tracking code.
-    """
+    """Events as CSV lines: the export's hot loop, so it keeps to local names."""
     out: list[str] = []
     append, needs_quotes, label = out.append, _NEEDS_QUOTES.search, _LABEL
-    known: dict[str, tuple[str, str]] = {}
     second, stamp = -1, ""
     for r in rows:
         if r.ts // 1_000_000 != second:  # rows come in time order: one conversion a second
             second = r.ts // 1_000_000
             stamp = to_wire(r.ts)
-        ends = known.get(r.tracking_code)
-        if ends is None:
-            tcode, target, hwid, app = r.tracking_code, r.target_id, r.hwid, r.app_code
-            if needs_quotes(f"{tcode}{target}{hwid}{app}"):  # rare: quote field by field
-                tcode, target, hwid, app = map(field, (tcode, target, hwid, app))
-            payload = r.payload.replace('"', '""')
-            ends = known[r.tracking_code] = (f"{tcode};{target};{hwid};", f';{app};"{payload}"\n')
-        desc = r.description
-        if needs_quotes(desc):
-            desc = quoted(desc)
-        append(f'"{stamp}";{ends[0]}{label[r.status]};{desc}{ends[1]}')
+        tcode, target, hwid, desc, app = (
+            r.tracking_code,
+            r.target_id,
+            r.hwid,
+            r.description,
+            r.app_code,
+        )
+        if needs_quotes(f"{tcode}{target}{hwid}{desc}{app}"):  # rare: quote field by field
+            tcode, target, hwid, desc, app = map(field, (tcode, target, hwid, desc, app))
+        payload = r.payload.replace('"', '""')
+        append(f'"{stamp}";{tcode};{target};{hwid};{label[r.status]};{desc};{app};"{payload}"\n')
     return "".join(out)
 
 
