@@ -22,7 +22,7 @@ selective index the query names, whatever their statistics say:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from pushtrack.domain import codes
 from pushtrack.domain.status import DESC_CREATED, Status
@@ -166,47 +166,46 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         " ORDER BY p.ts, p.k"
     )
     all_params.append(q.limit)
-    rows = [_Read._make(r) for r in tx.all_planned(sql, all_params)]
-    derived = list({r.delivery_id for r in rows if r.legacy_code is None})
+    rows = tx.all_planned(sql, all_params)
+    # the columns, by name: (ts, key, status, description, delivery id, legacy code, hwid,
+    # target id, user id, platform, message id, message code, application id)
+    derived = list({r[4] for r in rows if r[5] is None})
     code = dict(zip(derived, codes.tracking_codes_of(key, derived), strict=True))
-    shown = {m: codes.shown_message_id(key, m) for m in {r.message_id for r in rows}}
-    status = {int(s): s for s in Status}
+    shown = {m: codes.shown_message_id(key, m) for m in {r[10] for r in rows}}
     return [
         LogRow(
-            event_id=r.key,
-            ts=r.ts,
-            status=status[r.status],
-            description=r.description,
-            application_code=apps[r.app_id],
-            message_code=r.message_code,
-            message_id=shown[r.message_id],
-            tracking_code=r.legacy_code if r.legacy_code is not None else code[r.delivery_id],
-            hwid=r.hwid,
-            target_id=r.target_id,
-            user_id=r.user_id,
-            platform=r.platform,
+            key_,
+            ts,
+            _STATUS[status],
+            description,
+            apps[app_id],
+            message_code,
+            shown[message_id],
+            legacy if legacy is not None else code[delivery_id],
+            hwid,
+            target_id,
+            user_id,
+            platform,
         )
-        for r in rows
+        for (
+            ts,
+            key_,
+            status,
+            description,
+            delivery_id,
+            legacy,
+            hwid,
+            target_id,
+            user_id,
+            platform,
+            message_id,
+            message_code,
+            app_id,
+        ) in rows
     ]
 
 
-class _Read(NamedTuple):
-    """A row of the page's statement, by name."""
-
-    ts: int
-    #: Its position at ``ts`` (see ``EVENT_KEY``).
-    key: int
-    status: int
-    description: str
-    delivery_id: int
-    legacy_code: str | None
-    hwid: str
-    target_id: str
-    user_id: str | None
-    platform: int
-    message_id: int
-    message_code: str
-    app_id: int
+_STATUS = {int(s): s for s in Status}
 
 
 def _device_ids(tx: Tx, app_ids: Sequence[int], hwids: Sequence[str]) -> list[int]:
