@@ -19,16 +19,21 @@ What goes, for a window starting at ``before``:
 
 Queries do not wait for the purge: they filter by the window themselves.
 
-Measured with ``bench/retention.py`` (a day of 1,000,000 events and 320,000
-deliveries sixteen days old, purged by ``pushtrack purge`` while createMessage
-fan-out runs, on a busy 2-core machine): on SQLite the row deletes themselves
-take about 10 s of writer time (events 5 s, deliveries 4.5 s, half of it in
-commits: a delivery's ``device_id`` index entry sits on a random page). Fan-out
-keeps SQLite's one writer busy, so what the purge costs it is the writer time
-it takes plus, at each collision, the rest of the SQLite busy handler's sleep
-(1, 2, 5, 10 ms ...): batches are small (a few milliseconds each) and the purge
-rests ``PAUSE_RATIO`` times as long as each batch took. Batches of 2,000 events
-/ 500 deliveries with a rest of twice their time left a 38% dip (186 s).
+Measured with ``bench/retention.py`` (300,000 events and 96,000 deliveries
+sixteen days old, purged by ``pushtrack purge`` while createMessage fan-out
+runs, on a busy 2-core machine): on SQLite, batches of 2,000 events / 500
+deliveries with a rest as long as each batch cost fan-out a 2.5% dip (the
+purge took 45 s); the same batches without rests took 21 s but cost 26.5%.
+On PostgreSQL, two partition drops and the batched delivery deletes: a 16.5%
+dip, 9.9 s. At full scale (1,000,000 events) rests as long as each batch left
+a 20.1% dip; rests twice as long, 19.4%; later 38% in 186 s (``make bench``).
+Alone, the row deletes of that day take about 10 s of SQLite writer time
+(events 5 s, deliveries 4.5 s, half of it in commits: a delivery's ``device_id``
+index entry sits on a random page), so most of the drop's time is the purge
+waiting for the lock that fan-out keeps busy. Batches of 500 events / 125
+deliveries resting four times as long as each took (waiting included) crawled
+under that contention (140,000 events in 8 minutes): the rest must follow the
+time a batch holds the lock, not the time it waited for it.
 """
 
 from __future__ import annotations
@@ -50,16 +55,14 @@ from pushtrack.store.tx import COUNTER_TABLES
 log = logging.getLogger("pushtrack.retention")
 
 #: Rows per delete batch: a few milliseconds of writer time on SQLite.
-BATCH = 500
-#: Deliveries per delete batch (three indexes each, one on a random page: dearer
-#: than events).
-DELIVERY_BATCH = 125
+BATCH = 2000
+#: Deliveries per delete batch (three indexes each: dearer than events).
+DELIVERY_BATCH = 500
 #: Longest wait for the lock that dropping an events partition takes (PostgreSQL).
 DROP_LOCK_TIMEOUT = "2s"
-#: Rest after each batch, as a share of the time the batch took (including any wait
-#: for the lock: the busier the writer, the longer the rest). 4: the purge holds the
-#: writer a fifth of the time at most, and ingestion keeps the rest.
-PAUSE_RATIO = 4.0
+#: Rest after each batch, as a share of the time the batch took (2: the purge holds
+#: the writer a third of the time at most, and ingestion keeps the rest).
+PAUSE_RATIO = 2.0
 #: Messages whose rows are removed per batch.
 MESSAGE_BATCH = 50
 
