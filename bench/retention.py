@@ -71,7 +71,10 @@ def run(bench: Bench) -> Figure:
 
     with pushtrack_server(bench, url) as (server, port):
         fan(port, timeout=0.5)  # warm-up
-        before = fan(port, timeout=alone)
+        # The sampler runs beside each part (its cost is in the baseline too); only the
+        # drop's samples are kept.
+        with Profile(bench, server.pid, "server before the drop"):
+            before = fan(port, timeout=alone)
         argv = [str(BIN / "pushtrack"), "purge", "--json", "--database", url]
         with (
             Proc(bench, "purge", argv, clean_env(bench)) as purge,
@@ -81,7 +84,8 @@ def run(bench: Bench) -> Figure:
             during = fan(port, until=lambda: purge.popen.poll() is not None)
             purge.popen.wait()
             drop_seconds = dropping()
-        after = fan(port, timeout=alone)
+        with Profile(bench, server.pid, "server after the drop"):
+            after = fan(port, timeout=alone)
         fig.peak_rss_mb = server.peak_rss_mb()
     if purge.popen.returncode != 0:
         raise RuntimeError(f"pushtrack purge failed:\n{purge.log_tail()}")

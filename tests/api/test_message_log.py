@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pushtrack.api import stats
 from pushtrack.domain.codes import MESSAGE_CODE_RE, TRACKING_CODE_RE
 from tests.support import Service
 
@@ -360,6 +361,35 @@ def test_limit_and_pagination(world: World) -> None:
     assert page["pagination_token"] is None
 
 
+def test_pages_by_each_lookup_join_up_to_the_whole_answer(world: World) -> None:
+    """Paged one or two rows at a time, each lookup (where the statement starts from a
+    different index, and created rows can fill a page) gives its whole answer, in order."""
+    svc = world.svc
+    for lookup in (
+        {"message_code": world.m1},
+        {"campaign_code": "camp-1"},
+        {"hwid": "ios-1"},
+        {"hwid": ["and-1", "ghost"]},
+        {"user_id": "u1"},
+        {"application_code": svc.app.code, "actions": ["created", "delivered"]},
+    ):
+        everything = svc.log(**lookup)
+        assert everything, lookup
+        for limit in (1, 2):
+            rows: list[dict[str, Any]] = []
+            token = None
+            while True:
+                body: dict[str, Any] = {**lookup, "limit": limit}
+                if token:
+                    body["pagination_token"] = token
+                page = svc.v2(LOG, body).json()
+                rows += page["data"]
+                token = page["pagination_token"]
+                if token is None:
+                    break
+            assert rows == everything, (lookup, limit)
+
+
 # -- auth -------------------------------------------------------------------------------
 
 
@@ -605,3 +635,50 @@ def test_paging_is_stable_while_new_events_arrive(svc: Service) -> None:
     assert len({key(r) for r in walked}) == len(walked)  # nothing twice
     assert [r["timestamp"] for r in walked] == sorted(r["timestamp"] for r in walked)
     assert len(walked) > len(old)  # new events did arrive while walking
+
+
+def test_a_large_page_is_encoded_while_other_requests_are_answered(
+    svc: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large page is encoded off the event loop: a small request sent while the large
+    page is being encoded is answered before it."""
+    big = svc.send(devices=[f"ghost-{i}" for i in range(stats.INLINE_ROWS + 20)])
+    small = svc.send(devices=["ghost-x"])
+    encoding = threading.Event()
+    answered = threading.Event()
+
+    def hold(rows: int) -> None:
+        if rows > stats.INLINE_ROWS:  # the large page waits here until the small is answered
+            encoding.set()
+            answered.wait(30)
+
+    monkeypatch.setattr(stats, "before_encoding", hold)
+    done: list[str] = []
+    pages: dict[str, Any] = {}
+
+    def large() -> None:
+        with httpx.Client(base_url=svc.url, timeout=60) as http:
+            resp = http.post(
+                f"/api/v2/{LOG}",
+                json={"message_code": big["Messages"][0], "limit": 1000},
+                headers={"Authorization": f"Token {svc.server_token}"},
+            )
+        pages["large"] = resp.json()
+        done.append("large")
+
+    thread = threading.Thread(target=large)
+    thread.start()
+    try:
+        assert encoding.wait(30)
+        resp = svc.v2(LOG, {"message_code": small["Messages"][0]})
+        done.append("small")
+        answered.set()
+    finally:
+        answered.set()
+        thread.join(60)
+    assert done == ["small", "large"]
+    assert resp.status_code == 200
+    assert [r["hwid"] for r in resp.json()["data"]][:1] == ["ghost-x"]
+    rows = pages["large"]["data"]
+    assert {r["hwid"] for r in rows} == {f"ghost-{i}" for i in range(stats.INLINE_ROWS + 20)}
+    assert pages["large"]["pagination_token"] is None

@@ -154,7 +154,15 @@ def error(exc: PushtrackError) -> Response:
     return Response(body, status_code=exc.http_status, headers=_headers(exc), media_type=_JSON)
 
 
+class Encoded(msgspec.Struct, frozen=True):
+    """A result a handler has encoded itself (statistics v2): the body, as it goes out."""
+
+    body: bytes
+
+
 def v2_ok(result: Any) -> Response:
+    if isinstance(result, Encoded):
+        return Response(result.body, media_type=_JSON)
     return Response(_encoder.encode(result), media_type=_JSON)
 
 

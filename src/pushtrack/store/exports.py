@@ -24,7 +24,7 @@ from pushtrack.domain.payload import encode, render
 from pushtrack.domain.status import DESC_CREATED, Status
 from pushtrack.store.base import Engine, Tx
 from pushtrack.store.messages import EVENT_KEY
-from pushtrack.store.tracking import code_of, tracking_key
+from pushtrack.store.tracking import tracking_key
 from pushtrack.store.tx import loads
 
 #: Rows per keyset page.
@@ -246,6 +246,8 @@ def page(
     key = cache.key
     if key is None and found:
         key = cache.key = tracking_key(tx)
+    derived = [r[0] for r in found if r[1] is None and r[8] in apps]
+    sealed = dict(zip(derived, codes.tracking_codes_of(key, derived), strict=True)) if key else {}
     for did, legacy, target, hwid, user, p, pid, mid, app_id in found:
         code = apps.get(app_id)
         if code is None:
@@ -256,7 +258,7 @@ def page(
         if shown is None:
             shown = cache.shown[mid] = codes.shown_message_id(key, mid)
         payload = "" if rendered is None else rendered.payload(p, shown, user or hwid)
-        known[did] = (code_of(key, did, legacy), target, hwid, code, payload)
+        known[did] = (legacy if legacy is not None else sealed[did], target, hwid, code, payload)
     out: list[TrackRow] = []
     append, status_of = out.append, _STATUS
     for eid, ts, status, desc, did in events:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from pushtrack.domain.status import Status
-from pushtrack.store import messages, tx
+from pushtrack.store import message_log, messages, tx
 from pushtrack.store.base import (
     App,
     DeviceIn,
@@ -175,4 +175,4 @@ class Store:
     # -- reading the trail ----------------------------------------------------------------
 
     async def message_log(self, query: LogQuery) -> list[LogRow]:
-        return await self.engine.read(partial(messages.message_log, q=query))
+        return await self.engine.read(partial(message_log.message_log, q=query))

@@ -1,4 +1,4 @@
-"""createMessage and deleteMessage as units of work, and getMessageLog's query.
+"""createMessage and deleteMessage as units of work (getMessageLog reads: ``trail.py``).
 
 One createMessage request is written by one call of ``create_messages``. A
 message to an explicit ``devices`` list (at most 1000) is written whole:
@@ -20,12 +20,10 @@ from typing import Any, NamedTuple
 import msgspec
 
 from pushtrack.domain import codes
-from pushtrack.domain.failures import class_of
 from pushtrack.domain.payload import build_template
 from pushtrack.domain.platforms import Platform, platform_of
 from pushtrack.domain.status import (
     DESC_CANCELLED,
-    DESC_CREATED,
     DESC_NOT_IN_AUDIENCE,
     DESC_UNKNOWN_DEVICE,
     DESC_UNSUBSCRIBED,
@@ -38,15 +36,13 @@ from pushtrack.store.base import (
     AccessError,
     App,
     ConflictError,
-    LogQuery,
-    LogRow,
     MessageCreated,
     MessagePlan,
     Targeting,
     Tx,
 )
 from pushtrack.store.targeting import audience_where
-from pushtrack.store.tracking import code_of, tracking_key, where_code
+from pushtrack.store.tracking import tracking_key
 from pushtrack.store.tx import append_events, dumps
 
 #: Deliveries per dispatch job.
@@ -570,182 +566,3 @@ def delete_message(tx: Tx, account: str, apps: frozenset[str] | None, code: str)
 #: ``created_at``) has its delivery id as key, an event its id plus this, so at one
 #: instant ``created`` comes first, as it was written first.
 EVENT_KEY = 1 << 62
-
-
-def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
-    """One page of the trail: events, and the deliveries' ``created`` (carried by their
-    rows), merged in (ts, key) order."""
-    where = ["acc.name = ?"]
-    params: list[Any] = [q.account]
-    key: bytes | None = None
-
-    def add(cond: str, *values: Any) -> None:
-        where.append(cond)
-        params.extend(values)
-
-    def marks(values: Sequence[Any]) -> str:
-        return ",".join("?" * len(values))
-
-    def add_in(column: str, values: Sequence[Any]) -> None:
-        add(f"{column} IN ({marks(values)})", *values)
-
-    if q.apps is not None:
-        add_in("a.code", sorted(q.apps))
-    if q.application_code is not None:
-        add("a.code = ?", q.application_code)
-    if q.message_id is not None:
-        # the id the tenant was shown (codes.shown_message_id), not the store's
-        add("m.id = ?", codes.stored_message_id(tracking_key(tx), q.message_id) or 0)
-    if q.message_code is not None:
-        add("m.code = ?", q.message_code)
-    if q.campaign_code is not None:
-        add("m.campaign = ?", q.campaign_code)  # messages_campaign
-    if q.tracking_code is not None:
-        key = tracking_key(tx)
-        cond, values = where_code(key, q.tracking_code)  # by id, or a legacy code's index
-        add(cond, *values)
-    if q.hwids:
-        # deliveries are indexed by device id; an entry that matched no device, by hwid
-        hwids = list(q.hwids)
-        ids = _device_ids(tx, q.account, hwids)
-        unknown = f"(d.device_id IS NULL AND d.hwid IN ({marks(hwids)}))"
-        if ids:
-            add(f"(d.device_id IN ({marks(ids)}) OR {unknown})", *ids, *hwids)
-        else:
-            add(unknown, *hwids)
-    if q.user_id is not None:
-        # user_devices holds each (user id, device) a delivery carried
-        add(
-            "d.device_id IN (SELECT u.device_id FROM user_devices u WHERE u.user_id = ?)"
-            " AND d.user_id = ?",
-            q.user_id,
-            q.user_id,
-        )
-    if q.platforms:
-        add_in("d.platform", [int(p) for p in q.platforms])
-    branches: list[str] = []
-    all_params: list[Any] = []
-    common, common_params = where, params
-    # the events
-    statuses = [int(s) for s in q.statuses or () if s is not Status.CREATED]
-    if q.statuses is None or statuses:
-        where, params = list(common), list(common_params)
-        if q.date_from is not None:
-            add("e.ts >= ?", q.date_from)
-        if q.date_to is not None:
-            add("e.ts <= ?", q.date_to)
-        if q.statuses is not None:
-            add_in("e.status", statuses)
-        if q.after is not None:
-            add("(e.ts, e.id) > (?, ?)", q.after[0], q.after[1] - EVENT_KEY)
-        branches.append(
-            f"SELECT e.ts, e.id + {EVENT_KEY}, e.status, e.description, e.gateway_id,"
-            f" e.failure_class, {_LOG_COLUMNS}"
-            f" FROM events e JOIN deliveries d ON d.id = e.delivery_id {_LOG_JOINS}"
-            f" WHERE {' AND '.join(where)} ORDER BY e.ts, e.id LIMIT ?"
-        )
-        all_params += [*params, q.limit]
-    # the deliveries' ``created``
-    if q.statuses is None or Status.CREATED in q.statuses:
-        where, params = list(common), list(common_params)
-        add("d.created_at >= ?", q.date_from if q.date_from is not None else 0)
-        if q.date_to is not None:
-            add("d.created_at <= ?", q.date_to)
-        if q.after is not None:
-            add("(d.created_at, d.id) > (?, ?)", q.after[0], min(q.after[1], EVENT_KEY))
-        branches.append(
-            f"SELECT d.created_at, d.id, {int(Status.CREATED)}, '{DESC_CREATED}', NULL, NULL,"
-            f" {_LOG_COLUMNS}"
-            f" FROM deliveries d {_LOG_JOINS}"
-            f" WHERE {' AND '.join(where)} ORDER BY d.created_at, d.id LIMIT ?"
-        )
-        all_params += [*params, q.limit]
-    if not branches:
-        return []
-    union = " UNION ALL ".join(f"SELECT * FROM ({b}) AS b{i}" for i, b in enumerate(branches))
-    sql = f"SELECT * FROM ({union}) AS log ORDER BY 1, 2 LIMIT ?"
-    all_params.append(q.limit)
-    rows = [_LogRead._make(r) for r in tx.all(sql, all_params)]
-    if rows and key is None:
-        key = tracking_key(tx)
-    shown = {m: codes.shown_message_id(key, m) for m in {r.message_id for r in rows}} if key else {}
-    out = []
-    for r in rows:
-        status = Status(r.status)
-        # a delivery being retried: its last transient reason and class, on its `sent`
-        retrying = (
-            status is Status.SENT and r.state == int(Status.SENT) and r.retry_reason is not None
-        )
-        out.append(
-            LogRow(
-                event_id=r.event_id,
-                ts=r.ts,
-                status=status,
-                description=r.description,
-                application_code=r.app_code,
-                message_code=r.message_code,
-                message_id=shown.get(r.message_id, 0),
-                tracking_code=code_of(key, r.delivery_id, r.legacy_code) if key else "",
-                hwid=r.hwid,
-                target_id=r.target_id,
-                user_id=r.user_id,
-                platform=r.platform,
-                gateway_id=r.gateway_id,
-                failure_class=r.retry_class
-                if retrying
-                else class_of(status, r.failure_class, r.description),
-                attempts=r.attempts,
-                retry_reason=r.retry_reason if retrying else None,
-            )
-        )
-    return out
-
-
-_LOG_COLUMNS = (
-    "a.code, m.code, m.id, d.id, d.legacy_code, d.hwid, d.target_id, d.user_id, d.platform,"
-    " d.state, d.attempts, d.retry_reason, d.retry_class"
-)
-_LOG_JOINS = (
-    "JOIN messages m ON m.id = d.message_id JOIN applications a ON a.id = m.app_id"
-    " JOIN accounts acc ON acc.id = a.account_id"
-)
-
-
-class _LogRead(NamedTuple):
-    """A row of the getMessageLog query, by name."""
-
-    ts: int
-    #: Its position at ``ts`` (see ``EVENT_KEY``).
-    event_id: int
-    status: int
-    description: str
-    #: of the event recording a gateway's answer
-    gateway_id: str | None
-    failure_class: str | None
-    app_code: str
-    message_code: str
-    message_id: int
-    delivery_id: int
-    legacy_code: str | None
-    hwid: str
-    target_id: str
-    user_id: str | None
-    platform: int
-    state: int
-    attempts: int
-    retry_reason: str | None
-    retry_class: str | None
-
-
-def _device_ids(tx: Tx, account: str, hwids: Sequence[str]) -> list[int]:
-    """The ids of the devices with these hwids in the applications of ``account``."""
-    return [
-        int(r[0])
-        for r in tx.all(
-            # (app_id, hwid) probes: a join here would scan the account's devices
-            "SELECT dv.id FROM devices dv WHERE dv.app_id IN (SELECT a.id FROM applications a"
-            " JOIN accounts acc ON acc.id = a.account_id WHERE acc.name = ?)"
-            f" AND dv.hwid IN ({','.join('?' * len(hwids))})",
-            (account, *hwids),
-        )
-    ]

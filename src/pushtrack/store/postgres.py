@@ -185,6 +185,10 @@ class _PgTx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._execute(sql, params).fetchall()
 
+    def all_planned(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        query = _pg_query(sql)
+        return self.cur.execute(query.sql, _params(query, params), prepare=False).fetchall()
+
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = self._execute(sql, params)
         if self._pipeline is not None:

@@ -27,7 +27,14 @@ deliveries with a rest as long as each batch cost fan-out a 2.5% dip (the
 purge took 45 s); the same batches without rests took 21 s but cost 26.5%.
 On PostgreSQL, two partition drops and the batched delivery deletes: a 16.5%
 dip, 9.9 s. At full scale (1,000,000 events) rests as long as each batch left
-a 20.1% dip; rests twice as long, 19.4% (``make bench``).
+a 20.1% dip; rests twice as long, 19.4%; later 38% in 186 s (``make bench``).
+Alone, the row deletes of that day take about 10 s of SQLite writer time
+(events 5 s, deliveries 4.5 s, half of it in commits: a delivery's ``device_id``
+index entry sits on a random page), so most of the drop's time is the purge
+waiting for the lock that fan-out keeps busy. Batches of 500 events / 125
+deliveries resting four times as long as each took (waiting included) crawled
+under that contention (140,000 events in 8 minutes): the rest must follow the
+time a batch holds the lock, not the time it waited for it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """One event of the delivery trail as others are told of it.
 
 ``delivery_event`` turns a row of the trail (``LogRow``, as ``message_log`` reads
-it) into the fields every consumer of outcomes shows: getMessageLog's rows are
-built from it, and so can be anything that pushes events out (webhooks, a stream).
+it) into the fields every consumer of outcomes shows: webhooks, the event stream,
+the CLI's timeline; getMessageLog's rows (``api/stats.py`` ``LogEntry``, encoded in
+one pass for speed) carry the same fields under the names of its answer.
 """
 
 from __future__ import annotations

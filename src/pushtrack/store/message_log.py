@@ -1,0 +1,243 @@
+"""Reading the trail: getMessageLog's pages (the statement; ``trail.py`` holds the event shape).
+
+A page is the events and the deliveries' ``created`` (carried by their rows)
+that a query selects, merged in (ts, key) order (``messages.EVENT_KEY``). It is
+read in one statement shaped so that both planners start from the most
+selective index the query names, whatever their statistics say:
+
+- the account's applications (and the token's restriction) are resolved first,
+  and so are a query's devices (hwid, or the user's through ``user_devices``):
+  the statement then holds constant id lists, not joins through ``accounts``
+  and ``applications`` (tiny tables, often never analyzed, whose misestimates
+  made PostgreSQL walk every message of the application);
+- the application condition is written ``+m.app_id``: no index of it leads, so
+  a lookup starts from its delivery (device, user, tracking code) or message
+  (id, code, campaign) index, and a query by application or dates alone walks
+  the time index in order and stops at the page's end;
+- the ordering and the limit run over narrow rows (time, key, status,
+  description, delivery id); only the page's rows are then joined to their
+  deliveries and messages for the columns the answer shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pushtrack.domain import codes
+from pushtrack.domain.failures import class_of
+from pushtrack.domain.status import DESC_CREATED, Status
+from pushtrack.store.base import LogQuery, LogRow, Tx
+from pushtrack.store.messages import EVENT_KEY
+from pushtrack.store.tracking import tracking_key, where_code
+
+
+def account_apps(
+    tx: Tx, account: str, apps: frozenset[str] | None = None, app_code: str | None = None
+) -> dict[int, str]:
+    """The applications (id -> code) of ``account`` within a token's restriction
+    ``apps`` (None: all) and, if given, only ``app_code``."""
+    rows = tx.all(
+        "SELECT a.id, a.code FROM applications a JOIN accounts acc ON acc.id = a.account_id"
+        " WHERE acc.name = ?",
+        (account,),
+    )
+    return {
+        int(app_id): code
+        for app_id, code in rows
+        if (apps is None or code in apps) and (app_code is None or code == app_code)
+    }
+
+
+#: Larger than any time: no bound.
+_NO_BOUND = 2**63 - 1
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
+    """One page of the trail: up to ``q.limit`` rows after ``q.after``, in (ts, key) order."""
+    apps = account_apps(tx, q.account, q.apps, q.application_code)
+    if not apps:
+        return []
+    key = tracking_key(tx)
+    app_ids = list(apps)
+    where: list[str] = [f"+m.app_id IN ({_marks(app_ids)})"]
+    params: list[Any] = list(app_ids)
+
+    def add(cond: str, *values: Any) -> None:
+        where.append(cond)
+        params.extend(values)
+
+    if q.message_id is not None:
+        # the id the tenant was shown (codes.shown_message_id), not the store's
+        add("m.id = ?", codes.stored_message_id(key, q.message_id) or 0)
+    if q.message_code is not None:
+        add("m.code = ?", q.message_code)
+    if q.campaign_code is not None:
+        add("m.campaign = ?", q.campaign_code)  # messages_campaign
+    if q.tracking_code is not None:
+        cond, values = where_code(key, q.tracking_code)  # by id, or a legacy code's index
+        add(cond, *values)
+    if q.hwids:
+        # deliveries are indexed by device id; an entry that matched no device, by hwid
+        hwids = list(q.hwids)
+        ids = _device_ids(tx, app_ids, hwids)
+        unknown = f"(d.device_id IS NULL AND d.hwid IN ({_marks(hwids)}))"
+        if ids:
+            add(f"(d.device_id IN ({_marks(ids)}) OR {unknown})", *ids, *hwids)
+        else:
+            add(unknown, *hwids)
+    if q.user_id is not None:
+        # user_devices holds each (user id, device) a delivery carried
+        ids = [
+            int(r[0])
+            for r in tx.all("SELECT device_id FROM user_devices WHERE user_id = ?", (q.user_id,))
+        ]
+        if not ids:
+            return []
+        add(f"d.device_id IN ({_marks(ids)}) AND d.user_id = ?", *ids, q.user_id)
+    if q.platforms:
+        platforms = [int(p) for p in q.platforms]
+        add(f"d.platform IN ({_marks(platforms)})", *platforms)
+
+    ctes: list[str] = []
+    all_params: list[Any] = []
+    # the deliveries' ``created``
+    if q.statuses is None or Status.CREATED in q.statuses:
+        conds, values = list(where), list(params)
+        conds.append("d.created_at >= ?")
+        values.append(q.date_from if q.date_from is not None else 0)
+        if q.date_to is not None:
+            conds.append("d.created_at <= ?")
+            values.append(q.date_to)
+        if q.after is not None:
+            conds.append("(d.created_at, d.id) > (?, ?)")
+            values.extend((q.after[0], min(q.after[1], EVENT_KEY)))
+        ctes.append(
+            "created_rows AS (SELECT d.created_at AS ts, d.id AS k,"
+            f" {int(Status.CREATED)} AS status, '{DESC_CREATED}' AS description, d.id AS did,"
+            " NULL AS gateway_id, NULL AS failure_class"
+            " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            f" WHERE {' AND '.join(conds)} ORDER BY d.created_at, d.id LIMIT ?)"
+        )
+        all_params += [*values, q.limit]
+    # the events
+    statuses = [int(s) for s in q.statuses or () if s is not Status.CREATED]
+    if q.statuses is None or statuses:
+        conds, values = list(where), list(params)
+        if q.date_from is not None:
+            conds.append("e.ts >= ?")
+            values.append(q.date_from)
+        if q.date_to is not None:
+            conds.append("e.ts <= ?")
+            values.append(q.date_to)
+        if q.statuses is not None:
+            conds.append(f"e.status IN ({_marks(statuses)})")
+            values.extend(statuses)
+        if q.after is not None:
+            conds.append("(e.ts, e.id) > (?, ?)")
+            values.extend((q.after[0], q.after[1] - EVENT_KEY))
+        if ctes:
+            # A full page of ``created`` ends the page at its last row at the latest:
+            # no event from that instant on can be in it (at one instant ``created``
+            # comes first). The bound keeps PostgreSQL to the event partitions before it.
+            conds.append(
+                "e.ts < (SELECT CASE WHEN COUNT(*) = ? THEN MAX(ts) ELSE ? END FROM created_rows)"
+            )
+            values.extend((q.limit, _NO_BOUND))
+        ctes.append(
+            f"event_rows AS (SELECT e.ts AS ts, e.id + {EVENT_KEY} AS k, e.status AS status,"
+            " e.description AS description, e.delivery_id AS did,"
+            " e.gateway_id AS gateway_id, e.failure_class AS failure_class"
+            " FROM events e JOIN deliveries d ON d.id = e.delivery_id"
+            f" JOIN messages m ON m.id = d.message_id WHERE {' AND '.join(conds)}"
+            " ORDER BY e.ts, e.id LIMIT ?)"
+        )
+        all_params += [*values, q.limit]
+    if not ctes:
+        return []
+    union = " UNION ALL ".join(f"SELECT * FROM {c.split(' ', 1)[0]}" for c in ctes)
+    sql = (
+        f"WITH {', '.join(ctes)}"
+        " SELECT p.ts, p.k, p.status, p.description, d.id, d.legacy_code, d.hwid, d.target_id,"
+        " d.user_id, d.platform, m.id, m.code, m.app_id, p.gateway_id, p.failure_class,"
+        " d.state, d.attempts, d.retry_reason, d.retry_class"
+        f" FROM (SELECT * FROM ({union}) AS log ORDER BY 1, 2 LIMIT ?)"
+        " AS p JOIN deliveries d ON d.id = p.did JOIN messages m ON m.id = d.message_id"
+        " ORDER BY p.ts, p.k"
+    )
+    all_params.append(q.limit)
+    rows = tx.all_planned(sql, all_params)
+    # the columns, by name: (ts, key, status, description, delivery id, legacy code, hwid,
+    # target id, user id, platform, message id, message code, application id, gateway id,
+    # failure class, the delivery's state, attempts, retry reason and retry class)
+    derived = list({r[4] for r in rows if r[5] is None})
+    code = dict(zip(derived, codes.tracking_codes_of(key, derived), strict=True))
+    shown = {m: codes.shown_message_id(key, m) for m in {r[10] for r in rows}}
+    out = []
+    for (
+        ts,
+        key_,
+        status_value,
+        description,
+        delivery_id,
+        legacy,
+        hwid,
+        target_id,
+        user_id,
+        platform,
+        message_id,
+        message_code,
+        app_id,
+        gateway_id,
+        failure_class,
+        state,
+        attempts,
+        retry_reason,
+        retry_class,
+    ) in rows:
+        status = _STATUS[status_value]
+        # a delivery being retried: its last transient reason and class, on its `sent`
+        retrying = status is Status.SENT and state == _SENT and retry_reason is not None
+        out.append(
+            LogRow(
+                key_,
+                ts,
+                status,
+                description,
+                apps[app_id],
+                message_code,
+                shown[message_id],
+                legacy if legacy is not None else code[delivery_id],
+                hwid,
+                target_id,
+                user_id,
+                platform,
+                gateway_id=gateway_id,
+                failure_class=retry_class
+                if retrying
+                else class_of(status, failure_class, description),
+                attempts=attempts,
+                retry_reason=retry_reason if retrying else None,
+            )
+        )
+    return out
+
+
+_SENT = int(Status.SENT)
+_STATUS = {int(s): s for s in Status}
+
+
+def _device_ids(tx: Tx, app_ids: Sequence[int], hwids: Sequence[str]) -> list[int]:
+    """The ids of the devices with these hwids in these applications."""
+    return [
+        int(r[0])
+        for r in tx.all(
+            f"SELECT id FROM devices WHERE app_id IN ({_marks(app_ids)})"
+            f" AND hwid IN ({_marks(hwids)})",
+            (*app_ids, *hwids),
+        )
+    ]
