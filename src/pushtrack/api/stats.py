@@ -16,7 +16,7 @@ import asyncio
 import base64
 import binascii
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
@@ -182,10 +182,8 @@ _ACTION = {s: s.label for s in Status}
 _encoder = msgspec.json.Encoder()
 
 
-def encode_page(rows: list[LogRow], token: str | None) -> bytes:
-    """The answer's JSON: one page of the log (rows in order) and the token of the next."""
-    if before_encoding is not None:
-        before_encoding(len(rows))
+def log_entries(rows: list[LogRow]) -> list[LogEntry]:
+    """The answer's rows of a page of the log, in order."""
     stamps: dict[int, str] = {}  # a page's rows share few distinct seconds
     names: dict[int, str] = {}
     data: list[LogEntry] = []
@@ -217,19 +215,32 @@ def encode_page(rows: list[LogRow], token: str | None) -> bytes:
                 row.failure_class,
             )
         )
-    return _encoder.encode(LogPage(data, token))
+    return data
 
 
-async def get_message_log(call: Call, r: GetMessageLog) -> Encoded | dict[str, Any]:
+def encode_page(rows: list[LogRow], token: str | None) -> bytes:
+    """The answer's JSON: one page of the log (rows in order) and the token of the next."""
+    if before_encoding is not None:
+        before_encoding(len(rows))
+    return _encoder.encode(LogPage(log_entries(rows), token))
+
+
+async def log_page(call: Call, r: GetMessageLog) -> tuple[list[LogRow], str | None]:
+    """One page of getMessageLog's rows within the retention window, and the token of
+    the next page (None: the last)."""
     query = build_query(call, r)
     since = window_start(call.ctx.store_clock(), call.ctx.settings.retention_days)
     query = msgspec.structs.replace(query, date_from=max(query.date_from or since, since))
     if query.statuses == () or query.platforms == ():
-        return {"data": [], "pagination_token": None}  # only inbox actions / deviceless platforms
+        return [], None  # only inbox actions / deviceless platforms
     rows = await call.ctx.store.message_log(query)
     more = len(rows) > r.limit
     rows = rows[: r.limit]
-    token = encode_cursor(rows[-1].ts, rows[-1].event_id) if more and rows else None
+    return rows, encode_cursor(rows[-1].ts, rows[-1].event_id) if more and rows else None
+
+
+async def get_message_log(call: Call, r: GetMessageLog) -> Encoded:
+    rows, token = await log_page(call, r)
     if len(rows) <= INLINE_ROWS:
         return Encoded(encode_page(rows, token))
     return Encoded(await asyncio.to_thread(encode_page, rows, token))

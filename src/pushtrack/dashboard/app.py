@@ -550,8 +550,8 @@ class Dashboard:
             fields["pagination_token"] = after
         fields["limit"] = limit or TIMELINE_ROWS
         request = envelope.convert(fields, stats.GetMessageLog)
-        found = await stats.get_message_log(call, request)
-        return list(found["data"]), found["pagination_token"], note
+        rows, token = await stats.log_page(call, request)
+        return [msgspec.structs.asdict(e) for e in stats.log_entries(rows)], token, note
 
     async def trail_json(self, request: Request, viewer: Viewer) -> Response:
         """One delivery's statuses (the test-push page watches them)."""
