@@ -80,6 +80,25 @@ class Settings:
     #: Devices per step when an audience message is expanded into deliveries (1-1000):
     #: each step is one write transaction.
     expansion_batch: int = 250
+    #: Webhooks (docs/api.md, "Webhooks"): events per POST, and how long (ms) the first
+    #: event of a batch waits for more; seconds a POST may take.
+    webhook_batch: int = 100
+    webhook_linger_ms: int = 200
+    webhook_timeout_seconds: float = 10.0
+    #: After a failed POST the endpoint is tried again after ``webhook_backoff_seconds``,
+    #: doubling up to ``webhook_max_backoff_seconds``; failing for longer than
+    #: ``webhook_failing_seconds`` marks it failing (it is still retried).
+    webhook_backoff_seconds: float = 1.0
+    webhook_max_backoff_seconds: float = 300.0
+    webhook_failing_seconds: float = 86400.0
+    #: How often (ms) an endpoint that has everything looks for new events.
+    webhook_poll_ms: int = 250
+    #: Endpoints served at once per worker (beside ``worker_concurrency``'s jobs).
+    webhook_concurrency: int = 16
+    #: Hosts, addresses and networks (comma separated: ``hooks.internal,10.0.0.0/8``)
+    #: webhooks may reach although they are not public, over http or https; anything
+    #: else must be https to a host that resolves to public addresses only.
+    outbound_allow: str = ""
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
@@ -126,6 +145,18 @@ class Settings:
             raise ValueError("gateway_probe_seconds must be > 0")
         if not 1 <= self.expansion_batch <= 1000:
             raise ValueError("expansion_batch must be between 1 and 1000")
+        if self.webhook_batch < 1 or self.webhook_linger_ms < 0 or self.webhook_poll_ms < 1:
+            raise ValueError(
+                "webhook_batch and webhook_poll_ms must be >= 1, webhook_linger_ms >= 0"
+            )
+        if self.webhook_timeout_seconds <= 0 or self.webhook_concurrency < 1:
+            raise ValueError("webhook_timeout_seconds must be > 0, webhook_concurrency >= 1")
+        if not 0 < self.webhook_backoff_seconds <= self.webhook_max_backoff_seconds:
+            raise ValueError(
+                "webhook_backoff_seconds must be > 0 and <= webhook_max_backoff_seconds"
+            )
+        if self.webhook_failing_seconds <= 0:
+            raise ValueError("webhook_failing_seconds must be > 0")
         if self.file_ttl_hours < 1:
             raise ValueError("file_ttl_hours must be at least 1")
         if not self.database.startswith(("sqlite:", "postgresql:", "postgres:")):

@@ -398,4 +398,25 @@ MIGRATIONS: list[str] = [
     CREATE INDEX dead_tokens_app ON dead_tokens (app_id, found_at);
     CREATE INDEX dead_tokens_found ON dead_tokens (found_at);
     """,
+    # 11: webhooks. Each endpoint of an application, its secret and its cursor in the
+    # trail (``store/stream.py``): on SQLite a position is (ts, key), the single writer
+    # taking ``ts`` inside the transaction, so positions come in commit order.
+    """
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES applications (id),
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        statuses TEXT,
+        created_at INTEGER NOT NULL,
+        cursor_at INTEGER NOT NULL,
+        cursor_key INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        last_success_at INTEGER,
+        failing_since INTEGER,
+        failing INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        UNIQUE (app_id, url)
+    );
+    """,
 ]
