@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import secrets
 import ssl
 import time
 from collections.abc import Sequence
@@ -273,3 +274,69 @@ def _statuses(hook: Webhook) -> tuple[Status, ...] | None:
 def handler(settings: Settings, store: Store) -> tuple[Handler, Sender]:
     sender = Sender(settings, store)
     return sender.handle, sender
+
+
+# -- what the API and the command line share -------------------------------------------
+
+#: Status names an endpoint may ask for (``--status``); every status if none is named.
+STATUS_NAMES = tuple(s.label for s in Status)
+
+
+def new_secret() -> str:
+    """A fresh signing secret."""
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def parse_statuses(names: Sequence[str] | None) -> tuple[int, ...] | None:
+    """Status names as numbers (None: every status); ValueError naming one not known."""
+    if not names:
+        return None
+    out: list[int] = []
+    for name in names:
+        found = next((s for s in Status if s.label == name), None)
+        if found is None:
+            raise ValueError(f"unknown status {name!r} (one of {', '.join(STATUS_NAMES)})")
+        if int(found) not in out:
+            out.append(int(found))
+    return tuple(out)
+
+
+def status_names(hook: Webhook) -> list[str] | None:
+    return None if hook.statuses is None else [Status(s).label for s in hook.statuses]
+
+
+def check_url(settings: Settings, url: str) -> None:
+    """``outbound.Refused`` if webhooks may not be sent to ``url``."""
+    outbound.check_webhook_url(url, outbound.parse_allow(settings.outbound_allow))
+
+
+def test_body() -> bytes:
+    """A batch of one ``test`` event (an id of its own; nothing of the trail)."""
+    event = {
+        "id": f"test-{secrets.token_hex(8)}",
+        "status": "test",
+        "tracking_code": "",
+        "message_code": "",
+        "application_code": "",
+        "hwid": "",
+        "user_id": None,
+        "platform": "",
+        "description": "A test event",
+        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "gateway_id": None,
+        "attempt": 0,
+        "failure_class": None,
+    }
+    return msgspec.json.encode({"events": [event]})
+
+
+async def send_test(settings: Settings, store: Store, hook: Webhook) -> str | None:
+    """POST a test event to the endpoint now; None if it answered 2xx, else what happened."""
+    sender = Sender(settings, store)
+    try:
+        await sender.post(hook, test_body())
+    except (PostError, outbound.Refused) as exc:
+        return str(exc)
+    finally:
+        await sender.aclose()
+    return None
