@@ -178,33 +178,47 @@ def read(tx: Tx, after: Position, f: Filter, limit: int) -> list[StreamRow]:
     all_params: list[Any] = []
     wanted = None if f.statuses is None else {int(s) for s in f.statuses}
     statuses = sorted(s for s in wanted or () if s != int(Status.CREATED))
+
+    def after_cond(at: str, key: str, after_key: int) -> list[tuple[str, list[Any]]]:
+        """Rows after the position: one row comparison on PostgreSQL (its btree seeks
+        to it); on SQLite two ranges, each a seek on (time, rowid), since a row value
+        there would scan every row of the position's own time."""
+        if pg:
+            return [(f"({at}, {key}) > (?, ?)", [after.at, after_key])]
+        return [
+            (f"{at} = ? AND {key} > ?", [after.at, after_key]),
+            (f"{at} > ?", [after.at]),
+        ]
+
     if wanted is None or statuses:
-        where, params = list(common), list(common_params)
         at = "e.tx" if pg else "e.ts"
-        add(f"({at}, e.id) > (?, ?)", after.at, after.key - EVENT_KEY)
-        if top is not None:
-            add("e.tx < ?", top)
-        if wanted is not None:
-            add(f"e.status IN ({marks(statuses)})", *statuses)
-        branches.append(
-            f"SELECT {at}, e.id + {EVENT_KEY}, e.ts, e.status, e.description, e.gateway_id,"
-            f" e.failure_class, {_COLUMNS} FROM events e JOIN deliveries d"
-            f" ON d.id = e.delivery_id {_JOINS} WHERE {' AND '.join(where)}"
-            f" ORDER BY {at}, e.id LIMIT ?"
-        )
-        all_params += [*params, limit]
+        for cond, values in after_cond(at, "e.id", after.key - EVENT_KEY):
+            where, params = list(common), list(common_params)
+            add(cond, *values)
+            if top is not None:
+                add("e.tx < ?", top)
+            if wanted is not None:
+                add(f"e.status IN ({marks(statuses)})", *statuses)
+            branches.append(
+                f"SELECT {at}, e.id + {EVENT_KEY}, e.ts, e.status, e.description, e.gateway_id,"
+                f" e.failure_class, {_COLUMNS} FROM events e JOIN deliveries d"
+                f" ON d.id = e.delivery_id {_JOINS} WHERE {' AND '.join(where)}"
+                f" ORDER BY {at}, e.id LIMIT ?"
+            )
+            all_params += [*params, limit]
     if wanted is None or int(Status.CREATED) in wanted:
-        where, params = list(common), list(common_params)
         at = "d.tx" if pg else "d.created_at"
-        add(f"({at}, d.id) > (?, ?)", after.at, min(after.key, EVENT_KEY))
-        if top is not None:
-            add("d.tx < ?", top)
-        branches.append(
-            f"SELECT {at}, d.id, d.created_at, {int(Status.CREATED)}, '{DESC_CREATED}', NULL,"
-            f" NULL, {_COLUMNS} FROM deliveries d {_JOINS} WHERE {' AND '.join(where)}"
-            f" ORDER BY {at}, d.id LIMIT ?"
-        )
-        all_params += [*params, limit]
+        for cond, values in after_cond(at, "d.id", min(after.key, EVENT_KEY)):
+            where, params = list(common), list(common_params)
+            add(cond, *values)
+            if top is not None:
+                add("d.tx < ?", top)
+            branches.append(
+                f"SELECT {at}, d.id, d.created_at, {int(Status.CREATED)}, '{DESC_CREATED}',"
+                f" NULL, NULL, {_COLUMNS} FROM deliveries d {_JOINS}"
+                f" WHERE {' AND '.join(where)} ORDER BY {at}, d.id LIMIT ?"
+            )
+            all_params += [*params, limit]
     if not branches:
         return []
     union = " UNION ALL ".join(f"SELECT * FROM ({b}) AS b{i}" for i, b in enumerate(branches))
