@@ -238,8 +238,8 @@ def tail(
         try:
             cursor = await store.stream.head()
             while True:
-                items = await store.stream.read(cursor, wanted, 500)
-                for item in items:
+                page = await store.stream.read(cursor, wanted, 500)
+                for item in page.items:
                     event = hooks.event_of(item)
                     if as_json:
                         sys.stdout.write(json.dumps(event) + "\n")
@@ -255,8 +255,8 @@ def tail(
                     else:
                         sys.stdout.write(line + "\n")
                 sys.stdout.flush()
-                if items:
-                    cursor = items[-1].position
+                if page.reached > cursor:
+                    cursor = page.reached
                 else:
                     await asyncio.sleep(settings.webhook_poll_ms / 1000)
         finally:

@@ -66,7 +66,8 @@ def test_a_writer_held_open_across_a_page_boundary_loses_nothing(svc: Service) -
     later.start()
     later.join(3)
 
-    page = run(svc.store.stream.read(START, wanted, 1000))
+    first_page = run(svc.store.stream.read(START, wanted, 1000))
+    page = first_page.items
     log_during, token = _log_page(svc, None)
     assert all(r.row.status is not Status.OPENED for r in page)
     assert all(r["action"] != "opened" for r in log_during)
@@ -77,9 +78,8 @@ def test_a_writer_held_open_across_a_page_boundary_loses_nothing(svc: Service) -
     assert not writer.is_alive()
     assert not later.is_alive()
 
-    cursor = page[-1].position if page else START
-    rest = run(svc.store.stream.read(cursor, wanted, 1000))
-    everything = run(svc.store.stream.read(START, wanted, 1000))
+    rest = run(svc.store.stream.read(first_page.reached, wanted, 1000)).items
+    everything = run(svc.store.stream.read(START, wanted, 1000)).items
     seen = [r.position for r in page + rest]
     assert len(seen) == len(set(seen))
     assert seen == [r.position for r in everything]
@@ -104,9 +104,33 @@ def test_positions_are_stable_and_new_readers_start_at_the_head(svc: Service) ->
     svc.send(devices=["h1"])
     wanted = Filter(account=svc.account)
     head = run(svc.store.stream.head())
-    assert run(svc.store.stream.read(head, wanted, 10)) == []
+    assert run(svc.store.stream.read(head, wanted, 10)).items == []
     svc.send(devices=["h1"])
-    after = run(svc.store.stream.read(head, wanted, 10))
+    after = run(svc.store.stream.read(head, wanted, 10)).items
     assert [r.row.status for r in after] == [Status.CREATED]
-    again = run(svc.store.stream.read(Position(0, 0), wanted, 10))
+    again = run(svc.store.stream.read(Position(0, 0), wanted, 10)).items
     assert [r.position for r in again][-1] == after[0].position
+
+
+def test_a_reader_of_one_application_moves_past_the_others_rows(svc: Service) -> None:
+    other = svc.fresh_account()
+    for hwid in ("h1", "h2"):
+        other.register(hwid)
+    svc.register("mine")
+    start = run(svc.store.stream.head())
+    for _ in range(3):
+        other.send(devices=["h1", "h2"])
+    svc.send(devices=["mine"])
+    mine = Filter(app_ids=frozenset({svc.app.id}))
+    seen: list[Any] = []
+    cursor = start
+    steps = 0
+    while True:
+        page = run(svc.store.stream.read(cursor, mine, 1))
+        seen += page.items
+        if page.reached == cursor:
+            break
+        cursor = page.reached
+        steps += 1
+    assert [(r.row.hwid, r.row.status) for r in seen] == [("mine", Status.CREATED)]
+    assert steps >= 1

@@ -221,20 +221,20 @@ async def _events(
     quiet_since = time.monotonic()
     yield b"retry: 1000\n\n"
     while loop.time() < ends:
-        items = await ctx.store.stream.read(cursor, wanted, STREAM_BATCH)
-        if items:
-            chunk = []
-            for item in items:
-                event = hooks.event_of(item)
-                chunk.append(
-                    f"id: {encode(item.position)}\nevent: {event['status']}\n".encode()
-                    + b"data: "
-                    + msgspec.json.encode(event)
-                    + b"\n\n"
-                )
-            cursor = items[-1].position
+        page = await ctx.store.stream.read(cursor, wanted, STREAM_BATCH)
+        moved = page.reached > cursor
+        cursor = max(cursor, page.reached)
+        if page.items:
             quiet_since = time.monotonic()
-            yield b"".join(chunk)
+            yield b"".join(
+                f"id: {encode(item.position)}\nevent: {item.row.status.label}\n".encode()
+                + b"data: "
+                + msgspec.json.encode(hooks.event_of(item))
+                + b"\n\n"
+                for item in page.items
+            )
+            continue
+        if moved:
             continue
         if await request.is_disconnected():
             return

@@ -232,30 +232,36 @@ class Sender:
         until = loop.time() + SLICE_SECONDS
         wanted = Filter(app_ids=frozenset({hook.app_id}), statuses=_statuses(hook))
         while loop.time() < until:
-            items = await self.store.stream.read(hook.cursor, wanted, s.webhook_batch)
-            if not items:
-                return Later(self.store.clock() + s.webhook_poll_ms * 1000)
-            if len(items) < s.webhook_batch and s.webhook_linger_ms:
-                await asyncio.sleep(s.webhook_linger_ms / 1000)
-                items = await self.store.stream.read(hook.cursor, wanted, s.webhook_batch)
-            try:
-                await self.post(hook, body_of(items))
-            except (PostError, outbound.Refused) as exc:
-                metrics.WEBHOOK_POSTS.labels("failed").inc()
-                failed = await self.store.webhooks.record_failure(
-                    hook.id, str(exc), int(s.webhook_failing_seconds * 1e6)
-                )
-                if failed is None:
-                    return Done()
-                delay = retry_delay(s, failed, self.store.clock())
-                log.warning("webhook %s: %s; again in %.1fs", hook.url, exc, delay)
-                return Later(self.store.clock() + int(delay * 1e6))
-            metrics.WEBHOOK_POSTS.labels("ok").inc()
-            metrics.WEBHOOK_EVENTS.inc(len(items))
-            end = items[-1].position
-            if await self.store.webhooks.advance(hook.id, hook.cursor, end, len(items)):
-                hook = msgspec.structs.replace(hook, cursor=end, failing_since=None)
-                continue
+            page = await self.store.stream.read(hook.cursor, wanted, s.webhook_batch)
+            if not page.items:
+                if page.reached <= hook.cursor:
+                    return Later(self.store.clock() + s.webhook_poll_ms * 1000)
+                # rows this endpoint does not want: the cursor moves past them, no POST
+                if await self.store.webhooks.advance(hook.id, hook.cursor, page.reached, 0):
+                    hook = msgspec.structs.replace(hook, cursor=page.reached)
+                    continue
+            else:
+                if len(page.items) < s.webhook_batch and s.webhook_linger_ms:
+                    await asyncio.sleep(s.webhook_linger_ms / 1000)
+                    page = await self.store.stream.read(hook.cursor, wanted, s.webhook_batch)
+                try:
+                    await self.post(hook, body_of(page.items))
+                except (PostError, outbound.Refused) as exc:
+                    metrics.WEBHOOK_POSTS.labels("failed").inc()
+                    failed = await self.store.webhooks.record_failure(
+                        hook.id, str(exc), int(s.webhook_failing_seconds * 1e6)
+                    )
+                    if failed is None:
+                        return Done()
+                    delay = retry_delay(s, failed, self.store.clock())
+                    log.warning("webhook %s: %s; again in %.1fs", hook.url, exc, delay)
+                    return Later(self.store.clock() + int(delay * 1e6))
+                metrics.WEBHOOK_POSTS.labels("ok").inc()
+                metrics.WEBHOOK_EVENTS.inc(len(page.items))
+                count = len(page.items)
+                if await self.store.webhooks.advance(hook.id, hook.cursor, page.reached, count):
+                    hook = msgspec.structs.replace(hook, cursor=page.reached, failing_since=None)
+                    continue
             fresh = await self.store.webhooks.get(hook.id)
             if fresh is None:
                 return Done()  # removed meanwhile

@@ -146,13 +146,131 @@ class StreamRow(NamedTuple):
     row: LogRow
 
 
-def read(tx: Tx, after: Position, f: Filter, limit: int) -> list[StreamRow]:
-    """Up to ``limit`` trail rows after ``after``, in position order, none beyond the
-    horizon."""
+class Page(NamedTuple):
+    """What a read found, and how far it looked: a reader goes on from ``reached``
+    (past the rows its filter left out too), and nothing will ever appear before it."""
+
+    items: list[StreamRow]
+    reached: Position
+
+
+#: Trail positions a read looks at, at least: it walks them in index order and then
+#: keeps what the filter wants, so a reader of one application among busy others
+#: moves on in steps without scanning the trail whole.
+MIN_SCAN = 500
+_MAX = 2**63 - 1
+
+
+def read(tx: Tx, after: Position, f: Filter, limit: int) -> Page:
+    """Up to ``limit`` trail rows after ``after`` that ``f`` wants, in position order,
+    none beyond the horizon."""
     pg = tx.dialect == "postgresql"
     top = horizon(tx)
-    where: list[str] = []
-    params: list[Any] = []
+    scan = max(limit, MIN_SCAN)
+    wanted = None if f.statuses is None else {int(s) for s in f.statuses}
+    scans: list[tuple[str, list[Any]]] = []
+
+    def ranges(at: str, key: str, after_key: int, tx_col: str) -> list[tuple[str, list[Any]]]:
+        """Rows after the position: one row comparison on PostgreSQL (its btree seeks
+        to it), below the horizon; on SQLite two ranges, each a seek on (time, rowid),
+        since a row value there would scan every row of the position's own time."""
+        if pg:
+            return [(f"({at}, {key}) > (?, ?) AND {tx_col} < ?", [after.at, after_key, top])]
+        return [(f"{at} = ? AND {key} > ?", [after.at, after_key]), (f"{at} > ?", [after.at])]
+
+    if wanted is None or wanted - {int(Status.CREATED)}:
+        at = "e.tx" if pg else "e.ts"
+        for cond, values in ranges(at, "e.id", after.key - EVENT_KEY, "e.tx"):
+            scans.append(
+                (
+                    f"SELECT {at}, e.id + {EVENT_KEY}, e.ts, e.status, e.description,"
+                    f" e.gateway_id, e.failure_class, e.delivery_id FROM events e"
+                    f" WHERE {cond} ORDER BY {at}, e.id LIMIT ?",
+                    [*values, scan],
+                )
+            )
+    if wanted is None or int(Status.CREATED) in wanted:
+        at = "d.tx" if pg else "d.created_at"
+        for cond, values in ranges(at, "d.id", min(after.key, EVENT_KEY), "d.tx"):
+            scans.append(
+                (
+                    f"SELECT {at}, d.id, d.created_at, {int(Status.CREATED)}, '{DESC_CREATED}',"
+                    f" NULL, NULL, d.id FROM deliveries d WHERE {cond}"
+                    f" ORDER BY {at}, d.id LIMIT ?",
+                    [*values, scan],
+                )
+            )
+    # every position up to ``reached`` has been seen: below the horizon when no scan
+    # stopped at its limit, else up to the first of those stops
+    reached = Position(top - 1, _MAX) if top is not None else after
+    stops: list[Position] = []
+    candidates: list[_Scanned] = []
+    for sql, values in scans:
+        rows = [_Scanned._make(r) for r in tx.all(sql, values)]
+        candidates += rows
+        if len(rows) == scan:
+            stops.append(Position(int(rows[-1].at), int(rows[-1].key)))
+        elif top is None and rows:
+            reached = max(reached, Position(int(rows[-1].at), int(rows[-1].key)))
+    if stops:
+        reached = min(stops)
+    reached = max(reached, after)
+    candidates = [
+        c
+        for c in sorted(candidates, key=lambda c: (c.at, c.key))
+        if Position(c.at, c.key) <= reached and (wanted is None or c.status in wanted)
+    ]
+    if not candidates:
+        return Page([], reached)
+    deliveries = _deliveries(tx, sorted({c.delivery_id for c in candidates}), f)
+    key = tracking_key(tx)
+    shown: dict[int, int] = {}
+    out: list[StreamRow] = []
+    for c in candidates:
+        d = deliveries.get(c.delivery_id)
+        if d is None:
+            continue
+        if len(out) == limit:
+            reached = out[-1].position
+            break
+        if d.message_id not in shown:
+            shown[d.message_id] = codes.shown_message_id(key, d.message_id)
+        status = Status(c.status)
+        retrying = (
+            status is Status.SENT and d.state == int(Status.SENT) and d.retry_reason is not None
+        )
+        out.append(
+            StreamRow(
+                Position(int(c.at), int(c.key)),
+                LogRow(
+                    event_id=c.key,
+                    ts=c.ts,
+                    status=status,
+                    description=c.description,
+                    application_code=d.app_code,
+                    message_code=d.message_code,
+                    message_id=shown[d.message_id],
+                    tracking_code=code_of(key, d.delivery_id, d.legacy_code),
+                    hwid=d.hwid,
+                    target_id=d.target_id,
+                    user_id=d.user_id,
+                    platform=d.platform,
+                    gateway_id=c.gateway_id,
+                    failure_class=d.retry_class
+                    if retrying
+                    else class_of(status, c.failure_class, c.description),
+                    attempts=d.attempts,
+                    retry_reason=d.retry_reason if retrying else None,
+                ),
+            )
+        )
+    return Page(out, reached)
+
+
+def _deliveries(tx: Tx, ids: Sequence[int], f: Filter) -> dict[int, _Delivery]:
+    """The deliveries among ``ids`` that ``f`` wants, by id."""
+    where = [f"d.id IN ({','.join('?' * len(ids))})"]
+    params: list[Any] = list(ids)
 
     def add(cond: str, *values: Any) -> None:
         where.append(cond)
@@ -167,108 +285,26 @@ def read(tx: Tx, after: Position, f: Filter, limit: int) -> list[StreamRow]:
         codes_ = sorted(f.apps) or [""]
         add(f"a.code IN ({marks(codes_)})", *codes_)
     if f.app_ids is not None:
-        ids = sorted(f.app_ids) or [0]
-        add(f"m.app_id IN ({marks(ids)})", *ids)
+        app_ids = sorted(f.app_ids) or [0]
+        add(f"m.app_id IN ({marks(app_ids)})", *app_ids)
     if f.message_code is not None:
         add("m.code = ?", f.message_code)
     if f.hwids:
         add(f"d.hwid IN ({marks(f.hwids)})", *f.hwids)
-    common, common_params = where, params
-    branches: list[str] = []
-    all_params: list[Any] = []
-    wanted = None if f.statuses is None else {int(s) for s in f.statuses}
-    statuses = sorted(s for s in wanted or () if s != int(Status.CREATED))
-
-    def after_cond(at: str, key: str, after_key: int) -> list[tuple[str, list[Any]]]:
-        """Rows after the position: one row comparison on PostgreSQL (its btree seeks
-        to it); on SQLite two ranges, each a seek on (time, rowid), since a row value
-        there would scan every row of the position's own time."""
-        if pg:
-            return [(f"({at}, {key}) > (?, ?)", [after.at, after_key])]
-        return [
-            (f"{at} = ? AND {key} > ?", [after.at, after_key]),
-            (f"{at} > ?", [after.at]),
-        ]
-
-    if wanted is None or statuses:
-        at = "e.tx" if pg else "e.ts"
-        for cond, values in after_cond(at, "e.id", after.key - EVENT_KEY):
-            where, params = list(common), list(common_params)
-            add(cond, *values)
-            if top is not None:
-                add("e.tx < ?", top)
-            if wanted is not None:
-                add(f"e.status IN ({marks(statuses)})", *statuses)
-            branches.append(
-                f"SELECT {at}, e.id + {EVENT_KEY}, e.ts, e.status, e.description, e.gateway_id,"
-                f" e.failure_class, {_COLUMNS} FROM events e JOIN deliveries d"
-                f" ON d.id = e.delivery_id {_JOINS} WHERE {' AND '.join(where)}"
-                f" ORDER BY {at}, e.id LIMIT ?"
-            )
-            all_params += [*params, limit]
-    if wanted is None or int(Status.CREATED) in wanted:
-        at = "d.tx" if pg else "d.created_at"
-        for cond, values in after_cond(at, "d.id", min(after.key, EVENT_KEY)):
-            where, params = list(common), list(common_params)
-            add(cond, *values)
-            if top is not None:
-                add("d.tx < ?", top)
-            branches.append(
-                f"SELECT {at}, d.id, d.created_at, {int(Status.CREATED)}, '{DESC_CREATED}',"
-                f" NULL, NULL, {_COLUMNS} FROM deliveries d {_JOINS}"
-                f" WHERE {' AND '.join(where)} ORDER BY {at}, d.id LIMIT ?"
-            )
-            all_params += [*params, limit]
-    if not branches:
-        return []
-    union = " UNION ALL ".join(f"SELECT * FROM ({b}) AS b{i}" for i, b in enumerate(branches))
-    raw = [_Read._make(r) for r in tx.all(f"{union} ORDER BY 1, 2 LIMIT ?", [*all_params, limit])]
-    if not raw:
-        return []
-    key = tracking_key(tx)
-    shown = {m: codes.shown_message_id(key, m) for m in {r.message_id for r in raw}}
-    out = []
-    for r in raw:
-        status = Status(r.status)
-        retrying = (
-            status is Status.SENT and r.state == int(Status.SENT) and r.retry_reason is not None
-        )
-        out.append(
-            StreamRow(
-                Position(int(r.at), int(r.key)),
-                LogRow(
-                    event_id=r.key,
-                    ts=r.ts,
-                    status=status,
-                    description=r.description,
-                    application_code=r.app_code,
-                    message_code=r.message_code,
-                    message_id=shown[r.message_id],
-                    tracking_code=code_of(key, r.delivery_id, r.legacy_code),
-                    hwid=r.hwid,
-                    target_id=r.target_id,
-                    user_id=r.user_id,
-                    platform=r.platform,
-                    gateway_id=r.gateway_id,
-                    failure_class=r.retry_class
-                    if retrying
-                    else class_of(status, r.failure_class, r.description),
-                    attempts=r.attempts,
-                    retry_reason=r.retry_reason if retrying else None,
-                ),
-            )
-        )
-    return out
+    rows = tx.all(
+        f"SELECT d.id, {_COLUMNS} FROM deliveries d {_JOINS} WHERE {' AND '.join(where)}", params
+    )
+    return {int(r[0]): _Delivery._make(r) for r in rows}
 
 
 _COLUMNS = (
-    "a.code, m.code, m.id, d.id, d.legacy_code, d.hwid, d.target_id, d.user_id, d.platform,"
+    "a.code, m.code, m.id, d.legacy_code, d.hwid, d.target_id, d.user_id, d.platform,"
     " d.state, d.attempts, d.retry_reason, d.retry_class"
 )
 _JOINS = "JOIN messages m ON m.id = d.message_id JOIN applications a ON a.id = m.app_id"
 
 
-class _Read(NamedTuple):
+class _Scanned(NamedTuple):
     at: int
     key: int
     ts: int
@@ -276,10 +312,14 @@ class _Read(NamedTuple):
     description: str
     gateway_id: str | None
     failure_class: str | None
+    delivery_id: int
+
+
+class _Delivery(NamedTuple):
+    delivery_id: int
     app_code: str
     message_code: str
     message_id: int
-    delivery_id: int
     legacy_code: str | None
     hwid: str
     target_id: str
@@ -311,7 +351,7 @@ class StreamStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    async def read(self, after: Position, f: Filter, limit: int) -> list[StreamRow]:
+    async def read(self, after: Position, f: Filter, limit: int) -> Page:
         return await self._engine.read(partial(read, after=after, f=f, limit=limit))
 
     async def head(self) -> Position:

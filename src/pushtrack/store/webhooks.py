@@ -132,14 +132,25 @@ def remove(tx: Tx, *, app_id: int, url: str) -> bool:
 
 
 def advance(tx: Tx, *, webhook_id: int, old: Position, new: Position, count: int) -> bool:
-    """Move the cursor past ``count`` acknowledged events, if it is still at ``old``;
-    a success clears the failure state."""
+    """Move the cursor past ``count`` acknowledged events (0: past rows the endpoint
+    does not want), if it is still at ``old``; an acknowledgement clears the failure
+    state."""
+    acknowledged = (
+        ", delivered = delivered + ?, last_success_at = ?, failing_since = NULL, failing = 0,"
+        " last_error = NULL"
+    )
     return (
         tx.run(
-            "UPDATE webhooks SET cursor_at = ?, cursor_key = ?, delivered = delivered + ?,"
-            " last_success_at = ?, failing_since = NULL, failing = 0, last_error = NULL"
+            f"UPDATE webhooks SET cursor_at = ?, cursor_key = ?{acknowledged if count else ''}"
             " WHERE id = ? AND cursor_at = ? AND cursor_key = ?",
-            (new.at, new.key, count, tx.now(), webhook_id, old.at, old.key),
+            (
+                new.at,
+                new.key,
+                *((count, tx.now()) if count else ()),
+                webhook_id,
+                old.at,
+                old.key,
+            ),
         )
         > 0
     )
