@@ -187,5 +187,9 @@ def test_the_stream_refuses_bad_requests(shared: Service) -> None:
         f"{base}?application={other.code}", headers={"Authorization": f"Token {restricted}"}
     )
     assert refused.status_code == 403
+    stranger = shared.fresh_account()
+    foreign = svc.http.get(f"{base}?application={stranger.app.code}", headers=headers)
+    assert foreign.status_code == 400
+    assert f"application: {stranger.app.code} not found" in foreign.text
     device = svc.http.get(base, headers={"Authorization": f"Token {svc.device_token}"})
     assert device.status_code == 403

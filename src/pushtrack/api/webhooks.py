@@ -195,6 +195,10 @@ def stream_endpoint(ctx: Context) -> Any:
             except PermissionError:
                 auth.check_app_code(token, q.get("application") or "")
                 raise
+            if q.get("application") is not None:
+                app = await ctx.app(q["application"])
+                if app is None or app.account != token.account:
+                    raise ArgumentError(f"application: {q['application']} not found")
             last = request.headers.get("last-event-id")
             if last:
                 start = decode(last)
