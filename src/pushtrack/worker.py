@@ -73,7 +73,9 @@ def build_worker(
         {webhooks.KIND: hook_handler},
         concurrency=settings.webhook_concurrency,
         lease_seconds=settings.worker_lease_seconds,
-        poll_seconds=poll_seconds,
+        # endpoints that have everything hand their jobs back for webhook_poll_ms; new
+        # endpoints wait at most this long (claims are writes: not 50 a second)
+        poll_seconds=max(poll_seconds, 0.25),
         closers=[sender.aclose],
         # an endpoint's job hands itself back after a failed POST; one that raises
         # (the store unreachable) is tried again, never given up

@@ -400,8 +400,11 @@ MIGRATIONS: list[str] = [
     """,
     # 11: webhooks. Each endpoint of an application, its secret and its cursor in the
     # trail (``store/stream.py``): on SQLite a position is (ts, key), the single writer
-    # taking ``ts`` inside the transaction, so positions come in commit order.
+    # taking ``ts`` inside the transaction, so positions come in commit order; the
+    # writing transaction PostgreSQL records (``tx``) stays 0 here, the same columns.
     """
+    ALTER TABLE events ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE webhooks (
         id INTEGER PRIMARY KEY,
         app_id INTEGER NOT NULL REFERENCES applications (id),
