@@ -255,9 +255,8 @@ def tail(
                     else:
                         sys.stdout.write(line + "\n")
                 sys.stdout.flush()
-                if page.reached > cursor:
-                    cursor = page.reached
-                else:
+                cursor = max(cursor, page.reached)
+                if not page.more:
                     await asyncio.sleep(settings.webhook_poll_ms / 1000)
         finally:
             await store.close()

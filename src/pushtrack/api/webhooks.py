@@ -226,7 +226,6 @@ async def _events(
     yield b"retry: 1000\n\n"
     while loop.time() < ends:
         page = await ctx.store.stream.read(cursor, wanted, STREAM_BATCH)
-        moved = page.reached > cursor
         cursor = max(cursor, page.reached)
         if page.items:
             quiet_since = time.monotonic()
@@ -238,7 +237,7 @@ async def _events(
                 for item in page.items
             )
             continue
-        if moved:
+        if page.more:
             continue
         if await request.is_disconnected():
             return

@@ -247,9 +247,11 @@ class Sender:
                 else:
                     page = await self.store.stream.read(hook.cursor, wanted, s.webhook_batch)
                 if not page.items:
-                    if page.reached <= hook.cursor:
+                    if not page.more:
+                        # everything there is for now (the few rows this endpoint does
+                        # not want are looked at again: no write per poll)
                         return Later(self.store.clock() + s.webhook_poll_ms * 1000)
-                    # rows this endpoint does not want: the cursor moves past them, no POST
+                    # a full scan of rows it does not want: the cursor moves past, no POST
                     if await self.store.webhooks.advance(hook.id, hook.cursor, page.reached, 0):
                         hook = msgspec.structs.replace(hook, cursor=page.reached)
                         continue

@@ -152,6 +152,9 @@ class Page(NamedTuple):
 
     items: list[StreamRow]
     reached: Position
+    #: whether more may be read at once (a scan or the limit stopped it), else the
+    #: reader has everything there is for now
+    more: bool = False
 
 
 #: Trail positions a read looks at, at least: it walks them in index order and then
@@ -221,7 +224,7 @@ def read(tx: Tx, after: Position, f: Filter, limit: int) -> Page:
         if Position(c.at, c.key) <= reached and (wanted is None or c.status in wanted)
     ]
     if not candidates:
-        return Page([], reached)
+        return Page([], reached, bool(stops))
     deliveries = _deliveries(tx, sorted({c.delivery_id for c in candidates}), f)
     key = tracking_key(tx)
     shown: dict[int, int] = {}
@@ -232,6 +235,7 @@ def read(tx: Tx, after: Position, f: Filter, limit: int) -> Page:
             continue
         if len(out) == limit:
             reached = out[-1].position
+            stops.append(reached)
             break
         if d.message_id not in shown:
             shown[d.message_id] = codes.shown_message_id(key, d.message_id)
@@ -264,7 +268,7 @@ def read(tx: Tx, after: Position, f: Filter, limit: int) -> Page:
                 ),
             )
         )
-    return Page(out, reached)
+    return Page(out, reached, bool(stops))
 
 
 def _deliveries(tx: Tx, ids: Sequence[int], f: Filter) -> dict[int, _Delivery]:
