@@ -199,3 +199,46 @@ def test_status_filter_replay_and_removal(database_url: str) -> None:
         _work_until(svc, lambda: False, seconds=1.0)
         assert len(receiver.events()) == count
         assert svc.v2("webhooks/listWebhooks", {}).json() == {"items": []}
+
+
+def test_an_endpoint_that_is_down_or_slow_delays_only_itself(database_url: str) -> None:
+    with (
+        service(database_url, outbound_allow="127.0.0.1") as svc,
+        Receiver(free_port()) as up,
+        Receiver(free_port()) as slow,
+        Receiver(free_port()) as down,
+    ):
+        for receiver in (up, slow, down):
+            made = svc.v2(
+                "webhooks/addWebhook",
+                {"application": svc.app.code, "url": receiver.url, "statuses": ["created"]},
+            ).json()
+            receiver.secret = made["secret"]
+        up.start()
+        slow.start()
+        slow.slow_seconds = 5.0
+        slow.answers = ["slow"] * 100
+        for hwid in ("a", "b", "c"):
+            svc.register(hwid)
+        sent = svc.send(devices=["a", "b", "c"])
+
+        def down_tried() -> bool:
+            rows = svc.db.rows("SELECT failing_since FROM webhooks WHERE url = ?", (down.url,))
+            return rows[0][0] is not None
+
+        def done() -> bool:
+            return len(up.unique()) >= 3 and down_tried() and slow.requests >= 1
+
+        _work_until(svc, done, seconds=30)
+        # the slow endpoint's first POST is still waiting for its answer
+        assert slow.requests == 1
+        assert slow.batches
+        assert sorted(e["tracking_code"] for e in up.unique().values()) == sorted(
+            sent["TrackingCodes"]
+        )
+        assert up.bad_signatures == 0
+        assert down.requests == 0  # never reached: it is down
+        listed = {h["url"]: h for h in svc.v2("webhooks/listWebhooks", {}).json()["items"]}
+        assert listed[up.url]["delivered"] == 3
+        assert listed[down.url]["delivered"] == 0
+        assert listed[down.url]["failing_since"] is not None

@@ -133,6 +133,10 @@ class Poster:
                     status, keep = await _answer(conn.reader)
             except outbound.Refused:
                 raise
+            except asyncio.CancelledError:
+                if conn is not None:
+                    conn.close()  # stopped mid-request: the connection is not reusable
+                raise
             except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
                 if conn is not None:
                     conn.close()
