@@ -27,6 +27,7 @@ from bench.profiling import py_spy
 #: Workload modules, in the order the report lists them.
 WORKLOADS = {
     "fanout": "bench.fanout",
+    "webhooks": "bench.webhooks",
     "callbacks": "bench.callbacks",
     "dispatch-sandbox": "bench.dispatch_sandbox",
     "dispatch-apns": "bench.dispatch_apns",

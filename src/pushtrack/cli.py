@@ -375,6 +375,7 @@ def main() -> None:
     import pushtrack.cli_doctor  # registers doctor
     import pushtrack.cli_exports  # registers export, stats, purge
     import pushtrack.cli_gateways  # registers the gateway commands
-    import pushtrack.cli_secrets  # noqa: F401 - registers secrets
+    import pushtrack.cli_secrets  # registers secrets
+    import pushtrack.cli_webhooks  # noqa: F401 - registers webhook, tail
 
     cli()

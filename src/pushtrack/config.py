@@ -87,10 +87,31 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Devices per step when an audience message is expanded into deliveries (1-1000):
     #: each step is one write transaction.
     expansion_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 250
+    #: Webhooks (docs/api.md, "Webhooks"): events per POST, and how long (ms) the first
+    #: event of a batch waits for more; seconds a POST may take.
+    webhook_batch: Count = 100
+    webhook_linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 200
+    webhook_timeout_seconds: Seconds = 10.0
+    #: After a failed POST the endpoint is tried again after ``webhook_backoff_seconds``,
+    #: doubling up to ``webhook_max_backoff_seconds``; failing for longer than
+    #: ``webhook_failing_seconds`` marks it failing (it is still retried).
+    webhook_backoff_seconds: Seconds = 1.0
+    webhook_max_backoff_seconds: Seconds = 300.0
+    webhook_failing_seconds: Seconds = 86400.0
+    #: How often (ms) an endpoint that has everything looks for new events.
+    webhook_poll_ms: Count = 250
+    #: Endpoints served at once per worker (beside ``worker_concurrency``'s jobs).
+    webhook_concurrency: Count = 16
+    #: Hosts, addresses and networks (comma separated: ``hooks.internal,10.0.0.0/8``)
+    #: webhooks may reach although they are not public, over http or https; anything
+    #: else must be https to a host that resolves to public addresses only.
+    outbound_allow: str = ""
 
     def __post_init__(self) -> None:
         if self.retry_max_backoff_seconds < self.retry_backoff_seconds:
             raise ValueError("retry_max_backoff_seconds must be >= retry_backoff_seconds")
+        if self.webhook_max_backoff_seconds < self.webhook_backoff_seconds:
+            raise ValueError("webhook_max_backoff_seconds must be >= webhook_backoff_seconds")
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

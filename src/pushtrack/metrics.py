@@ -88,3 +88,14 @@ def value(metric: Counter | Gauge, **labels: object) -> float:
     suffix = "_total" if isinstance(metric, Counter) else ""
     found = REGISTRY.get_sample_value(name + suffix, {k: str(v) for k, v in labels.items()})
     return found or 0.0
+
+
+#: Webhooks: POSTs to endpoints by result ("ok": a 2xx answer, "failed": anything
+#: else), and events endpoints acknowledged.
+WEBHOOK_POSTS = Counter("pushtrack_webhook_posts", "POSTs to webhook endpoints", ["result"])
+WEBHOOK_EVENTS = Counter("pushtrack_webhook_events", "Events webhook endpoints acknowledged")
+#: Endpoints failing for longer than ``webhook_failing_seconds``, read from the store at
+#: each scrape (like the job queue).
+WEBHOOKS_FAILING = Gauge(
+    "pushtrack_webhooks_failing", "Webhook endpoints failing for longer than the retry window"
+)

@@ -36,6 +36,7 @@ class Resources:
     campaign: str
     export_request: str
     stats_request: str
+    webhook: str
 
 
 def _code(like: str) -> str:
@@ -65,6 +66,9 @@ def _populate(svc: Service, app: str, tag: str) -> Resources:
     export = view.server("getTrackingLog", date=today)
     stats = view.server("getMsgStats", message=message, application=None)
     assert export["status_code"] == stats["status_code"] == 200, (export, stats)
+    webhook = f"https://hooks.example.com/iso-{tag}"
+    added = view.v2("webhooks/addWebhook", {"application": app, "url": webhook})
+    assert added.status_code == 200, added.text
     return Resources(
         app=app,
         hwid=hwid,
@@ -77,6 +81,7 @@ def _populate(svc: Service, app: str, tag: str) -> Resources:
         campaign=campaign,
         export_request=export["response"]["request_id"],
         stats_request=stats["response"]["request_id"],
+        webhook=webhook,
     )
 
 
@@ -109,6 +114,7 @@ def _missing(r: Resources) -> Resources:
         campaign=r.campaign + "-missing",
         export_request=_code(r.export_request),
         stats_request=_code(r.stats_request),
+        webhook=r.webhook + "-missing",
     )
 
 
@@ -168,6 +174,15 @@ V2: dict[str, Callable[[Resources], dict[str, Any]]] = {
     },
     "messages:list": lambda r: {"filters": {"messages_codes": [r.message]}},
     "devices/deadTokens": lambda r: {"application": r.app},
+    "webhooks/addWebhook": lambda r: {"application": r.app, "url": "https://hooks.example.com/x"},
+    "webhooks/listWebhooks": lambda r: {"application": r.app},
+    "webhooks/removeWebhook": lambda r: {"application": r.app, "url": r.webhook},
+    "webhooks/testWebhook": lambda r: {"application": r.app, "url": r.webhook},
+    "webhooks/replayWebhook": lambda r: {
+        "application": r.app,
+        "url": r.webhook,
+        "since": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+    },
 }
 
 #: Device methods, with a request naming the resources ``r``.

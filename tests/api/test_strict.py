@@ -8,6 +8,7 @@ becomes a broadcast.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,6 +106,18 @@ BASELINES: dict[str, Body] = {
     "statistics/messages/totalsByIntervals": lambda s, p: {"message_code": p["message"]},
     "messages:list": lambda s, _: {"filters": {"application": s.app.code}},
     "devices/deadTokens": lambda s, _: {"application": s.app.code},
+    "webhooks/addWebhook": lambda s, _: {
+        "application": s.app.code,
+        "url": f"https://hooks.invalid/{uuid.uuid4().hex[:8]}",
+    },
+    "webhooks/listWebhooks": lambda s, _: {"application": s.app.code},
+    "webhooks/removeWebhook": lambda s, p: {"application": s.app.code, "url": p["webhook"]},
+    "webhooks/testWebhook": lambda s, p: {"application": s.app.code, "url": p["webhook"]},
+    "webhooks/replayWebhook": lambda s, p: {
+        "application": s.app.code,
+        "url": p["webhook"],
+        "since": time.strftime("%Y-%m-%d", time.gmtime()),
+    },
 }
 
 
@@ -126,11 +139,21 @@ def _filter(svc: Service) -> dict[str, Any]:
     return {"filter": name}
 
 
+def _webhook(svc: Service) -> dict[str, Any]:
+    url = f"https://hooks.invalid/{uuid.uuid4().hex[:8]}"
+    resp = svc.v2("webhooks/addWebhook", {"application": svc.app.code, "url": url})
+    assert resp.status_code == 200, resp.text
+    return {"webhook": url}
+
+
 #: What a method needs made afresh for each call (it consumes it).
 SETUP: dict[str, Callable[[Service], dict[str, Any]]] = {
     "deleteMessage": _scheduled,
     "deleteTag": _tag,
     "deleteFilter": _filter,
+    "webhooks/removeWebhook": _webhook,
+    "webhooks/testWebhook": _webhook,
+    "webhooks/replayWebhook": _webhook,
 }
 
 

@@ -34,6 +34,7 @@ from pushtrack.api import (
     targeted,
     tracking,
     v2stats,
+    webhooks,
 )
 from pushtrack.api.context import Call, Context
 from pushtrack.api.errors import (
@@ -106,12 +107,19 @@ V2: dict[str, Method[Any]] = {
     "messages:list": Method(v2stats.MessagesList, v2stats.messages_list, server=True),
     # (ours) the dead-token ledger
     "devices/deadTokens": Method(deadtokens.DeadTokens, deadtokens.dead_tokens, server=True),
+    # (ours) webhooks
+    "webhooks/addWebhook": Method(webhooks.AddWebhook, webhooks.add_webhook, server=True),
+    "webhooks/listWebhooks": Method(webhooks.ListWebhooks, webhooks.list_webhooks, server=True),
+    "webhooks/removeWebhook": Method(webhooks.NameWebhook, webhooks.remove_webhook, server=True),
+    "webhooks/testWebhook": Method(webhooks.NameWebhook, webhooks.test_webhook, server=True),
+    "webhooks/replayWebhook": Method(webhooks.ReplayWebhook, webhooks.replay_webhook, server=True),
 }
 
 
 def method_names() -> frozenset[str]:
     """Every method name a token may be restricted to."""
-    return frozenset(JSON13) | frozenset(name.rsplit("/", 1)[-1] for name in V2)
+    # "stream": GET /api/v2/events/stream
+    return frozenset(JSON13) | frozenset(name.rsplit("/", 1)[-1] for name in V2) | {"stream"}
 
 
 def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
@@ -216,6 +224,7 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
 
     routes = [
         Route("/json/1.3/{method}", json13, methods=["POST"]),
+        Route("/api/v2/events/stream", webhooks.stream_endpoint(ctx), methods=["GET"]),
         Route("/api/v2/{method:path}", v2, methods=["POST"]),
         Route("/health", health.healthz, methods=["GET"]),
         Route("/healthz", health.healthz, methods=["GET"]),

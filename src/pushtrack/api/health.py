@@ -73,6 +73,12 @@ def metrics(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
                 m.JOBS_QUEUED.labels(q.kind, "running").set(q.running)
                 waited = 0.0 if q.oldest_due_at is None else (now - q.oldest_due_at) / 1e6
                 m.JOB_OLDEST_SECONDS.labels(q.kind).set(max(0.0, waited))
+        try:
+            failing = await asyncio.wait_for(ctx.store.webhooks.failing_count(), READY_TIMEOUT_S)
+        except (TimeoutError, StoreError):
+            failing = None
+        if failing is not None:
+            m.WEBHOOKS_FAILING.set(failing)
         body = await asyncio.to_thread(generate_latest)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

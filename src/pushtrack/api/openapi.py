@@ -173,6 +173,25 @@ V2_RESPONSES: dict[str, dict[str, Any]] = {
         ),
         pagination_token=_NULLABLE_STR,
     ),
+    "webhooks/addWebhook": _obj(
+        ("application", "url", "secret"), application=_STR, url=_STR, secret=_STR
+    ),
+    "webhooks/listWebhooks": _obj(
+        ("items",),
+        items=_list(
+            _obj(
+                ("application", "url", "delivered", "failing"),
+                application=_STR,
+                url=_STR,
+                delivered=_INT,
+                failing={"type": "boolean"},
+                last_error=_NULLABLE_STR,
+            )
+        ),
+    ),
+    "webhooks/removeWebhook": _obj(("removed",), removed={"type": "boolean"}),
+    "webhooks/testWebhook": _obj(("ok", "error"), ok={"type": "boolean"}, error=_NULLABLE_STR),
+    "webhooks/replayWebhook": _obj(("application", "url"), application=_STR, url=_STR),
 }
 
 _ENVELOPE_ERROR = _obj(

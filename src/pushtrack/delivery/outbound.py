@@ -120,3 +120,91 @@ class Resolver:
         if inward:
             return f"endpoint host {host} resolves to a non-public address ({inward[0]})"
         return None
+
+
+# -- webhooks -------------------------------------------------------------------------
+#
+# A webhook's URL is the sender's choice, so the same worry applies: a webhook must not
+# reach the service's own network. It is https to a host that resolves to public
+# addresses only (checked when connecting: the connection goes to the address that was
+# checked), unless the setting ``outbound_allow`` names the host, the address or a
+# network holding it; then http is allowed too.
+
+
+def parse_allow(setting: str) -> tuple[str, ...]:
+    """``outbound_allow`` as its entries (host names lower-cased, networks as written);
+    ``Refused`` naming a malformed network."""
+    out = []
+    for part in setting.split(","):
+        entry = part.strip().lower().rstrip(".")
+        if not entry:
+            continue
+        if "/" in entry:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise Refused(f"outbound_allow: {entry!r} is not a network ({exc})") from None
+        out.append(entry)
+    return tuple(out)
+
+
+def _allowed(host: str, address: str | None, allow: Sequence[str]) -> bool:
+    for entry in allow:
+        if entry == host or (address is not None and entry == address):
+            return True
+        if "/" in entry and address is not None:
+            ip = ipaddress.ip_address(address)
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+    return False
+
+
+def check_webhook_url(url: str, allow: Sequence[str]) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of a webhook URL; ``Refused`` saying why it may not be
+    used (before any address is looked up: a literal address is checked here)."""
+    if len(url) > 2048:
+        raise Refused("url is longer than 2048 characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise Refused(f"url is not a URL ({exc})") from None
+    if parts.scheme not in ("https", "http"):
+        raise Refused("url must be an https URL")
+    host = (parts.hostname or "").lower().rstrip(".")
+    if not host:
+        raise Refused("url has no host")
+    if parts.username is not None or parts.password is not None:
+        raise Refused("url must not carry credentials")
+    if parts.fragment:
+        raise Refused("url must not have a fragment")
+    try:
+        literal: str | None = str(ipaddress.ip_address(host))
+    except ValueError:
+        literal = None
+    named = _allowed(host, literal, allow)
+    if parts.scheme == "http" and not named:
+        raise Refused("url must be an https URL (http only for hosts outbound_allow names)")
+    if literal is not None and not named and not is_public(literal):
+        raise Refused(f"url host {host} is not a public address (setting outbound_allow)")
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+
+
+async def webhook_address(host: str, port: int, allow: Sequence[str]) -> str:
+    """The address to connect to for a webhook's host: the first it resolves to, all
+    of which must be public unless ``outbound_allow`` names them; ``Refused`` if not."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise Refused(f"url host {host} does not resolve ({exc.strerror or exc})") from None
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses:
+        raise Refused(f"url host {host} does not resolve")
+    for address in addresses:
+        if not is_public(address) and not _allowed(host, address, allow):
+            raise Refused(
+                f"url host {host} resolves to a non-public address ({address});"
+                " setting outbound_allow"
+            )
+    return addresses[0]

@@ -21,6 +21,7 @@ from pushtrack.store.base import (
     MessageCreated,
     MessagePlan,
     TokenInfo,
+    Tx,
 )
 from pushtrack.store.batch import Batcher
 from pushtrack.store.dashboard import DashboardStore
@@ -32,7 +33,9 @@ from pushtrack.store.exports import ExportStore
 from pushtrack.store.jobs import JobStore
 from pushtrack.store.retention import RetentionStore
 from pushtrack.store.stats import StatsStore
+from pushtrack.store.stream import StreamStore, time_horizon
 from pushtrack.store.targeting import TargetingStore
+from pushtrack.store.webhooks import WebhookStore
 
 
 class Store:
@@ -51,6 +54,8 @@ class Store:
             engine, tx.record_device_reports, in_flight=engine.batches_in_flight
         )
         self.targeting = TargetingStore(engine)
+        self.webhooks = WebhookStore(engine)
+        self.stream = StreamStore(engine)
 
     @property
     def url(self) -> str:
@@ -176,3 +181,14 @@ class Store:
 
     async def message_log(self, query: LogQuery) -> list[LogRow]:
         return await self.engine.read(partial(message_log.message_log, q=query))
+
+    async def message_log_page(self, query: LogQuery) -> tuple[list[LogRow], int | None]:
+        """``message_log``, and the time below which no row will commit any more
+        (``stream.time_horizon``, read first): rows at or after it may yet be joined by
+        rows committed late, so a page shows none of them."""
+
+        def page(t: Tx) -> tuple[list[LogRow], int | None]:
+            top = time_horizon(t)
+            return message_log.message_log(t, query), top
+
+        return await self.engine.read(page)

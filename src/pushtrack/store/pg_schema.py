@@ -383,6 +383,35 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX deliveries_message_latest ON deliveries (message_id, id);
     """,
+    # 13: webhooks (see the SQLite migration 13). A transaction can commit after a later
+    # one, so a reader of ids or times could pass a row committed late: every trail row
+    # (an event, a delivery's ``created``) records the transaction that wrote it (``tx``,
+    # never updated; rows written before read 0), and cursors read only below the oldest
+    # transaction still open (``store/stream.py``).
+    """
+    ALTER TABLE events ADD COLUMN tx BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE events ALTER COLUMN tx SET DEFAULT (pg_current_xact_id()::text::bigint);
+    CREATE INDEX events_tx ON events (tx, id);
+    ALTER TABLE deliveries ADD COLUMN tx BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ALTER COLUMN tx SET DEFAULT (pg_current_xact_id()::text::bigint);
+    CREATE INDEX deliveries_tx ON deliveries (tx, id);
+    CREATE TABLE webhooks (
+        id BIGSERIAL PRIMARY KEY,
+        app_id BIGINT NOT NULL REFERENCES applications (id),
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        statuses TEXT,
+        created_at BIGINT NOT NULL,
+        cursor_at BIGINT NOT NULL,
+        cursor_key BIGINT NOT NULL,
+        delivered BIGINT NOT NULL DEFAULT 0,
+        last_success_at BIGINT,
+        failing_since BIGINT,
+        failing INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        UNIQUE (app_id, url)
+    );
+    """,
 ]
 
 

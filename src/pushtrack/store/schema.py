@@ -408,4 +408,28 @@ MIGRATIONS: list[str] = [
     CREATE INDEX deliveries_failed ON deliveries (message_id) WHERE state = 4;
     CREATE INDEX deliveries_message_latest ON deliveries (message_id, id);
     """,
+    # 13: webhooks. Each endpoint of an application, its secret and its cursor in the
+    # trail (``store/stream.py``): on SQLite a position is (ts, key), the single writer
+    # taking ``ts`` inside the transaction, so positions come in commit order; the
+    # writing transaction PostgreSQL records (``tx``) stays 0 here, the same columns.
+    """
+    ALTER TABLE events ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        app_id INTEGER NOT NULL REFERENCES applications (id),
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        statuses TEXT,
+        created_at INTEGER NOT NULL,
+        cursor_at INTEGER NOT NULL,
+        cursor_key INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        last_success_at INTEGER,
+        failing_since INTEGER,
+        failing INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        UNIQUE (app_id, url)
+    );
+    """,
 ]

@@ -1,0 +1,381 @@
+"""The ``webhook`` job: one per endpoint, POSTing its application's trail in order.
+
+Each run reads the trail after the endpoint's cursor (``store/stream.py``: never past
+a row a writer may still commit before it), POSTs up to ``webhook_batch`` events at a
+time (waiting ``webhook_linger_ms`` for a batch to fill), signed, and moves the cursor
+once the endpoint answered 2xx. A failure (no answer, a timeout, any other status)
+leaves the cursor where it is and hands the job back until the next try; the same
+events are sent again, so every event arrives at least once, in order. A worker killed
+mid-POST loses nothing: the next run sends from the cursor again.
+
+Endpoints run in their own pool of the worker (``webhook_concurrency``), apart from
+sending and exports: a slow endpoint holds only its own slot, and the trail is only
+read, so delivery to endpoints never slows what writes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from pushtrack import metrics
+from pushtrack.config import Settings
+from pushtrack.delivery import outbound
+from pushtrack.domain.status import Status
+from pushtrack.jobs.runner import Done, Handler, Later, Outcome
+from pushtrack.store import Store
+from pushtrack.store.jobs import Job
+from pushtrack.store.stream import Filter, Page, StreamRow, encode
+from pushtrack.store.trail import delivery_event
+from pushtrack.store.webhooks import KIND, Webhook
+
+log = logging.getLogger("pushtrack.webhooks")
+
+__all__ = ["KIND", "Poster", "body_of", "handler", "sign"]
+
+#: Seconds one run of an endpoint's job keeps sending before it hands the job back
+#: (so endpoints take turns when there are more than the pool has slots).
+SLICE_SECONDS = 15.0
+#: Bytes of an endpoint's answer read at most (the rest is not wanted).
+MAX_ANSWER = 64 * 1024
+USER_AGENT = "pushtrack-webhooks/1"
+
+
+def sign(secret: str, body: bytes, t: int) -> str:
+    """The ``Pushtrack-Signature`` header: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of
+    "<t>.<body>" under the endpoint's secret>``."""
+    mac = hmac.new(secret.encode(), str(t).encode() + b"." + body, hashlib.sha256)
+    return f"t={t},v1={mac.hexdigest()}"
+
+
+def event_of(item: StreamRow) -> dict[str, Any]:
+    """One event as endpoints (and the stream) receive it: a stable id, then the trail's
+    fields (``store/trail.py``)."""
+    return {"id": encode(item.position), **msgspec.structs.asdict(delivery_event(item.row))}
+
+
+def body_of(items: Sequence[StreamRow]) -> bytes:
+    """``{"events": [...]}``, each event ``event_of``'s, encoded without building dicts."""
+    parts = [
+        b'{"id":'
+        + msgspec.json.encode(encode(i.position))
+        + b","
+        + msgspec.json.encode(delivery_event(i.row))[1:]
+        for i in items
+    ]
+    return b'{"events":[' + b",".join(parts) + b"]}"
+
+
+class PostError(Exception):
+    """A POST got no 2xx answer; the message says what happened instead."""
+
+
+class _Conn:
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class Poster:
+    """POSTs to webhook endpoints over HTTP/1.1, one kept-open connection per endpoint.
+
+    Connections go to the address that was checked against the outbound rule
+    (``delivery/outbound.py``), never to a second lookup's answer.
+    """
+
+    def __init__(self, allow: Sequence[str], timeout: float) -> None:
+        self.allow = tuple(allow)
+        self.timeout = timeout
+        self._conns: dict[tuple[str, str, int], _Conn] = {}
+        self._tls = ssl.create_default_context()
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """The endpoint's status; ``outbound.Refused`` or ``PostError`` if none."""
+        scheme, host, port = outbound.check_webhook_url(url, self.allow)
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        key = (scheme, host, port)
+        default = 443 if scheme == "https" else 80
+        head = [
+            f"POST {target} HTTP/1.1",
+            f"Host: {host if port == default else f'{host}:{port}'}",
+            f"User-Agent: {USER_AGENT}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        for fresh in (False, True):
+            conn = None if fresh else self._conns.pop(key, None)
+            reused = conn is not None
+            try:
+                async with asyncio.timeout(self.timeout):
+                    if conn is None:
+                        conn = await self._open(scheme, host, port)
+                    conn.writer.write(request)
+                    await conn.writer.drain()
+                    status, keep = await _answer(conn.reader)
+            except outbound.Refused:
+                raise
+            except asyncio.CancelledError:
+                if conn is not None:
+                    conn.close()  # stopped mid-request: the connection is not reusable
+                raise
+            except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
+                if conn is not None:
+                    conn.close()
+                if reused and not isinstance(exc, TimeoutError):
+                    continue  # the kept connection had been closed: once more, afresh
+                what = "timed out" if isinstance(exc, TimeoutError) else str(exc) or repr(exc)
+                raise PostError(f"no answer: {what}") from None
+            if keep:
+                self._conns[key] = conn
+            else:
+                conn.close()
+            return status
+        raise PostError("no answer")  # pragma: no cover - the loop returns or raises
+
+    async def _open(self, scheme: str, host: str, port: int) -> _Conn:
+        address = await outbound.webhook_address(host, port, self.allow)
+        if scheme == "https":
+            reader, writer = await asyncio.open_connection(
+                address, port, ssl=self._tls, server_hostname=host
+            )
+        else:
+            reader, writer = await asyncio.open_connection(address, port)
+        return _Conn(reader, writer)
+
+    async def aclose(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one HTTP/1.1 answer: its status, and whether the connection may be kept."""
+    line = await reader.readuntil(b"\r\n")
+    version, _, rest = line.decode("latin-1").strip().partition(" ")
+    if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+        raise ValueError(f"not an HTTP answer: {line[:60]!r}")
+    status = int(rest[:3])
+    length: int | None = None
+    chunked = False
+    keep = version == "HTTP/1.1"
+    while True:
+        header = await reader.readuntil(b"\r\n")
+        if header == b"\r\n":
+            break
+        name, _, value = header.decode("latin-1").partition(":")
+        name, value = name.strip().lower(), value.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "transfer-encoding":
+            chunked = "chunked" in value
+        elif name == "connection":
+            keep = "close" not in value if keep else "keep-alive" in value
+    if chunked:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+            if size > MAX_ANSWER:
+                return status, False
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    elif length is not None:
+        if length > MAX_ANSWER:
+            return status, False
+        await reader.readexactly(length)
+    elif status not in (204, 304) and not 100 <= status < 200:
+        await reader.read(MAX_ANSWER)
+        return status, False
+    return status, keep
+
+
+def retry_delay(settings: Settings, hook: Webhook, now: int) -> float:
+    """Seconds until the next try: as long as the endpoint has been failing, at least
+    ``webhook_backoff_seconds``, at most ``webhook_max_backoff_seconds`` (so the waits
+    double)."""
+    failing_for = (now - (hook.failing_since or now)) / 1e6
+    return min(
+        settings.webhook_max_backoff_seconds, max(settings.webhook_backoff_seconds, failing_for)
+    )
+
+
+class Sender:
+    """Runs endpoints' jobs; one per worker, its connections shared by them."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.poster = Poster(
+            outbound.parse_allow(settings.outbound_allow), settings.webhook_timeout_seconds
+        )
+
+    async def post(self, hook: Webhook, body: bytes) -> None:
+        """POST ``body`` signed with the endpoint's secret; ``PostError`` or
+        ``outbound.Refused`` unless it answers 2xx."""
+        signature = sign(hook.secret, body, int(time.time()))
+        status = await self.poster.post(hook.url, body, {"Pushtrack-Signature": signature})
+        if not 200 <= status < 300:
+            raise PostError(f"answered {status}")
+
+    async def handle(self, job: Job) -> Outcome:
+        hook = await self.store.webhooks.get(int(job.params["webhook_id"]))
+        if hook is None:
+            return Done()  # removed
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        until = loop.time() + SLICE_SECONDS
+        wanted = Filter(app_ids=frozenset({hook.app_id}), statuses=_statuses(hook))
+        ahead: asyncio.Task[Page] | None = None
+        try:
+            while loop.time() < until:
+                if ahead is not None:
+                    page, ahead = await ahead, None
+                else:
+                    page = await self.store.stream.read(hook.cursor, wanted, s.webhook_batch)
+                if not page.items:
+                    if not page.more:
+                        # everything there is for now (the few rows this endpoint does
+                        # not want are looked at again: no write per poll)
+                        return Later(self.store.clock() + s.webhook_poll_ms * 1000)
+                    # a full scan of rows it does not want: the cursor moves past, no POST
+                    if await self.store.webhooks.advance(hook.id, hook.cursor, page.reached, 0):
+                        hook = msgspec.structs.replace(hook, cursor=page.reached)
+                        continue
+                else:
+                    if len(page.items) < s.webhook_batch and s.webhook_linger_ms:
+                        await asyncio.sleep(s.webhook_linger_ms / 1000)
+                        page = await self.store.stream.read(hook.cursor, wanted, s.webhook_batch)
+                    # the next batch is read while this one is POSTed
+                    ahead = asyncio.create_task(
+                        self.store.stream.read(page.reached, wanted, s.webhook_batch)
+                    )
+                    try:
+                        await self.post(hook, body_of(page.items))
+                    except (PostError, outbound.Refused) as exc:
+                        metrics.WEBHOOK_POSTS.labels("failed").inc()
+                        failed = await self.store.webhooks.record_failure(
+                            hook.id, str(exc), int(s.webhook_failing_seconds * 1e6)
+                        )
+                        if failed is None:
+                            return Done()
+                        delay = retry_delay(s, failed, self.store.clock())
+                        log.warning("webhook %s: %s; again in %.1fs", hook.url, exc, delay)
+                        return Later(self.store.clock() + int(delay * 1e6))
+                    metrics.WEBHOOK_POSTS.labels("ok").inc()
+                    metrics.WEBHOOK_EVENTS.inc(len(page.items))
+                    count = len(page.items)
+                    if await self.store.webhooks.advance(hook.id, hook.cursor, page.reached, count):
+                        hook = msgspec.structs.replace(
+                            hook, cursor=page.reached, failing_since=None
+                        )
+                        continue
+                if ahead is not None:
+                    ahead.cancel()
+                    ahead = None
+                fresh = await self.store.webhooks.get(hook.id)
+                if fresh is None:
+                    return Done()  # removed meanwhile
+                log.info("webhook %s: cursor moved meanwhile (replay); going on from it", hook.url)
+                hook = fresh
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
+        return Later(self.store.clock())
+
+    async def aclose(self) -> None:
+        await self.poster.aclose()
+
+
+def _statuses(hook: Webhook) -> tuple[Status, ...] | None:
+    return None if hook.statuses is None else tuple(Status(s) for s in hook.statuses)
+
+
+def handler(settings: Settings, store: Store) -> tuple[Handler, Sender]:
+    sender = Sender(settings, store)
+    return sender.handle, sender
+
+
+# -- what the API and the command line share -------------------------------------------
+
+#: Status names an endpoint may ask for (``--status``); every status if none is named.
+STATUS_NAMES = tuple(s.label for s in Status)
+
+
+def new_secret() -> str:
+    """A fresh signing secret."""
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def parse_statuses(names: Sequence[str] | None) -> tuple[int, ...] | None:
+    """Status names as numbers (None: every status); ValueError naming one not known."""
+    if not names:
+        return None
+    out: list[int] = []
+    for name in names:
+        found = next((s for s in Status if s.label == name), None)
+        if found is None:
+            raise ValueError(f"unknown status {name!r} (one of {', '.join(STATUS_NAMES)})")
+        if int(found) not in out:
+            out.append(int(found))
+    return tuple(out)
+
+
+def status_names(hook: Webhook) -> list[str] | None:
+    return None if hook.statuses is None else [Status(s).label for s in hook.statuses]
+
+
+def check_url(settings: Settings, url: str) -> None:
+    """``outbound.Refused`` if webhooks may not be sent to ``url``."""
+    outbound.check_webhook_url(url, outbound.parse_allow(settings.outbound_allow))
+
+
+def test_body() -> bytes:
+    """A batch of one ``test`` event (an id of its own; nothing of the trail)."""
+    event = {
+        "id": f"test-{secrets.token_hex(8)}",
+        "status": "test",
+        "tracking_code": "",
+        "message_code": "",
+        "application_code": "",
+        "hwid": "",
+        "user_id": None,
+        "platform": "",
+        "description": "A test event",
+        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "gateway_id": None,
+        "attempt": 0,
+        "failure_class": None,
+    }
+    return msgspec.json.encode({"events": [event]})
+
+
+async def send_test(settings: Settings, store: Store, hook: Webhook) -> str | None:
+    """POST a test event to the endpoint now; None if it answered 2xx, else what happened."""
+    sender = Sender(settings, store)
+    try:
+        await sender.post(hook, test_body())
+    except (PostError, outbound.Refused) as exc:
+        return str(exc)
+    finally:
+        await sender.aclose()
+    return None
