@@ -494,6 +494,7 @@ def test_live_stream_sends_new_events_and_resumes_after_the_last_one(svc: Servic
     svc.register("live-device", 1)
     http = sign_in(svc, svc.server_token)
     url = f"/apps/{svc.app.code}/live/stream"
+    start = _stream_head(svc)  # where a browser that opened the page now would stand
     code = svc.send(devices=["live-device"], content="live")["TrackingCodes"][0]
     work(svc)
 
@@ -514,18 +515,18 @@ def test_live_stream_sends_new_events_and_resumes_after_the_last_one(svc: Servic
         return got
 
     # a reconnecting browser sends the last event it saw: the stream goes on from there
-    events = read(_cursor_before(svc), 3)
+    events = read(start, 3)
     assert [e["status"] for _, e in events] == ["created", "sent", "delivered"]
     assert {e["tracking_code"] for _, e in events} == {code}
     resumed = read(events[0][0], 2)
     assert [e["status"] for _, e in resumed] == ["sent", "delivered"]
 
 
-def _cursor_before(svc: Service) -> str:
-    """A stream position an hour back (a reconnecting browser sends its last event's)."""
-    from pushtrack.api.stats import encode_cursor
+def _stream_head(svc: Service) -> str:
+    """The event stream's position now, as the stream names it (``Last-Event-ID``)."""
+    from pushtrack.store import stream
 
-    return encode_cursor(svc.store.clock() - 3600 * 10**6, 0)
+    return stream.encode(run(svc.store.stream.head()))
 
 
 def test_odd_input_is_answered_never_a_server_error(svc: Service) -> None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import datetime as dt
 import os
 import signal
 import subprocess
 from collections.abc import Callable
 
+import msgspec
 import pytest
 
 from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
@@ -140,7 +140,7 @@ def test_every_event_arrives_once_in_order_through_outages_and_a_kill_9(
 def _work_until(svc: Service, done: Callable[[], bool], seconds: float = 60) -> None:
     """Run a worker in this process (short webhook waits) until ``done()`` or ``seconds``."""
     assert svc.settings is not None
-    settings = dataclasses.replace(
+    settings = msgspec.structs.replace(
         svc.settings,
         webhook_linger_ms=0,
         webhook_poll_ms=20,
