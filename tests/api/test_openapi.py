@@ -33,7 +33,17 @@ def test_the_document_names_every_method_and_refuses_unknown_fields(svc: Service
 
     doc = svc.http.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.1")
-    assert set(doc["paths"]) == {f"/json/1.3/{m}" for m in JSON13} | {f"/api/v2/{m}" for m in V2}
+    assert set(doc["paths"]) == {f"/json/1.3/{m}" for m in JSON13} | {
+        f"/api/v2/{m}" for m in V2
+    } | {"/api/v2/events/stream"}
+    stream = doc["paths"]["/api/v2/events/stream"]["get"]
+    assert {p["name"] for p in stream["parameters"]} == {
+        "application",
+        "hwid",
+        "message",
+        "status",
+        "Last-Event-ID",
+    }
     for name, schema in doc["components"]["schemas"].items():
         if schema.get("type") == "object":
             assert schema.get("additionalProperties") is False, name

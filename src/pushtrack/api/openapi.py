@@ -236,6 +236,51 @@ def _with_auth(schema: dict[str, Any], required: bool) -> dict[str, Any]:
 
 
 @cache
+def _query(name: str, description: str, *, many: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "array", "items": schema} if many else schema,
+        **({"explode": True} if many else {}),
+    }
+
+
+#: GET /api/v2/events/stream (ours): the trail as server-sent events (docs/api.md §8).
+_STREAM: dict[str, Any] = {
+    "operationId": "events_stream",
+    "tags": ["Events (ours)"],
+    "summary": "The trail's events as they happen, as server-sent events.",
+    "description": "Each event's `id:` is its position; reconnect with `Last-Event-ID` to"
+    " go on after it. Without it the stream starts at the trail's head (now). A comment"
+    " line every 15 s keeps the connection open; a stream ends after 10 minutes.",
+    "security": [{"serverToken": []}],
+    "parameters": [
+        _query("application", "Only this application's events."),
+        _query("hwid", "Only these devices' events.", many=True),
+        _query("message", "Only this message's events (its code)."),
+        _query("status", "Only these statuses (created, sent, ...).", many=True),
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "description": "The last event id received: the stream goes on after it.",
+            "schema": {"type": "string"},
+        },
+    ],
+    "responses": {
+        "200": {
+            "description": "text/event-stream: `id`, `event` (the status) and `data` (the"
+            " event as JSON, the fields of a webhook event) per event",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        "400": _json(_V2_ERROR, "Unknown parameter, application or Last-Event-ID"),
+    },
+}
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of both API families."""
     from pushtrack.api.app import JSON13, V2
@@ -300,6 +345,9 @@ def document() -> dict[str, Any]:
                 },
             }
         }
+    stream = {**_STREAM, "responses": dict(_STREAM["responses"])}
+    stream["responses"].update({k: v for k, v in v2_errors.items() if k != "400"})
+    paths["/api/v2/events/stream"] = {"get": stream}
     return {
         "openapi": "3.1.0",
         "info": {
