@@ -15,9 +15,7 @@ from bench.harness import Bench, Figure, percentile
 from bench.procs import pushtrack_server
 from bench.profiling import Profile
 from bench.rawdb import Raw
-from bench.tenant import create_tenant, with_store
-from bench.trail import populate
-from pushtrack.domain.timeutil import DAY_US, now_us
+from bench.trail import one_message
 
 NAME = "stats"
 PATH = "/api/v2/statistics/messages/totalsByIntervals"
@@ -32,19 +30,8 @@ def run(bench: Bench) -> Figure:
     count = bench.size(2_000, 200)
     fig = Figure(NAME, unit="ms (p99)")
     url = bench.database(NAME)
-    tenant = with_store(url, create_tenant)
-    trail = populate(
-        url,
-        tenant.app.id,
-        devices=min(deliveries, 1_000_000),
-        deliveries=deliveries,
-        per_message=deliveries,
-        send_spacing_us=10_000,
-        start_us=now_us() - DAY_US,
-        span_us=DAY_US,
-    )
+    tenant, trail, code = one_message(url, deliveries)
     with Raw(url) as db:
-        code = db.scalar("SELECT code FROM messages WHERE id = ?", (trail.first_message_id,))
         hourly = db.scalar(
             "SELECT COUNT(*) FROM counters WHERE message_id = ?", (trail.first_message_id,)
         )

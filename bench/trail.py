@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.rawdb import Raw, analyze, prepare_days, sync_sequences
-from bench.tenant import PLATFORMS, hwid
+from bench.tenant import PLATFORMS, Tenant, create_tenant, hwid, with_store
 from pushtrack.domain import codes
 from pushtrack.domain.payload import build_template
 from pushtrack.domain.platforms import Platform
-from pushtrack.domain.timeutil import HOUR_US, US
+from pushtrack.domain.timeutil import DAY_US, HOUR_US, US, now_us
 from pushtrack.store.tx import COUNTER_TABLES, dumps
 
 PER_MESSAGE = 1000
@@ -276,3 +276,22 @@ def _write_chunk(
     )
     db.insert("events", "ts, delivery_id, status, description", erows)
     return len(erows) + n  # and each delivery's ``created``, carried by its row
+
+
+def one_message(url: str, deliveries: int) -> tuple[Tenant, Trail, str]:
+    """A tenant and one message of ``deliveries`` deliveries sent over the last day (one
+    every 10 ms), its trail written in bulk: (tenant, trail, the message's code)."""
+    tenant = with_store(url, create_tenant)
+    trail = populate(
+        url,
+        tenant.app.id,
+        devices=min(deliveries, 1_000_000),
+        deliveries=deliveries,
+        per_message=deliveries,
+        send_spacing_us=10_000,
+        start_us=now_us() - DAY_US,
+        span_us=DAY_US,
+    )
+    with Raw(url) as db:
+        code = db.scalar("SELECT code FROM messages WHERE id = ?", (trail.first_message_id,))
+    return tenant, trail, str(code)
