@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import h11
 import msgspec
 
 from pushtrack import metrics
@@ -82,10 +83,11 @@ class PostError(Exception):
 
 
 class _Conn:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("h11", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.h11 = h11.Connection(h11.CLIENT)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -113,14 +115,12 @@ class Poster:
         key = (scheme, host, port)
         default = 443 if scheme == "https" else 80
         head = [
-            f"POST {target} HTTP/1.1",
-            f"Host: {host if port == default else f'{host}:{port}'}",
-            f"User-Agent: {USER_AGENT}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            *(f"{k}: {v}" for k, v in headers.items()),
+            ("Host", host if port == default else f"{host}:{port}"),
+            ("User-Agent", USER_AGENT),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *headers.items(),
         ]
-        request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
         for fresh in (False, True):
             conn = None if fresh else self._conns.pop(key, None)
             reused = conn is not None
@@ -128,16 +128,21 @@ class Poster:
                 async with asyncio.timeout(self.timeout):
                     if conn is None:
                         conn = await self._open(scheme, host, port)
-                    conn.writer.write(request)
+                    out = conn.h11
+                    conn.writer.write(
+                        out.send(h11.Request(method="POST", target=target, headers=head))
+                        + out.send(h11.Data(data=body))
+                        + out.send(h11.EndOfMessage())
+                    )
                     await conn.writer.drain()
-                    status, keep = await _answer(conn.reader)
+                    status, keep = await _answer(conn)
             except outbound.Refused:
                 raise
             except asyncio.CancelledError:
                 if conn is not None:
                     conn.close()  # stopped mid-request: the connection is not reusable
                 raise
-            except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
+            except (OSError, h11.ProtocolError, TimeoutError) as exc:
                 if conn is not None:
                     conn.close()
                 if reused and not isinstance(exc, TimeoutError):
@@ -167,43 +172,28 @@ class Poster:
         self._conns.clear()
 
 
-async def _answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """Read one HTTP/1.1 answer: its status, and whether the connection may be kept."""
-    line = await reader.readuntil(b"\r\n")
-    version, _, rest = line.decode("latin-1").strip().partition(" ")
-    if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
-        raise ValueError(f"not an HTTP answer: {line[:60]!r}")
-    status = int(rest[:3])
-    length: int | None = None
-    chunked = False
-    keep = version == "HTTP/1.1"
+async def _answer(conn: _Conn) -> tuple[int, bool]:
+    """Read one HTTP/1.1 answer (h11): its status, and whether the connection may be
+    kept for the next request (an answer over ``MAX_ANSWER`` bytes is not read whole,
+    so its connection is not)."""
+    status, read = 0, 0
     while True:
-        header = await reader.readuntil(b"\r\n")
-        if header == b"\r\n":
-            break
-        name, _, value = header.decode("latin-1").partition(":")
-        name, value = name.strip().lower(), value.strip().lower()
-        if name == "content-length":
-            length = int(value)
-        elif name == "transfer-encoding":
-            chunked = "chunked" in value
-        elif name == "connection":
-            keep = "close" not in value if keep else "keep-alive" in value
-    if chunked:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-            if size > MAX_ANSWER:
+        event = conn.h11.next_event()
+        if event is h11.NEED_DATA:
+            conn.h11.receive_data(await conn.reader.read(65536))  # b"": the peer closed
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            read += len(event.data)
+            if read > MAX_ANSWER:
                 return status, False
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    elif length is not None:
-        if length > MAX_ANSWER:
-            return status, False
-        await reader.readexactly(length)
-    elif status not in (204, 304) and not 100 <= status < 200:
-        await reader.read(MAX_ANSWER)
-        return status, False
+        elif isinstance(event, h11.EndOfMessage):
+            break
+        elif isinstance(event, h11.ConnectionClosed):
+            raise ConnectionResetError("the endpoint closed the connection")
+    keep = conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE
+    if keep:
+        conn.h11.start_next_cycle()
     return status, keep
 
 
