@@ -178,6 +178,10 @@ def test_the_stream_refuses_bad_requests(shared: Service) -> None:
     odd = svc.http.get(f"{base}?colour=red", headers=headers)
     assert odd.status_code == 400
     assert "colour" in odd.text
+    for name in ("application", "hwid", "message"):
+        nul = svc.http.get(f"{base}?{name}=%00%C2%8AY", headers=headers)
+        assert nul.status_code == 400
+        assert f"{name}: must not contain NUL" in nul.text
     resume = svc.http.get(base, headers={**headers, "Last-Event-ID": "nonsense"})
     assert resume.status_code == 400
     assert "Last-Event-ID" in resume.text

@@ -181,6 +181,11 @@ def stream_endpoint(ctx: Context) -> Any:
             unknown = sorted(set(q) - {"application", "hwid", "message", "status"})
             if unknown:
                 raise ArgumentError(f"unknown parameter {unknown[0]!r}")
+            for name, value in q.multi_items():
+                if "\x00" in value:
+                    raise ArgumentError(f"{name}: must not contain NUL characters")
+            if "\x00" in (request.headers.get("last-event-id") or ""):
+                raise ArgumentError("Last-Event-ID: must not contain NUL characters")
             try:
                 wanted = event_filter(
                     token.account,
