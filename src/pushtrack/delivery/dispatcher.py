@@ -37,6 +37,7 @@ from pushtrack.delivery._http import positive_ttl
 from pushtrack.delivery.base import Gateway, GatewayError, Notification, Outcome, Verdict
 from pushtrack.delivery.failures import FailureClass, classify
 from pushtrack.delivery.registry import build_gateway
+from pushtrack.domain.jobs import DispatchParams
 from pushtrack.domain.payload import render
 from pushtrack.domain.platforms import Platform, name_of
 from pushtrack.domain.status import DESC_NO_GATEWAY, DESC_NOT_SUPPORTED, Status
@@ -137,8 +138,8 @@ class Dispatcher:
         self._lock = asyncio.Lock()
 
     async def handle(self, job: Job) -> JobOutcome:
-        message_id = int(job.params["message_id"])
-        first, last = int(job.params["first"]), int(job.params["last"])
+        p = job.params_as(DispatchParams)
+        message_id, first, last = p.message_id, p.first, p.last
         context = await self.store.dispatch.job_context(message_id)
         if context is None:
             return Done({"message": "gone"})
