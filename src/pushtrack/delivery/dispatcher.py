@@ -154,13 +154,15 @@ class Dispatcher:
             return None
 
         while True:
-            batch = await self.store.dispatch.start_batch(message_id, first, last, refuse, rate)
+            batch = await self.store.dispatch.start_batch(
+                message_id, first, last, refuse, rate, self.policy.probe_seconds
+            )
             if batch is None:
                 return Done({"message": "gone"})
             if batch.message_status == "cancelled":
                 return Done({"message": "cancelled"})
             retry_at: int | None = None
-            if batch.due:
+            if batch.due or batch.held:
                 outcome = await self._send(
                     app_id, settings, batch, base, finish=batch.next_due is None
                 )
@@ -222,12 +224,11 @@ class Dispatcher:
         # Outcomes in groups of one status, description and failure class (one statement
         # each when recorded); the rare ones that need a decision go through ``_result``.
         ended: dict[tuple[Status, str, str | None], tuple[list[int], list[str | None]]] = {}
-        # (when, description, failure class, whether this was a try) -> ids to try again
-        retries: dict[tuple[int, str, str | None, bool], list[int]] = defaultdict(list)
+        retries: dict[tuple[int, str, str | None], list[int]] = defaultdict(list)
         dead_tokens: list[DeadToken] = []
         now = self.store.clock()
         delivered, failed = Verdict.DELIVERED, Verdict.FAILED
-        for (platform, ds), (outcomes, wait_until, tried) in zip(groups, answers, strict=True):
+        for (platform, ds), (outcomes, wait_until) in zip(groups, answers, strict=True):
             kind = settings[platform][0]
             counts: Counter[str] = Counter()
             for d, outcome in zip(ds, outcomes, strict=True):
@@ -246,7 +247,7 @@ class Dispatcher:
                         d, outcome, now, limits[d.payload_id], wait_until, kind
                     )
                     if status is None:
-                        retries[(retry_at or now, description, cls, tried)].append(d.delivery_id)
+                        retries[(retry_at or now, description, cls)].append(d.delivery_id)
                         counts["retry"] += 1
                         continue
                     key = (status, description, cls)
@@ -264,15 +265,47 @@ class Dispatcher:
             platform_name = name_of(platform)
             for outcome_name, n in counts.items():
                 metrics.DELIVERY_OUTCOMES.labels(outcome_name, platform_name, kind).inc(n)
+        groups_ended = [
+            Ended(st, desc, cls, ids, gids) for (st, desc, cls), (ids, gids) in ended.items()
+        ]
+        groups_ended += self._held_out_of_time(batch, settings, limits, now)
         message_status = await self.store.dispatch.record(
             batch.message_id,
             app_id,
-            [Ended(st, desc, cls, ids, gids) for (st, desc, cls), (ids, gids) in ended.items()],
+            groups_ended,
             retries,
             dead_tokens,
             finish=finish and not retries,
         )
-        return min(when for when, _, _, _ in retries) if retries else message_status
+        return min(when for when, _, _ in retries) if retries else message_status
+
+    def _held_out_of_time(
+        self,
+        batch: Batch,
+        settings: dict[int, tuple[str, dict[str, Any], int]],
+        limits: dict[int, _Limit],
+        now: int,
+    ) -> list[Ended]:
+        """The deliveries a paused gateway held back whose time runs out before the next
+        probe: they end ``failed`` saying so (the rest just wait; nothing was tried)."""
+        if not batch.held:
+            return []
+        probe = int(self.policy.probe_seconds * 1_000_000)
+        out: dict[tuple[str, str | None], list[int]] = defaultdict(list)
+        for d in batch.held:
+            pause = batch.pauses[d.platform]
+            at = pause.since + probe
+            outcome = Outcome(d.delivery_id, Verdict.CREDENTIALS, f"Gateway paused: {pause.reason}")
+            kind = settings[d.platform][0]
+            status, description, _, cls = self._result(
+                d, outcome, now, limits[d.payload_id], at if at > now else now + probe, kind
+            )
+            if status is not None:
+                out[(description, cls)].append(d.delivery_id)
+        return [
+            Ended(Status.FAILED, description, cls, ids, None, tried=False)
+            for (description, cls), ids in out.items()
+        ]
 
     async def _send_group(
         self,
@@ -284,23 +317,15 @@ class Dispatcher:
         due: Sequence[Due],
         payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]],
         limits: dict[int, _Limit],
-    ) -> tuple[list[Outcome], int, bool]:
-        """One platform's outcomes, when deliveries refused for credentials try again, and
-        whether they were sent at all.
+    ) -> tuple[list[Outcome], int]:
+        """One platform's outcomes, and when deliveries refused for credentials try again.
 
-        A paused gateway is sent nothing (the deliveries wait; no attempt is counted),
-        unless its probe is due and this sender wins the turn to probe it.
+        ``pause``: the platform's gateway is paused and this batch took the turn to
+        probe it (``start_batch`` held back the deliveries of paused gateways it did not
+        probe).
         """
         kind, _, version = setting
         probe = int(self.policy.probe_seconds * 1_000_000)
-        if pause is not None:
-            probe_at = pause.since + probe
-            if self.store.clock() < probe_at or not await self.store.dispatch.claim_probe(
-                app_id, platform, pause.since
-            ):
-                why = f"Gateway paused: {pause.reason}"
-                waiting = [Outcome(d.delivery_id, Verdict.CREDENTIALS, why) for d in due]
-                return waiting, max(probe_at, self.store.clock() + probe // 10), False
         target = Platform(platform)
         now = self.store.clock()
         # per payload: its body, its options, and those of a retry (what is left of its TTL)
@@ -372,7 +397,7 @@ class Dispatcher:
                 )
             metrics.GATEWAY_PAUSED.labels(**labels).set(0)
             _PAUSED_SHOWN.discard((app_id, platform, kind))
-        return outcomes, self.store.clock() + probe, True
+        return outcomes, self.store.clock() + probe
 
     def _result(
         self, d: Due, outcome: Outcome, now: int, limit: _Limit, wait_until: int, kind: str

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
 import msgspec
 
 from pushtrack.domain import codes
+from pushtrack.domain.jobs import JobKind
 from pushtrack.domain.status import COUNTER_OF, DESC_CANCELLED, DESC_UNSUBSCRIBED, Status
 from pushtrack.store.base import ConflictError, Engine, Tx
 from pushtrack.store.tracking import tracking_key
@@ -72,6 +73,13 @@ class Batch(msgspec.Struct, frozen=True):
     shown_id: int = 0
     #: platform -> pause, of the application's gateways paused when the batch started.
     pauses: dict[int, Pause] = msgspec.field(default_factory=dict)
+    #: Paused platforms this batch won the turn to probe: their deliveries are in ``due``.
+    probing: frozenset[int] = frozenset()
+    #: Due deliveries of the other paused platforms: not sent, not marked ``sent``; they
+    #: wait (``next_at``) until the next probe, or end if their time runs out first.
+    held: list[Due] = msgspec.field(default_factory=list)
+    #: When the held deliveries are looked at again.
+    held_until: int | None = None
 
 
 class Ended(NamedTuple):
@@ -86,6 +94,9 @@ class Ended(NamedTuple):
     #: The id the gateway gave each notification (apns-id, FCM message name, Web Push
     #: Location), beside ``delivery_ids``; kept with the event that records the outcome.
     gateway_ids: list[str | None] | None = None
+    #: Whether they were tried (False: held back by a paused gateway until they ran
+    #: out of time; no attempt is counted).
+    tried: bool = True
 
 
 class DeadToken(NamedTuple):
@@ -131,6 +142,14 @@ def set_gateway(
         " paused_at = NULL, paused_reason = NULL",  # new settings lift a pause
         (row[0], platform, kind, dumps(config), tx.now()),
     )
+    # dispatch jobs waiting for a paused gateway's next probe go at once (the others,
+    # woken early, find nothing due yet and wait again)
+    tx.run(
+        "UPDATE jobs SET run_at = ? WHERE kind = ? AND state = 'pending' AND run_at > ?"
+        " AND message_id IN (SELECT id FROM messages WHERE app_id = ?"
+        " AND status IN ('pending', 'sending'))",
+        (tx.now(), JobKind.DISPATCH, tx.now(), row[0]),
+    )
 
 
 def reseal_gateway(
@@ -172,6 +191,8 @@ class _Started(NamedTuple):
     #: web keys), in id order.
     rows: list[tuple[Any, ...]]
     key: bytes
+    #: The rows held back by paused gateways (as ``rows``).
+    held: list[tuple[Any, ...]] = []
 
 
 #: The columns ``start_batch`` loads of a range's deliveries.
@@ -193,6 +214,7 @@ def start_batch(
     last: int,
     refuse: Callable[[int], str | None],
     rate: int | None = None,
+    probe_us: int = 60_000_000,
 ) -> _Started:
     """Load a range's due deliveries and mark them ``sent``, in one transaction.
 
@@ -203,6 +225,11 @@ def start_batch(
     send slots allow are taken; ``next_due`` then says when more may go. The
     batch's tracking codes are left to the caller (``DispatchStore.start_batch``),
     so the single writer spends no time on them.
+
+    A paused gateway's deliveries go only with a probe: once per ``probe_us`` one
+    batch takes the turn (``probing``). The others are held back, neither sent nor
+    marked ``sent`` (the trail never says sent for what no gateway was given), and
+    wait until the next probe (``held``, ``held_until``).
     """
     # The message row first (see store/expansion.py on lock order); once it is held,
     # a deleteMessage either committed before (and is seen below) or waits for us.
@@ -239,6 +266,16 @@ def start_batch(
         due.append(r)
     for reason, ids in refused.items():
         advance(tx, message_id, ids, Status.FAILED, (_CREATED, _SENT), reason)
+    pauses = gateway_pauses(tx, app_id=msg[0]) if due else {}
+    probing: set[int] = set()
+    held: list[tuple[Any, ...]] = []
+    held_until: int | None = None
+    if pauses:
+        due, held, probing, held_until = _hold_paused(
+            tx, msg[0], due, pauses, now=now, probe_us=probe_us
+        )
+        if held_until is not None:
+            next_due = held_until if next_due is None else min(next_due, held_until)
     throttled = False
     if rate and due:
         taken, slot = _claim_slots(tx, message_id, now, rate, len(due))
@@ -252,8 +289,11 @@ def start_batch(
             " 'scheduled')",
             (message_id,),
         )
-        mark_sent(tx, message_id=message_id, first=first, last=due[-1][0], now=now)
-    payload_ids = sorted({r[8] for r in due})
+        mark_sent(
+            tx, message_id=message_id, first=first, last=due[-1][0], now=now,
+            held_platforms={r[2] for r in held},
+        )  # fmt: skip
+    payload_ids = sorted({r[8] for r in (*due, *held)})
     payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     for start in range(0, len(payload_ids), 500):
         part = payload_ids[start : start + 500]
@@ -264,17 +304,61 @@ def start_batch(
             payloads[pid] = (loads(body), loads(options))
     key = tracking_key(tx) if rows else b""
     shown = codes.shown_message_id(key, message_id) if key else 0
-    pauses = gateway_pauses(tx, app_id=msg[0]) if due else {}
-    batch = Batch(msg[0], message_id, msg[1], [], payloads, next_due, throttled, shown, pauses)
-    return _Started(batch, due, key)
+    batch = Batch(
+        msg[0], message_id, msg[1], [], payloads, next_due, throttled, shown, pauses,
+        frozenset(probing), [], held_until,
+    )  # fmt: skip
+    return _Started(batch, due, key, held)
+
+
+def _hold_paused(
+    tx: Tx,
+    app_id: int,
+    due: list[tuple[Any, ...]],
+    pauses: dict[int, Pause],
+    *,
+    now: int,
+    probe_us: int,
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], set[int], int | None]:
+    """Split due rows into those to send and those a paused gateway holds back:
+    (to send, held, paused platforms probed by this batch, when the held are due again).
+
+    A paused platform whose probe is due is probed by the batch that takes the turn
+    (its pause time moves to now, so one batch per interval probes); the job holding
+    the other rows comes back for them at the next probe (or when new settings lift the
+    pause: ``set_gateway`` wakes the application's dispatch jobs)."""
+    probing: set[int] = set()
+    for platform in {r[2] for r in due} & set(pauses):
+        since = pauses[platform].since
+        if now >= since + probe_us and claim_probe(
+            tx, app_id=app_id, platform=platform, since=since
+        ):
+            probing.add(platform)
+    kept: list[tuple[Any, ...]] = []
+    held: list[tuple[Any, ...]] = []
+    until: set[int] = set()
+    for r in due:
+        pause = pauses.get(r[2])
+        if pause is None or r[2] in probing:
+            kept.append(r)
+            continue
+        held.append(r)
+        # the next probe of this pause, or (another batch took this one) the one after
+        at = pause.since + probe_us
+        until.add(at if at > now else now + probe_us)
+    return kept, held, probing, min(until) if until else None
 
 
 def due_of(started: _Started) -> Batch | None:
     """The batch of a ``start_batch``, its due deliveries with their tracking codes
     (derived in bulk: one AES call for the batch)."""
-    batch, rows, key = started
-    if batch is None or not rows:
+    batch, rows, key, held = started
+    if batch is None or not (rows or held):
         return batch
+    return msgspec.structs.replace(batch, due=_due(key, rows), held=_due(key, held))
+
+
+def _due(key: bytes, rows: list[tuple[Any, ...]]) -> list[Due]:
     derived = codes.tracking_codes_of(key, [r[0] for r in rows if r[1] is None])
     at = 0
     due: list[Due] = []
@@ -287,7 +371,7 @@ def due_of(started: _Started) -> Batch | None:
             code = r[1]
         keys = (r[10], r[11]) if r[10] and r[11] else None
         append(Due(r[0], code, r[2], r[3], r[5], r[6], r[7], r[8], keys))
-    return msgspec.structs.replace(batch, due=due)
+    return due
 
 
 def _claim_slots(tx: Tx, message_id: int, now: int, rate: int, wanted: int) -> tuple[int, int]:
@@ -448,20 +532,31 @@ def advance(
     )  # fmt: skip
 
 
-def mark_sent(tx: Tx, *, message_id: int, first: int, last: int, now: int) -> int:
+def mark_sent(
+    tx: Tx,
+    *,
+    message_id: int,
+    first: int,
+    last: int,
+    now: int,
+    held_platforms: Collection[int] = (),
+) -> int:
     """Record ``sent`` for a range's due deliveries not yet marked.
 
     Runs in the transaction that loaded the due deliveries and failed the rest
     of the range's due ones, so the deliveries still ``created`` and due in
     ``first..last`` (``last``: the last due one) are exactly those due and not
     sent before: one range UPDATE marks them, and only those it wins get
-    their ``sent`` event. Returns how many.
+    their ``sent`` event. Returns how many. The deliveries of ``held_platforms``
+    (paused gateways) are not marked: they are not sent.
     """
+    held = sorted(held_platforms)
     return _transition(
         tx,
         message_id,
-        "id BETWEEN ? AND ? AND message_id = ? AND state = ? AND (next_at IS NULL OR next_at <= ?)",
-        (first, last, message_id, _CREATED, now),
+        "id BETWEEN ? AND ? AND message_id = ? AND state = ? AND (next_at IS NULL OR next_at <= ?)"
+        + (f" AND platform NOT IN ({','.join('?' * len(held))})" if held else ""),
+        (first, last, message_id, _CREATED, now, *held),
         Status.SENT,
         "Sent",
     )
@@ -481,14 +576,13 @@ def record(
     *,
     message_id: int,
     ended: Sequence[Ended],
-    retries: dict[tuple[int, str, str | None, bool], list[int]],
+    retries: dict[tuple[int, str, str | None], list[int]],
     unsubscribe_tokens: Sequence[DeadToken],
     app_id: int,
     finish: bool,
 ) -> str | None:
     """Write a batch of gateway outcomes: the groups that ended, and the deliveries
-    to try again ((retry time, reason, failure class, tried) -> ids; the attempt is
-    counted when they were tried, not when a paused gateway held them back).
+    to try again ((retry time, reason, failure class) -> ids; the attempt is counted).
 
     The guarded UPDATE that ends a delivery also counts the try (``attempts``), and
     the event it wins keeps the gateway's id and the failure class: no statement
@@ -501,14 +595,14 @@ def record(
     for group in ended:
         old = (_SENT,) if group.status is Status.DELIVERED else (_CREATED, _SENT)
         advance(
-            tx, message_id, group.delivery_ids, group.status, old, group.description, tried,
+            tx, message_id, group.delivery_ids, group.status, old, group.description,
+            tried if group.tried else "",
             failure_class=group.failure_class, gateway_ids=group.gateway_ids,
         )  # fmt: skip
-    for (when, reason, cls, counted), ids in retries.items():
+    for (when, reason, cls), ids in retries.items():
         advance(
             tx, message_id, ids, Status.SENT, (_SENT,), None,
-            f"{tried if counted else ''}, next_at = ?, retry_reason = ?, retry_class = ?",
-            (when, reason, cls),
+            f"{tried}, next_at = ?, retry_reason = ?, retry_class = ?", (when, reason, cls),
         )  # fmt: skip
     _unsubscribe(tx, app_id, message_id, unsubscribe_tokens)
     return finish_message(tx, message_id=message_id) if finish else None
@@ -743,11 +837,6 @@ class DispatchStore:
             partial(pause_gateway, app_id=app_id, platform=platform, version=version, reason=reason)
         )
 
-    async def claim_probe(self, app_id: int, platform: int, since: int) -> bool:
-        return await self.engine.write(
-            partial(claim_probe, app_id=app_id, platform=platform, since=since)
-        )
-
     async def resume_gateway(self, app_id: int, platform: int) -> bool:
         return await self.engine.write(partial(resume_gateway, app_id=app_id, platform=platform))
 
@@ -764,6 +853,7 @@ class DispatchStore:
         last: int,
         refuse: Callable[[int], str | None],
         rate: int | None = None,
+        probe_seconds: float = 60.0,
     ) -> Batch | None:
         started = await self.engine.write(
             partial(
@@ -773,6 +863,7 @@ class DispatchStore:
                 last=last,
                 refuse=refuse,
                 rate=rate,
+                probe_us=int(probe_seconds * 1_000_000),
             )
         )
         return due_of(started)
@@ -790,7 +881,7 @@ class DispatchStore:
         message_id: int,
         app_id: int,
         ended: Sequence[Ended],
-        retries: dict[tuple[int, str, str | None, bool], list[int]],
+        retries: dict[tuple[int, str, str | None], list[int]],
         unsubscribe_tokens: Sequence[DeadToken],
         finish: bool,
     ) -> str | None:
