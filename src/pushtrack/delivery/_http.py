@@ -18,8 +18,8 @@ stream limit). What the connection does is what RFC 9113 and the gateways ask:
   have forgotten it silently: a request written into it would be lost unanswered);
 - a request whose bytes were handed to the connection may have reached the
   gateway: if no answer comes it is never sent again here, and the error says
-  so (``TransportError.may_have_reached``); ``transport_outcome`` turns it into
-  a FAILED outcome with the reason ``OutcomeUnknown`` rather than risk a push
+  so (``TransportError.may_have_reached``); ``base.transport_outcome`` turns it
+  into a FAILED outcome with the reason ``OutcomeUnknown`` rather than risk a push
   delivered twice. Only a request the gateway cannot have seen is RETRY.
 
 A client made with ``http1_fallback`` (Web Push: a push service is whatever a
@@ -54,8 +54,6 @@ import jh2.stream
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-from pushtrack.delivery.base import Outcome, Verdict
 
 _json_decoder = msgspec.json.Decoder()
 
@@ -902,33 +900,6 @@ def _host_port(authority: str, default: int) -> tuple[str, int]:
     if host and port.isdigit():
         return host, int(port)
     return authority, default
-
-
-def transport_outcome(delivery_id: int, exc: TransportError) -> Outcome:
-    """The outcome of a request that got no answer.
-
-    Not sent (or refused unprocessed): RETRY. Handed to the gateway without an
-    answer: FAILED, reason ``OutcomeUnknown``, because sending it again could
-    deliver it twice (docs/api.md §7, "Gateways").
-    """
-    detail = str(exc) or type(exc).__name__
-    if exc.may_have_reached:
-        return Outcome(
-            delivery_id,
-            Verdict.FAILED,
-            f"Outcome unknown: the request may have reached the gateway but no answer came "
-            f"({detail}); not sent again so that it is never delivered twice",
-            reason="OutcomeUnknown",
-        )
-    if isinstance(exc, RequestTimeout):
-        description = f"Timeout talking to the gateway: {detail}"
-        return Outcome(delivery_id, Verdict.RETRY, description, reason="Timeout")
-    return Outcome(
-        delivery_id,
-        Verdict.RETRY,
-        f"Connection error talking to the gateway: {detail}",
-        reason="ConnectionError",
-    )
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

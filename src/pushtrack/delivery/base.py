@@ -6,16 +6,24 @@ per-notification problem: a rejected token is an outcome, not an exception.
 ``GatewayError`` is for the gateway as a whole being unusable (bad
 credentials, unreachable host after retries) and is translated into outcomes
 by the caller.
+
+``Gateway`` is the base class every gateway derives from, as an HTTP library's
+transports derive from one: ``send``, ``aclose``, and use as an async context
+manager (closed on exit). ``HttpGateway`` adds what the network gateways (APNs,
+FCM, Web Push) share: one ``_http.Client`` set up from their settings, closed
+with the gateway, and ``concurrency`` slots for requests in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Self
 
 import msgspec
 
+from pushtrack.delivery import _http
 from pushtrack.domain.platforms import Platform
 
 
@@ -70,7 +78,76 @@ class GatewayError(Exception):
         self.credentials = credentials
 
 
-class Gateway(Protocol):
-    async def send(self, batch: Sequence[Notification]) -> list[Outcome]: ...
+class Gateway:
+    """What the dispatcher sends through: one ``Outcome`` per notification, in order."""
 
-    async def aclose(self) -> None: ...
+    async def send(self, batch: Sequence[Notification]) -> list[Outcome]:
+        raise NotImplementedError  # pragma: no cover
+
+    async def aclose(self) -> None:
+        """Let go of connections; the gateway sends nothing more."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class HttpGateway(Gateway):
+    """A gateway that talks HTTP to its service through one ``_http.Client``.
+
+    ``concurrency`` bounds the requests in flight (``_slots``); ``timeout`` is each
+    request's hard deadline; ``ca_file`` replaces the trusted roots. With
+    ``http1_fallback`` (Web Push) an origin whose TLS does not choose h2 is spoken to
+    over HTTP/1.1, at most ``concurrency`` (and ``_http.HTTP1_CONNECTIONS``)
+    connections to it.
+    """
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        timeout: float,
+        ca_file: str | None = None,
+        http1_fallback: bool = False,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._slots = asyncio.Semaphore(concurrency)
+        self._client = _http.Client(
+            ca_file=ca_file,
+            timeout=timeout,
+            http1_fallback=http1_fallback,
+            http1_connections=min(concurrency, _http.HTTP1_CONNECTIONS),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def transport_outcome(delivery_id: int, exc: _http.TransportError) -> Outcome:
+    """The outcome of a request that got no answer.
+
+    Not sent (or refused unprocessed): RETRY. Handed to the gateway without an
+    answer: FAILED, reason ``OutcomeUnknown``, because sending it again could
+    deliver it twice (docs/api.md §7, "Gateways").
+    """
+    detail = str(exc) or type(exc).__name__
+    if exc.may_have_reached:
+        return Outcome(
+            delivery_id,
+            Verdict.FAILED,
+            f"Outcome unknown: the request may have reached the gateway but no answer came "
+            f"({detail}); not sent again so that it is never delivered twice",
+            reason="OutcomeUnknown",
+        )
+    if isinstance(exc, _http.RequestTimeout):
+        description = f"Timeout talking to the gateway: {detail}"
+        return Outcome(delivery_id, Verdict.RETRY, description, reason="Timeout")
+    return Outcome(
+        delivery_id,
+        Verdict.RETRY,
+        f"Connection error talking to the gateway: {detail}",
+        reason="ConnectionError",
+    )

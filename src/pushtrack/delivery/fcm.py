@@ -31,7 +31,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pushtrack.delivery import _http
-from pushtrack.delivery.base import GatewayError, Notification, Outcome, Verdict
+from pushtrack.delivery.base import (
+    GatewayError,
+    HttpGateway,
+    Notification,
+    Outcome,
+    Verdict,
+    transport_outcome,
+)
 from pushtrack.domain import payload as payloads
 from pushtrack.secret import Secret
 
@@ -201,15 +208,14 @@ _BAD_TOKEN = "registration token"
 _ANDROID_PRIORITY = {"high": "HIGH", "10": "HIGH", "normal": "NORMAL", "5": "NORMAL"}
 
 
-class FcmGateway:
+class FcmGateway(HttpGateway):
     def __init__(self, config: FcmConfig, *, clock: Callable[[], float] = time.time) -> None:
-        if config.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        super().__init__(
+            concurrency=config.concurrency, timeout=config.timeout, ca_file=config.ca_file
+        )
         self.config = config
         base = config.base_url.rstrip("/")
         self._url = f"{base}/v1/projects/{config.service_account.project_id}/messages:send"
-        self._requests = asyncio.Semaphore(config.concurrency)
-        self._client = _http.Client(ca_file=config.ca_file, timeout=config.timeout)
         self._access = AccessToken(
             config.service_account, self._client, token_uri=config.token_uri, clock=clock
         )
@@ -220,18 +226,9 @@ class FcmGateway:
         await self._access.get()  # a token endpoint problem fails the batch as a whole
         return list(await asyncio.gather(*(self._send_one(n) for n in batch)))
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> FcmGateway:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     async def _send_one(self, n: Notification) -> Outcome:
         content = payloads.encode({"message": build_message(n, data_only=self.config.data_only)})
-        async with self._requests:
+        async with self._slots:
             try:
                 token = await self._access.get()
                 response = await self._post(token, content)
@@ -239,7 +236,7 @@ class FcmGateway:
                     self._access.expire(token)
                     response = await self._post(await self._access.get(), content)
             except _http.TransportError as exc:
-                return _http.transport_outcome(n.delivery_id, exc)
+                return transport_outcome(n.delivery_id, exc)
             except GatewayError as exc:  # the token refresh after a 401 failed
                 verdict = Verdict.RETRY if exc.retryable else Verdict.CREDENTIALS
                 return Outcome(n.delivery_id, verdict, str(exc), reason="UNAUTHENTICATED")
