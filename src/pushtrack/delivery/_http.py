@@ -100,6 +100,29 @@ class ConnectionLost(TransportError):
     """The connection or the stream ended without an answer."""
 
 
+#: What the layers under the client raise when a connection fails: sockets, TLS and
+#: deadlines (``OSError``, with its ``ssl.SSLError`` and ``TimeoutError``), and h11's and
+#: jh2's protocol errors. The client turns them into ``TransportError``s where it knows
+#: whether the request was written; ``as_transport_error`` takes any that get past it.
+NETWORK_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    h11.ProtocolError,
+    jh2.exceptions.ProtocolError,
+)
+
+
+def as_transport_error(exc: BaseException) -> TransportError | None:
+    """``exc`` as a ``TransportError``: itself when it is one; a network error that got
+    past the client as a lost connection that may have reached the gateway (nothing says
+    it was not written, so it is never sent again); None for anything else."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, NETWORK_ERRORS):
+        detail = str(exc) or type(exc).__name__
+        return ConnectionLost(f"connection lost: {detail}", may_have_reached=True)
+    return None
+
+
 class _NotProcessed(Exception):
     """The gateway says it did not process the stream (RFC 9113 §8.7): send it again."""
 
@@ -815,7 +838,7 @@ class _Http1Connection:
                     break
                 elif isinstance(event, h11.ConnectionClosed):
                     raise ConnectionLost("the gateway hung up", may_have_reached=True)
-        except (h11.ProtocolError, OSError, ssl.SSLError) as exc:
+        except NETWORK_ERRORS as exc:
             raise ConnectionLost(f"connection lost: {exc}", may_have_reached=True) from None
         keep = conn.our_state is h11.DONE and conn.their_state is h11.DONE
         if keep:

@@ -27,7 +27,13 @@ from urllib.parse import quote
 import jwt
 
 from pushtrack.delivery import _http
-from pushtrack.delivery.base import HttpGateway, Notification, Outcome, Verdict, transport_outcome
+from pushtrack.delivery.base import (
+    HttpGateway,
+    Notification,
+    Outcome,
+    Verdict,
+    map_transport_errors,
+)
 from pushtrack.domain import payload as payloads
 from pushtrack.domain.timeutil import to_wire
 from pushtrack.secret import Secret
@@ -194,14 +200,13 @@ class ApnsGateway(HttpGateway):
         url = self._device_url + quote(n.push_token, safe="")
         headers = self._headers(n)
         content = payloads.encode(n.payload)
-        try:
+        with map_transport_errors(n.delivery_id) as unanswered:
             token = self._token.current()
             response = await self._post(url, headers, token, content)
             if _reason_of(response) == "ExpiredProviderToken" and self._token.expire(token):
                 response = await self._post(url, headers, self._token.current(), content)
-        except _http.TransportError as exc:
-            return transport_outcome(n.delivery_id, exc)
-        return outcome_of(n.delivery_id, response)
+            return outcome_of(n.delivery_id, response)
+        return unanswered.outcome
 
     async def _post(
         self, url: str, headers: dict[str, str], token: str, content: bytes

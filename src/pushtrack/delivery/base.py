@@ -12,6 +12,13 @@ transports derive from one: ``send``, ``aclose``, and use as an async context
 manager (closed on exit). ``HttpGateway`` adds what the network gateways (APNs,
 FCM, Web Push) share: one ``_http.Client`` set up from their settings, closed
 with the gateway, and ``concurrency`` slots for requests in flight.
+
+``map_transport_errors`` is the one place where a request that got no answer
+(``_http.TransportError``, or a socket, TLS, timeout, h11 or h2 error that got past
+the client) becomes ours: a notification's ``Outcome`` (RETRY when the request
+cannot have reached the gateway; FAILED ``OutcomeUnknown``, never sent again,
+when it may have), or a ``GatewayError`` for a request the whole batch needs.
+Every network gateway sends through it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any, Self
 
 import msgspec
@@ -151,3 +159,55 @@ def transport_outcome(delivery_id: int, exc: _http.TransportError) -> Outcome:
         f"Connection error talking to the gateway: {detail}",
         reason="ConnectionError",
     )
+
+
+class Unanswered:
+    """The context manager ``map_transport_errors`` returns (see there)."""
+
+    __slots__ = ("_outcome", "delivery_id", "what")
+
+    def __init__(self, delivery_id: int | None, what: str) -> None:
+        self.delivery_id, self.what = delivery_id, what
+        self._outcome: Outcome | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        """The outcome of the notification whose request got no answer."""
+        assert self._outcome is not None, "read only after an error was mapped"
+        return self._outcome
+
+    def __enter__(self) -> Unanswered:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if exc is None:
+            return False
+        error = _http.as_transport_error(exc)
+        if error is None:
+            return False  # not a transport error: ours to fix, raised as it is
+        if self.delivery_id is None:
+            raise GatewayError(f"{self.what} unreachable: {error}", retryable=True) from exc
+        self._outcome = transport_outcome(self.delivery_id, error)
+        return True
+
+
+def map_transport_errors(delivery_id: int | None, *, what: str = "the gateway") -> Unanswered:
+    """Translate a request's transport errors, the one place they become ours.
+
+    With a ``delivery_id`` (one notification's requests) the error is swallowed and
+    ``.outcome`` holds the notification's outcome::
+
+        with map_transport_errors(n.delivery_id) as unanswered:
+            return outcome_of(n.delivery_id, await self._client.post(...))
+        return unanswered.outcome
+
+    Without (a request the whole batch needs, such as FCM's access token) it raises a
+    retryable ``GatewayError`` saying ``what`` is unreachable. Any other exception
+    passes through untouched.
+    """
+    return Unanswered(delivery_id, what)

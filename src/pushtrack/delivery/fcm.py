@@ -37,7 +37,7 @@ from pushtrack.delivery.base import (
     Notification,
     Outcome,
     Verdict,
-    transport_outcome,
+    map_transport_errors,
 )
 from pushtrack.domain import payload as payloads
 from pushtrack.secret import Secret
@@ -153,15 +153,13 @@ class AccessToken:
         }
         headers = {"kid": self._account.private_key_id} if self._account.private_key_id else None
         assertion = jwt.encode(claims, self._key, algorithm="RS256", headers=headers)
-        try:
-            form = urlencode({"grant_type": GRANT_TYPE, "assertion": assertion}).encode()
+        form = urlencode({"grant_type": GRANT_TYPE, "assertion": assertion}).encode()
+        with map_transport_errors(None, what="FCM token endpoint"):
             response = await self._client.post(
                 self._token_uri,
                 headers={"content-type": "application/x-www-form-urlencoded"},
                 content=form,
             )
-        except _http.TransportError as exc:
-            raise GatewayError(f"FCM token endpoint unreachable: {exc}", retryable=True) from exc
         body = _http.json_body(response)
         token, expires_in = body.get("access_token"), body.get("expires_in", 3600)
         if response.status_code == 200 and isinstance(token, str) and token:
@@ -229,18 +227,18 @@ class FcmGateway(HttpGateway):
     async def _send_one(self, n: Notification) -> Outcome:
         content = payloads.encode({"message": build_message(n, data_only=self.config.data_only)})
         async with self._slots:
-            try:
-                token = await self._access.get()
-                response = await self._post(token, content)
-                if response.status_code == 401 and _error_of(response)[0] == "UNAUTHENTICATED":
-                    self._access.expire(token)
-                    response = await self._post(await self._access.get(), content)
-            except _http.TransportError as exc:
-                return transport_outcome(n.delivery_id, exc)
-            except GatewayError as exc:  # the token refresh after a 401 failed
-                verdict = Verdict.RETRY if exc.retryable else Verdict.CREDENTIALS
-                return Outcome(n.delivery_id, verdict, str(exc), reason="UNAUTHENTICATED")
-        return outcome_of(n.delivery_id, response)
+            with map_transport_errors(n.delivery_id) as unanswered:
+                try:
+                    token = await self._access.get()
+                    response = await self._post(token, content)
+                    if response.status_code == 401 and _error_of(response)[0] == "UNAUTHENTICATED":
+                        self._access.expire(token)
+                        response = await self._post(await self._access.get(), content)
+                except GatewayError as exc:  # the token refresh after a 401 failed
+                    verdict = Verdict.RETRY if exc.retryable else Verdict.CREDENTIALS
+                    return Outcome(n.delivery_id, verdict, str(exc), reason="UNAUTHENTICATED")
+                return outcome_of(n.delivery_id, response)
+            return unanswered.outcome
 
     async def _post(self, token: str, content: bytes) -> _http.Response:
         headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}

@@ -36,7 +36,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pushtrack.delivery import _http, outbound
-from pushtrack.delivery.base import HttpGateway, Notification, Outcome, Verdict, transport_outcome
+from pushtrack.delivery.base import (
+    HttpGateway,
+    Notification,
+    Outcome,
+    Verdict,
+    map_transport_errors,
+)
 from pushtrack.domain import payload as payloads
 from pushtrack.secret import Secret
 
@@ -285,14 +291,12 @@ class WebPushGateway(HttpGateway):
             )
         content = encrypt(payloads.encode(n.payload), subscription)
         headers = self._headers(n, subscription)
+        endpoint = subscription.endpoint
         async with self._slots:
-            try:
-                response = await self._client.post(
-                    subscription.endpoint, headers=headers, content=content
-                )
-            except _http.TransportError as exc:
-                return transport_outcome(n.delivery_id, exc)
-        return outcome_of(n.delivery_id, response)
+            with map_transport_errors(n.delivery_id) as unanswered:
+                response = await self._client.post(endpoint, headers=headers, content=content)
+                return outcome_of(n.delivery_id, response)
+            return unanswered.outcome
 
     def _headers(self, n: Notification, subscription: Subscription) -> dict[str, str]:
         ttl = _http.positive_ttl(n.options)
