@@ -2,9 +2,9 @@
 
 Each claimed job runs under a lease that a heartbeat renews; if the lease is
 lost (the job was cancelled, or this worker stalled past it and another took
-over) the handler is cancelled. A handler returns ``Done`` (with a result),
-``Later`` (hand the job back, due at a time) or raises: then the job is tried
-again with backoff until ``max_attempts``, and marked failed after that.
+over) the handler is cancelled. A handler returns a ``JobResult``: ``Done`` (with
+a result) or ``Later`` (hand the job back, due at a time); or it raises: then the
+job is tried again with backoff until ``max_attempts``, and marked failed after that.
 On shutdown the worker stops claiming, cancels running handlers and hands
 their jobs back at once, so another worker resumes them without waiting for
 the lease to run out. Handlers must therefore be safe to run again from the
@@ -39,7 +39,8 @@ class Later:
     run_at: int  # microseconds UTC
 
 
-Outcome = Done | Later
+#: What a handler returns: the job is done, or handed back until a time.
+JobResult = Done | Later
 
 
 class JobError(Exception):
@@ -53,7 +54,7 @@ def public_reason(exc: BaseException) -> str:
     return "internal error (the service log has the details)"
 
 
-Handler = Callable[[Job], Awaitable[Outcome]]
+Handler = Callable[[Job], Awaitable[JobResult]]
 
 
 def worker_id() -> str:
@@ -154,16 +155,16 @@ class Worker:
     async def _run_one(self, job: Job) -> None:
         beat = asyncio.create_task(self._heartbeat(job))
         try:
-            outcome = await self.handlers[job.kind](job)
+            result = await self.handlers[job.kind](job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any handler fault is one failed attempt
             await self._failed_attempt(job, exc)
         else:
-            if isinstance(outcome, Later):
-                await self.store.jobs.reschedule(job.id, self.owner, outcome.run_at)
+            if isinstance(result, Later):
+                await self.store.jobs.reschedule(job.id, self.owner, result.run_at)
             else:
-                await self.store.jobs.finish(job.id, self.owner, DONE, outcome.result)
+                await self.store.jobs.finish(job.id, self.owner, DONE, result.result)
         finally:
             beat.cancel()
             self._running.pop(job.id, None)
