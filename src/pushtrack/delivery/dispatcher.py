@@ -40,7 +40,7 @@ from pushtrack.delivery.registry import build_gateway
 from pushtrack.domain.jobs import DispatchParams
 from pushtrack.domain.payload import render
 from pushtrack.domain.platforms import Platform, name_of
-from pushtrack.domain.status import DESC_NO_GATEWAY, DESC_NOT_SUPPORTED, Status
+from pushtrack.domain.status import DESC_NO_GATEWAY, DESC_NOT_SUPPORTED, MessageStatus, Status
 from pushtrack.jobs.runner import Done, JobResult, Later
 from pushtrack.sealing import Sealer, unseal
 from pushtrack.store import Store
@@ -156,8 +156,8 @@ class Dispatcher:
             batch = await self.store.dispatch.start_batch(message_id, first, last, refuse, rate)
             if batch is None:
                 return Done({"message": "gone"})
-            if batch.message_status == "cancelled":
-                return Done({"message": "cancelled"})
+            if batch.message_status == MessageStatus.CANCELLED:
+                return Done({"message": MessageStatus.CANCELLED.value})
             retry_at: int | None = None
             if batch.due:
                 outcome = await self._send(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushtrack.store import Store
-from pushtrack.store.jobs import DONE, FAILED, Job
+from pushtrack.store.jobs import Job, JobState
 
 log = logging.getLogger("pushtrack.jobs")
 
@@ -164,7 +164,7 @@ class Worker:
             if isinstance(result, Later):
                 await self.store.jobs.reschedule(job.id, self.owner, result.run_at)
             else:
-                await self.store.jobs.finish(job.id, self.owner, DONE, result.result)
+                await self.store.jobs.finish(job.id, self.owner, JobState.DONE, result.result)
         finally:
             beat.cancel()
             self._running.pop(job.id, None)
@@ -173,9 +173,8 @@ class Worker:
     async def _failed_attempt(self, job: Job, exc: Exception) -> None:
         if job.attempts >= self.max_attempts:
             log.error("job %s (%s) failed for good: %s", job.request_id, job.kind, exc)
-            await self.store.jobs.finish(
-                job.id, self.owner, FAILED, {"error": str(exc), "reason": public_reason(exc)}
-            )
+            why = {"error": str(exc), "reason": public_reason(exc)}
+            await self.store.jobs.finish(job.id, self.owner, JobState.FAILED, why)
             return
         delay = min(300.0, self.backoff_seconds * 2.0 ** (job.attempts - 1))
         delay *= 0.5 + random.random()
