@@ -17,8 +17,9 @@ import pytest
 
 from pushtrack import config
 from pushtrack.config import Settings
+from pushtrack.store import StoreError, open_store
 from tests.exports._support import Clock, clocked_service, create, result, run_jobs
-from tests.support import Database, free_port
+from tests.support import Database, free_port, run
 
 PUSHTRACK = str(Path(sys.executable).with_name("pushtrack"))
 
@@ -255,3 +256,24 @@ def test_worker_runs_inside_serve_only_when_set(tmp_path: Path, worker: bool) ->
         proc.wait(30)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+def test_sqlite_cache_mb_sizes_the_page_caches(tmp_path: Path) -> None:
+    """``?cache_mb=N`` on a SQLite URL: the writer's page cache, a quarter for readers."""
+
+    def caches(url: str) -> tuple[int, int]:
+        store = open_store(url)
+        try:
+            pragma = "PRAGMA cache_size"  # negative: KiB
+            (writer,) = store.engine.write_sync(lambda tx: tx.one(pragma)) or (0,)
+            (reader,) = store.engine.read_sync(lambda tx: tx.one(pragma)) or (0,)
+            return -writer // 1024, -reader // 1024
+        finally:
+            run(store.close())
+
+    assert caches(f"sqlite:///{tmp_path}/a.db?cache_mb=8") == (8, 2)
+    default = caches(f"sqlite:///{tmp_path}/b.db")
+    assert default != (8, 2)
+    assert default[0] == 4 * default[1]
+    with pytest.raises(StoreError, match=re.escape("only cache_mb=1..65536")):
+        open_store(f"sqlite:///{tmp_path}/c.db?cache_mb=0")
