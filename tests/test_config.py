@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from pushtrack import config
 from pushtrack.config import Settings
+from pushtrack.store import StoreError, open_store
+from tests.exports._support import Clock, clocked_service, create, result, run_jobs
+from tests.support import Database, free_port, run
+
+PUSHTRACK = str(Path(sys.executable).with_name("pushtrack"))
 
 
 def toml(tmp_path: Path, text: str) -> dict[str, str]:
@@ -154,3 +166,114 @@ def test_redacted_database_url(url: str, shown: str) -> None:
     assert "s3cret" not in str(redacted)
     assert settings.database == url  # the real value is untouched
     assert set(redacted) == set(Settings.__struct_fields__)
+
+
+# -- each setting changes what the service does ----------------------------------------------
+#
+# Most settings are shown to work where their subject is tested (tests/api/test_connections.py
+# for the HTTP limits, tests/delivery/test_retry_policy.py for the retry policy,
+# tests/delivery/test_setting_effects.py for the worker's and the webhooks' concurrency, ...);
+# the ones below have no other home.
+
+
+def _readme_configuration() -> str:
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    return text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    section = _readme_configuration()
+    missing = [name for name in Settings.__struct_fields__ if f"`{name}`" not in section]
+    assert not missing, f"README's Configuration does not name {missing}"
+
+
+def test_public_url_is_where_download_links_point(database_url: str, tmp_path: Path) -> None:
+    clock = Clock("2024-05-01 12:00:00")
+    public = "https://push.example.org/pt"
+    with clocked_service(database_url, tmp_path, clock, public_url=public + "/") as (svc, cfg):
+        svc.register("hw-1")
+        create(svc, content="x", devices=["hw-1"])
+        request_id = svc.server("getTrackingLog")["response"]["request_id"]
+        run_jobs(svc.store, cfg)
+        link = result(svc, request_id)["fileName"]
+        assert re.fullmatch(re.escape(public) + r"/files/[A-Za-z0-9_-]+\.zip", link), link
+        # the path is this server's: a proxy at the public URL forwards to it
+        assert svc.http.get(urlsplit(link).path.removeprefix("/pt")).status_code == 200
+
+
+def _serve(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], str, dict[str, Any]]:
+    """``pushtrack serve --demo`` on a new SQLite file; its URL and the demo's codes."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PUSHTRACK_")}
+    environ |= {"PUSHTRACK_DATABASE": f"sqlite:///{tmp_path}/serve.db", **env}
+    proc = subprocess.Popen(
+        [PUSHTRACK, "serve", "--demo", "--json", "--port", str(port)],
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    demo = json.loads(proc.stdout.readline())
+    while "listening" not in proc.stdout.readline():
+        pass
+    return proc, f"http://127.0.0.1:{port}", demo
+
+
+@pytest.mark.parametrize("worker", [True, False])
+def test_worker_runs_inside_serve_only_when_set(tmp_path: Path, worker: bool) -> None:
+    proc, url, demo = _serve(tmp_path, PUSHTRACK_WORKER="true" if worker else "false")
+    try:
+        app = demo["application"]
+        device = {"Authorization": f"Token {demo['device_token']}"}
+        reg = {"application": app, "hwid": "mine", "device_type": 1, "push_token": "t"}
+        out = httpx.post(
+            f"{url}/json/1.3/registerDevice", json={"request": reg}, headers=device, timeout=30
+        ).json()
+        assert out["status_code"] == 200, out
+        body = {
+            "auth": demo["server_token"],
+            "application": app,
+            "notifications": [{"content": "hi", "devices": ["mine"]}],
+        }
+        sent = httpx.post(f"{url}/json/1.3/createMessage", json={"request": body}, timeout=30)
+        (code,) = sent.json()["response"]["Messages"]
+        db = Database(f"sqlite:///{tmp_path}/serve.db")
+        sql = (
+            "SELECT d.state FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE m.code = ?"
+        )
+        deadline = time.monotonic() + (60 if worker else 3)
+        states = db.rows(sql, (code,))
+        while time.monotonic() < deadline and states != [(3,)]:
+            time.sleep(0.1)
+            states = db.rows(sql, (code,))
+        # the demo's gateway (the sandbox) accepts everything: only a worker sends it
+        assert states == ([(3,)] if worker else [(1,)])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_sqlite_cache_mb_sizes_the_page_caches(tmp_path: Path) -> None:
+    """``?cache_mb=N`` on a SQLite URL: the writer's page cache, a quarter for readers."""
+
+    def caches(url: str) -> tuple[int, int]:
+        store = open_store(url)
+        try:
+            pragma = "PRAGMA cache_size"  # negative: KiB
+            (writer,) = store.engine.write_sync(lambda tx: tx.one(pragma)) or (0,)
+            (reader,) = store.engine.read_sync(lambda tx: tx.one(pragma)) or (0,)
+            return -writer // 1024, -reader // 1024
+        finally:
+            run(store.close())
+
+    assert caches(f"sqlite:///{tmp_path}/a.db?cache_mb=8") == (8, 2)
+    default = caches(f"sqlite:///{tmp_path}/b.db")
+    assert default != (8, 2)
+    assert default[0] == 4 * default[1]
+    with pytest.raises(StoreError, match=re.escape("only cache_mb=1..65536")):
+        open_store(f"sqlite:///{tmp_path}/c.db?cache_mb=0")

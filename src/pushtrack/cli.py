@@ -141,8 +141,12 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
     retention_days: RetentionDays = None,
     worker: Annotated[
-        bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run a worker in this process (default: the worker setting, on).",
+        ),
+    ] = None,
     demo: Annotated[
         bool,
         typer.Option(

@@ -19,7 +19,7 @@ from typing import Any
 
 from pushtrack import config
 from pushtrack.cli import AsJson, Database, _emit, cli, console
-from pushtrack.domain.platforms import Platform
+from pushtrack.domain.platforms import name_of
 from pushtrack.sealing import Sealer, SealingError, plain_fields, unseal
 from pushtrack.store import StoreError, open_store
 from pushtrack.store.sqlite import sqlite_path
@@ -85,7 +85,7 @@ async def _store_checks(settings: config.Settings) -> list[Check]:
                 (await store.dispatch.gateways(app.id)).items()
             ):
                 gateways += 1
-                what = f"gateway {app.code} {Platform(platform).api_name} ({kind})"
+                what = f"gateway {app.code} {name_of(platform)} ({kind})"
                 try:
                     parse_config(kind, unseal(kind, stored, sealer))
                 except ValueError as exc:

@@ -20,7 +20,7 @@ from pushtrack.cli import (
     app_cli,
     console,
 )
-from pushtrack.domain.platforms import Platform, from_name
+from pushtrack.domain.platforms import Platform, from_name, name_of
 from pushtrack.domain.timeutil import to_wire
 from pushtrack.sealing import Sealer, SealingError, plain_fields
 from pushtrack.store.base import ConflictError
@@ -144,7 +144,7 @@ def list_gateways(
             row["status"] = "paused"
             row["paused_since"] = to_wire(state.pause.since) + " UTC"
             row["reason"] = state.pause.reason
-        rows[Platform(platform).api_name] = row
+        rows[name_of(platform)] = row
     if as_json:
         _emit(True, rows, "")
         return

@@ -104,27 +104,32 @@ def test_required(settings: dict[str, dict[str, Any]], kind: str, name: str) -> 
 @pytest.mark.parametrize(
     ("kind", "name", "value", "problem"),
     [
-        ("apns", "concurrency", "10", "must be an integer"),
-        ("apns", "concurrency", 0, "between 1 and 10000"),
-        ("apns", "sandbox", "yes", "must be true or false"),
-        ("apns", "timeout", True, "must be a number"),
-        ("apns", "timeout", 0, "between 0.1 and 600"),
-        ("apns", "key_id", 12, "must be a string"),
-        ("apns", "base_url", "api.push.apple.com", "http(s) URL"),
+        ("apns", "concurrency", "10", "must be an integer, not '10'"),
+        ("apns", "concurrency", 0, "must be between 1 and 10000"),
+        ("apns", "concurrency", True, "must be an integer, not true"),
+        ("apns", "sandbox", "yes", "must be true or false, not 'yes'"),
+        ("apns", "timeout", True, "must be a number, not true"),
+        ("apns", "timeout", 0, "must be between 0.1 and 600"),
+        ("apns", "key_id", 12, "must be a string, not 12"),
+        ("apns", "base_url", "api.push.apple.com", "must be an http(s) URL, not 'api.push"),
         ("apns", "push_type", "video", "must be one of complication, fileprovider"),
-        ("fcm", "data_only", 1, "true or false"),
-        ("fcm", "service_account", 5, "service-account JSON"),
-        ("webpush", "urgency", "urgent", "one of high, low, normal, very-low"),
-        ("webpush", "default_ttl", -1, "between 0"),
-        ("sandbox", "failure_rate", 1.5, "between 0 and 1"),
-        ("sandbox", "latency_ms", -1, "between 0"),
-        ("sandbox", "seed", 1.5, "must be an integer"),
+        ("fcm", "data_only", 1, "must be true or false, not 1"),
+        ("fcm", "service_account", 5, "must be the service-account JSON (text or object), not 5"),
+        ("fcm", "token_uri", ["https://t"], "must be an http(s) URL, not a list"),
+        ("webpush", "urgency", "urgent", "must be one of high, low, normal, very-low"),
+        ("webpush", "default_ttl", -1, "must be between 0 and 24192000"),
+        ("webpush", "endpoint_hosts", "push.example", "must be a list of host names, not"),
+        ("webpush", "endpoint_hosts", ["push.example", 5], "item 1 must be a string, not 5"),
+        ("webpush", "endpoint_hosts", ["a b"], "must hold host names or *.domain patterns"),
+        ("sandbox", "failure_rate", 1.5, "must be between 0 and 1"),
+        ("sandbox", "latency_ms", -1, "must be between 0 and 60000"),
+        ("sandbox", "seed", 1.5, "must be an integer, not 1.5"),
     ],
 )
 def test_wrong_values(
     settings: dict[str, dict[str, Any]], kind: str, name: str, value: Any, problem: str
 ) -> None:
-    fails(kind, {**settings[kind], name: value}, f"{kind} gateway setting '{name}'", problem)
+    fails(kind, {**settings[kind], name: value}, f"{kind} gateway setting '{name}' {problem}")
 
 
 @pytest.mark.parametrize(
@@ -196,6 +201,14 @@ def test_webpush_vapid(
 )
 def test_sandbox_rates(config: dict[str, Any], problem: str) -> None:
     fails("sandbox", config, "sandbox gateway", problem)
+
+
+def test_nulls_and_blank_text_are_the_default(apns_settings: dict[str, Any]) -> None:
+    config = parse_config(
+        "apns", {**apns_settings, "concurrency": None, "ca_file": "  ", "topic": " com.x.app "}
+    )
+    assert isinstance(config, ApnsConfig)
+    assert (config.concurrency, config.ca_file, config.topic) == (100, None, "com.x.app")
 
 
 def test_sandbox_acceptance_rate_alone() -> None:

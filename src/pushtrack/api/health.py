@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from pushtrack import metrics as m
 from pushtrack.api.context import Context
 from pushtrack.store.base import StoreError
+from pushtrack.store.jobs import JobState
 
 #: The longest a readiness probe waits for the store.
 READY_TIMEOUT_S = 5.0
@@ -70,7 +71,7 @@ def metrics(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
             now = ctx.store_clock()
             for q in depth:
                 m.JOBS_QUEUED.labels(q.kind, "due").set(q.due)
-                m.JOBS_QUEUED.labels(q.kind, "running").set(q.running)
+                m.JOBS_QUEUED.labels(q.kind, JobState.RUNNING).set(q.running)
                 waited = 0.0 if q.oldest_due_at is None else (now - q.oldest_due_at) / 1e6
                 m.JOB_OLDEST_SECONDS.labels(q.kind).set(max(0.0, waited))
         try:

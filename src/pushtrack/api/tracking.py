@@ -12,7 +12,7 @@ from pushtrack.domain.codes import REQUEST_ID_RE
 from pushtrack.domain.jobs import EventStatsParams, MsgStatsParams, TrackingLogParams
 from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire, window_start
 from pushtrack.jobs import eventstats, msgstats, tracklog
-from pushtrack.store.jobs import CANCELLED, DONE, PENDING, RUNNING, Job
+from pushtrack.store.jobs import Job, JobState
 
 #: Job kinds whose results getResults hands out.
 RESULT_KINDS = frozenset({tracklog.KIND, msgstats.KIND, eventstats.KIND})
@@ -120,22 +120,23 @@ async def get_results(call: Call, r: GetResults) -> dict[str, Any] | list[Any]:
     if job is None or job.kind not in RESULT_KINDS or not await _covered(call, job):
         raise ArgumentError(f"request_id: {r.request_id} not found")
     out: dict[str, Any] = {"request_id": job.request_id}
-    if job.state in (PENDING, RUNNING):
-        out["status"] = job.state
-    elif job.state == DONE and job.kind == tracklog.KIND:
-        out["status"] = "done"
+    if job.state in (JobState.PENDING, JobState.RUNNING):
+        out["status"] = str(job.state)
+    elif job.state == JobState.DONE and job.kind == tracklog.KIND:
+        out["status"] = str(JobState.DONE)
         out["fileName"] = tracklog.file_url(call.ctx.settings, job.result["file"])
-    elif job.state == DONE and isinstance(job.result, list):
+    elif job.state == JobState.DONE and isinstance(job.result, list):
         return job.result  # getEventStatistics: the rows themselves, as Pushwoosh answers
-    elif job.state == DONE:
-        out["status"] = "done"
+    elif job.state == JobState.DONE:
+        out["status"] = str(JobState.DONE)
         out.update(job.result)
     else:
         # (ours) the job gave up or was cancelled: why, in words meant for the caller
         # (an internal error's detail stays in the service log)
-        out["status"] = "failed"
+        out["status"] = str(JobState.FAILED)
         reason = job.result.get("reason") if isinstance(job.result, dict) else None
+        cancelled = job.state == JobState.CANCELLED
         out["reason"] = reason or (
-            "cancelled" if job.state == CANCELLED else "internal error (see the service log)"
+            "cancelled" if cancelled else "internal error (see the service log)"
         )
     return out

@@ -18,8 +18,8 @@ stream limit). What the connection does is what RFC 9113 and the gateways ask:
   have forgotten it silently: a request written into it would be lost unanswered);
 - a request whose bytes were handed to the connection may have reached the
   gateway: if no answer comes it is never sent again here, and the error says
-  so (``TransportError.may_have_reached``); ``transport_outcome`` turns it into
-  a FAILED outcome with the reason ``OutcomeUnknown`` rather than risk a push
+  so (``TransportError.may_have_reached``); ``base.transport_outcome`` turns it
+  into a FAILED outcome with the reason ``OutcomeUnknown`` rather than risk a push
   delivered twice. Only a request the gateway cannot have seen is RETRY.
 
 A client made with ``http1_fallback`` (Web Push: a push service is whatever a
@@ -54,8 +54,6 @@ import jh2.stream
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-from pushtrack.delivery.base import Outcome, Verdict
 
 _json_decoder = msgspec.json.Decoder()
 
@@ -100,6 +98,29 @@ class RequestTimeout(TransportError):
 
 class ConnectionLost(TransportError):
     """The connection or the stream ended without an answer."""
+
+
+#: What the layers under the client raise when a connection fails: sockets, TLS and
+#: deadlines (``OSError``, with its ``ssl.SSLError`` and ``TimeoutError``), and h11's and
+#: jh2's protocol errors. The client turns them into ``TransportError``s where it knows
+#: whether the request was written; ``as_transport_error`` takes any that get past it.
+NETWORK_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    h11.ProtocolError,
+    jh2.exceptions.ProtocolError,
+)
+
+
+def as_transport_error(exc: BaseException) -> TransportError | None:
+    """``exc`` as a ``TransportError``: itself when it is one; a network error that got
+    past the client as a lost connection that may have reached the gateway (nothing says
+    it was not written, so it is never sent again); None for anything else."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, NETWORK_ERRORS):
+        detail = str(exc) or type(exc).__name__
+        return ConnectionLost(f"connection lost: {detail}", may_have_reached=True)
+    return None
 
 
 class _NotProcessed(Exception):
@@ -817,7 +838,7 @@ class _Http1Connection:
                     break
                 elif isinstance(event, h11.ConnectionClosed):
                     raise ConnectionLost("the gateway hung up", may_have_reached=True)
-        except (h11.ProtocolError, OSError, ssl.SSLError) as exc:
+        except NETWORK_ERRORS as exc:
             raise ConnectionLost(f"connection lost: {exc}", may_have_reached=True) from None
         keep = conn.our_state is h11.DONE and conn.their_state is h11.DONE
         if keep:
@@ -902,33 +923,6 @@ def _host_port(authority: str, default: int) -> tuple[str, int]:
     if host and port.isdigit():
         return host, int(port)
     return authority, default
-
-
-def transport_outcome(delivery_id: int, exc: TransportError) -> Outcome:
-    """The outcome of a request that got no answer.
-
-    Not sent (or refused unprocessed): RETRY. Handed to the gateway without an
-    answer: FAILED, reason ``OutcomeUnknown``, because sending it again could
-    deliver it twice (docs/api.md §7, "Gateways").
-    """
-    detail = str(exc) or type(exc).__name__
-    if exc.may_have_reached:
-        return Outcome(
-            delivery_id,
-            Verdict.FAILED,
-            f"Outcome unknown: the request may have reached the gateway but no answer came "
-            f"({detail}); not sent again so that it is never delivered twice",
-            reason="OutcomeUnknown",
-        )
-    if isinstance(exc, RequestTimeout):
-        description = f"Timeout talking to the gateway: {detail}"
-        return Outcome(delivery_id, Verdict.RETRY, description, reason="Timeout")
-    return Outcome(
-        delivery_id,
-        Verdict.RETRY,
-        f"Connection error talking to the gateway: {detail}",
-        reason="ConnectionError",
-    )
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

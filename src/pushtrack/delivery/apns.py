@@ -27,7 +27,13 @@ from urllib.parse import quote
 import jwt
 
 from pushtrack.delivery import _http
-from pushtrack.delivery.base import Notification, Outcome, Verdict
+from pushtrack.delivery.base import (
+    HttpGateway,
+    Notification,
+    Outcome,
+    Verdict,
+    map_transport_errors,
+)
 from pushtrack.domain import payload as payloads
 from pushtrack.domain.timeutil import to_wire
 from pushtrack.secret import Secret
@@ -160,15 +166,14 @@ class ProviderToken:
         return True
 
 
-class ApnsGateway:
+class ApnsGateway(HttpGateway):
     def __init__(self, config: ApnsConfig, *, clock: Callable[[], float] = time.time) -> None:
-        if config.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        super().__init__(
+            concurrency=config.concurrency, timeout=config.timeout, ca_file=config.ca_file
+        )
         self.config = config
         self._clock = clock
         self._token = ProviderToken(config.key, config.key_id, config.team_id, clock=clock)
-        self._streams = asyncio.Semaphore(config.concurrency)
-        self._client = _http.Client(ca_file=config.ca_file, timeout=config.timeout)
         self._device_url = config.url.rstrip("/") + "/3/device/"
 
     async def send(self, batch: Sequence[Notification]) -> list[Outcome]:
@@ -179,7 +184,7 @@ class ApnsGateway:
         left = iter(range(len(batch)))
 
         async def sender() -> None:
-            async with self._streams:
+            async with self._slots:
                 for i in left:
                     answered[i] = await self._send_one(batch[i])
 
@@ -191,27 +196,17 @@ class ApnsGateway:
             )
         return outcomes
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> ApnsGateway:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     async def _send_one(self, n: Notification) -> Outcome:
         url = self._device_url + quote(n.push_token, safe="")
         headers = self._headers(n)
         content = payloads.encode(n.payload)
-        try:
+        with map_transport_errors(n.delivery_id) as unanswered:
             token = self._token.current()
             response = await self._post(url, headers, token, content)
             if _reason_of(response) == "ExpiredProviderToken" and self._token.expire(token):
                 response = await self._post(url, headers, self._token.current(), content)
-        except _http.TransportError as exc:
-            return _http.transport_outcome(n.delivery_id, exc)
-        return outcome_of(n.delivery_id, response)
+            return outcome_of(n.delivery_id, response)
+        return unanswered.outcome
 
     async def _post(
         self, url: str, headers: dict[str, str], token: str, content: bytes

@@ -40,9 +40,8 @@ from pushtrack.delivery.registry import build_gateway
 from pushtrack.domain.jobs import DispatchParams
 from pushtrack.domain.payload import render
 from pushtrack.domain.platforms import Platform, name_of
-from pushtrack.domain.status import DESC_NO_GATEWAY, DESC_NOT_SUPPORTED, Status
-from pushtrack.jobs.runner import Done, Later
-from pushtrack.jobs.runner import Outcome as JobOutcome
+from pushtrack.domain.status import DESC_NO_GATEWAY, DESC_NOT_SUPPORTED, MessageStatus, Status
+from pushtrack.jobs.runner import Done, JobResult, Later
 from pushtrack.sealing import Sealer, unseal
 from pushtrack.store import Store
 from pushtrack.store.dispatch import Batch, DeadToken, Due, Ended, Pause
@@ -137,7 +136,7 @@ class Dispatcher:
         self._gateways: dict[tuple[int, int], tuple[int, Gateway]] = {}
         self._lock = asyncio.Lock()
 
-    async def handle(self, job: Job) -> JobOutcome:
+    async def handle(self, job: Job) -> JobResult:
         p = job.params_as(DispatchParams)
         message_id, first, last = p.message_id, p.first, p.last
         context = await self.store.dispatch.job_context(message_id)
@@ -159,8 +158,8 @@ class Dispatcher:
             )
             if batch is None:
                 return Done({"message": "gone"})
-            if batch.message_status == "cancelled":
-                return Done({"message": "cancelled"})
+            if batch.message_status == MessageStatus.CANCELLED:
+                return Done({"message": MessageStatus.CANCELLED.value})
             retry_at: int | None = None
             if batch.due or batch.held:
                 outcome = await self._send(

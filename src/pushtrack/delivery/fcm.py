@@ -31,7 +31,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pushtrack.delivery import _http
-from pushtrack.delivery.base import GatewayError, Notification, Outcome, Verdict
+from pushtrack.delivery.base import (
+    GatewayError,
+    HttpGateway,
+    Notification,
+    Outcome,
+    Verdict,
+    map_transport_errors,
+)
 from pushtrack.domain import payload as payloads
 from pushtrack.secret import Secret
 
@@ -146,15 +153,13 @@ class AccessToken:
         }
         headers = {"kid": self._account.private_key_id} if self._account.private_key_id else None
         assertion = jwt.encode(claims, self._key, algorithm="RS256", headers=headers)
-        try:
-            form = urlencode({"grant_type": GRANT_TYPE, "assertion": assertion}).encode()
+        form = urlencode({"grant_type": GRANT_TYPE, "assertion": assertion}).encode()
+        with map_transport_errors(None, what="FCM token endpoint"):
             response = await self._client.post(
                 self._token_uri,
                 headers={"content-type": "application/x-www-form-urlencoded"},
                 content=form,
             )
-        except _http.TransportError as exc:
-            raise GatewayError(f"FCM token endpoint unreachable: {exc}", retryable=True) from exc
         body = _http.json_body(response)
         token, expires_in = body.get("access_token"), body.get("expires_in", 3600)
         if response.status_code == 200 and isinstance(token, str) and token:
@@ -201,15 +206,14 @@ _BAD_TOKEN = "registration token"
 _ANDROID_PRIORITY = {"high": "HIGH", "10": "HIGH", "normal": "NORMAL", "5": "NORMAL"}
 
 
-class FcmGateway:
+class FcmGateway(HttpGateway):
     def __init__(self, config: FcmConfig, *, clock: Callable[[], float] = time.time) -> None:
-        if config.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        super().__init__(
+            concurrency=config.concurrency, timeout=config.timeout, ca_file=config.ca_file
+        )
         self.config = config
         base = config.base_url.rstrip("/")
         self._url = f"{base}/v1/projects/{config.service_account.project_id}/messages:send"
-        self._requests = asyncio.Semaphore(config.concurrency)
-        self._client = _http.Client(ca_file=config.ca_file, timeout=config.timeout)
         self._access = AccessToken(
             config.service_account, self._client, token_uri=config.token_uri, clock=clock
         )
@@ -220,30 +224,21 @@ class FcmGateway:
         await self._access.get()  # a token endpoint problem fails the batch as a whole
         return list(await asyncio.gather(*(self._send_one(n) for n in batch)))
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> FcmGateway:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     async def _send_one(self, n: Notification) -> Outcome:
         content = payloads.encode({"message": build_message(n, data_only=self.config.data_only)})
-        async with self._requests:
-            try:
-                token = await self._access.get()
-                response = await self._post(token, content)
-                if response.status_code == 401 and _error_of(response)[0] == "UNAUTHENTICATED":
-                    self._access.expire(token)
-                    response = await self._post(await self._access.get(), content)
-            except _http.TransportError as exc:
-                return _http.transport_outcome(n.delivery_id, exc)
-            except GatewayError as exc:  # the token refresh after a 401 failed
-                verdict = Verdict.RETRY if exc.retryable else Verdict.CREDENTIALS
-                return Outcome(n.delivery_id, verdict, str(exc), reason="UNAUTHENTICATED")
-        return outcome_of(n.delivery_id, response)
+        async with self._slots:
+            with map_transport_errors(n.delivery_id) as unanswered:
+                try:
+                    token = await self._access.get()
+                    response = await self._post(token, content)
+                    if response.status_code == 401 and _error_of(response)[0] == "UNAUTHENTICATED":
+                        self._access.expire(token)
+                        response = await self._post(await self._access.get(), content)
+                except GatewayError as exc:  # the token refresh after a 401 failed
+                    verdict = Verdict.RETRY if exc.retryable else Verdict.CREDENTIALS
+                    return Outcome(n.delivery_id, verdict, str(exc), reason="UNAUTHENTICATED")
+                return outcome_of(n.delivery_id, response)
+            return unanswered.outcome
 
     async def _post(self, token: str, content: bytes) -> _http.Response:
         headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}

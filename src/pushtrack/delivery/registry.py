@@ -1,9 +1,12 @@
 """Gateways from stored settings: ``build_gateway("apns", {...})``.
 
-An application's gateway settings are kept as JSON, so secrets arrive here as
-plain strings; they are wrapped in ``Secret`` at once. Every problem with the
-settings (a missing or unknown key, a wrong type, a key that does not load) is
-a ``ValueError`` naming the gateway kind and the setting.
+An application's gateway settings are kept as JSON. Each kind's settings are a
+msgspec Struct (``ApnsSettings``, ...) whose types and ``Meta`` limits msgspec
+checks, as it checks ``config.Settings`` and the API's requests; what a type
+cannot say (a key that loads, a known push type, host patterns, rates that sum to
+1) is checked after. Every problem is a ``ValueError`` naming the gateway kind and
+the setting. Text values are stripped and blank ones count as absent, as do JSON
+nulls; secrets are wrapped in ``Secret`` at once.
 
 Settings per kind (``*`` required):
 
@@ -14,18 +17,20 @@ Settings per kind (``*`` required):
 - ``fcm``: ``service_account``* (the JSON file, as text or object),
   ``base_url``, ``token_uri``, ``ca_file``, ``concurrency``, ``timeout``, ``data_only``
 - ``webpush``: ``vapid_private_key``* (PEM or base64url), ``subject``* (mailto:/https:),
-  ``ca_file``, ``concurrency``, ``timeout``, ``default_ttl``, ``urgency``
+  ``ca_file``, ``concurrency``, ``timeout``, ``default_ttl``, ``urgency``,
+  ``endpoint_hosts``
 - ``sandbox``: ``acceptance_rate``, ``failure_rate``, ``retry_rate`` (shares summing
   to 1; acceptance is the rest when left out), ``latency_ms``, ``seed``, ``retry_after``
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+import msgspec
 
 from pushtrack.delivery import apns, fcm, outbound, sandbox, webpush
 from pushtrack.delivery.base import Gateway
@@ -35,113 +40,228 @@ GatewayConfig = apns.ApnsConfig | fcm.FcmConfig | webpush.WebPushConfig | sandbo
 KINDS = ("apns", "fcm", "webpush", "sandbox")
 
 _T = TypeVar("_T")
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+#: Value types with their limits, shared by the kinds.
+Concurrency = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+Timeout = Annotated[float, msgspec.Meta(ge=0.1, le=600.0)]
+Share = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://")]
 
 
-class _Settings:
-    """Reads typed values out of a settings dict."""
-
-    def __init__(self, kind: str, config: Mapping[str, Any]) -> None:
-        self.kind, self.config = kind, config
-
-    def error(self, name: str, problem: str) -> ValueError:
-        return ValueError(f"{self.kind} gateway setting {name!r} {problem}")
-
-    def get(self, name: str, kind: type[_T] | tuple[type, ...], what: str) -> Any:
-        value = self.config.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise self.error(name, f"must be {what}")
-        if not isinstance(value, kind):
-            raise self.error(name, f"must be {what}, not {type(value).__name__}")
-        return value
-
-    def text(self, name: str, *, required: bool = False) -> str | None:
-        value = self.get(name, str, "a string")
-        if value is not None and not value.strip():
-            value = None
-        if value is None and required:
-            raise self.error(name, "is required")
-        return value.strip() if value is not None else None
-
-    def required(self, name: str) -> str:
-        value = self.text(name, required=True)
-        assert value is not None
-        return value
-
-    def number(self, name: str, default: float, low: float, high: float) -> float:
-        value = self.get(name, (int, float), "a number")
-        if value is None:
-            return default
-        if not low <= value <= high:
-            raise self.error(name, f"must be between {low:g} and {high:g}")
-        return float(value)
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.get(name, int, "an integer")
-        if value is None:
-            return default
-        if not low <= value <= high:
-            raise self.error(name, f"must be between {low} and {high}")
-        return int(value)
-
-    def flag(self, name: str, default: bool = False) -> bool:
-        value = self.get(name, bool, "true or false")
-        return default if value is None else bool(value)
-
-    def url(self, name: str) -> str | None:
-        value = self.text(name)
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise self.error(name, "must be an http(s) URL")
-        return value.rstrip("/") if value else None
-
-    def checked(self, build: Callable[[], _T]) -> _T:
-        """Run a constructor that may refuse a value (a key that does not load)."""
-        try:
-            return build()
-        except ValueError as exc:
-            raise ValueError(f"{self.kind} gateway: {exc}") from exc
+class ApnsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    key: str
+    key_id: str
+    team_id: str
+    topic: str
+    sandbox: bool = False
+    base_url: HttpUrl | None = None
+    ca_file: str | None = None
+    concurrency: Concurrency = 100
+    timeout: Timeout = 30.0
+    push_type: str | None = None
 
 
-def _apns(s: _Settings) -> apns.ApnsConfig:
-    config = apns.ApnsConfig(
-        key=Secret(s.required("key")),
-        key_id=s.required("key_id"),
-        team_id=s.required("team_id"),
-        topic=s.required("topic"),
-        sandbox=s.flag("sandbox"),
-        base_url=s.url("base_url"),
-        ca_file=s.text("ca_file"),
-        concurrency=s.integer("concurrency", 100, 1, 10_000),
-        timeout=s.number("timeout", 30.0, 0.1, 600.0),
-        push_type=s.text("push_type"),
+class FcmSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    service_account: str | dict[str, Any]
+    base_url: HttpUrl = fcm.DEFAULT_BASE_URL
+    token_uri: HttpUrl | None = None
+    ca_file: str | None = None
+    concurrency: Concurrency = 100
+    timeout: Timeout = 30.0
+    data_only: bool = False
+
+
+class WebPushSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    vapid_private_key: str
+    subject: str
+    ca_file: str | None = None
+    concurrency: Concurrency = 100
+    timeout: Timeout = 30.0
+    default_ttl: Annotated[int, msgspec.Meta(ge=0, le=10 * webpush.DEFAULT_TTL)] = (
+        webpush.DEFAULT_TTL
     )
-    if config.push_type == "mdm":
-        raise s.error(
+    urgency: str = "normal"
+    endpoint_hosts: list[str] | None = None
+
+
+class SandboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    acceptance_rate: Share | None = None
+    failure_rate: Share | None = None
+    retry_rate: Share | None = None
+    latency_ms: Annotated[float, msgspec.Meta(ge=0.0, le=60_000.0)] = 0.0
+    seed: int | None = None
+    retry_after: float | None = None
+
+
+_Settings = ApnsSettings | FcmSettings | WebPushSettings | SandboxSettings
+
+#: What a setting must be, where its type alone would not say it plainly.
+_WANTED = {
+    "base_url": "an http(s) URL",
+    "token_uri": "an http(s) URL",
+    "service_account": "the service-account JSON (text or object)",
+    "endpoint_hosts": "a list of host names",
+}
+
+
+def _error(kind: str, name: str, problem: str) -> ValueError:
+    return ValueError(f"{kind} gateway setting {name!r} {problem}")
+
+
+def _said(t: msgspec.inspect.Type) -> str:
+    """A value type in words: ``an integer``, ``a number``, ..."""
+    if isinstance(t, msgspec.inspect.UnionType):
+        return " or ".join(_said(u) for u in t.types if not isinstance(u, msgspec.inspect.NoneType))
+    if isinstance(t, msgspec.inspect.BoolType):
+        return "true or false"
+    if isinstance(t, msgspec.inspect.IntType):
+        return "an integer"
+    if isinstance(t, msgspec.inspect.FloatType):
+        return "a number"
+    if isinstance(t, msgspec.inspect.StrType):
+        return "a string"
+    if isinstance(t, msgspec.inspect.ListType):
+        return "a list"
+    return "an object"
+
+
+def _members(t: msgspec.inspect.Type) -> tuple[msgspec.inspect.Type, ...]:
+    return t.types if isinstance(t, msgspec.inspect.UnionType) else (t,)
+
+
+def _limits(t: msgspec.inspect.Type, value: Any) -> str | None:
+    """``must be between …`` when ``value`` is of ``t``'s kind but outside its limits."""
+    if isinstance(t, msgspec.inspect.UnionType):
+        return next((p for u in t.types if (p := _limits(u, value)) is not None), None)
+    if isinstance(value, bool) or not isinstance(
+        t, msgspec.inspect.IntType | msgspec.inspect.FloatType
+    ):
+        return None
+    if not isinstance(value, int | float) or (
+        isinstance(t, msgspec.inspect.IntType) and not isinstance(value, int)
+    ):
+        return None
+    low, high = _number(t.ge), _number(t.le)
+    if low and high:
+        return f"must be between {low} and {high}"
+    if low:
+        return f"must be at least {low}"
+    return f"must be at most {high}" if high else None
+
+
+def _number(limit: float | None) -> str:
+    """A limit as people write it: ``10000``, ``0.1``; "" for none."""
+    if limit is None:
+        return ""
+    return str(int(limit)) if float(limit).is_integer() else f"{limit:g}"
+
+
+def _problem(
+    kind: str, cls: type[msgspec.Struct], values: dict[str, Any], exc: Exception
+) -> ValueError:
+    """msgspec's refusal of ``values`` as a ``ValueError`` naming the setting in our words."""
+    text = str(exc)
+    missing = re.match(r"Object missing required field `(\w+)`", text)
+    if missing:
+        return _error(kind, missing.group(1), "is required")
+    where = re.search(r" - at `\$\.(\w+)(?:\[(\d+)\])?", text)
+    info = msgspec.inspect.type_info(cls)
+    if where is None or not isinstance(info, msgspec.inspect.StructType):
+        return ValueError(f"{kind} gateway settings: {text}")
+    name = where.group(1)
+    field = next(f for f in info.fields if f.name == name)
+    value = values.get(name)
+    wanted = _WANTED.get(name) or _said(field.type)
+    if where.group(2) is not None and isinstance(value, list):  # one item of a list
+        index = int(where.group(2))
+        items = [t for t in _members(field.type) if isinstance(t, msgspec.inspect.ListType)]
+        item = "a value" if not items else _said(items[0].item_type)
+        return _error(kind, name, f"item {index} must be {item}, not {_type_name(value[index])}")
+    limits = _limits(field.type, value)
+    if limits is not None:
+        return _error(kind, name, limits)
+    return _error(kind, name, f"must be {wanted}, not {_type_name(value)}")
+
+
+def _type_name(value: Any) -> str:
+    """The value a setting was given, as JSON spells it (or its kind, for a long one)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else "a long text"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def _read(kind: str, cls: type[_S], config: Mapping[str, Any]) -> _S:
+    """``config`` as ``cls``: text stripped, blank text and nulls left out."""
+    values: dict[str, Any] = {}
+    for name, value in config.items():
+        if isinstance(value, str):
+            value = value.strip()
+        if value is None or value == "":
+            continue
+        values[name] = value
+    try:
+        return msgspec.convert(values, cls)
+    except msgspec.ValidationError as exc:
+        raise _problem(kind, cls, values, exc) from None
+
+
+def _checked(kind: str, build: Callable[[], _T]) -> _T:
+    """Run a constructor that may refuse a value (a key that does not load)."""
+    try:
+        return build()
+    except ValueError as exc:
+        raise ValueError(f"{kind} gateway: {exc}") from exc
+
+
+def _url(value: str | None) -> str | None:
+    return value.rstrip("/") if value else None
+
+
+def _apns(config: Mapping[str, Any]) -> apns.ApnsConfig:
+    s = _read("apns", ApnsSettings, config)
+    if s.push_type == "mdm":
+        raise _error(
+            "apns",
             "push_type",
             "mdm is not supported: MDM pushes need the MDM push certificate's topic and"
             " certificate authentication, and pushtrack signs with a token key",
         )
-    if config.push_type is not None and config.push_type not in apns.TOPIC_SUFFIXES:
-        raise s.error("push_type", f"must be one of {', '.join(sorted(apns.TOPIC_SUFFIXES))}")
-    s.checked(lambda: apns.ProviderToken(config.key, config.key_id, config.team_id))
-    return config
+    if s.push_type is not None and s.push_type not in apns.TOPIC_SUFFIXES:
+        known = ", ".join(sorted(apns.TOPIC_SUFFIXES))
+        raise _error("apns", "push_type", f"must be one of {known}")
+    result = apns.ApnsConfig(
+        key=Secret(s.key),
+        key_id=s.key_id,
+        team_id=s.team_id,
+        topic=s.topic,
+        sandbox=s.sandbox,
+        base_url=_url(s.base_url),
+        ca_file=s.ca_file,
+        concurrency=s.concurrency,
+        timeout=s.timeout,
+        push_type=s.push_type,
+    )
+    _checked("apns", lambda: apns.ProviderToken(result.key, result.key_id, result.team_id))
+    return result
 
 
-def _fcm(s: _Settings) -> fcm.FcmConfig:
-    account = s.config.get("service_account")
-    if not account:
-        raise s.error("service_account", "is required")
-    if not isinstance(account, str | Mapping):
-        raise s.error("service_account", "must be the service-account JSON (text or object)")
+def _fcm(config: Mapping[str, Any]) -> fcm.FcmConfig:
+    s = _read("fcm", FcmSettings, config)
     return fcm.FcmConfig(
-        service_account=s.checked(lambda: fcm.ServiceAccount.from_json(account)),
-        base_url=s.url("base_url") or fcm.DEFAULT_BASE_URL,
-        token_uri=s.url("token_uri"),
-        ca_file=s.text("ca_file"),
-        concurrency=s.integer("concurrency", 100, 1, 10_000),
-        timeout=s.number("timeout", 30.0, 0.1, 600.0),
-        data_only=s.flag("data_only"),
+        service_account=_checked("fcm", lambda: fcm.ServiceAccount.from_json(s.service_account)),
+        base_url=_url(s.base_url) or fcm.DEFAULT_BASE_URL,
+        token_uri=_url(s.token_uri),
+        ca_file=s.ca_file,
+        concurrency=s.concurrency,
+        timeout=s.timeout,
+        data_only=s.data_only,
     )
 
 
@@ -158,46 +278,41 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _hosts(s: _Settings, name: str) -> tuple[str, ...] | None:
+def _hosts(kind: str, name: str, value: list[str] | None) -> tuple[str, ...] | None:
     """A list of host names or ``*.domain`` patterns."""
-    value = s.get(name, list, "a list of host names")
     if value is None:
         return None
     hosts = []
     for item in value:
-        host = item.strip().lower() if isinstance(item, str) else ""
+        host = item.strip().lower()
         if not (_HOST_PATTERN.fullmatch(host) or _is_ip(host)):
-            raise s.error(name, f"must hold host names or *.domain patterns, not {item!r}")
+            raise _error(kind, name, f"must hold host names or *.domain patterns, not {item!r}")
         hosts.append(host)
     return tuple(hosts) or None
 
 
-def _webpush(s: _Settings) -> webpush.WebPushConfig:
-    config = webpush.WebPushConfig(
-        vapid_private_key=Secret(s.required("vapid_private_key")),
-        subject=s.required("subject"),
-        ca_file=s.text("ca_file"),
-        concurrency=s.integer("concurrency", 100, 1, 10_000),
-        timeout=s.number("timeout", 30.0, 0.1, 600.0),
-        default_ttl=s.integer("default_ttl", webpush.DEFAULT_TTL, 0, 10 * webpush.DEFAULT_TTL),
-        urgency=s.text("urgency") or "normal",
-        endpoint_hosts=_hosts(s, "endpoint_hosts") or outbound.DEFAULT_WEBPUSH_HOSTS,
+def _webpush(config: Mapping[str, Any]) -> webpush.WebPushConfig:
+    s = _read("webpush", WebPushSettings, config)
+    if s.urgency not in webpush.URGENCIES:
+        raise _error("webpush", "urgency", f"must be one of {', '.join(sorted(webpush.URGENCIES))}")
+    result = webpush.WebPushConfig(
+        vapid_private_key=Secret(s.vapid_private_key),
+        subject=s.subject,
+        ca_file=s.ca_file,
+        concurrency=s.concurrency,
+        timeout=s.timeout,
+        default_ttl=s.default_ttl,
+        urgency=s.urgency,
+        endpoint_hosts=_hosts("webpush", "endpoint_hosts", s.endpoint_hosts)
+        or outbound.DEFAULT_WEBPUSH_HOSTS,
     )
-    if config.urgency not in webpush.URGENCIES:
-        raise s.error("urgency", f"must be one of {', '.join(sorted(webpush.URGENCIES))}")
-    s.checked(lambda: webpush.Vapid(config.vapid_private_key, config.subject))
-    return config
+    _checked("webpush", lambda: webpush.Vapid(result.vapid_private_key, result.subject))
+    return result
 
 
-def _sandbox(s: _Settings) -> sandbox.SandboxConfig:
-    rates = {
-        name: s.get(name, (int, float), "a number")
-        for name in ("acceptance_rate", "failure_rate", "retry_rate")
-    }
-    for name, value in rates.items():
-        if value is not None and not 0 <= value <= 1:
-            raise s.error(name, "must be between 0 and 1")
-    accept, fail, retry = rates.values()
+def _sandbox(config: Mapping[str, Any]) -> sandbox.SandboxConfig:
+    s = _read("sandbox", SandboxSettings, config)
+    accept, fail, retry = s.acceptance_rate, s.failure_rate, s.retry_rate
     if accept is not None:
         if fail is None:
             fail = max(0.0, 1.0 - accept - (retry or 0.0))
@@ -207,30 +322,27 @@ def _sandbox(s: _Settings) -> sandbox.SandboxConfig:
                 "sandbox gateway rates must sum to 1 "
                 f"(acceptance {accept:g} + failure {fail:g} + retry {retry:g})"
             )
-    retry_after = s.get("retry_after", (int, float), "a number")
-    seed = s.get("seed", int, "an integer")
-    return s.checked(
+    return _checked(
+        "sandbox",
         lambda: sandbox.SandboxConfig(
             failure_rate=float(fail or 0.0),
             retry_rate=float(retry or 0.0),
-            latency_ms=s.number("latency_ms", 0.0, 0.0, 60_000.0),
-            seed=seed,
-            retry_after=None if retry_after is None else float(retry_after),
-        )
+            latency_ms=float(s.latency_ms),
+            seed=s.seed,
+            retry_after=None if s.retry_after is None else float(s.retry_after),
+        ),
     )
 
 
-_PARSERS: dict[str, tuple[type[GatewayConfig], Callable[[_Settings], GatewayConfig]]] = {
-    "apns": (apns.ApnsConfig, _apns),
-    "fcm": (fcm.FcmConfig, _fcm),
-    "webpush": (webpush.WebPushConfig, _webpush),
-    "sandbox": (sandbox.SandboxConfig, _sandbox),
+_PARSERS: dict[str, tuple[type[_Settings], Callable[[Mapping[str, Any]], GatewayConfig]]] = {
+    "apns": (ApnsSettings, _apns),
+    "fcm": (FcmSettings, _fcm),
+    "webpush": (WebPushSettings, _webpush),
+    "sandbox": (SandboxSettings, _sandbox),
 }
-#: Setting names are the config fields; the sandbox also takes its derived acceptance_rate.
+#: The setting names of each kind: its Struct's fields.
 _KNOWN: dict[str, frozenset[str]] = {
-    kind: frozenset(f.name for f in dataclasses.fields(cls))
-    | ({"acceptance_rate"} if kind == "sandbox" else set())
-    for kind, (cls, _) in _PARSERS.items()
+    kind: frozenset(cls.__struct_fields__) for kind, (cls, _) in _PARSERS.items()
 }
 
 
@@ -246,7 +358,7 @@ def parse_config(kind: str, config: Mapping[str, Any]) -> GatewayConfig:
         raise ValueError(
             f"unknown {kind} gateway setting(s) {names}; known: {', '.join(sorted(_KNOWN[kind]))}"
         )
-    return _PARSERS[kind][1](_Settings(kind, config))
+    return _PARSERS[kind][1](config)
 
 
 def gateway_for(config: GatewayConfig) -> Gateway:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import NamedTuple
 
-from pushtrack.delivery.base import Notification, Outcome, Verdict
+from pushtrack.delivery.base import Gateway, Notification, Outcome, Verdict
 from pushtrack.domain.payload import ANDROID_LIKE, APPLE, BROWSERS
 from pushtrack.domain.platforms import Platform
 
@@ -101,7 +101,7 @@ class _Picker:
         return self.reasons[bisect_right(self.bounds, u)]
 
 
-class SandboxGateway:
+class SandboxGateway(Gateway):
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
         self._random = random.Random(self.config.seed)
@@ -156,12 +156,3 @@ class SandboxGateway:
                     )
                 )
         return outcomes
-
-    async def aclose(self) -> None:
-        return None
-
-    async def __aenter__(self) -> SandboxGateway:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()

@@ -36,7 +36,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pushtrack.delivery import _http, outbound
-from pushtrack.delivery.base import Notification, Outcome, Verdict
+from pushtrack.delivery.base import (
+    HttpGateway,
+    Notification,
+    Outcome,
+    Verdict,
+    map_transport_errors,
+)
 from pushtrack.domain import payload as payloads
 from pushtrack.secret import Secret
 
@@ -245,36 +251,24 @@ _BY_STATUS: dict[int, _Rule] = {
 }
 
 
-class WebPushGateway:
+class WebPushGateway(HttpGateway):
     def __init__(self, config: WebPushConfig, *, clock: Callable[[], float] = time.time) -> None:
-        if config.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
         if config.urgency not in URGENCIES:
             raise ValueError(f"urgency must be one of {', '.join(sorted(URGENCIES))}")
-        self.config = config
         self.vapid = Vapid(config.vapid_private_key, config.subject, clock=clock)
-        self._requests = asyncio.Semaphore(config.concurrency)
         # a push service is whatever a browser subscribed with: one that speaks only
         # HTTP/1.1 is spoken to that way (``_http.Client``'s fallback)
-        self._client = _http.Client(
-            ca_file=config.ca_file,
+        super().__init__(
+            concurrency=config.concurrency,
             timeout=config.timeout,
+            ca_file=config.ca_file,
             http1_fallback=True,
-            http1_connections=min(config.concurrency, _http.HTTP1_CONNECTIONS),
         )
+        self.config = config
         self._outbound = outbound.Resolver()
 
     async def send(self, batch: Sequence[Notification]) -> list[Outcome]:
         return list(await asyncio.gather(*(self._send_one(n) for n in batch)))
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> WebPushGateway:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def _send_one(self, n: Notification) -> Outcome:
         try:
@@ -297,14 +291,12 @@ class WebPushGateway:
             )
         content = encrypt(payloads.encode(n.payload), subscription)
         headers = self._headers(n, subscription)
-        async with self._requests:
-            try:
-                response = await self._client.post(
-                    subscription.endpoint, headers=headers, content=content
-                )
-            except _http.TransportError as exc:
-                return _http.transport_outcome(n.delivery_id, exc)
-        return outcome_of(n.delivery_id, response)
+        endpoint = subscription.endpoint
+        async with self._slots:
+            with map_transport_errors(n.delivery_id) as unanswered:
+                response = await self._client.post(endpoint, headers=headers, content=content)
+                return outcome_of(n.delivery_id, response)
+            return unanswered.outcome
 
     def _headers(self, n: Notification, subscription: Subscription) -> dict[str, str]:
         ttl = _http.positive_ttl(n.options)

@@ -2,7 +2,9 @@
 
 getMessageLog spells platforms in lower case with spaces (``"huawei android"``),
 messages:list in upper case with underscores (``"HUAWEI_ANDROID"``); both are read
-through ``from_name``, which folds one spelling into the other.
+through ``from_name``, which folds one spelling into the other, and written through
+``name_of``. The filter language (``A("APP", ["IOS", "OSX"])``) has spellings of its
+own: ``FILTER_NAMES`` and ``filter_code``. Every device type → name table is here.
 """
 
 from __future__ import annotations
@@ -104,3 +106,46 @@ def from_name(name: str) -> Platform | None:
 def is_deviceless(name: str) -> bool:
     """Is ``name`` a Pushwoosh platform no device here can be on (see ``DEVICELESS``)?"""
     return normal_name(name) in DEVICELESS
+
+
+# -- the filter language's spelling: ``A("APP", ["IOS", "ANDROID"])`` ----------------------
+
+#: The name the filter language's canonical text (``targeting.render``) writes for each
+#: device type it names, as Pushwoosh's Python client writes them: upper case, macOS
+#: as ``OSX``, and two retired phones that are no ``Platform`` (no device is ever on
+#: them). The others (SMS, Xiaomi, WhatsApp) are written as numbers.
+FILTER_NAMES: dict[int, str] = {
+    Platform.IOS: "IOS",
+    Platform.BLACKBERRY: "BLACKBERRY",
+    Platform.ANDROID: "ANDROID",
+    4: "ASHA",
+    Platform.WINDOWS_PHONE: "WINDOWS_PHONE",
+    6: "BADA",
+    Platform.MACOS: "OSX",
+    Platform.WINDOWS: "WINDOWS",
+    Platform.AMAZON: "AMAZON",
+    Platform.SAFARI: "SAFARI",
+    Platform.CHROME: "CHROME",
+    Platform.FIREFOX: "FIREFOX",
+    Platform.INTERNET_EXPLORER: "INTERNET_EXPLORER",
+    Platform.HUAWEI: "HUAWEI",
+}
+
+#: Names a filter's platform list may use: ``FILTER_NAMES`` and a few spellings of our own.
+FILTER_CODES: dict[str, int] = {
+    **{name: int(code) for code, name in FILTER_NAMES.items()},
+    "WP": int(Platform.WINDOWS_PHONE),
+    "MACOS": int(Platform.MACOS),
+    "MAC": int(Platform.MACOS),
+    "IE": int(Platform.INTERNET_EXPLORER),
+    "HUAWEI_ANDROID": int(Platform.HUAWEI),
+}
+
+#: Device types a filter's platform list may give as numbers (ours).
+FILTER_NUMBERS: frozenset[int] = frozenset({*FILTER_NAMES, *ACCEPTED})
+
+
+def filter_code(name: str) -> int | None:
+    """The device type a filter's platform name stands for (any case; spaces or hyphens
+    for underscores), or None."""
+    return FILTER_CODES.get(name.strip().upper().replace(" ", "_").replace("-", "_"))

@@ -1,8 +1,8 @@
-"""Delivery statuses and the hourly counters they feed."""
+"""Statuses: a delivery's (and the hourly counters they feed) and a message's."""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class Status(IntEnum):
@@ -27,6 +27,23 @@ class Status(IntEnum):
 
 
 BY_LABEL: dict[str, Status] = {s.label: s for s in Status}
+
+
+class MessageStatus(StrEnum):
+    """A message's stage, stored as its value in ``messages.status`` and shown as it is
+    (messages:list, the dashboard, deleteMessage's refusal)."""
+
+    #: Due now: its dispatch jobs (or its audience's expansion) are waiting.
+    PENDING = "pending"
+    #: Due later (``send_date``, or local time in a zone not yet reached).
+    SCHEDULED = "scheduled"
+    #: Its first batch went to the gateways.
+    SENDING = "sending"
+    #: Every delivery ended (or there was nothing to send).
+    DONE = "done"
+    #: deleteMessage: what was not yet sent ended ``failed``/``Cancelled``.
+    CANCELLED = "cancelled"
+
 
 #: The hourly counter column each status increments (created counts nowhere).
 COUNTER_OF: dict[Status, str] = {

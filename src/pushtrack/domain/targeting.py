@@ -40,6 +40,8 @@ from lark.exceptions import (
     VisitError,
 )
 
+from pushtrack.domain.platforms import FILTER_NAMES, FILTER_NUMBERS, filter_code
+
 __all__ = [
     "OPERATORS",
     "Application",
@@ -157,56 +159,6 @@ def encode_node(node: Node) -> bytes:
 def decode_node(data: bytes | str) -> Node:
     """A tree stored by ``encode_node``."""
     return _decoder.decode(data)
-
-
-# -- platforms as the filter language names them ------------------------------------------
-
-#: Names in ``A(...)``'s platform list, as Pushwoosh's Python client writes them
-#: (upper case), with a few spellings of our own; matched case-insensitively.
-PLATFORM_CODES: dict[str, int] = {
-    "IOS": 1,
-    "BLACKBERRY": 2,
-    "ANDROID": 3,
-    "ASHA": 4,
-    "WINDOWS_PHONE": 5,
-    "WP": 5,
-    "BADA": 6,
-    "OSX": 7,
-    "MACOS": 7,
-    "MAC": 7,
-    "WINDOWS": 8,
-    "AMAZON": 9,
-    "SAFARI": 10,
-    "CHROME": 11,
-    "FIREFOX": 12,
-    "INTERNET_EXPLORER": 13,
-    "IE": 13,
-    "HUAWEI": 17,
-    "HUAWEI_ANDROID": 17,
-}
-#: The name ``render`` writes for each code (others are written as numbers).
-PLATFORM_NAMES: dict[int, str] = {
-    1: "IOS",
-    2: "BLACKBERRY",
-    3: "ANDROID",
-    4: "ASHA",
-    5: "WINDOWS_PHONE",
-    6: "BADA",
-    7: "OSX",
-    8: "WINDOWS",
-    9: "AMAZON",
-    10: "SAFARI",
-    11: "CHROME",
-    12: "FIREFOX",
-    13: "INTERNET_EXPLORER",
-    17: "HUAWEI",
-}
-#: Device-type codes accepted as numbers in a platform list (ours).
-PLATFORM_NUMBERS: frozenset[int] = frozenset({*PLATFORM_NAMES, 18, 19, 21})
-
-
-def platform_code(name: str) -> int | None:
-    return PLATFORM_CODES.get(name.strip().upper().replace(" ", "_").replace("-", "_"))
 
 
 # -- the filter language --------------------------------------------------------------------
@@ -339,11 +291,11 @@ class _Build(Transformer[Token, Node]):
                 continue
             if item.type == "INT":
                 number = int(item)
-                if number not in PLATFORM_NUMBERS:
+                if number not in FILTER_NUMBERS:
                     raise FilterSyntaxError(_column(item), f"unknown platform {number}")
                 codes.append(number)
                 continue
-            code = platform_code(_unquote(item))
+            code = filter_code(_unquote(item))
             if code is None:
                 raise FilterSyntaxError(_column(item), f"unknown platform {item!s}")
             codes.append(code)
@@ -573,14 +525,17 @@ def _render_operand(value: Operand) -> str:
     return _render_scalar(value)
 
 
+def _render_platform(code: int) -> str:
+    name = FILTER_NAMES.get(code)
+    return str(code) if name is None else _quote(name)
+
+
 def render(node: Node) -> str:
     """Canonical filter-language text: set operations always parenthesised."""
     if isinstance(node, Application):
         if node.platforms is None:
             return f"A({_quote(node.code)})"
-        names = ", ".join(
-            _quote(PLATFORM_NAMES[p]) if p in PLATFORM_NAMES else str(p) for p in node.platforms
-        )
+        names = ", ".join(_render_platform(p) for p in node.platforms)
         return f"A({_quote(node.code)}, [{names}])"
     if isinstance(node, TagCondition):
         head = f"AT({_quote(node.app)}, " if node.app is not None else "T("

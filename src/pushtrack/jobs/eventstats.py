@@ -8,7 +8,7 @@ from pushtrack.config import Settings
 from pushtrack.domain.events import AttributeFilter, matcher
 from pushtrack.domain.jobs import EventStatsParams, JobKind
 from pushtrack.domain.timeutil import HOUR_US, to_wire, window_start
-from pushtrack.jobs.runner import Done, Handler, Outcome
+from pushtrack.jobs.runner import Done, Handler, JobResult
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
 
@@ -26,7 +26,7 @@ def hourly_rows(counts: dict[int, int], start: int, end: int) -> list[dict[str, 
 def handler(settings: Settings, store: Store) -> Handler:
     """The ``event_stats`` job (``EventStatsParams``)."""
 
-    async def handle(job: Job) -> Outcome:
+    async def handle(job: Job) -> JobResult:
         p = job.params_as(EventStatsParams)
         filters = [AttributeFilter(a.name, a.operator, tuple(a.values)) for a in p.attributes]
         # only what is inside the retention window exists (the purge may lag behind)

@@ -16,7 +16,7 @@ import logging
 
 from pushtrack.config import Settings
 from pushtrack.domain.jobs import ExpandParams
-from pushtrack.jobs.runner import Done, Handler, Outcome
+from pushtrack.jobs.runner import Done, Handler, JobResult
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
 from pushtrack.store.messages import EXPAND
@@ -32,7 +32,7 @@ log = logging.getLogger("pushtrack.jobs")
 def handler(settings: Settings, store: Store) -> Handler:
     """The ``expand_audience`` job: params ``message_id``."""
 
-    async def handle(job: Job) -> Outcome:
+    async def handle(job: Job) -> JobResult:
         message_id = job.params_as(ExpandParams).message_id
         exp = await store.expansion.load(message_id)
         if exp is None:

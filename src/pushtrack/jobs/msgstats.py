@@ -17,7 +17,7 @@ from typing import Any
 from pushtrack.config import Settings
 from pushtrack.domain.jobs import JobKind, MsgStatsParams
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, US, to_wire, window_start
-from pushtrack.jobs.runner import Done, Handler, Outcome
+from pushtrack.jobs.runner import Done, Handler, JobResult
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
 from pushtrack.store.stats import MINUTE_US, Interval, Totals
@@ -112,7 +112,7 @@ def report(totals: Sequence[Totals], fmt: str) -> dict[str, Any]:
 def handler(settings: Settings, store: Store) -> Handler:
     """The ``msg_stats`` job: params ``message_id``."""
 
-    async def handle(job: Job) -> Outcome:
+    async def handle(job: Job) -> JobResult:
         message_id = job.params_as(MsgStatsParams).message_id
         since = window_start(store.clock(), settings.retention_days)
         span = await store.stats.activity_span(message_id, since)

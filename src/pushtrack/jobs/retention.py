@@ -16,7 +16,7 @@ from pathlib import Path
 from pushtrack.config import Settings
 from pushtrack.domain.jobs import JobKind
 from pushtrack.domain.timeutil import HOUR_US, to_wire, window_start
-from pushtrack.jobs.runner import Handler, Later, Outcome
+from pushtrack.jobs.runner import Handler, JobResult, Later
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
 from pushtrack.store.retention import PurgeReport
@@ -58,7 +58,7 @@ async def ensure_scheduled(store: Store) -> None:
 
 
 def handler(settings: Settings, store: Store) -> Handler:
-    async def handle(job: Job) -> Outcome:
+    async def handle(job: Job) -> JobResult:
         try:
             report = await purge(store, settings)
         except Exception:

@@ -2,9 +2,9 @@
 
 Each claimed job runs under a lease that a heartbeat renews; if the lease is
 lost (the job was cancelled, or this worker stalled past it and another took
-over) the handler is cancelled. A handler returns ``Done`` (with a result),
-``Later`` (hand the job back, due at a time) or raises: then the job is tried
-again with backoff until ``max_attempts``, and marked failed after that.
+over) the handler is cancelled. A handler returns a ``JobResult``: ``Done`` (with
+a result) or ``Later`` (hand the job back, due at a time); or it raises: then the
+job is tried again with backoff until ``max_attempts``, and marked failed after that.
 On shutdown the worker stops claiming, cancels running handlers and hands
 their jobs back at once, so another worker resumes them without waiting for
 the lease to run out. Handlers must therefore be safe to run again from the
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushtrack.store import Store
-from pushtrack.store.jobs import DONE, FAILED, Job
+from pushtrack.store.jobs import Job, JobState
 
 log = logging.getLogger("pushtrack.jobs")
 
@@ -39,7 +39,8 @@ class Later:
     run_at: int  # microseconds UTC
 
 
-Outcome = Done | Later
+#: What a handler returns: the job is done, or handed back until a time.
+JobResult = Done | Later
 
 
 class JobError(Exception):
@@ -53,7 +54,7 @@ def public_reason(exc: BaseException) -> str:
     return "internal error (the service log has the details)"
 
 
-Handler = Callable[[Job], Awaitable[Outcome]]
+Handler = Callable[[Job], Awaitable[JobResult]]
 
 
 def worker_id() -> str:
@@ -154,16 +155,16 @@ class Worker:
     async def _run_one(self, job: Job) -> None:
         beat = asyncio.create_task(self._heartbeat(job))
         try:
-            outcome = await self.handlers[job.kind](job)
+            result = await self.handlers[job.kind](job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any handler fault is one failed attempt
             await self._failed_attempt(job, exc)
         else:
-            if isinstance(outcome, Later):
-                await self.store.jobs.reschedule(job.id, self.owner, outcome.run_at)
+            if isinstance(result, Later):
+                await self.store.jobs.reschedule(job.id, self.owner, result.run_at)
             else:
-                await self.store.jobs.finish(job.id, self.owner, DONE, outcome.result)
+                await self.store.jobs.finish(job.id, self.owner, JobState.DONE, result.result)
         finally:
             beat.cancel()
             self._running.pop(job.id, None)
@@ -172,9 +173,8 @@ class Worker:
     async def _failed_attempt(self, job: Job, exc: Exception) -> None:
         if job.attempts >= self.max_attempts:
             log.error("job %s (%s) failed for good: %s", job.request_id, job.kind, exc)
-            await self.store.jobs.finish(
-                job.id, self.owner, FAILED, {"error": str(exc), "reason": public_reason(exc)}
-            )
+            why = {"error": str(exc), "reason": public_reason(exc)}
+            await self.store.jobs.finish(job.id, self.owner, JobState.FAILED, why)
             return
         delay = min(300.0, self.backoff_seconds * 2.0 ** (job.attempts - 1))
         delay *= 0.5 + random.random()

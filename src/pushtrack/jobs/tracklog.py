@@ -32,7 +32,7 @@ from pushtrack.config import Settings
 from pushtrack.domain.jobs import JobKind, TrackingLogParams
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, parse_day, to_wire, window_start
-from pushtrack.jobs.runner import Done, Handler, JobError, Outcome
+from pushtrack.jobs.runner import Done, Handler, JobError, JobResult
 from pushtrack.store import Store
 from pushtrack.store.exports import FileRecord, TrackQuery, TrackRow
 from pushtrack.store.jobs import Job
@@ -240,7 +240,7 @@ def handler(settings: Settings, store: Store) -> Handler:
     """The ``tracking_log`` job: params ``date``, ``application`` (or null), ``apps`` (or null)."""
     directory = Path(settings.files_dir).absolute()
 
-    async def handle(job: Job) -> Outcome:
+    async def handle(job: Job) -> JobResult:
         assert job.account is not None
         p = job.params_as(TrackingLogParams)
         day, app_code, apps = p.date, p.application, p.apps

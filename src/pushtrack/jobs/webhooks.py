@@ -35,7 +35,7 @@ from pushtrack.config import Settings
 from pushtrack.delivery import outbound
 from pushtrack.domain.jobs import WebhookParams
 from pushtrack.domain.status import Status
-from pushtrack.jobs.runner import Done, Handler, Later, Outcome
+from pushtrack.jobs.runner import Done, Handler, JobResult, Later
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
 from pushtrack.store.stream import Filter, Page, StreamRow, encode
@@ -226,7 +226,7 @@ class Sender:
         if not 200 <= status < 300:
             raise PostError(f"answered {status}")
 
-    async def handle(self, job: Job) -> Outcome:
+    async def handle(self, job: Job) -> JobResult:
         hook = await self.store.webhooks.get(job.params_as(WebhookParams).webhook_id)
         if hook is None:
             return Done()  # removed

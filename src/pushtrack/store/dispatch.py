@@ -25,7 +25,13 @@ import msgspec
 
 from pushtrack.domain import codes
 from pushtrack.domain.jobs import JobKind
-from pushtrack.domain.status import COUNTER_OF, DESC_CANCELLED, DESC_UNSUBSCRIBED, Status
+from pushtrack.domain.status import (
+    COUNTER_OF,
+    DESC_CANCELLED,
+    DESC_UNSUBSCRIBED,
+    MessageStatus,
+    Status,
+)
 from pushtrack.store.base import ConflictError, Engine, Tx
 from pushtrack.store.tracking import tracking_key
 from pushtrack.store.tx import COUNTER_SHARDS, COUNTER_TABLES, bump_counts, dumps, loads
@@ -34,6 +40,20 @@ _SENT, _CREATED = int(Status.SENT), int(Status.CREATED)
 
 #: A throttled message sends in bursts of this many seconds' worth of its rate.
 RATE_WINDOW_US = 250_000
+
+_M = MessageStatus
+#: A message's first batch goes out: it is sending (unless it ended or was cancelled).
+_TO_SENDING = (
+    f"UPDATE messages SET status = '{_M.SENDING}' WHERE id = ?"
+    f" AND status IN ('{_M.PENDING}', '{_M.SCHEDULED}')"
+)
+#: A message none of whose deliveries is left to send (and whose audience is expanded) is
+#: done.
+_TO_DONE = (
+    f"UPDATE messages SET status = '{_M.DONE}' WHERE id = ? AND status IN"
+    f" ('{_M.PENDING}', '{_M.SCHEDULED}', '{_M.SENDING}') AND expand_after IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ? AND state IN (?, ?))"
+)
 
 
 class Due(msgspec.Struct, frozen=True):
@@ -237,7 +257,7 @@ def start_batch(
     msg = tx.one("SELECT app_id, status FROM messages WHERE id = ?", (message_id,))
     if msg is None:
         return _Started(None, [], b"")
-    if msg[1] == "cancelled":
+    if msg[1] == MessageStatus.CANCELLED:
         cancel_rest(tx, message_id=message_id, first=first, last=last)
         return _Started(Batch(msg[0], message_id, msg[1], [], {}, None), [], b"")
     now = tx.now()
@@ -284,11 +304,7 @@ def start_batch(
             due = due[:taken]
             next_due = slot if next_due is None else min(next_due, slot)
     if due:
-        tx.run(
-            "UPDATE messages SET status = 'sending' WHERE id = ? AND status IN ('pending',"
-            " 'scheduled')",
-            (message_id,),
-        )
+        tx.run(_TO_SENDING, (message_id,))
         mark_sent(
             tx, message_id=message_id, first=first, last=due[-1][0], now=now,
             held_platforms={r[2] for r in held},
@@ -697,12 +713,7 @@ def finish_message(tx: Tx, *, message_id: int) -> str:
     is not done, whatever its deliveries so far.
     """
     lock_message(tx, message_id)
-    tx.run(
-        "UPDATE messages SET status = 'done' WHERE id = ? AND status IN ('pending', 'scheduled',"
-        " 'sending') AND expand_after IS NULL AND NOT EXISTS (SELECT 1 FROM deliveries"
-        " WHERE message_id = ? AND state IN (?, ?))",
-        (message_id, message_id, _CREATED, _SENT),
-    )
+    tx.run(_TO_DONE, (message_id, message_id, _CREATED, _SENT))
     row = tx.one("SELECT status FROM messages WHERE id = ?", (message_id,))
     return str(row[0]) if row else "unknown"
 

@@ -10,6 +10,7 @@ SQLite has one writer at a time, so a plain guarded UPDATE is enough.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from functools import partial
 from typing import Any, TypeVar
 
@@ -20,7 +21,19 @@ from pushtrack.domain.jobs import Params, encode
 from pushtrack.store.base import Engine, Tx
 from pushtrack.store.tx import account_id, dumps, loads
 
-PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
+
+class JobState(StrEnum):
+    """A job's state, stored as its value in ``jobs.state``."""
+
+    PENDING = "pending"  # waiting until ``run_at``
+    RUNNING = "running"  # claimed: a worker holds its lease
+    DONE = "done"
+    FAILED = "failed"  # gave up after ``max_attempts``
+    CANCELLED = "cancelled"  # its message was deleted
+
+
+#: The values the statements below bind (plain text, as the drivers bind fastest).
+PENDING, RUNNING = JobState.PENDING.value, JobState.RUNNING.value
 
 P = TypeVar("P", bound=Params)
 
@@ -31,7 +44,7 @@ class Job(msgspec.Struct, frozen=True):
     kind: str
     account: str | None
     params: dict[str, Any]
-    state: str
+    state: JobState
     result: Any
     attempts: int
     run_at: int
@@ -58,7 +71,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         kind=row[2],
         account=row[3],
         params=loads(row[4]),
-        state=row[5],
+        state=JobState(row[5]),
         result=loads(row[6]),
         attempts=row[7],
         run_at=row[8],
@@ -191,13 +204,13 @@ def heartbeat(tx: Tx, *, job_id: int, owner: str, lease_us: int) -> bool:
     )
 
 
-def finish(tx: Tx, *, job_id: int, owner: str, state: str, result: Any = None) -> bool:
+def finish(tx: Tx, *, job_id: int, owner: str, state: JobState, result: Any = None) -> bool:
     return (
         tx.run(
             "UPDATE jobs SET state = ?, result = ?, lease_owner = NULL, lease_until = NULL,"
             " updated_at = ? WHERE id = ? AND lease_owner = ? AND state = ?",
             (
-                state,
+                state.value,
                 dumps(result) if result is not None else None,
                 tx.now(),
                 job_id,
@@ -300,7 +313,7 @@ class JobStore:
             partial(heartbeat, job_id=job_id, owner=owner, lease_us=int(lease_seconds * 1e6))
         )
 
-    async def finish(self, job_id: int, owner: str, state: str, result: Any = None) -> bool:
+    async def finish(self, job_id: int, owner: str, state: JobState, result: Any = None) -> bool:
         return await self.engine.write(
             partial(finish, job_id=job_id, owner=owner, state=state, result=result)
         )

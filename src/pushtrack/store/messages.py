@@ -28,6 +28,7 @@ from pushtrack.domain.status import (
     DESC_NOT_IN_AUDIENCE,
     DESC_UNKNOWN_DEVICE,
     DESC_UNSUBSCRIBED,
+    MessageStatus,
     Status,
 )
 from pushtrack.domain.targeting import Node
@@ -165,11 +166,11 @@ def _plan_explicit(tx: Tx, app: App, plan: MessagePlan, now: int) -> Planned:
     return plan_deliveries(now, plan.send_at, plan.local_time, targets, plan.notification, left_out)
 
 
-def _initial_status(now: int, send_at: int, built: Built) -> str:
+def _initial_status(now: int, send_at: int, built: Built) -> MessageStatus:
     if not built.to_send:
-        return "done"  # nothing to send: every delivery (if any) already ended
+        return MessageStatus.DONE  # nothing to send: every delivery (if any) already ended
     run_at = max(now, send_at) if built.first_due is None else built.first_due
-    return "scheduled" if run_at > now else "pending"
+    return MessageStatus.SCHEDULED if run_at > now else MessageStatus.PENDING
 
 
 def audience_filter(
@@ -230,7 +231,7 @@ def _create_audience_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCrea
     now = tx.now()
     (message_id,) = tx.new_ids("messages", 1)
     code = codes.message_code()
-    status = "scheduled" if plan.send_at > now else "pending"
+    status = MessageStatus.SCHEDULED if plan.send_at > now else MessageStatus.PENDING
     _insert_message(tx, app, plan, message_id, code, status, 0, 0)
     jobs.enqueue(
         tx,
@@ -249,7 +250,7 @@ def _insert_message(
     plan: MessagePlan,
     message_id: int,
     code: str,
-    status: str,
+    status: MessageStatus,
     deliveries: int,
     expand_after: int | None,
 ) -> None:
@@ -269,7 +270,7 @@ def _insert_message(
             plan.campaign,
             dumps(plan.notification),
             plan.send_at,
-            status,
+            status.value,
             deliveries,
             tx.now(),
             targeting,
@@ -503,8 +504,8 @@ def _enqueue_dispatch(tx: Tx, message_id: int, delivery_ids: Sequence[int], run_
         part = delivery_ids[start : start + DISPATCH_CHUNK]
         params = DispatchParams(message_id=message_id, first=part[0], last=part[-1])
         rows.append(
-            (codes.request_id(), JobKind.DISPATCH, None, encode(params), "pending", run_at, now,
-             now, message_id)
+            (codes.request_id(), JobKind.DISPATCH, None, encode(params), jobs.PENDING, run_at,
+             now, now, message_id)
         )  # fmt: skip
     tx.many(
         "INSERT INTO jobs (request_id, kind, account_id, params, state, run_at, created_at,"
@@ -557,7 +558,7 @@ def delete_message(tx: Tx, account: str, apps: frozenset[str] | None, code: str)
         " AND kind IN ('dispatch', ?) AND state IN ('pending', 'running')",
         (tx.now(), message_id, EXPAND),
     )
-    return "cancelled"
+    return MessageStatus.CANCELLED
 
 
 # -- reading the trail --------------------------------------------------------------------
