@@ -245,6 +245,7 @@ def test_a_paused_gateway_holds_new_deliveries_back_without_saying_sent(
     _, (short,) = send(svc, ["q"], content="z", ios_ttl=1)
     work(svc, seconds=1, retry_window_seconds=3600, gateway_probe_seconds=30)
     [created, (action, description)] = trail(svc, short)
+    assert created == ("created", "Created")
     assert action == "failed"
     assert description.startswith("Gateway paused: InvalidProviderToken (gave up while")
     assert svc.db.rows("SELECT attempts FROM deliveries WHERE hwid = 'q'") == [(0,), (0,)]
