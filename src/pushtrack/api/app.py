@@ -27,9 +27,9 @@ from pushtrack.api import (
     files,
     filters,
     health,
+    message_log,
     messages,
     openapi,
-    stats,
     tags,
     targeted,
     tracking,
@@ -100,7 +100,9 @@ JSON13: dict[str, Method[Any]] = {
 }
 
 V2: dict[str, Method[Any]] = {
-    "statistics/getMessageLog": Method(stats.GetMessageLog, stats.get_message_log, server=True),
+    "statistics/getMessageLog": Method(
+        message_log.GetMessageLog, message_log.get_message_log, server=True
+    ),
     "statistics/messages/totalsByIntervals": Method(
         v2stats.TotalsByIntervals, v2stats.totals_by_intervals, server=True
     ),
