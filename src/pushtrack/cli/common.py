@@ -61,19 +61,26 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def with_store(
-    database: str | None, fn: Callable[[Store], Awaitable[T]], *, create: bool = False
-) -> T:
-    """Run ``fn`` on the store; a SQLite file that does not exist is refused unless
-    ``create`` (a mistyped path must not look like an empty service)."""
-    settings = load_settings(database)
-    if not create and settings.database.startswith("sqlite:"):
+def require_database(settings: config.Settings) -> None:
+    """Refuse a SQLite file that does not exist, before anything is made beside it: a
+    mistyped path must not look like an empty service. (Opening the store makes it.)"""
+    if settings.database.startswith("sqlite:"):
         path = Path(sqlite_path(settings.database))
         if not path.exists():
             fail(
                 f"database: {path} does not exist (pushtrack serve or pushtrack app create"
                 " makes it; check --database or PUSHTRACK_DATABASE)"
             )
+
+
+def with_store(
+    database: str | None, fn: Callable[[Store], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run ``fn`` on the store; a SQLite file that does not exist is refused unless
+    ``create`` (``require_database``)."""
+    settings = load_settings(database)
+    if not create:
+        require_database(settings)
 
     async def run() -> T:
         store = open_store(settings.database)

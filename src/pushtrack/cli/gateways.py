@@ -17,6 +17,7 @@ from pushtrack.cli.common import (
     emit,
     fail,
     load_settings,
+    require_database,
     with_store,
 )
 from pushtrack.domain.platforms import Platform, from_name
@@ -102,8 +103,10 @@ def set_gateway(
     except ValueError as exc:
         fail(str(exc))
     if plain_fields(kind, config):
+        settings = load_settings(database)
+        require_database(settings)  # before a key file is made beside a mistyped path
         try:
-            sealer = Sealer.load(load_settings(database), create=True)
+            sealer = Sealer.load(settings, create=True)
         except (SealingError, OSError) as exc:
             fail(str(exc))
         if sealer is None:

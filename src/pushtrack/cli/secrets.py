@@ -6,7 +6,15 @@ from typing import Any
 
 import typer
 
-from pushtrack.cli.common import AsJson, Database, emit, fail, load_settings, with_store
+from pushtrack.cli.common import (
+    AsJson,
+    Database,
+    emit,
+    fail,
+    load_settings,
+    require_database,
+    with_store,
+)
 from pushtrack.sealing import Sealer, SealingError, is_sealed, new_key, plain_fields, unseal
 from pushtrack.store import Store
 
@@ -26,6 +34,7 @@ def seal(database: Database = None, as_json: AsJson = False) -> None:
 
     Put a new key in front of the old ones, then run this to move every key to it."""
     settings = load_settings(database)
+    require_database(settings)  # before a key file is made beside a mistyped path
     try:
         sealer = Sealer.load(settings, create=True)
     except (SealingError, OSError) as exc:

@@ -14,6 +14,7 @@ from pushtrack.cli.common import (
     emit,
     fail,
     load_settings,
+    require_database,
     with_store,
 )
 from pushtrack.store.base import StoreError
@@ -99,6 +100,7 @@ def worker(
         retention_days=retention_days,
         log_format=log_format,
     )
+    require_database(settings)  # serve makes the database, a worker only joins it
     try:
         run_worker(settings, announce=lambda data, text: emit(as_json, data, text))
     except StoreError as exc:

@@ -23,6 +23,7 @@ from pushtrack.cli.common import (
     emit,
     fail,
     load_settings,
+    require_database,
     with_store,
 )
 from pushtrack.delivery import outbound
@@ -234,6 +235,7 @@ def tail(
 ) -> None:
     """Print the trail's events as they happen (one JSON object a line with --json)."""
     settings = load_settings(database)
+    require_database(settings)
     try:
         wanted = event_filter(
             account, None, application=app, hwids=hwid or [], message=message, statuses=status or []
