@@ -21,7 +21,11 @@ from bench.procs import BIN
 RATE = 97  # samples per second (prime, so it does not beat against periodic work)
 TOP = 6
 #: The frames every sample of the main thread starts with: no news in a profile.
-ENTRY_POINTS = ("(pushtrack/cli.py)", "(pushtrack/server.py)")
+ENTRY_POINTS = (
+    "(pushtrack/cli/__init__.py)",
+    "(pushtrack/cli/serve.py)",
+    "(pushtrack/server.py)",
+)
 #: Innermost frames that mean a thread is waiting, not working (py-spy's idle
 #: detection misses some of them when it does not pause the target).
 IDLE = (

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.cli.test_gateways import PUSHTRACK, cli
 from tests.support import free_port, rss_kb
-from tests.test_cli_gateways import PUSHTRACK, cli
 
 SECONDS = float(os.environ.get("PUSHTRACK_SOAK_SECONDS", "60"))
 DEVICES = [f"soak-{i:03d}" for i in range(200)]

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pushtrack.api import stats
+from pushtrack.api import message_log
 from pushtrack.domain.codes import MESSAGE_CODE_RE, TRACKING_CODE_RE
 from tests.support import Service
 
@@ -642,17 +642,17 @@ def test_a_large_page_is_encoded_while_other_requests_are_answered(
 ) -> None:
     """A large page is encoded off the event loop: a small request sent while the large
     page is being encoded is answered before it."""
-    big = svc.send(devices=[f"ghost-{i}" for i in range(stats.INLINE_ROWS + 20)])
+    big = svc.send(devices=[f"ghost-{i}" for i in range(message_log.INLINE_ROWS + 20)])
     small = svc.send(devices=["ghost-x"])
     encoding = threading.Event()
     answered = threading.Event()
 
     def hold(rows: int) -> None:
-        if rows > stats.INLINE_ROWS:  # the large page waits here until the small is answered
+        if rows > message_log.INLINE_ROWS:  # the large page waits here until the small is answered
             encoding.set()
             answered.wait(30)
 
-    monkeypatch.setattr(stats, "before_encoding", hold)
+    monkeypatch.setattr(message_log, "before_encoding", hold)
     done: list[str] = []
     pages: dict[str, Any] = {}
 
@@ -680,5 +680,5 @@ def test_a_large_page_is_encoded_while_other_requests_are_answered(
     assert resp.status_code == 200
     assert [r["hwid"] for r in resp.json()["data"]][:1] == ["ghost-x"]
     rows = pages["large"]["data"]
-    assert {r["hwid"] for r in rows} == {f"ghost-{i}" for i in range(stats.INLINE_ROWS + 20)}
+    assert {r["hwid"] for r in rows} == {f"ghost-{i}" for i in range(message_log.INLINE_ROWS + 20)}
     assert pages["large"]["pagination_token"] is None

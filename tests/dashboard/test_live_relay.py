@@ -23,7 +23,7 @@ from pushtrack import config
 from pushtrack.api import auth
 from pushtrack.api.app import create_app
 from pushtrack.api.context import Context
-from pushtrack.api.stats import encode_cursor
+from pushtrack.api.message_log import encode_cursor
 from pushtrack.domain import codes
 from pushtrack.domain.timeutil import now_us
 from pushtrack.store import open_store

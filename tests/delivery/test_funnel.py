@@ -18,10 +18,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import pushtrack.cli_devices
-import pushtrack.cli_exports
 from pushtrack import config
-from pushtrack.cli import cli
+from pushtrack.cli.root import cli
 from pushtrack.worker import build_worker
 from tests.delivery._support import apns_token
 from tests.exports._support import Clock, clocked_service, tracking_log
@@ -31,7 +29,6 @@ from tests.support import Service, run, service
 SETTINGS = {"max_attempts": 3, "retry_backoff_seconds": 0.05, "worker_lease_seconds": 5}
 DEAD = "devices/deadTokens"
 runner = CliRunner()
-assert pushtrack.cli_devices.devices_cli is not None
 
 
 @pytest.fixture

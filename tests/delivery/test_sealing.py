@@ -12,10 +12,10 @@ import pytest
 from pushtrack import config
 from pushtrack.sealing import Sealer, SealingError, new_key, unseal
 from pushtrack.worker import build_worker
+from tests.cli.test_gateways import cli
 from tests.delivery._support import apns_token
 from tests.gateways import ApnsServer
 from tests.support import run, service
-from tests.test_cli_gateways import cli
 
 
 def test_set_gateway_seals_the_key_and_the_worker_sends_with_it(

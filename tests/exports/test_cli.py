@@ -10,8 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-import pushtrack.cli_exports  # noqa: F401 - registers the commands on `cli`
-from pushtrack.cli import cli
+from pushtrack.cli.root import cli
 from pushtrack.domain.timeutil import DAY_US, now_us, to_wire
 from tests.support import Service
 

@@ -23,16 +23,16 @@ from pushtrack.api import (
     deadtokens,
     devices,
     envelope,
-    events,
+    eventstats,
     files,
     filters,
     health,
+    message_log,
     messages,
     openapi,
-    stats,
+    scheduled,
     tags,
     targeted,
-    tracking,
     v2stats,
     webhooks,
 )
@@ -87,20 +87,22 @@ JSON13: dict[str, Method[Any]] = {
     "listFilters": Method(filters.ListFilters, filters.list_filters, server=True),
     "deleteFilter": Method(filters.DeleteFilter, filters.delete_filter, server=True),
     "getEventStatistics": Method(
-        events.GetEventStatistics, events.get_event_statistics, server=True
+        eventstats.GetEventStatistics, eventstats.get_event_statistics, server=True
     ),
     "createMessage": Method(messages.CreateMessage, messages.create_message, server=True),
     "createTargetedMessage": Method(
         targeted.CreateTargetedMessage, targeted.create_targeted_message, server=True
     ),
     "deleteMessage": Method(messages.DeleteMessage, messages.delete_message, server=True),
-    "getTrackingLog": Method(tracking.GetTrackingLog, tracking.get_tracking_log, server=True),
-    "getResults": Method(tracking.GetResults, tracking.get_results, server=True),
-    "getMsgStats": Method(tracking.GetMsgStats, tracking.get_msg_stats, server=True),
+    "getTrackingLog": Method(scheduled.GetTrackingLog, scheduled.get_tracking_log, server=True),
+    "getResults": Method(scheduled.GetResults, scheduled.get_results, server=True),
+    "getMsgStats": Method(scheduled.GetMsgStats, scheduled.get_msg_stats, server=True),
 }
 
 V2: dict[str, Method[Any]] = {
-    "statistics/getMessageLog": Method(stats.GetMessageLog, stats.get_message_log, server=True),
+    "statistics/getMessageLog": Method(
+        message_log.GetMessageLog, message_log.get_message_log, server=True
+    ),
     "statistics/messages/totalsByIntervals": Method(
         v2stats.TotalsByIntervals, v2stats.totals_by_intervals, server=True
     ),

@@ -29,7 +29,7 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pushtrack.api import auth, envelope, messages, stats, tracking
+from pushtrack.api import auth, envelope, message_log, messages, scheduled
 from pushtrack.api.context import Call, Context
 from pushtrack.api.errors import AuthError, ForbiddenError, PushtrackError
 from pushtrack.dashboard import session as sess
@@ -549,9 +549,9 @@ class Dashboard:
         if after:
             fields["pagination_token"] = after
         fields["limit"] = limit or TIMELINE_ROWS
-        request = envelope.convert(fields, stats.GetMessageLog)
-        rows, token = await stats.log_page(call, request)
-        return [msgspec.structs.asdict(e) for e in stats.log_entries(rows)], token, note
+        request = envelope.convert(fields, message_log.GetMessageLog)
+        rows, token = await message_log.log_page(call, request)
+        return [msgspec.structs.asdict(e) for e in message_log.log_entries(rows)], token, note
 
     async def trail_json(self, request: Request, viewer: Viewer) -> Response:
         """One delivery's statuses (the test-push page watches them)."""
@@ -573,9 +573,9 @@ class Dashboard:
             try:
                 body = envelope.convert(
                     {"date": form.get("date") or today, "application": app.code},
-                    tracking.GetTrackingLog,
+                    scheduled.GetTrackingLog,
                 )
-                out = await tracking.get_tracking_log(call, body)
+                out = await scheduled.get_tracking_log(call, body)
             except PushtrackError as exc:
                 return self.render(
                     request,
@@ -605,8 +605,10 @@ class Dashboard:
         _, app = await self.app_of(request, viewer, "getResults")
         call = Call(self.ctx, "getResults", viewer.token)
         try:
-            body = envelope.convert({"request_id": request.path_params["rid"]}, tracking.GetResults)
-            out = await tracking.get_results(call, body)
+            body = envelope.convert(
+                {"request_id": request.path_params["rid"]}, scheduled.GetResults
+            )
+            out = await scheduled.get_results(call, body)
         except PushtrackError:
             raise NotFound from None
         if not isinstance(out, dict):

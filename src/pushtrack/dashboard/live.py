@@ -23,7 +23,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.routing import Match
 
-from pushtrack.api import stats
+from pushtrack.api import message_log
 from pushtrack.api.context import Context
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain.status import BY_LABEL
@@ -104,7 +104,7 @@ class Live:
     ) -> AsyncIterator[bytes]:
         f = self.filters(request)
         try:
-            cursor = stats.decode_cursor(after) if after else None
+            cursor = message_log.decode_cursor(after) if after else None
         except ArgumentError:
             cursor = None
         if cursor is None:
@@ -128,7 +128,7 @@ class Live:
             )
             for row in rows:
                 cursor = (row.ts, row.event_id)
-                event_id = stats.encode_cursor(*cursor)
+                event_id = message_log.encode_cursor(*cursor)
                 event = msgspec.structs.asdict(delivery_event(row))
                 yield _frame(
                     event_id, row.status.label, msgspec.json.encode({"id": event_id, **event})

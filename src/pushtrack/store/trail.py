@@ -2,7 +2,7 @@
 
 ``delivery_event`` turns a row of the trail (``LogRow``, as ``message_log`` reads
 it) into the fields every consumer of outcomes shows: webhooks, the event stream,
-the CLI's timeline; getMessageLog's rows (``api/stats.py`` ``LogEntry``, encoded in
+the CLI's timeline; getMessageLog's rows (``api/message_log.py`` ``LogEntry``, encoded in
 one pass for speed) carry the same fields under the names of its answer.
 """
 

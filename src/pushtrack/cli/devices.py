@@ -11,17 +11,15 @@ import typer
 
 from pushtrack.api.deadtokens import entry, parse_since
 from pushtrack.api.errors import ArgumentError
-from pushtrack.cli import (
+from pushtrack.cli.common import (
     Account,
     AsJson,
     Database,
     RetentionDays,
-    _emit,
-    _fail,
-    _settings,
-    _with_store,
-    app_cli,
-    cli,
+    emit,
+    fail,
+    load_settings,
+    with_store,
 )
 from pushtrack.domain.platforms import name_of
 from pushtrack.domain.timeutil import to_wire, window_start
@@ -30,14 +28,16 @@ from pushtrack.store.base import ConflictError, DeviceView, LogQuery, LogRow
 from pushtrack.store.deadtokens import DeadToken
 from pushtrack.store.trail import DeliveryEvent, delivery_event
 
-devices_cli = typer.Typer(help="Devices across applications.", no_args_is_help=True)
-cli.add_typer(devices_cli, name="devices")
+#: ``pushtrack app device`` (root.py adds it to the ``app`` group).
+app_commands = typer.Typer()
+#: ``pushtrack devices``.
+group = typer.Typer(help="Devices across applications.", no_args_is_help=True)
 
 #: Entries read per round trip while listing the ledger.
 _PAGE = 1000
 
 
-@app_cli.command("device")
+@app_commands.command("device")
 def show_device(
     code: str,
     hwid: str,
@@ -56,9 +56,9 @@ def show_device(
     as_json: AsJson = False,
 ) -> None:
     """Show a device of an application: its registration, badge and last open."""
-    settings = _settings(database, retention_days=retention_days)
+    settings = load_settings(database, retention_days=retention_days)
     if trail < 0:
-        _fail("--trail must be 0 or more")
+        fail("--trail must be 0 or more")
 
     async def lookup(store: Store) -> tuple[DeviceView, list[DeliveryEvent]]:
         for app in await store.list_apps(account):
@@ -90,7 +90,7 @@ def show_device(
                 return [delivery_event(r) for r in rows]
             q = msgspec.structs.replace(q, after=(page[-1].ts, page[-1].event_id))
 
-    d, events = _with_store(database, lookup)
+    d, events = with_store(database, lookup)
     platform = name_of(d.device_type)
     data: dict[str, Any] = {
         "hwid": d.hwid,
@@ -112,7 +112,7 @@ def show_device(
     if trail:
         data["trail"] = [msgspec.to_builtins(e) for e in events]
         text += "\n" + "\n".join(_event_line(e) for e in events)
-    _emit(as_json, data, text)
+    emit(as_json, data, text)
 
 
 def _event_line(e: DeliveryEvent) -> str:
@@ -130,7 +130,7 @@ def _event_line(e: DeliveryEvent) -> str:
     )
 
 
-@devices_cli.command("dead")
+@group.command("dead")
 def dead_devices(
     app: Annotated[
         str | None,
@@ -151,11 +151,11 @@ def dead_devices(
 ) -> None:
     """List the dead-token ledger: devices a gateway's answer unsubscribed (token masked,
     reason, when, and the message that found it), oldest first."""
-    settings = _settings(database, retention_days=retention_days)
+    settings = load_settings(database, retention_days=retention_days)
     try:
         after = parse_since(since, "--since") if since is not None else None
     except ArgumentError as exc:
-        _fail(exc.message)
+        fail(exc.message)
 
     async def run(store: Store) -> list[DeadToken]:
         if app is not None and app not in {a.code for a in await store.list_apps(account)}:
@@ -173,9 +173,9 @@ def dead_devices(
                 return found
             position = (page[-1].found_at, page[-1].id)
 
-    rows = [entry(t) for t in _with_store(database, run)]
+    rows = [entry(t) for t in with_store(database, run)]
     if as_json:
-        _emit(True, rows, "")
+        emit(True, rows, "")
         return
     lines = [
         "  ".join(
@@ -192,4 +192,4 @@ def dead_devices(
         for r in rows
     ]
     lines.append(f"{len(rows):,} dead token{'' if len(rows) == 1 else 's'}")
-    _emit(False, None, "\n".join(lines))
+    emit(False, None, "\n".join(lines))

@@ -21,17 +21,16 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pushtrack.cli import (
+from pushtrack.cli.common import (
     Account,
     AsJson,
     Database,
-    _emit,
-    _fail,
-    _settings,
-    _with_store,
-    cli,
     console,
+    emit,
     err,
+    fail,
+    load_settings,
+    with_store,
 )
 from pushtrack.domain.platforms import name_of
 from pushtrack.domain.status import COUNTERS
@@ -40,6 +39,8 @@ from pushtrack.jobs import retention
 from pushtrack.jobs.tracklog import ExportResult, csv_name, day_query, export_to_file
 from pushtrack.store import Store
 from pushtrack.store.stats import Totals
+
+commands = typer.Typer()
 
 #: Counters shown in red in the stats table.
 _RED = frozenset({"errors"})
@@ -62,7 +63,7 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed:,.0f} rows/s" if speed else "… rows/s", style="cyan")
 
 
-@cli.command()
+@commands.command()
 def export(
     date: Annotated[str, typer.Option("--date", help="The UTC day, YYYY-MM-DD.")],
     app: Annotated[str | None, typer.Option("--app", help="Only this application.")] = None,
@@ -76,27 +77,27 @@ def export(
     as_json: AsJson = False,
 ) -> None:
     """Write one day's tracking log as a ZIP holding one CSV (the getTrackingLog format)."""
-    settings = _settings(database, retention_days=retention_days)
+    settings = load_settings(database, retention_days=retention_days)
     try:
         day = to_wire(parse_day(date))[:10]
     except ValueError:
-        _fail(f'--date: expected "YYYY-MM-DD", got {date!r}')
+        fail(f'--date: expected "YYYY-MM-DD", got {date!r}')
     path = output or Path(f"tracking_log_{day}.zip")
 
     async def run(store: Store) -> tuple[ExportResult, float]:
         now = store.clock()
         start = parse_day(day)
         if start > day_of(now):
-            _fail(f"--date: {day} is in the future (today is {to_wire(now)[:10]} UTC)")
+            fail(f"--date: {day} is in the future (today is {to_wire(now)[:10]} UTC)")
         if start + DAY_US <= window_start(now, settings.retention_days):
-            _fail(
+            fail(
                 f"--date: {day} is outside the retention window of"
                 f" {settings.retention_days} days: no tracking data is kept for it"
             )
         if app is not None:
             found = await store.get_app(app)
             if found is None or found.account != account:
-                _fail(f"no application {app} in account {account!r}")
+                fail(f"no application {app} in account {account!r}")
         query = day_query(
             account, day, now=now, retention_days=settings.retention_days, app_code=app
         )
@@ -123,9 +124,9 @@ def export(
             )
         return result, time.monotonic() - started
 
-    result, seconds = _with_store(database, run)
+    result, seconds = with_store(database, run)
     rate = result.rows / seconds if seconds > 0 else 0.0
-    _emit(
+    emit(
         as_json,
         {"file": str(path), "rows": result.rows, "bytes": result.size, "seconds": seconds},
         f"wrote {path}: {result.rows:,} rows, {result.size:,} bytes"
@@ -138,7 +139,7 @@ _SHOWN = ("sends", "deliveries", "confirmed", "opens", "inbox_opens", "unshowabl
 assert set(_SHOWN) == set(COUNTERS)
 
 
-@cli.command()
+@commands.command()
 def stats(
     message_code: str,
     interval: Annotated[
@@ -151,20 +152,20 @@ def stats(
 ) -> None:
     """Print a message's counters per hour (or minute, or day) and platform."""
     if interval not in ("minute", "hour", "day"):
-        _fail("--interval must be minute, hour or day")
+        fail("--interval must be minute, hour or day")
     bucket: Literal["minute", "hour", "day"] = interval  # type: ignore[assignment]
-    settings = _settings(database, retention_days=retention_days)
+    settings = load_settings(database, retention_days=retention_days)
 
     async def run(store: Store) -> list[Totals]:
         since = window_start(store.clock(), settings.retention_days)
         message = await store.stats.find_message(account, None, message_code)
         if message is None:
-            _fail(f"no message {message_code} in account {account!r}")
+            fail(f"no message {message_code} in account {account!r}")
         return await store.stats.counters(message.id, bucket, since)
 
-    rows = _with_store(database, run)
+    rows = with_store(database, run)
     if as_json:
-        _emit(
+        emit(
             True,
             [
                 {"timestamp": to_wire(t.bucket), "platform": name_of(t.platform)}
@@ -191,15 +192,15 @@ def stats(
     console.print(table)
 
 
-@cli.command()
+@commands.command()
 def purge(
     retention_days: RetentionDays = None,
     database: Database = None,
     as_json: AsJson = False,
 ) -> None:
     """Remove tracking data older than the retention window, now (workers do it hourly)."""
-    settings = _settings(database, retention_days=retention_days)
-    report = _with_store(database, lambda store: retention.purge(store, settings))
+    settings = load_settings(database, retention_days=retention_days)
+    report = with_store(database, lambda store: retention.purge(store, settings))
     data = {
         "before": to_wire(report.before),
         "events": report.events,
@@ -215,4 +216,4 @@ def purge(
     text = f"removed what is older than {data['before']} UTC: " + ", ".join(
         f"{v:,} {k}" for k, v in data.items() if k != "before"
     )
-    _emit(as_json, data, text)
+    emit(as_json, data, text)

@@ -95,14 +95,51 @@ def test_app_create_and_list(cli: Cli) -> None:
     assert [a["code"] for a in cli.json("app", "list", PUSHTRACK_DATABASE=elsewhere)] == [there]
 
 
-@pytest.mark.parametrize("command", [["app", "list"], ["token", "list"], ["stats", "X"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["app", "list"],
+        ["token", "list"],
+        ["stats", "X"],
+        ["export", "--date", time.strftime("%Y-%m-%d", time.gmtime())],
+        ["purge"],
+        ["devices", "dead"],
+        ["webhook", "list"],
+        ["tail"],
+        ["worker"],
+        ["secrets", "seal"],
+    ],
+)
 def test_a_database_file_that_does_not_exist_is_refused_not_created(
     cli: Cli, command: list[str]
 ) -> None:
+    """Only serve, demo and app create make a database; the others name the missing
+    file and leave nothing behind (no database, no key file beside it)."""
     typo = cli.cwd / "pushtrak.db"
     done = cli(*command, "--database", f"sqlite:///{typo}", rc=2)
     assert "pushtrak.db does not exist" in done.stderr, done.stderr
-    assert not typo.exists()
+    assert list(cli.cwd.glob("pushtrak*")) == []
+
+
+def test_set_gateway_refuses_a_missing_database_before_making_its_key(cli: Cli) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (cli.cwd / "AuthKey.p8").write_bytes(key)
+    typo = cli.cwd / "pushtrak.db"
+    done = cli(
+        *("app", "set-gateway", "X", "--platform", "ios", "--kind", "apns"),
+        *("--key-file", "AuthKey.p8", "--set", "key_id=ABC123DEFG", "--set", "team_id=DEF123GHIJ"),
+        *("--set", "topic=com.example.shop", "--database", f"sqlite:///{typo}"),
+        rc=2,
+    )
+    assert "pushtrak.db does not exist" in done.stderr, done.stderr
+    assert list(cli.cwd.glob("pushtrak*")) == []
 
 
 def test_tokens_create_list_revoke(cli: Cli) -> None:

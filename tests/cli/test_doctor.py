@@ -6,7 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from tests.test_cli_gateways import cli
+from tests.cli.test_gateways import cli
 
 
 def _doctor(db: str) -> tuple[int, dict[str, tuple[bool, str]]]:

@@ -16,7 +16,16 @@ from rich.markup import escape
 from pushtrack.api.deadtokens import parse_since
 from pushtrack.api.errors import ArgumentError
 from pushtrack.api.webhooks import event_filter, shown
-from pushtrack.cli import Account, AsJson, Database, _emit, _fail, _settings, _with_store, cli
+from pushtrack.cli.common import (
+    Account,
+    AsJson,
+    Database,
+    emit,
+    fail,
+    load_settings,
+    require_database,
+    with_store,
+)
 from pushtrack.delivery import outbound
 from pushtrack.domain.timeutil import window_start
 from pushtrack.jobs import webhooks as hooks
@@ -24,8 +33,10 @@ from pushtrack.store import Store, open_store
 from pushtrack.store.base import App, ConflictError
 from pushtrack.store.webhooks import Webhook
 
-webhook_cli = typer.Typer(help="Webhook endpoints of an application.", no_args_is_help=True)
-cli.add_typer(webhook_cli, name="webhook")
+#: ``pushtrack webhook``.
+group = typer.Typer(help="Webhook endpoints of an application.", no_args_is_help=True)
+#: ``pushtrack tail``.
+commands = typer.Typer()
 
 Statuses = Annotated[
     list[str] | None,
@@ -69,7 +80,7 @@ def _text(data: dict[str, Any]) -> str:
     )
 
 
-@webhook_cli.command("add")
+@group.command("add")
 def add(
     code: str,
     url: str,
@@ -84,14 +95,14 @@ def add(
 ) -> None:
     """Add a webhook endpoint to an application: its events from now on are POSTed to
     URL, signed with the secret printed here."""
-    settings = _settings(database)
+    settings = load_settings(database)
     try:
         statuses = hooks.parse_statuses(status)
         hooks.check_url(settings, url)
     except (ValueError, outbound.Refused) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if secret is not None and not 16 <= len(secret) <= 200:
-        _fail("--secret must be 16 to 200 characters")
+        fail("--secret must be 16 to 200 characters")
 
     async def run(store: Store) -> Webhook:
         app = await _app(store, account, code)
@@ -99,11 +110,11 @@ def add(
             account, app.id, url, secret or hooks.new_secret(), statuses
         )
 
-    data = shown(_with_store(database, run), secret=True)
-    _emit(as_json, data, _text(data))
+    data = shown(with_store(database, run), secret=True)
+    emit(as_json, data, _text(data))
 
 
-@webhook_cli.command("list")
+@group.command("list")
 def list_(
     code: Annotated[str | None, typer.Argument(help="Only this application's.")] = None,
     account: Account = "default",
@@ -117,9 +128,9 @@ def list_(
             await _app(store, account, code)
         return await store.webhooks.list(account, None, code)
 
-    rows = [shown(h) for h in _with_store(database, run)]
+    rows = [shown(h) for h in with_store(database, run)]
     if as_json:
-        _emit(True, rows, "")
+        emit(True, rows, "")
         return
     lines = []
     for r in rows:
@@ -134,10 +145,10 @@ def list_(
             )
         )
     lines.append(f"{len(rows)} webhook{'' if len(rows) == 1 else 's'}")
-    _emit(False, None, "\n".join(lines))
+    emit(False, None, "\n".join(lines))
 
 
-@webhook_cli.command("remove")
+@group.command("remove")
 def remove(code: str, url: str, account: Account = "default", database: Database = None) -> None:
     """Remove a webhook endpoint (nothing more is sent to it)."""
 
@@ -145,11 +156,11 @@ def remove(code: str, url: str, account: Account = "default", database: Database
         hook = await _hook(store, account, code, url)
         return await store.webhooks.remove(hook.app_id, hook.url)
 
-    _with_store(database, run)
-    _emit(False, None, f"removed {url}")
+    with_store(database, run)
+    emit(False, None, f"removed {url}")
 
 
-@webhook_cli.command("test")
+@group.command("test")
 def send_test_event(
     code: str,
     url: str,
@@ -158,18 +169,18 @@ def send_test_event(
     as_json: AsJson = False,
 ) -> None:
     """POST a signed test event to a webhook endpoint now and say how it answered."""
-    settings = _settings(database)
+    settings = load_settings(database)
 
     async def run(store: Store) -> str | None:
         return await hooks.send_test(settings, store, await _hook(store, account, code, url))
 
-    error = _with_store(database, run)
-    _emit(as_json, {"ok": error is None, "error": error}, "ok" if error is None else error)
+    error = with_store(database, run)
+    emit(as_json, {"ok": error is None, "error": error}, "ok" if error is None else error)
     if error is not None:
         raise typer.Exit(1)
 
 
-@webhook_cli.command("replay")
+@group.command("replay")
 def replay(
     code: str,
     url: str,
@@ -185,11 +196,11 @@ def replay(
     as_json: AsJson = False,
 ) -> None:
     """Send a webhook endpoint everything again from a time within retention."""
-    settings = _settings(database)
+    settings = load_settings(database)
     try:
         start = parse_since(since, "--since")
     except ArgumentError as exc:
-        _fail(exc.message)
+        fail(exc.message)
 
     async def run(store: Store) -> Webhook | None:
         hook = await _hook(store, account, code, url)
@@ -198,13 +209,13 @@ def replay(
             raise ConflictError("--since is before the retention window")
         return await store.webhooks.replay(hook.app_id, hook.url, start)
 
-    found = _with_store(database, run)
+    found = with_store(database, run)
     assert found is not None
     data = shown(found)
-    _emit(as_json, data, f"{url} is sent everything again from {since}")
+    emit(as_json, data, f"{url} is sent everything again from {since}")
 
 
-@cli.command("tail")
+@commands.command("tail")
 def tail(
     app: Annotated[
         str | None,
@@ -223,13 +234,14 @@ def tail(
     as_json: AsJson = False,
 ) -> None:
     """Print the trail's events as they happen (one JSON object a line with --json)."""
-    settings = _settings(database)
+    settings = load_settings(database)
+    require_database(settings)
     try:
         wanted = event_filter(
             account, None, application=app, hwids=hwid or [], message=message, statuses=status or []
         )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out = Console(highlight=False, soft_wrap=True)
     colour = out.is_terminal and not as_json
 

@@ -1,4 +1,9 @@
-"""Statistics v2: getMessageLog, the per-device event log with filters and paging.
+"""getMessageLog (``POST /api/v2/statistics/getMessageLog``): the per-device event log
+with filters and paging. The other statistics v2 methods are in ``v2stats.py``.
+
+Besides the method: its cursor (``encode_cursor``/``decode_cursor``, also the event
+ids of the dashboard's Live page) and ``log_page``/``log_entries``, which the
+dashboard's timelines read through.
 
 Actions use Pushwoosh's names (``sent``, ``delivered``, ``opened``, ``inbox_*``)
 plus **(ours)** ``created``, ``failed`` and ``confirmed`` (the device's own

@@ -11,10 +11,10 @@ import subprocess
 import threading
 from pathlib import Path
 
+from tests.cli.test_commands import PUSHTRACK, Cli
+from tests.cli.test_commands import cli as cli  # the fixture
 from tests.gateways.webhook_receiver import Receiver
 from tests.support import free_port, service
-from tests.test_cli import PUSHTRACK, Cli
-from tests.test_cli import cli as cli  # the fixture
 
 
 def test_webhook_add_list_test_replay_remove(cli: Cli) -> None:

@@ -6,33 +6,41 @@ from typing import Any
 
 import typer
 
-from pushtrack.cli import AsJson, Database, _emit, _fail, _settings, _with_store, cli
+from pushtrack.cli.common import (
+    AsJson,
+    Database,
+    emit,
+    fail,
+    load_settings,
+    require_database,
+    with_store,
+)
 from pushtrack.sealing import Sealer, SealingError, is_sealed, new_key, plain_fields, unseal
 from pushtrack.store import Store
 
-secrets_cli = typer.Typer(help="Keys sealing gateway private keys at rest.", no_args_is_help=True)
-cli.add_typer(secrets_cli, name="secrets")
+group = typer.Typer(help="Keys sealing gateway private keys at rest.", no_args_is_help=True)
 
 
-@secrets_cli.command("new-key")
+@group.command("new-key")
 def new_key_command(as_json: AsJson = False) -> None:
     """Print a new key (for PUSHTRACK_SECRET_KEY or a line of secret_key_file)."""
     key = new_key()
-    _emit(as_json, {"key": key}, key)
+    emit(as_json, {"key": key}, key)
 
 
-@secrets_cli.command("seal")
+@group.command("seal")
 def seal(database: Database = None, as_json: AsJson = False) -> None:
     """Seal every plain gateway private key; re-seal sealed ones with the first key.
 
     Put a new key in front of the old ones, then run this to move every key to it."""
-    settings = _settings(database)
+    settings = load_settings(database)
+    require_database(settings)  # before a key file is made beside a mistyped path
     try:
         sealer = Sealer.load(settings, create=True)
     except (SealingError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if sealer is None:
-        _fail("no secret key: set PUSHTRACK_SECRET_KEY or secret_key_file")
+        fail("no secret key: set PUSHTRACK_SECRET_KEY or secret_key_file")
 
     async def run(store: Store) -> dict[str, int]:
         counts = {"sealed": 0, "resealed": 0}
@@ -48,10 +56,10 @@ def seal(database: Database = None, as_json: AsJson = False) -> None:
         return counts
 
     try:
-        counts: dict[str, Any] = _with_store(database, run)
+        counts: dict[str, Any] = with_store(database, run)
     except SealingError as exc:
-        _fail(str(exc))
-    _emit(
+        fail(str(exc))
+    emit(
         as_json,
         counts,
         f"sealed {counts['sealed']} gateway(s) stored in plain text,"

@@ -9,22 +9,25 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pushtrack.cli import (
+from pushtrack.cli.common import (
     Account,
     AsJson,
     Database,
-    _emit,
-    _fail,
-    _settings,
-    _with_store,
-    app_cli,
     console,
+    emit,
+    fail,
+    load_settings,
+    require_database,
+    with_store,
 )
 from pushtrack.domain.platforms import Platform, from_name, name_of
 from pushtrack.domain.timeutil import to_wire
 from pushtrack.sealing import Sealer, SealingError, plain_fields
 from pushtrack.store.base import ConflictError
 from pushtrack.store.dispatch import GatewayState
+
+#: Commands of the ``app`` group (root.py adds them to it).
+app_commands = typer.Typer()
 
 #: Which gateway kinds can serve which platforms (the sandbox serves any).
 SERVES: dict[str, frozenset[Platform]] = {
@@ -44,7 +47,7 @@ def _value(text: str) -> Any:
         return text
 
 
-@app_cli.command("set-gateway")
+@app_commands.command("set-gateway")
 def set_gateway(
     code: str,
     platform: Annotated[str, typer.Option("--platform", help="ios, android, chrome, ...")],
@@ -72,56 +75,58 @@ def set_gateway(
 
     target = from_name(platform)
     if target is None:
-        _fail(f"unknown platform {platform!r}")
+        fail(f"unknown platform {platform!r}")
     if kind not in KINDS:
-        _fail(f"--kind must be one of {', '.join(KINDS)}")
+        fail(f"--kind must be one of {', '.join(KINDS)}")
     if target not in SERVES[kind]:
-        _fail(f"a {kind} gateway cannot send to {target.api_name}")
+        fail(f"a {kind} gateway cannot send to {target.api_name}")
     config: dict[str, Any] = {}
     try:
         if config_file is not None:
             loaded = json.loads(config_file.read_text())
             if not isinstance(loaded, dict):
-                _fail("--config must hold a JSON object")
+                fail("--config must hold a JSON object")
             config.update(loaded)
         if key_file is not None:
             if kind not in KEY_SETTING:
-                _fail(f"a {kind} gateway takes no key file")
+                fail(f"a {kind} gateway takes no key file")
             config[KEY_SETTING[kind]] = key_file.read_text()
     except (OSError, ValueError) as exc:
-        _fail(f"cannot read settings: {exc}")
+        fail(f"cannot read settings: {exc}")
     for item in setting or ():
         name, sep, text = item.partition("=")
         if not sep or not name:
-            _fail(f"--set takes KEY=VALUE, not {item!r}")
+            fail(f"--set takes KEY=VALUE, not {item!r}")
         config[name.strip()] = _value(text)
     try:
         parse_config(kind, config)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if plain_fields(kind, config):
+        settings = load_settings(database)
+        require_database(settings)  # before a key file is made beside a mistyped path
         try:
-            sealer = Sealer.load(_settings(database), create=True)
+            sealer = Sealer.load(settings, create=True)
         except (SealingError, OSError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if sealer is None:
-            _fail(
+            fail(
                 "gateway keys are stored encrypted: set PUSHTRACK_SECRET_KEY (or secret_key_file)"
                 " to a key from `pushtrack secrets new-key`, the same for every process"
             )
         config = sealer.seal(kind, config)
-    _with_store(
+    with_store(
         database,
         lambda s: s.dispatch.set_gateway(account, code, int(target), kind, config),
     )
-    _emit(
+    emit(
         as_json,
         {"application": code, "platform": target.api_name, "kind": kind},
         f"{code}: {target.api_name} pushes go through {kind}",
     )
 
 
-@app_cli.command("gateways")
+@app_commands.command("gateways")
 def list_gateways(
     code: str, account: Account = "default", database: Database = None, as_json: AsJson = False
 ) -> None:
@@ -136,7 +141,7 @@ def list_gateways(
                 return states
         raise ConflictError(f"no application {code} in account {account!r}")
 
-    states = _with_store(database, lookup)
+    states = with_store(database, lookup)
     rows: dict[str, dict[str, str]] = {}
     for platform, state in sorted(states.items()):
         row = {"kind": state.kind, "status": "active"}
@@ -146,7 +151,7 @@ def list_gateways(
             row["reason"] = state.pause.reason
         rows[name_of(platform)] = row
     if as_json:
-        _emit(True, rows, "")
+        emit(True, rows, "")
         return
     table = Table("platform", "gateway", "status")
     for name, row in rows.items():

@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import typer
+
 from pushtrack import config
-from pushtrack.cli import AsJson, Database, _emit, cli, console
+from pushtrack.cli.common import AsJson, Database, console, emit
 from pushtrack.domain.platforms import name_of
 from pushtrack.sealing import Sealer, SealingError, plain_fields, unseal
 from pushtrack.store import StoreError, open_store
 from pushtrack.store.sqlite import sqlite_path
+
+commands = typer.Typer()
 
 
 @dataclass
@@ -120,7 +124,7 @@ async def _store_checks(settings: config.Settings) -> list[Check]:
     return out
 
 
-@cli.command()
+@commands.command()
 def doctor(database: Database = None, as_json: AsJson = False) -> None:
     """Check the configuration, store, files folder and gateway settings; say what is wrong."""
     checks: list[Check] = []
@@ -139,7 +143,7 @@ def doctor(database: Database = None, as_json: AsJson = False) -> None:
             checks.extend(asyncio.run(_store_checks(settings)))
     failed = [c for c in checks if not c.ok]
     if as_json:
-        _emit(True, {"ok": not failed, "checks": [vars(c) for c in checks]}, "")
+        emit(True, {"ok": not failed, "checks": [vars(c) for c in checks]}, "")
     else:
         for c in checks:
             mark = "[green]ok[/green]  " if c.ok else "[red]FAIL[/red]"
