@@ -320,11 +320,12 @@ class PostgresEngine:
         *,
         read: bool = False,
         pipelined: bool = False,
+        implicit: bool = False,
     ) -> T:
         lost = made = 0
         while True:
             try:
-                return self._once(fn, read, pipelined)
+                return self._once(fn, read, pipelined, implicit)
             except _DOMAIN_ERRORS:
                 raise
             except _RETRYABLE as exc:
@@ -342,11 +343,19 @@ class PostgresEngine:
             except psycopg.Error as exc:
                 raise _translate(exc) from exc
 
-    def _once(self, fn: Callable[[Tx], T], read: bool, pipelined: bool = False) -> T:
+    def _once(
+        self, fn: Callable[[Tx], T], read: bool, pipelined: bool = False, implicit: bool = False
+    ) -> T:
         with self._pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
             # Under READ COMMITTED every statement takes a fresh snapshot, in a
             # transaction or not: a read gains nothing from BEGIN and COMMIT.
-            conn.autocommit = read
+            conn.autocommit = read or implicit
+            if implicit:
+                # No BEGIN: the server runs what the pipeline sends up to its sync in
+                # one implicit transaction, and commits it at the sync that leaving the
+                # pipeline sends (and waits for), before the answer is returned.
+                with conn.pipeline() as pipeline:
+                    return fn(_PgTx(conn, self.clock, pipeline))
             try:
                 if pipelined:
                     with conn.pipeline() as pipeline:
@@ -373,11 +382,12 @@ class PostgresEngine:
         self._maybe_upkeep()
         return self._transact(fn)
 
-    def write_batch_sync(self, fn: Callable[[Tx], T]) -> T:
-        """``write_sync`` for a batch of small writes, its statements pipelined."""
+    def write_batch_sync(self, fn: Callable[[Tx], T], *, statements_whole: bool = False) -> T:
+        """``write_sync`` for a batch of small writes, its statements pipelined; with
+        ``statements_whole`` in the implicit transaction of one sync (``Engine``)."""
         self._check_open()
         self._maybe_upkeep()
-        return self._transact(fn, pipelined=True)
+        return self._transact(fn, pipelined=True, implicit=statements_whole)
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run a read in the calling thread."""
@@ -387,8 +397,9 @@ class PostgresEngine:
     async def write(self, fn: Callable[[Tx], T]) -> T:
         return await self._in_thread(self.write_sync, fn)
 
-    async def write_batch(self, fn: Callable[[Tx], T]) -> T:
-        return await self._in_thread(self.write_batch_sync, fn)
+    async def write_batch(self, fn: Callable[[Tx], T], *, statements_whole: bool = False) -> T:
+        run = partial(self.write_batch_sync, statements_whole=statements_whole)
+        return await self._in_thread(run, fn)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         return await self._in_thread(self.read_sync, fn)
