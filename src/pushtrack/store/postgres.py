@@ -34,7 +34,7 @@ from psycopg import errors as pg_errors
 from psycopg import postgres
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pushtrack.domain.timeutil import DAY_US, US, now_us
 from pushtrack.store.base import ConflictError, Engine, StoreError, StoreUnavailableError, Tx
@@ -248,6 +248,9 @@ class PostgresEngine:
         self.url = url
         self.clock = clock
         self._closed = False
+        #: ``unchecked``: this thread is taking a connection for statements that are
+        #: whole (``_check``).
+        self._local = threading.local()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
             min_size=POOL_MIN,
@@ -255,7 +258,7 @@ class PostgresEngine:
             open=False,
             timeout=POOL_TIMEOUT_S,
             configure=_configure,
-            check=ConnectionPool.check_connection,
+            check=self._check,
             name="pushtrack",
         )
         try:
@@ -281,6 +284,14 @@ class PostgresEngine:
         return cls(url)
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check of a connection it hands out: an empty statement, one round
+        trip. A batch whose statements are whole (``write_batch``) takes its connection
+        unchecked: if that one turns out dead, the batch runs again on a checked one
+        (running its statements twice changes nothing)."""
+        if not getattr(self._local, "unchecked", False):
+            ConnectionPool.check_connection(conn)
 
     def _upkeep(self) -> None:
         """Make sure the partitions of today and the ``DAYS_AHEAD`` days after exist.
@@ -323,9 +334,10 @@ class PostgresEngine:
         implicit: bool = False,
     ) -> T:
         lost = made = 0
+        unchecked = implicit
         while True:
             try:
-                return self._once(fn, read, pipelined, implicit)
+                return self._once(fn, read, pipelined, implicit, unchecked)
             except _DOMAIN_ERRORS:
                 raise
             except _RETRYABLE as exc:
@@ -340,11 +352,32 @@ class PostgresEngine:
                 made += 1
                 log.info("making the missing events partition of %s", day)
                 self._transact(partial(ensure_partitions, first_day_us=day, last_day_us=day), 1)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if not unchecked or isinstance(exc, PoolTimeout):
+                    raise _translate(exc) from exc
+                unchecked = False  # perhaps a connection that died idle: once more, checked
+                log.debug("retrying a batch on a checked connection after %s", exc)
             except psycopg.Error as exc:
                 raise _translate(exc) from exc
 
     def _once(
-        self, fn: Callable[[Tx], T], read: bool, pipelined: bool = False, implicit: bool = False
+        self,
+        fn: Callable[[Tx], T],
+        read: bool,
+        pipelined: bool = False,
+        implicit: bool = False,
+        unchecked: bool = False,
+    ) -> T:
+        if not unchecked:
+            return self._on_connection(fn, read, pipelined, implicit)
+        self._local.unchecked = True
+        try:
+            return self._on_connection(fn, read, pipelined, implicit)
+        finally:
+            self._local.unchecked = False
+
+    def _on_connection(
+        self, fn: Callable[[Tx], T], read: bool, pipelined: bool, implicit: bool
     ) -> T:
         with self._pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
             # Under READ COMMITTED every statement takes a fresh snapshot, in a
