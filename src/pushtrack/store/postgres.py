@@ -159,13 +159,14 @@ class _PgTx:
 
     dialect = "postgresql"
 
-    __slots__ = ("_clock", "_pipeline", "conn", "cur")
+    __slots__ = ("_clock", "_enter_pipeline", "_pipeline", "conn", "cur")
 
     def __init__(
         self,
         conn: psycopg.Connection[Any],
         clock: Callable[[], int],
         pipeline: psycopg.Pipeline | None = None,
+        enter_pipeline: Callable[[], psycopg.Pipeline] | None = None,
     ) -> None:
         self.conn = conn
         self.cur = conn.cursor()
@@ -173,6 +174,9 @@ class _PgTx:
         #: In pipeline mode, statements whose result nobody reads (``many``) go out
         #: with the next one that is read, or with COMMIT: one round trip, not several.
         self._pipeline = pipeline
+        #: Pipeline mode from the first ``many`` on (a unit whose statements are whole:
+        #: one that only reads the rows of one statement sends it with its sync).
+        self._enter_pipeline = enter_pipeline
 
     def _execute(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
         query = _pg_query(sql)
@@ -199,6 +203,8 @@ class _PgTx:
         batch = rows if isinstance(rows, list) else list(rows)
         if not batch:
             return
+        if self._pipeline is None and self._enter_pipeline is not None:
+            self._pipeline = self._enter_pipeline()
         pipelined = self._pipeline is not None  # COPY has no pipeline mode
         copy_sql = _copy_sql(sql) if len(batch) >= COPY_MIN_ROWS and not pipelined else None
         if copy_sql is None:
@@ -384,11 +390,18 @@ class PostgresEngine:
             # transaction or not: a read gains nothing from BEGIN and COMMIT.
             conn.autocommit = read or implicit
             if implicit:
-                # No BEGIN: the server runs what the pipeline sends up to its sync in
-                # one implicit transaction, and commits it at the sync that leaving the
-                # pipeline sends (and waits for), before the answer is returned.
-                with conn.pipeline() as pipeline:
-                    return fn(_PgTx(conn, self.clock, pipeline))
+                # No BEGIN: the server runs what is sent up to a sync in one implicit
+                # transaction and commits it at the sync, before the answer is read. A
+                # statement alone goes out with its sync (one round trip); statements
+                # whose rows nobody reads open a pipeline, whose sync leaving it sends
+                # (and waits for) before the answer is returned.
+                with contextlib.ExitStack() as pipeline:
+                    tx = _PgTx(
+                        conn,
+                        self.clock,
+                        enter_pipeline=lambda: pipeline.enter_context(conn.pipeline()),
+                    )
+                    return fn(tx)
             try:
                 if pipelined:
                     with conn.pipeline() as pipeline:
