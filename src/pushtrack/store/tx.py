@@ -557,8 +557,10 @@ def _pg_report_sql(status: Status) -> str:
         " f AS (SELECT r.i, r.kind, d.id FROM r"
         " JOIN devices dv ON dv.app_id = r.app_id AND dv.hwid = r.hwid"
         " JOIN deliveries d ON d.device_id = dv.id AND d.hash = r.hash),"
+        # ``= ANY(ARRAY(...))``: the rows are read (and locked) in the index's or the
+        # table's order, whatever the reports' order, as the other batches lock them
         f" won AS (UPDATE deliveries d SET {set_clause}"
-        f" WHERE d.id IN (SELECT id FROM f WHERE kind = {kind}) AND {where}"
+        f" WHERE d.id = ANY(ARRAY(SELECT id FROM f WHERE kind = {kind})) AND {where}"
         " RETURNING d.id, d.message_id, d.platform),"
         " ev AS (INSERT INTO events (ts, delivery_id, status, description)"
         f" SELECT ?::bigint, id, {int(status)}, ?::text FROM won ORDER BY id),"
