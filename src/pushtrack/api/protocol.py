@@ -82,7 +82,8 @@ class _HeadWithBody:
     announces a body (Content-Length above 0, written while its response has written
     nothing else) is held here and goes out with the next write, in one ``writelines``
     (one ``writev`` on uvloop). The body's last write never waits (by then no byte is
-    still expected), so nothing is held past its response; closing writes what is held.
+    still expected), and a HEAD answer's head is never held (its body is not written),
+    so nothing is held past its response; closing writes what is held.
     """
 
     __slots__ = ("_head", "_protocol", "_transport")
@@ -106,6 +107,8 @@ class _HeadWithBody:
                 and not cycle.response_complete
                 and not cycle.chunked_encoding
                 and cycle.expected_content_length > 0
+                # a HEAD answer's body is never written: nothing would take the head out
+                and cycle.scope["method"] != "HEAD"
             ):
                 self._head = data
                 return
