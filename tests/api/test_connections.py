@@ -211,3 +211,24 @@ def test_max_connections_answers_503_above_it(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_answers_come_whole_and_at_once_on_one_connection(tmp_path: Path) -> None:
+    """A response's head goes out with its body; a HEAD answer (no body follows) at once,
+    so the next request on the same keep-alive connection is answered too."""
+    with _serve(tmp_path) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+            for method in ("HEAD", "GET", "HEAD", "GET"):
+                sock.sendall(f"{method} /healthz HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                answer = b""
+                while b"\r\n\r\n" not in answer or (
+                    method == "GET" and not answer.rstrip().endswith(b"}")
+                ):
+                    chunk = sock.recv(65536)  # times out (fails) if the answer is held
+                    assert chunk, "connection closed"
+                    answer += chunk
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), head
+                assert b"content-length: " in head.lower()
+                assert body == b"" if method == "HEAD" else body.startswith(b"{")

@@ -9,8 +9,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from pushtrack.store.base import StoreError, Tx
+from pushtrack.domain.status import Status
+from pushtrack.store import open_store
+from pushtrack.store.base import App, DeviceIn, MessagePlan, StoreError, Targeting, Tx
 from pushtrack.store.postgres import PostgresEngine
+from tests.support import run
 
 
 @pytest.fixture
@@ -64,3 +67,36 @@ def test_idle_connections_killed_are_replaced(pg: PostgresEngine, pg_url: str) -
     assert _terminate(pg_url, "TRUE") >= 1
     for i in range(3):
         assert pg.read_sync(lambda tx, i=i: tx.one("SELECT ?", (i,))) == (i,)
+
+
+def test_device_reports_outlive_idle_connections_killed(pg_url: str) -> None:
+    """Device report batches take their connection unchecked; one found dead is
+    replaced and the batch answered as if nothing happened."""
+    store = open_store(pg_url)
+    try:
+
+        async def setup() -> App:
+            app = await store.create_app("acc", "reports")
+            for i in range(3):
+                await store.register_device(app, DeviceIn(f"hw-{i}", 1, push_token=f"t{i}"))
+            plan = MessagePlan(
+                notification={"content": "hi"},
+                targeting=Targeting(devices=("hw-0", "hw-1", "hw-2")),
+                send_at=store.clock(),
+            )
+            await store.create_messages(app, [plan])
+            return app
+
+        app = run(setup())
+        pairs = store.engine.read_sync(lambda tx: tx.all("SELECT hwid, hash FROM deliveries"))
+        hwid, payload_hash = pairs[0]
+        assert run(store.record_device_report(app, hwid, payload_hash, Status.OPENED)) is True
+        assert _terminate(pg_url, "TRUE") >= 1
+        for hwid, payload_hash in pairs:
+            assert run(store.record_device_report(app, hwid, payload_hash, Status.OPENED)) is True
+        opened = store.engine.read_sync(
+            lambda tx: tx.one("SELECT COUNT(*) FROM events WHERE status = 5")
+        )
+        assert opened == (3,)
+    finally:
+        run(store.close())

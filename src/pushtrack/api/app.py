@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from pushtrack import logs, metrics
 from pushtrack.api import (
@@ -147,32 +148,72 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
                 response = await inner(request, name, seen)
             finally:
                 ctx.in_flight -= 1
-        _finish(ctx, request, response, api, name in methods and name, seen, started)
+        header = _finish(
+            ctx,
+            _header(request.scope, b"x-request-id"),
+            api,
+            name in methods and name,
+            seen,
+            started,
+        )
+        if header is not None:
+            response.headers["x-request-id"] = header
         return response
 
     async def json13(request: Request) -> Response:
-        return await answered(request, "json13", JSON13, _json13, envelope.error)
+        """A JSON 1.3 call that came through the router (``_App`` answers them first)."""
+        status, body, headers = await answer_json13(
+            request.scope, request.receive, request.path_params["method"]
+        )
+        response = Response(body, status_code=status, media_type=envelope.JSON)
+        response.raw_headers.extend(headers)
+        return response
 
-    async def _json13(request: Request, name: str, seen: _Seen) -> Response:
+    async def answer_json13(
+        scope: Scope, receive: Receive, name: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """A JSON 1.3 call's status, body and headers beyond Content-Type and -Length,
+        within ``max_in_flight``, counted and logged."""
+        started = time.perf_counter()
+        seen = _Seen()
+        if ctx.in_flight >= ctx.settings.max_in_flight:
+            seen.status = 503
+            status, body, headers = envelope.error_parts(envelope.busy())
+        else:
+            ctx.in_flight += 1
+            try:
+                status, body, headers = await _json13(scope, receive, name, seen)
+            finally:
+                ctx.in_flight -= 1
+        header = _finish(
+            ctx, _header(scope, b"x-request-id"), "json13", name in JSON13 and name, seen, started
+        )
+        if header is not None:
+            headers.append((b"x-request-id", header.encode("latin-1")))
+        return status, body, headers
+
+    async def _json13(
+        scope: Scope, receive: Receive, name: str, seen: _Seen
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         try:
             method = JSON13.get(name)
             if method is None:
                 raise MethodNotFoundError
-            body = await envelope.read_body(request, ctx.settings.max_body_bytes)
+            body = await envelope.read_asgi_body(scope, receive, ctx.settings.max_body_bytes)
             data = envelope.unwrap_request(body)
-            call = await _authenticate(ctx, name, method, request, data)
+            call = await _authenticate(ctx, name, method, _header(scope, b"authorization"), data)
             seen.account = call.token.account if call.token else None
             typed = envelope.convert(data, method.request)
-            return envelope.ok(await method.handler(call, typed))
+            return 200, envelope.ok_body(await method.handler(call, typed)), []
         except PushtrackError as exc:
             seen.status = exc.status_code
-            return envelope.error(exc)
+            return envelope.error_parts(exc)
         except StoreUnavailableError as exc:
             seen.status = 503
-            return envelope.error(envelope.unavailable(exc))
+            return envelope.error_parts(envelope.unavailable(exc))
         except Exception:  # noqa: BLE001 - the boundary: no fault leaves as a stack trace
             seen.status = 500
-            return envelope.error(envelope.internal(name))
+            return envelope.error_parts(envelope.internal(name))
 
     async def v2(request: Request) -> Response:
         return await answered(request, "v2", V2, _v2, envelope.v2_error)
@@ -194,7 +235,7 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
                 if "auth" in outer and "auth" not in data:
                     data["auth"] = outer["auth"]
             body_auth = data.pop("auth", None)
-            raw = auth.token_from_header(request.headers.get("authorization"))
+            raw = auth.token_from_header(_header(request.scope, b"authorization"))
             raw = raw or (body_auth if isinstance(body_auth, str) else None)
             if not raw:
                 raise AuthError
@@ -240,8 +281,11 @@ def create_app(ctx: Context, *, lifespan_store: bool = False) -> Starlette:
     # the web dashboard at /, beside the APIs (pushtrack/dashboard)
     built: list[Starlette] = []
     routes += Dashboard(ctx, lambda: built[0] if built else None).routes()
-    app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={405: envelope.not_allowed}
+    app = _App(
+        answer_json13,
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={405: envelope.not_allowed},
     )
     app.state.ctx = ctx
     built.append(app)
@@ -256,28 +300,85 @@ class _Seen:
     account: str | None = None
 
 
+class _App(Starlette):
+    """Starlette, with the JSON 1.3 calls answered before its middleware and router.
+
+    ``POST /json/1.3/<method>`` is most of the traffic (every device report); the
+    answer is the same the router's route gives (``create_app``'s ``json13``), without
+    the layers every other route goes through. Everything else, and JSON 1.3 paths with
+    another HTTP method (405 in the envelope), goes through Starlette.
+    """
+
+    def __init__(
+        self,
+        json13: Callable[[Scope, Receive, str], Awaitable[tuple[int, bytes, list[Header]]]],
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self._json13 = json13
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].startswith(JSON13_PREFIX)
+            and not scope.get("root_path")
+        ):
+            name = scope["path"][len(JSON13_PREFIX) :]
+            if name and "/" not in name:
+                scope["app"] = self
+                status, body, headers = await self._json13(scope, receive, name)
+                headers.append((b"content-length", str(len(body)).encode()))
+                headers.append(_CONTENT_TYPE)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await super().__call__(scope, receive, send)
+
+
+Header = tuple[bytes, bytes]
+JSON13_PREFIX = "/json/1.3/"
+_CONTENT_TYPE = (b"content-type", envelope.JSON.encode())
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (``name`` in lower case, as ASGI gives them)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: The metrics' children by (api, method, status): ``labels`` costs more than the count.
+_counted: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
 def _finish(
     ctx: Context,
-    request: Request,
-    response: Response,
+    given: str | None,
     api: str,
     known: str | bool,
     seen: _Seen,
     started: float,
-) -> None:
-    """Count the request, and write its access-log record when the log is on."""
+) -> str | None:
+    """Count the request, and write its access-log record when the log is on; the
+    ``x-request-id`` the answer carries, if any (``given``, the request's, when valid)."""
     method = known if isinstance(known, str) else "unknown"
     elapsed = time.perf_counter() - started
-    metrics.REQUESTS.labels(api, method, str(seen.status)).inc()
-    metrics.REQUEST_SECONDS.labels(api, method).observe(elapsed)
-    given = request.headers.get("x-request-id")
-    if given is not None and _REQUEST_ID.match(given):
-        response.headers["x-request-id"] = given
-    elif ctx.settings.access_log:
-        given = response.headers["x-request-id"] = secrets.token_hex(8)
+    key = (api, method, seen.status)
+    children = _counted.get(key)
+    if children is None:
+        children = _counted[key] = (
+            metrics.REQUESTS.labels(api, method, str(seen.status)),
+            metrics.REQUEST_SECONDS.labels(api, method),
+        )
+    children[0].inc()
+    children[1].observe(elapsed)
+    if given is not None and not _REQUEST_ID.match(given):
+        given = None
+    if given is None and ctx.settings.access_log:
+        given = secrets.token_hex(8)
     if ctx.settings.access_log:
         logs.access_line(
             api=api,
@@ -287,10 +388,11 @@ def _finish(
             account=seen.account,
             request_id=given,
         )
+    return given
 
 
 async def _authenticate(
-    ctx: Context, name: str, method: Method[Any], request: Request, data: dict[str, Any]
+    ctx: Context, name: str, method: Method[Any], header: str | None, data: dict[str, Any]
 ) -> Call:
     """Who calls; the body's ``auth`` is consumed here and never reaches a handler."""
     body_auth = data.pop("auth", None)
@@ -305,7 +407,7 @@ async def _authenticate(
         raise ArgumentError(
             'unknown field "auth" (device methods take a device token in the Authorization header)'
         )
-    raw = auth.token_from_header(request.headers.get("authorization"))
+    raw = auth.token_from_header(header)
     if raw is None:
         # Tokenless device call: only an application that allows it may be named.
         app_code = data.get("application")

@@ -16,6 +16,8 @@ from pushtrack.store.base import App, TokenInfo
 #: Default seconds a token or application looked up stays cached (revocation takes
 #: this long to be seen).
 CACHE_SECONDS = 2.0
+#: Tokens up to this long are cached by their text (issued ones are 40 characters).
+TOKEN_KEY_MAX = 64
 
 
 @dataclass
@@ -52,11 +54,14 @@ class Context:
         return self.store.clock()
 
     async def token(self, raw: str) -> TokenInfo:
-        key = auth.hash_token(raw)
         now = time.monotonic()
+        # Kept by the token as given, so a hit needs no hash (device tokens come with
+        # every call); one longer than any issued is kept by its hash, so what the cache
+        # holds stays small whatever callers send.
+        key = raw if len(raw) <= TOKEN_KEY_MAX else "sha256:" + auth.hash_token(raw)
         hit = self._tokens.get(key)
         if hit is None or hit[0] < now:
-            info = await self.store.find_token(key)
+            info = await self.store.find_token(auth.hash_token(raw))
             if len(self._tokens) > 10_000:
                 self._tokens.clear()
             self._tokens[key] = (now + self.cache_seconds, info)

@@ -15,6 +15,7 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope
 
 from pushtrack import metrics
 from pushtrack.api.errors import (
@@ -33,7 +34,7 @@ log = logging.getLogger("pushtrack.api")
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
-_JSON = "application/json"
+JSON = _JSON = "application/json"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -56,6 +57,36 @@ async def read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise IncompleteError from None
     return b"".join(chunks)
+
+
+async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """``read_body`` straight from the ASGI messages (the JSON 1.3 calls, answered
+    before Starlette's router; see ``api/app.py``)."""
+    for key, declared in scope["headers"]:
+        if key == b"content-length":
+            try:
+                if int(declared) > limit:
+                    raise TooLargeError
+            except ValueError:
+                raise MalformedError from None
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise TooLargeError
+            if not message.get("more_body", False):
+                if not chunks:
+                    return bytes(chunk)
+                chunks.append(chunk)
+                return b"".join(chunks)
+            chunks.append(chunk)
+        elif message["type"] == "http.disconnect":
+            raise IncompleteError
 
 
 def _decode(body: bytes) -> Any:
@@ -142,16 +173,33 @@ def describe(exc: msgspec.ValidationError) -> str:
     return f"{path}: {text}" if path else text
 
 
+#: The OK envelope without a response (every device report's answer), encoded once.
+_OK_NONE = _encoder.encode({"status_code": 200, "status_message": "OK", "response": None})
+
+
+def ok_body(response: Any = None) -> bytes:
+    """The OK envelope around ``response``, encoded."""
+    if response is None:
+        return _OK_NONE
+    return _encoder.encode({"status_code": 200, "status_message": "OK", "response": response})
+
+
 def ok(response: Any = None) -> Response:
-    body = _encoder.encode({"status_code": 200, "status_message": "OK", "response": response})
-    return Response(body, media_type=_JSON)
+    return Response(ok_body(response), media_type=_JSON)
 
 
-def error(exc: PushtrackError) -> Response:
+def error_parts(exc: PushtrackError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The error envelope: HTTP status, body, and the headers beside the content's."""
     body = _encoder.encode(
         {"status_code": exc.status_code, "status_message": exc.message, "response": None}
     )
-    return Response(body, status_code=exc.http_status, headers=_headers(exc), media_type=_JSON)
+    headers = [] if exc.retry_after is None else [(b"retry-after", str(exc.retry_after).encode())]
+    return exc.http_status, body, headers
+
+
+def error(exc: PushtrackError) -> Response:
+    status, body, _ = error_parts(exc)
+    return Response(body, status_code=status, headers=_headers(exc), media_type=_JSON)
 
 
 class Encoded(msgspec.Struct, frozen=True):

@@ -247,9 +247,15 @@ class Engine(Protocol):
 
     async def write(self, fn: Callable[[Tx], T]) -> T: ...
 
-    async def write_batch(self, fn: Callable[[Tx], T]) -> T:
+    async def write_batch(self, fn: Callable[[Tx], T], *, statements_whole: bool = False) -> T:
         """``write`` for a batch of small writes (``store/batch.py``). PostgreSQL sends
-        its statements pipelined: one whose result is not read goes out with the next."""
+        its statements pipelined: one whose result is not read goes out with the next.
+
+        ``statements_whole``: each statement of ``fn`` is a whole unit of work by itself
+        (a guarded transition with its events and counters), so it may commit apart from
+        the others. PostgreSQL then sends no BEGIN or COMMIT: the statements run in the
+        implicit transaction of one pipeline sync, all in one round trip when only the
+        last one's rows are read, and commit before the call returns."""
         ...
 
     async def read(self, fn: Callable[[Tx], T]) -> T: ...

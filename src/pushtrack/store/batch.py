@@ -57,9 +57,12 @@ class Batcher(Generic[I, R]):
         *,
         in_flight: int = 1,
         most: int = BATCH_MAX,
+        statements_whole: bool = False,
     ) -> None:
         self.engine = engine
         self._apply = apply
+        #: Each statement ``apply`` runs is whole by itself (``Engine.write_batch``).
+        self._whole = statements_whole
         self._in_flight = in_flight
         self._most = most
         # Callers on several event loops (tests) keep to their own loop's queue.
@@ -94,7 +97,9 @@ class Batcher(Generic[I, R]):
     async def _write(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
         try:
-            answers = await self.engine.write_batch(partial(_apply, self._apply, items))
+            answers = await self.engine.write_batch(
+                partial(_apply, self._apply, items), statements_whole=self._whole
+            )
         except Exception as exc:  # noqa: BLE001 - handed to the callers
             if len(batch) == 1:
                 _fail(batch[0][1], exc)

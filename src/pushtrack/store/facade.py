@@ -51,7 +51,10 @@ class Store:
         self.dead_tokens = DeadTokenStore(engine)
         self.dashboard = DashboardStore(engine)
         self._reports = Batcher(
-            engine, tx.record_device_reports, in_flight=engine.batches_in_flight
+            engine,
+            tx.record_device_reports,
+            in_flight=engine.batches_in_flight,
+            statements_whole=True,
         )
         self.targeting = TargetingStore(engine)
         self.webhooks = WebhookStore(engine)

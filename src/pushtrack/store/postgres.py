@@ -34,7 +34,7 @@ from psycopg import errors as pg_errors
 from psycopg import postgres
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pushtrack.domain.timeutil import DAY_US, US, now_us
 from pushtrack.store.base import ConflictError, Engine, StoreError, StoreUnavailableError, Tx
@@ -159,13 +159,14 @@ class _PgTx:
 
     dialect = "postgresql"
 
-    __slots__ = ("_clock", "_pipeline", "conn", "cur")
+    __slots__ = ("_clock", "_enter_pipeline", "_pipeline", "conn", "cur")
 
     def __init__(
         self,
         conn: psycopg.Connection[Any],
         clock: Callable[[], int],
         pipeline: psycopg.Pipeline | None = None,
+        enter_pipeline: Callable[[], psycopg.Pipeline] | None = None,
     ) -> None:
         self.conn = conn
         self.cur = conn.cursor()
@@ -173,6 +174,9 @@ class _PgTx:
         #: In pipeline mode, statements whose result nobody reads (``many``) go out
         #: with the next one that is read, or with COMMIT: one round trip, not several.
         self._pipeline = pipeline
+        #: Pipeline mode from the first ``many`` on (a unit whose statements are whole:
+        #: one that only reads the rows of one statement sends it with its sync).
+        self._enter_pipeline = enter_pipeline
 
     def _execute(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
         query = _pg_query(sql)
@@ -199,6 +203,8 @@ class _PgTx:
         batch = rows if isinstance(rows, list) else list(rows)
         if not batch:
             return
+        if self._pipeline is None and self._enter_pipeline is not None:
+            self._pipeline = self._enter_pipeline()
         pipelined = self._pipeline is not None  # COPY has no pipeline mode
         copy_sql = _copy_sql(sql) if len(batch) >= COPY_MIN_ROWS and not pipelined else None
         if copy_sql is None:
@@ -248,6 +254,9 @@ class PostgresEngine:
         self.url = url
         self.clock = clock
         self._closed = False
+        #: ``unchecked``: this thread is taking a connection for statements that are
+        #: whole (``_check``).
+        self._local = threading.local()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
             min_size=POOL_MIN,
@@ -255,7 +264,7 @@ class PostgresEngine:
             open=False,
             timeout=POOL_TIMEOUT_S,
             configure=_configure,
-            check=ConnectionPool.check_connection,
+            check=self._check,
             name="pushtrack",
         )
         try:
@@ -281,6 +290,14 @@ class PostgresEngine:
         return cls(url)
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check of a connection it hands out: an empty statement, one round
+        trip. A batch whose statements are whole (``write_batch``) takes its connection
+        unchecked: if that one turns out dead, the batch runs again on a checked one
+        (running its statements twice changes nothing)."""
+        if not getattr(self._local, "unchecked", False):
+            ConnectionPool.check_connection(conn)
 
     def _upkeep(self) -> None:
         """Make sure the partitions of today and the ``DAYS_AHEAD`` days after exist.
@@ -320,11 +337,13 @@ class PostgresEngine:
         *,
         read: bool = False,
         pipelined: bool = False,
+        implicit: bool = False,
     ) -> T:
         lost = made = 0
+        unchecked = implicit
         while True:
             try:
-                return self._once(fn, read, pipelined)
+                return self._once(fn, read, pipelined, implicit, unchecked)
             except _DOMAIN_ERRORS:
                 raise
             except _RETRYABLE as exc:
@@ -339,14 +358,50 @@ class PostgresEngine:
                 made += 1
                 log.info("making the missing events partition of %s", day)
                 self._transact(partial(ensure_partitions, first_day_us=day, last_day_us=day), 1)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if not unchecked or isinstance(exc, PoolTimeout):
+                    raise _translate(exc) from exc
+                unchecked = False  # perhaps a connection that died idle: once more, checked
+                log.debug("retrying a batch on a checked connection after %s", exc)
             except psycopg.Error as exc:
                 raise _translate(exc) from exc
 
-    def _once(self, fn: Callable[[Tx], T], read: bool, pipelined: bool = False) -> T:
+    def _once(
+        self,
+        fn: Callable[[Tx], T],
+        read: bool,
+        pipelined: bool = False,
+        implicit: bool = False,
+        unchecked: bool = False,
+    ) -> T:
+        if not unchecked:
+            return self._on_connection(fn, read, pipelined, implicit)
+        self._local.unchecked = True
+        try:
+            return self._on_connection(fn, read, pipelined, implicit)
+        finally:
+            self._local.unchecked = False
+
+    def _on_connection(
+        self, fn: Callable[[Tx], T], read: bool, pipelined: bool, implicit: bool
+    ) -> T:
         with self._pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
             # Under READ COMMITTED every statement takes a fresh snapshot, in a
             # transaction or not: a read gains nothing from BEGIN and COMMIT.
-            conn.autocommit = read
+            conn.autocommit = read or implicit
+            if implicit:
+                # No BEGIN: the server runs what is sent up to a sync in one implicit
+                # transaction and commits it at the sync, before the answer is read. A
+                # statement alone goes out with its sync (one round trip); statements
+                # whose rows nobody reads open a pipeline, whose sync leaving it sends
+                # (and waits for) before the answer is returned.
+                with contextlib.ExitStack() as pipeline:
+                    tx = _PgTx(
+                        conn,
+                        self.clock,
+                        enter_pipeline=lambda: pipeline.enter_context(conn.pipeline()),
+                    )
+                    return fn(tx)
             try:
                 if pipelined:
                     with conn.pipeline() as pipeline:
@@ -373,11 +428,12 @@ class PostgresEngine:
         self._maybe_upkeep()
         return self._transact(fn)
 
-    def write_batch_sync(self, fn: Callable[[Tx], T]) -> T:
-        """``write_sync`` for a batch of small writes, its statements pipelined."""
+    def write_batch_sync(self, fn: Callable[[Tx], T], *, statements_whole: bool = False) -> T:
+        """``write_sync`` for a batch of small writes, its statements pipelined; with
+        ``statements_whole`` in the implicit transaction of one sync (``Engine``)."""
         self._check_open()
         self._maybe_upkeep()
-        return self._transact(fn, pipelined=True)
+        return self._transact(fn, pipelined=True, implicit=statements_whole)
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run a read in the calling thread."""
@@ -387,8 +443,9 @@ class PostgresEngine:
     async def write(self, fn: Callable[[Tx], T]) -> T:
         return await self._in_thread(self.write_sync, fn)
 
-    async def write_batch(self, fn: Callable[[Tx], T]) -> T:
-        return await self._in_thread(self.write_batch_sync, fn)
+    async def write_batch(self, fn: Callable[[Tx], T], *, statements_whole: bool = False) -> T:
+        run = partial(self.write_batch_sync, statements_whole=statements_whole)
+        return await self._in_thread(run, fn)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         return await self._in_thread(self.read_sync, fn)

@@ -356,8 +356,8 @@ class SQLiteEngine:
             raise _translate(exc) from exc
         return result
 
-    async def write_batch(self, fn: Callable[[Tx], T]) -> T:
-        return await self.write(fn)
+    async def write_batch(self, fn: Callable[[Tx], T], *, statements_whole: bool = False) -> T:
+        return await self.write(fn)  # the writer's transaction holds every statement
 
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run a unit of work from a thread that has no event loop (CLI, jobs)."""

@@ -8,6 +8,7 @@ engine translates; ``ON CONFLICT``; row values; ``RETURNING``).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -423,6 +424,8 @@ def record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
     report, or one on a delivery already settled, writes nothing), and the
     winners' events and counters are appended together.
     """
+    if tx.dialect == "postgresql":
+        return _pg_record_device_reports(tx, items)
     keys = list(dict.fromkeys((r.app_id, r.hwid, r.payload_hash) for r in items))
     named: dict[tuple[int, str, str], list[Reported]] = {}
     for row in find_reported(tx, keys):
@@ -475,6 +478,105 @@ def record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
             events.append((did, Status.OPENED, DESC_OPENED, d.message_id, d.platform))
     append_events(tx, events)
     return found
+
+
+#: What a report asks of its deliveries on PostgreSQL (``_pg_record_device_reports``):
+#: nothing (an open the application does not log), their ``delivered``, their ``opened``.
+_FIND_ONLY, _DELIVERED, _OPENED = 0, int(Status.DELIVERED), int(Status.OPENED)
+
+
+def _pg_record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
+    """``record_device_reports`` on PostgreSQL: one statement per kind of transition,
+    each finding the deliveries the reports name, winning its guarded UPDATE, and
+    appending the winners' events and counters (data-modifying WITHs).
+
+    Every statement is whole by itself (``Engine.write_batch``'s ``statements_whole``):
+    the batch goes out as one pipeline, and only the last statement's rows (which
+    reports named a delivery) are read. ``confirmed`` runs after ``delivered``, so it
+    sees the deliveries that were just settled.
+    """
+    kinds = [
+        _DELIVERED if r.status is Status.DELIVERED else _OPENED if r.open_logging else _FIND_ONLY
+        for r in items
+    ]
+    reports = ([r.app_id for r in items], [r.hwid for r in items], [r.payload_hash for r in items])
+    ts = tx.now()
+    if _DELIVERED in kinds:
+        for status in (Status.DELIVERED, Status.CONFIRMED):
+            # rows nobody reads: sent with the statement after it
+            tx.many(
+                _pg_report_sql(status),
+                [(*reports, kinds, ts, DESC_DEVICE_CONFIRMED, *(ts, ts) * len(COUNTER_TABLES))],
+            )
+    rows = tx.all(
+        _pg_report_sql(Status.OPENED),
+        (*reports, kinds, ts, DESC_OPENED, *(ts, ts) * len(COUNTER_TABLES)),
+    )
+    found = [False] * len(items)
+    for (i,) in rows:
+        found[i - 1] = True
+    return found
+
+
+#: The guarded transition each kind of report asks for, on ``d`` (deliveries) the
+#: reports of that kind name.
+_PG_REPORT_TRANSITIONS: dict[Status, tuple[str, int]] = {
+    # the device's word settles a delivery still in flight; one the gateway already
+    # settled keeps its one terminal status
+    Status.DELIVERED: (
+        f"state = {int(Status.DELIVERED)}"
+        f" WHERE d.state IN ({int(Status.CREATED)}, {int(Status.SENT)})",
+        _DELIVERED,
+    ),
+    # once per delivery, on one that went to a gateway (or was just settled)
+    Status.CONFIRMED: (
+        f"confirmed = 1 WHERE d.confirmed = 0 AND (d.state IN ({int(Status.SENT)},"
+        f" {int(Status.DELIVERED)}) OR (d.state = {int(Status.FAILED)} AND d.attempts > 0))",
+        _DELIVERED,
+    ),
+    Status.OPENED: ("opened = 1 WHERE d.opened = 0", _OPENED),
+}
+
+
+@functools.lru_cache(maxsize=8)
+def _pg_report_sql(status: Status) -> str:
+    """One statement for the reports' ``status`` transitions (``_pg_record_device_reports``).
+
+    Parameters: the reports as four arrays (application ids, hwids, payload hashes,
+    the transition each asks for: ``_DELIVERED``, ``_OPENED`` or ``_FIND_ONLY``), the
+    events' ts and description, then (ts, ts) per counter table. Answers the reports
+    (1-based) that named a delivery. The reports are found by the unique (app_id,
+    hwid) index, then the device's deliveries by device id, as ``find_reported`` does.
+    """
+    guard, kind = _PG_REPORT_TRANSITIONS[status]
+    column = COUNTER_OF[status]
+    set_clause, where = guard.split(" WHERE ")
+    parts = [
+        "WITH r AS (SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::int[])"
+        " WITH ORDINALITY AS r (app_id, hwid, hash, kind, i)),"
+        " f AS (SELECT r.i, r.kind, d.id FROM r"
+        " JOIN devices dv ON dv.app_id = r.app_id AND dv.hwid = r.hwid"
+        " JOIN deliveries d ON d.device_id = dv.id AND d.hash = r.hash),"
+        # ``= ANY(ARRAY(...))``: the rows are read (and locked) in the index's or the
+        # table's order, whatever the reports' order, as the other batches lock them
+        f" won AS (UPDATE deliveries d SET {set_clause}"
+        f" WHERE d.id = ANY(ARRAY(SELECT id FROM f WHERE kind = {kind})) AND {where}"
+        " RETURNING d.id, d.message_id, d.platform),"
+        " ev AS (INSERT INTO events (ts, delivery_id, status, description)"
+        f" SELECT ?::bigint, id, {int(status)}, ?::text FROM won ORDER BY id),"
+        " n AS (SELECT message_id, platform, COUNT(*) AS n FROM won"
+        " GROUP BY message_id, platform)"
+    ]
+    for i, (table, bucket, width) in enumerate(COUNTER_TABLES):
+        parts.append(
+            f", c{i} AS (INSERT INTO {table} (message_id, {bucket}, platform, shard, {column})"
+            f" SELECT message_id, ?::bigint - ?::bigint % {width}, platform,"
+            f" pg_backend_pid() % {COUNTER_SHARDS}, n FROM n ORDER BY message_id, platform"
+            f" ON CONFLICT (message_id, {bucket}, platform, shard) DO UPDATE"
+            f" SET {column} = {table}.{column} + excluded.{column})"
+        )
+    parts.append(" SELECT DISTINCT i FROM f ORDER BY i")
+    return "".join(parts)
 
 
 def record_device_report(
