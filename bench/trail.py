@@ -24,7 +24,8 @@ from pushtrack.domain import codes
 from pushtrack.domain.payload import build_template
 from pushtrack.domain.platforms import Platform
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, US, now_us
-from pushtrack.store.tx import COUNTER_TABLES, dumps
+from pushtrack.store.events import COUNTER_TABLES
+from pushtrack.store.jsontext import dumps
 
 PER_MESSAGE = 1000
 #: Deliveries written per executemany.

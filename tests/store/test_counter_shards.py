@@ -11,8 +11,7 @@ import pytest
 
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import HOUR_US
-from pushtrack.store import open_store, schema
-from pushtrack.store import tx as txf
+from pushtrack.store import events, open_store, schema
 from tests.conftest import ENGINES, fresh_database_url
 from tests.store.conftest import database_at
 from tests.support import run
@@ -45,7 +44,7 @@ def test_old_counters_keep_their_values_and_new_bumps_add(old_database: str) -> 
     try:
         bumps = [(7, HOUR + 1, 1, Status.OPENED), (7, HOUR + 2, 1, Status.OPENED)]
         for bump in bumps:  # separate transactions: on PostgreSQL maybe separate shards
-            store.engine.write_sync(partial(txf.bump_counters, items=[bump]))
+            store.engine.write_sync(partial(events.bump_counters, items=[bump]))
         for interval in ("hour", "minute"):
             (row,) = run(store.stats.counters(7, interval, 0))
             assert (row.bucket, row.platform) == (HOUR, 1)

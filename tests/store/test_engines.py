@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pushtrack.store import tx as txf
+from pushtrack.store import accounts
 from pushtrack.store.base import ConflictError, Engine, StoreError, Tx
 from tests.support import run
 
@@ -21,7 +21,7 @@ def _accounts(engine: Engine) -> list[str]:
 
 def _insert_then(fail: BaseException | str) -> Callable[[Tx], None]:
     def fn(tx: Tx) -> None:
-        txf.create_app(
+        accounts.create_app(
             tx, account="doomed", name="a", tracking=True, open_logging=True, token_required=True
         )
         tx.many(
@@ -50,7 +50,7 @@ def test_a_database_error_is_a_store_error_and_rolls_back(engine: Engine) -> Non
         run(engine.write(_insert_then("INSERT INTO no_such_table VALUES (1)")))
     assert _accounts(engine) == []
     # The engine goes on working.
-    run(engine.write(partial(txf.account_id, name="after")))
+    run(engine.write(partial(accounts.account_id, name="after")))
     assert _accounts(engine) == ["after"]
 
 

@@ -9,8 +9,8 @@ import threading
 from typing import Any
 
 from pushtrack.domain.status import Status
+from pushtrack.store.events import append_events
 from pushtrack.store.stream import START, Filter, Position
-from pushtrack.store.tx import append_events
 from tests.support import Service, delivery_id, run
 
 

@@ -9,7 +9,7 @@ answered only after its batch has committed: acknowledged means committed.
 
 If a batch fails, every item of it is written again alone (in its own unit of
 work), so one failing item fails only its own caller. Batch functions must
-therefore be safe to run twice, like every unit of work (``store/tx.py``).
+therefore be safe to run twice, like every unit of work (``store/reports.py``).
 
 Both engines use it for device reports (``record_device_reports``: a batch is
 a few set-based statements, not a few statements per report). PostgreSQL,

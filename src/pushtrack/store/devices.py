@@ -1,4 +1,5 @@
-"""What devices report besides registerDevice: opens, users, badges, events.
+"""Devices: registerDevice and unregisterDevice, and what devices report besides:
+opens, users, badges, events.
 
 ``record_seen`` updates (or first records) a device from applicationOpen and
 registerUser; ``set_badge`` keeps the badge the application shows;
@@ -13,9 +14,19 @@ from functools import partial
 from typing import Any, TypeVar
 
 from pushtrack.domain.timeutil import HOUR_US
-from pushtrack.store.base import App, DeviceSeen, DeviceState, DeviceView, Engine, EventIn, Tx
+from pushtrack.store.base import (
+    App,
+    DeviceIn,
+    DeviceSeen,
+    DeviceState,
+    DeviceView,
+    Engine,
+    EventIn,
+    Tx,
+)
 from pushtrack.store.batch import Batcher, run_units
-from pushtrack.store.tx import dumps, loads
+from pushtrack.store.jsontext import dumps, loads
+from pushtrack.store.targeting import set_device_tags
 
 T = TypeVar("T")
 
@@ -256,3 +267,75 @@ class DeviceStore:
             if len(page) < EVENT_PAGE:
                 return counts
             after = (page[-1][0], page[-1][1])
+
+
+# -- registration ------------------------------------------------------------------------
+
+
+def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
+    now = tx.now()
+    row = tx.one(
+        "INSERT INTO devices (app_id, hwid, push_token, device_type, language, timezone, tags,"
+        " user_id, app_version, device_model, os_version, subscribed, created_at, updated_at,"
+        " tz_name, web_p256dh, web_auth, token_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (app_id, hwid) DO UPDATE SET"
+        " push_token = COALESCE(excluded.push_token, devices.push_token),"
+        " device_type = excluded.device_type,"
+        " language = COALESCE(excluded.language, devices.language),"
+        " timezone = COALESCE(excluded.timezone, devices.timezone),"
+        " tags = COALESCE(excluded.tags, devices.tags),"
+        " user_id = COALESCE(excluded.user_id, devices.user_id),"
+        " app_version = COALESCE(excluded.app_version, devices.app_version),"
+        " device_model = COALESCE(excluded.device_model, devices.device_model),"
+        " os_version = COALESCE(excluded.os_version, devices.os_version),"
+        " subscribed = CASE WHEN COALESCE(excluded.push_token, devices.push_token) IS NULL"
+        " THEN 0 ELSE 1 END, updated_at = excluded.updated_at,"
+        # a zone name goes with the offset it came with; an offset alone clears it
+        " tz_name = CASE WHEN excluded.timezone IS NULL THEN devices.tz_name"
+        " ELSE excluded.tz_name END,"
+        # a new push token brings its own keys (or none); the keys stay with their token
+        " web_p256dh = CASE WHEN excluded.push_token IS NULL THEN devices.web_p256dh"
+        " ELSE excluded.web_p256dh END,"
+        " web_auth = CASE WHEN excluded.push_token IS NULL THEN devices.web_auth"
+        " ELSE excluded.web_auth END,"
+        # registering a token (the same one again too) is what a gateway's "dead since"
+        # is compared with
+        " token_at = COALESCE(excluded.token_at, devices.token_at) RETURNING id",
+        (
+            app.id,
+            d.hwid,
+            d.push_token,
+            d.device_type,
+            d.language,
+            d.timezone,
+            None,  # tags live in tag_values (store/targeting.py)
+            d.user_id,
+            d.app_version,
+            d.device_model,
+            d.os_version,
+            1 if d.push_token else 0,
+            now,
+            now,
+            d.tz_name,
+            d.web_p256dh,
+            d.web_auth,
+            now if d.push_token else None,
+        ),
+    )
+    if d.tags:
+        assert row is not None
+        # The upsert locked the device row: tag writes to one device run in turn.
+        set_device_tags(tx, app, int(row[0]), d.tags)
+
+
+def unregister_device(tx: Tx, app: App, hwid: str) -> bool:
+    return (
+        tx.run(
+            "UPDATE devices SET push_token = NULL, web_p256dh = NULL, web_auth = NULL,"
+            " subscribed = 0, updated_at = ?"
+            " WHERE app_id = ? AND hwid = ?",
+            (tx.now(), app.id, hwid),
+        )
+        > 0
+    )

@@ -33,8 +33,9 @@ from pushtrack.domain.status import (
     Status,
 )
 from pushtrack.store.base import ConflictError, Engine, Tx
+from pushtrack.store.events import COUNTER_SHARDS, COUNTER_TABLES, bump_counts
+from pushtrack.store.jsontext import dumps, loads
 from pushtrack.store.tracking import tracking_key
-from pushtrack.store.tx import COUNTER_SHARDS, COUNTER_TABLES, bump_counts, dumps, loads
 
 _SENT, _CREATED = int(Status.SENT), int(Status.CREATED)
 

@@ -37,8 +37,10 @@ from typing import Any
 import msgspec
 
 from pushtrack.domain.targeting import Node
+from pushtrack.store.accounts import APP_COLUMNS, APP_FROM, app_from_row
 from pushtrack.store.base import App, Engine, Tx
 from pushtrack.store.dispatch import finish_message
+from pushtrack.store.jsontext import loads
 from pushtrack.store.messages import (
     DEVICE_COLUMNS,
     AudienceTargeting,
@@ -52,7 +54,6 @@ from pushtrack.store.messages import (
     read_devices,
     write_deliveries,
 )
-from pushtrack.store.tx import APP_COLUMNS, APP_FROM, app_from_row, loads
 
 #: Devices per step, at most.
 BATCH = 1000

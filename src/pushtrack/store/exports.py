@@ -23,9 +23,9 @@ from pushtrack.domain import codes
 from pushtrack.domain.payload import encode, render
 from pushtrack.domain.status import DESC_CREATED, Status
 from pushtrack.store.base import Engine, Tx
+from pushtrack.store.jsontext import loads
 from pushtrack.store.messages import EVENT_KEY
 from pushtrack.store.tracking import tracking_key
-from pushtrack.store.tx import loads
 
 #: Rows per keyset page.
 PAGE_ROWS = 10_000

@@ -1,8 +1,9 @@
 """``Store``: the typed face of the database that the API, workers and CLI use.
 
-Each method names one unit of work and hands the matching transaction
-function (``store/tx.py`` and its siblings) to the engine. Engines differ
-only in how they run transactions, never in what a unit of work does.
+Each method names one unit of work and hands the matching transaction function
+(``store/accounts.py``, ``store/devices.py``, ``store/reports.py`` and their
+siblings) to the engine. Engines differ only in how they run transactions, never
+in what a unit of work does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from pushtrack.domain.status import Status
-from pushtrack.store import message_log, messages, tx
+from pushtrack.store import accounts, message_log, messages, pg_schema, reports, schema
 from pushtrack.store.base import (
     App,
     DeviceIn,
@@ -26,7 +27,7 @@ from pushtrack.store.base import (
 from pushtrack.store.batch import Batcher
 from pushtrack.store.dashboard import DashboardStore
 from pushtrack.store.deadtokens import DeadTokenStore
-from pushtrack.store.devices import DeviceStore
+from pushtrack.store.devices import DeviceStore, register_device, unregister_device
 from pushtrack.store.dispatch import DispatchStore
 from pushtrack.store.expansion import ExpansionStore
 from pushtrack.store.exports import ExportStore
@@ -52,7 +53,7 @@ class Store:
         self.dashboard = DashboardStore(engine)
         self._reports = Batcher(
             engine,
-            tx.record_device_reports,
+            reports.record_device_reports,
             in_flight=engine.batches_in_flight,
             statements_whole=True,
         )
@@ -73,7 +74,7 @@ class Store:
 
     async def schema_versions(self) -> tuple[int, int]:
         """(migrations applied, migrations known): whether the store answers and is current."""
-        return await self.engine.read(tx.schema_versions)
+        return await self.engine.read(_schema_versions)
 
     # -- accounts, applications, tokens ---------------------------------------------------
 
@@ -88,7 +89,7 @@ class Store:
     ) -> App:
         return await self.engine.write(
             partial(
-                tx.create_app,
+                accounts.create_app,
                 account=account,
                 name=name,
                 tracking=tracking,
@@ -99,16 +100,16 @@ class Store:
 
     async def has_accounts(self) -> bool:
         """Does the store hold any account yet (a first start finds none)?"""
-        return await self.engine.read(tx.has_accounts)
+        return await self.engine.read(accounts.has_accounts)
 
     async def list_apps(self, account: str) -> list[App]:
-        return await self.engine.read(partial(tx.list_apps, account=account))
+        return await self.engine.read(partial(accounts.list_apps, account=account))
 
     async def all_apps(self) -> list[App]:
-        return await self.engine.read(tx.all_apps)
+        return await self.engine.read(accounts.all_apps)
 
     async def get_app(self, code: str) -> App | None:
-        return await self.engine.read(partial(tx.get_app, code=code))
+        return await self.engine.read(partial(accounts.get_app, code=code))
 
     async def create_token(
         self,
@@ -121,7 +122,7 @@ class Store:
     ) -> TokenInfo:
         return await self.engine.write(
             partial(
-                tx.create_token,
+                accounts.create_token,
                 account=account,
                 kind=kind,
                 token_hash=token_hash,
@@ -132,21 +133,23 @@ class Store:
         )
 
     async def find_token(self, token_hash: str) -> TokenInfo | None:
-        return await self.engine.read(partial(tx.find_token, token_hash=token_hash))
+        return await self.engine.read(partial(accounts.find_token, token_hash=token_hash))
 
     async def list_tokens(self, account: str) -> list[TokenInfo]:
-        return await self.engine.read(partial(tx.list_tokens, account=account))
+        return await self.engine.read(partial(accounts.list_tokens, account=account))
 
     async def revoke_tokens(self, account: str, prefix: str) -> int:
-        return await self.engine.write(partial(tx.revoke_tokens, account=account, prefix=prefix))
+        return await self.engine.write(
+            partial(accounts.revoke_tokens, account=account, prefix=prefix)
+        )
 
     # -- devices --------------------------------------------------------------------------
 
     async def register_device(self, app: App, device: DeviceIn) -> None:
-        await self.devices.write(partial(tx.register_device, app=app, d=device))
+        await self.devices.write(partial(register_device, app=app, d=device))
 
     async def unregister_device(self, app: App, hwid: str) -> bool:
-        return await self.devices.write(partial(tx.unregister_device, app=app, hwid=hwid))
+        return await self.devices.write(partial(unregister_device, app=app, hwid=hwid))
 
     async def record_device_report(
         self, app: App, hwid: str, payload_hash: str, status: Status
@@ -155,7 +158,7 @@ class Store:
 
         Reports arriving together are written together (``store/batch.py``).
         """
-        report = tx.Report(app.id, app.open_logging, hwid, payload_hash, status)
+        report = reports.Report(app.id, app.open_logging, hwid, payload_hash, status)
         return await self._reports.submit(report)
 
     # -- messages -------------------------------------------------------------------------
@@ -195,3 +198,14 @@ class Store:
             return message_log.message_log(t, query), top
 
         return await self.engine.read(page)
+
+
+def _schema_versions(tx: Tx) -> tuple[int, int]:
+    """(migrations applied to this database, migrations this code knows): a cheap query."""
+    if tx.dialect == "sqlite":
+        row = tx.one("PRAGMA user_version")
+        known = len(schema.MIGRATIONS)
+    else:
+        row = tx.one("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        known = len(pg_schema.MIGRATIONS)
+    return (int(row[0]) if row else 0), known

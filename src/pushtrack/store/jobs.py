@@ -18,8 +18,9 @@ import msgspec
 
 from pushtrack.domain import codes
 from pushtrack.domain.jobs import Params, encode
+from pushtrack.store.accounts import account_id
 from pushtrack.store.base import Engine, Tx
-from pushtrack.store.tx import account_id, dumps, loads
+from pushtrack.store.jsontext import dumps, loads
 
 
 class JobState(StrEnum):

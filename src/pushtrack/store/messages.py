@@ -43,9 +43,10 @@ from pushtrack.store.base import (
     Targeting,
     Tx,
 )
+from pushtrack.store.events import append_events
+from pushtrack.store.jsontext import dumps
 from pushtrack.store.targeting import audience_where
 from pushtrack.store.tracking import tracking_key
-from pushtrack.store.tx import append_events, dumps
 
 #: Deliveries per dispatch job.
 DISPATCH_CHUNK = 1000

@@ -1,7 +1,7 @@
 """PostgreSQL schema, as forward-only migrations recorded in ``schema_version``.
 
 The logical schema is the one of ``store/schema.py`` (same tables, same
-column names, so the transaction functions of ``store/tx.py`` run unchanged);
+column names, so the transaction functions of ``store/`` run unchanged);
 only the types differ: BIGINT ids and timestamps (microseconds), INTEGER
 flags and enums (the SQL compares them with ``= 1``), TEXT for JSON.
 
@@ -298,7 +298,7 @@ MIGRATIONS: list[str] = [
     """,
     # 8: a counter may be kept in several rows (shard), summed when read: concurrent
     # transactions bumping the same counter spread over them instead of committing one
-    # at a time on its row (store/tx.py COUNTER_SHARDS)
+    # at a time on its row (store/events.py COUNTER_SHARDS)
     """
     ALTER TABLE counters ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE counters DROP CONSTRAINT counters_pkey;

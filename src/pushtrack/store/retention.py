@@ -51,8 +51,8 @@ from pushtrack.domain.timeutil import HOUR_US, day_of
 from pushtrack.store.base import Engine, StoreError, Tx
 from pushtrack.store.deadtokens import delete_dead_tokens
 from pushtrack.store.devices import delete_device_events
+from pushtrack.store.events import COUNTER_TABLES
 from pushtrack.store.exports import FileRecord, delete_files, expired_files
-from pushtrack.store.tx import COUNTER_TABLES
 
 log = logging.getLogger("pushtrack.retention")
 

@@ -269,7 +269,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE gateways ADD COLUMN paused_reason TEXT;
     """,
     # 8: a counter may be kept in several rows (shard), summed when read: PostgreSQL
-    # spreads concurrent transactions over them (store/tx.py COUNTER_SHARDS); SQLite's
+    # spreads concurrent transactions over them (store/events.py COUNTER_SHARDS); SQLite's
     # one writer keeps shard 0
     """
     CREATE TABLE counters_sharded (

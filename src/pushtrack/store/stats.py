@@ -12,8 +12,8 @@ from pushtrack.domain.codes import shown_message_id, stored_message_id
 from pushtrack.domain.status import COUNTERS
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, US
 from pushtrack.store.base import Engine, Tx
+from pushtrack.store.jsontext import loads
 from pushtrack.store.tracking import tracking_key
-from pushtrack.store.tx import loads
 
 Interval = Literal["minute", "hour", "day"]
 
