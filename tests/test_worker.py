@@ -143,3 +143,23 @@ def test_a_handler_reads_its_parameters_typed_and_refuses_ones_that_do_not_fit(
     failed = job_state(store, bad)
     assert failed.state == "failed"
     assert "bad parameters: Expected `int`, got `str` - at `$.message_id`" in failed.result["error"]
+
+
+def test_run_until_idle_waits_for_what_a_worker_does_before_its_loop(store: Store) -> None:
+    """A worker that schedules a job before it starts claiming (as the service's worker
+    makes sure its periodic jobs exist) is not idle until its loop has begun."""
+    ran: list[str] = []
+
+    async def handler(job: Job) -> Done:
+        ran.append(job.request_id)
+        return Done()
+
+    class SchedulesFirst(Worker):
+        async def run(self, stop: asyncio.Event) -> None:
+            await asyncio.sleep(0.3)  # slower than the idle check's first look
+            self.scheduled = await store.jobs.enqueue("test", "default", Params())
+            await super().run(stop)
+
+    worker = SchedulesFirst(store, {"test": handler}, poll_seconds=0.01)
+    run(worker.run_until_idle(20))
+    assert ran == [worker.scheduled]

@@ -80,6 +80,9 @@ class Worker:
     #: Claims made so far (a claim, its jobs and their release can all happen while
     #: ``run_until_idle`` reads when the next job is due).
     _claims: int = 0
+    #: The claim loop has begun (what a subclass does before it, such as scheduling
+    #: periodic jobs, is not yet idleness).
+    _looping: bool = False
     #: Set when a running job ends (or the worker is told to stop): its slot is free, so
     #: the claim loop goes on at once instead of at its next poll.
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,6 +91,7 @@ class Worker:
         """Claim and run jobs until ``stop`` is set; then release what is in flight."""
         log.info("worker %s started (%s)", self.owner, ", ".join(sorted(self.handlers)))
         self._wake = asyncio.Event()  # of this run's event loop
+        self._looping = True
         relay = asyncio.create_task(self._wake_on(stop))
         try:
             while not stop.is_set():
@@ -132,13 +136,14 @@ class Worker:
         """
         stop = asyncio.Event()
         kinds = list(self.handlers)
+        self._looping = False
 
         async def watch() -> None:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + max_seconds
             while loop.time() < deadline:
                 await asyncio.sleep(self.poll_seconds)
-                if self._running or self._claiming:
+                if not self._looping or self._running or self._claiming:
                     continue
                 claims = self._claims
                 due = await self.store.jobs.next_due(kinds)
