@@ -45,9 +45,9 @@ from pushtrack.store.messages import (
     Device,
     Planned,
     audience_filter,
-    build_deliveries,
     ensure_templates,
     message_templates,
+    new_user_pairs,
     plan_deliveries,
     read_devices,
     write_deliveries,
@@ -143,6 +143,7 @@ def read_step(tx: Tx, *, exp: Expansion, after: int, limit: int) -> Read:
     planned = plan_deliveries(
         tx.now(), exp.send_at, exp.local_time, [(d.hwid, d) for d in devices], exp.notification
     )
+    planned.users = new_user_pairs(tx, planned.users)
     cursor = devices[-1].id if devices else after
     return Read(after=after, cursor=cursor, last=len(devices) < limit, planned=planned)
 
@@ -160,7 +161,7 @@ def write_step(tx: Tx, *, exp: Expansion, read: Read) -> Step:
 
 def _write_step(tx: Tx, exp: Expansion, read: Read) -> Step:
     mid = exp.message_id
-    n = len(read.planned.items)
+    n = len(read.planned)
     won = tx.run(
         "UPDATE messages SET expand_after = ?, deliveries = deliveries + ?"
         " WHERE id = ? AND expand_after = ?",
@@ -171,7 +172,7 @@ def _write_step(tx: Tx, exp: Expansion, read: Read) -> Step:
     if n:
         templates = message_templates(tx, mid)
         ensure_templates(tx, mid, exp.notification, read.planned.keys, templates)
-        write_deliveries(tx, mid, build_deliveries(tx, mid, read.planned, templates))
+        write_deliveries(tx, mid, read.planned, templates)
     if not read.last:
         return Step(cursor=read.cursor, deliveries=n)
     return Step(cursor=None, deliveries=n, status=finish_message(tx, message_id=mid))
