@@ -47,7 +47,6 @@ from pushtrack.store.messages import (
     audience_filter,
     ensure_templates,
     message_templates,
-    new_user_pairs,
     plan_deliveries,
     read_devices,
     write_deliveries,
@@ -143,7 +142,6 @@ def read_step(tx: Tx, *, exp: Expansion, after: int, limit: int) -> Read:
     planned = plan_deliveries(
         tx.now(), exp.send_at, exp.local_time, [(d.hwid, d) for d in devices], exp.notification
     )
-    planned.users = new_user_pairs(tx, planned.users)
     cursor = devices[-1].id if devices else after
     return Read(after=after, cursor=cursor, last=len(devices) < limit, planned=planned)
 

@@ -62,7 +62,8 @@ EXPAND = "expand_audience"
 
 DEVICE_COLUMNS = (
     "d.id, d.hwid, d.push_token, d.device_type, d.language, d.user_id, d.subscribed, d.timezone,"
-    " d.tz_name"
+    " d.tz_name, EXISTS (SELECT 1 FROM user_devices ud"
+    " WHERE ud.user_id = d.user_id AND ud.device_id = d.id)"
 )
 
 
@@ -78,6 +79,8 @@ class Device(NamedTuple):
     subscribed: int
     timezone: int | None
     tz_name: str | None
+    #: ``user_devices`` holds (user_id, id) already (pairs are never removed).
+    paired: bool
 
 
 def read_devices(tx: Tx, sql: str, params: Sequence[Any]) -> list[Device]:
@@ -156,7 +159,8 @@ class Written(msgspec.Struct, frozen=True):
 def prepare_messages(tx: Tx, items: Sequence[tuple[App, MessagePlan]]) -> Preparation:
     """Read and plan a request's messages outside the write transaction: the targets
     (devices by hwid or push token), what the other targeting leaves out, the
-    deliveries, the payload templates, and which (user id, device) pairs are new.
+    deliveries, the payload templates, and which (user id, device) pairs are new
+    (pairs are never removed, so one found here is still there at the write).
 
     A device that changes between this read and the write is seen as it was here,
     as if the request had come a moment earlier.
@@ -168,7 +172,6 @@ def prepare_messages(tx: Tx, items: Sequence[tuple[App, MessagePlan]]) -> Prepar
             out.append(Prepared(app, plan))
             continue
         planned = _plan_explicit(tx, app, plan, now)
-        planned.users = new_user_pairs(tx, planned.users)
         templates = template_rows(plan.notification, planned.keys)
         out.append(Prepared(app, plan, planned, templates))
     return Preparation(out, tracking_key(tx))
@@ -217,26 +220,6 @@ def _plan_explicit(tx: Tx, app: App, plan: MessagePlan, now: int) -> Planned:
     known = [dev.id for _, dev in targets if dev is not None]
     left_out = _left_out(tx, app, plan.targeting, known)
     return plan_deliveries(now, plan.send_at, plan.local_time, targets, plan.notification, left_out)
-
-
-def new_user_pairs(tx: Tx, pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Those of the (user id, device id) ``pairs`` that ``user_devices`` lacks (pairs are
-    never removed, so what is found here is still there when the write commits)."""
-    if not pairs:
-        return pairs
-    users = list(dict.fromkeys(u for u, _ in pairs))
-    known: set[tuple[str, int]] = set()
-    for start in range(0, len(users), 500):
-        part = users[start : start + 500]
-        known.update(
-            (r[0], r[1])
-            for r in tx.all(
-                "SELECT user_id, device_id FROM user_devices"
-                f" WHERE user_id IN ({','.join('?' * len(part))})",
-                part,
-            )
-        )
-    return [pair for pair in pairs if pair not in known]
 
 
 def _initial_status(now: int, send_at: int, planned: Planned) -> str:
@@ -447,8 +430,8 @@ class Planned(msgspec.Struct):
     live: list[int]
     #: When the earliest live delivery is due (None: nothing to send).
     first_due: int | None
-    #: The (user id, device id) pairs the deliveries carry, distinct (what lookups by
-    #: user go through); a preparation may leave out those already recorded.
+    #: The (user id, device id) pairs the deliveries carry that ``user_devices`` did not
+    #: hold when the devices were read, distinct (what lookups by user go through).
     users: list[tuple[str, int]]
 
     def __len__(self) -> int:
@@ -523,7 +506,7 @@ def plan_deliveries(
         p.platforms.append(platform)
         p.hashes.append(phash)
         p.dues.append(due)
-        if dev.user_id is not None:
+        if dev.user_id is not None and not dev.paired:
             users[(dev.user_id, dev.id)] = None
         if refusal is None:
             p.states.append(_CREATED)
@@ -538,7 +521,7 @@ def plan_deliveries(
     return p
 
 
-_ID, _HWID, _TYPE, _LANGUAGE, _USER = (itemgetter(i) for i in (0, 1, 3, 4, 5))
+_ID, _HWID, _TYPE, _LANGUAGE, _USER, _PAIRED = (itemgetter(i) for i in (0, 1, 3, 4, 5, 9))
 
 
 def _plan_known(
@@ -599,7 +582,13 @@ def _plan_known(
         failed=failed,
         live=live,
         first_due=send_at if live else None,
-        users=sorted({(u, d) for u, d in zip(user_ids, ids, strict=True) if u is not None}),
+        users=sorted(
+            {
+                (u, d)
+                for u, d, paired in zip(user_ids, ids, map(_PAIRED, known), strict=True)
+                if u is not None and not paired
+            }
+        ),
     )
 
 
