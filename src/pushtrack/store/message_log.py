@@ -31,6 +31,7 @@ from typing import Any
 from pushtrack.domain import codes
 from pushtrack.domain.failures import class_of
 from pushtrack.domain.status import DESC_CREATED, Status
+from pushtrack.domain.timeutil import HOUR_US
 from pushtrack.store.base import LogQuery, LogRow, Tx
 from pushtrack.store.messages import EVENT_KEY
 from pushtrack.store.tracking import tracking_key, where_code
@@ -82,6 +83,8 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         add("m.code = ?", q.message_code)
     if q.campaign_code is not None:
         add("m.campaign = ?", q.campaign_code)  # messages_campaign
+    # a query that names messages: the hours their events fall in, from their counters
+    span = _event_span(tx, where, params) if len(where) > 1 else None
     if q.tracking_code is not None:
         cond, values = where_code(key, q.tracking_code)  # by id, or a legacy code's index
         add(cond, *values)
@@ -130,8 +133,11 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         all_params += [*values, q.limit]
     # the events
     statuses = [int(s) for s in q.statuses or () if s is not Status.CREATED]
-    if q.statuses is None or statuses:
+    if (q.statuses is None or statuses) and span != _NO_EVENTS:
         conds, values = list(where), list(params)
+        if span is not None:
+            conds.append("e.ts >= ? AND e.ts < ?")
+            values.extend(span)
         if q.date_from is not None:
             conds.append("e.ts >= ?")
             values.append(q.date_from)
@@ -230,6 +236,26 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
             )
         )
     return out
+
+
+#: ``_event_span`` of messages that have no events.
+_NO_EVENTS = (0, 0)
+
+
+def _event_span(tx: Tx, where: Sequence[str], params: Sequence[Any]) -> tuple[int, int]:
+    """The times, [from, to), that every event of the messages ``where`` selects (over
+    ``messages m`` only) falls in: every event is counted in its hour's counter in the
+    transaction that writes it (and retention removes a bucket only after its events),
+    so their hourly buckets bound them. With constant bounds PostgreSQL reads only the
+    daily partitions they cover, and SQLite tests them in the (delivery, time) index."""
+    row = tx.one(
+        "SELECT MIN(c.hour), MAX(c.hour) FROM counters c WHERE c.message_id IN"
+        f" (SELECT m.id FROM messages m WHERE {' AND '.join(where)})",
+        params,
+    )
+    if row is None or row[0] is None:
+        return _NO_EVENTS
+    return int(row[0]), int(row[1]) + HOUR_US
 
 
 _SENT = int(Status.SENT)
