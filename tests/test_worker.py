@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pushtrack.domain.jobs import DispatchParams, Params
 from pushtrack.jobs.runner import Done, JobError, Later, Worker
 from pushtrack.store import Store, open_store
 from pushtrack.store.jobs import Job
@@ -39,7 +40,7 @@ def test_waiting_is_not_failing(store: Store) -> None:
         return Done({"calls": len(calls)})
 
     async def go() -> str:
-        request_id = await store.jobs.enqueue("test", "default", {})
+        request_id = await store.jobs.enqueue("test", "default", Params())
         worker = Worker(
             store, {"test": handler}, poll_seconds=0.01, max_attempts=3, backoff_seconds=0.01
         )
@@ -57,7 +58,7 @@ def test_a_job_that_keeps_failing_ends_failed_with_its_error(store: Store) -> No
         raise ValueError("broken for good")
 
     async def go() -> str:
-        request_id = await store.jobs.enqueue("test", "default", {})
+        request_id = await store.jobs.enqueue("test", "default", Params())
         worker = Worker(
             store, {"test": handler}, poll_seconds=0.01, max_attempts=3, backoff_seconds=0.01
         )
@@ -80,7 +81,7 @@ def test_a_job_error_is_the_reason_the_caller_reads(store: Store) -> None:
         raise JobError("the export file could not be written: Read-only file system")
 
     async def go() -> str:
-        request_id = await store.jobs.enqueue("test", "default", {})
+        request_id = await store.jobs.enqueue("test", "default", Params())
         worker = Worker(store, {"test": handler}, poll_seconds=0.01, max_attempts=1)
         await worker.run_until_idle(30)
         return request_id
@@ -99,7 +100,7 @@ def test_stopping_hands_running_jobs_back_at_once(store: Store) -> None:
         return Done()
 
     async def go() -> str:
-        request_id = await store.jobs.enqueue("test", "default", {})
+        request_id = await store.jobs.enqueue("test", "default", Params())
         worker = Worker(store, {"test": handler}, poll_seconds=0.01, lease_seconds=600)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
@@ -113,3 +114,32 @@ def test_stopping_hands_running_jobs_back_at_once(store: Store) -> None:
         return request_id
 
     run(go())
+
+
+def test_a_handler_reads_its_parameters_typed_and_refuses_ones_that_do_not_fit(
+    store: Store,
+) -> None:
+    seen: list[DispatchParams] = []
+
+    async def handler(job: Job) -> Done:
+        seen.append(job.params_as(DispatchParams))
+        return Done()
+
+    class Other(Params, frozen=True, kw_only=True):
+        message_id: str
+
+    async def go() -> tuple[str, str]:
+        good = await store.jobs.enqueue(
+            "test", "default", DispatchParams(message_id=7, first=10, last=19)
+        )
+        bad = await store.jobs.enqueue("test", "default", Other(message_id="seven"))
+        worker = Worker(store, {"test": handler}, poll_seconds=0.01, max_attempts=1)
+        await worker.run_until_idle(20)
+        return good, bad
+
+    good, bad = run(go())
+    assert seen == [DispatchParams(message_id=7, first=10, last=19)]
+    assert job_state(store, good).state == "done"
+    failed = job_state(store, bad)
+    assert failed.state == "failed"
+    assert "bad parameters: Expected `int`, got `str` - at `$.message_id`" in failed.result["error"]

@@ -8,6 +8,7 @@ import logging
 
 from pushtrack.config import Settings
 from pushtrack.delivery.dispatcher import Dispatcher, RetryPolicy
+from pushtrack.domain.jobs import JobKind
 from pushtrack.jobs import eventstats, expansion, msgstats, retention, tracklog, webhooks
 from pushtrack.jobs.runner import Handler, Worker
 from pushtrack.sealing import Sealer
@@ -62,7 +63,7 @@ def build_worker(
     hook_handler, sender = webhooks.handler(settings, store)
     worker = ServiceWorker(
         store,
-        {"dispatch": dispatcher.handle, **handlers(settings, store)},
+        {JobKind.DISPATCH: dispatcher.handle, **handlers(settings, store)},
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.worker_lease_seconds,
         poll_seconds=poll_seconds,

@@ -208,6 +208,21 @@ def test_refused_apns_credentials_pause_and_new_settings_resume(
     assert metrics.value(metrics.GATEWAY_PAUSED, **labels) == 0
 
 
+def test_only_what_reached_the_gateway_counts_as_an_attempt_while_paused(
+    sender: Service, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    svc = sender
+    gateway(svc, 1, "apns", {**apns_settings, "key_id": "WRONG12345"})
+    svc.register("p", 1, push_token=apns_token())
+    svc.register("q", 1, push_token=apns_token())
+    for _ in range(3):  # three jobs wake for each probe; one wins it, two wait without trying
+        send(svc, ["p", "q"], content="x")
+    work(svc, seconds=3, retry_window_seconds=3600)
+    assert _states(svc)[1].pause is not None
+    attempts = svc.db.rows("SELECT SUM(attempts) FROM deliveries")[0][0]
+    assert 0 < attempts == len(apns_server.received)
+
+
 def test_a_probe_resumes_a_paused_gateway_once_the_gateway_accepts(
     sender: Service, fcm_server: FcmServer, fcm_settings: dict[str, Any]
 ) -> None:

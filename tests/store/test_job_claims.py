@@ -6,6 +6,7 @@ import threading
 from functools import partial
 from typing import Any
 
+from pushtrack.domain.jobs import Params
 from pushtrack.store import jobs as jobstore
 from pushtrack.store import open_engine
 from pushtrack.store.base import Engine
@@ -14,10 +15,14 @@ from tests.support import run
 JOBS = 120
 
 
+class Numbered(Params, frozen=True, kw_only=True):
+    n: int
+
+
 def test_concurrent_engines_never_claim_a_job_twice(engine: Engine) -> None:
     for i in range(JOBS):
         engine.write_sync(
-            partial(jobstore.enqueue, kind="k", account=None, params={"n": i}, run_at=0)
+            partial(jobstore.enqueue, kind="k", account=None, params=Numbered(n=i), run_at=0)
         )
     other = open_engine(engine.url)
     claimed: dict[str, list[int]] = {}
@@ -67,7 +72,7 @@ def test_a_claim_skips_jobs_another_worker_is_claiming(pg_url: str) -> None:
     try:
         for i in range(40):
             first.write_sync(
-                partial(jobstore.enqueue, kind="k", account=None, params={"n": i}, run_at=0)
+                partial(jobstore.enqueue, kind="k", account=None, params=Numbered(n=i), run_at=0)
             )
         holding, release = threading.Event(), threading.Event()
         held: list[jobstore.Job] = []
@@ -91,7 +96,7 @@ def test_a_claim_skips_jobs_another_worker_is_claiming(pg_url: str) -> None:
         assert len(got) == 4
         assert not {j.id for j in got} & {j.id for j in held}
         # the queue's own order, after what the first worker holds
-        assert [j.params["n"] for j in got] == [16, 17, 18, 19]
+        assert [j.params_as(Numbered).n for j in got] == [16, 17, 18, 19]
     finally:
         run(first.close())
         run(second.close())
@@ -100,7 +105,9 @@ def test_a_claim_skips_jobs_another_worker_is_claiming(pg_url: str) -> None:
 def _enqueue(engine: Engine, kind: str, account: str, n: int, run_at: int) -> list[str]:
     return [
         engine.write_sync(
-            partial(jobstore.enqueue, kind=kind, account=account, params={"n": i}, run_at=run_at)
+            partial(
+                jobstore.enqueue, kind=kind, account=account, params=Numbered(n=i), run_at=run_at
+            )
         )
         for i in range(n)
     ]
@@ -140,7 +147,9 @@ def test_busy_groups_share_the_workers_evenly(engine: Engine) -> None:
     assert groups.count(("b", "dispatch")) == 4
     assert groups.count(("a", "tracking_log")) == 4
     # within a group, the queue's own order
-    a_dispatch = [j.params["n"] for j in taken if (j.account, j.kind) == ("a", "dispatch")]
+    a_dispatch = [
+        j.params_as(Numbered).n for j in taken if (j.account, j.kind) == ("a", "dispatch")
+    ]
     assert a_dispatch == sorted(a_dispatch) == [0, 1, 2, 3]
 
 

@@ -14,6 +14,7 @@ import msgspec
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain.events import AttributeFilter, problem
+from pushtrack.domain.jobs import AttributeCondition, EventStatsParams
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, parse_day, parse_wire
 from pushtrack.jobs import eventstats
 
@@ -66,17 +67,17 @@ async def get_event_statistics(call: Call, r: GetEventStatistics) -> dict[str, A
         why = problem(f)
         if why is not None:
             raise ArgumentError(f"attributes[{i}]: {why}")
-        filters.append({"name": f.name, "operator": f.operator, "values": list(f.values)})
+        filters.append(AttributeCondition(f.name, f.operator, list(f.values)))
     request_id = await call.ctx.store.jobs.enqueue(
         eventstats.KIND,
         call.token.account,
-        {
-            "app_id": app.id,
-            "application": app.code,
-            "event": r.event,
-            "start": start,
-            "end": end,
-            "attributes": filters,
-        },
+        EventStatsParams(
+            app_id=app.id,
+            application=app.code,
+            event=r.event,
+            start=start,
+            end=end,
+            attributes=filters,
+        ),
     )
     return {"request_id": request_id}

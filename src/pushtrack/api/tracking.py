@@ -9,6 +9,7 @@ import msgspec
 from pushtrack.api.context import Call
 from pushtrack.api.errors import ArgumentError
 from pushtrack.domain.codes import REQUEST_ID_RE
+from pushtrack.domain.jobs import EventStatsParams, MsgStatsParams, TrackingLogParams
 from pushtrack.domain.timeutil import DAY_US, day_of, parse_day, to_wire, window_start
 from pushtrack.jobs import eventstats, msgstats, tracklog
 from pushtrack.store.jobs import CANCELLED, DONE, PENDING, RUNNING, Job
@@ -58,7 +59,7 @@ async def get_tracking_log(call: Call, r: GetTrackingLog) -> dict[str, Any]:
     request_id = await call.ctx.store.jobs.enqueue(
         tracklog.KIND,
         call.token.account,
-        {"date": day, "application": app_code, "apps": apps},
+        TrackingLogParams(date=day, application=app_code, apps=apps),
     )
     return {"request_id": request_id}
 
@@ -71,7 +72,7 @@ async def get_msg_stats(call: Call, r: GetMsgStats) -> dict[str, Any]:
     request_id = await call.ctx.store.jobs.enqueue(
         msgstats.KIND,
         call.token.account,
-        {"message_id": found.id, "message": found.code, "application": found.app_code},
+        MsgStatsParams(message_id=found.id, message=found.code, application=found.app_code),
     )
     return {"request_id": request_id}
 
@@ -88,19 +89,24 @@ async def _covered(call: Call, job: Job) -> bool:
     allowed = call.token.apps
     if allowed is None:
         return True
-    p = job.params
     if job.kind == tracklog.KIND:
-        if p.get("application") is not None:
-            return p["application"] in allowed
-        apps = p.get("apps")
-        return apps is not None and set(apps) <= allowed
-    code = p.get("application")
-    if code is None and job.kind == msgstats.KIND:
-        found = await call.ctx.store.stats.find_message(call.token.account, None, p["message"])
-        code = found.app_code if found is not None else None
-    elif code is None and job.kind == eventstats.KIND:
-        apps_of = {a.id: a.code for a in await call.ctx.store.list_apps(call.token.account)}
-        code = apps_of.get(p["app_id"])
+        log = job.params_as(TrackingLogParams)
+        if log.application is not None:
+            return log.application in allowed
+        return log.apps is not None and set(log.apps) <= allowed
+    code: str | None = None
+    if job.kind == msgstats.KIND:
+        stats = job.params_as(MsgStatsParams)
+        code = stats.application
+        if code is None:
+            found = await call.ctx.store.stats.find_message(call.token.account, None, stats.message)
+            code = found.app_code if found is not None else None
+    elif job.kind == eventstats.KIND:
+        events = job.params_as(EventStatsParams)
+        code = events.application
+        if code is None:
+            apps_of = {a.id: a.code for a in await call.ctx.store.list_apps(call.token.account)}
+            code = apps_of.get(events.app_id)
     return code is not None and code in allowed
 
 

@@ -37,6 +37,7 @@ from pushtrack.delivery._http import positive_ttl
 from pushtrack.delivery.base import Gateway, GatewayError, Notification, Outcome, Verdict
 from pushtrack.delivery.failures import FailureClass, classify
 from pushtrack.delivery.registry import build_gateway
+from pushtrack.domain.jobs import DispatchParams
 from pushtrack.domain.payload import render
 from pushtrack.domain.platforms import Platform, name_of
 from pushtrack.domain.status import DESC_NO_GATEWAY, DESC_NOT_SUPPORTED, Status
@@ -137,8 +138,8 @@ class Dispatcher:
         self._lock = asyncio.Lock()
 
     async def handle(self, job: Job) -> JobOutcome:
-        message_id = int(job.params["message_id"])
-        first, last = int(job.params["first"]), int(job.params["last"])
+        p = job.params_as(DispatchParams)
+        message_id, first, last = p.message_id, p.first, p.last
         context = await self.store.dispatch.job_context(message_id)
         if context is None:
             return Done({"message": "gone"})
@@ -221,11 +222,12 @@ class Dispatcher:
         # Outcomes in groups of one status, description and failure class (one statement
         # each when recorded); the rare ones that need a decision go through ``_result``.
         ended: dict[tuple[Status, str, str | None], tuple[list[int], list[str | None]]] = {}
-        retries: dict[tuple[int, str, str | None], list[int]] = defaultdict(list)
+        # (when, description, failure class, whether this was a try) -> ids to try again
+        retries: dict[tuple[int, str, str | None, bool], list[int]] = defaultdict(list)
         dead_tokens: list[DeadToken] = []
         now = self.store.clock()
         delivered, failed = Verdict.DELIVERED, Verdict.FAILED
-        for (platform, ds), (outcomes, wait_until) in zip(groups, answers, strict=True):
+        for (platform, ds), (outcomes, wait_until, tried) in zip(groups, answers, strict=True):
             kind = settings[platform][0]
             counts: Counter[str] = Counter()
             for d, outcome in zip(ds, outcomes, strict=True):
@@ -244,7 +246,7 @@ class Dispatcher:
                         d, outcome, now, limits[d.payload_id], wait_until, kind
                     )
                     if status is None:
-                        retries[(retry_at or now, description, cls)].append(d.delivery_id)
+                        retries[(retry_at or now, description, cls, tried)].append(d.delivery_id)
                         counts["retry"] += 1
                         continue
                     key = (status, description, cls)
@@ -270,7 +272,7 @@ class Dispatcher:
             dead_tokens,
             finish=finish and not retries,
         )
-        return min(when for when, _, _ in retries) if retries else message_status
+        return min(when for when, _, _, _ in retries) if retries else message_status
 
     async def _send_group(
         self,
@@ -282,11 +284,12 @@ class Dispatcher:
         due: Sequence[Due],
         payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]],
         limits: dict[int, _Limit],
-    ) -> tuple[list[Outcome], int]:
-        """One platform's outcomes, and when deliveries refused for credentials try again.
+    ) -> tuple[list[Outcome], int, bool]:
+        """One platform's outcomes, when deliveries refused for credentials try again, and
+        whether they were sent at all.
 
-        A paused gateway is sent nothing, unless its probe is due and this sender
-        wins the turn to probe it.
+        A paused gateway is sent nothing (the deliveries wait; no attempt is counted),
+        unless its probe is due and this sender wins the turn to probe it.
         """
         kind, _, version = setting
         probe = int(self.policy.probe_seconds * 1_000_000)
@@ -296,9 +299,8 @@ class Dispatcher:
                 app_id, platform, pause.since
             ):
                 why = f"Gateway paused: {pause.reason}"
-                return [Outcome(d.delivery_id, Verdict.CREDENTIALS, why) for d in due], max(
-                    probe_at, self.store.clock() + probe // 10
-                )
+                waiting = [Outcome(d.delivery_id, Verdict.CREDENTIALS, why) for d in due]
+                return waiting, max(probe_at, self.store.clock() + probe // 10), False
         target = Platform(platform)
         now = self.store.clock()
         # per payload: its body, its options, and those of a retry (what is left of its TTL)
@@ -370,7 +372,7 @@ class Dispatcher:
                 )
             metrics.GATEWAY_PAUSED.labels(**labels).set(0)
             _PAUSED_SHOWN.discard((app_id, platform, kind))
-        return outcomes, self.store.clock() + probe
+        return outcomes, self.store.clock() + probe, True
 
     def _result(
         self, d: Due, outcome: Outcome, now: int, limit: _Limit, wait_until: int, kind: str

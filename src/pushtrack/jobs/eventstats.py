@@ -6,12 +6,13 @@ from typing import Any
 
 from pushtrack.config import Settings
 from pushtrack.domain.events import AttributeFilter, matcher
+from pushtrack.domain.jobs import EventStatsParams, JobKind
 from pushtrack.domain.timeutil import HOUR_US, to_wire, window_start
 from pushtrack.jobs.runner import Done, Handler, Outcome
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
 
-KIND = "event_stats"
+KIND = JobKind.EVENT_STATS
 
 
 def hourly_rows(counts: dict[int, int], start: int, end: int) -> list[dict[str, Any]]:
@@ -23,19 +24,16 @@ def hourly_rows(counts: dict[int, int], start: int, end: int) -> list[dict[str, 
 
 
 def handler(settings: Settings, store: Store) -> Handler:
-    """The ``event_stats`` job: params ``app_id``, ``event``, ``start``, ``end`` (hours,
-    microseconds) and ``attributes`` (conditions)."""
+    """The ``event_stats`` job (``EventStatsParams``)."""
 
     async def handle(job: Job) -> Outcome:
-        p = job.params
-        filters = [
-            AttributeFilter(a["name"], a["operator"], tuple(a["values"])) for a in p["attributes"]
-        ]
+        p = job.params_as(EventStatsParams)
+        filters = [AttributeFilter(a.name, a.operator, tuple(a.values)) for a in p.attributes]
         # only what is inside the retention window exists (the purge may lag behind)
-        since = max(p["start"], window_start(store.clock(), settings.retention_days))
+        since = max(p.start, window_start(store.clock(), settings.retention_days))
         counts = await store.devices.event_counts(
-            p["app_id"], p["event"], since, p["end"], matcher(filters) if filters else None
+            p.app_id, p.event, since, p.end, matcher(filters) if filters else None
         )
-        return Done(hourly_rows(counts, p["start"], p["end"]))
+        return Done(hourly_rows(counts, p.start, p.end))
 
     return handle

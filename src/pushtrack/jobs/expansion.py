@@ -15,6 +15,7 @@ import asyncio
 import logging
 
 from pushtrack.config import Settings
+from pushtrack.domain.jobs import ExpandParams
 from pushtrack.jobs.runner import Done, Handler, Outcome
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
@@ -32,7 +33,7 @@ def handler(settings: Settings, store: Store) -> Handler:
     """The ``expand_audience`` job: params ``message_id``."""
 
     async def handle(job: Job) -> Outcome:
-        message_id = int(job.params["message_id"])
+        message_id = job.params_as(ExpandParams).message_id
         exp = await store.expansion.load(message_id)
         if exp is None:
             return Done({"message": "gone"})

@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pushtrack.config import Settings
+from pushtrack.domain.jobs import JobKind, MsgStatsParams
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, US, to_wire, window_start
 from pushtrack.jobs.runner import Done, Handler, Outcome
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
 from pushtrack.store.stats import MINUTE_US, Interval, Totals
 
-KIND = "msg_stats"
+KIND = JobKind.MSG_STATS
 
 #: Pushwoosh's action names and the counter each one reads.
 ACTIONS: tuple[tuple[str, str], ...] = (
@@ -112,7 +113,7 @@ def handler(settings: Settings, store: Store) -> Handler:
     """The ``msg_stats`` job: params ``message_id``."""
 
     async def handle(job: Job) -> Outcome:
-        message_id = job.params["message_id"]
+        message_id = job.params_as(MsgStatsParams).message_id
         since = window_start(store.clock(), settings.retention_days)
         span = await store.stats.activity_span(message_id, since)
         if span is None:

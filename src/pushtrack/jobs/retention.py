@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from pushtrack.config import Settings
+from pushtrack.domain.jobs import JobKind
 from pushtrack.domain.timeutil import HOUR_US, to_wire, window_start
 from pushtrack.jobs.runner import Handler, Later, Outcome
 from pushtrack.store import Store
@@ -22,7 +23,7 @@ from pushtrack.store.retention import PurgeReport
 
 log = logging.getLogger("pushtrack.jobs.retention")
 
-KIND = "retention"
+KIND = JobKind.RETENTION
 #: How often the periodic purge runs.
 EVERY_US = HOUR_US
 

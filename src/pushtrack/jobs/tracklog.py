@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from pushtrack import metrics
 from pushtrack.config import Settings
+from pushtrack.domain.jobs import JobKind, TrackingLogParams
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, parse_day, to_wire, window_start
 from pushtrack.jobs.runner import Done, Handler, JobError, Outcome
@@ -40,7 +41,7 @@ log = logging.getLogger("pushtrack.jobs.tracklog")
 
 T = TypeVar("T")
 
-KIND = "tracking_log"
+KIND = JobKind.TRACKING_LOG
 #: Deflate level. On a 500,000-row day (133 MB of CSV): level 1 takes 0.97 s of CPU
 #: for 20.6 MB, level 3 1.04 s for 19.7 MB, level 6 1.71 s for 18.1 MB.
 COMPRESS_LEVEL = 1
@@ -241,9 +242,8 @@ def handler(settings: Settings, store: Store) -> Handler:
 
     async def handle(job: Job) -> Outcome:
         assert job.account is not None
-        day: str = job.params["date"]
-        app_code: str | None = job.params.get("application")
-        apps = job.params.get("apps")
+        p = job.params_as(TrackingLogParams)
+        day, app_code, apps = p.date, p.application, p.apps
         query = day_query(
             job.account,
             day,

@@ -33,6 +33,7 @@ import msgspec
 from pushtrack import metrics
 from pushtrack.config import Settings
 from pushtrack.delivery import outbound
+from pushtrack.domain.jobs import WebhookParams
 from pushtrack.domain.status import Status
 from pushtrack.jobs.runner import Done, Handler, Later, Outcome
 from pushtrack.store import Store
@@ -226,7 +227,7 @@ class Sender:
             raise PostError(f"answered {status}")
 
     async def handle(self, job: Job) -> Outcome:
-        hook = await self.store.webhooks.get(int(job.params["webhook_id"]))
+        hook = await self.store.webhooks.get(job.params_as(WebhookParams).webhook_id)
         if hook is None:
             return Done()  # removed
         s = self.settings

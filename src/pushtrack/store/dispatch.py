@@ -481,13 +481,14 @@ def record(
     *,
     message_id: int,
     ended: Sequence[Ended],
-    retries: dict[tuple[int, str, str | None], list[int]],
+    retries: dict[tuple[int, str, str | None, bool], list[int]],
     unsubscribe_tokens: Sequence[DeadToken],
     app_id: int,
     finish: bool,
 ) -> str | None:
     """Write a batch of gateway outcomes: the groups that ended, and the deliveries
-    to try again (retry time -> ids; the attempt is counted).
+    to try again ((retry time, reason, failure class, tried) -> ids; the attempt is
+    counted when they were tried, not when a paused gateway held them back).
 
     The guarded UPDATE that ends a delivery also counts the try (``attempts``), and
     the event it wins keeps the gateway's id and the failure class: no statement
@@ -503,10 +504,11 @@ def record(
             tx, message_id, group.delivery_ids, group.status, old, group.description, tried,
             failure_class=group.failure_class, gateway_ids=group.gateway_ids,
         )  # fmt: skip
-    for (when, reason, cls), ids in retries.items():
+    for (when, reason, cls, counted), ids in retries.items():
         advance(
             tx, message_id, ids, Status.SENT, (_SENT,), None,
-            f"{tried}, next_at = ?, retry_reason = ?, retry_class = ?", (when, reason, cls),
+            f"{tried if counted else ''}, next_at = ?, retry_reason = ?, retry_class = ?",
+            (when, reason, cls),
         )  # fmt: skip
     _unsubscribe(tx, app_id, message_id, unsubscribe_tokens)
     return finish_message(tx, message_id=message_id) if finish else None
@@ -788,7 +790,7 @@ class DispatchStore:
         message_id: int,
         app_id: int,
         ended: Sequence[Ended],
-        retries: dict[tuple[int, str, str | None], list[int]],
+        retries: dict[tuple[int, str, str | None, bool], list[int]],
         unsubscribe_tokens: Sequence[DeadToken],
         finish: bool,
     ) -> str | None:

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from pushtrack.domain import codes
+from pushtrack.domain.jobs import Params, encode
 from pushtrack.store.base import Engine, Tx
 from pushtrack.store.tx import account_id, dumps, loads
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
+
+P = TypeVar("P", bound=Params)
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -32,6 +35,16 @@ class Job(msgspec.Struct, frozen=True):
     result: Any
     attempts: int
     run_at: int
+
+    def params_as(self, kind: type[P]) -> P:
+        """The parameters as their kind's struct (``domain/jobs.py``); ValueError if they
+        do not fit it (the attempt fails, saying so)."""
+        try:
+            return msgspec.convert(self.params, kind)
+        except msgspec.ValidationError as exc:
+            raise ValueError(
+                f"job {self.request_id} ({self.kind}): bad parameters: {exc}"
+            ) from None
 
 
 _COLUMNS = "j.id, j.request_id, j.kind, acc.name, j.params, j.state, j.result, j.attempts, j.run_at"
@@ -57,7 +70,7 @@ def enqueue(
     *,
     kind: str,
     account: str | None,
-    params: dict[str, Any],
+    params: Params,
     run_at: int,
     message_id: int | None = None,
 ) -> str:
@@ -72,7 +85,7 @@ def enqueue(
             request_id,
             kind,
             account_id(tx, account) if account else None,
-            dumps(params),
+            encode(params),
             PENDING,
             run_at,
             now,
@@ -262,7 +275,7 @@ class JobStore:
         self.engine = engine
 
     async def enqueue(
-        self, kind: str, account: str | None, params: dict[str, Any], run_at: int | None = None
+        self, kind: str, account: str | None, params: Params, run_at: int | None = None
     ) -> str:
         when = self.engine.clock() if run_at is None else run_at
         return await self.engine.write(

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, cast
 import msgspec
 
 from pushtrack.domain import codes
+from pushtrack.domain.jobs import DispatchParams, ExpandParams, JobKind, encode
 from pushtrack.domain.payload import build_template
 from pushtrack.domain.platforms import Platform, platform_of
 from pushtrack.domain.status import (
@@ -58,7 +59,7 @@ _CREATED, _FAILED = int(Status.CREATED), int(Status.FAILED)
 # -- messages ---------------------------------------------------------------------------
 
 #: Job kind that expands an audience message into deliveries (``store/expansion.py``).
-EXPAND = "expand_audience"
+EXPAND = JobKind.EXPAND
 
 DEVICE_COLUMNS = (
     "d.id, d.hwid, d.push_token, d.device_type, d.language, d.user_id, d.subscribed, d.timezone,"
@@ -292,7 +293,7 @@ def _create_audience_message(tx: Tx, app: App, plan: MessagePlan) -> Written:
         tx,
         kind=EXPAND,
         account=None,
-        params={"message_id": message_id},
+        params=ExpandParams(message_id=message_id),
         run_at=now,
         message_id=message_id,
     )
@@ -670,10 +671,10 @@ def _enqueue_dispatch(tx: Tx, message_id: int, delivery_ids: Sequence[int], run_
     rows = []
     for start in range(0, len(delivery_ids), DISPATCH_CHUNK):
         part = delivery_ids[start : start + DISPATCH_CHUNK]
-        params = {"message_id": message_id, "first": part[0], "last": part[-1]}
+        params = DispatchParams(message_id=message_id, first=part[0], last=part[-1])
         rows.append(
-            (codes.request_id(), "dispatch", None, dumps(params), "pending", run_at, now, now,
-             message_id)
+            (codes.request_id(), JobKind.DISPATCH, None, encode(params), "pending", run_at, now,
+             now, message_id)
         )  # fmt: skip
     tx.many(
         "INSERT INTO jobs (request_id, kind, account_id, params, state, run_at, created_at,"

@@ -15,11 +15,12 @@ from typing import Any
 
 import msgspec
 
+from pushtrack.domain.jobs import JobKind, WebhookParams
 from pushtrack.store import jobs
 from pushtrack.store.base import ConflictError, Engine, Tx
 from pushtrack.store.stream import Position, head, position_at
 
-KIND = "webhook"
+KIND = JobKind.WEBHOOK
 _COLUMNS = (
     "w.id, w.app_id, a.code, w.url, w.secret, w.statuses, w.created_at, w.cursor_at,"
     " w.cursor_key, w.delivered, w.last_success_at, w.failing_since, w.failing, w.last_error"
@@ -94,7 +95,9 @@ def add(
         ),
     )
     assert row is not None
-    jobs.enqueue(tx, kind=KIND, account=account, params={"webhook_id": row[0]}, run_at=tx.now())
+    jobs.enqueue(
+        tx, kind=KIND, account=account, params=WebhookParams(webhook_id=row[0]), run_at=tx.now()
+    )
     found = get(tx, int(row[0]))
     assert found is not None
     return found
