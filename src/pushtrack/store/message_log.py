@@ -133,7 +133,7 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         all_params += [*values, q.limit]
     # the events
     statuses = [int(s) for s in q.statuses or () if s is not Status.CREATED]
-    if (q.statuses is None or statuses) and span != _NO_EVENTS:
+    if q.statuses is None or statuses:
         conds, values = list(where), list(params)
         if span is not None:
             conds.append("e.ts >= ? AND e.ts < ?")
@@ -238,23 +238,21 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     return out
 
 
-#: ``_event_span`` of messages that have no events.
-_NO_EVENTS = (0, 0)
-
-
-def _event_span(tx: Tx, where: Sequence[str], params: Sequence[Any]) -> tuple[int, int]:
+def _event_span(tx: Tx, where: Sequence[str], params: Sequence[Any]) -> tuple[int, int] | None:
     """The times, [from, to), that every event of the messages ``where`` selects (over
     ``messages m`` only) falls in: every event is counted in its hour's counter in the
     transaction that writes it (and retention removes a bucket only after its events),
     so their hourly buckets bound them. With constant bounds PostgreSQL reads only the
-    daily partitions they cover, and SQLite tests them in the (delivery, time) index."""
+    daily partitions they cover, and SQLite tests them in the (delivery, time) index.
+    None (no bound) when they have no counter at all: rows written by other means
+    (an old database's, a test's) are read as before."""
     row = tx.one(
         "SELECT MIN(c.hour), MAX(c.hour) FROM counters c WHERE c.message_id IN"
         f" (SELECT m.id FROM messages m WHERE {' AND '.join(where)})",
         params,
     )
     if row is None or row[0] is None:
-        return _NO_EVENTS
+        return None
     return int(row[0]), int(row[1]) + HOUR_US
 
 
