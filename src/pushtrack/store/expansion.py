@@ -47,7 +47,6 @@ from pushtrack.store.messages import (
     Device,
     Planned,
     audience_filter,
-    build_deliveries,
     ensure_templates,
     message_templates,
     plan_deliveries,
@@ -161,7 +160,7 @@ def write_step(tx: Tx, *, exp: Expansion, read: Read) -> Step:
 
 def _write_step(tx: Tx, exp: Expansion, read: Read) -> Step:
     mid = exp.message_id
-    n = len(read.planned.items)
+    n = len(read.planned)
     won = tx.run(
         "UPDATE messages SET expand_after = ?, deliveries = deliveries + ?"
         " WHERE id = ? AND expand_after = ?",
@@ -172,7 +171,7 @@ def _write_step(tx: Tx, exp: Expansion, read: Read) -> Step:
     if n:
         templates = message_templates(tx, mid)
         ensure_templates(tx, mid, exp.notification, read.planned.keys, templates)
-        write_deliveries(tx, mid, build_deliveries(tx, mid, read.planned, templates))
+        write_deliveries(tx, mid, read.planned, templates)
     if not read.last:
         return Step(cursor=read.cursor, deliveries=n)
     return Step(cursor=None, deliveries=n, status=finish_message(tx, message_id=mid))

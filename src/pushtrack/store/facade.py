@@ -169,13 +169,20 @@ class Store:
         Messages to explicit devices are written whole; audience messages are
         recorded with the job that expands them (``store.expansion``).
         """
-        return await self.engine.write(partial(messages.create_messages, app=app, plans=plans))
+        return await self.create_messages_for([(app, plan) for plan in plans])
 
     async def create_messages_for(
         self, items: Sequence[tuple[App, MessagePlan]]
     ) -> list[MessageCreated]:
-        """Messages of several applications (each ``(app, plan)``), in one transaction."""
-        return await self.engine.write(partial(messages.create_messages_for, items=items))
+        """Messages of several applications (each ``(app, plan)``), in one transaction.
+
+        Targets are read and deliveries planned first, outside the write
+        transaction (``messages.prepare_messages``); the writer then only writes,
+        and tracking codes are derived from the ids it gave after the commit.
+        """
+        prepared = await self.engine.read(partial(messages.prepare_messages, items=items))
+        written = await self.engine.write(partial(messages.write_messages, prepared=prepared))
+        return messages.created(prepared, written)
 
     async def delete_message(self, account: str, apps: frozenset[str] | None, code: str) -> str:
         """Cancel what is not yet sent (ConflictError: unknown or already ended)."""

@@ -16,17 +16,22 @@ selective index the query names, whatever their statistics say:
   the time index in order and stops at the page's end;
 - the ordering and the limit run over narrow rows (time, key, status,
   description, delivery id); only the page's rows are then joined to their
-  deliveries and messages for the columns the answer shows.
+  deliveries and messages for the columns the answer shows (and put back in
+  order here, not by the database sorting the joined rows again);
+- on SQLite, a delivery's events are indexed by (delivery, time): the bound a
+  full page of ``created`` puts on the events is tested in the index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from pushtrack.domain import codes
 from pushtrack.domain.failures import class_of
 from pushtrack.domain.status import DESC_CREATED, Status
+from pushtrack.domain.timeutil import HOUR_US
 from pushtrack.store.base import LogQuery, LogRow, Tx
 from pushtrack.store.messages import EVENT_KEY
 from pushtrack.store.tracking import tracking_key, where_code
@@ -78,6 +83,8 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         add("m.code = ?", q.message_code)
     if q.campaign_code is not None:
         add("m.campaign = ?", q.campaign_code)  # messages_campaign
+    # a query that names messages: the hours their events fall in, from their counters
+    span = _event_span(tx, where, params) if len(where) > 1 else None
     if q.tracking_code is not None:
         cond, values = where_code(key, q.tracking_code)  # by id, or a legacy code's index
         add(cond, *values)
@@ -128,6 +135,9 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     statuses = [int(s) for s in q.statuses or () if s is not Status.CREATED]
     if q.statuses is None or statuses:
         conds, values = list(where), list(params)
+        if span is not None:
+            conds.append("e.ts >= ? AND e.ts < ?")
+            values.extend(span)
         if q.date_from is not None:
             conds.append("e.ts >= ?")
             values.append(q.date_from)
@@ -167,10 +177,11 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         " d.state, d.attempts, d.retry_reason, d.retry_class"
         f" FROM (SELECT * FROM ({union}) AS log ORDER BY 1, 2 LIMIT ?)"
         " AS p JOIN deliveries d ON d.id = p.did JOIN messages m ON m.id = d.message_id"
-        " ORDER BY p.ts, p.k"
     )
     all_params.append(q.limit)
     rows = tx.all_planned(sql, all_params)
+    # in (ts, key) order: sorted here, not by a last sort of the joined (wide) rows
+    rows.sort(key=_POSITION)
     # the columns, by name: (ts, key, status, description, delivery id, legacy code, hwid,
     # target id, user id, platform, message id, message code, application id, gateway id,
     # failure class, the delivery's state, attempts, retry reason and retry class)
@@ -227,7 +238,27 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     return out
 
 
+def _event_span(tx: Tx, where: Sequence[str], params: Sequence[Any]) -> tuple[int, int] | None:
+    """The times, [from, to), that every event of the messages ``where`` selects (over
+    ``messages m`` only) falls in: every event is counted in its hour's counter in the
+    transaction that writes it (and retention removes a bucket only after its events),
+    so their hourly buckets bound them. With constant bounds PostgreSQL reads only the
+    daily partitions they cover, and SQLite tests them in the (delivery, time) index.
+    None (no bound) when they have no counter at all: rows written by other means
+    (an old database's, a test's) are read as before."""
+    row = tx.one(
+        "SELECT MIN(c.hour), MAX(c.hour) FROM counters c WHERE c.message_id IN"
+        f" (SELECT m.id FROM messages m WHERE {' AND '.join(where)})",
+        params,
+    )
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1]) + HOUR_US
+
+
 _SENT = int(Status.SENT)
+#: A row's position in the trail: (ts, key), its first two columns.
+_POSITION = itemgetter(0, 1)
 _STATUS = {int(s): s for s in Status}
 
 

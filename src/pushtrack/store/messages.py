@@ -1,6 +1,7 @@
 """createMessage and deleteMessage as units of work (getMessageLog reads: ``trail.py``).
 
-One createMessage request is written by one call of ``create_messages``. A
+One createMessage request is read and planned by ``prepare_messages`` (outside
+any write transaction), then written by one call of ``write_messages``. A
 message to an explicit ``devices`` list (at most 1000) is written whole:
 message, payload templates, deliveries, their ``created`` (and, for unknown
 or unsubscribed devices, ``failed``) events, the counters, and the dispatch
@@ -8,14 +9,17 @@ jobs that will send them. A message to an audience (platforms, users, a
 selection, or the whole application) is recorded with its targeting and an
 ``EXPAND`` job; that job writes its deliveries in bounded steps
 (``store/expansion.py``) with the same functions: ``plan_deliveries``,
-``ensure_templates``, ``build_deliveries``, ``write_deliveries``.
+``ensure_templates``, ``write_deliveries``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any, NamedTuple
+from functools import partial
+from itertools import repeat
+from operator import itemgetter
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
@@ -61,7 +65,8 @@ EXPAND = JobKind.EXPAND
 
 DEVICE_COLUMNS = (
     "d.id, d.hwid, d.push_token, d.device_type, d.language, d.user_id, d.subscribed, d.timezone,"
-    " d.tz_name"
+    " d.tz_name, EXISTS (SELECT 1 FROM user_devices ud"
+    " WHERE ud.user_id = d.user_id AND ud.device_id = d.id)"
 )
 
 
@@ -77,12 +82,14 @@ class Device(NamedTuple):
     subscribed: int
     timezone: int | None
     tz_name: str | None
+    #: ``user_devices`` holds (user_id, id) already (pairs are never removed).
+    paired: bool
 
 
 def read_devices(tx: Tx, sql: str, params: Sequence[Any]) -> list[Device]:
     """Devices selected by ``sql`` (which selects ``DEVICE_COLUMNS``), by name."""
-    make = Device._make
-    return [make(r) for r in tx.all(sql, params)]
+    # tuple.__new__ straight from map: no Python-level _make per row (1000s a request)
+    return list(map(partial(tuple.__new__, Device), tx.all(sql, params)))
 
 
 #: (entry as the sender gave it, its device or None): one target of a message.
@@ -125,35 +132,86 @@ def explicit_targets(tx: Tx, app: App, devices: Sequence[str]) -> list[Target]:
     return [(e, found.get(e)) for e in devices]
 
 
-def create_messages(tx: Tx, app: App, plans: Sequence[MessagePlan]) -> list[MessageCreated]:
-    return [_create_message(tx, app, plan) for plan in plans]
+class Prepared(msgspec.Struct, frozen=True):
+    """One message of a createMessage request, read and planned before its write
+    transaction (``prepare_messages``): what the writer then only writes."""
+
+    app: App
+    plan: MessagePlan
+    #: Its deliveries (None: an audience message, expanded by a job).
+    planned: Planned | None = None
+    #: Its payload templates, one per key of ``planned.keys``, in that order.
+    templates: list[Template] = []
 
 
-def create_messages_for(tx: Tx, items: Sequence[tuple[App, MessagePlan]]) -> list[MessageCreated]:
-    """Messages of several applications (createTargetedMessage), in one transaction."""
-    return [_create_message(tx, app, plan) for app, plan in items]
+class Preparation(msgspec.Struct, frozen=True):
+    """A request's messages prepared, and the secret their tracking codes derive under."""
+
+    messages: list[Prepared]
+    key: bytes
 
 
-def _create_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
+class Written(msgspec.Struct, frozen=True):
+    """What the write transaction gave a message: its code, id, and deliveries' ids."""
+
+    code: str
+    id: int
+    delivery_ids: list[int]
+
+
+def prepare_messages(tx: Tx, items: Sequence[tuple[App, MessagePlan]]) -> Preparation:
+    """Read and plan a request's messages outside the write transaction: the targets
+    (devices by hwid or push token), what the other targeting leaves out, the
+    deliveries, the payload templates, and which (user id, device) pairs are new
+    (pairs are never removed, so one found here is still there at the write).
+
+    A device that changes between this read and the write is seen as it was here,
+    as if the request had come a moment earlier.
+    """
+    now = tx.now()
+    out: list[Prepared] = []
+    for app, plan in items:
+        if plan.targeting.devices is None:
+            out.append(Prepared(app, plan))
+            continue
+        planned = _plan_explicit(tx, app, plan, now)
+        templates = template_rows(plan.notification, planned.keys)
+        out.append(Prepared(app, plan, planned, templates))
+    return Preparation(out, tracking_key(tx))
+
+
+def write_messages(tx: Tx, prepared: Preparation) -> list[Written]:
+    """Write prepared messages (one transaction): rows only, no planning."""
+    return [_write_message(tx, p) for p in prepared.messages]
+
+
+def created(prepared: Preparation, written: Sequence[Written]) -> list[MessageCreated]:
+    """The answer: each message's code and, for tracked explicit messages, the tracking
+    code of each entry (derived after the commit, outside the writer)."""
+    out = []
+    for p, w in zip(prepared.messages, written, strict=True):
+        tracking = None
+        if p.planned is not None and p.app.tracking:
+            ids = w.delivery_ids
+            tracking = codes.tracking_codes_of(prepared.key, [ids[s] for s in p.planned.slots])
+        out.append(MessageCreated(code=w.code, id=w.id, tracking_codes=tracking))
+    return out
+
+
+def _write_message(tx: Tx, p: Prepared) -> Written:
     """One message: to an audience (expanded by a job), or to an explicit devices list,
-    written whole in steps: targets, plan, templates, delivery rows, write."""
-    if plan.targeting.devices is None:
+    written whole: templates, message row, deliveries."""
+    app, plan, planned = p.app, p.plan, p.planned
+    if planned is None:
         return _create_audience_message(tx, app, plan)
     now = tx.now()
-    planned = _plan_explicit(tx, app, plan, now)
     (message_id,) = tx.new_ids("messages", 1)
     code = codes.message_code()
-    templates = ensure_templates(tx, message_id, plan.notification, planned.keys, {})
-    built = build_deliveries(tx, message_id, planned, templates)
-    status = _initial_status(now, plan.send_at, built)
-    _insert_message(tx, app, plan, message_id, code, status, len(built.rows), None)
-    write_deliveries(tx, message_id, built)
-    tracking_codes = None
-    if app.tracking:
-        key = tracking_key(tx)
-        ids = built.ids
-        tracking_codes = codes.tracking_codes_of(key, [ids[slot] for slot in planned.slots])
-    return MessageCreated(code=code, id=message_id, tracking_codes=tracking_codes)
+    templates = insert_templates(tx, message_id, p.templates)
+    status = _initial_status(now, plan.send_at, planned)
+    _insert_message(tx, app, plan, message_id, code, status, len(planned), None)
+    ids = write_deliveries(tx, message_id, planned, templates)
+    return Written(code, message_id, ids)
 
 
 def _plan_explicit(tx: Tx, app: App, plan: MessagePlan, now: int) -> Planned:
@@ -167,11 +225,10 @@ def _plan_explicit(tx: Tx, app: App, plan: MessagePlan, now: int) -> Planned:
     return plan_deliveries(now, plan.send_at, plan.local_time, targets, plan.notification, left_out)
 
 
-def _initial_status(now: int, send_at: int, built: Built) -> MessageStatus:
-    if not built.to_send:
+def _initial_status(now: int, send_at: int, planned: Planned) -> MessageStatus:
+    if planned.first_due is None:
         return MessageStatus.DONE  # nothing to send: every delivery (if any) already ended
-    run_at = max(now, send_at) if built.first_due is None else built.first_due
-    return MessageStatus.SCHEDULED if run_at > now else MessageStatus.PENDING
+    return MessageStatus.SCHEDULED if planned.first_due > now else MessageStatus.PENDING
 
 
 def audience_filter(
@@ -222,7 +279,7 @@ def _left_out(tx: Tx, app: App, t: Targeting, device_ids: Sequence[int]) -> set[
     return set(unique) - kept
 
 
-def _create_audience_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCreated:
+def _create_audience_message(tx: Tx, app: App, plan: MessagePlan) -> Written:
     """Record the message and its targeting, and the job that will expand it.
 
     No device is read here: the ``EXPAND`` job walks the audience in short
@@ -242,7 +299,7 @@ def _create_audience_message(tx: Tx, app: App, plan: MessagePlan) -> MessageCrea
         run_at=now,
         message_id=message_id,
     )
-    return MessageCreated(code=code, id=message_id, tracking_codes=None)
+    return Written(code, message_id, [])
 
 
 def _insert_message(
@@ -289,6 +346,41 @@ class AudienceTargeting(msgspec.Struct, frozen=True, omit_defaults=True):
     selection: Node | None = None
 
 
+#: (platform, language, body, options): a payload template as written (``template_rows``).
+Template = tuple[int, str | None, str, str]
+
+
+def template_rows(notification: dict[str, Any], keys: Sequence[TemplateKey]) -> list[Template]:
+    """The payload templates of ``keys`` built (no I/O)."""
+    rows: list[Template] = []
+    for key in keys:
+        tpl = build_template(notification, platform_of(key[0]) or Platform.IOS, key[1])
+        rows.append((key[0], key[1], dumps(tpl.body), dumps(tpl.options)))
+    return rows
+
+
+def insert_templates(
+    tx: Tx,
+    message_id: int,
+    rows: Sequence[Template],
+    templates: dict[TemplateKey, int] | None = None,
+) -> dict[TemplateKey, int]:
+    """Write built templates of a message; ``templates`` (the message's own so far, by
+    key) with their ids added."""
+    templates = {} if templates is None else templates
+    if not rows:
+        return templates
+    ids = tx.new_ids("payloads", len(rows))
+    for pid, row in zip(ids, rows, strict=True):
+        templates[(row[0], row[1])] = pid
+    tx.many(
+        "INSERT INTO payloads (id, message_id, platform, language, body, options)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(pid, message_id, *row) for pid, row in zip(ids, rows, strict=True)],
+    )
+    return templates
+
+
 def ensure_templates(
     tx: Tx,
     message_id: int,
@@ -298,20 +390,7 @@ def ensure_templates(
 ) -> dict[TemplateKey, int]:
     """Add to ``templates`` (the message's own so far) those of ``keys`` it lacks."""
     missing = [key for key in dict.fromkeys(keys) if key not in templates]
-    if not missing:
-        return templates
-    payload_rows: list[tuple[Any, ...]] = []
-    ids = tx.new_ids("payloads", len(missing))
-    for pid, key in zip(ids, missing, strict=True):
-        templates[key] = pid
-        tpl = build_template(notification, platform_of(key[0]) or Platform.IOS, key[1])
-        payload_rows.append((pid, message_id, key[0], key[1], dumps(tpl.body), dumps(tpl.options)))
-    tx.many(
-        "INSERT INTO payloads (id, message_id, platform, language, body, options)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        payload_rows,
-    )
-    return templates
+    return insert_templates(tx, message_id, template_rows(notification, missing), templates)
 
 
 def message_templates(tx: Tx, message_id: int) -> dict[TemplateKey, int]:
@@ -324,34 +403,42 @@ def message_templates(tx: Tx, message_id: int) -> dict[TemplateKey, int]:
     }
 
 
-class Plan(NamedTuple):
-    """One planned delivery."""
-
-    #: The entry as the sender gave it (hwid or push token).
-    entry: str
-    device: Device | None
-    #: Its payload template's key (None: an unknown device, nothing is sent).
-    key: TemplateKey | None
-    #: Why it is not sent (None: it is).
-    refusal: str | None
-    due: int
-    #: Its payload hash (``p``).
-    hash: str
-
-
 class Planned(msgspec.Struct):
-    """The deliveries of a set of targets, decided before any id is given (no I/O).
+    """The deliveries of a set of targets, decided before any id is given (no I/O),
+    column by column as the ``deliveries`` row takes them.
 
-    Planning costs as much as writing; an expansion step plans before its
-    write transaction, so the writer is held only for the writing.
+    Planning costs as much as writing; it is done before the write transaction, so
+    the writer is held only for the writing (which zips the columns with the ids).
     """
 
-    #: One per delivery.
-    items: list[Plan]
     #: Per target: the index of its delivery (repeats of one device share one).
     slots: list[int]
     #: The template keys met, first mention first.
     keys: list[TemplateKey]
+    #: Per delivery: its device (None: an unknown entry), its template as an index
+    #: into ``keys`` (-1: none), the entry as the sender gave it (hwid or push token),
+    #: the hwid, user id, platform, payload hash (``p``), state and when it is due.
+    device_ids: list[int | None]
+    key_index: list[int]
+    entries: list[str]
+    hwids: list[str]
+    user_ids: list[str | None]
+    platforms: list[int]
+    hashes: list[str | None]
+    states: list[int]
+    dues: list[int]
+    #: (index, description, platform) of each delivery that ends ``failed`` at once.
+    failed: list[tuple[int, str, int]]
+    #: The indexes of the deliveries to send.
+    live: list[int]
+    #: When the earliest live delivery is due (None: nothing to send).
+    first_due: int | None
+    #: The (user id, device id) pairs the deliveries carry that ``user_devices`` did not
+    #: hold when the devices were read, distinct (what lookups by user go through).
+    users: list[tuple[str, int]]
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 def plan_deliveries(
@@ -371,6 +458,10 @@ def plan_deliveries(
     time in each device's zone, and not before ``now``).
     """
     wanted_languages = languages(notification)
+    if not local_time:
+        fast = _plan_known(now, send_at, targets, wanted_languages, left_out)
+        if fast is not None:
+            return fast
     seen: dict[tuple[str, Any], int] = {}
     slots: list[int] = []
     unique: list[Target] = []
@@ -382,92 +473,167 @@ def plan_deliveries(
         seen[who] = len(unique)
         slots.append(len(unique))
         unique.append((entry, dev))
-    n = len(unique)
-    planned = Planned([], slots, [])
-    keys: dict[TemplateKey, None] = {}
-    hashes = codes.payload_hashes(n)
-    items = planned.items
-    new = tuple.__new__  # a Plan without NamedTuple's Python-level __new__ (1000s a request)
-    for phash, (entry, dev) in zip(hashes, unique, strict=True):
+    p = Planned(slots, [], [], [], [], [], [], [], [], [], [], [], [], None, [])
+    keys: dict[TemplateKey, int] = {}
+    hashes = codes.payload_hashes(len(unique))
+    users: dict[tuple[str, int], None] = {}
+    first_due: int | None = None
+    for i, (phash, (entry, dev)) in enumerate(zip(hashes, unique, strict=True)):
+        p.entries.append(entry)
         if dev is None:
-            items.append(new(Plan, (entry, None, None, DESC_UNKNOWN_DEVICE, now, phash)))
+            p.device_ids.append(None)
+            p.key_index.append(-1)
+            p.hwids.append(entry)
+            p.user_ids.append(None)
+            p.platforms.append(0)
+            p.hashes.append(None)
+            p.states.append(_FAILED)
+            p.dues.append(now)
+            p.failed.append((i, DESC_UNKNOWN_DEVICE, 0))
             continue
-        key = (dev.device_type, _language_key(dev.language, wanted_languages))
-        keys[key] = None
+        platform = dev.device_type
+        key = (platform, _language_key(dev.language, wanted_languages))
+        k = keys.get(key)
+        if k is None:
+            k = keys[key] = len(keys)
         due = send_at
         if local_time:
             due = max(now, local_to_utc(send_at, dev.timezone, dev.tz_name))
         refusal = None if dev.subscribed and dev.push_token else DESC_UNSUBSCRIBED
         if dev.id in left_out:
             refusal = DESC_NOT_IN_AUDIENCE
-        items.append(new(Plan, (entry, dev, key, refusal, due, phash)))
-    planned.keys = list(keys)
-    return planned
-
-
-class Built(msgspec.Struct):
-    """Planned deliveries with their ids, ready to write."""
-
-    #: The deliveries' ids, in the order of the plan's items.
-    ids: list[int]
-    rows: list[tuple[Any, ...]]
-    #: (user id, device id) of each delivery that carries a user id.
-    users: list[tuple[str, int]]
-    failed: list[tuple[int, Status, str, int, int]]
-    to_send: list[int]
-    #: When the earliest live delivery is due (None: nothing to send).
-    first_due: int | None
-
-
-def build_deliveries(
-    tx: Tx, message_id: int, planned: Planned, templates: dict[TemplateKey, int]
-) -> Built:
-    """Give planned deliveries their ids and templates (``templates`` has every key)."""
-    n = len(planned.items)
-    ids = tx.new_ids("deliveries", n) if n else []
-    built = Built(ids, [], [], [], [], None)
-    rows, failed, to_send, users = built.rows, built.failed, built.to_send, built.users
-    now = tx.now()  # the deliveries' ``created`` (counted nowhere)
-    first_due: int | None = None
-    for did, (entry, dev, key, refusal, due, phash) in zip(ids, planned.items, strict=True):
-        if dev is None or key is None:
-            rows.append(
-                (did, message_id, None, None, entry, entry, None, 0, None, _FAILED, due, now)
-            )
-            failed.append((did, Status.FAILED, DESC_UNKNOWN_DEVICE, message_id, 0))
-            continue
-        platform = dev.device_type
-        rows.append(
-            (did, message_id, dev.id, templates[key], entry, dev.hwid, dev.user_id, platform,
-             phash, _CREATED if refusal is None else _FAILED, due, now)
-        )  # fmt: skip
-        if dev.user_id is not None:
-            users.append((dev.user_id, dev.id))
+        p.device_ids.append(dev.id)
+        p.key_index.append(k)
+        p.hwids.append(dev.hwid)
+        p.user_ids.append(dev.user_id)
+        p.platforms.append(platform)
+        p.hashes.append(phash)
+        p.dues.append(due)
+        if dev.user_id is not None and not dev.paired:
+            users[(dev.user_id, dev.id)] = None
         if refusal is None:
+            p.states.append(_CREATED)
+            p.live.append(i)
             first_due = due if first_due is None or due < first_due else first_due
-            to_send.append(did)
         else:
-            failed.append((did, Status.FAILED, refusal, message_id, platform))
-    built.first_due = first_due
-    return built
+            p.states.append(_FAILED)
+            p.failed.append((i, refusal, platform))
+    p.keys = list(keys)
+    p.first_due = first_due
+    p.users = sorted(users)
+    return p
 
 
-def write_deliveries(tx: Tx, message_id: int, built: Built) -> None:
-    """Write built deliveries (each row carries its ``created`` status: ``created_at``),
-    the ``failed`` events and counters of those that end at once, and the dispatch jobs
-    that will send the live ones."""
-    if not built.rows:
-        return
+_ID, _HWID, _TYPE, _LANGUAGE, _USER, _PAIRED = (itemgetter(i) for i in (0, 1, 3, 4, 5, 9))
+
+
+def _plan_known(
+    now: int,
+    send_at: int,
+    targets: Sequence[Target],
+    wanted_languages: frozenset[str],
+    left_out: AbstractSet[int],
+) -> Planned | None:
+    """``plan_deliveries`` for the common case, column by column (no Python per delivery
+    beyond a few comprehensions): every target a known device, each once, all due at
+    ``send_at``. None when that is not the case."""
+    devs = [dev for _, dev in targets]
+    if None in devs:
+        return None
+    known = cast(list[Device], devs)
+    ids = list(map(_ID, known))
+    n = len(ids)
+    if len(set(ids)) != n:
+        return None
+    platforms = list(map(_TYPE, known))
+    key_list: list[TemplateKey]
+    if wanted_languages:
+        key_list = [
+            (platform, _language_key(language, wanted_languages))
+            for platform, language in zip(platforms, map(_LANGUAGE, known), strict=True)
+        ]
+    else:
+        key_list = [(platform, None) for platform in platforms]
+    index = {key: i for i, key in enumerate(dict.fromkeys(key_list))}
+    user_ids = list(map(_USER, known))
+    states = [_CREATED] * n
+    failed: list[tuple[int, str, int]] = []
+    for i, dev in enumerate(known):
+        if dev.id in left_out:
+            failed.append((i, DESC_NOT_IN_AUDIENCE, dev.device_type))
+        elif not (dev.subscribed and dev.push_token):
+            failed.append((i, DESC_UNSUBSCRIBED, dev.device_type))
+    for i, _, _ in failed:
+        states[i] = _FAILED
+    if failed:
+        refused = {i for i, _, _ in failed}
+        live = [i for i in range(n) if i not in refused]
+    else:
+        live = list(range(n))
+    return Planned(
+        slots=list(range(n)),
+        keys=list(index),
+        device_ids=cast(list[int | None], ids),
+        key_index=list(map(index.__getitem__, key_list)),
+        entries=[entry for entry, _ in targets],
+        hwids=list(map(_HWID, known)),
+        user_ids=user_ids,
+        platforms=platforms,
+        hashes=cast(list[str | None], codes.payload_hashes(n)),
+        states=states,
+        dues=[send_at] * n,
+        failed=failed,
+        live=live,
+        first_due=send_at if live else None,
+        users=sorted(
+            {
+                (u, d)
+                for u, d, paired in zip(user_ids, ids, map(_PAIRED, known), strict=True)
+                if u is not None and not paired
+            }
+        ),
+    )
+
+
+def write_deliveries(
+    tx: Tx, message_id: int, planned: Planned, templates: dict[TemplateKey, int]
+) -> list[int]:
+    """Write planned deliveries (``templates`` has every key; each row carries its
+    ``created`` status: ``created_at``), the ``failed`` events and counters of those
+    that end at once, and the dispatch jobs that will send the live ones. Returns the
+    deliveries' ids, in the plan's order."""
+    n = len(planned)
+    if not n:
+        return []
+    ids = tx.new_ids("deliveries", n)
+    now = tx.now()  # the deliveries' ``created`` (counted nowhere)
+    payload_ids: list[int | None] = [templates[key] for key in planned.keys]
+    payload_ids.append(None)  # key index -1: none
     tx.many(
         "INSERT INTO deliveries (id, message_id, device_id, payload_id,"
         " target_id, hwid, user_id, platform, hash, state, next_at, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        built.rows,
+        # the rows are zipped from the plan's columns (no Python per row here)
+        zip(
+            ids,
+            repeat(message_id, n),
+            planned.device_ids,
+            map(payload_ids.__getitem__, planned.key_index),
+            planned.entries,
+            planned.hwids,
+            planned.user_ids,
+            planned.platforms,
+            planned.hashes,
+            planned.states,
+            planned.dues,
+            repeat(now, n),
+            strict=True,
+        ),
     )
-    if built.users:
+    if planned.users:
         # the user ids deliveries carry, by device: what lookups by user_id go through
         # (a probe per pair, a write only for a pair not met before)
-        pairs = sorted(set(built.users))
+        pairs = planned.users
         for start in range(0, len(pairs), 500):  # one statement per 500 (not one per pair)
             part = pairs[start : start + 500]
             tx.run(
@@ -475,9 +641,13 @@ def write_deliveries(tx: Tx, message_id: int, built: Built) -> None:
                 f" {','.join(['(?, ?)'] * len(part))} ON CONFLICT (user_id, device_id) DO NOTHING",
                 [v for pair in part for v in pair],
             )
-    append_events(tx, built.failed)
-    if built.first_due is not None:
-        _enqueue_dispatch(tx, message_id, built.to_send, built.first_due)
+    append_events(
+        tx,
+        [(ids[i], Status.FAILED, why, message_id, platform) for i, why, platform in planned.failed],
+    )
+    if planned.first_due is not None:
+        _enqueue_dispatch(tx, message_id, [ids[i] for i in planned.live], planned.first_due)
+    return ids
 
 
 def languages(notification: dict[str, Any]) -> frozenset[str]:
