@@ -430,9 +430,9 @@ class Dispatcher:
             )
         labels = {"app": app_id, "platform": name_of(platform), "kind": kind}
         refused = [o for o in outcomes if o.verdict is Verdict.CREDENTIALS]
-        if not refused and not any(o.reason != NOT_SENT for o in outcomes):
-            pass  # nothing reached the gateway (the sender stops): nothing learnt of it
-        elif refused and not any(o.verdict is Verdict.DELIVERED for o in outcomes):
+        # (none reached the gateway when the sender stopped first: nothing learnt of it)
+        reached = any(o.reason != NOT_SENT for o in outcomes)
+        if refused and not any(o.verdict is Verdict.DELIVERED for o in outcomes):
             reason = refused[0].reason or refused[0].description
             if await self.store.dispatch.pause_gateway(app_id, platform, version, reason):
                 log.error(
@@ -448,7 +448,7 @@ class Dispatcher:
                 metrics.GATEWAY_PAUSES.labels(**labels, reason=reason).inc()
             metrics.GATEWAY_PAUSED.labels(**labels).set(1)
             _PAUSED_SHOWN.add((app_id, platform, kind))
-        elif pause is not None or (app_id, platform, kind) in _PAUSED_SHOWN:
+        elif reached and (pause is not None or (app_id, platform, kind) in _PAUSED_SHOWN):
             # a probe went through, or new settings lifted the pause meanwhile
             if pause is not None and await self.store.dispatch.resume_gateway(app_id, platform):
                 log.warning(
