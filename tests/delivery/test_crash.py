@@ -182,3 +182,64 @@ def test_sigterm_releases_in_flight_work_at_once(
         run(build_worker(settings, svc.store, poll_seconds=0.05).run_until_idle(60))
         assert db.count_where("deliveries", "state IN (1, 2)") == 0
         assert db.count_where("events", "status = 2") == len(tokens)
+        # what was in flight at SIGTERM was answered then, not sent again by the next worker
+        assert collections.Counter(apns_server.arrived) == dict.fromkeys(tokens, 1)
+
+
+def test_a_worker_stopped_mid_batch_sends_nothing_twice(
+    database_url: str, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    """The worker stops (SIGTERM, or a lost lease) while a batch is with APNs: the requests
+    written are answered and recorded before it stops; those not written stay due and go
+    with the next worker, once. Nothing reaches APNs twice."""
+    from pushtrack import config
+    from pushtrack.worker import build_worker
+
+    with service(database_url) as svc:
+        settings = {**apns_settings, "concurrency": 10}
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "apns", settings))
+        tokens = [apns_token() for _ in range(300)]
+        run(populate(svc, tokens))
+        apns_server.latency = 0.3
+        plan = MessagePlan(
+            notification={"content": "stop"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+        worker_settings = config.load({"database": database_url}, env={})
+
+        async def stop_mid_batch() -> float:
+            worker = build_worker(worker_settings, svc.store, poll_seconds=0.05)
+            stop = asyncio.Event()
+            running = asyncio.create_task(worker.run(stop))
+            while apns_server.http2.taken < 10:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            stop.set()
+            began = time.monotonic()
+            await running
+            return time.monotonic() - began
+
+        took = run(stop_mid_batch())
+        reached = len(apns_server.arrived)
+        assert 10 <= reached < len(tokens)
+        assert took < 5  # a few answers' time, not the rest of the batch
+        # what reached APNs was answered and recorded before the worker stopped; the rest
+        # was not tried
+        assert db.count_where("deliveries", "state = 3") == reached
+        assert (
+            db.count_where("deliveries", "state IN (1, 2) AND attempts = 0")
+            == len(tokens) - reached
+        )
+
+        apns_server.latency = 0.0
+        run(build_worker(worker_settings, svc.store, poll_seconds=0.05).run_until_idle(60))
+        # nothing reached APNs twice: what was in flight was not sent again
+        assert collections.Counter(apns_server.arrived) == dict.fromkeys(tokens, 1)
+        # what reached APNs before the stop was answered and recorded then, and the rest
+        # was not tried: each delivery counts one try
+        assert collections.Counter(r.token for r in apns_server.received) == dict.fromkeys(
+            tokens, 1
+        )
+        assert db.count_where("deliveries", "state = 3") == len(tokens)
+        assert db.count_where("events", "status = 2") == len(tokens)  # one `sent` each
+        assert db.rows("SELECT MIN(attempts), MAX(attempts) FROM deliveries") == [(1, 1)]

@@ -21,9 +21,10 @@ from pushtrack.delivery.apns import ApnsGateway
 from pushtrack.delivery.base import Notification, Outcome, Verdict
 from pushtrack.delivery.fcm import FcmGateway
 from pushtrack.delivery.registry import parse_config
+from pushtrack.delivery.webpush import WebPushGateway
 from pushtrack.domain.platforms import Platform
 from tests.delivery._support import apns_token, notification
-from tests.gateways import ApnsServer, FcmServer
+from tests.gateways import ApnsServer, FcmServer, WebPushServer
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +50,18 @@ def android_batch(n: int) -> list[Notification]:
     return [notification(Platform.ANDROID, f"fcm-{apns_token()}", i) for i in range(1, n + 1)]
 
 
-async def send(gateway: ApnsGateway | FcmGateway, batch: list[Notification]) -> list[Outcome]:
+def webpush(settings: dict[str, Any], **overrides: Any) -> WebPushGateway:
+    config = parse_config("webpush", {**settings, **overrides})
+    return WebPushGateway(config)  # type: ignore[arg-type]
+
+
+def chrome_batch(server: WebPushServer, n: int) -> list[Notification]:
+    return [notification(Platform.CHROME, server.subscribe().token, i) for i in range(1, n + 1)]
+
+
+async def send(
+    gateway: ApnsGateway | FcmGateway | WebPushGateway, batch: list[Notification]
+) -> list[Outcome]:
     return await asyncio.wait_for(gateway.send(batch), HANG)
 
 
@@ -119,6 +131,55 @@ async def test_fcm_stream_limit_lowered_to_one_mid_flight_then_raised(
     assert set(collections.Counter(r.token for r in fcm_server.received).values()) == {1}
 
 
+async def test_a_connection_that_starts_with_one_stream_uses_more_once_raised(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    # APNs starts a new connection with a low stream limit and raises it later
+    apns_server.latency = 0.05
+    apns_server.http2.max_streams = 1
+    apns_server.http2.stream_limits = {3: 100}
+    connections = apns_server.connections
+    batch = ios_batch(60)
+    async with apns(apns_settings) as gateway:
+        outcomes = await send(gateway, batch)
+    assert verdicts(outcomes) == {(Verdict.DELIVERED, None): 60}
+    assert collections.Counter(r.token for r in apns_server.received) == {
+        n.push_token: 1 for n in batch
+    }
+    assert apns_server.connections == connections + 1
+    assert apns_server.peak_in_flight > 1  # the raised limit was used, not one at a time
+    # (the fixture checks the server saw no stream beyond the limit it had announced)
+
+
+async def test_a_request_that_found_no_stream_in_time_leaves_the_gateway_usable(
+    apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    apns_server.http2.stream_limits = {1: 0}  # after its first stream, a connection takes none
+    connections = apns_server.connections
+    async with apns(apns_settings, timeout=0.5) as gateway:
+        [first] = await send(gateway, ios_batch(1))
+        [waited] = await send(gateway, ios_batch(1))
+        [after] = await send(gateway, ios_batch(1))
+    assert first.verdict is Verdict.DELIVERED
+    # never written (no stream came before the deadline): tried again later, not lost
+    assert (waited.verdict, waited.reason) == (Verdict.RETRY, "Timeout")
+    # the connection that gave no stream was replaced: the gateway is not stuck with it
+    assert after.verdict is Verdict.DELIVERED
+    assert [r.connection for r in apns_server.received] == [connections + 1, connections + 2]
+
+
+async def test_web_push_stream_limit_lowered_to_one_mid_flight_then_raised(
+    webpush_server: WebPushServer, webpush_settings: dict[str, Any]
+) -> None:
+    webpush_server.latency = 0.02
+    webpush_server.http2.stream_limits = {1: 1, 40: 100}
+    batch = chrome_batch(webpush_server, 80)
+    async with webpush(webpush_settings) as gateway:
+        outcomes = await send(gateway, batch)
+    assert verdicts(outcomes) == {(Verdict.DELIVERED, None): 80}
+    assert set(collections.Counter(r.subscriber for r in webpush_server.received).values()) == {1}
+
+
 # -- GOAWAY by RFC 9113 ------------------------------------------------------------------
 
 
@@ -152,6 +213,20 @@ async def test_fcm_goaway_streams_in_flight_are_answered_once(
     assert verdicts(outcomes) == {(Verdict.DELIVERED, None): 8}
     per_token = collections.Counter(r.token for r in fcm_server.received)
     assert per_token == {n.push_token: 1 for n in batch}
+
+
+async def test_web_push_goaway_streams_in_flight_are_answered_once(
+    webpush_server: WebPushServer, webpush_settings: dict[str, Any]
+) -> None:
+    webpush_server.latency = 0.2
+    webpush_server.http2.goaway_after = 5
+    webpush_server.http2.goaway_early = True
+    batch = chrome_batch(webpush_server, 8)
+    async with webpush(webpush_settings) as gateway:
+        outcomes = await send(gateway, batch)
+    assert verdicts(outcomes) == {(Verdict.DELIVERED, None): 8}
+    per_subscriber = collections.Counter(r.subscriber for r in webpush_server.received)
+    assert per_subscriber == dict.fromkeys(webpush_server.subscribers, 1)
 
 
 async def test_refused_streams_are_sent_again(

@@ -6,6 +6,7 @@ the default policy waits is checked on ``RetryPolicy`` itself.
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 from collections.abc import Iterator
@@ -177,7 +178,10 @@ def _states(svc: Service) -> dict[int, Any]:
 
 
 def test_refused_apns_credentials_pause_and_new_settings_resume(
-    sender: Service, apns_server: ApnsServer, apns_settings: dict[str, Any]
+    sender: Service,
+    apns_server: ApnsServer,
+    apns_settings: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     svc = sender
     gateway(svc, 1, "apns", {**apns_settings, "key_id": "WRONG12345"})
@@ -186,7 +190,13 @@ def test_refused_apns_credentials_pause_and_new_settings_resume(
     labels = {"app": svc.app.id, "platform": "ios", "kind": "apns"}
     pauses = metrics.value(metrics.GATEWAY_PAUSES, **labels, reason="InvalidProviderToken")
     _, codes = send(svc, ["p", "q"], content="x")
-    work(svc, seconds=3, retry_window_seconds=3600)
+    with caplog.at_level(logging.ERROR, logger="pushtrack.delivery"):
+        work(svc, seconds=3, retry_window_seconds=3600)
+    # said loudly, once (the probes refused after it do not repeat it)
+    [said] = [r.getMessage() for r in caplog.records if r.name == "pushtrack.delivery"]
+    assert said.startswith(f"PAUSED the apns gateway of app {svc.app.id} for ios")
+    assert "(InvalidProviderToken)" in said
+    assert "pushtrack app set-gateway" in said
     # nothing failed: the deliveries wait, the gateway is paused and says why
     for code in codes:
         assert trail(svc, code)[-1] == ("sent", "Sent")

@@ -17,7 +17,8 @@ per connection before a GOAWAY / an abrupt close),
 with or without Retry-After), ``token_update_interval`` (like APNs, a new provider
 token on a connection whose last one was signed less than this many seconds before is
 refused ``429 TooManyProviderTokenUpdates``; None: not checked); ``received`` records every
-request.
+request answered, ``arrived`` the device token of every request that reached the server,
+answered or not (a client that hangs up before the answer: APNs acted on it all the same).
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ class ApnsServer:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.received: list[ReceivedPush] = []
+        #: The device token of every request that reached the server (whole), in order,
+        #: whether or not its answer was sent.
+        self.arrived: list[str] = []
         #: Provider tokens in the order first seen.
         self.provider_tokens: list[str] = []
         self.expired: set[str] = set()
@@ -170,6 +174,7 @@ class ApnsServer:
         self.latency = 0.0
         self.peak_in_flight = 0
         self.received.clear()
+        self.arrived.clear()
         self.provider_tokens.clear()
         self.expired.clear()
         self.token_update_interval = TOKEN_UPDATE_INTERVAL
@@ -205,6 +210,8 @@ class ApnsServer:
     # -- handling --------------------------------------------------------------
 
     async def _handle(self, request: Request) -> Response:
+        match = _PATH.fullmatch(request.path)
+        self.arrived.append(unquote(match[1]) if match else "")
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:

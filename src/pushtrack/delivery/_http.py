@@ -20,7 +20,10 @@ stream limit). What the connection does is what RFC 9113 and the gateways ask:
   gateway: if no answer comes it is never sent again here, and the error says
   so (``TransportError.may_have_reached``); ``base.transport_outcome`` turns it
   into a FAILED outcome with the reason ``OutcomeUnknown`` rather than risk a push
-  delivered twice. Only a request the gateway cannot have seen is RETRY.
+  delivered twice. Only a request the gateway cannot have seen is RETRY;
+- a sender that stops (``Drain``, set for the requests of one batch) lets the
+  requests already written be answered, and writes no new one: those raise
+  ``NotSent`` (nothing of them reached a gateway) and go with the next run.
 
 A client made with ``http1_fallback`` (Web Push: a push service is whatever a
 browser subscribed with) also offers HTTP/1.1 in TLS ALPN; an origin whose TLS
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import email.utils
 import ssl
 import struct
@@ -121,6 +125,44 @@ def as_transport_error(exc: BaseException) -> TransportError | None:
         detail = str(exc) or type(exc).__name__
         return ConnectionLost(f"connection lost: {detail}", may_have_reached=True)
     return None
+
+
+class NotSent(TransportError):
+    """The sender is stopping (``Drain``): the request was not written, and is not."""
+
+
+class Drain:
+    """Whether the sender of the requests made in this context is stopping.
+
+    The dispatcher sets one for the requests of a batch (``drain_into``); once
+    ``stopping``, the client writes none of them any more (``NotSent``), and answers
+    the ones already written as ever. Requests made outside any such context are
+    never held back.
+    """
+
+    __slots__ = ("stopping",)
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+
+_DRAIN: contextvars.ContextVar[Drain | None] = contextvars.ContextVar("drain", default=None)
+
+
+def drain_into(drain: Drain) -> None:
+    """The requests made from now on in this context (and the tasks it starts) follow
+    ``drain``."""
+    _DRAIN.set(drain)
+
+
+def _draining() -> bool:
+    drain = _DRAIN.get()
+    return drain is not None and drain.stopping
+
+
+def _check_drain() -> None:
+    if _draining():
+        raise NotSent("the sender stopped before this request was written")
 
 
 class _NotProcessed(Exception):
@@ -443,6 +485,9 @@ class _Connection(asyncio.Protocol):
                 break
         if self.retired:
             raise _NotProcessed
+        if _draining():  # a free stream came, but the sender stops: nothing more is written
+            self._wake()  # the stream goes to the next request waiting, if any
+            _check_drain()
         try:
             stream_id = self.h2.get_next_available_stream_id()
         except jh2.exceptions.NoAvailableStreamIDError:
@@ -666,9 +711,10 @@ class Client:
         attempt = _Attempt()
         try:
             async with asyncio.timeout(self.timeout):
-                if self.speaks_http1(origin):
+                if self.speaks_http1(origin):  # (the pool checks the drain once it has a slot)
                     return await self._http1[origin][1].post(path, headers, content, attempt)
                 for _ in range(MAX_REFUSALS):
+                    _check_drain()  # (a refused request too: it was not processed)
                     try:
                         connection = await self._connection(origin)
                     except _Http1Only:
@@ -864,6 +910,7 @@ class _Http1Pool:
         self, path: str, headers: Mapping[str, str], body: bytes, attempt: _Attempt
     ) -> Response:
         async with self.slots:
+            _check_drain()
             connection = None
             while self.resting and connection is None:
                 candidate = self.resting.pop()

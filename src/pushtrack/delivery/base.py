@@ -134,12 +134,18 @@ class HttpGateway(Gateway):
         await self._client.aclose()
 
 
+#: The reason of a notification whose request was never written because its sender
+#: stopped (``_http.Drain``): the dispatcher records nothing for it.
+NOT_SENT = "NotSent"
+
+
 def transport_outcome(delivery_id: int, exc: _http.TransportError) -> Outcome:
     """The outcome of a request that got no answer.
 
-    Not sent (or refused unprocessed): RETRY. Handed to the gateway without an
-    answer: FAILED, reason ``OutcomeUnknown``, because sending it again could
-    deliver it twice (docs/api.md §7, "Gateways").
+    Not sent (or refused unprocessed): RETRY (reason ``NotSent`` when its sender
+    stopped). Handed to the gateway without an answer: FAILED, reason
+    ``OutcomeUnknown``, because sending it again could deliver it twice (docs/api.md
+    §7.3).
     """
     detail = str(exc) or type(exc).__name__
     if exc.may_have_reached:
@@ -150,6 +156,9 @@ def transport_outcome(delivery_id: int, exc: _http.TransportError) -> Outcome:
             f"({detail}); not sent again so that it is never delivered twice",
             reason="OutcomeUnknown",
         )
+    if isinstance(exc, _http.NotSent):
+        description = f"Not sent: {detail}; it goes with the next run"
+        return Outcome(delivery_id, Verdict.RETRY, description, reason=NOT_SENT)
     if isinstance(exc, _http.RequestTimeout):
         description = f"Timeout talking to the gateway: {detail}"
         return Outcome(delivery_id, Verdict.RETRY, description, reason="Timeout")
@@ -191,6 +200,8 @@ class Unanswered:
         if error is None:
             return False  # not a transport error: ours to fix, raised as it is
         if self.delivery_id is None:
+            if isinstance(error, _http.NotSent):
+                return False  # the sender stops: the batch is not sent (the caller's to say)
             raise GatewayError(f"{self.what} unreachable: {error}", retryable=True) from exc
         self._outcome = transport_outcome(self.delivery_id, error)
         return True
@@ -207,7 +218,7 @@ def map_transport_errors(delivery_id: int | None, *, what: str = "the gateway") 
         return unanswered.outcome
 
     Without (a request the whole batch needs, such as FCM's access token) it raises a
-    retryable ``GatewayError`` saying ``what`` is unreachable. Any other exception
-    passes through untouched.
+    retryable ``GatewayError`` saying ``what`` is unreachable (``_http.NotSent`` passes
+    through: nothing was sent). Any other exception passes through untouched.
     """
     return Unanswered(delivery_id, what)

@@ -3,7 +3,10 @@
 For a range it loads what is due, marks it ``sent`` (before any byte reaches a
 gateway, so a crash can only resend what was in flight, never what ended),
 hands each platform's share to that platform's gateway, and records the
-outcomes. Gateway outcome → status mapping happens here and only here.
+outcomes. Gateway outcome → status mapping happens here and only here. A job
+cancelled mid-batch (the worker stops, or lost the lease) finishes the requests
+already written and records them first, writing no new one (``_send_through``):
+only a crash can leave a written request to be sent again.
 
 Retries are bounded by time, not by a count (``RetryPolicy``; docs/api.md §7):
 a transient refusal is tried again after the gateway's Retry-After, else after
@@ -22,6 +25,7 @@ goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import Counter, defaultdict
@@ -33,8 +37,16 @@ import msgspec
 
 from pushtrack import metrics
 from pushtrack.config import Settings
+from pushtrack.delivery import _http
 from pushtrack.delivery._http import positive_ttl
-from pushtrack.delivery.base import Gateway, GatewayError, Notification, Outcome, Verdict
+from pushtrack.delivery.base import (
+    NOT_SENT,
+    Gateway,
+    GatewayError,
+    Notification,
+    Outcome,
+    Verdict,
+)
 from pushtrack.delivery.failures import FailureClass, classify
 from pushtrack.delivery.registry import build_gateway
 from pushtrack.domain.jobs import DispatchParams
@@ -162,7 +174,7 @@ class Dispatcher:
                 return Done({"message": MessageStatus.CANCELLED.value})
             retry_at: int | None = None
             if batch.due or batch.held:
-                outcome = await self._send(
+                outcome = await self._send_through(
                     app_id, settings, batch, base, finish=batch.next_due is None
                 )
                 if isinstance(outcome, int):
@@ -179,6 +191,40 @@ class Dispatcher:
                 continue
             return Later(min(waiting))
 
+    async def _send_through(
+        self,
+        app_id: int,
+        settings: dict[int, tuple[str, dict[str, Any], int]],
+        batch: Batch,
+        base: int,
+        *,
+        finish: bool,
+    ) -> int | str | None:
+        """``_send``, carried through when the job is cancelled meanwhile.
+
+        The worker cancels its jobs when it stops (or loses a job's lease). A batch's
+        deliveries are ``sent`` once it starts, and a run of the job loads those without
+        an outcome again: cut short here, the requests already written would go out a
+        second time. So the batch goes on: the requests written are answered (each
+        within the gateway's deadline) and recorded; the others are not written any
+        more (``_http.Drain``) and stay due, for the job's next run. Then the job ends
+        cancelled.
+        """
+        drain = _http.Drain()
+        sending = asyncio.ensure_future(
+            self._send(app_id, settings, batch, base, finish=finish, drain=drain)
+        )
+        try:
+            return await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            drain.stopping = True
+            log.info(
+                "stopping: message %s's requests in flight are answered first", batch.message_id
+            )
+            with contextlib.suppress(Exception):
+                await asyncio.shield(sending)
+            raise
+
     def _limit(self, base: int, options: dict[str, Any]) -> _Limit:
         ttl = positive_ttl(options)
         if ttl is not None:
@@ -194,12 +240,16 @@ class Dispatcher:
         base: int,
         *,
         finish: bool,
+        drain: _http.Drain | None = None,
     ) -> int | str | None:
         """Send a batch's due deliveries and record the outcomes.
 
         Returns when the earliest retry is due, or (with ``finish`` and nothing
-        to retry) the message's status after recording.
+        to retry) the message's status after recording. With ``drain``, the requests
+        follow it (``_send_through``); one never written for it is not recorded.
         """
+        if drain is not None:
+            _http.drain_into(drain)  # this task's context: the gateways' requests see it
         by_platform: dict[int, list[Due]] = defaultdict(list)
         for d in batch.due:
             by_platform[d.platform].append(d)
@@ -227,11 +277,15 @@ class Dispatcher:
         dead_tokens: list[DeadToken] = []
         now = self.store.clock()
         delivered, failed = Verdict.DELIVERED, Verdict.FAILED
+        unsent = False
         for (platform, ds), (outcomes, wait_until) in zip(groups, answers, strict=True):
             kind = settings[platform][0]
             counts: Counter[str] = Counter()
             for d, outcome in zip(ds, outcomes, strict=True):
                 verdict = outcome.verdict
+                if outcome.reason == NOT_SENT:
+                    unsent = True  # never written (the sender stops): due as it was
+                    continue
                 if verdict is delivered:
                     key: tuple[Status, str, str | None] = (
                         Status.DELIVERED, outcome.description, None
@@ -274,8 +328,10 @@ class Dispatcher:
             groups_ended,
             retries,
             dead_tokens,
-            finish=finish and not retries,
+            finish=finish and not retries and not unsent,
         )
+        if unsent:
+            return now
         return min(when for when, _, _ in retries) if retries else message_status
 
     def _held_out_of_time(
@@ -353,6 +409,11 @@ class Dispatcher:
         try:
             gateway = await self._gateway(app_id, platform, setting)
             outcomes = await gateway.send(notifications)
+        except _http.NotSent as exc:  # stopping before a request the whole batch needs
+            outcomes = [
+                Outcome(n.delivery_id, Verdict.RETRY, str(exc), reason=NOT_SENT)
+                for n in notifications
+            ]
         except (GatewayError, ValueError) as exc:
             if isinstance(exc, ValueError) or exc.credentials:
                 verdict = Verdict.CREDENTIALS  # unusable settings: pause until they change
@@ -369,6 +430,8 @@ class Dispatcher:
             )
         labels = {"app": app_id, "platform": name_of(platform), "kind": kind}
         refused = [o for o in outcomes if o.verdict is Verdict.CREDENTIALS]
+        # (none reached the gateway when the sender stopped first: nothing learnt of it)
+        reached = any(o.reason != NOT_SENT for o in outcomes)
         if refused and not any(o.verdict is Verdict.DELIVERED for o in outcomes):
             reason = refused[0].reason or refused[0].description
             if await self.store.dispatch.pause_gateway(app_id, platform, version, reason):
@@ -385,7 +448,7 @@ class Dispatcher:
                 metrics.GATEWAY_PAUSES.labels(**labels, reason=reason).inc()
             metrics.GATEWAY_PAUSED.labels(**labels).set(1)
             _PAUSED_SHOWN.add((app_id, platform, kind))
-        elif pause is not None or (app_id, platform, kind) in _PAUSED_SHOWN:
+        elif reached and (pause is not None or (app_id, platform, kind) in _PAUSED_SHOWN):
             # a probe went through, or new settings lifted the pause meanwhile
             if pause is not None and await self.store.dispatch.resume_gateway(app_id, platform):
                 log.warning(
