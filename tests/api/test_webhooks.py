@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from pushtrack.sealing import new_key
 from tests.delivery.test_webhooks import _work_until
 from tests.gateways.webhook_receiver import Receiver, verify
-from tests.support import Service, free_port, service
+from tests.support import Service, service
 
 
 def _add(svc: Service, **fields: Any) -> Any:
@@ -75,8 +76,7 @@ def test_add_list_test_and_remove(shared: Service) -> None:
 
 
 def test_a_test_event_is_signed_and_a_refusal_is_reported(database_url: str) -> None:
-    port = free_port()
-    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver(port) as receiver:
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as receiver:
         made = _add(svc, url=receiver.url).json()
         receiver.secret = made["secret"]
         name = {"application": svc.app.code, "url": receiver.url}
@@ -95,6 +95,56 @@ def test_a_test_event_is_signed_and_a_refusal_is_reported(database_url: str) -> 
         }
 
 
+def test_the_secret_is_stored_sealed_and_signs_only_with_the_services_key(
+    database_url: str,
+) -> None:
+    secret = "a-secret-of-my-own-0123"
+    with (
+        service(database_url, outbound_allow="127.0.0.1") as svc,
+        Receiver(secret=secret) as receiver,
+    ):
+        made = _add(svc, url=receiver.url, secret=secret, statuses=["created"])
+        assert made.status_code == 200, made.text
+        assert made.json()["secret"] == secret
+        ((stored, sealed),) = svc.db.rows("SELECT secret, secret_sealed FROM webhooks")
+        assert sealed == 1
+        assert secret not in stored
+        assert "secret" not in svc.v2("webhooks/listWebhooks", {}).json()["items"][0]
+        receiver.start()
+        for hwid in ("a", "b"):
+            svc.register(hwid)
+        first = svc.send(devices=["a"])
+        _work_until(svc, lambda: len(receiver.unique()) >= 1)
+        assert [e["tracking_code"] for e in receiver.unique().values()] == first["TrackingCodes"]
+        assert receiver.bad_signatures == 0
+        # a worker whose key does not open it sends nothing, and the endpoint says why
+        svc.send(devices=["b"])
+
+        def refused() -> bool:
+            (hook,) = svc.v2("webhooks/listWebhooks", {}).json()["items"]
+            return hook["last_error"] is not None
+
+        _work_until(svc, refused, seconds=30, secret_key=new_key())
+        (hook,) = svc.v2("webhooks/listWebhooks", {}).json()["items"]
+        assert "sealed with a key this service does not have" in hook["last_error"]
+        assert receiver.requests == 1
+        # the service's own key: it goes on from where it was
+        _work_until(svc, lambda: len(receiver.unique()) >= 2)
+        assert len(receiver.unique()) == 2
+        assert receiver.bad_signatures == 0
+
+
+def test_without_a_secret_key_no_endpoint_is_made(database_url: str) -> None:
+    if database_url.startswith("sqlite:"):
+        pytest.skip("a SQLite service makes its key file beside the database")
+    with service(database_url, secret_key="") as svc:
+        resp = _add(svc, url="https://hooks.example.com/a")
+        assert resp.status_code == 503, resp.text
+        assert "webhook secrets are stored encrypted" in resp.text
+        assert "PUSHTRACK_SECRET_KEY" in resp.text
+        assert svc.db.count("webhooks") == 0
+
+
 def test_the_signature_check_rejects_a_wrong_secret_a_changed_body_and_a_stale_time() -> None:
     from pushtrack.jobs.webhooks import sign
 
@@ -107,9 +157,11 @@ def test_the_signature_check_rejects_a_wrong_secret_a_changed_body_and_a_stale_t
 
 
 def test_an_endpoint_failing_too_long_is_marked_failing(database_url: str) -> None:
-    port = free_port()
-    with service(database_url, outbound_allow="127.0.0.1", webhook_failing_seconds=0.2) as svc:
-        _add(svc, url=f"http://127.0.0.1:{port}/never")
+    with (
+        service(database_url, outbound_allow="127.0.0.1", webhook_failing_seconds=0.2) as svc,
+        Receiver() as never,  # never started: its port refuses connections
+    ):
+        assert _add(svc, url=never.url).status_code == 200
         svc.register("a")
         svc.send(devices=["a"])
 

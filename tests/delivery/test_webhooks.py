@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -20,7 +21,7 @@ from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
 from pushtrack.worker import build_worker
 from tests.delivery.test_crash import PUSHTRACK, wait_for
 from tests.gateways.webhook_receiver import Receiver
-from tests.support import Service, free_port, run, service
+from tests.support import Service, run, secret_env, service
 
 DELIVERIES = int(os.environ.get("WEBHOOK_N", "10000"))
 #: Worker settings: small batches, short waits, a loopback receiver allowed.
@@ -37,7 +38,7 @@ WORKER_ENV = {
 
 
 def start_worker(url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **WORKER_ENV, "PUSHTRACK_DATABASE": url}
+    env = {**os.environ, **WORKER_ENV, **secret_env(url), "PUSHTRACK_DATABASE": url}
     with open(os.environ.get("WEBHOOK_LOG", os.devnull), "ab") as log:
         return subprocess.Popen([PUSHTRACK, "worker"], env=env, stdout=log, stderr=log)
 
@@ -63,8 +64,7 @@ def _position(event_id: str) -> tuple[int, int]:
 def test_every_event_arrives_once_in_order_through_outages_and_a_kill_9(
     database_url: str,
 ) -> None:
-    port = free_port()
-    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver(port) as receiver:
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as receiver:
         # the sandbox gateway fails some deliveries for good, so failed events occur too
         run(
             svc.store.dispatch.set_gateway(
@@ -137,15 +137,21 @@ def test_every_event_arrives_once_in_order_through_outages_and_a_kill_9(
         assert hook["delivered"] >= 3 * DELIVERIES
 
 
-def _work_until(svc: Service, done: Callable[[], bool], seconds: float = 60) -> None:
-    """Run a worker in this process (short webhook waits) until ``done()`` or ``seconds``."""
+def _work_until(
+    svc: Service, done: Callable[[], bool], seconds: float = 60, **overrides: Any
+) -> None:
+    """Run a worker in this process (short webhook waits, and ``overrides`` of the
+    service's settings) until ``done()`` or ``seconds``."""
     assert svc.settings is not None
     settings = msgspec.structs.replace(
         svc.settings,
-        webhook_linger_ms=0,
-        webhook_poll_ms=20,
-        webhook_backoff_seconds=0.05,
-        webhook_max_backoff_seconds=0.2,
+        **{
+            "webhook_linger_ms": 0,
+            "webhook_poll_ms": 20,
+            "webhook_backoff_seconds": 0.05,
+            "webhook_max_backoff_seconds": 0.2,
+            **overrides,
+        },
     )
     worker = build_worker(settings, svc.store, poll_seconds=0.02)
 
@@ -163,8 +169,7 @@ def _work_until(svc: Service, done: Callable[[], bool], seconds: float = 60) -> 
 
 
 def test_status_filter_replay_and_removal(database_url: str) -> None:
-    port = free_port()
-    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver(port) as receiver:
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as receiver:
         receiver.start()
         for hwid in ("a", "b"):
             svc.register(hwid)
@@ -204,9 +209,9 @@ def test_status_filter_replay_and_removal(database_url: str) -> None:
 def test_an_endpoint_that_is_down_or_slow_delays_only_itself(database_url: str) -> None:
     with (
         service(database_url, outbound_allow="127.0.0.1") as svc,
-        Receiver(free_port()) as up,
-        Receiver(free_port()) as slow,
-        Receiver(free_port()) as down,
+        Receiver() as up,
+        Receiver() as slow,
+        Receiver() as down,
     ):
         for receiver in (up, slow, down):
             made = svc.v2(
