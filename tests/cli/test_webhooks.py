@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -123,3 +124,67 @@ def test_webhook_list_shows_an_endpoint_failing_too_long(tmp_path: Path) -> None
     line = next(x for x in listed.splitlines() if url in x)
     assert "  FAILING  delivered=0" in line
     assert "error=no answer" in line
+
+
+def test_tail_narrows_by_message_and_status_and_colours_by_status(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/tail.db"
+    with service(url) as svc:
+        hwids = [f"m{i:02}" for i in range(30)]
+        for hwid in [*hwids, "x"]:
+            svc.register(hwid)
+        message = svc.send(devices=hwids)
+        wanted, codes = message["Messages"][0], message["TrackingCodes"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHTRACK_")}
+        env |= {
+            "PUSHTRACK_DATABASE": url,
+            "PUSHTRACK_WEBHOOK_POLL_MS": "50",
+            "FORCE_COLOR": "1",  # colours as in a terminal
+            "TERM": "xterm",
+            "COLUMNS": "300",
+        }
+        env.pop("NO_COLOR", None)
+        argv = [PUSHTRACK, "tail", "--app", svc.app.code, "--message", wanted]
+        tail = subprocess.Popen(
+            [*argv, "--status", "opened"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        assert tail.stdout is not None
+        threading.Thread(target=lambda: [lines.put(x) for x in tail.stdout], daemon=True).start()
+        seen: list[str] = []
+        try:
+            for hwid, code in zip(hwids, codes, strict=True):
+                # another message's created and opened: left out by --message and --status
+                (other,) = svc.send(devices=["x"])["TrackingCodes"]
+                svc.device("pushStat", hwid="x", hash=svc.hash_of(other))
+                out = svc.device("pushStat", hwid=hwid, hash=svc.hash_of(code))
+                assert out["status_code"] == 200, out
+                try:
+                    seen.append(lines.get(timeout=0.5))
+                    break
+                except queue.Empty:
+                    continue
+            seen.extend(_drain(lines, 1.0))
+        finally:
+            tail.send_signal(signal.SIGINT)
+            tail.wait(timeout=10)
+            tail.stdout.close()
+        assert seen
+        for line in seen:
+            assert line.startswith("\x1b[35m"), repr(line)  # opened: magenta
+            fields = line.split()
+            assert fields[2] == "opened", repr(line)
+            assert fields[4] == wanted, repr(line)
+            assert fields[5] in hwids, repr(line)
+
+
+def _drain(lines: queue.Queue[str], seconds: float) -> list[str]:
+    """What else arrives within ``seconds``."""
+    out: list[str] = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            out.append(lines.get(timeout=seconds))
+    return out

@@ -247,3 +247,65 @@ def test_an_endpoint_that_is_down_or_slow_delays_only_itself(database_url: str) 
         assert listed[up.url]["delivered"] == 3
         assert listed[down.url]["delivered"] == 0
         assert listed[down.url]["failing_since"] is not None
+
+
+def test_events_carry_what_get_message_log_shows_and_the_devices_confirmation(
+    database_url: str,
+) -> None:
+    """Each event's gateway id, try count and failure class are getMessageLog's, and a
+    device's confirmation after the gateway's delivery arrives as an event of its own."""
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as receiver:
+        run(
+            svc.store.dispatch.set_gateway(
+                svc.account, svc.app.code, 1, "sandbox", {"failure_rate": 0.5, "seed": 3}
+            )
+        )
+        hwids = [f"d{i:02}" for i in range(30)]
+        for hwid in hwids:
+            svc.register(hwid)
+        made = svc.v2("webhooks/addWebhook", {"application": svc.app.code, "url": receiver.url})
+        assert made.status_code == 200, made.text
+        receiver.secret = made.json()["secret"]
+        receiver.start()
+        sent = svc.send(devices=hwids)
+        _work_until(svc, lambda: len(receiver.unique()) >= 3 * len(hwids))
+        delivered = [e for e in receiver.unique().values() if e["status"] == "delivered"]
+        assert delivered
+        confirming = delivered[0]
+        out = svc.device(
+            "messageDeliveryEvent",
+            hwid=confirming["hwid"],
+            hash=svc.hash_of(confirming["tracking_code"]),
+        )
+        assert out["status_code"] == 200, out
+        _work_until(svc, lambda: len(receiver.unique()) >= 3 * len(hwids) + 1)
+
+        events = {(e["tracking_code"], e["status"]): e for e in receiver.unique().values()}
+        assert len(events) == 3 * len(hwids) + 1
+        logged = {
+            (r["tracking_code"], r["action"]): r for r in svc.log(message_code=sent["Messages"][0])
+        }
+        assert set(events) == set(logged)
+        for key, event in events.items():
+            row = logged[key]
+            assert (event["gateway_id"], event["attempt"], event["failure_class"]) == (
+                row["gateway_id"],
+                row["attempts"],
+                row["failure_class"],
+            ), key
+            assert event["description"] == row["description"], key
+        by_status: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for event in events.values():
+            by_status[event["status"]].append(event)
+        assert all(e["gateway_id"].startswith("sandbox-") for e in by_status["delivered"])
+        assert by_status["failed"]
+        assert all(
+            e["failure_class"] in ("token_dead", "token_invalid") for e in by_status["failed"]
+        )
+        assert all(e["gateway_id"] is None for e in by_status["created"] + by_status["sent"])
+        (confirmed,) = by_status["confirmed"]
+        assert (confirmed["tracking_code"], confirmed["description"]) == (
+            confirming["tracking_code"],
+            "Confirmed by device",
+        )
+        assert receiver.bad_signatures == 0
