@@ -293,6 +293,12 @@ def test_the_stream_sends_new_events_and_resumes_after_the_last_one(svc: Service
     codes = [e["data"]["tracking_code"] for e in first + rest]
     assert sorted(codes) == sorted(sent["TrackingCodes"])
     assert {e["data"]["message_code"] for e in first + rest} == {sent["Messages"][0]}
+    # narrowed to one device (its events come after a's, which it must not be sent)
+    with svc.http.stream("GET", f"{url}&hwid=b&status=created", headers=headers) as resp:
+        again = svc.send(devices=["a", "b", "c"])
+        (only,) = _read_events(resp.iter_lines(), 1)
+    assert (only["data"]["hwid"], only["event"]) == ("b", "created")
+    assert only["data"]["tracking_code"] == again["TrackingCodes"][1]
 
 
 def test_the_stream_refuses_bad_requests(shared: Service) -> None:
