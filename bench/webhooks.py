@@ -22,11 +22,15 @@ from bench.harness import Bench, Figure
 from bench.procs import BIN, Proc, clean_env, free_port
 from bench.profiling import Profile
 from bench.tenant import create_tenant, hwid, register_devices, with_store
+from pushtrack.sealing import Sealer, new_key
 from pushtrack.store.base import MessagePlan, Targeting
 
 NAME = "webhooks"
 #: Events per POST (the worker's ``webhook_batch``).
 BATCH = 500
+#: The key the endpoint's secret is sealed with (the worker is given it), as a service
+#: stores every webhook secret.
+KEY = new_key()
 
 
 class _Receiver:
@@ -71,7 +75,8 @@ def _populate(url: str, deliveries: int, devices: int, hook: str) -> None:
     async def go(store: Any) -> None:
         tenant = await create_tenant(store)
         await register_devices(store, tenant.app, devices)
-        await store.webhooks.add("default", tenant.app.id, hook, "bench-secret-0123456789", None)
+        sealed = Sealer([KEY]).seal_text("bench-secret-0123456789")
+        await store.webhooks.add("default", tenant.app.id, hook, sealed, None, sealed=True)
         later = store.clock() + 30 * 86_400_000_000  # queued, never due during the run
         for first in range(0, deliveries, 10_000):
             plans = [
@@ -117,7 +122,10 @@ def run(bench: Bench) -> Figure:
     try:
         _populate(url, total, devices, f"http://127.0.0.1:{receiver.port}/hook")
         env = clean_env(
-            bench, PUSHTRACK_OUTBOUND_ALLOW="127.0.0.1", PUSHTRACK_WEBHOOK_BATCH=str(BATCH)
+            bench,
+            PUSHTRACK_OUTBOUND_ALLOW="127.0.0.1",
+            PUSHTRACK_WEBHOOK_BATCH=str(BATCH),
+            PUSHTRACK_SECRET_KEY=KEY,
         )
         argv = [str(BIN / "pushtrack"), "worker", "--database", url]
         with Proc(bench, f"{NAME}-worker", argv, env) as worker:

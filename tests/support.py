@@ -50,6 +50,18 @@ TABLES = (
 )
 
 
+#: The secret key of every PostgreSQL service the tests start (``secret_env`` gives it to
+#: their processes), for what is stored sealed: webhook secrets (``sealing.py``). A SQLite
+#: service makes its key file beside the database, as ``pushtrack serve`` does.
+PG_SECRET_KEY = "L9kFQeA21KxaJ3AYg_bzo3AjVHkJD_X7f1w7WfEROjg="
+
+
+def secret_env(database_url: str) -> dict[str, str]:
+    """What a ``pushtrack`` process of the service over ``database_url`` needs in its
+    environment to open what the service sealed."""
+    return {} if database_url.startswith("sqlite:") else {"PUSHTRACK_SECRET_KEY": PG_SECRET_KEY}
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
@@ -323,6 +335,8 @@ def service(
     store = store or open_store(database_url)
     try:
         app = run(store.create_app("default", "test app"))
+        if not database_url.startswith("sqlite:"):
+            settings.setdefault("secret_key", PG_SECRET_KEY)
         cfg = config.load({"database": database_url, **settings}, env={})
         ctx = Context.build(cfg, store, cache_seconds=cache_seconds)
         with (

@@ -1,7 +1,9 @@
-"""Gateway private keys encrypted at rest (Fernet: AES-128-CBC and HMAC-SHA256).
+"""Secrets encrypted at rest (Fernet: AES-128-CBC and HMAC-SHA256).
 
 The APNs ``.p8`` key, the FCM service account and the VAPID private key are
-stored sealed: ``{"sealed": "<Fernet token>"}`` in place of the value. The key
+stored sealed: ``{"sealed": "<Fernet token>"}`` in place of the value; a webhook
+endpoint's signing secret is stored as its Fernet token (``webhooks.secret_sealed``).
+The key
 that seals them is not in the database: setting ``secret_key`` (for example
 ``PUSHTRACK_SECRET_KEY``), else the file ``secret_key_file``, else, for a
 SQLite database, the file ``<database>.key`` beside it, made (0600) the first
@@ -9,8 +11,8 @@ time a secret is stored. A key file may hold several keys, one per line: the
 first seals, all of them open (so keys can be rotated, then
 ``pushtrack secrets seal`` re-seals everything with the first).
 
-Settings stored in plain text by an older pushtrack (or written straight into
-the store) are still read; ``pushtrack doctor`` reports them and
+Settings and webhook secrets stored in plain text by an older pushtrack (or written
+straight into the store) are still read; ``pushtrack doctor`` reports them and
 ``pushtrack secrets seal`` seals them.
 """
 
@@ -97,6 +99,10 @@ class Sealer:
             out[name] = {"sealed": self._fernet.encrypt(text.encode()).decode()}
         return out
 
+    def seal_text(self, text: str) -> str:
+        """``text`` sealed with the first key: a Fernet token."""
+        return self._fernet.encrypt(text.encode()).decode()
+
     def open_value(self, token: str, name: str) -> str:
         try:
             return self._fernet.decrypt(token.encode()).decode()
@@ -105,6 +111,16 @@ class Sealer:
 
     def open(self, kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
         return unseal(kind, config, self)
+
+
+def open_text(token: str, name: str, sealer: Sealer | None) -> str:
+    """The text ``Sealer.seal_text`` sealed as ``token``; ``SealingError`` without a key
+    that opens it."""
+    if sealer is None:
+        raise SealingError(
+            f"{name} is sealed and no secret key is configured (secret_key or secret_key_file)"
+        )
+    return sealer.open_value(token, name)
 
 
 def is_sealed(value: Any) -> bool:

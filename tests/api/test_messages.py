@@ -433,6 +433,18 @@ def test_delete_cancels_a_scheduled_message(svc: Service) -> None:
     assert trail[live2] == [("created", "Created"), ("failed", "Cancelled")]
     assert trail[off] == [("created", "Created"), ("failed", "Device unsubscribed")]
     assert trail[ghost] == [("created", "Created"), ("failed", "Unknown device")]
+    # each failure's class, so a sender acts without reading the descriptions
+    classes = {
+        r["tracking_code"]: r["failure_class"]
+        for r in svc.log(message_code=message)
+        if r["action"] == "failed"
+    }
+    assert classes == {
+        live: "cancelled",
+        live2: "cancelled",
+        off: "unsubscribed",
+        ghost: "unknown_device",
+    }
     assert message_row(svc, message)[0] == "cancelled"
     (mid,) = svc.db.rows("SELECT id FROM messages WHERE code = ?", (message,))[0]
     states = {

@@ -5,14 +5,22 @@ verify, an endpoint marked failing (``webhook list``, ``/metrics``), and
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pushtrack.jobs.webhooks import sign
+from pushtrack.sealing import new_key
 from tests.delivery.test_webhooks import _work_until
 from tests.gateways.webhook_receiver import Receiver, verify
-from tests.support import Service, free_port, service
+from tests.support import Service, service
 
 
 def _add(svc: Service, **fields: Any) -> Any:
@@ -40,6 +48,23 @@ def test_bad_endpoints_are_refused_naming_the_field(
     assert resp.status_code == 400, resp.text
     assert says in resp.text, resp.text
     assert svc.db.count_where("webhooks", f"app_id = {svc.app.id}") == 0
+
+
+def test_a_host_name_resolving_to_a_private_address_is_never_connected_to(
+    shared: Service,
+) -> None:
+    """A name is checked when connecting (the literal addresses above at once): one that
+    resolves to the service's own network gets nothing, whatever listens there."""
+    svc = shared.fresh_account()
+    with Receiver() as inside:
+        inside.start()
+        url = f"https://localhost:{inside.port}/hook"
+        made = _add(svc, url=url)
+        assert made.status_code == 200, made.text
+        tried = svc.v2("webhooks/testWebhook", {"application": svc.app.code, "url": url}).json()
+        assert tried["ok"] is False
+        assert "url host localhost resolves to a non-public address" in tried["error"]
+        assert inside.requests == 0
 
 
 def test_add_list_test_and_remove(shared: Service) -> None:
@@ -75,8 +100,7 @@ def test_add_list_test_and_remove(shared: Service) -> None:
 
 
 def test_a_test_event_is_signed_and_a_refusal_is_reported(database_url: str) -> None:
-    port = free_port()
-    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver(port) as receiver:
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as receiver:
         made = _add(svc, url=receiver.url).json()
         receiver.secret = made["secret"]
         name = {"application": svc.app.code, "url": receiver.url}
@@ -95,9 +119,57 @@ def test_a_test_event_is_signed_and_a_refusal_is_reported(database_url: str) -> 
         }
 
 
-def test_the_signature_check_rejects_a_wrong_secret_a_changed_body_and_a_stale_time() -> None:
-    from pushtrack.jobs.webhooks import sign
+def test_the_secret_is_stored_sealed_and_signs_only_with_the_services_key(
+    database_url: str,
+) -> None:
+    secret = "a-secret-of-my-own-0123"
+    with (
+        service(database_url, outbound_allow="127.0.0.1") as svc,
+        Receiver(secret=secret) as receiver,
+    ):
+        made = _add(svc, url=receiver.url, secret=secret, statuses=["created"])
+        assert made.status_code == 200, made.text
+        assert made.json()["secret"] == secret
+        ((stored, sealed),) = svc.db.rows("SELECT secret, secret_sealed FROM webhooks")
+        assert sealed == 1
+        assert secret not in stored
+        assert "secret" not in svc.v2("webhooks/listWebhooks", {}).json()["items"][0]
+        receiver.start()
+        for hwid in ("a", "b"):
+            svc.register(hwid)
+        first = svc.send(devices=["a"])
+        _work_until(svc, lambda: len(receiver.unique()) >= 1)
+        assert [e["tracking_code"] for e in receiver.unique().values()] == first["TrackingCodes"]
+        assert receiver.bad_signatures == 0
+        # a worker whose key does not open it sends nothing, and the endpoint says why
+        svc.send(devices=["b"])
 
+        def refused() -> bool:
+            (hook,) = svc.v2("webhooks/listWebhooks", {}).json()["items"]
+            return hook["last_error"] is not None
+
+        _work_until(svc, refused, seconds=30, secret_key=new_key())
+        (hook,) = svc.v2("webhooks/listWebhooks", {}).json()["items"]
+        assert "sealed with a key this service does not have" in hook["last_error"]
+        assert receiver.requests == 1
+        # the service's own key: it goes on from where it was
+        _work_until(svc, lambda: len(receiver.unique()) >= 2)
+        assert len(receiver.unique()) == 2
+        assert receiver.bad_signatures == 0
+
+
+def test_without_a_secret_key_no_endpoint_is_made(database_url: str) -> None:
+    if database_url.startswith("sqlite:"):
+        pytest.skip("a SQLite service makes its key file beside the database")
+    with service(database_url, secret_key="") as svc:
+        resp = _add(svc, url="https://hooks.example.com/a")
+        assert resp.status_code == 503, resp.text
+        assert "webhook secrets are stored encrypted" in resp.text
+        assert "PUSHTRACK_SECRET_KEY" in resp.text
+        assert svc.db.count("webhooks") == 0
+
+
+def test_the_signature_check_rejects_a_wrong_secret_a_changed_body_and_a_stale_time() -> None:
     body = b'{"events":[]}'
     header = sign("secret-one", body, 1_800_000_000)
     assert verify("secret-one", header, body, now=1_800_000_010)
@@ -106,10 +178,66 @@ def test_the_signature_check_rejects_a_wrong_secret_a_changed_body_and_a_stale_t
     assert not verify("secret-one", header, body, now=1_800_000_000 + 3600)
 
 
+def _doc_snippet(language: str) -> str:
+    """The signature check docs/api.md §8.3 shows receivers, in ``language``."""
+    text = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    section = text.split("### 8.3 Delivery", 1)[1].split("\n### ", 1)[0]
+    (block,) = re.findall(rf"```{language}\n(.*?)```", section, re.S)
+    return block
+
+
+#: A body as endpoints get it, with characters beyond ASCII (the MAC is of the bytes).
+_BODY = '{"events":[{"id":"1-2","hwid":"h\u00e9","description":"Gr\u00fc\u00dfe \u2713"}]}'.encode()
+
+
+def _cases() -> list[tuple[str, str, bytes, bool]]:
+    """(secret, header, body, whether a receiver must accept it)."""
+    now = int(time.time())
+    good = sign("whsec_right", _BODY, now)
+    return [
+        ("whsec_right", good, _BODY, True),
+        ("whsec_wrong", good, _BODY, False),
+        ("whsec_right", good, _BODY + b" ", False),
+        ("whsec_right", sign("whsec_right", _BODY, now - 3600), _BODY, False),  # stale
+        ("whsec_right", "v1=" + good.split("v1=")[1], _BODY, False),  # no t
+        ("whsec_right", good.split(",")[0], _BODY, False),  # no v1
+    ]
+
+
+def test_the_documented_python_check_accepts_exactly_our_signatures() -> None:
+    scope: dict[str, Any] = {}
+    exec(_doc_snippet("python"), scope)  # noqa: S102 - the documentation's own code
+    for secret, header, body, accepted in _cases():
+        assert scope["verify"](secret, header, body) is accepted, (secret, header)
+
+
+def test_the_documented_node_check_accepts_exactly_our_signatures(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed")
+    script = tmp_path / "verify.js"
+    script.write_text(
+        _doc_snippet("js")
+        + "\nconst [secret, header, body] = process.argv.slice(2);"
+        + '\nconsole.log(JSON.stringify(verify(secret, header, Buffer.from(body, "base64"))));\n'
+    )
+    for secret, header, body, accepted in _cases():
+        out = subprocess.run(
+            [node, str(script), secret, header, base64.b64encode(body).decode()],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        assert json.loads(out.stdout) is accepted, (secret, header, out.stderr)
+
+
 def test_an_endpoint_failing_too_long_is_marked_failing(database_url: str) -> None:
-    port = free_port()
-    with service(database_url, outbound_allow="127.0.0.1", webhook_failing_seconds=0.2) as svc:
-        _add(svc, url=f"http://127.0.0.1:{port}/never")
+    with (
+        service(database_url, outbound_allow="127.0.0.1", webhook_failing_seconds=0.2) as svc,
+        Receiver() as never,  # never started: its port refuses connections
+    ):
+        assert _add(svc, url=never.url).status_code == 200
         svc.register("a")
         svc.send(devices=["a"])
 
@@ -165,6 +293,12 @@ def test_the_stream_sends_new_events_and_resumes_after_the_last_one(svc: Service
     codes = [e["data"]["tracking_code"] for e in first + rest]
     assert sorted(codes) == sorted(sent["TrackingCodes"])
     assert {e["data"]["message_code"] for e in first + rest} == {sent["Messages"][0]}
+    # narrowed to one device (its events come after a's, which it must not be sent)
+    with svc.http.stream("GET", f"{url}&hwid=b&status=created", headers=headers) as resp:
+        again = svc.send(devices=["a", "b", "c"])
+        (only,) = _read_events(resp.iter_lines(), 1)
+    assert (only["data"]["hwid"], only["event"]) == ("b", "created")
+    assert only["data"]["tracking_code"] == again["TrackingCodes"][1]
 
 
 def test_the_stream_refuses_bad_requests(shared: Service) -> None:

@@ -105,6 +105,7 @@ def test_app_create_and_list(cli: Cli) -> None:
         ["purge"],
         ["devices", "dead"],
         ["webhook", "list"],
+        ["webhook", "add", "X", "https://hooks.example.com/a"],  # its secret's key file too
         ["tail"],
         ["worker"],
         ["secrets", "seal"],

@@ -200,6 +200,11 @@ def test_refused_apns_credentials_pause_and_new_settings_resume(
     # nothing failed: the deliveries wait, the gateway is paused and says why
     for code in codes:
         assert trail(svc, code)[-1] == ("sent", "Sent")
+    # getMessageLog says why they wait, and of what class it is
+    waiting = [r for r in svc.log(hwid="p") + svc.log(hwid="q") if r["action"] == "sent"]
+    assert {(r["failure_class"], r["retry_reason"]) for r in waiting} == {
+        ("credentials", "InvalidProviderToken")
+    }
     pause = _states(svc)[1].pause
     assert pause is not None
     assert pause.reason == "InvalidProviderToken"

@@ -15,7 +15,7 @@ from pushtrack.worker import build_worker
 from tests.cli.test_gateways import cli
 from tests.delivery._support import apns_token
 from tests.gateways import ApnsServer
-from tests.support import run, service
+from tests.support import Database, run, service
 
 
 def test_set_gateway_seals_the_key_and_the_worker_sends_with_it(
@@ -71,16 +71,71 @@ def test_doctor_reports_plain_keys_and_secrets_seal_seals_them(
         "key stored in plain text (pushtrack secrets seal)"
     )
     out = cli(db, "secrets", "seal", "--json")
-    assert json.loads(out.stdout) == {"sealed": 1, "resealed": 0}
+    assert json.loads(out.stdout) == {
+        "sealed": 1,
+        "resealed": 0,
+        "webhooks_sealed": 0,
+        "webhooks_resealed": 0,
+    }
     report = json.loads(cli(db, "doctor", "--json").stdout)
     assert report["ok"], report
     # rotation: a new key in front of the old one, then everything re-sealed with it
     key_file = tmp_path / "plain.db.key"
     old = key_file.read_text()
     key_file.write_text(new_key() + "\n" + old)
-    assert json.loads(cli(db, "secrets", "seal", "--json").stdout) == {"sealed": 0, "resealed": 1}
+    assert json.loads(cli(db, "secrets", "seal", "--json").stdout) == {
+        "sealed": 0,
+        "resealed": 1,
+        "webhooks_sealed": 0,
+        "webhooks_resealed": 0,
+    }
     key_file.write_text(key_file.read_text().splitlines()[0] + "\n")  # the old key retired
     assert json.loads(cli(db, "doctor", "--json").stdout)["ok"]
+
+
+def test_a_webhook_secret_stored_in_plain_text_is_reported_and_sealed(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/hooks.db"
+    url = "https://hooks.example.com/a"
+    with service(db) as svc:  # as pushtrack stored it before secrets were sealed
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "sandbox", {}))
+        run(
+            svc.store.webhooks.add(
+                "default", svc.app.id, url, "plain-secret-0123456789", None, sealed=False
+            )
+        )
+        code = svc.app.code
+    checks = {c["what"]: c for c in json.loads(cli(db, "doctor", "--json").stdout)["checks"]}
+    assert checks[f"webhook {code} {url}"] == {
+        "what": f"webhook {code} {url}",
+        "ok": False,
+        "detail": "secret stored in plain text (pushtrack secrets seal)",
+    }
+    out = cli(db, "secrets", "seal", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "sealed": 0,
+        "resealed": 0,
+        "webhooks_sealed": 1,
+        "webhooks_resealed": 0,
+    }
+    [(stored, sealed)] = Database(db).rows("SELECT secret, secret_sealed FROM webhooks")
+    assert sealed == 1
+    assert "plain-secret" not in stored
+    sealer = Sealer.load(config.load({"database": db}, env={}))
+    assert sealer is not None
+    assert sealer.open_value(stored, "secret") == "plain-secret-0123456789"
+    report = json.loads(cli(db, "doctor", "--json").stdout)
+    assert report["ok"], report
+    # rotation moves webhook secrets to the new key too
+    key_file = tmp_path / "hooks.db.key"
+    key_file.write_text(new_key() + "\n" + key_file.read_text())
+    assert json.loads(cli(db, "secrets", "seal", "--json").stdout)["webhooks_resealed"] == 1
+    key_file.write_text(key_file.read_text().splitlines()[0] + "\n")  # the old key retired
+    assert json.loads(cli(db, "doctor", "--json").stdout)["ok"]
+    # a key that does not open it is reported
+    key_file.write_text(new_key() + "\n")
+    checks = {c["what"]: c for c in json.loads(cli(db, "doctor", "--json").stdout)["checks"]}
+    assert "key this service does not have" in checks[f"webhook {code} {url}"]["detail"]
 
 
 def test_postgres_without_a_key_refuses_to_store_a_private_key_in_plain_text(

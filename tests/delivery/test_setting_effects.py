@@ -13,7 +13,7 @@ import pytest
 
 from pushtrack.worker import build_worker
 from tests.gateways.webhook_receiver import Receiver
-from tests.support import Service, free_port, run, service
+from tests.support import Service, run, service
 
 
 def work_until(svc: Service, done: Callable[[], bool], seconds: float, **settings: Any) -> None:
@@ -55,7 +55,7 @@ def hook(svc: Service, receiver: Receiver) -> None:
 
 
 def test_webhook_batch_caps_the_events_of_one_post(database_url: str) -> None:
-    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver(free_port()) as rx:
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as rx:
         hook(svc, rx)
         rx.start()
         hwids = [f"h{i}" for i in range(5)]
@@ -72,7 +72,7 @@ def test_webhook_batch_caps_the_events_of_one_post(database_url: str) -> None:
 def test_webhook_timeout_gives_up_on_an_endpoint_that_does_not_answer(
     database_url: str,
 ) -> None:
-    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver(free_port()) as rx:
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as rx:
         hook(svc, rx)
         rx.answers = ["slow"] * 100
         rx.slow_seconds = 5.0
@@ -94,8 +94,8 @@ def test_webhook_concurrency_bounds_the_endpoints_served_at_once(
 ) -> None:
     with (
         service(database_url, outbound_allow="127.0.0.1") as svc,
-        Receiver(free_port()) as one,
-        Receiver(free_port()) as two,
+        Receiver() as one,
+        Receiver() as two,
     ):
         for rx in (one, two):
             hook(svc, rx)

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -20,7 +21,7 @@ from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
 from pushtrack.worker import build_worker
 from tests.delivery.test_crash import PUSHTRACK, wait_for
 from tests.gateways.webhook_receiver import Receiver
-from tests.support import Service, free_port, run, service
+from tests.support import Service, run, secret_env, service
 
 DELIVERIES = int(os.environ.get("WEBHOOK_N", "10000"))
 #: Worker settings: small batches, short waits, a loopback receiver allowed.
@@ -37,7 +38,7 @@ WORKER_ENV = {
 
 
 def start_worker(url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **WORKER_ENV, "PUSHTRACK_DATABASE": url}
+    env = {**os.environ, **WORKER_ENV, **secret_env(url), "PUSHTRACK_DATABASE": url}
     with open(os.environ.get("WEBHOOK_LOG", os.devnull), "ab") as log:
         return subprocess.Popen([PUSHTRACK, "worker"], env=env, stdout=log, stderr=log)
 
@@ -63,8 +64,7 @@ def _position(event_id: str) -> tuple[int, int]:
 def test_every_event_arrives_once_in_order_through_outages_and_a_kill_9(
     database_url: str,
 ) -> None:
-    port = free_port()
-    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver(port) as receiver:
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as receiver:
         # the sandbox gateway fails some deliveries for good, so failed events occur too
         run(
             svc.store.dispatch.set_gateway(
@@ -137,15 +137,21 @@ def test_every_event_arrives_once_in_order_through_outages_and_a_kill_9(
         assert hook["delivered"] >= 3 * DELIVERIES
 
 
-def _work_until(svc: Service, done: Callable[[], bool], seconds: float = 60) -> None:
-    """Run a worker in this process (short webhook waits) until ``done()`` or ``seconds``."""
+def _work_until(
+    svc: Service, done: Callable[[], bool], seconds: float = 60, **overrides: Any
+) -> None:
+    """Run a worker in this process (short webhook waits, and ``overrides`` of the
+    service's settings) until ``done()`` or ``seconds``."""
     assert svc.settings is not None
     settings = msgspec.structs.replace(
         svc.settings,
-        webhook_linger_ms=0,
-        webhook_poll_ms=20,
-        webhook_backoff_seconds=0.05,
-        webhook_max_backoff_seconds=0.2,
+        **{
+            "webhook_linger_ms": 0,
+            "webhook_poll_ms": 20,
+            "webhook_backoff_seconds": 0.05,
+            "webhook_max_backoff_seconds": 0.2,
+            **overrides,
+        },
     )
     worker = build_worker(settings, svc.store, poll_seconds=0.02)
 
@@ -163,15 +169,16 @@ def _work_until(svc: Service, done: Callable[[], bool], seconds: float = 60) -> 
 
 
 def test_status_filter_replay_and_removal(database_url: str) -> None:
-    port = free_port()
-    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver(port) as receiver:
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as receiver:
         receiver.start()
         for hwid in ("a", "b"):
             svc.register(hwid)
-        added = svc.v2(
+        made = svc.v2(
             "webhooks/addWebhook",
             {"application": svc.app.code, "url": receiver.url, "statuses": ["created"]},
-        ).json()
+        )
+        assert made.status_code == 200, made.text
+        added = made.json()
         receiver.secret = added["secret"]
         assert added["statuses"] == ["created"]
         sent = svc.send(devices=["a", "b"])
@@ -204,16 +211,20 @@ def test_status_filter_replay_and_removal(database_url: str) -> None:
 def test_an_endpoint_that_is_down_or_slow_delays_only_itself(database_url: str) -> None:
     with (
         service(database_url, outbound_allow="127.0.0.1") as svc,
-        Receiver(free_port()) as up,
-        Receiver(free_port()) as slow,
-        Receiver(free_port()) as down,
+        Receiver() as up,
+        Receiver() as slow,
+        Receiver() as down,
     ):
         for receiver in (up, slow, down):
             made = svc.v2(
                 "webhooks/addWebhook",
                 {"application": svc.app.code, "url": receiver.url, "statuses": ["created"]},
-            ).json()
-            receiver.secret = made["secret"]
+            )
+            # each receiver holds its own port from the start: ports picked apart and
+            # bound later could be one port twice, the second endpoint then refused as
+            # "already a webhook"
+            assert made.status_code == 200, made.text
+            receiver.secret = made.json()["secret"]
         up.start()
         slow.start()
         slow.slow_seconds = 5.0
@@ -242,3 +253,69 @@ def test_an_endpoint_that_is_down_or_slow_delays_only_itself(database_url: str) 
         assert listed[up.url]["delivered"] == 3
         assert listed[down.url]["delivered"] == 0
         assert listed[down.url]["failing_since"] is not None
+
+
+def test_events_carry_what_get_message_log_shows_and_the_devices_confirmation(
+    database_url: str,
+) -> None:
+    """Each event's gateway id, try count and failure class are getMessageLog's, and a
+    device's confirmation after the gateway's delivery arrives as an event of its own."""
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as receiver:
+        run(
+            svc.store.dispatch.set_gateway(
+                svc.account, svc.app.code, 1, "sandbox", {"failure_rate": 0.5, "seed": 3}
+            )
+        )
+        hwids = [f"d{i:02}" for i in range(30)]
+        for hwid in hwids:
+            svc.register(hwid)
+        made = svc.v2("webhooks/addWebhook", {"application": svc.app.code, "url": receiver.url})
+        assert made.status_code == 200, made.text
+        receiver.secret = made.json()["secret"]
+        receiver.start()
+        sent = svc.send(devices=hwids)
+        _work_until(svc, lambda: len(receiver.unique()) >= 3 * len(hwids))
+        delivered = [e for e in receiver.unique().values() if e["status"] == "delivered"]
+        assert delivered
+        confirming = delivered[0]
+        out = svc.device(
+            "messageDeliveryEvent",
+            hwid=confirming["hwid"],
+            hash=svc.hash_of(confirming["tracking_code"]),
+        )
+        assert out["status_code"] == 200, out
+        _work_until(svc, lambda: len(receiver.unique()) >= 3 * len(hwids) + 1)
+
+        events = {(e["tracking_code"], e["status"]): e for e in receiver.unique().values()}
+        assert len(events) == 3 * len(hwids) + 1
+        logged = {
+            (r["tracking_code"], r["action"]): r for r in svc.log(message_code=sent["Messages"][0])
+        }
+        assert set(events) == set(logged)
+        for key, event in events.items():
+            row = logged[key]
+            assert (event["gateway_id"], event["failure_class"], event["description"]) == (
+                row["gateway_id"],
+                row["failure_class"],
+                row["description"],
+            ), key
+            # tries so far when it was sent: an ended delivery's are final
+            if event["status"] in ("delivered", "failed", "confirmed"):
+                assert event["attempt"] == row["attempts"] == 1, key
+            else:
+                assert event["attempt"] <= row["attempts"], key
+        by_status: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for event in events.values():
+            by_status[event["status"]].append(event)
+        assert all(e["gateway_id"].startswith("sandbox-") for e in by_status["delivered"])
+        assert by_status["failed"]
+        assert all(
+            e["failure_class"] in ("token_dead", "token_invalid") for e in by_status["failed"]
+        )
+        assert all(e["gateway_id"] is None for e in by_status["created"] + by_status["sent"])
+        (confirmed,) = by_status["confirmed"]
+        assert (confirmed["tracking_code"], confirmed["description"]) == (
+            confirming["tracking_code"],
+            "Confirmed by device",
+        )
+        assert receiver.bad_signatures == 0

@@ -5,6 +5,10 @@ Its behaviour is scripted per request: ``answers`` is a list of what the next
 requests get ("ok", "500", or "slow": accept, then answer after ``slow_seconds``),
 after which every request gets "ok". It can be started late or stopped and started
 again on the same port (an endpoint that is down refuses connections).
+
+Its port is held from the moment it is made until it is closed: bound (listening only
+while started), so no other receiver, server or ``free_port()`` is given the same one
+meanwhile, and while it is down a connection is refused (nothing listens), not queued.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,9 +39,23 @@ def verify(secret: str, header: str, body: bytes, now: float | None = None) -> b
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
+def _bound(port: int) -> socket.socket:
+    """A socket bound to ``port`` of 127.0.0.1 (0: one the system picks), not listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class Receiver:
-    def __init__(self, port: int, secret: str = "") -> None:
-        self.port = port
+    def __init__(self, port: int = 0, secret: str = "") -> None:
+        #: holds the port while nothing listens on it (see the module's docstring)
+        self._held: socket.socket | None = _bound(port)
+        self.port: int = self._held.getsockname()[1]
         self.secret = secret
         self.answers: list[str] = []
         self.slow_seconds = 1.5
@@ -97,19 +116,33 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = self._held if self._held is not None else _bound(self.port)
+        self._held = None
+        server.server_name, server.server_port = "127.0.0.1", self.port
+        server.server_activate()  # listens on the port it held
         server.daemon_threads = True
         self._server = server
         threading.Thread(target=server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        """Stop answering: connections are refused from now on (the port stays held)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+            self._held = _bound(self.port)
+
+    def close(self) -> None:
+        """Stop, and give the port up."""
+        self.stop()
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def __enter__(self) -> Receiver:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()

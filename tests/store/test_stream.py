@@ -1,17 +1,24 @@
 """Cursors never pass a row committed late: a writer held open across a page boundary
-loses nothing to a reader of the stream (store/stream.py) or of getMessageLog, on both
-engines. On PostgreSQL the writer's rows commit after later ones; on SQLite (one writer)
-the later writer simply waits."""
+loses nothing to a reader of the stream (store/stream.py), of getMessageLog, or to a
+webhook endpoint, on both engines. On PostgreSQL the writer's rows commit after later
+ones; on SQLite (one writer) the later writer simply waits."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from typing import Any
 
+import msgspec
+
 from pushtrack.domain.status import Status
+from pushtrack.jobs import webhooks
+from pushtrack.jobs.runner import Worker
 from pushtrack.store.events import append_events
 from pushtrack.store.stream import START, Filter, Position
-from tests.support import Service, delivery_id, run
+from tests.gateways.webhook_receiver import Receiver
+from tests.support import Service, delivery_id, run, service
 
 
 def _held_writer(svc: Service, did: int, mid: int) -> tuple[threading.Thread, threading.Event]:
@@ -134,3 +141,72 @@ def test_a_reader_of_one_application_moves_past_the_others_rows(svc: Service) ->
         steps += 1
     assert [(r.row.hwid, r.row.status) for r in seen] == [("mine", Status.CREATED)]
     assert steps >= 1
+
+
+def _hooks_worker(svc: Service) -> tuple[threading.Thread, threading.Event]:
+    """Webhook jobs, and only those, run in a thread until the event is set (one event a
+    POST, short waits)."""
+    assert svc.settings is not None
+    settings = msgspec.structs.replace(
+        svc.settings, webhook_batch=1, webhook_linger_ms=0, webhook_poll_ms=20
+    )
+    handler, sender = webhooks.handler(settings, svc.store)
+    worker = Worker(svc.store, {webhooks.KIND: handler}, poll_seconds=0.02, closers=[sender.aclose])
+    stop = threading.Event()
+
+    async def go() -> None:
+        stopping = asyncio.Event()
+        task = asyncio.create_task(worker.run(stopping))
+        while not stop.is_set():  # noqa: ASYNC110 - another thread's event
+            await asyncio.sleep(0.02)
+        stopping.set()
+        await task
+
+    thread = threading.Thread(target=asyncio.run, args=(go(),), daemon=True)
+    thread.start()
+    return thread, stop
+
+
+def test_a_webhook_loses_nothing_to_a_writer_held_open_across_its_posts(
+    database_url: str,
+) -> None:
+    with service(database_url, outbound_allow="127.0.0.1") as svc, Receiver() as receiver:
+        for hwid in ("h1", "h2", "h3"):
+            svc.register(hwid)
+        (code,) = svc.send(devices=["h1"])["TrackingCodes"]
+        did = delivery_id(svc.db, code)
+        ((mid,),) = svc.db.rows("SELECT message_id FROM deliveries WHERE id = ?", (did,))
+        made = svc.v2("webhooks/addWebhook", {"application": svc.app.code, "url": receiver.url})
+        assert made.status_code == 200, made.text
+        receiver.secret = made.json()["secret"]
+        receiver.start()
+        worker, stop = _hooks_worker(svc)  # no dispatch: the trail holds only what we write
+        release = threading.Event()
+        try:
+            writer, release = _held_writer(svc, did, mid)
+            # a later writer: on PostgreSQL it commits while the first is open (its rows
+            # are after the endpoint's cursor, the held one's before); on SQLite it waits
+            later = threading.Thread(target=svc.send, kwargs={"devices": ["h2", "h3"]})
+            later.start()
+            later.join(3)
+            time.sleep(1.5)  # the endpoint's job reads the trail again every 20 ms
+            assert receiver.events() == []
+            release.set()
+            writer.join(10)
+            later.join(30)
+            deadline = time.monotonic() + 30
+            while len(receiver.unique()) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # nothing more comes
+        finally:
+            release.set()
+            stop.set()
+            worker.join(30)
+        unique = receiver.unique()
+        got = sorted((e["hwid"], e["status"]) for e in unique.values())
+        assert got == [("h1", "opened"), ("h2", "created"), ("h3", "created")]
+        assert receiver.bad_signatures == 0
+        # one event a POST, in the trail's order
+        assert all(len(batch) == 1 for batch in receiver.batches)
+        positions = [tuple(int(x) for x in i.split("-")) for i in unique]
+        assert positions == sorted(positions)

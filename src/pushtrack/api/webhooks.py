@@ -19,11 +19,12 @@ from starlette.responses import Response, StreamingResponse
 from pushtrack.api import auth, envelope
 from pushtrack.api.context import Call, Context
 from pushtrack.api.deadtokens import parse_since
-from pushtrack.api.errors import ArgumentError, AuthError, PushtrackError
+from pushtrack.api.errors import ArgumentError, AuthError, PushtrackError, UnavailableError
 from pushtrack.delivery import outbound
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import to_wire, window_start
 from pushtrack.jobs import webhooks as hooks
+from pushtrack.sealing import SealingError
 from pushtrack.store.base import ConflictError
 from pushtrack.store.stream import Filter, Position, decode, encode
 from pushtrack.store.webhooks import Webhook
@@ -64,8 +65,9 @@ class ReplayWebhook(msgspec.Struct, forbid_unknown_fields=True):
     since: str
 
 
-def shown(hook: Webhook, *, secret: bool = False) -> dict[str, Any]:
-    """An endpoint as listings show it (its secret only when it is made)."""
+def shown(hook: Webhook, *, secret: str | None = None) -> dict[str, Any]:
+    """An endpoint as listings show it (its ``secret`` only when it is made: it is
+    stored sealed)."""
     out: dict[str, Any] = {
         "application": hook.application_code,
         "url": hook.url,
@@ -77,8 +79,8 @@ def shown(hook: Webhook, *, secret: bool = False) -> dict[str, Any]:
         "failing": hook.failing,
         "last_error": hook.last_error,
     }
-    if secret:
-        out["secret"] = hook.secret
+    if secret is not None:
+        out["secret"] = secret
     return out
 
 
@@ -101,13 +103,19 @@ async def add_webhook(call: Call, r: AddWebhook) -> dict[str, Any]:
         hooks.check_url(call.ctx.settings, r.url)
     except outbound.Refused as exc:
         raise ArgumentError(f"url: {exc}") from None
+    secret = r.secret or hooks.new_secret()
+    try:
+        sealed = hooks.seal_secret(call.ctx.settings, secret)
+    except SealingError as exc:
+        # the service's configuration, not the request: nothing is stored
+        raise UnavailableError(str(exc)) from None
     try:
         hook = await call.ctx.store.webhooks.add(
-            call.token.account, app.id, r.url, r.secret or hooks.new_secret(), statuses
+            call.token.account, app.id, r.url, sealed, statuses, sealed=True
         )
     except ConflictError as exc:
         raise ArgumentError(str(exc)) from None
-    return shown(hook, secret=True)
+    return shown(hook, secret=secret)
 
 
 async def list_webhooks(call: Call, r: ListWebhooks) -> dict[str, Any]:

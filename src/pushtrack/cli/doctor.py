@@ -22,7 +22,7 @@ import typer
 from pushtrack import config
 from pushtrack.cli.common import AsJson, Database, console, emit
 from pushtrack.domain.platforms import name_of
-from pushtrack.sealing import Sealer, SealingError, plain_fields, unseal
+from pushtrack.sealing import Sealer, SealingError, open_text, plain_fields, unseal
 from pushtrack.store import StoreError, open_store
 from pushtrack.store.sqlite import sqlite_path
 
@@ -106,6 +106,19 @@ async def _store_checks(settings: config.Settings) -> list[Check]:
                     )
                 else:
                     out.append(Check(what, True, "settings valid, keys load"))
+        for hook in await store.webhooks.all():
+            what = f"webhook {hook.application_code} {hook.url}"
+            if not hook.secret_sealed:
+                out.append(
+                    Check(what, False, "secret stored in plain text (pushtrack secrets seal)")
+                )
+                continue
+            try:
+                open_text(hook.secret, "secret", sealer)
+            except SealingError as exc:
+                out.append(Check(what, False, str(exc)))
+            else:
+                out.append(Check(what, True, "secret sealed, the key opens it"))
         if not apps:
             out.append(Check("applications", True, "none yet (pushtrack app create)"))
         elif not gateways:
@@ -126,7 +139,8 @@ async def _store_checks(settings: config.Settings) -> list[Check]:
 
 @commands.command()
 def doctor(database: Database = None, as_json: AsJson = False) -> None:
-    """Check the configuration, store, files folder and gateway settings; say what is wrong."""
+    """Check the configuration, store, files folder, gateway settings and webhook secrets;
+    say what is wrong."""
     checks: list[Check] = []
     try:
         settings = config.load({"database": database})

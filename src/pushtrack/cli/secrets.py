@@ -1,4 +1,5 @@
-"""``pushtrack secrets``: the keys that seal gateway private keys at rest (sealing.py)."""
+"""``pushtrack secrets``: the keys that seal gateway private keys and webhook signing
+secrets at rest (sealing.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from pushtrack.cli.common import (
 from pushtrack.sealing import Sealer, SealingError, is_sealed, new_key, plain_fields, unseal
 from pushtrack.store import Store
 
-group = typer.Typer(help="Keys sealing gateway private keys at rest.", no_args_is_help=True)
+group = typer.Typer(
+    help="Keys sealing gateway private keys and webhook secrets at rest.", no_args_is_help=True
+)
 
 
 @group.command("new-key")
@@ -30,7 +33,8 @@ def new_key_command(as_json: AsJson = False) -> None:
 
 @group.command("seal")
 def seal(database: Database = None, as_json: AsJson = False) -> None:
-    """Seal every plain gateway private key; re-seal sealed ones with the first key.
+    """Seal every plain gateway private key and webhook secret; re-seal sealed ones with
+    the first key.
 
     Put a new key in front of the old ones, then run this to move every key to it."""
     settings = load_settings(database)
@@ -43,7 +47,7 @@ def seal(database: Database = None, as_json: AsJson = False) -> None:
         fail("no secret key: set PUSHTRACK_SECRET_KEY or secret_key_file")
 
     async def run(store: Store) -> dict[str, int]:
-        counts = {"sealed": 0, "resealed": 0}
+        counts = {"sealed": 0, "resealed": 0, "webhooks_sealed": 0, "webhooks_resealed": 0}
         for app in await store.all_apps():
             for platform, (kind, config, _) in (await store.dispatch.gateways(app.id)).items():
                 had_plain = bool(plain_fields(kind, config))
@@ -53,6 +57,14 @@ def seal(database: Database = None, as_json: AsJson = False) -> None:
                 fresh = sealer.seal(kind, unseal(kind, config, sealer))
                 if await store.dispatch.reseal_gateway(app.id, platform, config, fresh):
                     counts["sealed" if had_plain else "resealed"] += 1
+        for hook in await store.webhooks.all():
+            plain = (
+                sealer.open_value(hook.secret, f"webhook {hook.url} secret")
+                if hook.secret_sealed
+                else hook.secret
+            )
+            if await store.webhooks.reseal(hook.id, hook.secret, sealer.seal_text(plain)):
+                counts["webhooks_resealed" if hook.secret_sealed else "webhooks_sealed"] += 1
         return counts
 
     try:
@@ -63,5 +75,7 @@ def seal(database: Database = None, as_json: AsJson = False) -> None:
         as_json,
         counts,
         f"sealed {counts['sealed']} gateway(s) stored in plain text,"
-        f" re-sealed {counts['resealed']} with the first key",
+        f" re-sealed {counts['resealed']} with the first key;"
+        f" sealed {counts['webhooks_sealed']} webhook secret(s) stored in plain text,"
+        f" re-sealed {counts['webhooks_resealed']}",
     )

@@ -29,6 +29,7 @@ from pushtrack.cli.common import (
 from pushtrack.delivery import outbound
 from pushtrack.domain.timeutil import window_start
 from pushtrack.jobs import webhooks as hooks
+from pushtrack.sealing import SealingError
 from pushtrack.store import Store, open_store
 from pushtrack.store.base import App, ConflictError
 from pushtrack.store.webhooks import Webhook
@@ -103,14 +104,18 @@ def add(
         fail(str(exc))
     if secret is not None and not 16 <= len(secret) <= 200:
         fail("--secret must be 16 to 200 characters")
+    require_database(settings)  # before a key file is made beside a mistyped path
+    given = secret or hooks.new_secret()
+    try:
+        sealed = hooks.seal_secret(settings, given)
+    except SealingError as exc:
+        fail(str(exc))
 
     async def run(store: Store) -> Webhook:
         app = await _app(store, account, code)
-        return await store.webhooks.add(
-            account, app.id, url, secret or hooks.new_secret(), statuses
-        )
+        return await store.webhooks.add(account, app.id, url, sealed, statuses, sealed=True)
 
-    data = shown(with_store(database, run), secret=True)
+    data = shown(with_store(database, run), secret=given)
     emit(as_json, data, _text(data))
 
 

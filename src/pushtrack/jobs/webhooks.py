@@ -36,6 +36,7 @@ from pushtrack.delivery import outbound
 from pushtrack.domain.jobs import WebhookParams
 from pushtrack.domain.status import Status
 from pushtrack.jobs.runner import Done, Handler, JobResult, Later
+from pushtrack.sealing import Sealer, SealingError, open_text
 from pushtrack.store import Store
 from pushtrack.store.jobs import Job
 from pushtrack.store.stream import Filter, Page, StreamRow, encode
@@ -208,6 +209,22 @@ def retry_delay(settings: Settings, hook: Webhook, now: int) -> float:
     )
 
 
+def seal_secret(settings: Settings, secret: str) -> str:
+    """A signing secret sealed with the service's first key (``sealing.py``), making the
+    key file of a SQLite database that has none; ``SealingError`` if there is no key."""
+    try:
+        sealer = Sealer.load(settings, create=True)
+    except OSError as exc:
+        raise SealingError(f"cannot make the secret key file: {exc}") from None
+    if sealer is None:
+        raise SealingError(
+            "webhook secrets are stored encrypted: set PUSHTRACK_SECRET_KEY (or"
+            " secret_key_file) to a key from `pushtrack secrets new-key`, the same for every"
+            " process"
+        )
+    return sealer.seal_text(secret)
+
+
 class Sender:
     """Runs endpoints' jobs; one per worker, its connections shared by them."""
 
@@ -217,11 +234,35 @@ class Sender:
         self.poster = Poster(
             outbound.parse_allow(settings.outbound_allow), settings.webhook_timeout_seconds
         )
+        self._sealer: Sealer | None = None
+        #: opened secrets by their sealed text (one decryption per endpoint, not per POST)
+        self._opened: dict[str, str] = {}
+
+    def secret_of(self, hook: Webhook) -> str:
+        """The endpoint's signing secret, opened if stored sealed; ``SealingError`` if no
+        key of this service opens it. The keys are read again when the ones read before
+        do not open it (a key file made or a key added since this process started)."""
+        if not hook.secret_sealed:
+            return hook.secret
+        found = self._opened.get(hook.secret)
+        if found is not None:
+            return found
+        opened: str | None = None
+        if self._sealer is not None:
+            with contextlib.suppress(SealingError):
+                opened = self._sealer.open_value(hook.secret, "secret")
+        if opened is None:
+            self._sealer = Sealer.load(self.settings)
+            opened = open_text(hook.secret, "secret", self._sealer)
+        if len(self._opened) > 10_000:
+            self._opened.clear()
+        self._opened[hook.secret] = opened
+        return opened
 
     async def post(self, hook: Webhook, body: bytes) -> None:
-        """POST ``body`` signed with the endpoint's secret; ``PostError`` or
-        ``outbound.Refused`` unless it answers 2xx."""
-        signature = sign(hook.secret, body, int(time.time()))
+        """POST ``body`` signed with the endpoint's secret; ``PostError``,
+        ``outbound.Refused`` or ``SealingError`` unless it answers 2xx."""
+        signature = sign(self.secret_of(hook), body, int(time.time()))
         status = await self.poster.post(hook.url, body, {"Pushtrack-Signature": signature})
         if not 200 <= status < 300:
             raise PostError(f"answered {status}")
@@ -260,7 +301,7 @@ class Sender:
                     )
                     try:
                         await self.post(hook, body_of(page.items))
-                    except (PostError, outbound.Refused) as exc:
+                    except (PostError, outbound.Refused, SealingError) as exc:
                         metrics.WEBHOOK_POSTS.labels("failed").inc()
                         failed = await self.store.webhooks.record_failure(
                             hook.id, str(exc), int(s.webhook_failing_seconds * 1e6)
@@ -365,7 +406,7 @@ async def send_test(settings: Settings, store: Store, hook: Webhook) -> str | No
     sender = Sender(settings, store)
     try:
         await sender.post(hook, test_body())
-    except (PostError, outbound.Refused) as exc:
+    except (PostError, outbound.Refused, SealingError) as exc:
         return str(exc)
     finally:
         await sender.aclose()

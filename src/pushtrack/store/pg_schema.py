@@ -416,6 +416,10 @@ MIGRATIONS: list[str] = [
     # time; here each daily partition's index by delivery is small, and the bound on
     # time prunes partitions); the entry keeps both engines' migrations numbered alike.
     "",
+    # 15: webhook signing secrets are stored sealed (see the SQLite migration 15).
+    """
+    ALTER TABLE webhooks ADD COLUMN secret_sealed INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

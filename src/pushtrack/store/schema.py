@@ -439,4 +439,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_delivery_ts ON events (delivery_id, ts);
     DROP INDEX events_delivery;
     """,
+    # 15: webhook signing secrets are stored sealed, as gateway private keys are
+    # (``sealing.py``): ``secret`` holds the Fernet token when ``secret_sealed`` is 1.
+    # Endpoints made before keep their plain secret (0) until ``pushtrack secrets seal``.
+    """
+    ALTER TABLE webhooks ADD COLUMN secret_sealed INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

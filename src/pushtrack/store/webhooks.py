@@ -23,7 +23,8 @@ from pushtrack.store.stream import Position, head, position_at
 KIND = JobKind.WEBHOOK
 _COLUMNS = (
     "w.id, w.app_id, a.code, w.url, w.secret, w.statuses, w.created_at, w.cursor_at,"
-    " w.cursor_key, w.delivered, w.last_success_at, w.failing_since, w.failing, w.last_error"
+    " w.cursor_key, w.delivered, w.last_success_at, w.failing_since, w.failing, w.last_error,"
+    " w.secret_sealed"
 )
 _FROM = (
     "webhooks w JOIN applications a ON a.id = w.app_id JOIN accounts acc ON acc.id = a.account_id"
@@ -35,7 +36,10 @@ class Webhook(msgspec.Struct, frozen=True):
     app_id: int
     application_code: str
     url: str
+    #: the signing secret as stored: a Fernet token when ``secret_sealed`` (``sealing.py``
+    #: opens it), else the secret itself (endpoints made before secrets were sealed)
     secret: str
+    secret_sealed: bool
     #: status numbers wanted (None: every status)
     statuses: tuple[int, ...] | None
     created_at: int
@@ -65,6 +69,7 @@ def _hook(r: tuple[Any, ...]) -> Webhook:
         failing_since=r[11],
         failing=bool(r[12]),
         last_error=r[13],
+        secret_sealed=bool(r[14]),
     )
 
 
@@ -75,19 +80,22 @@ def add(
     app_id: int,
     url: str,
     secret: str,
+    sealed: bool,
     statuses: tuple[int, ...] | None,
 ) -> Webhook:
-    """A new endpoint, starting after everything the trail holds now, and its job."""
+    """A new endpoint, starting after everything the trail holds now, and its job;
+    ``secret`` is stored as given (``sealed``: a Fernet token of the signing secret)."""
     if tx.one("SELECT 1 FROM webhooks WHERE app_id = ? AND url = ?", (app_id, url)):
         raise ConflictError(f"url: {url} is already a webhook of this application")
     start = head(tx)
     row = tx.one(
-        "INSERT INTO webhooks (app_id, url, secret, statuses, created_at, cursor_at, cursor_key)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO webhooks (app_id, url, secret, secret_sealed, statuses, created_at,"
+        " cursor_at, cursor_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             app_id,
             url,
             secret,
+            int(sealed),
             msgspec.json.encode(list(statuses)).decode() if statuses is not None else None,
             tx.now(),
             start.at,
@@ -182,6 +190,22 @@ def replay(tx: Tx, *, app_id: int, url: str, since: int) -> Webhook | None:
     return find(tx, app_id=app_id, url=url)
 
 
+def all_hooks(tx: Tx) -> list[Webhook]:
+    """Every endpoint of every account (``pushtrack secrets seal``, ``doctor``)."""
+    return [_hook(r) for r in tx.all(f"SELECT {_COLUMNS} FROM {_FROM} ORDER BY w.id")]
+
+
+def reseal(tx: Tx, *, webhook_id: int, old: str, new: str) -> bool:
+    """Store the secret sealed as ``new``, if it is still stored as ``old``."""
+    return (
+        tx.run(
+            "UPDATE webhooks SET secret = ?, secret_sealed = 1 WHERE id = ? AND secret = ?",
+            (new, webhook_id, old),
+        )
+        > 0
+    )
+
+
 def failing_count(tx: Tx) -> int:
     row = tx.one("SELECT COUNT(*) FROM webhooks WHERE failing = 1")
     return int(row[0]) if row else 0
@@ -200,10 +224,26 @@ class WebhookStore:
         url: str,
         secret: str,
         statuses: tuple[int, ...] | None,
+        *,
+        sealed: bool,
     ) -> Webhook:
         return await self._engine.write(
-            partial(add, account=account, app_id=app_id, url=url, secret=secret, statuses=statuses)
+            partial(
+                add,
+                account=account,
+                app_id=app_id,
+                url=url,
+                secret=secret,
+                sealed=sealed,
+                statuses=statuses,
+            )
         )
+
+    async def all(self) -> list[Webhook]:
+        return await self._engine.read(all_hooks)
+
+    async def reseal(self, webhook_id: int, old: str, new: str) -> bool:
+        return await self._engine.write(partial(reseal, webhook_id=webhook_id, old=old, new=new))
 
     async def get(self, webhook_id: int) -> Webhook | None:
         return await self._engine.read(partial(get, webhook_id=webhook_id))
