@@ -7,7 +7,8 @@ schema. A session is signed in over HTTP as a person would; then requests go one
 a time over one keep-alive connection to a real ``pushtrack serve`` process: the
 page (content, funnel, failures grouped by reason and platform, the latest
 deliveries) is the figure, and its chart's data (``/series``: per hour at full
-scale, where sends and opens span more than three hours) is reported beside it.
+scale, where sends and opens span more than three hours) and the application's
+messages page (the message's funnel among them) are reported beside it.
 The baseline is the page's bare queries of every view in this process. The
 first view of the message leaves the grouping of its failures (more than
 ``INLINE_FAILURES``) to the page's script; that request's first and later times
@@ -66,6 +67,10 @@ def is_failures(body: bytes) -> bool:
     return b'id="failures"' in body
 
 
+def is_listing(body: bytes) -> bool:
+    return b'class="messages"' in body and b'class="funnel"' in body
+
+
 def is_series(body: bytes) -> bool:
     return body.startswith(b'{"interval":"') and b'"t":[' in body
 
@@ -108,8 +113,10 @@ def run(bench: Bench) -> Figure:
         with Profile(bench, server.pid, "dashboard server") as prof:
             shown = loadgen.run(port, pages, connections=1, check=is_page)
         charted = loadgen.run(port, series, connections=1, check=is_series)
+        listing = [get(f"/apps/{tenant.app.code}/messages", cookie)] * count
+        listed = loadgen.run(port, listing, connections=1, check=is_listing)
         fig.peak_rss_mb = server.peak_rss_mb()
-    for load in (first, grouping, regrouped, shown, charted):
+    for load in (first, grouping, regrouped, shown, charted, listed):
         if load.failures:
             raise RuntimeError(f"{load.failures} requests failed: {load.first_failure}")
     fig.p50_ms = percentile(shown.latencies_ms, 50)
@@ -121,6 +128,9 @@ def run(bench: Bench) -> Figure:
     fig.extra["failures_p99_ms"] = percentile(regrouped.latencies_ms, 99)
     fig.extra["series_p50_ms"] = percentile(charted.latencies_ms, 50)
     fig.extra["series_p99_ms"] = percentile(charted.latencies_ms, 99)
+    # the application's messages page, the message's funnel in it
+    fig.extra["messages_p50_ms"] = percentile(listed.latencies_ms, 50)
+    fig.extra["messages_p99_ms"] = percentile(listed.latencies_ms, 99)
     fig.extra["requests_per_second"] = shown.rate
     bare = _bare(url, code, trail.first_message_id, count)
     fig.baseline = percentile(bare, 99)

@@ -297,6 +297,11 @@ def test_the_dashboard_in_a_real_browser(
     assert "Your weekly summary is ready" in text
     assert "Failures by reason and platform" in text
     assert me.all("#failures tbody tr"), "the sandbox fails some pushes, with reasons"
+    # with their rates: each group's share of the failures, the funnel per platform
+    shares = [c.text for c in me.all("#failures td.share")]
+    assert shares
+    assert all(share.endswith("%") for share in shares)
+    assert len(me.all("#by-platform tbody tr")) >= 2
     me.shot("message")
 
     # a delivery's timeline, from the latest deliveries
@@ -358,18 +363,43 @@ def test_the_dashboard_in_a_real_browser(
     wait_for("the refusal", lambda: me.all("#problem"))
     assert "CSRF" in me.text()
 
-    # B's application, its message and its URLs do not exist for A's token
+    # B's application, its message, its export and every URL of it do not exist for
+    # A's token, typed in the address bar: the same page as an application that does not
+    b_export = running.api(
+        "getTrackingLog",
+        token_b,
+        {"application": app_b, "date": time.strftime("%Y-%m-%d", time.gmtime())},
+    )["request_id"]
+    me.go("/apps/NO-SUCH-APP/messages")
+    nothing = me.find("main").text
+    me.shot("not-found")
     for path in (
         f"/apps/{app_b}/messages",
+        f"/apps/{app_b}/messages?campaign=x",
         f"/apps/{app_b}/messages/{b_message}",
+        f"/apps/{app_b}/messages/{b_message}/series",
+        f"/apps/{app_b}/messages/{b_message}/failures",
         f"/apps/{app_a}/messages/{b_message}",
+        f"/apps/{app_a}/messages/{b_message}/series",
+        f"/apps/{app_b}/devices",
+        f"/apps/{app_b}/devices?kind=hwid&q={ios}",
+        f"/apps/{app_b}/trail?code={delivered['tracking_code']}",
         f"/apps/{app_b}/live",
+        f"/apps/{app_b}/live/stream",
         f"/apps/{app_b}/exports",
+        f"/apps/{app_b}/exports/{b_export}",
+        f"/apps/{app_b}/exports/{b_export}/status",
+        f"/apps/{app_a}/exports/{b_export}",
+        f"/apps/{app_b}/push",
+        f"/apps/{app_b}/push/{delivered['tracking_code']}",
     ):
         me.go(path)
         assert me.find("#problem").text == "Not found.", path
+        assert me.find("main").text == nothing, path
     me.go("/apps")
     assert app_b not in me.text()
+    assert app_a in me.text()
+    me.shot("apps")
 
     # sign out: the pages ask to sign in again
     me.go(f"/apps/{app_a}/messages")

@@ -3,6 +3,7 @@ headers, what a token may see, and what the pages show against the API's own ans
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -386,6 +387,37 @@ def test_message_detail_chart_failures_and_latest_deliveries(svc: Service) -> No
     assert ("Unknown device", "unknown") in grouped or any(
         k[0] == "Unknown device" for k in grouped
     )
+    # each group's share of the failures, and its rate of the platform's ended deliveries
+    ended: dict[str, int] = {}
+    for r in svc.log(message_code=code, actions=["delivered", "failed"]):
+        ended[r["platform"].lower()] = ended.get(r["platform"].lower(), 0) + 1
+    rated = r"<td class=\"num\">(\d+)</td><td class=\"num share\">(.*?)</td>"
+    rated += r"<td class=\"num rate\">(.*?)</td>"
+    shares = re.findall(r"<tr><td>(.*?)</td><td>.*?</td><td>(.*?)</td>" + rated, table)
+    assert len(shares) == len(rows)
+    for reason, platform, n, share, rate in shares:
+        assert share == f"{100 * int(n) / len(failed):.1f}%", (reason, platform)
+        assert rate == f"{100 * int(n) / ended[platform.lower()]:.1f}%", (reason, platform)
+
+    # the funnel per platform, with its rates, from the counters
+    per_platform = page.text.split('id="by-platform"')[1].split("</table>")[0]
+    cell = r"<td class=\"num\">(\d+) <i>(.*?)</i></td>"
+    shown = {
+        found[0].lower(): found[1:]
+        for found in re.findall(
+            r"<tr><td>([\w ]+)</td><td class=\"num\">(\d+)</td>" + cell * 4 + "</tr>",
+            per_platform,
+        )
+    }
+    sent_rows = svc.log(message_code=code, actions=["sent"])
+    for platform in ("ios", "android"):
+        sends, delivered, d_rate, _, _, opens, o_rate, errors, f_rate = shown[platform]
+        assert int(sends) == 10 == sum(1 for r in sent_rows if r["platform"].lower() == platform)
+        assert int(errors) == sum(1 for r in failed if r["platform"].lower() == platform)
+        assert int(delivered) + int(errors) == 10
+        assert d_rate == f"{10 * int(delivered):.1f}%"
+        assert f_rate == f"{10 * int(errors):.1f}%"
+        assert o_rate == (f"{100 * int(opens) / int(delivered):.1f}%" if int(delivered) else "–")
 
     # the same table as the fragment a large message's page fetches after showing
     fragment = http.get(f"/apps/{svc.app.code}/messages/{code}/failures")
@@ -438,6 +470,58 @@ def test_device_timeline_by_hwid_push_token_user_and_code(svc: Service) -> None:
         in http.get(base, params={"kind": "token", "q": "no-such-token"}).text
     )
     assert http.get(base, params={"kind": "imei", "q": "x"}).status_code == 400
+
+
+def _trail_rows(html_text: str) -> list[list[str]]:
+    """The cells of a trail table's rows, as text."""
+    body = html_text.split('<table class="trail">')[1].split("</table>")[0]
+    rows = []
+    for tr in re.findall(r"<tr>(.*?)</tr>", body.split("<tbody>")[1], re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)
+        rows.append([html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in cells])
+    return rows
+
+
+def test_device_timeline_shows_reasons_and_times_and_goes_on_page_after_page(
+    svc: Service,
+) -> None:
+    sandbox(svc, FAILING, (Platform.IOS,))
+    svc.register("tl-many", 1)
+    for i in range(110):  # at least two events each: more than a page of the timeline
+        svc.send(devices=["tl-many"], content=f"many {i}")
+    work(svc)
+    expected = [
+        [
+            r["timestamp"],
+            r["action"],
+            r["message_code"],
+            r["hwid"],
+            r["platform"],
+            r["description"],
+            r["gateway_id"] or "",
+            r["failure_class"] or "",
+            str(r["attempts"]),
+        ]
+        for r in svc.log(application_code=svc.app.code, hwid="tl-many")
+    ]
+    assert 200 < len(expected) <= 400
+    assert any(r[1] == "failed" and r[5] and r[7] for r in expected), "reasons to show"
+
+    http = sign_in(svc, svc.server_token)
+    base = f"/apps/{svc.app.code}/devices"
+    page = http.get(base, params={"kind": "hwid", "q": "tl-many"})
+    shown: list[list[str]] = []
+    pages = 0
+    while True:
+        assert page.status_code == 200
+        shown += _trail_rows(page.text)
+        pages += 1
+        more = re.search(r'<a href="([^"]+)" rel="next">', page.text)
+        if more is None:
+            break
+        page = http.get(base + html.unescape(more.group(1)))
+    assert pages == 2
+    assert shown == expected
 
 
 def test_test_push_and_export_from_the_dashboard(svc: Service) -> None:

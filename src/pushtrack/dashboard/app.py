@@ -147,6 +147,52 @@ class Funnel(msgspec.Struct, frozen=True):
         return _rate(self.errors, max(self.sends, self.deliveries + self.errors))
 
 
+class FailureRow(msgspec.Struct, frozen=True):
+    """One group of a message's failures, with its share and its platform's rate."""
+
+    reason: str
+    failure_class: str | None
+    platform: int
+    count: int
+    #: of all the message's failures
+    share: str
+    #: of the platform's deliveries that were sent or ended (as ``Funnel.failure_rate``)
+    rate: str
+
+
+def failure_rows(groups: list[FailureGroup], totals: list[Totals]) -> list[FailureRow]:
+    """The grouped failures with their rates: each group's share of the failures, and
+    of its platform's deliveries that were sent or ended (from the counters)."""
+    # the counters' errors (the groups shown may be fewer than all), never fewer than shown
+    whole = max(sum(g.count for g in groups), sum(t.errors for t in totals))
+    by_platform = platform_funnels(totals)
+    out = []
+    for g in groups:
+        funnel = by_platform.get(g.platform)
+        ended = 0 if funnel is None else max(funnel.sends, funnel.deliveries + funnel.errors)
+        out.append(
+            FailureRow(
+                reason=g.reason,
+                failure_class=g.failure_class,
+                platform=g.platform,
+                count=g.count,
+                share=_rate(g.count, whole),
+                rate=_rate(g.count, max(ended, g.count)),
+            )
+        )
+    return out
+
+
+def platform_funnels(totals: list[Totals]) -> dict[int, Funnel]:
+    """A message's funnel per platform, platforms in the order of their sends (most first)."""
+    rows: dict[int, list[Totals]] = {}
+    for t in totals:
+        rows.setdefault(t.platform, []).append(t)
+    funnels = {p: Funnel.of(ts) for p, ts in rows.items()}
+    ordered = sorted(funnels.items(), key=lambda kv: (-kv[1].sends, -kv[1].errors, kv[0]))
+    return dict(ordered)
+
+
 class Viewer:
     """The signed-in person on one request: the session and the token it holds."""
 
@@ -442,9 +488,10 @@ class Dashboard:
             grouped = self.failures(ref.id, errors)
         else:
             grouped = _none()  # grouped by the page's script (``message_failures``)
-        failures, latest = await asyncio.gather(
+        groups, latest = await asyncio.gather(
             grouped, self.ctx.store.dashboard.latest_deliveries(ref.id)
         )
+        failures = None if groups is None else failure_rows(groups, m.totals)
         n = m.notification
         targeting = {
             k: n[k]
@@ -466,6 +513,7 @@ class Dashboard:
             targeting={k: msgspec.json.encode(v).decode() for k, v in targeting.items()},
             failures=failures,
             latest=latest,
+            by_platform=platform_funnels(m.totals),
         )
 
     async def message_failures(self, request: Request, viewer: Viewer) -> Response:
@@ -476,8 +524,8 @@ class Dashboard:
         )
         if ref is None:
             raise NotFound
-        failures = await self.failures(ref.id, Funnel.of(m.totals).errors)
-        return self.render(request, "_failures.html", failures=failures)
+        groups = await self.failures(ref.id, Funnel.of(m.totals).errors)
+        return self.render(request, "_failures.html", failures=failure_rows(groups, m.totals))
 
     async def message_series(self, request: Request, viewer: Viewer) -> Response:
         """The chart's data: the message's counters per bucket, summed over platforms."""

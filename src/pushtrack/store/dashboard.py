@@ -8,6 +8,7 @@ from functools import partial
 import msgspec
 
 from pushtrack.domain.status import Status
+from pushtrack.domain.timeutil import HOUR_US
 from pushtrack.store.base import Engine, Tx
 from pushtrack.store.tracking import code_of, tracking_key
 
@@ -41,15 +42,27 @@ def failures(tx: Tx, *, message_id: int, limit: int) -> list[FailureGroup]:
     """A message's failed deliveries grouped by the gateway's reason and platform.
 
     Reads the failed deliveries only (on SQLite through the partial index
-    ``deliveries_failed``; on PostgreSQL the message's deliveries, filtered).
+    ``deliveries_failed``; on PostgreSQL the message's deliveries, filtered). Their
+    ``failed`` events are looked up within the hours the message's ``errors`` counters
+    cover (each failure is counted in its hour in the transaction that writes it, as
+    getMessageLog bounds a message's events): PostgreSQL reads only the daily
+    partitions of those hours, SQLite tests the time in the (delivery, time) index.
     """
+    span = tx.one(
+        "SELECT MIN(hour), MAX(hour) FROM counters WHERE message_id = ? AND errors > 0",
+        (message_id,),
+    )
+    bound, params = "", []
+    if span is not None and span[0] is not None:
+        bound = " AND e.ts >= ? AND e.ts < ?"
+        params = [int(span[0]), int(span[1]) + HOUR_US]
     rows = tx.all(
         "SELECT e.description, e.failure_class, d.platform, COUNT(*) FROM deliveries d"
-        " JOIN events e ON e.delivery_id = d.id AND e.status = ?"
+        f" JOIN events e ON e.delivery_id = d.id AND e.status = ?{bound}"
         " WHERE d.message_id = ? AND d.state = ?"
         " GROUP BY e.description, e.failure_class, d.platform"
         " ORDER BY COUNT(*) DESC, e.description, d.platform LIMIT ?",
-        (int(Status.FAILED), message_id, int(Status.FAILED), limit),
+        (int(Status.FAILED), *params, message_id, int(Status.FAILED), limit),
     )
     return [FailureGroup(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
 
