@@ -445,4 +445,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE webhooks ADD COLUMN secret_sealed INTEGER NOT NULL DEFAULT 0;
     """,
+    # 16: nothing here (SQLite has had ``deliveries_failed`` since migration 12; the
+    # PostgreSQL migration 16 adds it there); the entry keeps both engines numbered alike.
+    "",
 ]
