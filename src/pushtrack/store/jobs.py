@@ -87,18 +87,26 @@ def enqueue(
     params: Params,
     run_at: int,
     message_id: int | None = None,
+    app_id: int | None = None,
 ) -> str:
     """A new pending job; ``message_id``: the message it works on (indexed, so a
-    message's jobs are found without reading their parameters)."""
+    message's jobs are found without reading their parameters). The job belongs to
+    ``account`` (a name), or with ``app_id`` to that application's account: claims are
+    fair between accounts (``claim``), so a job that works for one is enqueued as its."""
     request_id = codes.request_id()
     now = tx.now()
+    owner: int | None
+    if app_id is not None:
+        owner_sql, owner = "(SELECT account_id FROM applications WHERE id = ?)", app_id
+    else:
+        owner_sql, owner = "?", account_id(tx, account) if account else None
     tx.run(
         "INSERT INTO jobs (request_id, kind, account_id, params, state, run_at, created_at,"
-        " updated_at, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f" updated_at, message_id) VALUES (?, ?, {owner_sql}, ?, ?, ?, ?, ?, ?)",
         (
             request_id,
             kind,
-            account_id(tx, account) if account else None,
+            owner,
             encode(params),
             PENDING,
             run_at,
