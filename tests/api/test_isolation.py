@@ -377,7 +377,7 @@ Mixed = Callable[[str, Resources], dict[str, Any]]
 MIXED_SERVER: dict[str, Mixed] = {
     "deleteTag": lambda own, r: {"application": own, "tag": r.tag},
     "createFilter": lambda own, r: {
-        "name": "x-mixed-filter",
+        "name": f"x-mixed-{r.tag}",
         "application": own,
         "filter_expression": f'T("{r.tag}", EQ, "v")',
     },
