@@ -381,9 +381,11 @@ MIXED_SERVER: dict[str, Mixed] = {
         "application": own,
         "filter_expression": f'T("{r.tag}", EQ, "v")',
     },
+    # the foreign device's push token (its hwid would leave an entry of the caller's own
+    # under that hwid, which getMessageLog by hwid then rightly shows)
     "createMessage": lambda own, r: {
         "application": own,
-        "notifications": [{"content": "x", "devices": [r.hwid]}],
+        "notifications": [{"content": "x", "devices": [f"token-{r.hwid}"]}],
     },
     "createMessage/filter": lambda own, r: {
         "application": own,
