@@ -130,7 +130,10 @@ def claim(tx: Tx, *, owner: str, kinds: Sequence[str], limit: int, lease_us: int
     place in the group's own queue plus how many of the group's jobs are running
     now, and claimed in rank order: one account's backlog of dispatch jobs takes
     its turn beside another account's export instead of ahead of it, and two
-    busy groups share the workers evenly.
+    busy groups share the workers evenly. Between equal ranks the group with fewer
+    jobs due goes first (then the queue's order): a worker with one slot, which
+    never has two of a group running, still takes the one export before the next
+    of a hundred sends.
     """
     now = tx.now()
     marks = ",".join("?" * len(kinds))
@@ -142,10 +145,11 @@ def claim(tx: Tx, *, owner: str, kinds: Sequence[str], limit: int, lease_us: int
         " due AS ("
         "  SELECT id, COALESCE(account_id, 0) AS acc, kind, run_at,"
         "   ROW_NUMBER() OVER (PARTITION BY COALESCE(account_id, 0), kind"
-        "    ORDER BY run_at, id) AS place"
+        "    ORDER BY run_at, id) AS place,"
+        "   COUNT(*) OVER (PARTITION BY COALESCE(account_id, 0), kind) AS size"
         f"  FROM jobs WHERE {due})"
         " SELECT d.id FROM due d LEFT JOIN busy b ON b.acc = d.acc AND b.kind = d.kind"
-        " ORDER BY d.place + COALESCE(b.n, 0), d.run_at, d.id LIMIT ?",
+        " ORDER BY d.place + COALESCE(b.n, 0), d.size, d.run_at, d.id LIMIT ?",
         (
             RUNNING,
             now,
