@@ -150,3 +150,38 @@ def test_racing_writers_of_one_new_account_all_succeed(engine: Engine) -> None:
     assert len(results) == workers
     assert len(set(results)) == 1
     assert _accounts(engine) == ["shared"]
+
+
+def test_sqlite_writer_waits_out_a_write_lock_another_process_holds(tmp_path: Any) -> None:
+    # The purge, a worker or the CLI may hold SQLite's one write lock: the writer waits
+    # for it (in short steps) and then commits, and its busy timeout is back for the
+    # statements of its transactions.
+    import sqlite3
+
+    from pushtrack.store import open_engine
+
+    path = tmp_path / "locked.db"
+    engine = open_engine(f"sqlite:///{path}")
+    try:
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO accounts (name, created_at) VALUES ('other', 1)")
+        released = threading.Event()
+
+        def release() -> None:
+            time.sleep(0.3)
+            other.execute("COMMIT")
+            released.set()
+
+        holder = threading.Thread(target=release)
+        holder.start()
+        run(engine.write(partial(accounts.account_id, name="mine")))
+        assert released.is_set()  # it did wait for the other's commit
+        holder.join()
+        assert sorted(_accounts(engine)) == ["mine", "other"]
+        timeout = engine.write_sync(lambda tx: tx.one("PRAGMA busy_timeout"))
+        assert timeout is not None
+        assert int(timeout[0]) > 0
+        other.close()
+    finally:
+        run(engine.close())

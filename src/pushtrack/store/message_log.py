@@ -173,21 +173,34 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     sql = (
         f"WITH {', '.join(ctes)}"
         " SELECT p.ts, p.k, p.status, p.description, d.id, d.legacy_code, d.hwid, d.target_id,"
-        " d.user_id, d.platform, m.id, m.code, m.app_id, p.gateway_id, p.failure_class,"
+        " d.user_id, d.platform, d.message_id, p.gateway_id, p.failure_class,"
         " d.state, d.attempts, d.retry_reason, d.retry_class"
         f" FROM (SELECT * FROM ({union}) AS log ORDER BY 1, 2 LIMIT ?)"
-        " AS p JOIN deliveries d ON d.id = p.did JOIN messages m ON m.id = d.message_id"
+        " AS p JOIN deliveries d ON d.id = p.did"
     )
     all_params.append(q.limit)
     rows = tx.all_planned(sql, all_params)
     # in (ts, key) order: sorted here, not by a last sort of the joined (wide) rows
     rows.sort(key=_POSITION)
     # the columns, by name: (ts, key, status, description, delivery id, legacy code, hwid,
-    # target id, user id, platform, message id, message code, application id, gateway id,
-    # failure class, the delivery's state, attempts, retry reason and retry class)
+    # target id, user id, platform, message id, gateway id, failure class, the delivery's
+    # state, attempts, retry reason and retry class)
     derived = list({r[4] for r in rows if r[5] is None})
     code = dict(zip(derived, codes.tracking_codes_of(key, derived), strict=True))
-    shown = {m: codes.shown_message_id(key, m) for m in {r[10] for r in rows}}
+    # a page names few messages: read once each (not joined to every row, which let
+    # PostgreSQL hash the whole messages table for a page)
+    message_ids = list({r[10] for r in rows})
+    messages = {
+        int(m_id): (m_code, int(app_id), codes.shown_message_id(key, int(m_id)))
+        for m_id, m_code, app_id in (
+            tx.all(
+                f"SELECT id, code, app_id FROM messages WHERE id IN ({_marks(message_ids)})",
+                message_ids,
+            )
+            if message_ids
+            else ()
+        )
+    }
     out = []
     for (
         ts,
@@ -201,8 +214,6 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         user_id,
         platform,
         message_id,
-        message_code,
-        app_id,
         gateway_id,
         failure_class,
         state,
@@ -211,6 +222,7 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
         retry_class,
     ) in rows:
         status = _STATUS[status_value]
+        message_code, app_id, shown_id = messages[message_id]
         # a delivery being retried: its last transient reason and class, on its `sent`
         retrying = status is Status.SENT and state == _SENT and retry_reason is not None
         out.append(
@@ -221,7 +233,7 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
                 description,
                 apps[app_id],
                 message_code,
-                shown[message_id],
+                shown_id,
                 legacy if legacy is not None else code[delivery_id],
                 hwid,
                 target_id,

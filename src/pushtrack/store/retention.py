@@ -36,10 +36,9 @@ deliveries resting four times as long as each took (waiting included) crawled
 under that contention (140,000 events in 8 minutes): the rest must follow the
 time a batch holds the lock, not the time it waited for it. So it does: each
 batch is timed from its transaction's start to its commit, and the purge rests
-``PAUSE_RATIO`` times that. Besides its share of the lock, a batch costs
-ingestion the overshoot of SQLite's busy handler (a writer waiting for the lock
-sleeps 1, 2, 5, 10, 15, 20, 25 ms ... between tries, so a 10 ms hold can keep
-it out for 18 ms): the ratio is set for that.
+``PAUSE_RATIO`` times that. The service's writer waits for the lock in short
+steps (``sqlite.LOCK_POLL_S``), not with SQLite's busy handler, whose growing
+sleeps (1, 2, 5, 10, 15 ms ...) let a 10 ms hold keep ingestion out for 18 ms.
 """
 
 from __future__ import annotations
