@@ -115,6 +115,7 @@ def test_booleans_from_the_environment(value: str, expected: bool) -> None:
         ({"PUSHTRACK_MAX_IN_FLIGHT": "0"}, "max_in_flight: expected an integer >= 1"),
         ({"PUSHTRACK_EXPANSION_BATCH": "1001"}, "expansion_batch: expected an integer <= 1000"),
         ({"PUSHTRACK_CONFIG": "/nonexistent/pushtrack.toml"}, "/nonexistent/pushtrack.toml"),
+        ({"PUSHTRACK_OUTBOUND_ALLOW": "10.0.0.0/33"}, "outbound_allow: '10.0.0.0/33' is not a"),
     ],
 )
 def test_invalid_settings_name_what_is_wrong(env: dict[str, str], says: str) -> None:

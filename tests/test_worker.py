@@ -163,3 +163,44 @@ def test_run_until_idle_waits_for_what_a_worker_does_before_its_loop(store: Stor
     worker = SchedulesFirst(store, {"test": handler}, poll_seconds=0.01)
     run(worker.run_until_idle(20))
     assert ran == [worker.scheduled]
+
+
+def test_a_storage_fault_is_no_failed_attempt_and_is_logged_once(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler meeting the store unavailable (disk full, PostgreSQL restarting) far
+    more often than ``max_attempts`` still ends done, and the log says so once."""
+    import logging
+
+    from pushtrack.store.base import StoreUnavailableError
+
+    calls: list[int] = []
+
+    async def handler(job: Job) -> Done:
+        calls.append(job.attempts)
+        if len(calls) <= 8:
+            raise StoreUnavailableError("disk full", "database or disk is full")
+        return Done({"calls": len(calls)})
+
+    async def go() -> str:
+        request_id = await store.jobs.enqueue("test", "default", Params())
+        worker = Worker(
+            store,
+            {"test": handler},
+            poll_seconds=0.01,
+            max_attempts=3,
+            backoff_seconds=0.01,
+            fault_retry_seconds=0.01,
+        )
+        await worker.run_until_idle(30)
+        return request_id
+
+    with caplog.at_level(logging.INFO, logger="pushtrack.jobs"):
+        request_id = run(go())
+    job = job_state(store, request_id)
+    assert job.state == "done"
+    assert job.result == {"calls": 9}
+    assert set(calls) == {1}  # every run was a first attempt
+    faults = [r for r in caplog.records if "store unavailable" in r.getMessage()]
+    assert len(faults) == 1, [r.getMessage() for r in faults]
+    assert not any(r.exc_info for r in caplog.records)

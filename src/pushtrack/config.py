@@ -6,6 +6,7 @@ server's start-up line takes the database from it).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -103,8 +104,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Endpoints served at once per worker (beside ``worker_concurrency``'s jobs).
     webhook_concurrency: Count = 16
     #: Hosts, addresses and networks (comma separated: ``hooks.internal,10.0.0.0/8``)
-    #: webhooks may reach although they are not public, over http or https; anything
-    #: else must be https to a host that resolves to public addresses only.
+    #: webhooks and Web Push endpoints may reach although they are not public (webhooks
+    #: over http or https); anything else must be https to a host that resolves to
+    #: public addresses only (``delivery/outbound.py``).
     outbound_allow: str = ""
 
     def __post_init__(self) -> None:
@@ -112,6 +114,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("retry_max_backoff_seconds must be >= retry_backoff_seconds")
         if self.webhook_max_backoff_seconds < self.webhook_backoff_seconds:
             raise ValueError("webhook_max_backoff_seconds must be >= webhook_backoff_seconds")
+        for part in self.outbound_allow.split(","):
+            entry = part.strip()
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"outbound_allow: {entry!r} is not a network ({exc})"
+                    ) from None
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

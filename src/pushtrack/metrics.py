@@ -33,6 +33,14 @@ WRITER_BATCH = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 
+#: Device writes committed together by a ``Batcher`` (store/batch.py): device reports on
+#: both engines, and every device write on PostgreSQL.
+DEVICE_BATCH = Histogram(
+    "pushtrack_device_batch_items",
+    "Device writes per batched transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
 #: Export jobs (getTrackingLog): how long each took and how many rows it wrote.
 EXPORT_SECONDS = Histogram(
     "pushtrack_export_seconds",

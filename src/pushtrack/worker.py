@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from pushtrack.config import Settings
+from pushtrack.delivery import outbound
 from pushtrack.delivery.dispatcher import Dispatcher, RetryPolicy
 from pushtrack.domain.jobs import JobKind
 from pushtrack.jobs import eventstats, expansion, msgstats, retention, tracklog, webhooks
@@ -59,7 +60,12 @@ def build_worker(
 ) -> Worker:
     """A worker for every job kind, shaped by ``settings``; ``poll_seconds`` is how long
     it waits for new jobs when it finds none (tests shorten it)."""
-    dispatcher = Dispatcher(store, policy=RetryPolicy.of(settings), sealer=Sealer.load(settings))
+    dispatcher = Dispatcher(
+        store,
+        policy=RetryPolicy.of(settings),
+        sealer=Sealer.load(settings),
+        outbound_allow=outbound.parse_allow(settings.outbound_allow),
+    )
     hook_handler, sender = webhooks.handler(settings, store)
     worker = ServiceWorker(
         store,

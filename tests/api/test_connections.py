@@ -24,7 +24,9 @@ STALLED = 30
 
 
 @contextlib.contextmanager
-def _serve(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def _serve(
+    tmp_path: Path, query: str = "", **env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     exe = shutil.which("pushtrack", path=os.path.dirname(sys.executable))
     assert exe is not None
@@ -36,7 +38,7 @@ def _serve(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes]
             "--port",
             str(port),
             "--database",
-            f"sqlite:///{tmp_path}/db",
+            f"sqlite:///{tmp_path}/db{query}",
         ],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
@@ -232,3 +234,49 @@ def test_answers_come_whole_and_at_once_on_one_connection(tmp_path: Path) -> Non
                 assert head.startswith(b"HTTP/1.1 200"), head
                 assert b"content-length: " in head.lower()
                 assert body == b"" if method == "HEAD" else body.startswith(b"{")
+
+
+def test_shedding_under_sustained_overload_keeps_memory_flat(tmp_path: Path) -> None:
+    """Far more requests at once than ``max_in_flight`` allows, wave after wave: the
+    excess is answered 503 with Retry-After at once (nothing queues up), the rest are
+    done, and the process holds no more memory after the fifth wave than after the
+    first."""
+    import concurrent.futures
+    import json
+
+    from tests.cli.test_gateways import cli
+
+    db = f"sqlite:///{tmp_path}/db"
+    app = json.loads(cli(db, "app", "create", "shed", "--json").stdout)["code"]
+    token = json.loads(cli(db, "token", "create", "--kind", "server", "--json").stdout)["token"]
+    body = {
+        "request": {
+            "auth": token,
+            "application": app,
+            "notifications": [{"content": "x" * 2000, "devices": [f"d{i}" for i in range(20)]}],
+        }
+    }
+    with (
+        _serve(
+            tmp_path,
+            "?cache_mb=1",  # small page caches: what the database holds does not show
+            PUSHTRACK_MAX_IN_FLIGHT="2",
+            PUSHTRACK_MESSAGES_PER_MINUTE="0",
+            PUSHTRACK_RATE_LIMIT="0",
+        ) as (proc, url),
+        httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=64)) as client,
+        concurrent.futures.ThreadPoolExecutor(48) as pool,
+    ):
+
+        def one(_: int) -> tuple[int, str | None]:
+            resp = client.post("/json/1.3/createMessage", json=body)
+            return resp.status_code, resp.headers.get("retry-after")
+
+        after: list[int] = []
+        for _ in range(5):
+            answers = list(pool.map(one, range(240)))
+            assert {status for status, _ in answers} <= {200, 503}, answers
+            assert any(status == 503 for status, _ in answers), "nothing was shed"
+            assert all(retry == "1" for status, retry in answers if status == 503)
+            after.append(rss_kb(proc.pid))
+        assert after[-1] < after[0] * 1.10, after

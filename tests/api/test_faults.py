@@ -1,9 +1,11 @@
 """Storage faults answer 503 with Retry-After in the envelope, and the service
 recovers by itself once the storage is back; nothing acknowledged is lost.
 
-SQLite: the database on a small tmpfs that is then filled up (disk full).
+SQLite: the database on a small tmpfs that is then filled up (disk full); another
+process holding the database's write lock past the busy timeout (locked).
 PostgreSQL: the server reached through a TCP proxy that the test takes down and
-brings back (an outage or a restart, as the service sees it).
+brings back (an outage, as the service sees it); and a PostgreSQL cluster of the
+test's own, stopped, started and restarted.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ENGINES, fresh_database_url
-from tests.support import Service, fill_disk, service, tmpfs
+from tests.support import Service, fill_disk, free_port, service, tmpfs
 
 DEVICES = [f"fault-device-{i:04d}" for i in range(400)]
 
@@ -89,6 +94,54 @@ def test_sqlite_disk_full_is_503_then_recovers(
                 (code,),
             )
             assert rows[0][0] == len(DEVICES)
+
+
+def test_sqlite_locked_by_another_process_is_503_then_recovers(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    import concurrent.futures
+    import sqlite3
+
+    path = tmp_path / "pushtrack.db"
+    with service(f"sqlite:///{path}") as svc:
+        for hwid in DEVICES[:5]:
+            svc.register(hwid)
+        status, body, _ = _send(svc)
+        assert status == 200, body
+
+        # another process (an operator's sqlite3 shell, a backup tool) takes the write
+        # lock and keeps it past the writer's busy timeout
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            caplog.clear()
+            with (
+                caplog.at_level(logging.ERROR, logger="pushtrack.api"),
+                concurrent.futures.ThreadPoolExecutor(3) as pool,
+            ):
+                sends = [pool.submit(_send, svc) for _ in range(2)]
+                device = pool.submit(
+                    svc.call,
+                    "registerDevice",
+                    {"application": svc.app.code, "hwid": "locked-out", "device_type": 1},
+                    headers={"Authorization": f"Token {svc.device_token}"},
+                )
+                for answer in sends:
+                    _assert_unavailable(*answer.result())
+                resp = device.result()
+                _assert_unavailable(resp.status_code, resp.json(), dict(resp.headers))
+            assert "(database busy)" in resp.json()["status_message"]
+            assert not any(r.exc_info for r in caplog.records), "no traceback per request"
+            lines = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+            assert len(lines) <= 1, lines
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+        status, body, _ = _send(svc)  # no restart: the next write goes through
+        assert status == 200, body
+        assert svc.db.count("messages") == 2
+        assert svc.db.count_where("devices", "hwid = 'locked-out'") == 0
 
 
 # -- PostgreSQL: the server goes away and comes back -------------------------------------
@@ -178,6 +231,127 @@ def test_postgres_outage_is_503_then_recovers(pg_template: str, tmp_path: Path) 
                     break
             assert status == 200, body
             assert svc.db.count("messages") == 2
+
+
+# -- PostgreSQL: a cluster of the test's own, stopped and restarted --------------------
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+class Cluster:
+    """A PostgreSQL cluster made for one test (initdb as the ``postgres`` user), on a
+    port of its own on 127.0.0.1, that the test stops, starts and restarts."""
+
+    def __init__(self, bindir: Path, root: Path) -> None:
+        self.bindir, self.root = bindir, root
+        self.data = root / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def init(self) -> None:
+        self._as_postgres(
+            str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"
+        )
+
+    def ctl(self, action: str) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            str(self.bindir / "pg_ctl"),
+            action,
+            "-D",
+            str(self.data),
+            "-w",
+            "-m",
+            "fast",
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+        )
+
+
+@contextlib.contextmanager
+def _cluster() -> Iterator[Cluster]:
+    bindir = _pg_bin()
+    if bindir is None or shutil.which("runuser") is None:
+        pytest.skip("needs PostgreSQL's server binaries and runuser")
+    root = Path(tempfile.mkdtemp(prefix="pt-cluster-", dir="/tmp"))
+    shutil.chown(root, "postgres")
+    cluster = Cluster(bindir, root)
+    try:
+        cluster.init()
+        cluster.ctl("start")
+        yield cluster
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            cluster.ctl("stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.skipif("postgresql" not in ENGINES, reason="needs psycopg")
+def test_postgres_cluster_stopped_and_restarted_is_503_then_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with _cluster() as pg, service(pg.url) as svc:
+        for hwid in DEVICES[:5]:
+            svc.register(hwid)
+        status, body, _ = _send(svc)
+        assert status == 200, body
+        acknowledged = 1
+
+        pg.ctl("stop")
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="pushtrack.api"):
+            _assert_unavailable(*_send(svc))
+            read = svc.v2("statistics/getMessageLog", {"hwid": DEVICES[0]})
+            assert read.status_code == 503, read.text
+            assert int(read.headers["retry-after"]) > 0
+            device = svc.call(
+                "registerDevice",
+                {"application": svc.app.code, "hwid": "pg-down", "device_type": 1},
+                headers={"Authorization": f"Token {svc.device_token}"},
+            )
+            _assert_unavailable(device.status_code, device.json(), dict(device.headers))
+            assert svc.http.get("/readyz").status_code == 503
+            assert svc.http.get("/healthz").status_code == 200
+        assert not any(r.exc_info for r in caplog.records), "no traceback per request"
+        kinds = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(kinds) <= 1, kinds  # one line for the kind, not one per request
+
+        pg.ctl("start")
+        status = 0
+        for _ in range(30):  # no restart of the service: its pool reconnects
+            status, body, _ = _send(svc)
+            if status == 200:
+                acknowledged += 1
+                break
+            time.sleep(0.2)
+        assert status == 200, body
+
+        # a restart while the service is idle: its pooled connections are all dead
+        pg.ctl("restart")
+        for _ in range(30):
+            status, body, _ = _send(svc)
+            if status == 200:
+                acknowledged += 1
+                break
+            assert status == 503, body
+            time.sleep(0.2)
+        assert status == 200, body
+        assert svc.http.get("/readyz").status_code == 200
+        assert svc.db.count("messages") == acknowledged
+        assert svc.db.count("deliveries") == acknowledged * len(DEVICES)
 
 
 def test_wrong_postgres_url_fails_at_once_with_one_clear_line(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the job queue read from the store, and the writer's batches."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -65,3 +66,39 @@ def test_the_job_queue_is_read_from_the_store(svc: Service) -> None:
     assert _value(samples, "pushtrack_jobs_queued", kind="tracking_log", state="running") == 0
     assert _value(samples, "pushtrack_job_oldest_wait_seconds", kind="tracking_log") >= 0
     assert ("process_resident_memory_bytes", ()) in samples
+
+
+def test_deliveries_exports_and_device_batches_are_shown(svc: Service, tmp_path: Path) -> None:
+    from pushtrack import config
+    from pushtrack.domain.platforms import Platform
+    from pushtrack.worker import build_worker
+    from tests.support import run
+
+    run(
+        svc.store.dispatch.set_gateway(
+            "default", svc.app.code, int(Platform.ANDROID), "sandbox", {"failure_rate": 0.0}
+        )
+    )
+    before = _samples(svc)
+    svc.register("metrics-android", device_type=int(Platform.ANDROID))
+    svc.register("metrics-ios", device_type=int(Platform.IOS))  # no gateway: failed
+    code = svc.send(devices=["metrics-android", "metrics-ios"])["TrackingCodes"][0]
+    assert (
+        svc.device("pushStat", hwid="metrics-android", hash=svc.hash_of(code))["status_code"] == 200
+    )
+    assert svc.server("getTrackingLog")["status_code"] == 200
+    settings = config.load({"database": svc.store.url, "files_dir": str(tmp_path)}, env={})
+    run(build_worker(settings, svc.store, poll_seconds=0.02).run_until_idle(30, horizon=1))
+    after = _samples(svc)
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    delivered = {"status": "delivered", "platform": "android", "kind": "sandbox"}
+    assert delta("pushtrack_deliveries_total", **delivered) == 1
+    assert delta("pushtrack_export_seconds_count") == 1
+    assert delta("pushtrack_export_seconds_sum") > 0
+    # the device writes went through the store's batches (every one on PostgreSQL, the
+    # report on both engines)
+    batched = delta("pushtrack_device_batch_items_sum")
+    assert batched >= (3 if svc.store.url.startswith("postgresql") else 1), batched

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from pushtrack.domain.codes import APP_CODE_RE, MESSAGE_CODE_RE
+from tests.conftest import ENGINES, fresh_database_url
 from tests.support import free_port
 
 PUSHTRACK = str(Path(sys.executable).with_name("pushtrack"))
@@ -368,3 +369,18 @@ def test_serve_makes_a_demo_only_when_asked_on_an_empty_sqlite_database(
     made = cli.json("demo")
     assert set(made) == {"application", "server_token", "device_token"}
     assert [a["code"] for a in cli.json("app", "list")] == [made["application"]]
+
+
+@pytest.mark.skipif("postgresql" not in ENGINES, reason="needs psycopg")
+def test_serve_never_makes_a_demo_on_postgresql(
+    cli: Cli, servers: list[Server], tmp_path: Path, pg_template: str
+) -> None:
+    for url in fresh_database_url("postgresql", tmp_path, pg_template):
+        cli.env["PUSHTRACK_DATABASE"] = url
+        empty = Server(cli, "--demo")  # an empty database, and asked for a demo
+        servers.append(empty)
+        text = "".join(empty.output_until("listening"))
+        assert "token" not in text
+        empty.wait_healthy()
+        empty.stop()
+        assert cli.json("app", "list") == []

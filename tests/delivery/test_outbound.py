@@ -12,6 +12,7 @@ from pushtrack.delivery.outbound import (
     Resolver,
     check_url,
     is_public,
+    parse_allow,
 )
 
 
@@ -32,9 +33,12 @@ def test_the_browsers_push_services_are_allowed(url: str) -> None:
     ("url", "why"),
     [
         ("http://fcm.googleapis.com/fcm/send/abc", "https URL"),
-        ("https://127.0.0.1:8443/internal", "not an allowed push service"),
+        ("https://127.0.0.1:8443/internal", "127.0.0.1 is not a public address"),
         ("https://localhost/x", "not an allowed push service"),
-        ("https://169.254.169.254/latest/meta-data", "not an allowed push service"),
+        ("https://169.254.169.254/latest/meta-data", "169.254.169.254 is not a public address"),
+        ("https://10.1.2.3/x", "10.1.2.3 is not a public address"),
+        ("https://[fd00::1]/x", "fd00::1 is not a public address"),
+        ("https://8.8.8.8/x", "8.8.8.8 is not an allowed push service"),
         ("https://fcm.googleapis.com.evil.example/x", "not an allowed push service"),
         ("https://evilfcm.googleapis.com/x", "not an allowed push service"),
         ("https://push.apple.com/x", "not an allowed push service"),  # the bare domain
@@ -86,3 +90,27 @@ async def _resolving() -> None:
 )
 def test_public_addresses(address: str, public: bool) -> None:
     assert is_public(address) is public
+
+
+@pytest.mark.parametrize(
+    ("url", "allow"),
+    [
+        ("https://127.0.0.1:8443/internal", "127.0.0.1"),
+        ("https://127.0.0.1:8443/internal", "10.0.0.0/8, 127.0.0.0/8"),
+        ("https://push.internal/x", "push.internal"),
+        ("https://[::1]:9000/x", "::1"),
+    ],
+)
+def test_outbound_allow_names_what_may_be_reached_inward(url: str, allow: str) -> None:
+    assert check_url(url, DEFAULT_WEBPUSH_HOSTS, parse_allow(allow))[1] is True
+    with pytest.raises(Refused):
+        check_url(url, DEFAULT_WEBPUSH_HOSTS, parse_allow("192.168.0.0/16, other.internal"))
+
+
+def test_a_wildcard_host_may_resolve_into_a_network_outbound_allow_names() -> None:
+    async def check() -> None:
+        await Resolver().check("https://127.0.0.1/x", ["*.0.0.1"], parse_allow("127.0.0.0/8"))
+        with pytest.raises(Refused, match=r"non-public address \(127.0.0.1\); setting outbound"):
+            await Resolver().check("https://127.0.0.1/x", ["*.0.0.1"], parse_allow("10.0.0.0/8"))
+
+    asyncio.run(check())

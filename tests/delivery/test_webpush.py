@@ -245,8 +245,8 @@ async def test_an_endpoint_outside_the_allowed_hosts_is_never_contacted(
         False,
     )
     assert outcome.description == (
-        "Endpoint not allowed: endpoint host 127.0.0.1 is not an allowed push service"
-        " (gateway setting endpoint_hosts)"
+        "Endpoint not allowed: endpoint host 127.0.0.1 is not a public address"
+        " (setting outbound_allow)"
     )
     # a wildcard allows the standard port only (and only public addresses: test_outbound)
     [outcome] = await send({**default, "endpoint_hosts": ["*.0.0.1"]}, [chrome(inward.token)])

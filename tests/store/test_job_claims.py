@@ -129,11 +129,26 @@ def test_a_backlog_of_one_account_does_not_hold_back_anothers_export(engine: Eng
     now = engine.clock()
     _enqueue(engine, "dispatch", "busy", 200, now - 60_000_000)  # waiting for a minute
     [export] = _enqueue(engine, "tracking_log", "quiet", 1, now)
-    # workers take one job at a time as slots free up: the export is the second
+    # workers take one job at a time as slots free up: the export is among the first two
+    # (the first, as its group is the smaller one; then the backlog's next)
     first = _claim(engine, 1)
     second = _claim(engine, 1)
-    assert first[0].account == "busy"
-    assert second[0].request_id == export
+    assert first[0].request_id == export
+    assert second[0].account == "busy"
+
+
+def test_a_worker_with_one_slot_takes_the_export_before_the_next_send(engine: Engine) -> None:
+    now = engine.clock()
+    _enqueue(engine, "dispatch", "busy", 100, now - 60_000_000)
+    [first] = _claim(engine, 1)
+    assert first.account == "busy"
+    engine.write_sync(
+        partial(jobstore.finish, job_id=first.id, owner="w", state=jobstore.JobState.DONE)
+    )
+    [export] = _enqueue(engine, "tracking_log", "quiet", 1, now)
+    # nothing of either runs now: the one export goes before the 99 sends still due
+    [second] = _claim(engine, 1)
+    assert second.request_id == export
 
 
 def test_busy_groups_share_the_workers_evenly(engine: Engine) -> None:

@@ -55,11 +55,20 @@ def check_app_code(token: TokenInfo, code: str) -> None:
 
 @dataclass
 class RateLimiter:
-    """A token bucket per key; ``rate`` 0 turns it off."""
+    """A token bucket per key; ``rate`` 0 turns it off.
+
+    Keys are authenticated callers only (a token's id, an application's code after its
+    lookup), so junk requests make none. Past ``max_keys`` buckets, the ones that have
+    filled up again are forgotten (a full bucket is the same as none): a caller's
+    spent bucket is never reset by other callers' keys.
+    """
 
     rate: float
     burst: int
+    max_keys: int = 100_000
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: The size past which full buckets are swept next (grows while all are in use).
+    _sweep_at: int = 0
 
     def check(self, key: str) -> None:
         if self.rate <= 0:
@@ -72,5 +81,16 @@ class RateLimiter:
             # whole seconds until the bucket holds one request again
             raise RateLimitedError(retry_after=max(1, math.ceil((1.0 - tokens) / self.rate)))
         self._buckets[key] = (tokens - 1.0, now)
-        if len(self._buckets) > 100_000:  # forget idle keys rather than grow forever
-            self._buckets.clear()
+        if len(self._buckets) > max(self.max_keys, self._sweep_at):
+            self._forget_full(now)
+
+    def _forget_full(self, now: float) -> None:
+        full = [
+            key
+            for key, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.rate >= self.burst
+        ]
+        for key in full:
+            del self._buckets[key]
+        # every bucket left is in use: sweep again only when twice as many are kept
+        self._sweep_at = 2 * len(self._buckets)

@@ -114,7 +114,11 @@ async def saved_selection(call: Call, app: App, name: str, *, field: str = "filt
     """createMessage's ``filter``: the saved filter named ``name``, checked for ``app``."""
     assert call.token is not None
     saved = await call.ctx.store.targeting.get_filter(call.token.account, name)
-    if saved is None:
+    allowed = call.token.apps
+    if saved is None or (
+        # another application's filter reads as no filter to a token restricted from it
+        allowed is not None and saved.application is not None and saved.application not in allowed
+    ):
         raise ArgumentError(f'{field}: no filter named "{name}"')
     if saved.application is not None and saved.application != app.code:
         raise ArgumentError(f'{field}: filter "{name}" belongs to application {saved.application}')

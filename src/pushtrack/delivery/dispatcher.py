@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections import Counter, defaultdict
@@ -48,7 +49,8 @@ from pushtrack.delivery.base import (
     Verdict,
 )
 from pushtrack.delivery.failures import FailureClass, classify
-from pushtrack.delivery.registry import build_gateway
+from pushtrack.delivery.registry import gateway_for, parse_config
+from pushtrack.delivery.webpush import WebPushConfig
 from pushtrack.domain.jobs import DispatchParams
 from pushtrack.domain.payload import render
 from pushtrack.domain.platforms import Platform, name_of
@@ -139,12 +141,20 @@ class _Limit(msgspec.Struct, frozen=True):
 
 class Dispatcher:
     def __init__(
-        self, store: Store, *, policy: RetryPolicy | None = None, sealer: Sealer | None = None
+        self,
+        store: Store,
+        *,
+        policy: RetryPolicy | None = None,
+        sealer: Sealer | None = None,
+        outbound_allow: tuple[str, ...] = (),
     ) -> None:
         self.store = store
         self.policy = policy or RetryPolicy()
         #: opens the gateway private keys stored sealed (None: only plain ones are usable)
         self.sealer = sealer
+        #: the setting ``outbound_allow`` (``outbound.parse_allow``): where Web Push
+        #: endpoints may point besides the public push services
+        self.outbound_allow = outbound_allow
         self._gateways: dict[tuple[int, int], tuple[int, Gateway]] = {}
         self._lock = asyncio.Lock()
 
@@ -515,7 +525,10 @@ class Dispatcher:
                 return cached[1]
             if cached is not None:
                 await cached[1].aclose()
-            gateway = build_gateway(kind, unseal(kind, config, self.sealer))
+            typed = parse_config(kind, unseal(kind, config, self.sealer))
+            if isinstance(typed, WebPushConfig) and self.outbound_allow:
+                typed = dataclasses.replace(typed, outbound_allow=self.outbound_allow)
+            gateway = gateway_for(typed)
             self._gateways[(app_id, platform)] = (version, gateway)
             return gateway
 

@@ -1,4 +1,4 @@
-"""Where the service may connect on a device's say-so: Web Push endpoints.
+"""Where the service may connect on a tenant's say-so: Web Push endpoints, webhooks.
 
 A browser subscription names the URL pushes are POSTed to, and a device (or
 anyone holding a device token) registers it. Without a rule the worker would
@@ -8,13 +8,17 @@ connect wherever a subscription points, the service's own network included
 - the endpoint is ``https`` on the default port, with a host name matching one
   of the patterns (``fcm.googleapis.com``, ``*.push.apple.com``: any subdomain);
 - a host matched by a wildcard must resolve only to public addresses (not
-  loopback, private, link-local, multicast or reserved), checked again when
-  sending, so a name that later resolves inward is refused;
+  loopback, private, link-local, multicast or reserved: the cloud metadata
+  address 169.254.169.254 is link-local), checked again when sending, so a name
+  that later resolves inward is refused;
 - a pattern that is an exact host or an IP address is the operator's explicit
-  choice and may be private (a push service inside the operator's network, or a
-  local stand-in in tests).
+  choice and may be private (a push service inside the operator's network);
+- the setting ``outbound_allow`` (the same that webhooks follow) names hosts,
+  addresses and networks the service may reach whatever else holds: an endpoint
+  whose host, or every address its host resolves to, is named there is allowed
+  on any port (a push service in the operator's network, local stand-ins in tests).
 
-The rule is the Web Push gateway setting ``endpoint_hosts`` (default: the
+The patterns are the Web Push gateway setting ``endpoint_hosts`` (default: the
 browsers' push services); a push to any other endpoint fails at once with
 ``EndpointNotAllowed`` and nothing is sent.
 """
@@ -53,9 +57,10 @@ def _matches(host: str, pattern: str) -> tuple[bool, bool]:
     return host == pattern, True
 
 
-def check_url(url: str, allowed: Sequence[str]) -> tuple[str, bool]:
-    """The endpoint's host, and whether it was named explicitly; ``Refused`` if the
-    URL is not https on the default port to an allowed host."""
+def check_url(url: str, allowed: Sequence[str], allow: Sequence[str] = ()) -> tuple[str, bool]:
+    """The endpoint's host, and whether it was named explicitly (by ``endpoint_hosts``
+    or ``outbound_allow``: no address check follows); ``Refused`` if the URL is not
+    https on the default port to an allowed host."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -68,12 +73,20 @@ def check_url(url: str, allowed: Sequence[str]) -> tuple[str, bool]:
         raise Refused("endpoint has no host")
     if parts.username is not None or parts.password is not None:
         raise Refused("endpoint must not carry credentials")
+    try:
+        literal: str | None = str(ipaddress.ip_address(host))
+    except ValueError:
+        literal = None
+    if allow and _allowed(host, literal, allow):
+        return host, True
     for pattern in allowed:
         hit, explicit = _matches(host, pattern)
         if hit:
             if port not in (None, 443) and not explicit:
                 raise Refused(f"endpoint port {port} is not allowed (443 only)")
             return host, explicit
+    if literal is not None and not is_public(literal):
+        raise Refused(f"endpoint host {host} is not a public address (setting outbound_allow)")
     raise Refused(
         f"endpoint host {host} is not an allowed push service (gateway setting endpoint_hosts)"
     )
@@ -94,15 +107,16 @@ class Resolver:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, str | None]] = {}
 
-    async def check(self, url: str, allowed: Sequence[str]) -> None:
-        """``Refused`` unless ``url`` may be connected to now."""
-        host, explicit = check_url(url, allowed)
+    async def check(self, url: str, allowed: Sequence[str], allow: Sequence[str] = ()) -> None:
+        """``Refused`` unless ``url`` may be connected to now; ``allow``: the entries of
+        ``outbound_allow`` (addresses and networks there may be private)."""
+        host, explicit = check_url(url, allowed, allow)
         if explicit:
             return
         now = time.monotonic()
         hit = self._cache.get(host)
         if hit is None or hit[0] < now:
-            hit = (now + self.ttl, await self._problem(host))
+            hit = (now + self.ttl, await self._problem(host, allow))
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[host] = hit
@@ -110,15 +124,24 @@ class Resolver:
             raise Refused(hit[1])
 
     @staticmethod
-    async def _problem(host: str) -> str | None:
+    async def _problem(host: str, allow: Sequence[str]) -> str | None:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
         except OSError as exc:
             return f"endpoint host {host} does not resolve ({exc.strerror or exc})"
-        inward = sorted({str(info[4][0]) for info in infos if not is_public(str(info[4][0]))})
+        inward = sorted(
+            {
+                address
+                for address in (str(info[4][0]) for info in infos)
+                if not is_public(address) and not _allowed(host, address, allow)
+            }
+        )
         if inward:
-            return f"endpoint host {host} resolves to a non-public address ({inward[0]})"
+            return (
+                f"endpoint host {host} resolves to a non-public address ({inward[0]});"
+                " setting outbound_allow"
+            )
         return None
 
 

@@ -106,6 +106,9 @@ class WebPushConfig:
     #: Hosts subscriptions may point at (``delivery/outbound.py``): exact names or
     #: ``*.domain`` patterns; the browsers' push services by default.
     endpoint_hosts: tuple[str, ...] = outbound.DEFAULT_WEBPUSH_HOSTS
+    #: The service's setting ``outbound_allow`` (not a gateway setting: the operator's),
+    #: as ``outbound.parse_allow`` gives it.
+    outbound_allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +284,9 @@ class WebPushGateway(HttpGateway):
                 reason="InvalidSubscription",
             )
         try:
-            await self._outbound.check(subscription.endpoint, self.config.endpoint_hosts)
+            await self._outbound.check(
+                subscription.endpoint, self.config.endpoint_hosts, self.config.outbound_allow
+            )
         except outbound.Refused as exc:
             return Outcome(
                 n.delivery_id,

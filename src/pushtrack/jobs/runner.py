@@ -9,6 +9,12 @@ On shutdown the worker stops claiming, cancels running handlers and hands
 their jobs back at once, so another worker resumes them without waiting for
 the lease to run out. Handlers must therefore be safe to run again from the
 start: each records its progress in the store as it goes.
+
+A storage fault (``StoreUnavailableError``: disk full, locked, PostgreSQL down or
+restarting) is no job's failure: a handler that meets one is handed back to run
+again shortly, without counting an attempt, and claims back off while it lasts.
+Each kind of fault is logged once per ``FAULT_LOG_SECONDS`` with how often it was
+met since, never as a traceback per poll or per job.
 """
 
 from __future__ import annotations
@@ -24,9 +30,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushtrack.store import Store
+from pushtrack.store.base import StoreUnavailableError
 from pushtrack.store.jobs import Job, JobState
 
 log = logging.getLogger("pushtrack.jobs")
+
+#: A storage fault of one kind is logged at most once per this many seconds.
+FAULT_LOG_SECONDS = 30.0
+#: A job whose handler met a storage fault runs again this long after.
+FAULT_RETRY_SECONDS = 5.0
+#: Claims back off up to this long while the store cannot be used.
+FAULT_MAX_WAIT_SECONDS = 5.0
+
+
+class FaultLog:
+    """One log line per storage fault kind per ``FAULT_LOG_SECONDS``, with a count."""
+
+    def __init__(self, interval: float = FAULT_LOG_SECONDS) -> None:
+        self.interval = interval
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def note(self, doing: str, exc: StoreUnavailableError) -> None:
+        now = asyncio.get_running_loop().time()
+        logged_at, missed = self._seen.get(exc.kind, (float("-inf"), 0))
+        if now - logged_at >= self.interval:
+            more = f" ({missed} more since the last line)" if missed else ""
+            log.error("store unavailable while %s: %s%s", doing, exc, more)
+            self._seen[exc.kind] = (now, 0)
+        else:
+            self._seen[exc.kind] = (logged_at, missed + 1)
 
 
 @dataclass(frozen=True)
@@ -72,6 +104,8 @@ class Worker:
     max_attempts: int = 5
     #: First pause after a failed attempt; it doubles with each failure in a row.
     backoff_seconds: float = 2.0
+    #: Pause before a job whose handler met a storage fault runs again (no attempt counted).
+    fault_retry_seconds: float = FAULT_RETRY_SECONDS
     #: Called once when the worker stops (closing gateway connections, ...).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
@@ -86,6 +120,8 @@ class Worker:
     #: Set when a running job ends (or the worker is told to stop): its slot is free, so
     #: the claim loop goes on at once instead of at its next poll.
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Storage faults met, logged once per kind per interval.
+    _faults: FaultLog = field(default_factory=FaultLog)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set; then release what is in flight."""
@@ -93,6 +129,8 @@ class Worker:
         self._wake = asyncio.Event()  # of this run's event loop
         self._looping = True
         relay = asyncio.create_task(self._wake_on(stop))
+        #: how long to wait after a claim the store could not take (doubling)
+        backoff = 0.0
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -104,6 +142,10 @@ class Worker:
                         claimed = await self.store.jobs.claim(
                             self.owner, list(self.handlers), free, self.lease_seconds
                         )
+                        backoff = 0.0
+                    except StoreUnavailableError as exc:
+                        self._faults.note("claiming jobs", exc)
+                        backoff = min(FAULT_MAX_WAIT_SECONDS, max(self.poll_seconds, 2 * backoff))
                     except Exception:
                         log.exception("claiming jobs failed; retrying")
                 for job in claimed:
@@ -111,7 +153,11 @@ class Worker:
                 if claimed:
                     self._claims += 1
                 self._claiming = False
-                if not claimed:
+                if backoff:
+                    # the store cannot be used: try again later, not at every poll
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                elif not claimed:
                     # every slot busy: until one frees; else until new jobs may be due
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
@@ -160,16 +206,26 @@ class Worker:
     async def _run_one(self, job: Job) -> None:
         beat = asyncio.create_task(self._heartbeat(job))
         try:
-            result = await self.handlers[job.kind](job)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any handler fault is one failed attempt
-            await self._failed_attempt(job, exc)
-        else:
-            if isinstance(result, Later):
-                await self.store.jobs.reschedule(job.id, self.owner, result.run_at)
+            try:
+                result = await self.handlers[job.kind](job)
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailableError as exc:
+                # not the job's failure: it runs again once the store may be back
+                self._faults.note(f"running {job.kind} jobs", exc)
+                retry_at = self.store.clock() + int(self.fault_retry_seconds * 1e6)
+                await self.store.jobs.reschedule(job.id, self.owner, retry_at)
+            except Exception as exc:  # noqa: BLE001 - any other handler fault is a failed attempt
+                await self._failed_attempt(job, exc)
             else:
-                await self.store.jobs.finish(job.id, self.owner, JobState.DONE, result.result)
+                if isinstance(result, Later):
+                    await self.store.jobs.reschedule(job.id, self.owner, result.run_at)
+                else:
+                    await self.store.jobs.finish(job.id, self.owner, JobState.DONE, result.result)
+        except StoreUnavailableError as exc:
+            # the outcome could not be recorded: the job's lease runs out and it is
+            # claimed again (handlers are safe to run again)
+            self._faults.note(f"recording {job.kind} jobs", exc)
         finally:
             beat.cancel()
             self._running.pop(job.id, None)
@@ -200,6 +256,9 @@ class Worker:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
                 ours = await self.store.jobs.heartbeat(job.id, self.owner, self.lease_seconds)
+            except StoreUnavailableError as exc:
+                self._faults.note("renewing job leases", exc)
+                continue
             except Exception:
                 log.exception("heartbeat for job %s failed", job.request_id)
                 continue

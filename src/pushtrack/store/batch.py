@@ -10,6 +10,9 @@ answered only after its batch has committed: acknowledged means committed.
 If a batch fails, every item of it is written again alone (in its own unit of
 work), so one failing item fails only its own caller. Batch functions must
 therefore be safe to run twice, like every unit of work (``store/reports.py``).
+A batch that fails because the storage cannot be used (``StoreUnavailableError``)
+fails all its callers at once: no item caused it, and trying each alone would
+only keep them waiting for the same answer.
 
 Both engines use it for device reports (``record_device_reports``: a batch is
 a few set-based statements, not a few statements per report). PostgreSQL,
@@ -26,7 +29,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from pushtrack.store.base import Engine, Tx
+from pushtrack.metrics import DEVICE_BATCH
+from pushtrack.store.base import Engine, StoreUnavailableError, Tx
 
 I = TypeVar("I")  # noqa: E741 - an item
 R = TypeVar("R")
@@ -100,6 +104,10 @@ class Batcher(Generic[I, R]):
             answers = await self.engine.write_batch(
                 partial(_apply, self._apply, items), statements_whole=self._whole
             )
+        except StoreUnavailableError as exc:
+            for _, future in batch:
+                _fail(future, exc)
+            return
         except Exception as exc:  # noqa: BLE001 - handed to the callers
             if len(batch) == 1:
                 _fail(batch[0][1], exc)
@@ -111,6 +119,7 @@ class Batcher(Generic[I, R]):
             for _, future in batch:
                 future.cancel()
             raise
+        DEVICE_BATCH.observe(len(batch))
         for (_, future), answer in zip(batch, answers, strict=True):
             if not future.done():  # its caller may have gone away
                 future.set_result(answer)

@@ -87,18 +87,26 @@ def enqueue(
     params: Params,
     run_at: int,
     message_id: int | None = None,
+    app_id: int | None = None,
 ) -> str:
     """A new pending job; ``message_id``: the message it works on (indexed, so a
-    message's jobs are found without reading their parameters)."""
+    message's jobs are found without reading their parameters). The job belongs to
+    ``account`` (a name), or with ``app_id`` to that application's account: claims are
+    fair between accounts (``claim``), so a job that works for one is enqueued as its."""
     request_id = codes.request_id()
     now = tx.now()
+    owner: int | None
+    if app_id is not None:
+        owner_sql, owner = "(SELECT account_id FROM applications WHERE id = ?)", app_id
+    else:
+        owner_sql, owner = "?", account_id(tx, account) if account else None
     tx.run(
         "INSERT INTO jobs (request_id, kind, account_id, params, state, run_at, created_at,"
-        " updated_at, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f" updated_at, message_id) VALUES (?, ?, {owner_sql}, ?, ?, ?, ?, ?, ?)",
         (
             request_id,
             kind,
-            account_id(tx, account) if account else None,
+            owner,
             encode(params),
             PENDING,
             run_at,
@@ -122,7 +130,10 @@ def claim(tx: Tx, *, owner: str, kinds: Sequence[str], limit: int, lease_us: int
     place in the group's own queue plus how many of the group's jobs are running
     now, and claimed in rank order: one account's backlog of dispatch jobs takes
     its turn beside another account's export instead of ahead of it, and two
-    busy groups share the workers evenly.
+    busy groups share the workers evenly. Between equal ranks the group with fewer
+    jobs due goes first (then the queue's order): a worker with one slot, which
+    never has two of a group running, still takes the one export before the next
+    of a hundred sends.
     """
     now = tx.now()
     marks = ",".join("?" * len(kinds))
@@ -134,10 +145,11 @@ def claim(tx: Tx, *, owner: str, kinds: Sequence[str], limit: int, lease_us: int
         " due AS ("
         "  SELECT id, COALESCE(account_id, 0) AS acc, kind, run_at,"
         "   ROW_NUMBER() OVER (PARTITION BY COALESCE(account_id, 0), kind"
-        "    ORDER BY run_at, id) AS place"
+        "    ORDER BY run_at, id) AS place,"
+        "   COUNT(*) OVER (PARTITION BY COALESCE(account_id, 0), kind) AS size"
         f"  FROM jobs WHERE {due})"
         " SELECT d.id FROM due d LEFT JOIN busy b ON b.acc = d.acc AND b.kind = d.kind"
-        " ORDER BY d.place + COALESCE(b.n, 0), d.run_at, d.id LIMIT ?",
+        " ORDER BY d.place + COALESCE(b.n, 0), d.size, d.run_at, d.id LIMIT ?",
         (
             RUNNING,
             now,

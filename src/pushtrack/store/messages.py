@@ -298,6 +298,7 @@ def _create_audience_message(tx: Tx, app: App, plan: MessagePlan) -> Written:
         params=ExpandParams(message_id=message_id),
         run_at=now,
         message_id=message_id,
+        app_id=app.id,
     )
     return Written(code, message_id, [])
 
@@ -667,6 +668,8 @@ def _language_key(device_language: str | None, wanted: frozenset[str]) -> str | 
 
 
 def _enqueue_dispatch(tx: Tx, message_id: int, delivery_ids: Sequence[int], run_at: int) -> None:
+    """The dispatch jobs of a message's deliveries, a range of ``DISPATCH_CHUNK`` each,
+    as jobs of the message's account (claims are fair between accounts)."""
     if not delivery_ids:
         return
     now = tx.now()
@@ -675,12 +678,13 @@ def _enqueue_dispatch(tx: Tx, message_id: int, delivery_ids: Sequence[int], run_
         part = delivery_ids[start : start + DISPATCH_CHUNK]
         params = DispatchParams(message_id=message_id, first=part[0], last=part[-1])
         rows.append(
-            (codes.request_id(), JobKind.DISPATCH, None, encode(params), jobs.PENDING, run_at,
-             now, now, message_id)
+            (codes.request_id(), JobKind.DISPATCH, encode(params), jobs.PENDING, run_at,
+             now, now, message_id, message_id)
         )  # fmt: skip
     tx.many(
         "INSERT INTO jobs (request_id, kind, account_id, params, state, run_at, created_at,"
-        " updated_at, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " updated_at, message_id) SELECT ?, ?, a.account_id, ?, ?, ?, ?, ?, ?"
+        " FROM messages m JOIN applications a ON a.id = m.app_id WHERE m.id = ?",
         rows,
     )
 
