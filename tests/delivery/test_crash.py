@@ -16,7 +16,7 @@ import pytest
 
 from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
 from tests.delivery._support import apns_token
-from tests.gateways import ApnsServer
+from tests.gateways import ApnsServer, FcmServer
 from tests.support import Service, run, service
 
 DELIVERIES = int(os.environ.get("CRASH_N", "20000"))
@@ -243,3 +243,145 @@ def test_a_worker_stopped_mid_batch_sends_nothing_twice(
         assert db.count_where("deliveries", "state = 3") == len(tokens)
         assert db.count_where("events", "status = 2") == len(tokens)  # one `sent` each
         assert db.rows("SELECT MIN(attempts), MAX(attempts) FROM deliveries") == [(1, 1)]
+
+
+def kill_mid_batch(database_url: str, arrived: Any, sent: Any, least: int) -> None:
+    """Start a worker and kill -9 it once ``least`` requests reached the stand-in and
+    deliveries are ``sent`` with no outcome (requests in flight: the stand-in is slow)."""
+    worker = start_worker(database_url)
+    try:
+        wait_for(lambda: len(arrived) >= least and sent() > 0, 120, "requests in flight")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+
+
+def finish_with_a_new_worker(database_url: str, ended: Any, total: int) -> None:
+    worker = start_worker(database_url)
+    try:
+        wait_for(lambda: ended() == total, 120, "the second worker to finish")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+def one_terminal_status_each(db: Any) -> None:
+    per_delivery = collections.Counter(
+        (row[0], row[1]) for row in db.rows("SELECT delivery_id, status FROM events")
+    )
+    for (delivery,) in db.rows("SELECT id FROM deliveries"):
+        assert per_delivery[(delivery, 2)] == 1  # sent
+        assert per_delivery[(delivery, 3)] + per_delivery[(delivery, 4)] == 1
+
+
+def test_kill_9_mid_batch_to_fcm_fails_what_was_in_flight_never_sends_it_twice(
+    database_url: str, fcm_server: FcmServer, fcm_settings: dict[str, Any]
+) -> None:
+    """A worker killed while its requests are with FCM: the next worker does not send
+    those deliveries again (FCM could deliver them twice); they end ``failed``, outcome
+    unknown, counted and in the trail like any failure."""
+    with service(database_url) as svc:
+        settings = {**fcm_settings, "concurrency": 20}
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 3, "fcm", settings))
+        tokens = [f"fcm-{i:04d}" for i in range(200)]
+        for i, token in enumerate(tokens):
+            run(
+                svc.store.register_device(
+                    svc.app, DeviceIn(hwid=f"a{i}", device_type=3, push_token=token)
+                )
+            )
+        fcm_server.latency = 1.0
+        plan = MessagePlan(
+            notification={"content": "crash"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+
+        def ended() -> int:
+            return db.count_where("deliveries", "state IN (3, 4)")
+
+        kill_mid_batch(
+            database_url, fcm_server.arrived, lambda: db.count_where("deliveries", "state = 2"), 20
+        )
+        in_flight = {row[0] for row in db.rows("SELECT id FROM deliveries WHERE state = 2")}
+        assert in_flight
+        reached = collections.Counter(fcm_server.arrived)
+        assert reached
+        assert max(reached.values()) == 1
+
+        fcm_server.latency = 0.0
+        finish_with_a_new_worker(database_url, ended, len(tokens))
+        one_terminal_status_each(db)
+        # no token reached FCM twice
+        assert max(collections.Counter(fcm_server.arrived).values()) == 1
+        # those in flight at the kill ended failed, outcome unknown, without a new request
+        failed = {
+            row[0]: row[1:]
+            for row in db.rows(
+                "SELECT delivery_id, description, failure_class FROM events WHERE status = 4"
+            )
+        }
+        assert set(failed) == in_flight
+        for description, failure_class in failed.values():
+            assert description.startswith("Outcome unknown: the worker stopped while sending")
+            assert failure_class == "outcome_unknown"
+        assert db.rows("SELECT SUM(errors) FROM counters") == [(len(in_flight),)]
+        assert db.count_where("deliveries", "state = 3") == len(tokens) - len(in_flight)
+        assert db.count_where("deliveries", "in_flight <> 0") == 0
+        assert db.rows("SELECT status FROM messages") == [("done",)]
+
+
+def test_kill_9_mid_batch_to_apns_sends_again_with_the_same_apns_id(
+    database_url: str, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    """A worker killed while its requests are with APNs: the next worker sends those
+    deliveries again, each with the ``apns-id`` of its first request (the same
+    notification to Apple)."""
+    with service(database_url) as svc:
+        settings = {**apns_settings, "concurrency": 20}
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "apns", settings))
+        tokens = [apns_token() for _ in range(200)]
+        run(populate(svc, tokens))
+        apns_server.latency = 1.0
+        plan = MessagePlan(
+            notification={"content": "crash"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+
+        def ended() -> int:
+            return db.count_where("deliveries", "state IN (3, 4)")
+
+        kill_mid_batch(
+            database_url, apns_server.arrived, lambda: db.count_where("deliveries", "state = 2"), 20
+        )
+        assert db.count_where("deliveries", "state = 2") > 0
+        first_ids = {}
+        for token, apns_id in apns_server.arrived_ids:
+            first_ids.setdefault(token, apns_id)
+
+        apns_server.latency = 0.0
+        finish_with_a_new_worker(database_url, ended, len(tokens))
+        one_terminal_status_each(db)
+        assert db.count_where("deliveries", "state = 3") == len(tokens)
+        # what was in flight went again, with the apns-id of its first request
+        again = collections.Counter(apns_server.arrived)
+        assert max(again.values()) == 2
+        assert set(again) == set(tokens)
+        for token, apns_id in apns_server.arrived_ids:
+            assert apns_id is not None
+            assert apns_id == first_ids.setdefault(token, apns_id)
+        # one id per delivery, and the one its `delivered` event keeps
+        assert len({i for _, i in apns_server.arrived_ids}) == len(tokens)
+        kept = {
+            row[0]: row[1]
+            for row in db.rows(
+                "SELECT v.push_token, e.gateway_id FROM events e"
+                " JOIN deliveries x ON x.id = e.delivery_id JOIN devices v ON v.id = x.device_id"
+                " WHERE e.status = 3"
+            )
+        }
+        assert kept == first_ids

@@ -439,4 +439,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_delivery_ts ON events (delivery_id, ts);
     DROP INDEX events_delivery;
     """,
+    # 16 (written as the 16th: it must follow migration 15, webhooks.secret_sealed, which
+    # another line of work adds; until then it runs 15th here, and is renumbered when
+    # both meet): a delivery handed to a gateway whose outcome is not recorded yet is
+    # marked (``in_flight``), set by the UPDATE that marks its batch ``sent`` and
+    # cleared by the one that records its outcome. A run of a dispatch job that finds
+    # it set knows a request may have been written by a worker that died or lost its
+    # lease (docs/api.md §7.3).
+    """
+    ALTER TABLE deliveries ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
