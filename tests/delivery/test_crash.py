@@ -385,6 +385,13 @@ def test_kill_9_mid_batch_to_web_push_fails_what_was_in_flight_never_sends_it_tw
             db.count_where("events", "status = 4 AND failure_class = 'outcome_unknown'")
             == in_flight
         )
+        # getMessageLog tells it like any failure
+        hwid = db.rows("SELECT hwid FROM deliveries WHERE state = 4 ORDER BY id LIMIT 1")[0][0]
+        steps = [(r["action"], r["failure_class"], r["description"]) for r in svc.log(hwid=hwid)]
+        assert [s[:2] for s in steps] == [
+            ("created", None), ("sent", None), ("failed", "outcome_unknown")
+        ]  # fmt: skip
+        assert steps[2][2].startswith("Outcome unknown: the worker stopped while sending it")
 
 
 def test_kill_9_while_retrying_to_fcm_fails_the_retries_in_flight(
