@@ -394,6 +394,55 @@ def test_kill_9_mid_batch_to_web_push_fails_what_was_in_flight_never_sends_it_tw
         assert steps[2][2].startswith("Outcome unknown: the worker stopped while sending it")
 
 
+def test_a_lease_taken_over_from_a_stalled_worker_sends_nothing_to_fcm_twice(
+    database_url: str, fcm_server: FcmServer, fcm_settings: dict[str, Any]
+) -> None:
+    """A worker stalls (SIGSTOP) with requests at FCM; its lease runs out and another
+    worker takes the job over; then the first one wakes up. No token reaches FCM twice:
+    the new worker does not send what the stalled one had in flight."""
+    with service(database_url) as svc:
+        settings = {**fcm_settings, "concurrency": 10}
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 3, "fcm", settings))
+        tokens = [f"fcm-{i:04d}" for i in range(60)]
+        for i, token in enumerate(tokens):
+            run(
+                svc.store.register_device(
+                    svc.app, DeviceIn(hwid=f"a{i}", device_type=3, push_token=token)
+                )
+            )
+        fcm_server.latency = 1.0
+        plan = MessagePlan(
+            notification={"content": "stall"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+
+        def ended() -> int:
+            return db.count_where("deliveries", "state IN (3, 4)")
+
+        stalled = start_worker(database_url)
+        try:
+            wait_for(lambda: len(fcm_server.arrived) >= 10, 60, "requests in flight")
+            stalled.send_signal(signal.SIGSTOP)
+            assert ended() == 0
+            fcm_server.latency = 0.0
+            finish_with_a_new_worker(database_url, ended, len(tokens))
+            stalled.send_signal(signal.SIGCONT)
+            time.sleep(3)  # it finds its lease lost and stops its batch
+            stalled.send_signal(signal.SIGTERM)
+            assert stalled.wait(timeout=30) == 0
+        finally:
+            if stalled.poll() is None:
+                stalled.send_signal(signal.SIGCONT)
+                stalled.kill()
+                stalled.wait()
+        one_terminal_status_each(db)
+        assert max(collections.Counter(fcm_server.arrived).values()) == 1
+        unknown = "status = 4 AND failure_class = 'outcome_unknown'"
+        assert db.count_where("deliveries", "state = 4") == len(tokens)
+        assert db.count_where("events", unknown) == len(tokens)
+
+
 def test_kill_9_while_retrying_to_fcm_fails_the_retries_in_flight(
     database_url: str, fcm_server: FcmServer, fcm_settings: dict[str, Any]
 ) -> None:
