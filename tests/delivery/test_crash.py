@@ -1,4 +1,8 @@
-"""Crash safety: a worker killed mid-message loses nothing and repeats nothing that ended."""
+"""Crash safety: a worker killed mid-message loses nothing and repeats nothing that ended.
+
+What it had in flight (docs/api.md §7.3) goes again to APNs, with the same ``apns-id``,
+and not at all to FCM (it ends ``failed``, outcome unknown): nothing reaches FCM twice.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import pytest
 
 from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
 from tests.delivery._support import apns_token
-from tests.gateways import ApnsServer
+from tests.gateways import ApnsServer, FcmServer, WebPushServer
 from tests.support import Service, run, service
 
 DELIVERIES = int(os.environ.get("CRASH_N", "20000"))
@@ -61,6 +65,8 @@ async def populate(svc: Service, tokens: list[str]) -> None:
 def test_kill_9_mid_message_then_resume(
     database_url: str, apns_server: ApnsServer, apns_settings: dict[str, Any]
 ) -> None:
+    """APNs: what had ended before the kill is not sent again; what was in flight is,
+    with the ``apns-id`` of its first request; each delivery ends once."""
     with service(database_url) as svc:
         run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "apns", apns_settings))
         tokens = [apns_token() for _ in range(DELIVERIES)]
@@ -120,8 +126,13 @@ def test_kill_9_mid_message_then_resume(
         # nothing that had ended before the crash reached the gateway again
         resent = collections.Counter(r.token for r in apns_server.received[seen_before:])
         assert not ended_before & set(resent)
-        # and everything else reached it at least once
+        # and everything else reached it at least once; what reached it again (it was
+        # in flight at the kill) carried the apns-id of its first request
         assert {r.token for r in apns_server.received} == set(tokens)
+        ids_of: dict[str, set[str | None]] = collections.defaultdict(set)
+        for token, apns_id in apns_server.arrived_ids:
+            ids_of[token].add(apns_id)
+        assert all(len(ids) == 1 and None not in ids for ids in ids_of.values())
         refused = {
             row[0]
             for row in db.rows(
@@ -243,3 +254,303 @@ def test_a_worker_stopped_mid_batch_sends_nothing_twice(
         assert db.count_where("deliveries", "state = 3") == len(tokens)
         assert db.count_where("events", "status = 2") == len(tokens)  # one `sent` each
         assert db.rows("SELECT MIN(attempts), MAX(attempts) FROM deliveries") == [(1, 1)]
+
+
+def kill_mid_batch(database_url: str, arrived: Any, sent: Any, least: int) -> None:
+    """Start a worker and kill -9 it once ``least`` requests reached the stand-in and
+    deliveries are ``sent`` with no outcome (requests in flight: the stand-in is slow)."""
+    worker = start_worker(database_url)
+    try:
+        wait_for(lambda: len(arrived) >= least and sent() > 0, 120, "requests in flight")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+
+
+def finish_with_a_new_worker(database_url: str, ended: Any, total: int) -> None:
+    worker = start_worker(database_url)
+    try:
+        wait_for(lambda: ended() == total, 120, "the second worker to finish")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+def one_terminal_status_each(db: Any) -> None:
+    per_delivery = collections.Counter(
+        (row[0], row[1]) for row in db.rows("SELECT delivery_id, status FROM events")
+    )
+    for (delivery,) in db.rows("SELECT id FROM deliveries"):
+        assert per_delivery[(delivery, 2)] == 1  # sent
+        assert per_delivery[(delivery, 3)] + per_delivery[(delivery, 4)] == 1
+
+
+def test_kill_9_mid_batch_to_fcm_fails_what_was_in_flight_never_sends_it_twice(
+    database_url: str, fcm_server: FcmServer, fcm_settings: dict[str, Any]
+) -> None:
+    """A worker killed while its requests are with FCM: the next worker does not send
+    those deliveries again (FCM could deliver them twice); they end ``failed``, outcome
+    unknown, counted and in the trail like any failure."""
+    with service(database_url) as svc:
+        settings = {**fcm_settings, "concurrency": 20}
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 3, "fcm", settings))
+        tokens = [f"fcm-{i:04d}" for i in range(200)]
+        for i, token in enumerate(tokens):
+            run(
+                svc.store.register_device(
+                    svc.app, DeviceIn(hwid=f"a{i}", device_type=3, push_token=token)
+                )
+            )
+        fcm_server.latency = 1.0
+        plan = MessagePlan(
+            notification={"content": "crash"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+
+        def ended() -> int:
+            return db.count_where("deliveries", "state IN (3, 4)")
+
+        kill_mid_batch(
+            database_url, fcm_server.arrived, lambda: db.count_where("deliveries", "state = 2"), 20
+        )
+        in_flight = {row[0] for row in db.rows("SELECT id FROM deliveries WHERE state = 2")}
+        assert in_flight
+        reached = collections.Counter(fcm_server.arrived)
+        assert reached
+        assert max(reached.values()) == 1
+
+        fcm_server.latency = 0.0
+        finish_with_a_new_worker(database_url, ended, len(tokens))
+        one_terminal_status_each(db)
+        # no token reached FCM twice
+        assert max(collections.Counter(fcm_server.arrived).values()) == 1
+        # those in flight at the kill ended failed, outcome unknown, without a new request
+        failed = {
+            row[0]: row[1:]
+            for row in db.rows(
+                "SELECT delivery_id, description, failure_class FROM events WHERE status = 4"
+            )
+        }
+        assert set(failed) == in_flight
+        for description, failure_class in failed.values():
+            assert description.startswith("Outcome unknown: the worker stopped while sending")
+            assert failure_class == "outcome_unknown"
+        assert db.rows("SELECT SUM(errors) FROM counters") == [(len(in_flight),)]
+        assert db.count_where("deliveries", "state = 3") == len(tokens) - len(in_flight)
+        assert db.count_where("deliveries", "in_flight <> 0") == 0
+        assert db.rows("SELECT status FROM messages") == [("done",)]
+
+
+def test_kill_9_mid_batch_to_web_push_fails_what_was_in_flight_never_sends_it_twice(
+    database_url: str, webpush_server: WebPushServer, webpush_settings: dict[str, Any]
+) -> None:
+    """The same for Web Push: a push service is never sent a push twice."""
+    with service(database_url) as svc:
+        settings = {**webpush_settings, "concurrency": 10}
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 11, "webpush", settings))
+        subscribers = [webpush_server.subscribe() for _ in range(60)]
+        for i, sub in enumerate(subscribers):
+            run(
+                svc.store.register_device(
+                    svc.app, DeviceIn(hwid=f"w{i}", device_type=11, push_token=sub.token)
+                )
+            )
+        webpush_server.latency = 1.0
+        plan = MessagePlan(
+            notification={"content": "crash"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+
+        def ended() -> int:
+            return db.count_where("deliveries", "state IN (3, 4)")
+
+        kill_mid_batch(
+            database_url, webpush_server.arrived,
+            lambda: db.count_where("deliveries", "state = 2"), 10,
+        )  # fmt: skip
+        in_flight = db.count_where("deliveries", "state = 2")
+        assert in_flight > 0
+
+        webpush_server.latency = 0.0
+        finish_with_a_new_worker(database_url, ended, len(subscribers))
+        one_terminal_status_each(db)
+        assert max(collections.Counter(webpush_server.arrived).values()) == 1
+        assert db.count_where("deliveries", "state = 4") == in_flight
+        assert (
+            db.count_where("events", "status = 4 AND failure_class = 'outcome_unknown'")
+            == in_flight
+        )
+        # getMessageLog tells it like any failure
+        hwid = db.rows("SELECT hwid FROM deliveries WHERE state = 4 ORDER BY id LIMIT 1")[0][0]
+        steps = [(r["action"], r["failure_class"], r["description"]) for r in svc.log(hwid=hwid)]
+        assert [s[:2] for s in steps] == [
+            ("created", None), ("sent", None), ("failed", "outcome_unknown")
+        ]  # fmt: skip
+        assert steps[2][2].startswith("Outcome unknown: the worker stopped while sending it")
+
+
+def test_a_lease_taken_over_from_a_stalled_worker_sends_nothing_to_fcm_twice(
+    database_url: str, fcm_server: FcmServer, fcm_settings: dict[str, Any]
+) -> None:
+    """A worker stalls (SIGSTOP) with requests at FCM; its lease runs out and another
+    worker takes the job over; then the first one wakes up. No token reaches FCM twice:
+    the new worker does not send what the stalled one had in flight."""
+    with service(database_url) as svc:
+        settings = {**fcm_settings, "concurrency": 10}
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 3, "fcm", settings))
+        tokens = [f"fcm-{i:04d}" for i in range(60)]
+        for i, token in enumerate(tokens):
+            run(
+                svc.store.register_device(
+                    svc.app, DeviceIn(hwid=f"a{i}", device_type=3, push_token=token)
+                )
+            )
+        fcm_server.latency = 1.0
+        plan = MessagePlan(
+            notification={"content": "stall"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+
+        def ended() -> int:
+            return db.count_where("deliveries", "state IN (3, 4)")
+
+        stalled = start_worker(database_url)
+        try:
+            wait_for(lambda: len(fcm_server.arrived) >= 10, 60, "requests in flight")
+            stalled.send_signal(signal.SIGSTOP)
+            assert ended() == 0
+            fcm_server.latency = 0.0
+            finish_with_a_new_worker(database_url, ended, len(tokens))
+            stalled.send_signal(signal.SIGCONT)
+            time.sleep(3)  # it finds its lease lost and stops its batch
+            stalled.send_signal(signal.SIGTERM)
+            assert stalled.wait(timeout=30) == 0
+        finally:
+            if stalled.poll() is None:
+                stalled.send_signal(signal.SIGCONT)
+                stalled.kill()
+                stalled.wait()
+        one_terminal_status_each(db)
+        assert max(collections.Counter(fcm_server.arrived).values()) == 1
+        unknown = "status = 4 AND failure_class = 'outcome_unknown'"
+        assert db.count_where("deliveries", "state = 4") == len(tokens)
+        assert db.count_where("events", unknown) == len(tokens)
+
+
+def test_kill_9_while_retrying_to_fcm_fails_the_retries_in_flight(
+    database_url: str, fcm_server: FcmServer, fcm_settings: dict[str, Any]
+) -> None:
+    """Deliveries tried before (a 503 with Retry-After) are in flight again while their
+    retry is with FCM: a worker killed then leaves them to the next one, which does not
+    send them a third time; they end ``failed``, outcome unknown."""
+    with service(database_url) as svc:
+        settings = {**fcm_settings, "concurrency": 10}
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 3, "fcm", settings))
+        tokens = [f"fcm-{i:04d}" for i in range(60)]
+        for i, token in enumerate(tokens):
+            run(
+                svc.store.register_device(
+                    svc.app, DeviceIn(hwid=f"a{i}", device_type=3, push_token=token)
+                )
+            )
+        fcm_server.storm(len(tokens), retry_after="3")  # every first try: again in 3 s
+        plan = MessagePlan(
+            notification={"content": "retry"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+
+        def ended() -> int:
+            return db.count_where("deliveries", "state IN (3, 4)")
+
+        worker = start_worker(database_url)
+        try:
+            wait_for(
+                lambda: db.count_where("deliveries", "attempts = 1") == len(tokens),
+                60,
+                "the first tries to be answered 503 and recorded",
+            )
+            fcm_server.latency = 1.0  # the retries stay with FCM a while
+            wait_for(lambda: len(fcm_server.arrived) >= len(tokens) + 10, 60, "retries in flight")
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        retried = {t for t, n in collections.Counter(fcm_server.arrived).items() if n == 2}
+        assert retried
+        assert ended() == 0
+
+        fcm_server.latency = 0.0
+        finish_with_a_new_worker(database_url, ended, len(tokens))
+        one_terminal_status_each(db)
+        # no token reached FCM a third time: what was in flight was not sent again
+        assert max(collections.Counter(fcm_server.arrived).values()) == 2
+        unknown = {
+            row[0]
+            for row in db.rows(
+                "SELECT v.push_token FROM events e JOIN deliveries x ON x.id = e.delivery_id"
+                " JOIN devices v ON v.id = x.device_id"
+                " WHERE e.status = 4 AND e.failure_class = 'outcome_unknown'"
+            )
+        }
+        assert retried <= unknown
+        assert db.count_where("deliveries", "state = 4") == len(unknown)
+        assert db.rows("SELECT MIN(attempts), MAX(attempts) FROM deliveries") == [(2, 2)]
+
+
+def test_kill_9_mid_batch_to_apns_sends_again_with_the_same_apns_id(
+    database_url: str, apns_server: ApnsServer, apns_settings: dict[str, Any]
+) -> None:
+    """A worker killed while its requests are with APNs: the next worker sends those
+    deliveries again, each with the ``apns-id`` of its first request (the same
+    notification to Apple)."""
+    with service(database_url) as svc:
+        settings = {**apns_settings, "concurrency": 20}
+        run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "apns", settings))
+        tokens = [apns_token() for _ in range(200)]
+        run(populate(svc, tokens))
+        apns_server.latency = 1.0
+        plan = MessagePlan(
+            notification={"content": "crash"}, targeting=Targeting(), send_at=svc.store.clock()
+        )
+        run(svc.store.create_messages(svc.app, [plan]))
+        db = svc.db
+
+        def ended() -> int:
+            return db.count_where("deliveries", "state IN (3, 4)")
+
+        kill_mid_batch(
+            database_url, apns_server.arrived, lambda: db.count_where("deliveries", "state = 2"), 20
+        )
+        assert db.count_where("deliveries", "state = 2") > 0
+        first_ids = {}
+        for token, apns_id in apns_server.arrived_ids:
+            first_ids.setdefault(token, apns_id)
+
+        apns_server.latency = 0.0
+        finish_with_a_new_worker(database_url, ended, len(tokens))
+        one_terminal_status_each(db)
+        assert db.count_where("deliveries", "state = 3") == len(tokens)
+        # what was in flight went again, with the apns-id of its first request
+        again = collections.Counter(apns_server.arrived)
+        assert max(again.values()) == 2
+        assert set(again) == set(tokens)
+        for token, apns_id in apns_server.arrived_ids:
+            assert apns_id is not None
+            assert apns_id == first_ids.setdefault(token, apns_id)
+        # one id per delivery, and the one its `delivered` event keeps
+        assert len({i for _, i in apns_server.arrived_ids}) == len(tokens)
+        kept = {
+            row[0]: row[1]
+            for row in db.rows(
+                "SELECT v.push_token, e.gateway_id FROM events e"
+                " JOIN deliveries x ON x.id = e.delivery_id JOIN devices v ON v.id = x.device_id"
+                " WHERE e.status = 3"
+            )
+        }
+        assert kept == first_ids

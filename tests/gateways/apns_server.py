@@ -18,7 +18,8 @@ with or without Retry-After), ``token_update_interval`` (like APNs, a new provid
 token on a connection whose last one was signed less than this many seconds before is
 refused ``429 TooManyProviderTokenUpdates``; None: not checked); ``received`` records every
 request answered, ``arrived`` the device token of every request that reached the server,
-answered or not (a client that hangs up before the answer: APNs acted on it all the same).
+answered or not (a client that hangs up before the answer: APNs acted on it all the same),
+and ``arrived_ids`` its (device token, ``apns-id`` header or None) beside it.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class ApnsServer:
         #: The device token of every request that reached the server (whole), in order,
         #: whether or not its answer was sent.
         self.arrived: list[str] = []
+        #: (device token, the request's ``apns-id`` or None), beside ``arrived``.
+        self.arrived_ids: list[tuple[str, str | None]] = []
         #: Provider tokens in the order first seen.
         self.provider_tokens: list[str] = []
         self.expired: set[str] = set()
@@ -175,6 +178,7 @@ class ApnsServer:
         self.peak_in_flight = 0
         self.received.clear()
         self.arrived.clear()
+        self.arrived_ids.clear()
         self.provider_tokens.clear()
         self.expired.clear()
         self.token_update_interval = TOKEN_UPDATE_INTERVAL
@@ -212,6 +216,7 @@ class ApnsServer:
     async def _handle(self, request: Request) -> Response:
         match = _PATH.fullmatch(request.path)
         self.arrived.append(unquote(match[1]) if match else "")
+        self.arrived_ids.append((self.arrived[-1], request.headers.get("apns-id")))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:

@@ -10,7 +10,8 @@ bodies carrying an ``FcmError`` detail.
 Knobs for tests: ``failures`` (registration token → errorCode or ``Failure``),
 ``token_lifetime``, ``expire_access_tokens()``, ``token_endpoint_failure``,
 ``latency``, ``storm(n, ...)`` (the next n sends answered 503 UNAVAILABLE, with or
-without Retry-After); ``received`` records every send, ``token_requests`` counts
+without Retry-After); ``received`` records every send, ``arrived`` the registration
+token of every send that reached the server, answered or not, ``token_requests`` counts
 grants. Like FCM, a message with a field the v1 API does not know is refused
 400 INVALID_ARGUMENT.
 """
@@ -182,6 +183,9 @@ class FcmServer:
         self.token_endpoint_failure: tuple[int, dict[str, Any]] | None = None
         self.latency = 0.0
         self.received: list[ReceivedMessage] = []
+        #: The registration token of every send that reached the server (whole), in
+        #: order, whether or not its answer was sent (None: no token read).
+        self.arrived: list[str | None] = []
         self.token_requests = 0
         self.access_tokens: dict[str, float] = {}  # token → expiry
         self._count = 0
@@ -241,6 +245,7 @@ class FcmServer:
         self.token_endpoint_failure = None
         self.latency = 0.0
         self.received.clear()
+        self.arrived.clear()
         self.token_requests = 0
         self.access_tokens.clear()
         self._storm = (0, None)
@@ -258,6 +263,8 @@ class FcmServer:
     # -- handling --------------------------------------------------------------
 
     async def _handle(self, request: Request) -> Response:
+        if _SEND_PATH.fullmatch(request.path):
+            self.arrived.append(_token_of(request.body))
         if self.latency:
             await asyncio.sleep(self.latency)
         if request.path == "/token" and request.method == "POST":
@@ -431,3 +438,12 @@ class FcmServer:
         status, rpc, text = ERRORS[failure.code]
         headers = {"retry-after": failure.retry_after} if failure.retry_after else {}
         raise _Refusal(status, rpc, text, None if failure.bare else failure.code, headers)
+
+
+def _token_of(body: bytes) -> str | None:
+    """The registration token a send's body names, if it names one."""
+    try:
+        token = json.loads(body)["message"]["token"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return token if isinstance(token, str) else None

@@ -12,7 +12,8 @@ Knobs for tests: ``failures`` (subscription id → (status[, headers])),
 answered 503, with or without Retry-After), ``apple`` (behave like Apple's
 web.push.apple.com: a VAPID ``sub`` naming localhost, or not mailto:/https:, is
 refused 403 ``{"reason": "BadJwtToken"}``, and errors carry Apple's ``reason``);
-``received`` records every push.
+``received`` records every push, ``arrived`` the subscription id of every push that
+reached the server, answered or not.
 
 ``WebPushServer(tls, http1=True)`` is a push service that speaks only HTTP/1.1 (its
 TLS offers ``http/1.1`` in ALPN; ``alpn=None``: no ALPN at all), on ``H1Server``.
@@ -156,6 +157,9 @@ class WebPushServer:
         self.latency = 0.0
         self.apple = False
         self.received: list[ReceivedPush] = []
+        #: The subscription id of every push that reached the server (whole), in order,
+        #: whether or not its answer was sent.
+        self.arrived: list[str] = []
         self._storm: tuple[int, str | None] = (0, None)
         self._server: H2Server | H1Server = (
             H1Server(self._handle, tls.server_context(alpn))
@@ -204,6 +208,7 @@ class WebPushServer:
         self.apple = False
         self._storm = (0, None)
         self.received.clear()
+        self.arrived.clear()
         self._server.errors.clear()
         self._server.reset_knobs()
 
@@ -229,10 +234,11 @@ class WebPushServer:
     # -- handling --------------------------------------------------------------
 
     async def _handle(self, request: Request) -> Response:
-        if self.latency:
-            await asyncio.sleep(self.latency)
         match = _PATH.fullmatch(request.path)
         sub_id = match[1] if match else ""
+        self.arrived.append(sub_id)
+        if self.latency:
+            await asyncio.sleep(self.latency)
         plaintext, claims = None, None
         try:
             if request.method != "POST" or not match or sub_id not in self.subscribers:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
@@ -226,6 +227,7 @@ class ApnsGateway(HttpGateway):
         priority = str(priority or rules.priority)
         headers = {
             "content-type": "application/json",
+            "apns-id": apns_id_of(n),
             "apns-topic": self.config.apns_topic,
             "apns-push-type": push_type,
             "apns-priority": _PRIORITY.get(priority.lower(), priority),
@@ -239,6 +241,18 @@ class ApnsGateway(HttpGateway):
         if options.get("collapse_id"):
             headers["apns-collapse-id"] = str(options["collapse_id"])
         return headers
+
+
+#: The namespace of the ``apns-id`` UUIDs (``apns_id_of``).
+_APNS_ID_NAMESPACE = uuid.UUID("5b0e7c1e-8f4a-4c2b-9a55-1c6d2f0e7a31")
+
+
+def apns_id_of(n: Notification) -> str:
+    """The ``apns-id`` of a notification: a UUID derived from its delivery (its tracking
+    code, unique to the delivery and to this installation), the same on every request
+    for it, so a delivery sent again after a crash is the same notification to Apple
+    (docs/api.md §7.3)."""
+    return str(uuid.uuid5(_APNS_ID_NAMESPACE, n.tracking_code)).upper()
 
 
 def _reason_of(response: _http.Response) -> str | None:

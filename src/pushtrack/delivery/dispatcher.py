@@ -6,7 +6,17 @@ hands each platform's share to that platform's gateway, and records the
 outcomes. Gateway outcome → status mapping happens here and only here. A job
 cancelled mid-batch (the worker stops, or lost the lease) finishes the requests
 already written and records them first, writing no new one (``_send_through``):
-only a crash can leave a written request to be sent again.
+only a crash can leave a written request whose answer nobody recorded.
+
+Such a request (a worker killed mid-batch, or one stalled past its lease while
+another took the job over) is found by the next run: every delivery handed to a
+gateway is marked in flight by the UPDATE that marks its batch ``sent``, and the
+UPDATE that records its outcome clears the mark (store/dispatch.py). A due
+delivery still marked may have reached the gateway. An APNs one is sent again
+with the same ``apns-id`` (derived from the delivery: the same notification to
+Apple), a sandbox one is sent again (nothing leaves the process); an FCM or Web
+Push one is not sent again, so it can never reach the device twice: it ends
+``failed``, ``OutcomeUnknown`` (``IN_FLIGHT_UNKNOWN``; docs/api.md §7.3).
 
 Retries are bounded by time, not by a count (``RetryPolicy``; docs/api.md §7):
 a transient refusal is tried again after the gateway's Retry-After, else after
@@ -81,6 +91,17 @@ SERVED = frozenset(
 #: A throttled job waits in place for its next send slot when it is this close
 #: (seconds); further off, it hands the job back until then.
 PACE_SECONDS = 2.0
+
+#: Gateway kinds whose deliveries found in flight after a crash are sent again: APNs
+#: (the same ``apns-id``) and the sandbox. The others end ``failed``, outcome unknown.
+RESENT_IN_FLIGHT = frozenset({"apns", "sandbox"})
+
+#: The description of a delivery found in flight of a gateway not in ``RESENT_IN_FLIGHT``.
+IN_FLIGHT_UNKNOWN = (
+    "Outcome unknown: the worker stopped while sending it (it died, or another worker"
+    " took its job over) before the gateway's answer was recorded; not sent again so"
+    " that it is never delivered twice"
+)
 
 #: A local-time message reaches its last time zone this long after its send time
 #: (UTC-12 is 12 hours behind; two more for summer time and odd offsets).
@@ -287,14 +308,14 @@ class Dispatcher:
         dead_tokens: list[DeadToken] = []
         now = self.store.clock()
         delivered, failed = Verdict.DELIVERED, Verdict.FAILED
-        unsent = False
+        unsent: list[int] = []
         for (platform, ds), (outcomes, wait_until) in zip(groups, answers, strict=True):
             kind = settings[platform][0]
             counts: Counter[str] = Counter()
             for d, outcome in zip(ds, outcomes, strict=True):
                 verdict = outcome.verdict
                 if outcome.reason == NOT_SENT:
-                    unsent = True  # never written (the sender stops): due as it was
+                    unsent.append(d.delivery_id)  # never written (the sender stops): due
                     continue
                 if verdict is delivered:
                     key: tuple[Status, str, str | None] = (
@@ -339,6 +360,7 @@ class Dispatcher:
             retries,
             dead_tokens,
             finish=finish and not retries and not unsent,
+            unsent=unsent,
         )
         if unsent:
             return now
@@ -387,10 +409,30 @@ class Dispatcher:
 
         ``pause``: the platform's gateway is paused and this batch took the turn to
         probe it (``start_batch`` held back the deliveries of paused gateways it did not
-        probe).
+        probe). Deliveries an earlier run left in flight end ``OutcomeUnknown`` unsent
+        unless the gateway's kind is in ``RESENT_IN_FLIGHT``.
         """
         kind, _, version = setting
         probe = int(self.policy.probe_seconds * 1_000_000)
+        ordered = due
+        unknown: dict[int, Outcome] = {}
+        if kind not in RESENT_IN_FLIGHT and any(d.in_flight for d in due):
+            unknown = {
+                d.delivery_id: Outcome(
+                    d.delivery_id, Verdict.FAILED, IN_FLIGHT_UNKNOWN, reason="OutcomeUnknown"
+                )
+                for d in due
+                if d.in_flight
+            }
+            log.warning(
+                "%d deliveries of a message to %s were in flight when their worker stopped:"
+                " they end failed (outcome unknown), not sent again",
+                len(unknown),
+                kind,
+            )
+            due = [d for d in due if not d.in_flight]
+            if not due:
+                return list(unknown.values()), self.store.clock() + probe
         target = Platform(platform)
         now = self.store.clock()
         # per payload: its body, its options, and those of a retry (what is left of its TTL)
@@ -469,6 +511,11 @@ class Dispatcher:
                 )
             metrics.GATEWAY_PAUSED.labels(**labels).set(0)
             _PAUSED_SHOWN.discard((app_id, platform, kind))
+        if unknown:  # back in the batch's order
+            sent = iter(outcomes)
+            outcomes = [
+                unknown[d.delivery_id] if d.delivery_id in unknown else next(sent) for d in ordered
+            ]
         return outcomes, self.store.clock() + probe
 
     def _result(

@@ -70,6 +70,9 @@ class Due(msgspec.Struct, frozen=True):
     payload_id: int
     #: The device's browser subscription keys (p256dh, auth), if it registered them apart.
     web_keys: tuple[str, str] | None = None
+    #: An earlier run handed it to a gateway and recorded no outcome (the worker died, or
+    #: lost the job's lease): a request may have reached the gateway (docs/api.md §7.3).
+    in_flight: bool = False
 
 
 class Pause(msgspec.Struct, frozen=True):
@@ -220,7 +223,7 @@ class _Started(NamedTuple):
 _DUE_SQL = (
     "SELECT d.id, d.legacy_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
     " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at,"
-    " dev.web_p256dh, dev.web_auth"
+    " dev.web_p256dh, dev.web_auth, d.state, d.in_flight"
     " FROM deliveries d LEFT JOIN devices dev ON dev.id = d.device_id"
     " WHERE d.id BETWEEN ? AND ? AND d.message_id = ? AND d.state IN (?, ?)"
     " ORDER BY d.id"
@@ -237,7 +240,8 @@ def start_batch(
     rate: int | None = None,
     probe_us: int = 60_000_000,
 ) -> _Started:
-    """Load a range's due deliveries and mark them ``sent``, in one transaction.
+    """Load a range's due deliveries and mark them ``sent`` and in flight, in one
+    transaction.
 
     ``refuse(platform)`` names why a platform cannot be sent to (no gateway),
     or None; such deliveries, and those whose device unsubscribed meanwhile,
@@ -251,6 +255,12 @@ def start_batch(
     batch takes the turn (``probing``). The others are held back, neither sent nor
     marked ``sent`` (the trail never says sent for what no gateway was given), and
     wait until the next probe (``held``, ``held_until``).
+
+    The deliveries handed out are marked in flight (``in_flight``) until ``record``
+    writes their outcome: the UPDATE that marks them ``sent`` sets it, and only a batch
+    that tries deliveries again (already ``sent``) takes one statement more. A due
+    delivery still marked was handed out by a run that recorded nothing for it: it
+    comes back with ``Due.in_flight`` for the dispatcher to decide (§7.3).
     """
     # The message row first (see store/expansion.py on lock order); once it is held,
     # a deleteMessage either committed before (and is seen below) or waits for us.
@@ -310,6 +320,12 @@ def start_batch(
             tx, message_id=message_id, first=first, last=due[-1][0], now=now,
             held_platforms={r[2] for r in held},
         )  # fmt: skip
+        again = [r[0] for r in due if r[12] == _SENT and not r[13]]
+        if again:  # tried before (a retry): in flight from now too
+            tx.run(
+                f"UPDATE deliveries SET in_flight = 1 WHERE {_ids_where(tx, (_SENT,))}",
+                (_ids_param(tx, again),),
+            )
     payload_ids = sorted({r[8] for r in (*due, *held)})
     payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     for start in range(0, len(payload_ids), 500):
@@ -387,7 +403,7 @@ def _due(key: bytes, rows: list[tuple[Any, ...]]) -> list[Due]:
         else:
             code = r[1]
         keys = (r[10], r[11]) if r[10] and r[11] else None
-        append(Due(r[0], code, r[2], r[3], r[5], r[6], r[7], r[8], keys))
+        append(Due(r[0], code, r[2], r[3], r[5], r[6], r[7], r[8], keys, bool(r[13])))
     return due
 
 
@@ -522,6 +538,11 @@ def _ids_where(tx: Tx, old: Sequence[int]) -> str:
     return f"id IN (SELECT value FROM json_each(?)) AND state IN ({states})"
 
 
+def _ids_param(tx: Tx, ids: Sequence[int]) -> Any:
+    """The one parameter ``_ids_where`` binds for ``ids``."""
+    return list(ids) if tx.dialect == "postgresql" else dumps(list(ids))
+
+
 def advance(
     tx: Tx,
     message_id: int,
@@ -539,7 +560,7 @@ def advance(
     states; how many were won. ``gateway_ids`` (beside ``ids``) go into their events."""
     if not ids:
         return 0
-    param: Any = list(ids) if tx.dialect == "postgresql" else dumps(list(ids))
+    param = _ids_param(tx, ids)
     gateways = None
     if gateway_ids is not None and any(g is not None for g in gateway_ids):
         gateways = (list(ids), list(gateway_ids))
@@ -564,7 +585,8 @@ def mark_sent(
     of the range's due ones, so the deliveries still ``created`` and due in
     ``first..last`` (``last``: the last due one) are exactly those due and not
     sent before: one range UPDATE marks them, and only those it wins get
-    their ``sent`` event. Returns how many. The deliveries of ``held_platforms``
+    their ``sent`` event. Returns how many. The same UPDATE marks them in flight
+    (``in_flight``, until ``record``). The deliveries of ``held_platforms``
     (paused gateways) are not marked: they are not sent.
     """
     held = sorted(held_platforms)
@@ -576,6 +598,7 @@ def mark_sent(
         (first, last, message_id, _CREATED, now, *held),
         Status.SENT,
         "Sent",
+        ", in_flight = 1",
     )
 
 
@@ -585,7 +608,13 @@ def fail(tx: Tx, message_id: int, items: Sequence[tuple[int, int, str]]) -> None
     for delivery_id, _, description in items:
         by_description[description].append(delivery_id)
     for description, ids in by_description.items():
-        advance(tx, message_id, ids, Status.FAILED, (_CREATED, _SENT), description)
+        advance(
+            tx, message_id, ids, Status.FAILED, (_CREATED, _SENT), description, _LANDED
+        )  # fmt: skip
+
+
+#: What every UPDATE recording an outcome sets besides the state: no longer in flight.
+_LANDED = ", in_flight = 0"
 
 
 def record(
@@ -597,9 +626,13 @@ def record(
     unsubscribe_tokens: Sequence[DeadToken],
     app_id: int,
     finish: bool,
+    unsent: Sequence[int] = (),
 ) -> str | None:
     """Write a batch of gateway outcomes: the groups that ended, and the deliveries
     to try again ((retry time, reason, failure class) -> ids; the attempt is counted).
+    Each of these UPDATEs also clears the delivery's in-flight mark; ``unsent`` (the
+    deliveries a stopping sender never wrote, ``NotSent``) are only unmarked, due as
+    they were: the one statement more, and only when a worker stops.
 
     The guarded UPDATE that ends a delivery also counts the try (``attempts``), and
     the event it wins keeps the gateway's id and the failure class: no statement
@@ -608,12 +641,12 @@ def record(
     """
     if finish:
         lock_message(tx, message_id)
-    tried = ", attempts = attempts + 1"
+    tried = f", attempts = attempts + 1{_LANDED}"
     for group in ended:
         old = (_SENT,) if group.status is Status.DELIVERED else (_CREATED, _SENT)
         advance(
             tx, message_id, group.delivery_ids, group.status, old, group.description,
-            tried if group.tried else "",
+            tried if group.tried else _LANDED,
             failure_class=group.failure_class, gateway_ids=group.gateway_ids,
         )  # fmt: skip
     for (when, reason, cls), ids in retries.items():
@@ -621,6 +654,11 @@ def record(
             tx, message_id, ids, Status.SENT, (_SENT,), None,
             f"{tried}, next_at = ?, retry_reason = ?, retry_class = ?", (when, reason, cls),
         )  # fmt: skip
+    if unsent:
+        tx.run(
+            f"UPDATE deliveries SET in_flight = 0 WHERE {_ids_where(tx, (_SENT,))}",
+            (_ids_param(tx, unsent),),
+        )
     _unsubscribe(tx, app_id, message_id, unsubscribe_tokens)
     return finish_message(tx, message_id=message_id) if finish else None
 
@@ -896,6 +934,7 @@ class DispatchStore:
         retries: dict[tuple[int, str, str | None], list[int]],
         unsubscribe_tokens: Sequence[DeadToken],
         finish: bool,
+        unsent: Sequence[int] = (),
     ) -> str | None:
         return await self.engine.write(
             partial(
@@ -906,6 +945,7 @@ class DispatchStore:
                 retries=retries,
                 unsubscribe_tokens=unsubscribe_tokens,
                 finish=finish,
+                unsent=unsent,
             )
         )
 

@@ -426,6 +426,12 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX deliveries_failed ON deliveries (message_id) WHERE state = 4;
     """,
+    # 17: a delivery handed to a gateway whose outcome is not recorded yet is
+    # marked (``in_flight``; see the SQLite migration). A constant default: no rewrite
+    # of the table, and the column is in no index, so sending's updates stay HOT.
+    """
+    ALTER TABLE deliveries ADD COLUMN in_flight SMALLINT NOT NULL DEFAULT 0;
+    """,
 ]
 
 

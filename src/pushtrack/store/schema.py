@@ -448,4 +448,12 @@ MIGRATIONS: list[str] = [
     # 16: nothing here (SQLite has had ``deliveries_failed`` since migration 12; the
     # PostgreSQL migration 16 adds it there); the entry keeps both engines numbered alike.
     "",
+    # 17: a delivery handed to a gateway whose outcome is not recorded yet is
+    # marked (``in_flight``), set by the UPDATE that marks its batch ``sent`` and
+    # cleared by the one that records its outcome. A run of a dispatch job that finds
+    # it set knows a request may have been written by a worker that died or lost its
+    # lease (docs/api.md §7.3).
+    """
+    ALTER TABLE deliveries ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
