@@ -114,3 +114,28 @@ def test_a_wildcard_host_may_resolve_into_a_network_outbound_allow_names() -> No
             await Resolver().check("https://127.0.0.1/x", ["*.0.0.1"], parse_allow("10.0.0.0/8"))
 
     asyncio.run(check())
+
+
+def test_a_connection_goes_to_the_address_checked_as_it_is_made() -> None:
+    # Resolver.address runs when a Web Push connection is opened (the send-time check
+    # is cached): the connection goes to the address it returns, never to a second
+    # lookup's, so a name that resolves inward by then is never connected to.
+    async def check() -> None:
+        with pytest.raises(Refused, match=r"non-public address \(127.0.0.1\); setting outbound"):
+            await Resolver.address("127.0.0.1", 443, ["*.0.0.1"])
+        with pytest.raises(Refused, match="does not resolve"):
+            await Resolver.address("nowhere.invalid", 443, ["*.invalid"])
+        with pytest.raises(Refused, match="not an allowed push service"):
+            await Resolver.address("localhost", 443, DEFAULT_WEBPUSH_HOSTS)
+        # a network outbound_allow names: its address, as looked up now
+        assert await Resolver.address("127.0.0.1", 443, ["*.0.0.1"], ("127.0.0.0/8",)) == (
+            "127.0.0.1"
+        )
+        # named by the operator (exactly, or by outbound_allow): connected to by name
+        assert await Resolver.address("localhost", 8443, ["localhost"]) == "localhost"
+        assert await Resolver.address("push.internal", 9000, [], ("push.internal",)) == (
+            "push.internal"
+        )
+        assert await Resolver.address("::1", 9000, [], parse_allow("::1")) == "::1"
+
+    asyncio.run(check())

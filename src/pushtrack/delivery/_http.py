@@ -43,7 +43,7 @@ import email.utils
 import ssl
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -163,6 +163,10 @@ def _draining() -> bool:
 def _check_drain() -> None:
     if _draining():
         raise NotSent("the sender stopped before this request was written")
+
+
+#: ``Client``'s ``connect_to``: (host, port) -> the address to connect to.
+ConnectTo = Callable[[str, int], Awaitable[str]]
 
 
 class _NotProcessed(Exception):
@@ -671,7 +675,10 @@ class Client:
 
     ``timeout`` is the hard deadline of every request, from the call until the
     whole answer is in (waiting for a free stream and connecting included).
-    ``ca_file`` replaces the trusted roots (tests, private CAs).
+    ``ca_file`` replaces the trusted roots (tests, private CAs). ``connect_to(host,
+    port)``, when given, names the address each new connection to ``host`` goes to
+    (TLS still checks ``host``'s certificate), or raises ``ConnectError``: where a
+    tenant names the host (Web Push), the address checked is the one connected to.
     """
 
     def __init__(
@@ -681,6 +688,7 @@ class Client:
         timeout: float = 30.0,
         http1_fallback: bool = False,
         http1_connections: int = HTTP1_CONNECTIONS,
+        connect_to: ConnectTo | None = None,
     ) -> None:
         self._ssl = _tls_context(ca_file, ["h2", "http/1.1"] if http1_fallback else ["h2"])
         self._ssl_http1 = _tls_context(ca_file, ["http/1.1"]) if http1_fallback else None
@@ -691,6 +699,7 @@ class Client:
         self._all: set[_Connection] = set()
         self._closed = False
         self._http1_connections = max(1, http1_connections)
+        self._connect_to = connect_to
         #: origin -> (monotonic time until which it is spoken to over HTTP/1.1, its pool)
         self._http1: dict[str, tuple[float, _Http1Pool]] = {}
 
@@ -739,7 +748,11 @@ class Client:
         else:
             assert self._ssl_http1 is not None
             pool = _Http1Pool(
-                origin, self._ssl_http1, self._connect_timeout, self._http1_connections
+                origin,
+                self._ssl_http1,
+                self._connect_timeout,
+                self._http1_connections,
+                self._connect_to,
             )
         self._http1[origin] = (time.monotonic() + HTTP1_RECHECK, pool)
         return pool
@@ -786,9 +799,10 @@ class Client:
         connection: _Connection | None = None
         try:
             async with asyncio.timeout(self._connect_timeout):
+                address = host if self._connect_to is None else await self._connect_to(host, port)
                 transport, connection = await loop.create_connection(
                     lambda: _Connection(self, origin, authority),
-                    host,
+                    address,
                     port,
                     ssl=self._ssl,
                     server_hostname=host,
@@ -899,8 +913,16 @@ class _Http1Connection:
 class _Http1Pool:
     """HTTP/1.1 to one origin: up to ``size`` connections, each one request at a time."""
 
-    def __init__(self, origin: str, context: ssl.SSLContext, connect_timeout: float, size: int):
+    def __init__(
+        self,
+        origin: str,
+        context: ssl.SSLContext,
+        connect_timeout: float,
+        size: int,
+        connect_to: ConnectTo | None = None,
+    ):
         self.origin, self.context, self.connect_timeout = origin, context, connect_timeout
+        self.connect_to = connect_to
         self.authority = origin.partition("://")[2]
         self.slots = asyncio.Semaphore(size)
         self.resting: list[_Http1Connection] = []
@@ -936,8 +958,9 @@ class _Http1Pool:
         host, port = _host_port(self.authority, 443)
         try:
             async with asyncio.timeout(self.connect_timeout):
+                address = host if self.connect_to is None else await self.connect_to(host, port)
                 reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self.context, server_hostname=host
+                    address, port, ssl=self.context, server_hostname=host
                 )
         except TimeoutError:
             raise ConnectError(f"connecting to {self.origin} timed out") from None

@@ -109,7 +109,7 @@ class HttpGateway(Gateway):
     request's hard deadline; ``ca_file`` replaces the trusted roots. With
     ``http1_fallback`` (Web Push) an origin whose TLS does not choose h2 is spoken to
     over HTTP/1.1, at most ``concurrency`` (and ``_http.HTTP1_CONNECTIONS``)
-    connections to it.
+    connections to it. ``connect_to``: see ``_http.Client``.
     """
 
     def __init__(
@@ -119,6 +119,7 @@ class HttpGateway(Gateway):
         timeout: float,
         ca_file: str | None = None,
         http1_fallback: bool = False,
+        connect_to: _http.ConnectTo | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -128,6 +129,7 @@ class HttpGateway(Gateway):
             timeout=timeout,
             http1_fallback=http1_fallback,
             http1_connections=min(concurrency, _http.HTTP1_CONNECTIONS),
+            connect_to=connect_to,
         )
 
     async def aclose(self) -> None:

@@ -124,6 +124,37 @@ class Resolver:
             raise Refused(hit[1])
 
     @staticmethod
+    async def address(
+        host: str, port: int, allowed: Sequence[str], allow: Sequence[str] = ()
+    ) -> str:
+        """The address a new connection to an endpoint host goes to: the host itself
+        when the operator named it (``endpoint_hosts`` exactly, or ``outbound_allow``),
+        else the first address it resolves to now, every one of which must still be
+        public (or named by ``outbound_allow``). ``check`` ran when the push was sent,
+        with a cache; this runs as the connection is made, and the connection goes to
+        the address it checked, never to a second lookup's: ``Refused`` if not allowed."""
+        shown = f"[{host}]" if ":" in host else host
+        _, explicit = check_url(f"https://{shown}:{port}/", allowed, allow)
+        if explicit:
+            return host
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise Refused(f"endpoint host {host} does not resolve ({why})") from None
+        addresses = [str(info[4][0]) for info in infos]
+        if not addresses:
+            raise Refused(f"endpoint host {host} does not resolve")
+        for address in addresses:
+            if not is_public(address) and not _allowed(host, address, allow):
+                raise Refused(
+                    f"endpoint host {host} resolves to a non-public address ({address});"
+                    " setting outbound_allow"
+                )
+        return addresses[0]
+
+    @staticmethod
     async def _problem(host: str, allow: Sequence[str]) -> str | None:
         loop = asyncio.get_running_loop()
         try:

@@ -266,9 +266,21 @@ class WebPushGateway(HttpGateway):
             timeout=config.timeout,
             ca_file=config.ca_file,
             http1_fallback=True,
+            connect_to=self._connect_to,
         )
         self.config = config
         self._outbound = outbound.Resolver()
+
+    async def _connect_to(self, host: str, port: int) -> str:
+        """Where a new connection to an endpoint's host goes: the address checked now
+        (``outbound.Resolver.address``), so a name that resolves inward by the time a
+        connection is made is never connected to, whatever the send-time check saw."""
+        try:
+            return await self._outbound.address(
+                host, port, self.config.endpoint_hosts, self.config.outbound_allow
+            )
+        except outbound.Refused as exc:
+            raise _http.ConnectError(f"not connected to {host}: {exc}") from None
 
     async def send(self, batch: Sequence[Notification]) -> list[Outcome]:
         return list(await asyncio.gather(*(self._send_one(n) for n in batch)))
