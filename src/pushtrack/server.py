@@ -96,13 +96,20 @@ class ListenError(Exception):
     """The address cannot be listened on (in use, not ours, not permitted)."""
 
 
+#: Connections the kernel queues before the server accepts them (uvicorn's default).
+BACKLOG = 2048
+
+
 def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port``, before anything claims to be listening."""
+    """A socket listening on ``host:port``, before anything claims to be listening: a
+    client told so may connect at once (its connection waits in the backlog until the
+    server accepts it; a socket only bound would refuse it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         hint = " (another process is listening there; choose another --port)"

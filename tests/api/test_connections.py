@@ -156,6 +156,23 @@ def test_serve_on_a_port_in_use_says_so_and_never_claims_to_listen(tmp_path: Pat
     assert not (tmp_path / "db").exists(), "nothing was started"
 
 
+def test_the_socket_serve_announces_takes_connections_at_once() -> None:
+    # serve says "listening" before its server starts accepting: a client that connects
+    # at that instant waits in the backlog (a socket only bound would refuse it, as the
+    # tests that start serve once saw under load)
+    from pushtrack.server import listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        with socket.create_connection(sock.getsockname(), timeout=5) as client:
+            accepted, _ = sock.accept()
+            client.sendall(b"x")
+            assert accepted.recv(1) == b"x"
+            accepted.close()
+    finally:
+        sock.close()
+
+
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_timeouts_must_be_positive(tmp_path: Path, value: str) -> None:
     exe = shutil.which("pushtrack", path=os.path.dirname(sys.executable))
