@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +50,38 @@ def wait_for(predicate: Any, seconds: float, what: str) -> None:
         time.sleep(0.1)
 
 
-async def populate(svc: Service, tokens: list[str]) -> None:
+async def populate(svc: Service, tokens: list[str], device_type: int = 1) -> None:
     for start in range(0, len(tokens), 1000):
         await asyncio.gather(
             *(
                 svc.store.register_device(
-                    svc.app, DeviceIn(hwid=f"h{i}", device_type=1, push_token=tokens[i])
+                    svc.app, DeviceIn(hwid=f"h{i}", device_type=device_type, push_token=tokens[i])
                 )
                 for i in range(start, min(start + 1000, len(tokens)))
             )
         )
+
+
+def send_to(
+    svc: Service,
+    kind: tuple[int, str, dict[str, Any]],
+    tokens: list[str],
+    content: str = "crash",
+) -> None:
+    """The application's gateway ``kind`` (device type, gateway kind, settings), a device
+    per token, and a message to all of them, due now (no worker runs yet)."""
+    device_type, gateway, settings = kind
+    run(svc.store.dispatch.set_gateway("default", svc.app.code, device_type, gateway, settings))
+    run(populate(svc, tokens, device_type))
+    plan = MessagePlan(
+        notification={"content": content}, targeting=Targeting(), send_at=svc.store.clock()
+    )
+    run(svc.store.create_messages(svc.app, [plan]))
+
+
+def ended_in(db: Any) -> Callable[[], int]:
+    """How many deliveries have ended (delivered or failed), read when called."""
+    return lambda: db.count_where("deliveries", "state IN (3, 4)")
 
 
 @pytest.mark.slow
@@ -295,24 +318,11 @@ def test_kill_9_mid_batch_to_fcm_fails_what_was_in_flight_never_sends_it_twice(
     those deliveries again (FCM could deliver them twice); they end ``failed``, outcome
     unknown, counted and in the trail like any failure."""
     with service(database_url) as svc:
-        settings = {**fcm_settings, "concurrency": 20}
-        run(svc.store.dispatch.set_gateway("default", svc.app.code, 3, "fcm", settings))
         tokens = [f"fcm-{i:04d}" for i in range(200)]
-        for i, token in enumerate(tokens):
-            run(
-                svc.store.register_device(
-                    svc.app, DeviceIn(hwid=f"a{i}", device_type=3, push_token=token)
-                )
-            )
+        send_to(svc, (3, "fcm", {**fcm_settings, "concurrency": 20}), tokens, "crash")
         fcm_server.latency = 1.0
-        plan = MessagePlan(
-            notification={"content": "crash"}, targeting=Targeting(), send_at=svc.store.clock()
-        )
-        run(svc.store.create_messages(svc.app, [plan]))
         db = svc.db
-
-        def ended() -> int:
-            return db.count_where("deliveries", "state IN (3, 4)")
+        ended = ended_in(db)
 
         kill_mid_batch(
             database_url, fcm_server.arrived, lambda: db.count_where("deliveries", "state = 2"), 20
@@ -350,24 +360,16 @@ def test_kill_9_mid_batch_to_web_push_fails_what_was_in_flight_never_sends_it_tw
 ) -> None:
     """The same for Web Push: a push service is never sent a push twice."""
     with service(database_url) as svc:
-        settings = {**webpush_settings, "concurrency": 10}
-        run(svc.store.dispatch.set_gateway("default", svc.app.code, 11, "webpush", settings))
         subscribers = [webpush_server.subscribe() for _ in range(60)]
-        for i, sub in enumerate(subscribers):
-            run(
-                svc.store.register_device(
-                    svc.app, DeviceIn(hwid=f"w{i}", device_type=11, push_token=sub.token)
-                )
-            )
-        webpush_server.latency = 1.0
-        plan = MessagePlan(
-            notification={"content": "crash"}, targeting=Targeting(), send_at=svc.store.clock()
+        send_to(
+            svc,
+            (11, "webpush", {**webpush_settings, "concurrency": 10}),
+            [s.token for s in subscribers],
+            "crash",
         )
-        run(svc.store.create_messages(svc.app, [plan]))
+        webpush_server.latency = 1.0
         db = svc.db
-
-        def ended() -> int:
-            return db.count_where("deliveries", "state IN (3, 4)")
+        ended = ended_in(db)
 
         kill_mid_batch(
             database_url, webpush_server.arrived,
@@ -401,24 +403,11 @@ def test_a_lease_taken_over_from_a_stalled_worker_sends_nothing_to_fcm_twice(
     worker takes the job over; then the first one wakes up. No token reaches FCM twice:
     the new worker does not send what the stalled one had in flight."""
     with service(database_url) as svc:
-        settings = {**fcm_settings, "concurrency": 10}
-        run(svc.store.dispatch.set_gateway("default", svc.app.code, 3, "fcm", settings))
         tokens = [f"fcm-{i:04d}" for i in range(60)]
-        for i, token in enumerate(tokens):
-            run(
-                svc.store.register_device(
-                    svc.app, DeviceIn(hwid=f"a{i}", device_type=3, push_token=token)
-                )
-            )
+        send_to(svc, (3, "fcm", {**fcm_settings, "concurrency": 10}), tokens, "stall")
         fcm_server.latency = 1.0
-        plan = MessagePlan(
-            notification={"content": "stall"}, targeting=Targeting(), send_at=svc.store.clock()
-        )
-        run(svc.store.create_messages(svc.app, [plan]))
         db = svc.db
-
-        def ended() -> int:
-            return db.count_where("deliveries", "state IN (3, 4)")
+        ended = ended_in(db)
 
         stalled = start_worker(database_url)
         try:
@@ -450,24 +439,11 @@ def test_kill_9_while_retrying_to_fcm_fails_the_retries_in_flight(
     retry is with FCM: a worker killed then leaves them to the next one, which does not
     send them a third time; they end ``failed``, outcome unknown."""
     with service(database_url) as svc:
-        settings = {**fcm_settings, "concurrency": 10}
-        run(svc.store.dispatch.set_gateway("default", svc.app.code, 3, "fcm", settings))
         tokens = [f"fcm-{i:04d}" for i in range(60)]
-        for i, token in enumerate(tokens):
-            run(
-                svc.store.register_device(
-                    svc.app, DeviceIn(hwid=f"a{i}", device_type=3, push_token=token)
-                )
-            )
+        send_to(svc, (3, "fcm", {**fcm_settings, "concurrency": 10}), tokens, "retry")
         fcm_server.storm(len(tokens), retry_after="3")  # every first try: again in 3 s
-        plan = MessagePlan(
-            notification={"content": "retry"}, targeting=Targeting(), send_at=svc.store.clock()
-        )
-        run(svc.store.create_messages(svc.app, [plan]))
         db = svc.db
-
-        def ended() -> int:
-            return db.count_where("deliveries", "state IN (3, 4)")
+        ended = ended_in(db)
 
         worker = start_worker(database_url)
         try:
@@ -510,19 +486,11 @@ def test_kill_9_mid_batch_to_apns_sends_again_with_the_same_apns_id(
     deliveries again, each with the ``apns-id`` of its first request (the same
     notification to Apple)."""
     with service(database_url) as svc:
-        settings = {**apns_settings, "concurrency": 20}
-        run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "apns", settings))
         tokens = [apns_token() for _ in range(200)]
-        run(populate(svc, tokens))
+        send_to(svc, (1, "apns", {**apns_settings, "concurrency": 20}), tokens)
         apns_server.latency = 1.0
-        plan = MessagePlan(
-            notification={"content": "crash"}, targeting=Targeting(), send_at=svc.store.clock()
-        )
-        run(svc.store.create_messages(svc.app, [plan]))
         db = svc.db
-
-        def ended() -> int:
-            return db.count_where("deliveries", "state IN (3, 4)")
+        ended = ended_in(db)
 
         kill_mid_batch(
             database_url, apns_server.arrived, lambda: db.count_where("deliveries", "state = 2"), 20

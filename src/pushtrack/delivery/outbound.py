@@ -137,22 +137,7 @@ class Resolver:
         _, explicit = check_url(f"https://{shown}:{port}/", allowed, allow)
         if explicit:
             return host
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            why = exc.strerror or exc
-            raise Refused(f"endpoint host {host} does not resolve ({why})") from None
-        addresses = [str(info[4][0]) for info in infos]
-        if not addresses:
-            raise Refused(f"endpoint host {host} does not resolve")
-        for address in addresses:
-            if not is_public(address) and not _allowed(host, address, allow):
-                raise Refused(
-                    f"endpoint host {host} resolves to a non-public address ({address});"
-                    " setting outbound_allow"
-                )
-        return addresses[0]
+        return await _public_address("endpoint host", host, port, allow)
 
     @staticmethod
     async def _problem(host: str, allow: Sequence[str]) -> str | None:
@@ -247,18 +232,24 @@ def check_webhook_url(url: str, allow: Sequence[str]) -> tuple[str, str, int]:
 async def webhook_address(host: str, port: int, allow: Sequence[str]) -> str:
     """The address to connect to for a webhook's host: the first it resolves to, all
     of which must be public unless ``outbound_allow`` names them; ``Refused`` if not."""
+    return await _public_address("url host", host, port, allow)
+
+
+async def _public_address(what: str, host: str, port: int, allow: Sequence[str]) -> str:
+    """The first address ``host`` resolves to now, every one of which must be public
+    unless ``outbound_allow`` names it; ``Refused`` saying why (of ``what``) if not."""
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise Refused(f"url host {host} does not resolve ({exc.strerror or exc})") from None
+        raise Refused(f"{what} {host} does not resolve ({exc.strerror or exc})") from None
     addresses = [str(info[4][0]) for info in infos]
     if not addresses:
-        raise Refused(f"url host {host} does not resolve")
+        raise Refused(f"{what} {host} does not resolve")
     for address in addresses:
         if not is_public(address) and not _allowed(host, address, allow):
             raise Refused(
-                f"url host {host} resolves to a non-public address ({address});"
+                f"{what} {host} resolves to a non-public address ({address});"
                 " setting outbound_allow"
             )
     return addresses[0]
