@@ -3,8 +3,7 @@
 The APNs ``.p8`` key, the FCM service account and the VAPID private key are
 stored sealed: ``{"sealed": "<Fernet token>"}`` in place of the value; a webhook
 endpoint's signing secret is stored as its Fernet token (``webhooks.secret_sealed``).
-The key
-that seals them is not in the database: setting ``secret_key`` (for example
+The key that seals them is not in the database: setting ``secret_key`` (for example
 ``PUSHTRACK_SECRET_KEY``), else the file ``secret_key_file``, else, for a
 SQLite database, the file ``<database>.key`` beside it, made (0600) the first
 time a secret is stored. A key file may hold several keys, one per line: the
@@ -96,7 +95,7 @@ class Sealer:
             if is_sealed(value):
                 value = self.open_value(value["sealed"], name)
             text = value if isinstance(value, str) else json.dumps(value)
-            out[name] = {"sealed": self._fernet.encrypt(text.encode()).decode()}
+            out[name] = {"sealed": self.seal_text(text)}
         return out
 
     def seal_text(self, text: str) -> str:

@@ -141,23 +141,10 @@ class Resolver:
 
     @staticmethod
     async def _problem(host: str, allow: Sequence[str]) -> str | None:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            return f"endpoint host {host} does not resolve ({exc.strerror or exc})"
-        inward = sorted(
-            {
-                address
-                for address in (str(info[4][0]) for info in infos)
-                if not is_public(address) and not _allowed(host, address, allow)
-            }
-        )
-        if inward:
-            return (
-                f"endpoint host {host} resolves to a non-public address ({inward[0]});"
-                " setting outbound_allow"
-            )
+            await _public_address("endpoint host", host, 443, allow)
+        except Refused as exc:
+            return str(exc)
         return None
 
 

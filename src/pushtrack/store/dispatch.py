@@ -322,10 +322,7 @@ def start_batch(
         )  # fmt: skip
         again = [r[0] for r in due if r[12] == _SENT and not r[13]]
         if again:  # tried before (a retry): in flight from now too
-            tx.run(
-                f"UPDATE deliveries SET in_flight = 1 WHERE {_ids_where(tx, (_SENT,))}",
-                (_ids_param(tx, again),),
-            )
+            _set_in_flight(tx, again, 1)
     payload_ids = sorted({r[8] for r in (*due, *held)})
     payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     for start in range(0, len(payload_ids), 500):
@@ -543,6 +540,14 @@ def _ids_param(tx: Tx, ids: Sequence[int]) -> Any:
     return list(ids) if tx.dialect == "postgresql" else dumps(list(ids))
 
 
+def _set_in_flight(tx: Tx, ids: Sequence[int], value: int) -> None:
+    """Mark (1) or unmark (0) ``ids``, deliveries still ``sent``, as in flight."""
+    tx.run(
+        f"UPDATE deliveries SET in_flight = ? WHERE {_ids_where(tx, (_SENT,))}",
+        (value, _ids_param(tx, ids)),
+    )
+
+
 def advance(
     tx: Tx,
     message_id: int,
@@ -655,10 +660,7 @@ def record(
             f"{tried}, next_at = ?, retry_reason = ?, retry_class = ?", (when, reason, cls),
         )  # fmt: skip
     if unsent:
-        tx.run(
-            f"UPDATE deliveries SET in_flight = 0 WHERE {_ids_where(tx, (_SENT,))}",
-            (_ids_param(tx, unsent),),
-        )
+        _set_in_flight(tx, unsent, 0)
     _unsubscribe(tx, app_id, message_id, unsubscribe_tokens)
     return finish_message(tx, message_id=message_id) if finish else None
 
