@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from pushtrack import config
-from pushtrack.delivery.dispatcher import Dispatcher
 from pushtrack.domain.tags import TagType
 from pushtrack.domain.targeting import parse_filter
 from pushtrack.jobs import expansion
+from pushtrack.jobs.dispatch import Dispatcher
 from pushtrack.jobs.runner import Worker
 from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
 from pushtrack.worker import build_worker

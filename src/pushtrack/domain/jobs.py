@@ -19,7 +19,7 @@ import msgspec
 
 
 class JobKind(StrEnum):
-    #: Send one id range of a message's deliveries (``delivery/dispatcher.py``).
+    #: Send one id range of a message's deliveries (``jobs/dispatch.py``).
     DISPATCH = "dispatch"
     #: Walk an audience message's targeting and write its deliveries (``jobs/expansion.py``).
     EXPAND = "expand_audience"
