@@ -44,6 +44,9 @@ class DispatchParams(Params, frozen=True, kw_only=True):
     #: The first and last delivery id of the range (inclusive).
     first: int
     last: int
+    #: The message's application (its id). None in jobs made before it was carried
+    #: here: the job then takes it from the message row, read in its first batch.
+    app_id: int | None = None
 
 
 class ExpandParams(Params, frozen=True, kw_only=True):
