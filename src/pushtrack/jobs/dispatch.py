@@ -76,6 +76,7 @@ from pushtrack.store import Store
 from pushtrack.store.dispatch import Batch, DeadToken, Due, Ended, Gateways, JobContext, Pause
 from pushtrack.store.jobs import Job
 
+#: The sending log keeps the name it always had (log filters and alerts match it).
 log = logging.getLogger("pushtrack.delivery")
 
 #: Device types a gateway here can serve.
