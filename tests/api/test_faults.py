@@ -316,6 +316,7 @@ def _cluster() -> Iterator[Cluster]:
 
 @pytest.mark.skipif("postgresql" not in ENGINES, reason="needs psycopg")
 @pytest.mark.usefixtures("short_checkout")
+@pytest.mark.slow
 def test_postgres_cluster_stopped_and_restarted_is_503_then_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -400,6 +400,7 @@ def test_kill_9_mid_batch_to_web_push_fails_what_was_in_flight_never_sends_it_tw
         assert steps[2][2].startswith("Outcome unknown: the worker stopped while sending it")
 
 
+@pytest.mark.slow
 def test_a_lease_taken_over_from_a_stalled_worker_sends_nothing_to_fcm_twice(
     database_url: str, fcm_server: FcmServer, fcm_settings: dict[str, Any]
 ) -> None:
@@ -436,6 +437,7 @@ def test_a_lease_taken_over_from_a_stalled_worker_sends_nothing_to_fcm_twice(
         assert db.count_where("events", unknown) == len(tokens)
 
 
+@pytest.mark.slow
 def test_kill_9_while_retrying_to_fcm_fails_the_retries_in_flight(
     database_url: str, fcm_server: FcmServer, fcm_settings: dict[str, Any]
 ) -> None:
