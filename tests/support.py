@@ -309,12 +309,13 @@ class ServerThread:
 
 
 @contextlib.contextmanager
-def shared_service(engine: str, tmp_path: Path) -> Iterator[Service]:
-    """One running service on a fresh database of ``engine``, to share among a module's
-    tests (each takes its own ``Service.fresh_account()`` view of it)."""
+def shared_service(engine: str, tmp_path: Path, template: str | None = None) -> Iterator[Service]:
+    """One running service on a fresh database of ``engine`` (on PostgreSQL a copy of
+    ``template``, a migrated database, when given), to share among a module's tests (each
+    takes its own ``Service.fresh_account()`` view of it)."""
     from tests.conftest import fresh_database_url
 
-    urls = fresh_database_url(engine, tmp_path)
+    urls = fresh_database_url(engine, tmp_path, template)
     try:
         with service(next(urls)) as svc:
             yield svc

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ENGINES
+from tests.conftest import ENGINES, template_of
 from tests.support import Service, shared_service
 
 
@@ -18,5 +18,6 @@ def shared(
     """One server and database per engine for a test module; each test takes its own
     account of it (``Service.fresh_account``)."""
     name = request.module.__name__.rsplit(".", 1)[-1]
-    with shared_service(request.param, Path(tmp_path_factory.mktemp(name))) as s:
+    path = Path(tmp_path_factory.mktemp(name))
+    with shared_service(request.param, path, template_of(request)) as s:
         yield s

@@ -93,6 +93,7 @@ def _stalled_wave(url: str) -> list[socket.socket]:
     return [idle, half_headers, *bodies]
 
 
+@pytest.mark.slow
 def test_idle_and_half_sent_requests_are_closed_and_memory_returned(tmp_path: Path) -> None:
     with _serve(
         tmp_path,
@@ -189,6 +190,7 @@ def test_timeouts_must_be_positive(tmp_path: Path, value: str) -> None:
     assert f"body_timeout_seconds: expected a number > 0.0, got {float(value)}" in said
 
 
+@pytest.mark.slow
 def test_keepalive_timeout_closes_idle_connections(tmp_path: Path) -> None:
     with _serve(tmp_path, PUSHTRACK_KEEPALIVE_TIMEOUT_SECONDS="1") as (_, url):
         s = _connect(url)
@@ -253,6 +255,7 @@ def test_answers_come_whole_and_at_once_on_one_connection(tmp_path: Path) -> Non
                 assert body == b"" if method == "HEAD" else body.startswith(b"{")
 
 
+@pytest.mark.slow
 def test_shedding_under_sustained_overload_keeps_memory_flat(tmp_path: Path) -> None:
     """Far more requests at once than ``max_in_flight`` allows, wave after wave: the
     excess is answered 503 with Retry-After at once (nothing queues up), the rest are

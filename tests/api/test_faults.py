@@ -205,7 +205,19 @@ class Proxy:
             dst.shutdown(socket.SHUT_WR)
 
 
+@pytest.fixture
+def short_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While PostgreSQL is down each request waits for a connection for the store's
+    checkout timeout (5 s) before it is answered 503, and the pool's reconnection
+    attempts back off over the outage: 1 s here makes the same 503s come sooner and the
+    outages, and so the back-off, shorter. The service runs in this process."""
+    import pushtrack.store.postgres
+
+    monkeypatch.setattr(pushtrack.store.postgres, "CHECKOUT_TIMEOUT_S", 1.0)
+
+
 @pytest.mark.skipif("postgresql" not in ENGINES, reason="needs psycopg")
+@pytest.mark.usefixtures("short_checkout")
 def test_postgres_outage_is_503_then_recovers(pg_template: str, tmp_path: Path) -> None:
     for url in fresh_database_url("postgresql", tmp_path, pg_template):
         head, _, tail = url.rpartition("@")
@@ -260,8 +272,11 @@ class Cluster:
         )
 
     def init(self) -> None:
+        # --no-sync: the cluster is thrown away after the test (its server runs with
+        # fsync=off too), so nothing initdb writes needs to reach the disk first
         self._as_postgres(
-            str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"
+            str(self.bindir / "initdb"),
+            *("-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"),
         )
 
     def ctl(self, action: str) -> None:
@@ -300,6 +315,8 @@ def _cluster() -> Iterator[Cluster]:
 
 
 @pytest.mark.skipif("postgresql" not in ENGINES, reason="needs psycopg")
+@pytest.mark.usefixtures("short_checkout")
+@pytest.mark.slow
 def test_postgres_cluster_stopped_and_restarted_is_503_then_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pushtrack.api.app import JSON13
-from tests.conftest import ENGINES
+from tests.conftest import ENGINES, template_of
 from tests.support import Service, shared_service
 
 #: JSON 1.3 status_code -> the HTTP status it travels with (docs/api.md §1).
@@ -84,7 +84,8 @@ class Target:
 def target(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Target]:
-    with shared_service(request.param, Path(tmp_path_factory.mktemp("fuzz"))) as svc:
+    path = Path(tmp_path_factory.mktemp("fuzz"))
+    with shared_service(request.param, path, template_of(request)) as svc:
         for hwid, kind in (("h1", 1), ("h2", 3), ("h3", 11)):
             svc.register(hwid, device_type=kind, language="en", userId=f"u-{hwid}")
         sent = svc.send(devices=["h1", "h2", "h3"])

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from pushtrack.api.app import JSON13, V2
 from pushtrack.api.messages import CreateMessage, NotificationIn
-from tests.conftest import ENGINES
+from tests.conftest import ENGINES, template_of
 from tests.support import Service, shared_service
 
 Body = Callable[[Service, dict[str, Any]], dict[str, Any]]
@@ -165,7 +165,8 @@ def test_every_method_has_a_baseline() -> None:
 def prepared(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Service, dict[str, Any]]]:
-    with shared_service(request.param, Path(tmp_path_factory.mktemp("strict"))) as svc:
+    path = Path(tmp_path_factory.mktemp("strict"))
+    with shared_service(request.param, path, template_of(request)) as svc:
         svc.register("h1", push_token="t1", tags={"level": 2})
         svc.register("h2", push_token="t2")
         svc.register("strict-gone", push_token="t3")

@@ -60,6 +60,7 @@ def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path, env)
 
 
+@pytest.mark.slow
 def test_app_create_and_list(cli: Cli) -> None:
     shop = cli.json("app", "create", "Shop")
     assert set(shop) == {"code", "name"}
@@ -144,6 +145,7 @@ def test_set_gateway_refuses_a_missing_database_before_making_its_key(cli: Cli) 
     assert list(cli.cwd.glob("pushtrak*")) == []
 
 
+@pytest.mark.slow
 def test_tokens_create_list_revoke(cli: Cli) -> None:
     app = cli.json("app", "create", "Shop")["code"]
     server = cli.json("token", "create", "--kind", "server")

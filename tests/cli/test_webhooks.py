@@ -12,6 +12,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.cli.test_commands import PUSHTRACK, Cli
 from tests.cli.test_commands import cli as cli  # the fixture
 from tests.delivery.test_webhooks import _work_until
@@ -19,6 +21,7 @@ from tests.gateways.webhook_receiver import Receiver
 from tests.support import Database, free_port, service
 
 
+@pytest.mark.slow
 def test_webhook_add_list_test_replay_remove(cli: Cli) -> None:
     code = cli.json("app", "create", "Shop")["code"]
     port = free_port()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ENGINES
+from tests.conftest import ENGINES, template_of
 from tests.dashboard._support import OPEN
 from tests.support import Service, shared_service
 
@@ -17,7 +17,8 @@ def shared(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     name = request.module.__name__.rsplit(".", 1)[-1]
-    with shared_service(request.param, Path(tmp_path_factory.mktemp(name))) as s:
+    path = Path(tmp_path_factory.mktemp(name))
+    with shared_service(request.param, path, template_of(request)) as s:
         yield s
 
 

@@ -223,6 +223,7 @@ class Person:
         return [e["message"] for e in self.d.get_log("browser") if e["level"] == "SEVERE"]
 
 
+@pytest.mark.slow
 def test_the_dashboard_in_a_real_browser(
     running: Pushtrack, browser: Any, screens: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

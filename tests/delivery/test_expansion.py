@@ -445,14 +445,15 @@ def start_worker(url: str, batch: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen([PUSHTRACK, "worker"], env=env, stdout=log, stderr=log)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_expansion_then_resume(database_url: str) -> None:
-    n = 8000
+    n = 2000
     with service(database_url) as svc:
         populate(svc, [ios(i) for i in range(n)])
         run(svc.store.dispatch.set_gateway("default", svc.app.code, 1, "sandbox", {}))
         _, mid = create(svc)
 
-        # one device per step: thousands of steps, so the kill lands mid-expansion
+        # one device per step: two thousand steps, so the kill lands mid-expansion
         worker = start_worker(database_url, batch=1)
         try:
             wait_for(lambda: len(devices_of(svc, mid)) >= 200, 120, "the expansion to start")

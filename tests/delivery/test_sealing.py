@@ -58,6 +58,7 @@ def test_set_gateway_seals_the_key_and_the_worker_sends_with_it(
             unseal("apns", json.loads(stored), Sealer.load(other))
 
 
+@pytest.mark.slow
 def test_doctor_reports_plain_keys_and_secrets_seal_seals_them(
     tmp_path: Path, apns_settings: dict[str, Any]
 ) -> None:
@@ -93,6 +94,7 @@ def test_doctor_reports_plain_keys_and_secrets_seal_seals_them(
     assert json.loads(cli(db, "doctor", "--json").stdout)["ok"]
 
 
+@pytest.mark.slow
 def test_a_webhook_secret_stored_in_plain_text_is_reported_and_sealed(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/hooks.db"
     url = "https://hooks.example.com/a"

@@ -22,7 +22,7 @@ from pushtrack.domain.targeting import Node, from_conditions, parse_filter
 from pushtrack.store import Store, open_store
 from pushtrack.store.base import App, DeviceIn
 from pushtrack.store.targeting import SelectionError, TagError
-from tests.conftest import ENGINES, fresh_database_url
+from tests.conftest import ENGINES, fresh_database_url, template_of
 from tests.support import run
 
 DAY = 86_400
@@ -86,7 +86,8 @@ def _population(rng: random.Random, now: float) -> list[Device]:
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    urls = fresh_database_url(request.param, Path(tmp_path_factory.mktemp("targeting")))
+    path = Path(tmp_path_factory.mktemp("targeting"))
+    urls = fresh_database_url(request.param, path, template_of(request))
     store = open_store(next(urls))
     try:
         app = run(store.create_app("acme", "main"))
