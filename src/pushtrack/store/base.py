@@ -207,9 +207,11 @@ class Tx(Protocol):
     Results are read by name: ``one_as``/``all_as`` give rows as a ``NamedTuple``
     class whose fields are the statement's column names (``AS`` names them where a
     column is an expression), checked against the statement once (``row_maker``);
-    ``scalar`` and ``column`` give a single value and a single column. ``one`` and
-    ``all`` give plain tuples (for tests, and the dispatcher's statements in
-    ``store/dispatch.py``).
+    ``scalar`` and ``column`` give a single value and a single column. ``one``,
+    ``all`` and ``all_planned`` give plain tuples: for pages of thousands of rows that
+    are unpacked where they are read, their columns named beside the statement (a
+    NamedTuple, a tuple subclass, is never untracked by the cyclic GC: ARCHITECTURE.md),
+    for tests, and for the dispatcher's statements in ``store/dispatch.py``.
     """
 
     dialect: str  # "sqlite" | "postgresql", for the few statements that differ
@@ -222,12 +224,14 @@ class Tx(Protocol):
         """The first row, as ``row``; None if there is none."""
         ...
 
-    def all_as(
-        self, row: type[R], sql: str, params: Sequence[Any] = (), *, planned: bool = False
-    ) -> list[R]:
-        """Every row, as ``row``. ``planned``: planned for these values each time, for a
-        statement whose good plan depends on them (PostgreSQL would otherwise settle,
-        after a few runs of a prepared statement, on a generic plan made without them)."""
+    def all_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        """Every row, as ``row``."""
+        ...
+
+    def all_planned(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """``all``, planned for these values each time: for a statement whose good plan
+        depends on them (PostgreSQL would otherwise settle, after a few runs of a
+        prepared statement, on a generic plan made without them)."""
         ...
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:

@@ -212,14 +212,12 @@ class _PgTx:
         make = row_maker(row, sql, partial(_names, cur))
         return None if found is None else make(found)
 
-    def all_as(
-        self, row: type[R], sql: str, params: Sequence[Any] = (), *, planned: bool = False
-    ) -> list[R]:
-        if planned:  # not prepared: planned for these values each time
-            query = _pg_query(sql)
-            cur = self.cur.execute(query.sql, _params(query, params), prepare=False)
-        else:
-            cur = self._execute(sql, params)
+    def all_planned(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        query = _pg_query(sql)
+        return self.cur.execute(query.sql, _params(query, params), prepare=False).fetchall()
+
+    def all_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        cur = self._execute(sql, params)
         rows = cur.fetchall()
         return list(map(row_maker(row, sql, partial(_names, cur)), rows))
 

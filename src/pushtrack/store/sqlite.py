@@ -115,10 +115,10 @@ class _Tx:
         make = row_maker(row, sql, partial(_names, cur))
         return None if found is None else make(found)
 
-    def all_as(
-        self, row: type[R], sql: str, params: Sequence[Any] = (), *, planned: bool = False
-    ) -> list[R]:
-        # no generic plans here to settle on: ``planned`` changes nothing
+    def all_planned(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.all(sql, params)  # no generic plans here to settle on
+
+    def all_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
         cur = self.conn.execute(sql, params)
         rows = cur.fetchall()
         return list(map(row_maker(row, sql, partial(_names, cur)), rows))
