@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from bench import loadgen
-from bench.harness import Bench, Figure, percentile
+from bench.harness import Bench, Figure, percentile, timed
 from bench.procs import baseline_server, pushtrack_server
 from bench.profiling import Profile
 from bench.rawdb import Raw
@@ -72,8 +72,10 @@ def run(bench: Bench) -> Figure:
 
     with pushtrack_server(bench, url) as (server, port):
         loadgen.run(port, warm, connections=CONNECTIONS, check=ok)
+        cpu0 = server.cpu_seconds() or 0.0
         with Profile(bench, server.pid, "callbacks server") as prof:
             load = loadgen.run(port, work, connections=CONNECTIONS, check=ok)
+        cpu = (server.cpu_seconds() or 0.0) - cpu0
         fig.peak_rss_mb = server.peak_rss_mb()
     if load.failures:
         raise RuntimeError(f"{load.failures} pushStat requests failed: {load.first_failure}")
@@ -90,9 +92,11 @@ def run(bench: Bench) -> Figure:
     if opened != len(reqs):
         raise RuntimeError(f"{len(reqs)} opens reported but {opened} recorded")
 
-    with baseline_server(bench) as (_, port):
+    with baseline_server(bench) as (base_server, port):
         loadgen.run(port, warm, connections=CONNECTIONS, check=ok)
+        base_cpu0 = base_server.cpu_seconds() or 0.0
         base = loadgen.run(port, work, connections=CONNECTIONS, check=ok)
+        base_cpu = (base_server.cpu_seconds() or 0.0) - base_cpu0
 
     fig.value = load.rate
     fig.baseline = base.rate
@@ -100,6 +104,18 @@ def run(bench: Bench) -> Figure:
     fig.p99_ms = percentile(load.latencies_ms, 99)
     fig.extra["baseline_p50_ms"] = percentile(base.latencies_ms, 50)
     fig.extra["baseline_p99_ms"] = percentile(base.latencies_ms, 99)
+    # CPU the server process spent per request, beside the trivial route's: the rate
+    # depends on what else the two shared cores run (the load generator, PostgreSQL,
+    # other tenants of the machine); CPU per request much less so
+    fig.extra["server_cpu_us_per_request"] = cpu / count * 1e6
+    fig.extra["baseline_cpu_us_per_request"] = base_cpu / count * 1e6
+    fig.extra["cpu_ratio"] = base_cpu / cpu if cpu else None
+    if bench.engine == "postgresql":
+        # acknowledged means committed: each request waits for a commit at least, so
+        # CONNECTIONS clients cannot exceed CONNECTIONS / (one commit's latency)
+        commit_ms = percentile(_commit_latencies(url), 50)
+        fig.extra["bare_commit_p50_ms"] = commit_ms
+        fig.extra["commit_bound_rate"] = CONNECTIONS / commit_ms * 1000 if commit_ms else None
     share = 0.5 if bench.engine == "postgresql" else 0.6
     fig.check(
         ("≥ 5,000 req/s", fig.value >= 5_000),
@@ -109,6 +125,16 @@ def run(bench: Bench) -> Figure:
     if not fig.target_met:
         fig.notes += prof.summary
     return fig
+
+
+def _commit_latencies(url: str, count: int = 300) -> list[float]:
+    """Milliseconds of single-row INSERT transactions on the bare engine (autocommit)."""
+    with Raw(url) as db:
+        db.execute("CREATE TABLE bench_commit_probe (n integer)")
+        try:
+            return timed(lambda: db.execute("INSERT INTO bench_commit_probe VALUES (1)"), count)
+        finally:
+            db.execute("DROP TABLE bench_commit_probe")
 
 
 def _scale_out(

@@ -8,9 +8,9 @@ import logging
 
 from pushtrack.config import Settings
 from pushtrack.delivery import outbound
-from pushtrack.delivery.dispatcher import Dispatcher, RetryPolicy
 from pushtrack.domain.jobs import JobKind
 from pushtrack.jobs import eventstats, expansion, msgstats, retention, tracklog, webhooks
+from pushtrack.jobs.dispatch import Dispatcher, RetryPolicy
 from pushtrack.jobs.runner import Handler, Worker
 from pushtrack.sealing import Sealer
 from pushtrack.store import Store

@@ -330,3 +330,71 @@ def test_local_time_sends_reach_each_device_at_its_own_clock(sender: Service) ->
     _, codes = send(svc, ["east", "utc"], content="y", send_date=wall)
     work(svc, seconds=2)
     assert [trail(svc, c) for c in codes] == [[("created", "Created")]] * 2
+
+
+def dispatch_params(svc: Service) -> list[dict[str, Any]]:
+    rows = svc.db.rows("SELECT params FROM jobs WHERE kind = 'dispatch' ORDER BY id")
+    return [json.loads(r[0]) for r in rows]
+
+
+def test_dispatch_jobs_carry_the_application_of_their_message(sender: Service) -> None:
+    svc = sender
+    gateway(svc, 1, "sandbox", {})
+    for i in range(3):
+        svc.register(f"d{i}", 1)
+    send(svc, ["d0", "d1"], content="explicit")
+    svc.send(content="audience")  # its deliveries' job is written by the expansion
+    params = dispatch_params(svc)
+    assert len(params) == 2
+    assert [p["app_id"] for p in params] == [svc.app.id] * 2
+
+
+def test_a_dispatch_job_made_before_jobs_carried_the_application_still_sends(
+    sender: Service,
+) -> None:
+    """A job stored without ``app_id`` (an older pushtrack's) takes the message's."""
+    svc = sender
+    gateway(svc, 1, "sandbox", {})
+    gateway(svc, 3, "sandbox", {})
+    svc.register("phone", 1)
+    svc.register("pixel", 3)
+    svc.register("blackberry", 2)
+    _, codes = send(svc, ["phone", "pixel", "blackberry"], content="x")
+    ((job_id,),) = svc.db.rows("SELECT id FROM jobs WHERE kind = 'dispatch'")
+    (params,) = dispatch_params(svc)
+    old = {k: v for k, v in params.items() if k != "app_id"}
+    assert set(old) == {"message_id", "first", "last"}
+    svc.db.execute(f"UPDATE jobs SET params = '{json.dumps(old)}' WHERE id = {job_id}")
+    work(svc)
+    assert [trail(svc, c)[-1] for c in codes] == [
+        ("delivered", "Success (sandbox)"),
+        ("delivered", "Success (sandbox)"),
+        ("failed", "Platform not supported: blackberry"),
+    ]
+    assert svc.db.rows("SELECT state FROM jobs WHERE id = ?", (job_id,)) == [("done",)]
+    assert svc.db.rows("SELECT status FROM messages") == [("done",)]
+
+
+def test_a_job_sends_with_the_gateway_settings_its_first_batch_saw(sender: Service) -> None:
+    """The settings a job sends with are read in its first batch's transaction: a
+    gateway set just before that batch starts is the one it sends through (nothing read
+    before the batch can miss it)."""
+    svc = sender
+    svc.register("pixel", 3)
+    _, (code,) = send(svc, ["pixel"], content="x")
+    start_batch = svc.store.dispatch.start_batch
+    starts: list[bool] = []
+
+    async def set_then_start(*args: Any, **kwargs: Any) -> Any:
+        if not starts:  # the job's first batch: the settings change commits just before
+            await svc.store.dispatch.set_gateway("default", svc.app.code, 3, "sandbox", {})
+        starts.append(True)
+        return await start_batch(*args, **kwargs)
+
+    svc.store.dispatch.start_batch = set_then_start  # type: ignore[method-assign]
+    try:
+        work(svc)
+    finally:
+        del svc.store.dispatch.start_batch
+    assert starts
+    assert trail(svc, code)[-1] == ("delivered", "Success (sandbox)")

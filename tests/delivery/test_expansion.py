@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -14,10 +15,10 @@ from typing import Any
 import pytest
 
 from pushtrack import config
-from pushtrack.delivery.dispatcher import Dispatcher
 from pushtrack.domain.tags import TagType
 from pushtrack.domain.targeting import parse_filter
 from pushtrack.jobs import expansion
+from pushtrack.jobs.dispatch import Dispatcher
 from pushtrack.jobs.runner import Worker
 from pushtrack.store.base import DeviceIn, MessagePlan, Targeting
 from pushtrack.worker import build_worker
@@ -166,13 +167,14 @@ def test_audience_expands_in_steps_with_one_delivery_per_device(svc: Service) ->
     assert set(got) == expected  # exactly one delivery per device of the audience
     assert message(svc, mid) == ("pending", 2500, None)
     # one step per `expansion_batch` devices, each with a dispatch job over its own deliveries
-    ranges = sorted(
-        (int(r[0].split('"first":')[1].split(",")[0]), int(r[0].split('"last":')[1].rstrip("}")))
+    params = [
+        json.loads(r[0])
         for r in svc.db.rows(
-            "SELECT params FROM jobs WHERE kind = 'dispatch' AND params LIKE ?",
-            (f'{{"message_id":{mid},%',),
+            "SELECT params FROM jobs WHERE kind = 'dispatch' AND message_id = ?", (mid,)
         )
-    )
+    ]
+    assert all(p["message_id"] == mid and p["app_id"] == svc.app.id for p in params)
+    ranges = sorted((int(p["first"]), int(p["last"])) for p in params)
     assert svc.settings is not None
     assert len(ranges) == -(-2500 // svc.settings.expansion_batch) > 1
     ids = sorted(

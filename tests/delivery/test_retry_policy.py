@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pushtrack import config, metrics
 from pushtrack.delivery.apns import ApnsConfig, ApnsGateway
 from pushtrack.delivery.base import Outcome, Verdict
-from pushtrack.delivery.dispatcher import RetryPolicy
 from pushtrack.delivery.registry import parse_config
 from pushtrack.delivery.webpush import public_key_of
 from pushtrack.domain.platforms import Platform
+from pushtrack.jobs.dispatch import RetryPolicy
 from pushtrack.worker import build_worker
 from tests.delivery._support import apns_token, notification
 from tests.delivery.test_dispatch import gateway, send, trail

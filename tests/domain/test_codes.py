@@ -22,6 +22,17 @@ def test_tracking_codes_open_to_their_delivery(ids: list[int]) -> None:
     assert made[0] == codes.tracking_code(KEY, ids[0])
 
 
+def test_codes_already_given_out_never_change() -> None:
+    # codes clients hold (and stored trails reference) stay what they were when issued
+    assert codes.tracking_codes_of(KEY, [0, 1, 1000, 2**32, 2**63 - 1]) == [
+        "T-44D5ED6A-016187EF-E32E8286-501773D4",
+        "T-0EB195ED-53A2FBFF-2C978145-2B2891C1",
+        "T-79E3E760-E7153AEF-23ECE3A9-3DA33D01",
+        "T-D49B129B-E280D74E-844724BB-51467A08",
+        "T-7513CBD4-8E931651-D6F2EF67-B0AC5A6A",
+    ]
+
+
 def test_consecutive_deliveries_get_unrelated_codes_and_other_keys_open_none() -> None:
     first, second = codes.tracking_codes_of(KEY, [1000, 1001])
     assert sum(a == b for a, b in zip(first, second, strict=True)) < 12  # no shared prefix

@@ -1,4 +1,4 @@
-"""Sending: the dispatcher and one module per gateway.
-
-Gateway outcome → status + description mapping lives here and only here.
+"""Gateway specifics: one module per gateway, their HTTP client, where they may
+connect, and the failure class of their answers. The dispatch job that drives them
+is ``jobs/dispatch.py``.
 """

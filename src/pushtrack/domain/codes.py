@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import os
 import re
+import struct
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -82,12 +83,11 @@ def tracking_codes_of(key: bytes, delivery_ids: Sequence[int]) -> list[str]:
     if not delivery_ids:
         return []
     encryptor, _ = _ciphers(key)
-    h = encryptor.update(b"".join(i.to_bytes(8, "big") + _ZERO for i in delivery_ids)).hex()
-    h = h.upper()
-    return [
-        f"T-{h[j : j + 8]}-{h[j + 8 : j + 16]}-{h[j + 16 : j + 24]}-{h[j + 24 : j + 32]}"
-        for j in range(0, len(h), 32)
-    ]
+    # each id as a block: 8 bytes big-endian, 8 zero bytes
+    blocks = struct.pack(">" + "Q8x" * len(delivery_ids), *delivery_ids)
+    # 35 characters a code ("XXXXXXXX-" four times, less the last dash), one dash between
+    h = encryptor.update(blocks).hex("-", 4).upper()
+    return ["T-" + h[j : j + 35] for j in range(0, len(h), 36)]
 
 
 def tracking_code(key: bytes, delivery_id: int) -> str:

@@ -19,7 +19,7 @@ import msgspec
 
 
 class JobKind(StrEnum):
-    #: Send one id range of a message's deliveries (``delivery/dispatcher.py``).
+    #: Send one id range of a message's deliveries (``jobs/dispatch.py``).
     DISPATCH = "dispatch"
     #: Walk an audience message's targeting and write its deliveries (``jobs/expansion.py``).
     EXPAND = "expand_audience"
@@ -44,6 +44,9 @@ class DispatchParams(Params, frozen=True, kw_only=True):
     #: The first and last delivery id of the range (inclusive).
     first: int
     last: int
+    #: The message's application (its id). None in jobs made before it was carried
+    #: here: the job then takes it from the message row, read in its first batch.
+    app_id: int | None = None
 
 
 class ExpandParams(Params, frozen=True, kw_only=True):

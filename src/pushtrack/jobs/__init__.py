@@ -1,1 +1,1 @@
-"""Background jobs: dispatch, exports, retention."""
+"""Background jobs: dispatch, expansion, exports, statistics, retention, webhooks."""

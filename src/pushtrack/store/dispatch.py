@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -38,6 +38,22 @@ from pushtrack.store.jsontext import dumps, loads
 from pushtrack.store.tracking import tracking_key
 
 _SENT, _CREATED = int(Status.SENT), int(Status.CREATED)
+
+#: platform -> (kind, settings, version) of an application's gateways.
+Gateways = dict[int, tuple[str, dict[str, Any], int]]
+
+#: The rows of one query, read by name: a NamedTuple whose fields are its columns.
+_R = TypeVar("_R", bound=NamedTuple)
+
+
+def _named(shape: type[_R], rows: Iterable[Sequence[Any]]) -> list[_R]:
+    """Query rows as ``shape`` (its fields name the SELECT's columns, in their order)."""
+    return list(map(shape._make, rows))
+
+
+def _named_one(shape: type[_R], row: Sequence[Any] | None) -> _R | None:
+    return None if row is None else shape._make(row)
+
 
 #: A throttled message sends in bursts of this many seconds' worth of its rate.
 RATE_WINDOW_US = 250_000
@@ -104,6 +120,8 @@ class Batch(msgspec.Struct, frozen=True):
     held: list[Due] = msgspec.field(default_factory=list)
     #: When the held deliveries are looked at again.
     held_until: int | None = None
+    #: The job's context, read by this batch's transaction (a job's first batch only).
+    context: JobContext | None = None
 
 
 class Ended(NamedTuple):
@@ -136,7 +154,9 @@ class DeadToken(NamedTuple):
 
 
 class JobContext(msgspec.Struct, frozen=True):
-    """What a dispatch job reads of its message once, before its first batch."""
+    """What a dispatch job reads of its message and application once: in the
+    transaction that starts its first batch (``start_batch``), so the gateway settings
+    it sends with are those that batch's refusals and pauses were decided on."""
 
     app_id: int
     #: When the message was to go out (µs): the later of its send_at and its creation.
@@ -146,25 +166,91 @@ class JobContext(msgspec.Struct, frozen=True):
     #: Its send_rate (deliveries per second), None when unthrottled.
     rate: int | None
     #: platform -> (kind, settings, version) of the application's gateways.
-    gateways: dict[int, tuple[str, dict[str, Any], int]]
+    gateways: Gateways
+
+
+class _AppId(NamedTuple):
+    app_id: int
+
+
+class _GatewayRow(NamedTuple):
+    platform: int
+    kind: str
+    config: str
+    updated_at: int
+
+
+class _GatewayKind(NamedTuple):
+    platform: int
+    kind: str
+
+
+class _PauseRow(NamedTuple):
+    platform: int
+    paused_at: int
+    paused_reason: str | None
+
+
+class _GatewayStateRow(NamedTuple):
+    platform: int
+    kind: str
+    paused_at: int | None
+    paused_reason: str | None
+
+
+class _Status(NamedTuple):
+    status: str
+
+
+class _MessageState(NamedTuple):
+    """What every batch reads of its message row."""
+
+    app_id: int
+    status: str
+
+
+#: The columns of ``_MessageState``.
+_MESSAGE_STATE_SQL = "SELECT app_id, status FROM messages WHERE id = ?"
+
+
+class _MessageContext(NamedTuple):
+    """What a job's first batch reads of its message row: ``_MessageState`` and what
+    ``JobContext`` is made of."""
+
+    app_id: int
+    status: str
+    send_at: int
+    created_at: int
+    local_time: int | bool
+    notification: str
+
+
+#: The columns of ``_MessageContext``.
+_MESSAGE_CONTEXT_SQL = (
+    "SELECT app_id, status, send_at, created_at, local_time, notification"
+    " FROM messages WHERE id = ?"
+)
 
 
 def set_gateway(
     tx: Tx, *, account: str, app_code: str, platform: int, kind: str, config: dict[str, Any]
 ) -> None:
-    row = tx.one(
-        "SELECT a.id FROM applications a JOIN accounts acc ON acc.id = a.account_id"
-        " WHERE a.code = ? AND acc.name = ?",
-        (app_code, account),
+    app = _named_one(
+        _AppId,
+        tx.one(
+            "SELECT a.id FROM applications a JOIN accounts acc ON acc.id = a.account_id"
+            " WHERE a.code = ? AND acc.name = ?",
+            (app_code, account),
+        ),
     )
-    if row is None:
+    if app is None:
         raise ConflictError(f"no application {app_code} in account {account!r}")
     tx.run(
         "INSERT INTO gateways (app_id, platform, kind, config, updated_at) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (app_id, platform) DO UPDATE SET kind = excluded.kind,"
         " config = excluded.config, updated_at = excluded.updated_at,"
         " paused_at = NULL, paused_reason = NULL",  # new settings lift a pause
-        (row[0], platform, kind, dumps(config), tx.now()),
+        (app.app_id, platform, kind, dumps(config), tx.now()),
     )
     # dispatch jobs waiting for a paused gateway's next probe go at once (the others,
     # woken early, find nothing due yet and wait again)
@@ -172,7 +258,7 @@ def set_gateway(
         "UPDATE jobs SET run_at = ? WHERE kind = ? AND state = 'pending' AND run_at > ?"
         " AND message_id IN (SELECT id FROM messages WHERE app_id = ?"
         " AND status IN ('pending', 'sending'))",
-        (tx.now(), JobKind.DISPATCH, tx.now(), row[0]),
+        (tx.now(), JobKind.DISPATCH, tx.now(), app.app_id),
     )
 
 
@@ -190,36 +276,45 @@ def reseal_gateway(
     )
 
 
-def gateways(tx: Tx, *, app_id: int) -> dict[int, tuple[str, dict[str, Any], int]]:
+def gateways(tx: Tx, *, app_id: int) -> Gateways:
     """platform -> (kind, settings, version) of an application."""
-    rows = tx.all(
-        "SELECT platform, kind, config, updated_at FROM gateways WHERE app_id = ?", (app_id,)
+    rows = _named(
+        _GatewayRow,
+        tx.all(
+            "SELECT platform, kind, config, updated_at FROM gateways WHERE app_id = ?", (app_id,)
+        ),
     )
-    return {r[0]: (r[1], loads(r[2]), r[3]) for r in rows}
+    return {r.platform: (r.kind, loads(r.config), r.updated_at) for r in rows}
 
 
 def gateway_kinds(tx: Tx, *, app_id: int) -> dict[int, str]:
     """platform -> gateway kind, without the settings (safe to show)."""
-    return {
-        r[0]: r[1]
-        for r in tx.all("SELECT platform, kind FROM gateways WHERE app_id = ?", (app_id,))
-    }
+    rows = _named(
+        _GatewayKind, tx.all("SELECT platform, kind FROM gateways WHERE app_id = ?", (app_id,))
+    )
+    return {r.platform: r.kind for r in rows}
 
 
-class _Started(NamedTuple):
-    """What ``start_batch`` hands back from the writer: the batch without its tracking
-    codes, which the caller derives from ``key`` outside the write transaction."""
+class _DueRow(NamedTuple):
+    """A delivery of a range as ``start_batch`` loads it (``_DUE_SQL``'s columns)."""
 
-    batch: Batch | None
-    #: The due rows (id, legacy code, platform, token, hash, user, attempts, payload,
-    #: web keys), in id order.
-    rows: list[tuple[Any, ...]]
-    key: bytes
-    #: The rows held back by paused gateways (as ``rows``).
-    held: list[tuple[Any, ...]] = []
+    id: int
+    legacy_code: str | None
+    platform: int
+    push_token: str | None
+    subscribed: int | bool | None
+    hash: str
+    user_id: str
+    attempts: int
+    payload_id: int
+    next_at: int | None
+    web_p256dh: str | None
+    web_auth: str | None
+    state: int
+    in_flight: int | bool
 
 
-#: The columns ``start_batch`` loads of a range's deliveries.
+#: The columns of ``_DueRow``, of a range's deliveries.
 _DUE_SQL = (
     "SELECT d.id, d.legacy_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
     " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at,"
@@ -230,23 +325,50 @@ _DUE_SQL = (
 )
 
 
+class _PayloadRow(NamedTuple):
+    id: int
+    body: str
+    options: str
+
+
+class _Started(NamedTuple):
+    """What ``start_batch`` hands back from the writer: the batch without its tracking
+    codes, which the caller derives from ``key`` outside the write transaction."""
+
+    batch: Batch | None
+    #: The due rows, in id order.
+    rows: list[_DueRow]
+    key: bytes
+    #: The rows held back by paused gateways (as ``rows``).
+    held: list[_DueRow] = []
+
+
 def start_batch(
     tx: Tx,
     *,
     message_id: int,
     first: int,
     last: int,
-    refuse: Callable[[int], str | None],
-    rate: int | None = None,
+    refuse: Callable[[int, Gateways], str | None],
+    context: JobContext | None = None,
+    app_id: int | None = None,
     probe_us: int = 60_000_000,
 ) -> _Started:
     """Load a range's due deliveries and mark them ``sent`` and in flight, in one
     transaction.
 
-    ``refuse(platform)`` names why a platform cannot be sent to (no gateway),
+    A job's first batch (``context`` None) also reads the job's context in this
+    transaction: its message's send time and rate, and the gateway settings of its
+    application (``app_id``, the job's; a job made before jobs carried it takes the
+    message's). The batch hands it back (``Batch.context``) and the job's later batches
+    pass it in. So the settings a job sends with are those its first batch decided
+    refusals and pauses on: a settings change commits before that batch (and is sent
+    with) or after it (and lifts a pause, or wakes the job, as ``set_gateway`` does).
+
+    ``refuse(platform, gateways)`` names why a platform cannot be sent to (no gateway),
     or None; such deliveries, and those whose device unsubscribed meanwhile,
     end ``failed`` here. A cancelled message's range ends ``failed``/``Cancelled``.
-    With ``rate`` (the message's deliveries per second) only as many as its
+    With a rate (the message's deliveries per second) only as many as its
     send slots allow are taken; ``next_due`` then says when more may go. The
     batch's tracking codes are left to the caller (``DispatchStore.start_batch``),
     so the single writer spends no time on them.
@@ -265,45 +387,55 @@ def start_batch(
     # The message row first (see store/expansion.py on lock order); once it is held,
     # a deleteMessage either committed before (and is seen below) or waits for us.
     lock_message(tx, message_id)
-    msg = tx.one("SELECT app_id, status FROM messages WHERE id = ?", (message_id,))
+    read: JobContext | None = None
+    if context is None:
+        row = _named_one(_MessageContext, tx.one(_MESSAGE_CONTEXT_SQL, (message_id,)))
+        msg = None if row is None else _MessageState(row.app_id, row.status)
+    else:
+        row = None
+        msg = _named_one(_MessageState, tx.one(_MESSAGE_STATE_SQL, (message_id,)))
     if msg is None:
         return _Started(None, [], b"")
-    if msg[1] == MessageStatus.CANCELLED:
+    if msg.status == MessageStatus.CANCELLED:
         cancel_rest(tx, message_id=message_id, first=first, last=last)
-        return _Started(Batch(msg[0], message_id, msg[1], [], {}, None), [], b"")
+        return _Started(Batch(msg.app_id, message_id, msg.status, [], {}, None), [], b"")
+    if row is not None:
+        context = read = _job_context(tx, row, app_id)
+    assert context is not None
+    settings, rate = context.gateways, context.rate
     now = tx.now()
-    rows = tx.all(_DUE_SQL, (first, last, message_id, _CREATED, _SENT))
-    due: list[tuple[Any, ...]] = []
+    rows = _named(_DueRow, tx.all(_DUE_SQL, (first, last, message_id, _CREATED, _SENT)))
+    due: list[_DueRow] = []
     refused: dict[str, list[int]] = defaultdict(list)
     reasons: dict[int, str | None] = {}
     next_due: int | None = None
     for r in rows:
-        if r[9] is not None and r[9] > now:
-            next_due = r[9] if next_due is None else min(next_due, r[9])
+        if r.next_at is not None and r.next_at > now:
+            next_due = r.next_at if next_due is None else min(next_due, r.next_at)
             continue
-        if not r[3] or not r[4]:
+        if not r.push_token or not r.subscribed:
             # The device unsubscribed after the message was created.
-            refused[DESC_UNSUBSCRIBED].append(r[0])
+            refused[DESC_UNSUBSCRIBED].append(r.id)
             continue
-        platform = r[2]
+        platform = r.platform
         reason = (
             reasons[platform]
             if platform in reasons
-            else reasons.setdefault(platform, refuse(platform))
+            else reasons.setdefault(platform, refuse(platform, settings))
         )
         if reason is not None:
-            refused[reason].append(r[0])
+            refused[reason].append(r.id)
             continue
         due.append(r)
     for reason, ids in refused.items():
         advance(tx, message_id, ids, Status.FAILED, (_CREATED, _SENT), reason)
-    pauses = gateway_pauses(tx, app_id=msg[0]) if due else {}
+    pauses = gateway_pauses(tx, app_id=context.app_id) if due else {}
     probing: set[int] = set()
-    held: list[tuple[Any, ...]] = []
+    held: list[_DueRow] = []
     held_until: int | None = None
     if pauses:
         due, held, probing, held_until = _hold_paused(
-            tx, msg[0], due, pauses, now=now, probe_us=probe_us
+            tx, context.app_id, due, pauses, now=now, probe_us=probe_us
         )
         if held_until is not None:
             next_due = held_until if next_due is None else min(next_due, held_until)
@@ -317,39 +449,55 @@ def start_batch(
     if due:
         tx.run(_TO_SENDING, (message_id,))
         mark_sent(
-            tx, message_id=message_id, first=first, last=due[-1][0], now=now,
-            held_platforms={r[2] for r in held},
+            tx, message_id=message_id, first=first, last=due[-1].id, now=now,
+            held_platforms={r.platform for r in held},
         )  # fmt: skip
-        again = [r[0] for r in due if r[12] == _SENT and not r[13]]
+        again = [r.id for r in due if r.state == _SENT and not r.in_flight]
         if again:  # tried before (a retry): in flight from now too
             _set_in_flight(tx, again, 1)
-    payload_ids = sorted({r[8] for r in (*due, *held)})
+    payload_ids = sorted({r.payload_id for r in (*due, *held)})
     payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     for start in range(0, len(payload_ids), 500):
         part = payload_ids[start : start + 500]
-        for pid, body, options in tx.all(
-            f"SELECT id, body, options FROM payloads WHERE id IN ({','.join('?' * len(part))})",
-            part,
+        for p in _named(
+            _PayloadRow,
+            tx.all(
+                f"SELECT id, body, options FROM payloads WHERE id IN ({','.join('?' * len(part))})",
+                part,
+            ),
         ):
-            payloads[pid] = (loads(body), loads(options))
+            payloads[p.id] = (loads(p.body), loads(p.options))
     key = tracking_key(tx) if rows else b""
     shown = codes.shown_message_id(key, message_id) if key else 0
     batch = Batch(
-        msg[0], message_id, msg[1], [], payloads, next_due, throttled, shown, pauses,
-        frozenset(probing), [], held_until,
+        msg.app_id, message_id, msg.status, [], payloads, next_due, throttled, shown, pauses,
+        frozenset(probing), [], held_until, read,
     )  # fmt: skip
     return _Started(batch, due, key, held)
+
+
+def _job_context(tx: Tx, row: _MessageContext, app_id: int | None) -> JobContext:
+    """A job's context from its message row and its application's gateway settings
+    (``app_id``: the job's; None, a job made before jobs carried it: the message's)."""
+    app = row.app_id if app_id is None else app_id
+    return JobContext(
+        app_id=app,
+        send_time=max(int(row.send_at), int(row.created_at)),
+        local_time=bool(row.local_time),
+        rate=_rate_of(loads(row.notification)),
+        gateways=gateways(tx, app_id=app),
+    )
 
 
 def _hold_paused(
     tx: Tx,
     app_id: int,
-    due: list[tuple[Any, ...]],
+    due: list[_DueRow],
     pauses: dict[int, Pause],
     *,
     now: int,
     probe_us: int,
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], set[int], int | None]:
+) -> tuple[list[_DueRow], list[_DueRow], set[int], int | None]:
     """Split due rows into those to send and those a paused gateway holds back:
     (to send, held, paused platforms probed by this batch, when the held are due again).
 
@@ -358,18 +506,18 @@ def _hold_paused(
     the other rows comes back for them at the next probe (or when new settings lift the
     pause: ``set_gateway`` wakes the application's dispatch jobs)."""
     probing: set[int] = set()
-    for platform in {r[2] for r in due} & set(pauses):
+    for platform in {r.platform for r in due} & set(pauses):
         since = pauses[platform].since
         if now >= since + probe_us and claim_probe(
             tx, app_id=app_id, platform=platform, since=since
         ):
             probing.add(platform)
-    kept: list[tuple[Any, ...]] = []
-    held: list[tuple[Any, ...]] = []
+    kept: list[_DueRow] = []
+    held: list[_DueRow] = []
     until: set[int] = set()
     for r in due:
-        pause = pauses.get(r[2])
-        if pause is None or r[2] in probing:
+        pause = pauses.get(r.platform)
+        if pause is None or r.platform in probing:
             kept.append(r)
             continue
         held.append(r)
@@ -388,20 +536,28 @@ def due_of(started: _Started) -> Batch | None:
     return msgspec.structs.replace(batch, due=_due(key, rows), held=_due(key, held))
 
 
-def _due(key: bytes, rows: list[tuple[Any, ...]]) -> list[Due]:
-    derived = codes.tracking_codes_of(key, [r[0] for r in rows if r[1] is None])
+def _due(key: bytes, rows: list[_DueRow]) -> list[Due]:
+    derived = codes.tracking_codes_of(key, [r.id for r in rows if r.legacy_code is None])
     at = 0
     due: list[Due] = []
     append = due.append
     for r in rows:
-        if r[1] is None:
+        if r.legacy_code is None:
             code = derived[at]
             at += 1
         else:
-            code = r[1]
-        keys = (r[10], r[11]) if r[10] and r[11] else None
-        append(Due(r[0], code, r[2], r[3], r[5], r[6], r[7], r[8], keys, bool(r[13])))
+            code = r.legacy_code
+        keys = (r.web_p256dh, r.web_auth) if r.web_p256dh and r.web_auth else None
+        assert r.push_token is not None  # start_batch refused the deliveries without one
+        append(
+            Due(r.id, code, r.platform, r.push_token, r.hash, r.user_id, r.attempts,
+                r.payload_id, keys, bool(r.in_flight))
+        )  # fmt: skip
     return due
+
+
+class _RateAt(NamedTuple):
+    rate_at: int | None
 
 
 def _claim_slots(tx: Tx, message_id: int, now: int, rate: int, wanted: int) -> tuple[int, int]:
@@ -413,11 +569,14 @@ def _claim_slots(tx: Tx, message_id: int, now: int, rate: int, wanted: int) -> t
     """
     # The UPDATE takes the message row's lock first (PostgreSQL): concurrent jobs of
     # one message claim their slots one after the other.
-    (rate_at,) = tx.one(
-        "UPDATE messages SET rate_at = COALESCE(rate_at, 0) WHERE id = ? RETURNING rate_at",
-        (message_id,),
-    ) or (0,)
-    start = max(int(rate_at or 0), now)
+    row = _named_one(
+        _RateAt,
+        tx.one(
+            "UPDATE messages SET rate_at = COALESCE(rate_at, 0) WHERE id = ? RETURNING rate_at",
+            (message_id,),
+        ),
+    )
+    start = max(int(row.rate_at or 0) if row else 0, now)
     room = now + RATE_WINDOW_US - start
     taken = min(wanted, room * rate // 1_000_000) if room > 0 else 0
     if taken == 0 and start <= now:
@@ -426,6 +585,20 @@ def _claim_slots(tx: Tx, message_id: int, now: int, rate: int, wanted: int) -> t
     if taken:
         tx.run("UPDATE messages SET rate_at = ? WHERE id = ?", (slot, message_id))
     return taken, slot
+
+
+class _Won(NamedTuple):
+    """A delivery a transition's UPDATE won (its RETURNING columns)."""
+
+    id: int
+    platform: int
+
+
+class _PlatformCount(NamedTuple):
+    """How many deliveries of a platform a transition won (PostgreSQL's statement)."""
+
+    platform: int
+    n: int
 
 
 def _transition(
@@ -466,27 +639,28 @@ def _transition(
         event: tuple[Any, ...] = (ts, int(status), description, failure_class)
         if gateways is not None:
             event += (gateways[0], gateways[1])
-        rows = tx.all(
-            _pg_transition(update, column, gateways is not None), (*head, *event, *counted)
+        counts = _named(
+            _PlatformCount,
+            tx.all(_pg_transition(update, column, gateways is not None), (*head, *event, *counted)),
         )
-        return sum(n for _, n in rows)
-    won = tx.all(update, head)
+        return sum(c.n for c in counts)
+    won = _named(_Won, tx.all(update, head))
     if won:
         if gateways is None:
             tx.run(
                 "INSERT INTO events (ts, delivery_id, status, description, failure_class)"
                 " SELECT ?, value, ?, ?, ? FROM json_each(?)",
-                (ts, int(status), description, failure_class, dumps([w[0] for w in won])),
+                (ts, int(status), description, failure_class, dumps([w.id for w in won])),
             )
         else:
             given = dict(zip(*gateways, strict=True))
             tx.many(
                 "INSERT INTO events (ts, delivery_id, status, description, gateway_id,"
                 " failure_class) VALUES (?, ?, ?, ?, ?, ?)",
-                [(ts, w[0], int(status), description, given.get(w[0]), failure_class) for w in won],
+                [(ts, w.id, int(status), description, given.get(w.id), failure_class) for w in won],
             )
         if column:
-            per_platform = Counter(w[1] for w in won)
+            per_platform = Counter(w.platform for w in won)
             bump_counts(tx, {(message_id, ts, p, column): n for p, n in per_platform.items()})
     return len(won)
 
@@ -665,6 +839,15 @@ def record(
     return finish_message(tx, message_id=message_id) if finish else None
 
 
+class _Unsubscribed(NamedTuple):
+    """A device a dead token unsubscribed (the UPDATE's RETURNING columns)."""
+
+    id: int
+    hwid: str
+    push_token: str
+    device_type: int
+
+
 def _unsubscribe(tx: Tx, app_id: int, message_id: int, tokens: Sequence[DeadToken]) -> None:
     """Unsubscribe the devices holding dead tokens, and write each one unsubscribed to
     the dead-token ledger. A token the gateway says is dead since a time stays with a
@@ -673,67 +856,44 @@ def _unsubscribe(tx: Tx, app_id: int, message_id: int, tokens: Sequence[DeadToke
         return
     now = tx.now()
     found: dict[str, DeadToken] = {t.token: t for t in tokens}
-    gone: list[tuple[Any, ...]] = []
+    gone: list[_Unsubscribed] = []
     returning = " AND subscribed = 1 RETURNING id, hwid, push_token, device_type"
     always = [t.token for t in tokens if t.since is None]
     for start in range(0, len(always), 900):
         part = always[start : start + 900]
-        gone += tx.all(
-            "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
-            f" AND push_token IN ({','.join('?' * len(part))}){returning}",
-            (now, app_id, *part),
+        gone += _named(
+            _Unsubscribed,
+            tx.all(
+                "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
+                f" AND push_token IN ({','.join('?' * len(part))}){returning}",
+                (now, app_id, *part),
+            ),
         )
     for t in tokens:
         if t.since is not None:
-            gone += tx.all(
-                "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
-                f" AND push_token = ? AND (token_at IS NULL OR token_at <= ?){returning}",
-                (now, app_id, t.token, t.since),
+            gone += _named(
+                _Unsubscribed,
+                tx.all(
+                    "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
+                    f" AND push_token = ? AND (token_at IS NULL OR token_at <= ?){returning}",
+                    (now, app_id, t.token, t.since),
+                ),
             )
     if gone:
         tx.many(
             "INSERT INTO dead_tokens (app_id, device_id, hwid, push_token, platform, reason,"
             " message_id, delivery_id, found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (app_id, device_id, hwid, token, platform, found[token].reason, message_id,
-                 found[token].delivery_id, now)
-                for device_id, hwid, token, platform in sorted(gone)
+                (app_id, g.id, g.hwid, g.push_token, g.device_type, found[g.push_token].reason,
+                 message_id, found[g.push_token].delivery_id, now)
+                for g in sorted(gone)
             ],
         )  # fmt: skip
-
-
-def send_rate(tx: Tx, *, message_id: int) -> int | None:
-    row = tx.one("SELECT notification FROM messages WHERE id = ?", (message_id,))
-    if row is None:
-        return None
-    return _rate_of(loads(row[0]))
 
 
 def _rate_of(notification: Any) -> int | None:
     rate = notification.get("send_rate") if isinstance(notification, dict) else None
     return rate if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0 else None
-
-
-def job_context(tx: Tx, *, message_id: int) -> JobContext | None:
-    """What a dispatch job needs of its message before its first batch, in one read."""
-    row = tx.one(
-        "SELECT app_id, send_at, created_at, local_time, notification FROM messages WHERE id = ?",
-        (message_id,),
-    )
-    if row is None:
-        return None
-    return JobContext(
-        app_id=int(row[0]),
-        send_time=max(int(row[1]), int(row[2])),
-        local_time=bool(row[3]),
-        rate=_rate_of(loads(row[4])),
-        gateways=gateways(tx, app_id=int(row[0])),
-    )
-
-
-def app_of(tx: Tx, *, message_id: int) -> int | None:
-    row = tx.one("SELECT app_id FROM messages WHERE id = ?", (message_id,))
-    return int(row[0]) if row else None
 
 
 def lock_message(tx: Tx, message_id: int) -> None:
@@ -755,18 +915,21 @@ def finish_message(tx: Tx, *, message_id: int) -> str:
     """
     lock_message(tx, message_id)
     tx.run(_TO_DONE, (message_id, message_id, _CREATED, _SENT))
-    row = tx.one("SELECT status FROM messages WHERE id = ?", (message_id,))
-    return str(row[0]) if row else "unknown"
+    row = _named_one(_Status, tx.one("SELECT status FROM messages WHERE id = ?", (message_id,)))
+    return str(row.status) if row else "unknown"
 
 
 def cancel_rest(tx: Tx, *, message_id: int, first: int, last: int) -> None:
     """A cancelled message: end what is left of a range ``failed``/``Cancelled``."""
-    rows = tx.all(
-        "SELECT id, platform FROM deliveries WHERE id BETWEEN ? AND ? AND message_id = ?"
-        " AND state IN (?, ?)",
-        (first, last, message_id, _CREATED, _SENT),
+    rows = _named(
+        _Won,
+        tx.all(
+            "SELECT id, platform FROM deliveries WHERE id BETWEEN ? AND ? AND message_id = ?"
+            " AND state IN (?, ?)",
+            (first, last, message_id, _CREATED, _SENT),
+        ),
     )
-    fail(tx, message_id, [(d, p, DESC_CANCELLED) for d, p in rows])
+    fail(tx, message_id, [(r.id, r.platform, DESC_CANCELLED) for r in rows])
 
 
 class GatewayState(msgspec.Struct, frozen=True):
@@ -778,22 +941,33 @@ class GatewayState(msgspec.Struct, frozen=True):
 
 def gateway_pauses(tx: Tx, *, app_id: int) -> dict[int, Pause]:
     """platform -> pause, for an application's paused gateways."""
-    rows = tx.all(
-        "SELECT platform, paused_at, paused_reason FROM gateways"
-        " WHERE app_id = ? AND paused_at IS NOT NULL",
-        (app_id,),
+    rows = _named(
+        _PauseRow,
+        tx.all(
+            "SELECT platform, paused_at, paused_reason FROM gateways"
+            " WHERE app_id = ? AND paused_at IS NOT NULL",
+            (app_id,),
+        ),
     )
-    return {r[0]: Pause(int(r[1]), str(r[2] or "")) for r in rows}
+    return {r.platform: Pause(int(r.paused_at), str(r.paused_reason or "")) for r in rows}
 
 
 def gateway_states(tx: Tx, *, app_id: int) -> dict[int, GatewayState]:
     """platform -> kind and pause of an application's gateways (safe to show)."""
-    rows = tx.all(
-        "SELECT platform, kind, paused_at, paused_reason FROM gateways WHERE app_id = ?",
-        (app_id,),
+    rows = _named(
+        _GatewayStateRow,
+        tx.all(
+            "SELECT platform, kind, paused_at, paused_reason FROM gateways WHERE app_id = ?",
+            (app_id,),
+        ),
     )
     return {
-        r[0]: GatewayState(r[1], Pause(int(r[2]), str(r[3] or "")) if r[2] is not None else None)
+        r.platform: GatewayState(
+            r.kind,
+            Pause(int(r.paused_at), str(r.paused_reason or ""))
+            if r.paused_at is not None
+            else None,
+        )
         for r in rows
     }
 
@@ -838,13 +1012,6 @@ def resume_gateway(tx: Tx, *, app_id: int, platform: int) -> bool:
     return row is not None
 
 
-def send_time(tx: Tx, *, message_id: int) -> tuple[int, bool] | None:
-    """(when a message was to go out: the later of its ``send_at`` and its creation, µs;
-    whether it goes at local time), or None when it is gone."""
-    row = tx.one("SELECT send_at, created_at, local_time FROM messages WHERE id = ?", (message_id,))
-    return (max(int(row[0]), int(row[1])), bool(row[2])) if row else None
-
-
 class DispatchStore:
     """The sending part of the ``Store``: ``store.dispatch``."""
 
@@ -872,7 +1039,7 @@ class DispatchStore:
             partial(reseal_gateway, app_id=app_id, platform=platform, old=old, new=new)
         )
 
-    async def gateways(self, app_id: int) -> dict[int, tuple[str, dict[str, Any], int]]:
+    async def gateways(self, app_id: int) -> Gateways:
         return await self.engine.read(partial(gateways, app_id=app_id))
 
     async def gateway_kinds(self, app_id: int) -> dict[int, str]:
@@ -892,21 +1059,19 @@ class DispatchStore:
     async def resume_gateway(self, app_id: int, platform: int) -> bool:
         return await self.engine.write(partial(resume_gateway, app_id=app_id, platform=platform))
 
-    async def send_time(self, message_id: int) -> tuple[int, bool] | None:
-        return await self.engine.read(partial(send_time, message_id=message_id))
-
-    async def app_of(self, message_id: int) -> int | None:
-        return await self.engine.read(partial(app_of, message_id=message_id))
-
     async def start_batch(
         self,
         message_id: int,
         first: int,
         last: int,
-        refuse: Callable[[int], str | None],
-        rate: int | None = None,
+        refuse: Callable[[int, Gateways], str | None],
+        context: JobContext | None = None,
+        *,
+        app_id: int | None = None,
         probe_seconds: float = 60.0,
     ) -> Batch | None:
+        """A batch of a job (None: the message is gone). Without ``context`` (the job's
+        first batch) the batch reads it, in the same transaction (``Batch.context``)."""
         started = await self.engine.write(
             partial(
                 start_batch,
@@ -914,19 +1079,12 @@ class DispatchStore:
                 first=first,
                 last=last,
                 refuse=refuse,
-                rate=rate,
+                context=context,
+                app_id=app_id,
                 probe_us=int(probe_seconds * 1_000_000),
             )
         )
         return due_of(started)
-
-    async def job_context(self, message_id: int) -> JobContext | None:
-        """A dispatch job's message, rate and gateway settings (None: the message is gone)."""
-        return await self.engine.read(partial(job_context, message_id=message_id))
-
-    async def send_rate(self, message_id: int) -> int | None:
-        """A message's ``send_rate`` (deliveries per second), or None when unthrottled."""
-        return await self.engine.read(partial(send_rate, message_id=message_id))
 
     async def record(
         self,

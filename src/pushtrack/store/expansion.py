@@ -187,7 +187,7 @@ def _write_step(tx: Tx, exp: Expansion, read: Read) -> Step:
     if n:
         templates = message_templates(tx, mid)
         ensure_templates(tx, mid, exp.notification, read.planned.keys, templates)
-        write_deliveries(tx, mid, read.planned, templates)
+        write_deliveries(tx, mid, read.planned, templates, app_id=exp.app.id)
     if not read.last:
         return Step(cursor=read.cursor, deliveries=n)
     return Step(cursor=None, deliveries=n, status=finish_message(tx, message_id=mid))

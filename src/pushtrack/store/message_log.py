@@ -209,7 +209,8 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
             else ()
         )
     }
-    out = []
+    out: list[LogRow] = []
+    append = out.append
     for (  # _PAGE_COLUMNS' order
         ts,
         key_,
@@ -231,9 +232,15 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     ) in rows:
         status = _STATUS[status_value]
         message_code, app_id, shown_id = messages[message_id]
-        # a delivery being retried: its last transient reason and class, on its `sent`
-        retrying = status is Status.SENT and state == _SENT and retry_reason is not None
-        out.append(
+        if status_value == _SENT and state == _SENT and retry_reason is not None:
+            # a delivery being retried: its last transient reason and class, on its `sent`
+            failure_class = retry_class
+        else:
+            retry_reason = None
+            if failure_class is None and status_value == _FAILED:
+                failure_class = class_of(status, None, description)
+        # positional, in LogRow's field order (one row of a page of up to 100,000)
+        append(
             LogRow(
                 key_,
                 ts,
@@ -247,12 +254,10 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
                 target_id,
                 user_id,
                 platform,
-                gateway_id=gateway_id,
-                failure_class=retry_class
-                if retrying
-                else class_of(status, failure_class, description),
-                attempts=attempts,
-                retry_reason=retry_reason if retrying else None,
+                gateway_id,
+                failure_class,
+                attempts,
+                retry_reason,
             )
         )
     return out
@@ -315,6 +320,7 @@ def _event_span(tx: Tx, where: Sequence[str], params: Sequence[Any]) -> tuple[in
 
 
 _SENT = int(Status.SENT)
+_FAILED = int(Status.FAILED)
 #: A row's position in the trail: (ts, key).
 _POSITION = itemgetter(_TS, _KEY)
 _STATUS = {int(s): s for s in Status}

@@ -208,7 +208,7 @@ def _write_message(tx: Tx, p: Prepared) -> Written:
     templates = insert_templates(tx, message_id, p.templates)
     status = _initial_status(now, plan.send_at, planned)
     _insert_message(tx, app, plan, message_id, code, status, len(planned), None)
-    ids = write_deliveries(tx, message_id, planned, templates)
+    ids = write_deliveries(tx, message_id, planned, templates, app_id=app.id)
     return Written(code, message_id, ids)
 
 
@@ -613,12 +613,13 @@ def _plan_known(
 
 
 def write_deliveries(
-    tx: Tx, message_id: int, planned: Planned, templates: dict[TemplateKey, int]
+    tx: Tx, message_id: int, planned: Planned, templates: dict[TemplateKey, int], *, app_id: int
 ) -> list[int]:
     """Write planned deliveries (``templates`` has every key; each row carries its
     ``created`` status: ``created_at``), the ``failed`` events and counters of those
-    that end at once, and the dispatch jobs that will send the live ones. Returns the
-    deliveries' ids, in the plan's order."""
+    that end at once, and the dispatch jobs that will send the live ones (of the
+    message's application ``app_id``). Returns the deliveries' ids, in the plan's
+    order."""
     n = len(planned)
     if not n:
         return []
@@ -663,7 +664,8 @@ def write_deliveries(
         [(ids[i], Status.FAILED, why, message_id, platform) for i, why, platform in planned.failed],
     )
     if planned.first_due is not None:
-        _enqueue_dispatch(tx, message_id, [ids[i] for i in planned.live], planned.first_due)
+        live = [ids[i] for i in planned.live]
+        _enqueue_dispatch(tx, message_id, app_id, live, planned.first_due)
     return ids
 
 
@@ -683,16 +685,19 @@ def _language_key(device_language: str | None, wanted: frozenset[str]) -> str | 
     return None
 
 
-def _enqueue_dispatch(tx: Tx, message_id: int, delivery_ids: Sequence[int], run_at: int) -> None:
+def _enqueue_dispatch(
+    tx: Tx, message_id: int, app_id: int, delivery_ids: Sequence[int], run_at: int
+) -> None:
     """The dispatch jobs of a message's deliveries, a range of ``DISPATCH_CHUNK`` each,
-    as jobs of the message's account (claims are fair between accounts)."""
+    as jobs of the message's account (claims are fair between accounts); each carries
+    the message's application."""
     if not delivery_ids:
         return
     now = tx.now()
     rows = []
     for start in range(0, len(delivery_ids), DISPATCH_CHUNK):
         part = delivery_ids[start : start + DISPATCH_CHUNK]
-        params = DispatchParams(message_id=message_id, first=part[0], last=part[-1])
+        params = DispatchParams(message_id=message_id, first=part[0], last=part[-1], app_id=app_id)
         rows.append(
             (codes.request_id(), JobKind.DISPATCH, encode(params), jobs.PENDING, run_at,
              now, now, message_id, message_id)

@@ -30,6 +30,11 @@ and one sender probes it every ``probe_seconds``; new gateway settings lift
 the pause. A message's ``send_rate`` is honoured by the store handing out send
 slots (``start_batch``); the job sends a burst, waits for the next slot, and
 goes on.
+
+A job's first batch reads what the job needs of its message and its application's
+gateway settings in the transaction that starts it (``JobContext``; the job names its
+application, ``DispatchParams.app_id``, or, made before it did, takes the message's):
+the settings it sends with are those its refusals and pauses were decided on.
 """
 
 from __future__ import annotations
@@ -68,9 +73,10 @@ from pushtrack.domain.status import DESC_NO_GATEWAY, DESC_NOT_SUPPORTED, Message
 from pushtrack.jobs.runner import Done, JobResult, Later
 from pushtrack.sealing import Sealer, unseal
 from pushtrack.store import Store
-from pushtrack.store.dispatch import Batch, DeadToken, Due, Ended, Pause
+from pushtrack.store.dispatch import Batch, DeadToken, Due, Ended, Gateways, JobContext, Pause
 from pushtrack.store.jobs import Job
 
+#: The sending log keeps the name it always had (log filters and alerts match it).
 log = logging.getLogger("pushtrack.delivery")
 
 #: Device types a gateway here can serve.
@@ -153,6 +159,16 @@ class RetryPolicy:
 _PAUSED_SHOWN: set[tuple[int, int, str]] = set()
 
 
+def refusal(platform: int, gateways: Gateways) -> str | None:
+    """Why deliveries to ``platform`` cannot be sent with the application's ``gateways``
+    (they end ``failed`` saying so), or None."""
+    if platform not in SERVED:
+        return f"{DESC_NOT_SUPPORTED} {name_of(platform)}"
+    if platform not in gateways:
+        return f"{DESC_NO_GATEWAY} {name_of(platform)}"
+    return None
+
+
 class _Limit(msgspec.Struct, frozen=True):
     """When a delivery stops being tried (µs) and what sets that time."""
 
@@ -182,27 +198,24 @@ class Dispatcher:
     async def handle(self, job: Job) -> JobResult:
         p = job.params_as(DispatchParams)
         message_id, first, last = p.message_id, p.first, p.last
-        context = await self.store.dispatch.job_context(message_id)
-        if context is None:
-            return Done({"message": "gone"})
-        app_id, settings, rate = context.app_id, context.gateways, context.rate
-        base = context.send_time + (LOCAL_TIME_SPREAD_US if context.local_time else 0)
-
-        def refuse(platform: int) -> str | None:
-            if platform not in SERVED:
-                return f"{DESC_NOT_SUPPORTED} {name_of(platform)}"
-            if platform not in settings:
-                return f"{DESC_NO_GATEWAY} {name_of(platform)}"
-            return None
-
+        # The job's context (its message's send time and rate, its application's gateway
+        # settings) is read by its first batch, in the transaction that starts it; the
+        # later batches of this run go on with it.
+        context: JobContext | None = None
         while True:
             batch = await self.store.dispatch.start_batch(
-                message_id, first, last, refuse, rate, self.policy.probe_seconds
-            )
+                message_id, first, last, refusal, context,
+                app_id=p.app_id, probe_seconds=self.policy.probe_seconds,
+            )  # fmt: skip
             if batch is None:
                 return Done({"message": "gone"})
             if batch.message_status == MessageStatus.CANCELLED:
                 return Done({"message": MessageStatus.CANCELLED.value})
+            if context is None:
+                context = batch.context
+                assert context is not None  # the first batch of a message still there
+            app_id, settings = context.app_id, context.gateways
+            base = context.send_time + (LOCAL_TIME_SPREAD_US if context.local_time else 0)
             retry_at: int | None = None
             if batch.due or batch.held:
                 outcome = await self._send_through(
@@ -225,7 +238,7 @@ class Dispatcher:
     async def _send_through(
         self,
         app_id: int,
-        settings: dict[int, tuple[str, dict[str, Any], int]],
+        settings: Gateways,
         batch: Batch,
         base: int,
         *,
@@ -266,7 +279,7 @@ class Dispatcher:
     async def _send(
         self,
         app_id: int,
-        settings: dict[int, tuple[str, dict[str, Any], int]],
+        settings: Gateways,
         batch: Batch,
         base: int,
         *,
@@ -369,7 +382,7 @@ class Dispatcher:
     def _held_out_of_time(
         self,
         batch: Batch,
-        settings: dict[int, tuple[str, dict[str, Any], int]],
+        settings: Gateways,
         limits: dict[int, _Limit],
         now: int,
     ) -> list[Ended]:
