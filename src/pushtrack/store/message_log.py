@@ -268,8 +268,9 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
 #: of an event, and the delivery's state, tries and last transient reason and class.
 #: Rows stay plain tuples, unpacked or indexed by these names where they are read:
 #: rows read as NamedTuples stay tracked by the cyclic GC (a tuple subclass is never
-#: untracked, a plain tuple of numbers and text is), and a 100,000-row page took 1.5
-#: times the CPU for their collections (~1.3 s to ~2.0 s, same database and process).
+#: untracked, a plain tuple of numbers and text is), which costs a page of 100,000 of
+#: them (and an export's pages) much of their CPU (ARCHITECTURE.md, "Rows are read by
+#: name").
 _PAGE_COLUMNS = (
     "ts",
     "key",
