@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -89,6 +89,70 @@ def test_shared_dialect(engine: Engine) -> None:
     assert not_in_null == [(0,)]  # NULL in a NOT IN list: SQL's rule, on both engines
     assert updated == 1
     assert flagged == [("50%",), ("n01",)]
+
+
+class _Account(NamedTuple):
+    name: str
+    created_at: int
+
+
+def test_rows_by_name(engine: Engine) -> None:
+    def fn(tx: Tx) -> list[Any]:
+        tx.many("INSERT INTO accounts (name, created_at) VALUES (?, ?)", [("a", 1), ("b", 2)])
+        select = "SELECT name, created_at FROM accounts"
+        return [
+            tx.all_as(_Account, f"{select} ORDER BY name"),
+            tx.all_as(_Account, f"{select} WHERE name IN (?, ?) ORDER BY name", ("b", "zz")),
+            tx.all_as(_Account, f"{select} WHERE name > ? ORDER BY name", ("a",)),
+            tx.all_as(_Account, f"{select} WHERE name = ?", ("zz",)),
+            tx.one_as(_Account, f"{select} WHERE name = ?", ("b",)),
+            tx.one_as(_Account, f"{select} WHERE name = ?", ("zz",)),
+            # an expression, named by AS
+            tx.one_as(
+                _Account, "SELECT MAX(name) AS name, SUM(created_at) AS created_at FROM accounts"
+            ),
+            tx.scalar("SELECT created_at FROM accounts WHERE name = ?", ("b",)),
+            tx.scalar("SELECT created_at FROM accounts WHERE name = ?", ("zz",)),
+            tx.scalar("SELECT MAX(created_at) FROM accounts WHERE name = ?", ("zz",)),
+            tx.column("SELECT name FROM accounts ORDER BY name DESC"),
+            tx.column("SELECT name FROM accounts WHERE name = ?", ("zz",)),
+        ]
+
+    (every, listed, planned, none, one, missing, summed, value, no_row, null, names, no_names) = (
+        engine.write_sync(fn)
+    )
+    assert every == [_Account("a", 1), _Account("b", 2)]
+    assert [type(r) for r in every] == [_Account, _Account]
+    assert [r.created_at for r in every] == [1, 2]
+    assert listed == planned == [_Account("b", 2)]
+    assert none == []
+    assert one == _Account("b", 2)
+    assert isinstance(one, _Account)
+    assert one.name == "b"
+    assert missing is None
+    assert summed == _Account("b", 3)
+    assert (value, no_row, null) == (2, None, None)
+    assert names == ["b", "a"]
+    assert no_names == []
+
+
+def test_a_row_class_must_be_named_by_its_statement(engine: Engine) -> None:
+    # The statement's column names must be the class's fields, in order: checked on the
+    # statement's first run, rows or none, so a class and its statement never drift apart.
+    for sql in (
+        "SELECT created_at, name FROM accounts",  # another order
+        "SELECT name, created_at, id FROM accounts",  # a column more
+        "SELECT name FROM accounts",  # one less
+        "SELECT name, MAX(created_at) FROM accounts GROUP BY name",  # an expression not named
+    ):
+        with pytest.raises(TypeError, match="_Account has the fields name, created_at"):
+            engine.read_sync(lambda tx, sql=sql: tx.all_as(_Account, sql))
+        with pytest.raises(TypeError, match="the statement's columns are"):
+            engine.read_sync(lambda tx, sql=sql: tx.one_as(_Account, sql))
+    # a statement that failed the check fails it again, with rows as without
+    engine.write_sync(lambda tx: tx.run("INSERT INTO accounts (name, created_at) VALUES ('c', 3)"))
+    with pytest.raises(TypeError):
+        engine.read_sync(lambda tx: tx.all_as(_Account, "SELECT created_at, name FROM accounts"))
 
 
 def test_new_ids_are_fresh_and_ascending(engine: Engine) -> None:

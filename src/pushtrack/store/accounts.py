@@ -4,7 +4,7 @@ app and token methods."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import NamedTuple
 
 from pushtrack.domain import codes
 from pushtrack.store.base import (
@@ -16,34 +16,47 @@ from pushtrack.store.base import (
 from pushtrack.store.jsontext import dumps, loads
 
 APP_COLUMNS = (
-    "a.id, a.code, a.name, acc.name, a.tracking, a.open_logging, "
-    "a.device_token_required, a.created_at"
+    "a.id, a.code, a.name, acc.name AS account, a.tracking, a.open_logging,"
+    " a.device_token_required, a.created_at"
 )
 APP_FROM = "applications a JOIN accounts acc ON acc.id = a.account_id"
 
 
-def app_from_row(row: tuple[Any, ...]) -> App:
+class AppRow(NamedTuple):
+    """An application as ``APP_COLUMNS`` reads it."""
+
+    id: int
+    code: str
+    name: str
+    account: str
+    tracking: int
+    open_logging: int
+    device_token_required: int
+    created_at: int
+
+
+def app_from_row(row: AppRow) -> App:
     return App(
-        id=row[0],
-        code=row[1],
-        name=row[2],
-        account=row[3],
-        tracking=bool(row[4]),
-        open_logging=bool(row[5]),
-        device_token_required=bool(row[6]),
-        created_at=row[7],
+        id=row.id,
+        code=row.code,
+        name=row.name,
+        account=row.account,
+        tracking=bool(row.tracking),
+        open_logging=bool(row.open_logging),
+        device_token_required=bool(row.device_token_required),
+        created_at=row.created_at,
     )
 
 
 def account_id(tx: Tx, name: str) -> int:
-    row = tx.one("SELECT id FROM accounts WHERE name = ?", (name,))
-    if row:
-        return int(row[0])
-    row = tx.one(
+    found = tx.scalar("SELECT id FROM accounts WHERE name = ?", (name,))
+    if found is not None:
+        return int(found)
+    made = tx.scalar(
         "INSERT INTO accounts (name, created_at) VALUES (?, ?) RETURNING id", (name, tx.now())
     )
-    assert row is not None
-    return int(row[0])
+    assert made is not None
+    return int(made)
 
 
 def create_app(
@@ -51,7 +64,7 @@ def create_app(
 ) -> App:
     acc = account_id(tx, account)
     code = codes.app_code()
-    while tx.one("SELECT 1 FROM applications WHERE code = ?", (code,)):
+    while tx.scalar("SELECT 1 FROM applications WHERE code = ?", (code,)) is not None:
         code = codes.app_code()
     tx.run(
         "INSERT INTO applications (code, account_id, name, tracking, open_logging,"
@@ -64,40 +77,56 @@ def create_app(
 
 
 def get_app(tx: Tx, code: str) -> App | None:
-    row = tx.one(f"SELECT {APP_COLUMNS} FROM {APP_FROM} WHERE a.code = ?", (code,))
+    row = tx.one_as(AppRow, f"SELECT {APP_COLUMNS} FROM {APP_FROM} WHERE a.code = ?", (code,))
     return app_from_row(row) if row else None
 
 
 def has_accounts(tx: Tx) -> bool:
-    return tx.one("SELECT 1 FROM accounts LIMIT 1") is not None
+    return tx.scalar("SELECT 1 FROM accounts LIMIT 1") is not None
 
 
 def list_apps(tx: Tx, account: str) -> list[App]:
-    rows = tx.all(
-        f"SELECT {APP_COLUMNS} FROM {APP_FROM} WHERE acc.name = ? ORDER BY a.id", (account,)
+    rows = tx.all_as(
+        AppRow, f"SELECT {APP_COLUMNS} FROM {APP_FROM} WHERE acc.name = ? ORDER BY a.id", (account,)
     )
     return [app_from_row(r) for r in rows]
 
 
 def all_apps(tx: Tx) -> list[App]:
     """Every application of every account (operator tools)."""
-    return [app_from_row(r) for r in tx.all(f"SELECT {APP_COLUMNS} FROM {APP_FROM} ORDER BY a.id")]
+    rows = tx.all_as(AppRow, f"SELECT {APP_COLUMNS} FROM {APP_FROM} ORDER BY a.id")
+    return [app_from_row(r) for r in rows]
 
 
-TOKEN_COLUMNS = "t.id, acc.name, t.kind, t.prefix, t.apps, t.methods, t.created_at, t.revoked_at"
+TOKEN_COLUMNS = (
+    "t.id, acc.name AS account, t.kind, t.prefix, t.apps, t.methods, t.created_at, t.revoked_at"
+)
+TOKEN_FROM = "api_tokens t JOIN accounts acc ON acc.id = t.account_id"
 
 
-def _token_from_row(row: tuple[Any, ...]) -> TokenInfo:
-    apps, methods = loads(row[4]), loads(row[5])
+class _TokenRow(NamedTuple):
+    id: int
+    account: str
+    kind: str
+    prefix: str
+    #: JSON lists, or NULL
+    apps: str | None
+    methods: str | None
+    created_at: int
+    revoked_at: int | None
+
+
+def _token_from_row(row: _TokenRow) -> TokenInfo:
+    apps, methods = loads(row.apps), loads(row.methods)
     return TokenInfo(
-        id=row[0],
-        account=row[1],
-        kind=row[2],
-        prefix=row[3],
+        id=row.id,
+        account=row.account,
+        kind=row.kind,
+        prefix=row.prefix,
         apps=frozenset(apps) if apps is not None else None,
         methods=frozenset(methods) if methods is not None else None,
-        created_at=row[6],
-        revoked=row[7] is not None,
+        created_at=row.created_at,
+        revoked=row.revoked_at is not None,
     )
 
 
@@ -112,11 +141,11 @@ def create_token(
 ) -> TokenInfo:
     acc = account_id(tx, account)
     if apps:
-        known = {r[0] for r in tx.all("SELECT code FROM applications WHERE account_id = ?", (acc,))}
+        known = set(tx.column("SELECT code FROM applications WHERE account_id = ?", (acc,)))
         missing = sorted(set(apps) - known)
         if missing:
             raise ConflictError(f"no application {', '.join(missing)} in account {account!r}")
-    row = tx.one(
+    token_id = tx.scalar(
         "INSERT INTO api_tokens (account_id, kind, prefix, hash, apps, methods, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
@@ -129,29 +158,25 @@ def create_token(
             tx.now(),
         ),
     )
-    assert row is not None
-    found = tx.one(
-        f"SELECT {TOKEN_COLUMNS} FROM api_tokens t JOIN accounts acc ON acc.id = t.account_id"
-        " WHERE t.id = ?",
-        (row[0],),
+    assert token_id is not None
+    found = tx.one_as(
+        _TokenRow, f"SELECT {TOKEN_COLUMNS} FROM {TOKEN_FROM} WHERE t.id = ?", (token_id,)
     )
     assert found is not None
     return _token_from_row(found)
 
 
 def find_token(tx: Tx, token_hash: str) -> TokenInfo | None:
-    row = tx.one(
-        f"SELECT {TOKEN_COLUMNS} FROM api_tokens t JOIN accounts acc ON acc.id = t.account_id"
-        " WHERE t.hash = ?",
-        (token_hash,),
+    row = tx.one_as(
+        _TokenRow, f"SELECT {TOKEN_COLUMNS} FROM {TOKEN_FROM} WHERE t.hash = ?", (token_hash,)
     )
     return _token_from_row(row) if row else None
 
 
 def list_tokens(tx: Tx, account: str) -> list[TokenInfo]:
-    rows = tx.all(
-        f"SELECT {TOKEN_COLUMNS} FROM api_tokens t JOIN accounts acc ON acc.id = t.account_id"
-        " WHERE acc.name = ? ORDER BY t.id",
+    rows = tx.all_as(
+        _TokenRow,
+        f"SELECT {TOKEN_COLUMNS} FROM {TOKEN_FROM} WHERE acc.name = ? ORDER BY t.id",
         (account,),
     )
     return [_token_from_row(r) for r in rows]

@@ -7,7 +7,8 @@ coroutine; engines run blocking database work off the event loop.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 
@@ -16,6 +17,8 @@ from pushtrack.domain.status import Status
 from pushtrack.domain.targeting import Node
 
 T = TypeVar("T")
+#: A row class: a ``NamedTuple`` whose fields are a statement's column names.
+R = TypeVar("R", bound=tuple[Any, ...])
 
 
 class StoreError(Exception):
@@ -200,6 +203,15 @@ class Tx(Protocol):
     """What transaction logic needs of an engine's open transaction.
 
     SQL uses ``?`` placeholders; engines translate where their driver differs.
+
+    Results are read by name: ``one_as``/``all_as`` give rows as a ``NamedTuple``
+    class whose fields are the statement's column names (``AS`` names them where a
+    column is an expression), checked against the statement once (``row_maker``);
+    ``scalar`` and ``column`` give a single value and a single column. ``one``,
+    ``all`` and ``all_planned`` give plain tuples: for pages of thousands of rows that
+    are unpacked where they are read, their columns named beside the statement (a
+    NamedTuple, a tuple subclass, is never untracked by the cyclic GC: ARCHITECTURE.md),
+    for tests, and for the dispatcher's statements in ``store/dispatch.py``.
     """
 
     dialect: str  # "sqlite" | "postgresql", for the few statements that differ
@@ -208,10 +220,26 @@ class Tx(Protocol):
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
+    def one_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> R | None:
+        """The first row, as ``row``; None if there is none."""
+        ...
+
+    def all_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        """Every row, as ``row``."""
+        ...
+
     def all_planned(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """``all``, planned for these values each time: for a statement whose good plan
         depends on them (PostgreSQL would otherwise settle, after a few runs of a
         prepared statement, on a generic plan made without them)."""
+        ...
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row; None if there is no row (or it is NULL)."""
+        ...
+
+    def column(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The first column of every row."""
         ...
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
@@ -225,6 +253,43 @@ class Tx(Protocol):
     def now(self) -> int:
         """This transaction's clock (microseconds, UTC)."""
         ...
+
+
+#: (row class, statement) -> the row class's maker, once the statement's column names
+#: were found to be the class's fields.
+_MAKERS: dict[tuple[type[Any], str], Callable[[Sequence[Any]], Any]] = {}
+#: Statements are mostly constants; those built per call (``IN`` lists of every length)
+#: would grow the cache without end: past this many it starts again.
+_MAKERS_MAX = 4096
+
+
+def row_maker(
+    row: type[R], sql: str, names: Callable[[], Sequence[str]]
+) -> Callable[[Sequence[Any]], R]:
+    """What makes a ``row`` of a driver's tuple from ``sql``, for the engines.
+
+    The first time a (class, statement) pair meets, the statement's column names
+    (``names()``, from the cursor) must be the class's fields, in order, or
+    ``TypeError`` says which differ: a row is read by the names its statement gives,
+    and a class and a statement that drift apart fail on their first run (every
+    statement runs in the tests on both engines), never read one column as another.
+    After that a row costs one C call (``tuple.__new__``, no Python per row; as
+    many fields as columns was checked).
+    """
+    make = _MAKERS.get((row, sql))
+    if make is not None:
+        return make
+    fields: tuple[str, ...] = getattr(row, "_fields", ())
+    columns = tuple(names())
+    if columns != fields:
+        raise TypeError(
+            f"{row.__name__} has the fields {', '.join(fields)}; the statement's columns"
+            f" are {', '.join(columns)}: {sql}"
+        )
+    if len(_MAKERS) >= _MAKERS_MAX:
+        _MAKERS.clear()
+    make = _MAKERS[(row, sql)] = cast(Callable[[Sequence[Any]], R], partial(tuple.__new__, row))
+    return make
 
 
 class Engine(Protocol):

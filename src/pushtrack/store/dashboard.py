@@ -4,12 +4,14 @@ its latest deliveries, a device by push token, the secret sessions are sealed un
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import msgspec
 
 from pushtrack.domain.status import Status
 from pushtrack.domain.timeutil import HOUR_US
 from pushtrack.store.base import Engine, Tx
+from pushtrack.store.events import Span
 from pushtrack.store.tracking import code_of, tracking_key
 
 
@@ -47,16 +49,20 @@ def failures(tx: Tx, *, message_id: int, limit: int) -> list[FailureGroup]:
     getMessageLog bounds a message's events): PostgreSQL reads only the daily
     partitions of those hours, SQLite tests the time in the (delivery, time) index.
     """
-    span = tx.one(
-        "SELECT MIN(hour), MAX(hour) FROM counters WHERE message_id = ? AND errors > 0",
+    span = tx.one_as(
+        Span,
+        "SELECT MIN(hour) AS first, MAX(hour) AS last FROM counters"
+        " WHERE message_id = ? AND errors > 0",
         (message_id,),
     )
     bound, params = "", []
-    if span is not None and span[0] is not None:
+    if span is not None and span.first is not None and span.last is not None:
         bound = " AND e.ts >= ? AND e.ts < ?"
-        params = [int(span[0]), int(span[1]) + HOUR_US]
-    rows = tx.all(
-        "SELECT e.description, e.failure_class, d.platform, COUNT(*) FROM deliveries d"
+        params = [int(span.first), int(span.last) + HOUR_US]
+    rows = tx.all_as(
+        _FailureRow,
+        "SELECT e.description AS reason, e.failure_class, d.platform, COUNT(*) AS n"
+        " FROM deliveries d"
         f" JOIN events e ON e.delivery_id = d.id AND e.status = ?{bound}"
         # the state written out: a partial index serves only a statement that names its
         # condition (PostgreSQL's generic plan of a prepared statement would not know it)
@@ -65,54 +71,82 @@ def failures(tx: Tx, *, message_id: int, limit: int) -> list[FailureGroup]:
         " ORDER BY COUNT(*) DESC, e.description, d.platform LIMIT ?",
         (int(Status.FAILED), *params, message_id, limit),
     )
-    return [FailureGroup(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+    return [FailureGroup(r.reason, r.failure_class, int(r.platform), int(r.n)) for r in rows]
+
+
+class _FailureRow(NamedTuple):
+    reason: str
+    failure_class: str | None
+    platform: int
+    #: failed deliveries
+    n: int
+
+
+class _LatestRow(NamedTuple):
+    id: int
+    legacy_code: str | None
+    hwid: str
+    user_id: str | None
+    platform: int
+    state: int
+    opened: int
+    confirmed: int
+    created_at: int
+
+
+class _EventRow(NamedTuple):
+    delivery_id: int
+    ts: int
+    description: str
 
 
 def latest_deliveries(tx: Tx, *, message_id: int, limit: int) -> list[LatestDelivery]:
     """The message's most recently created deliveries with their statuses (the index
     ``deliveries_message_latest``)."""
-    rows = tx.all(
-        "SELECT id, legacy_code, hwid, user_id, platform, state, opened, confirmed, created_at"
+    rows = tx.all_as(
+        _LatestRow,
+        f"SELECT {', '.join(_LatestRow._fields)}"
         " FROM deliveries WHERE message_id = ? ORDER BY message_id DESC, id DESC LIMIT ?",
         (message_id, limit),
     )
     if not rows:
         return []
     key = tracking_key(tx)
-    ids = [r[0] for r in rows]
-    last: dict[int, tuple[int, str]] = {}
-    for did, ts, description in tx.all(
+    ids = [r.id for r in rows]
+    last: dict[int, _EventRow] = {}
+    for e in tx.all_as(
+        _EventRow,
         "SELECT delivery_id, ts, description FROM events"
         f" WHERE delivery_id IN ({','.join('?' * len(ids))}) ORDER BY ts, id",
         ids,
     ):
-        last[did] = (int(ts), description)
+        last[e.delivery_id] = e
     out = []
     for r in rows:
-        state = Status(r[5])
-        seen = last.get(r[0])
+        state = Status(r.state)
+        seen = last.get(r.id)
         out.append(
             LatestDelivery(
-                tracking_code=code_of(key, r[0], r[1]),
-                hwid=r[2],
-                user_id=r[3],
-                platform=int(r[4]),
-                status="opened" if r[6] else state.label,
-                confirmed=bool(r[7]),
-                created_at=r[8],
-                last_at=seen[0] if seen else r[8],
-                description=seen[1] if seen else None,
+                tracking_code=code_of(key, r.id, r.legacy_code),
+                hwid=r.hwid,
+                user_id=r.user_id,
+                platform=int(r.platform),
+                status="opened" if r.opened else state.label,
+                confirmed=bool(r.confirmed),
+                created_at=r.created_at,
+                last_at=int(seen.ts) if seen else r.created_at,
+                description=seen.description if seen else None,
             )
         )
     return out
 
 
 def hwid_of_token(tx: Tx, *, app_id: int, push_token: str) -> str | None:
-    row = tx.one(
+    hwid = tx.scalar(
         "SELECT hwid FROM devices WHERE app_id = ? AND push_token = ? ORDER BY updated_at DESC",
         (app_id, push_token),
     )
-    return None if row is None else str(row[0])
+    return None if hwid is None else str(hwid)
 
 
 class DashboardStore:
@@ -142,9 +176,15 @@ class DashboardStore:
 def delivered(tx: Tx, *, app_id: int, message_code: str) -> list[tuple[str, str]]:
     """(hwid, payload hash) of a message's deliveries the gateway delivered (the demo's
     devices report opens for some of them)."""
-    rows = tx.all(
+    rows = tx.all_as(
+        _Delivered,
         "SELECT d.hwid, d.hash FROM deliveries d JOIN messages m ON m.id = d.message_id"
         " WHERE m.code = ? AND m.app_id = ? AND d.state = ? AND d.hash IS NOT NULL",
         (message_code, app_id, int(Status.DELIVERED)),
     )
-    return [(str(r[0]), str(r[1])) for r in rows]
+    return [(str(r.hwid), str(r.hash)) for r in rows]
+
+
+class _Delivered(NamedTuple):
+    hwid: str
+    hash: str

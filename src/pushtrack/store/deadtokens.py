@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -61,9 +61,11 @@ def list_dead(
     if after is not None:
         where.append("(t.found_at, t.id) > (?, ?)")
         params.extend(after)
-    rows = tx.all(
-        "SELECT t.id, t.found_at, a.code, t.hwid, t.push_token, t.platform, t.reason, m.code,"
-        " m.id, d.id, d.legacy_code FROM dead_tokens t JOIN applications a ON a.id = t.app_id"
+    rows = tx.all_as(
+        _DeadRow,
+        "SELECT t.id, t.found_at, a.code AS application_code, t.hwid, t.push_token, t.platform,"
+        " t.reason, m.code AS message_code, m.id AS message_id, d.id AS delivery_id,"
+        " d.legacy_code FROM dead_tokens t JOIN applications a ON a.id = t.app_id"
         " JOIN accounts acc ON acc.id = a.account_id"
         " LEFT JOIN messages m ON m.id = t.message_id"
         " LEFT JOIN deliveries d ON d.id = t.delivery_id"
@@ -73,19 +75,40 @@ def list_dead(
     key = tracking_key(tx) if rows else b""
     return [
         DeadToken(
-            id=r[0],
-            found_at=r[1],
-            application_code=r[2],
-            hwid=r[3],
-            push_token=r[4],
-            platform=r[5],
-            reason=r[6],
-            message_code=r[7],
-            message_id=codes.shown_message_id(key, r[8]) if r[8] is not None else None,
-            tracking_code=code_of(key, r[9], r[10]) if r[9] is not None else None,
+            id=r.id,
+            found_at=r.found_at,
+            application_code=r.application_code,
+            hwid=r.hwid,
+            push_token=r.push_token,
+            platform=r.platform,
+            reason=r.reason,
+            message_code=r.message_code,
+            message_id=(
+                codes.shown_message_id(key, r.message_id) if r.message_id is not None else None
+            ),
+            tracking_code=(
+                code_of(key, r.delivery_id, r.legacy_code) if r.delivery_id is not None else None
+            ),
         )
         for r in rows
     ]
+
+
+class _DeadRow(NamedTuple):
+    """A ledger entry as ``list_dead`` reads it (its message and delivery NULL once
+    retention removed them)."""
+
+    id: int
+    found_at: int
+    application_code: str
+    hwid: str
+    push_token: str
+    platform: int
+    reason: str
+    message_code: str | None
+    message_id: int | None
+    delivery_id: int | None
+    legacy_code: str | None
 
 
 def delete_dead_tokens(tx: Tx, *, before: int, limit: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pushtrack.domain.timeutil import HOUR_US
 from pushtrack.store.base import (
@@ -45,7 +45,7 @@ def record_seen(tx: Tx, *, app: App, d: DeviceSeen) -> bool:
         return False
     # Not registered yet: recorded without a push token (nothing to send to).
     now = tx.now()
-    row = tx.one(
+    made = tx.scalar(
         "INSERT INTO devices (app_id, hwid, device_type, language, timezone, tz_name,"
         " user_id, app_version, device_model, os_version, last_open, subscribed,"
         " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"
@@ -67,7 +67,7 @@ def record_seen(tx: Tx, *, app: App, d: DeviceSeen) -> bool:
         ),
     )
     # another writer recorded it meanwhile: update that one
-    return row is not None or _update_seen(tx, app, d)
+    return made is not None or _update_seen(tx, app, d)
 
 
 def _update_seen(tx: Tx, app: App, d: DeviceSeen) -> bool:
@@ -101,52 +101,64 @@ def _update_seen(tx: Tx, app: App, d: DeviceSeen) -> bool:
 
 def set_badge(tx: Tx, *, app: App, hwid: str, badge: int, allowed: frozenset[int]) -> int | None:
     """Keep a device's badge if its type is ``allowed``; its type (None: not registered)."""
-    row = tx.one("SELECT device_type FROM devices WHERE app_id = ? AND hwid = ?", (app.id, hwid))
-    if row is None:
+    device_type = tx.scalar(
+        "SELECT device_type FROM devices WHERE app_id = ? AND hwid = ?", (app.id, hwid)
+    )
+    if device_type is None:  # the column is NOT NULL: no such device
         return None
-    if row[0] in allowed:
+    if device_type in allowed:
         tx.run(
             "UPDATE devices SET badge = ?, updated_at = ? WHERE app_id = ? AND hwid = ?",
             (badge, tx.now(), app.id, hwid),
         )
-    return int(row[0])
+    return int(device_type)
+
+
+class _Subscription(NamedTuple):
+    push_token: str | None
+    subscribed: int
 
 
 def check_device(tx: Tx, *, app: App, hwid: str) -> DeviceState:
-    row = tx.one(
-        "SELECT push_token, subscribed FROM devices WHERE app_id = ? AND hwid = ?", (app.id, hwid)
+    row = tx.one_as(
+        _Subscription,
+        "SELECT push_token, subscribed FROM devices WHERE app_id = ? AND hwid = ?",
+        (app.id, hwid),
     )
     if row is None:
         return DeviceState(exists=False, subscribed=False)
-    return DeviceState(exists=True, subscribed=bool(row[0]) and bool(row[1]))
+    return DeviceState(exists=True, subscribed=bool(row.push_token) and bool(row.subscribed))
+
+
+class _ViewRow(NamedTuple):
+    """A device as ``device_view`` reads it (``DeviceView``, ``subscribed`` a 0/1 flag)."""
+
+    hwid: str
+    device_type: int
+    push_token: str | None
+    subscribed: int
+    language: str | None
+    timezone: int | None
+    tz_name: str | None
+    user_id: str | None
+    app_version: str | None
+    device_model: str | None
+    os_version: str | None
+    badge: int | None
+    last_open: int | None
+    created_at: int
+    updated_at: int
 
 
 def device_view(tx: Tx, *, app: App, hwid: str) -> DeviceView | None:
-    row = tx.one(
-        "SELECT hwid, device_type, push_token, subscribed, language, timezone, tz_name, user_id,"
-        " app_version, device_model, os_version, badge, last_open, created_at, updated_at"
-        " FROM devices WHERE app_id = ? AND hwid = ?",
+    row = tx.one_as(
+        _ViewRow,
+        f"SELECT {', '.join(_ViewRow._fields)} FROM devices WHERE app_id = ? AND hwid = ?",
         (app.id, hwid),
     )
     if row is None:
         return None
-    return DeviceView(
-        hwid=row[0],
-        device_type=row[1],
-        push_token=row[2],
-        subscribed=bool(row[3]),
-        language=row[4],
-        timezone=row[5],
-        tz_name=row[6],
-        user_id=row[7],
-        app_version=row[8],
-        device_model=row[9],
-        os_version=row[10],
-        badge=row[11],
-        last_open=row[12],
-        created_at=row[13],
-        updated_at=row[14],
-    )
+    return DeviceView(**{**row._asdict(), "subscribed": bool(row.subscribed)})
 
 
 def post_event(tx: Tx, *, app: App, e: EventIn) -> None:
@@ -166,28 +178,44 @@ def post_event(tx: Tx, *, app: App, e: EventIn) -> None:
     )
 
 
+class _HourCount(NamedTuple):
+    hour: int
+    n: int
+
+
 def hourly_counts(tx: Tx, *, app_id: int, name: str, start: int, end: int) -> dict[int, int]:
     """Events of one name in ``[start, end)``, counted by the hour they happened in."""
-    rows = tx.all(
-        f"SELECT occurred_at - occurred_at % {HOUR_US} AS hour, COUNT(*) FROM device_events"
+    rows = tx.all_as(
+        _HourCount,
+        f"SELECT occurred_at - occurred_at % {HOUR_US} AS hour, COUNT(*) AS n FROM device_events"
         " WHERE app_id = ? AND name = ? AND occurred_at >= ? AND occurred_at < ?"
         " GROUP BY hour",
         (app_id, name, start, end),
     )
-    return {int(r[0]): int(r[1]) for r in rows}
+    return {int(r.hour): int(r.n) for r in rows}
+
+
+class PostedEvent(NamedTuple):
+    """A posted event as ``event_page`` reads it; its place is (occurred_at, id)."""
+
+    occurred_at: int
+    id: int
+    #: JSON text as read; ``event_page`` gives it decoded
+    attributes: Any
 
 
 def event_page(
     tx: Tx, *, app_id: int, name: str, end: int, after: tuple[int, int], limit: int
-) -> list[tuple[int, int, dict[str, Any]]]:
-    """``(occurred_at, id, attributes)`` of events after the position ``after``, before ``end``."""
-    rows = tx.all(
+) -> list[PostedEvent]:
+    """The events after the position ``after`` = (occurred_at, id), before ``end``."""
+    rows = tx.all_as(
+        PostedEvent,
         "SELECT occurred_at, id, attributes FROM device_events"
         " WHERE app_id = ? AND name = ? AND occurred_at < ? AND (occurred_at, id) > (?, ?)"
         " ORDER BY occurred_at, id LIMIT ?",
-        (app_id, name, end, after[0], after[1], limit),
+        (app_id, name, end, *after, limit),
     )
-    return [(int(r[0]), int(r[1]), loads(r[2])) for r in rows]
+    return [PostedEvent(int(r.occurred_at), int(r.id), loads(r.attributes)) for r in rows]
 
 
 def delete_device_events(tx: Tx, *, before: int, limit: int) -> int:
@@ -255,18 +283,18 @@ class DeviceStore:
         counts: dict[int, int] = {}
         after = (start, 0)  # every id is above 0: the first page starts at start
         while True:
-            page: Sequence[tuple[int, int, dict[str, Any]]] = await self.engine.read(
+            page: Sequence[PostedEvent] = await self.engine.read(
                 partial(
                     event_page, app_id=app_id, name=name, end=end, after=after, limit=EVENT_PAGE
                 )
             )
-            for occurred_at, _, attributes in page:
-                if keep(attributes):
-                    hour = occurred_at - occurred_at % HOUR_US
+            for event in page:
+                if keep(event.attributes):
+                    hour = event.occurred_at - event.occurred_at % HOUR_US
                     counts[hour] = counts.get(hour, 0) + 1
             if len(page) < EVENT_PAGE:
                 return counts
-            after = (page[-1][0], page[-1][1])
+            after = (page[-1].occurred_at, page[-1].id)
 
 
 # -- registration ------------------------------------------------------------------------
@@ -274,7 +302,7 @@ class DeviceStore:
 
 def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
     now = tx.now()
-    row = tx.one(
+    device_id = tx.scalar(
         "INSERT INTO devices (app_id, hwid, push_token, device_type, language, timezone, tags,"
         " user_id, app_version, device_model, os_version, subscribed, created_at, updated_at,"
         " tz_name, web_p256dh, web_auth, token_at)"
@@ -324,9 +352,9 @@ def register_device(tx: Tx, app: App, d: DeviceIn) -> None:
         ),
     )
     if d.tags:
-        assert row is not None
+        assert device_id is not None
         # The upsert locked the device row: tag writes to one device run in turn.
-        set_device_tags(tx, app, int(row[0]), d.tags)
+        set_device_tags(tx, app, int(device_id), d.tags)
 
 
 def unregister_device(tx: Tx, app: App, hwid: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from pushtrack.domain.status import (
     COUNTER_OF,
@@ -49,6 +50,13 @@ def append_events(tx: Tx, events: Sequence[NewEvent]) -> None:
             [(ts, e[0], int(e[1]), e[2]) for e in events],
         )
     bump_counters(tx, ((e[3], ts, e[4], e[1]) for e in events))
+
+
+class Span(NamedTuple):
+    """The first and the last bucket of some counters (both NULL: there are none)."""
+
+    first: int | None
+    last: int | None
 
 
 #: Counter tables: (table, bucket column, bucket width in µs).

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from pushtrack.domain.targeting import Node
-from pushtrack.store.accounts import APP_COLUMNS, APP_FROM, app_from_row
+from pushtrack.store.accounts import APP_COLUMNS, APP_FROM, AppRow, app_from_row
 from pushtrack.store.base import App, Engine, Tx
 from pushtrack.store.dispatch import finish_message
 from pushtrack.store.jsontext import loads
@@ -88,28 +88,44 @@ class Step(msgspec.Struct, frozen=True):
     held: float = 0.0
 
 
+class _MessageRow(NamedTuple):
+    app_id: int
+    #: JSON text
+    notification: str
+    send_at: int
+    local_time: int
+    #: JSON text (``AudienceTargeting``), NULL for a message to explicit devices
+    targeting: str | None
+    expand_after: int | None
+
+
 def load(tx: Tx, *, message_id: int) -> Expansion | None:
-    row = tx.one(
+    row = tx.one_as(
+        _MessageRow,
         "SELECT m.app_id, m.notification, m.send_at, m.local_time, m.targeting, m.expand_after"
         " FROM messages m WHERE m.id = ?",
         (message_id,),
     )
     if row is None:
         return None
-    app_row = tx.one(f"SELECT {APP_COLUMNS} FROM {APP_FROM} WHERE a.id = ?", (row[0],))
+    app_row = tx.one_as(
+        AppRow, f"SELECT {APP_COLUMNS} FROM {APP_FROM} WHERE a.id = ?", (row.app_id,)
+    )
     if app_row is None:
         return None
-    targeting = _targeting.decode(row[4]) if row[4] is not None else AudienceTargeting()
+    targeting = (
+        _targeting.decode(row.targeting) if row.targeting is not None else AudienceTargeting()
+    )
     return Expansion(
         message_id=message_id,
         app=app_from_row(app_row),
-        notification=loads(row[1]),
-        send_at=row[2],
-        local_time=bool(row[3]),
+        notification=loads(row.notification),
+        send_at=row.send_at,
+        local_time=bool(row.local_time),
         platforms=targeting.platforms or None,
         users=targeting.users or None,
         selection=targeting.selection,
-        cursor=row[5],
+        cursor=row.expand_after,
     )
 
 

@@ -210,9 +210,9 @@ class Store:
 def _schema_versions(tx: Tx) -> tuple[int, int]:
     """(migrations applied to this database, migrations this code knows): a cheap query."""
     if tx.dialect == "sqlite":
-        row = tx.one("PRAGMA user_version")
+        applied = tx.scalar("PRAGMA user_version")
         known = len(schema.MIGRATIONS)
     else:
-        row = tx.one("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        applied = tx.scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
         known = len(pg_schema.MIGRATIONS)
-    return (int(row[0]) if row else 0), known
+    return int(applied or 0), known

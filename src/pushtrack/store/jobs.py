@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -61,21 +61,38 @@ class Job(msgspec.Struct, frozen=True):
             ) from None
 
 
-_COLUMNS = "j.id, j.request_id, j.kind, acc.name, j.params, j.state, j.result, j.attempts, j.run_at"
+_COLUMNS = (
+    "j.id, j.request_id, j.kind, acc.name AS account, j.params, j.state, j.result, j.attempts,"
+    " j.run_at"
+)
 _FROM = "jobs j LEFT JOIN accounts acc ON acc.id = j.account_id"
 
 
-def _job(row: tuple[Any, ...]) -> Job:
+class _JobRow(NamedTuple):
+    """A job as ``_COLUMNS`` reads it (``params`` and ``result`` JSON text)."""
+
+    id: int
+    request_id: str
+    kind: str
+    account: str | None
+    params: str
+    state: str
+    result: str | None
+    attempts: int
+    run_at: int
+
+
+def _job(row: _JobRow) -> Job:
     return Job(
-        id=row[0],
-        request_id=row[1],
-        kind=row[2],
-        account=row[3],
-        params=loads(row[4]),
-        state=JobState(row[5]),
-        result=loads(row[6]),
-        attempts=row[7],
-        run_at=row[8],
+        id=row.id,
+        request_id=row.request_id,
+        kind=row.kind,
+        account=row.account,
+        params=loads(row.params),
+        state=JobState(row.state),
+        result=loads(row.result),
+        attempts=row.attempts,
+        run_at=row.run_at,
     )
 
 
@@ -138,7 +155,7 @@ def claim(tx: Tx, *, owner: str, kinds: Sequence[str], limit: int, lease_us: int
     now = tx.now()
     marks = ",".join("?" * len(kinds))
     due = f"kind IN ({marks}) AND ((state = ? AND run_at <= ?) OR (state = ? AND lease_until < ?))"
-    ranked = tx.all(
+    ranked = tx.column(
         "WITH busy AS ("
         "  SELECT COALESCE(account_id, 0) AS acc, kind, COUNT(*) AS n FROM jobs"
         "  WHERE state = ? AND lease_until >= ? GROUP BY COALESCE(account_id, 0), kind),"
@@ -163,43 +180,42 @@ def claim(tx: Tx, *, owner: str, kinds: Sequence[str], limit: int, lease_us: int
     )
     if not ranked:
         return []
-    order = {r[0]: i for i, r in enumerate(ranked)}
+    order = {job_id: i for i, job_id in enumerate(ranked)}
     if tx.dialect == "postgresql":
         # lock, in rank order, the first ``limit`` that no other worker holds and
         # that are still due (another may have claimed one since); only the rows
         # returned are locked
-        free = tx.all(
+        chosen = tx.column(
             "SELECT j.id FROM jobs j JOIN unnest(?::bigint[]) WITH ORDINALITY AS c(id, rank)"
             f" ON j.id = c.id WHERE {due} ORDER BY c.rank LIMIT ? FOR UPDATE OF j SKIP LOCKED",
             (list(order), *kinds, PENDING, now, RUNNING, now, limit),
         )
-        chosen = [r[0] for r in free]
         if len(chosen) < limit and len(ranked) == limit * _CANDIDATES_PER_SLOT:
             # every candidate was held by other workers, yet more jobs are due:
             # take the next free ones in queue order rather than claim nothing
             seen = ",".join("?" * len(order))
-            more = tx.all(
+            more = tx.column(
                 f"SELECT id FROM jobs WHERE {due} AND id NOT IN ({seen})"
                 " ORDER BY run_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
                 (*kinds, PENDING, now, RUNNING, now, *order, limit - len(chosen)),
             )
-            for r in more:
-                order[r[0]] = len(order)
-                chosen.append(r[0])
+            for job_id in more:
+                order[job_id] = len(order)
+                chosen.append(job_id)
     else:
         chosen = list(order)[:limit]
     if not chosen:
         return []
     marks_ids = ",".join("?" * len(chosen))
-    rows = tx.all(
+    ids = tx.column(
         "UPDATE jobs SET state = ?, lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
         f" updated_at = ? WHERE id IN ({marks_ids}) AND {due} RETURNING id",
         (RUNNING, owner, now + lease_us, now, *chosen, *kinds, PENDING, now, RUNNING, now),
     )
-    if not rows:
+    if not ids:
         return []
-    ids = [r[0] for r in rows]
-    found = tx.all(
+    found = tx.all_as(
+        _JobRow,
         f"SELECT {_COLUMNS} FROM {_FROM} WHERE j.id IN ({','.join('?' * len(ids))})",
         ids,
     )
@@ -255,16 +271,17 @@ def reschedule(tx: Tx, *, job_id: int, owner: str, run_at: int, failed: bool) ->
 def next_due(tx: Tx, *, kinds: Sequence[str]) -> int | None:
     """When the earliest job of these kinds is due (a running job's lease end counts)."""
     marks = ",".join("?" * len(kinds))
-    row = tx.one(
+    due = tx.scalar(
         f"SELECT MIN(CASE WHEN state = ? THEN run_at ELSE lease_until END) FROM jobs"
         f" WHERE kind IN ({marks}) AND state IN (?, ?)",
         (PENDING, *kinds, PENDING, RUNNING),
     )
-    return None if row is None or row[0] is None else int(row[0])
+    return None if due is None else int(due)
 
 
 def get(tx: Tx, *, request_id: str, account: str) -> Job | None:
-    row = tx.one(
+    row = tx.one_as(
+        _JobRow,
         f"SELECT {_COLUMNS} FROM {_FROM} WHERE j.request_id = ? AND acc.name = ?",
         (request_id, account),
     )
@@ -283,15 +300,24 @@ class QueueDepth(msgspec.Struct, frozen=True):
 def queue_depth(tx: Tx) -> list[QueueDepth]:
     """What waits and what runs, per kind (scheduled jobs not yet due are left out)."""
     now = tx.now()
-    rows = tx.all(
+    rows = tx.all_as(
+        _DepthRow,
         "SELECT kind,"
-        " SUM(CASE WHEN state = ? AND run_at <= ? THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN state = ? THEN 1 ELSE 0 END),"
-        " MIN(CASE WHEN state = ? AND run_at <= ? THEN run_at END)"
+        " SUM(CASE WHEN state = ? AND run_at <= ? THEN 1 ELSE 0 END) AS due,"
+        " SUM(CASE WHEN state = ? THEN 1 ELSE 0 END) AS running,"
+        " MIN(CASE WHEN state = ? AND run_at <= ? THEN run_at END) AS oldest_due_at"
         " FROM jobs WHERE state IN (?, ?) GROUP BY kind ORDER BY kind",
         (PENDING, now, RUNNING, PENDING, now, PENDING, RUNNING),
     )
-    return [QueueDepth(r[0], int(r[1] or 0), int(r[2] or 0), r[3]) for r in rows]
+    return [QueueDepth(r.kind, int(r.due or 0), int(r.running or 0), r.oldest_due_at) for r in rows]
+
+
+class _DepthRow(NamedTuple):
+    kind: str
+    #: sums (NULL when no row was summed), the oldest due time (NULL: none due)
+    due: int | None
+    running: int | None
+    oldest_due_at: int | None
 
 
 class JobStore:

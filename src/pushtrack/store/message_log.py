@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from pushtrack.domain import codes
 from pushtrack.domain.failures import class_of
 from pushtrack.domain.status import DESC_CREATED, Status
 from pushtrack.domain.timeutil import HOUR_US
 from pushtrack.store.base import LogQuery, LogRow, Tx
+from pushtrack.store.events import Span
 from pushtrack.store.messages import EVENT_KEY
 from pushtrack.store.tracking import tracking_key, where_code
 
@@ -42,16 +43,22 @@ def account_apps(
 ) -> dict[int, str]:
     """The applications (id -> code) of ``account`` within a token's restriction
     ``apps`` (None: all) and, if given, only ``app_code``."""
-    rows = tx.all(
+    rows = tx.all_as(
+        _AppRow,
         "SELECT a.id, a.code FROM applications a JOIN accounts acc ON acc.id = a.account_id"
         " WHERE acc.name = ?",
         (account,),
     )
     return {
-        int(app_id): code
-        for app_id, code in rows
-        if (apps is None or code in apps) and (app_code is None or code == app_code)
+        int(a.id): a.code
+        for a in rows
+        if (apps is None or a.code in apps) and (app_code is None or a.code == app_code)
     }
+
+
+class _AppRow(NamedTuple):
+    id: int
+    code: str
 
 
 #: Larger than any time: no bound.
@@ -100,8 +107,10 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     if q.user_id is not None:
         # user_devices holds each (user id, device) a delivery carried
         ids = [
-            int(r[0])
-            for r in tx.all("SELECT device_id FROM user_devices WHERE user_id = ?", (q.user_id,))
+            int(device_id)
+            for device_id in tx.column(
+                "SELECT device_id FROM user_devices WHERE user_id = ?", (q.user_id,)
+            )
         ]
         if not ids:
             return []
@@ -172,28 +181,27 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     union = " UNION ALL ".join(f"SELECT * FROM {c.split(' ', 1)[0]}" for c in ctes)
     sql = (
         f"WITH {', '.join(ctes)}"
-        " SELECT p.ts, p.k, p.status, p.description, d.id, d.legacy_code, d.hwid, d.target_id,"
-        " d.user_id, d.platform, d.message_id, p.gateway_id, p.failure_class,"
-        " d.state, d.attempts, d.retry_reason, d.retry_class"
+        " SELECT p.ts, p.k AS key, p.status, p.description, d.id AS delivery_id,"
+        " d.legacy_code, d.hwid, d.target_id, d.user_id, d.platform, d.message_id,"
+        " p.gateway_id, p.failure_class, d.state, d.attempts, d.retry_reason, d.retry_class"
         f" FROM (SELECT * FROM ({union}) AS log ORDER BY 1, 2 LIMIT ?)"
         " AS p JOIN deliveries d ON d.id = p.did"
     )
     all_params.append(q.limit)
+    # plain tuples, unpacked or indexed by _PAGE_COLUMNS (the statement's names, in order)
     rows = tx.all_planned(sql, all_params)
     # in (ts, key) order: sorted here, not by a last sort of the joined (wide) rows
     rows.sort(key=_POSITION)
-    # the columns, by name: (ts, key, status, description, delivery id, legacy code, hwid,
-    # target id, user id, platform, message id, gateway id, failure class, the delivery's
-    # state, attempts, retry reason and retry class)
-    derived = list({r[4] for r in rows if r[5] is None})
+    derived = list({r[_DELIVERY_ID] for r in rows if r[_LEGACY_CODE] is None})
     code = dict(zip(derived, codes.tracking_codes_of(key, derived), strict=True))
     # a page names few messages: read once each (not joined to every row, which let
     # PostgreSQL hash the whole messages table for a page)
-    message_ids = list({r[10] for r in rows})
+    message_ids = list({r[_MESSAGE_ID] for r in rows})
     messages = {
-        int(m_id): (m_code, int(app_id), codes.shown_message_id(key, int(m_id)))
-        for m_id, m_code, app_id in (
-            tx.all(
+        int(m.id): (m.code, int(m.app_id), codes.shown_message_id(key, int(m.id)))
+        for m in (
+            tx.all_as(
+                _MessageRow,
                 f"SELECT id, code, app_id FROM messages WHERE id IN ({_marks(message_ids)})",
                 message_ids,
             )
@@ -203,7 +211,7 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     }
     out: list[LogRow] = []
     append = out.append
-    for (
+    for (  # _PAGE_COLUMNS' order
         ts,
         key_,
         status_value,
@@ -255,6 +263,44 @@ def message_log(tx: Tx, q: LogQuery) -> list[LogRow]:
     return out
 
 
+#: A page's columns, in its statement's order (its ``AS`` names): its place (ts, key),
+#: status and description, its delivery's columns, the gateway's id and failure class
+#: of an event, and the delivery's state, tries and last transient reason and class.
+#: Rows stay plain tuples, unpacked or indexed by these names where they are read:
+#: rows read as NamedTuples stay tracked by the cyclic GC (a tuple subclass is never
+#: untracked, a plain tuple of numbers and text is), which costs a page of 100,000 of
+#: them (and an export's pages) much of their CPU (ARCHITECTURE.md, "Rows are read by
+#: name").
+_PAGE_COLUMNS = (
+    "ts",
+    "key",
+    "status",
+    "description",
+    "delivery_id",
+    "legacy_code",
+    "hwid",
+    "target_id",
+    "user_id",
+    "platform",
+    "message_id",
+    "gateway_id",
+    "failure_class",
+    "state",
+    "attempts",
+    "retry_reason",
+    "retry_class",
+)
+_TS, _KEY, _DELIVERY_ID, _LEGACY_CODE, _MESSAGE_ID = map(
+    _PAGE_COLUMNS.index, ("ts", "key", "delivery_id", "legacy_code", "message_id")
+)
+
+
+class _MessageRow(NamedTuple):
+    id: int
+    code: str
+    app_id: int
+
+
 def _event_span(tx: Tx, where: Sequence[str], params: Sequence[Any]) -> tuple[int, int] | None:
     """The times, [from, to), that every event of the messages ``where`` selects (over
     ``messages m`` only) falls in: every event is counted in its hour's counter in the
@@ -263,28 +309,29 @@ def _event_span(tx: Tx, where: Sequence[str], params: Sequence[Any]) -> tuple[in
     daily partitions they cover, and SQLite tests them in the (delivery, time) index.
     None (no bound) when they have no counter at all: rows written by other means
     (an old database's, a test's) are read as before."""
-    row = tx.one(
-        "SELECT MIN(c.hour), MAX(c.hour) FROM counters c WHERE c.message_id IN"
+    span = tx.one_as(
+        Span,
+        "SELECT MIN(c.hour) AS first, MAX(c.hour) AS last FROM counters c WHERE c.message_id IN"
         f" (SELECT m.id FROM messages m WHERE {' AND '.join(where)})",
         params,
     )
-    if row is None or row[0] is None:
+    if span is None or span.first is None or span.last is None:
         return None
-    return int(row[0]), int(row[1]) + HOUR_US
+    return int(span.first), int(span.last) + HOUR_US
 
 
 _SENT = int(Status.SENT)
 _FAILED = int(Status.FAILED)
-#: A row's position in the trail: (ts, key), its first two columns.
-_POSITION = itemgetter(0, 1)
+#: A row's position in the trail: (ts, key).
+_POSITION = itemgetter(_TS, _KEY)
 _STATUS = {int(s): s for s in Status}
 
 
 def _device_ids(tx: Tx, app_ids: Sequence[int], hwids: Sequence[str]) -> list[int]:
     """The ids of the devices with these hwids in these applications."""
     return [
-        int(r[0])
-        for r in tx.all(
+        int(device_id)
+        for device_id in tx.column(
             f"SELECT id FROM devices WHERE app_id IN ({_marks(app_ids)})"
             f" AND hwid IN ({_marks(hwids)})",
             (*app_ids, *hwids),

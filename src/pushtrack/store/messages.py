@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
-from functools import partial
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, NamedTuple, cast
@@ -66,7 +65,7 @@ EXPAND = JobKind.EXPAND
 DEVICE_COLUMNS = (
     "d.id, d.hwid, d.push_token, d.device_type, d.language, d.user_id, d.subscribed, d.timezone,"
     " d.tz_name, EXISTS (SELECT 1 FROM user_devices ud"
-    " WHERE ud.user_id = d.user_id AND ud.device_id = d.id)"
+    " WHERE ud.user_id = d.user_id AND ud.device_id = d.id) AS paired"
 )
 
 
@@ -87,9 +86,8 @@ class Device(NamedTuple):
 
 
 def read_devices(tx: Tx, sql: str, params: Sequence[Any]) -> list[Device]:
-    """Devices selected by ``sql`` (which selects ``DEVICE_COLUMNS``), by name."""
-    # tuple.__new__ straight from map: no Python-level _make per row (1000s a request)
-    return list(map(partial(tuple.__new__, Device), tx.all(sql, params)))
+    """Devices selected by ``sql`` (which selects ``DEVICE_COLUMNS``)."""
+    return tx.all_as(Device, sql, params)
 
 
 #: (entry as the sender gave it, its device or None): one target of a message.
@@ -270,12 +268,12 @@ def _left_out(tx: Tx, app: App, t: Targeting, device_ids: Sequence[int]) -> set[
     kept: set[int] = set()
     for start in range(0, len(unique), 500):
         part = unique[start : start + 500]
-        rows = tx.all(
+        ids = tx.column(
             f"SELECT d.id FROM devices d WHERE {' AND '.join(where)}"
             f" AND d.id IN ({','.join('?' * len(part))})",
             [*params, *part],
         )
-        kept.update(int(r[0]) for r in rows)
+        kept.update(map(int, ids))
     return set(unique) - kept
 
 
@@ -347,16 +345,22 @@ class AudienceTargeting(msgspec.Struct, frozen=True, omit_defaults=True):
     selection: Node | None = None
 
 
-#: (platform, language, body, options): a payload template as written (``template_rows``).
-Template = tuple[int, str | None, str, str]
+class Template(NamedTuple):
+    """A payload template as written (``template_rows``): a ``payloads`` row's columns."""
+
+    platform: int
+    language: str | None
+    #: JSON text
+    body: str
+    options: str
 
 
 def template_rows(notification: dict[str, Any], keys: Sequence[TemplateKey]) -> list[Template]:
     """The payload templates of ``keys`` built (no I/O)."""
     rows: list[Template] = []
-    for key in keys:
-        tpl = build_template(notification, platform_of(key[0]) or Platform.IOS, key[1])
-        rows.append((key[0], key[1], dumps(tpl.body), dumps(tpl.options)))
+    for platform, language in keys:
+        tpl = build_template(notification, platform_of(platform) or Platform.IOS, language)
+        rows.append(Template(platform, language, dumps(tpl.body), dumps(tpl.options)))
     return rows
 
 
@@ -373,7 +377,7 @@ def insert_templates(
         return templates
     ids = tx.new_ids("payloads", len(rows))
     for pid, row in zip(ids, rows, strict=True):
-        templates[(row[0], row[1])] = pid
+        templates[(row.platform, row.language)] = pid
     tx.many(
         "INSERT INTO payloads (id, message_id, platform, language, body, options)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -397,11 +401,19 @@ def ensure_templates(
 def message_templates(tx: Tx, message_id: int) -> dict[TemplateKey, int]:
     """The payload templates a message has so far."""
     return {
-        (r[1], r[2]): r[0]
-        for r in tx.all(
-            "SELECT id, platform, language FROM payloads WHERE message_id = ?", (message_id,)
+        (r.platform, r.language): r.id
+        for r in tx.all_as(
+            _PayloadKey,
+            "SELECT id, platform, language FROM payloads WHERE message_id = ?",
+            (message_id,),
         )
     }
+
+
+class _PayloadKey(NamedTuple):
+    id: int
+    platform: int
+    language: str | None
 
 
 class Planned(msgspec.Struct):
@@ -525,7 +537,11 @@ def plan_deliveries(
     return p
 
 
-_ID, _HWID, _TYPE, _LANGUAGE, _USER, _PAIRED = (itemgetter(i) for i in (0, 1, 3, 4, 5, 9))
+#: Columns of ``Device`` rows (itemgetters: mapped over every device, no Python per row).
+_ID, _HWID, _TYPE, _LANGUAGE, _USER, _PAIRED = (
+    itemgetter(Device._fields.index(name))
+    for name in ("id", "hwid", "device_type", "language", "user_id", "paired")
+)
 
 
 def _plan_known(
@@ -702,36 +718,37 @@ def delete_message(tx: Tx, account: str, apps: frozenset[str] | None, code: str)
     PostgreSQL, waits for a step in progress, so the deliveries and jobs
     cancelled below include everything any step wrote.
     """
-    row = tx.one(
-        "SELECT m.id, m.status, a.code FROM messages m"
+    row = tx.one_as(
+        _MessageOf,
+        "SELECT m.id, m.status, a.code AS app_code FROM messages m"
         " JOIN applications a ON a.id = m.app_id JOIN accounts acc ON acc.id = a.account_id"
         " WHERE m.code = ? AND acc.name = ?",
         (code, account),
     )
     if row is None:
         raise ConflictError("message not found")
-    if apps is not None and row[2] not in apps:
+    if apps is not None and row.app_code not in apps:
         raise AccessError(f"message {code} belongs to an application the token may not use")
-    message_id, status, _ = row
-    won = tx.one(
+    message_id = row.id
+    won = tx.scalar(
         "UPDATE messages SET status = 'cancelled', expand_after = NULL WHERE id = ?"
         " AND status NOT IN ('done', 'cancelled') RETURNING status",
         (message_id,),
     )
     if won is None:  # it ended meanwhile (status was read before the row was ours)
-        now_row = tx.one("SELECT status FROM messages WHERE id = ?", (message_id,))
-        raise ConflictError(f"message is already {now_row[0] if now_row else status}")
+        ended = tx.scalar("SELECT status FROM messages WHERE id = ?", (message_id,))
+        raise ConflictError(f"message is already {ended if ended is not None else row.status}")
     # Only the rows this UPDATE won: a dispatcher may mark some sent meanwhile.
     pending = sorted(
-        tx.all(
+        tx.all_as(
+            _Cancelled,
             "UPDATE deliveries SET state = ? WHERE message_id = ? AND state = ?"
             " RETURNING id, platform",
             (_FAILED, message_id, _CREATED),
         )
     )
     append_events(
-        tx,
-        [(did, Status.FAILED, DESC_CANCELLED, message_id, platform) for did, platform in pending],
+        tx, [(d.id, Status.FAILED, DESC_CANCELLED, message_id, d.platform) for d in pending]
     )
     tx.run(
         "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE message_id = ?"
@@ -739,6 +756,21 @@ def delete_message(tx: Tx, account: str, apps: frozenset[str] | None, code: str)
         (tx.now(), message_id, EXPAND),
     )
     return MessageStatus.CANCELLED
+
+
+class _MessageOf(NamedTuple):
+    """A message and its application's code, as deleteMessage finds it."""
+
+    id: int
+    status: str
+    app_code: str
+
+
+class _Cancelled(NamedTuple):
+    """A delivery deleteMessage cancelled."""
+
+    id: int
+    platform: int
 
 
 # -- reading the trail --------------------------------------------------------------------

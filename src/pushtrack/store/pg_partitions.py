@@ -47,12 +47,12 @@ def _day_of_name(name: str) -> int | None:
 
 def existing_partitions(tx: Tx) -> dict[int, str]:
     """Day start (µs) -> partition name, of the daily partitions of ``events``."""
-    rows = tx.all(
+    names = tx.column(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = 'events'::regclass"
     )
     days: dict[int, str] = {}
-    for (name,) in rows:
+    for name in names:
         day = _day_of_name(name)
         if day is not None:
             days[day] = name
@@ -62,7 +62,7 @@ def existing_partitions(tx: Tx) -> dict[int, str]:
 def _lock(tx: Tx) -> None:
     if tx.dialect != "postgresql":
         raise ValueError("events partitions exist only on PostgreSQL")
-    tx.one("SELECT pg_advisory_xact_lock(?)", (PARTITION_LOCK,))
+    tx.scalar("SELECT pg_advisory_xact_lock(?)", (PARTITION_LOCK,))
 
 
 def ensure_partitions(tx: Tx, first_day_us: int, last_day_us: int) -> list[str]:
@@ -97,9 +97,10 @@ def drop_partitions_before(tx: Tx, day_us: int) -> int:
     old = [name for day, name in sorted(existing_partitions(tx).items()) if day < cutoff]
     if not old:
         return 0
-    row = tx.one("SELECT current_setting('lock_timeout')")
-    saved = row[0] if row else "0"
-    tx.one("SELECT set_config('lock_timeout', ?, true)", (DROP_LOCK_TIMEOUT,))
+    saved = tx.scalar("SELECT current_setting('lock_timeout')")
+    if saved is None:
+        saved = "0"
+    tx.scalar("SELECT set_config('lock_timeout', ?, true)", (DROP_LOCK_TIMEOUT,))
     dropped = 0
     try:
         for name in old:
@@ -112,5 +113,5 @@ def drop_partitions_before(tx: Tx, day_us: int) -> int:
             tx.run("RELEASE SAVEPOINT drop_partition")
             dropped += 1
     finally:
-        tx.one("SELECT set_config('lock_timeout', ?, true)", (saved,))
+        tx.scalar("SELECT set_config('lock_timeout', ?, true)", (saved,))
     return dropped

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.rows import scalar_row
 
 from pushtrack.domain.timeutil import now_us
 
@@ -446,8 +447,12 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
             "CREATE TABLE IF NOT EXISTS schema_version ("
             " version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
         )
-        row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
-        current = int(row[0]) if row else 0
+        applied = (
+            conn.cursor(row_factory=scalar_row)
+            .execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            .fetchone()
+        )
+        current = int(applied or 0)
         for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
             conn.execute(script.encode())
             conn.execute(

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 import psycopg
@@ -37,7 +38,15 @@ from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pushtrack.domain.timeutil import DAY_US, US, now_us
-from pushtrack.store.base import ConflictError, Engine, StoreError, StoreUnavailableError, Tx
+from pushtrack.store.base import (
+    ConflictError,
+    Engine,
+    R,
+    StoreError,
+    StoreUnavailableError,
+    Tx,
+    row_maker,
+)
 from pushtrack.store.pg_partitions import ensure_partitions
 from pushtrack.store.pg_schema import migrate
 
@@ -154,6 +163,14 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(bool, _BoolAsInt)
 
 
+_FIRST = itemgetter(0)
+
+
+def _names(cur: psycopg.Cursor[Any]) -> list[str]:
+    """A statement's column names (PostgreSQL folds unquoted ones to lower case)."""
+    return [c.name for c in cur.description or ()]
+
+
 class _PgTx:
     """``Tx`` over one open psycopg transaction."""
 
@@ -189,9 +206,27 @@ class _PgTx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._execute(sql, params).fetchall()
 
+    def one_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> R | None:
+        cur = self._execute(sql, params)
+        found = cur.fetchone()
+        make = row_maker(row, sql, partial(_names, cur))
+        return None if found is None else make(found)
+
     def all_planned(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         query = _pg_query(sql)
         return self.cur.execute(query.sql, _params(query, params), prepare=False).fetchall()
+
+    def all_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        cur = self._execute(sql, params)
+        rows = cur.fetchall()
+        return list(map(row_maker(row, sql, partial(_names, cur)), rows))
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        found = self._execute(sql, params).fetchone()
+        return None if found is None else found[0]
+
+    def column(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(map(_FIRST, self._execute(sql, params).fetchall()))
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = self._execute(sql, params)
@@ -221,7 +256,7 @@ class _PgTx:
         rows = self.cur.execute(
             b"SELECT nextval(%s) FROM generate_series(1, %s)", (f"{table}_id_seq", n)
         ).fetchall()
-        return sorted(r[0] for r in rows)
+        return sorted(map(_FIRST, rows))
 
     def now(self) -> int:
         return self._clock()

@@ -57,29 +57,29 @@ def find_reported(tx: Tx, keys: Sequence[tuple[int, str, str]]) -> list[Reported
     """
     if not keys:
         return []
-    columns = "d.id, d.message_id, d.platform, dv.app_id, dv.hwid, d.hash"
+    columns = "d.id, d.message_id, d.platform, dv.app_id, dv.hwid, d.hash AS payload_hash"
     if tx.dialect == "postgresql":
         # Lists, not a list of triples: PostgreSQL then reads the indexes for any
         # number of them (a join with a list of tuples may scan). Triples the lists
         # cross-match are left out by the caller, which looks up each report's own.
-        apps = sorted({k[0] for k in keys})
-        hwids = sorted({k[1] for k in keys})
-        hashes = sorted({k[2] for k in keys})
-        rows = tx.all(
+        apps = sorted({app_id for app_id, _, _ in keys})
+        hwids = sorted({hwid for _, hwid, _ in keys})
+        hashes = sorted({payload_hash for _, _, payload_hash in keys})
+        return tx.all_as(
+            Reported,
             f"SELECT {columns} FROM devices dv JOIN deliveries d ON d.device_id = dv.id"
             f" WHERE dv.app_id IN ({_marks(apps)}) AND dv.hwid IN ({_marks(hwids)})"
             f" AND d.hash IN ({_marks(hashes)})",
             (*apps, *hwids, *hashes),
         )
-    else:
-        values = ", ".join(["(?, ?, ?)"] * len(keys))
-        rows = tx.all(
-            f"WITH r (app_id, hwid, hash) AS (VALUES {values}) SELECT {columns} FROM r"
-            " JOIN devices dv ON dv.app_id = r.app_id AND dv.hwid = r.hwid"
-            " JOIN deliveries d ON d.device_id = dv.id AND d.hash = r.hash",
-            [v for k in keys for v in k],
-        )
-    return [Reported(*row) for row in rows]
+    values = ", ".join(["(?, ?, ?)"] * len(keys))
+    return tx.all_as(
+        Reported,
+        f"WITH r (app_id, hwid, hash) AS (VALUES {values}) SELECT {columns} FROM r"
+        " JOIN devices dv ON dv.app_id = r.app_id AND dv.hwid = r.hwid"
+        " JOIN deliveries d ON d.device_id = dv.id AND d.hash = r.hash",
+        [v for k in keys for v in k],
+    )
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -117,34 +117,34 @@ def record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
         # The device's word settles a delivery still in flight (``delivered``, as
         # before); one already delivered (the gateway accepted it) or failed keeps its
         # one terminal status.
-        won = tx.all(
+        won = tx.column(
             f"UPDATE deliveries SET state = ? WHERE state IN (?, ?)"
             f" AND id IN ({_marks(ids)}) RETURNING id",
             (int(Status.DELIVERED), int(Status.CREATED), int(Status.SENT), *ids),
         )
-        for (did,) in sorted(won):
+        for did in sorted(won):
             d = delivered[did]
             events.append((did, Status.DELIVERED, DESC_DEVICE_CONFIRMED, d.message_id, d.platform))
         # Either way the confirmation is a fact of its own, once per delivery, on a
         # delivery that went to a gateway (or was just settled): one that ended without
         # being sent (cancelled, no gateway, unsubscribed) cannot have reached the device.
-        won = tx.all(
+        won = tx.column(
             f"UPDATE deliveries SET confirmed = 1 WHERE confirmed = 0"
             f" AND (state IN (?, ?) OR (state = ? AND attempts > 0))"
             f" AND id IN ({_marks(ids)}) RETURNING id",
             (int(Status.SENT), int(Status.DELIVERED), int(Status.FAILED), *ids),
         )
-        for (did,) in sorted(won):
+        for did in sorted(won):
             d = delivered[did]
             events.append((did, Status.CONFIRMED, DESC_DEVICE_CONFIRMED, d.message_id, d.platform))
     if opened:
         ids = sorted(opened)
-        won = tx.all(
+        won = tx.column(
             f"UPDATE deliveries SET opened = 1 WHERE opened = 0"
             f" AND id IN ({_marks(ids)}) RETURNING id",
             ids,
         )
-        for (did,) in sorted(won):
+        for did in sorted(won):
             d = opened[did]
             events.append((did, Status.OPENED, DESC_OPENED, d.message_id, d.platform))
     append_events(tx, events)
@@ -179,12 +179,12 @@ def _pg_record_device_reports(tx: Tx, items: Sequence[Report]) -> list[bool]:
                 _pg_report_sql(status),
                 [(*reports, kinds, ts, DESC_DEVICE_CONFIRMED, *(ts, ts) * len(COUNTER_TABLES))],
             )
-    rows = tx.all(
+    named = tx.column(
         _pg_report_sql(Status.OPENED),
         (*reports, kinds, ts, DESC_OPENED, *(ts, ts) * len(COUNTER_TABLES)),
     )
     found = [False] * len(items)
-    for (i,) in rows:
+    for i in named:  # 1-based
         found[i - 1] = True
     return found
 

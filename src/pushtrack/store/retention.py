@@ -118,14 +118,13 @@ def old_messages(tx: Tx, *, before: int, limit: int) -> list[int]:
     (A delivery row kept longer, for its message's later events, shows no
     ``created`` from before the window: readers filter by the window.)
     """
-    rows = tx.all(
+    return tx.column(
         "SELECT m.id FROM messages m WHERE m.created_at < ? AND m.send_at < ?"
         " AND m.expand_after IS NULL"
         " AND NOT EXISTS (SELECT 1 FROM counters c WHERE c.message_id = m.id AND c.hour > ?)"
         " ORDER BY m.created_at LIMIT ?",
         (before, before, before - HOUR_US, limit),
     )
-    return [r[0] for r in rows]
 
 
 def delete_deliveries(tx: Tx, *, message_ids: Sequence[int], limit: int) -> int:

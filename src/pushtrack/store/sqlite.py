@@ -23,12 +23,22 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pushtrack.domain.timeutil import now_us
 from pushtrack.metrics import WRITER_BATCH
-from pushtrack.store.base import ConflictError, Engine, StoreError, StoreUnavailableError, Tx
+from pushtrack.store.base import (
+    ConflictError,
+    Engine,
+    R,
+    StoreError,
+    StoreUnavailableError,
+    Tx,
+    row_maker,
+)
 from pushtrack.store.schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -73,6 +83,14 @@ def _translate(exc: sqlite3.Error, what: str = "") -> StoreError:
     return StoreUnavailableError(kind, detail) if kind else StoreError(detail)
 
 
+_FIRST = itemgetter(0)
+
+
+def _names(cur: sqlite3.Cursor) -> list[str]:
+    """A statement's column names (as written, or as ``AS`` names them)."""
+    return [d[0] for d in cur.description or ()]
+
+
 class _Tx:
     """``Tx`` over one sqlite3 connection."""
 
@@ -91,8 +109,26 @@ class _Tx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, params).fetchall()
 
+    def one_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> R | None:
+        cur = self.conn.execute(sql, params)
+        found = cur.fetchone()
+        make = row_maker(row, sql, partial(_names, cur))
+        return None if found is None else make(found)
+
     def all_planned(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.all(sql, params)  # no generic plans here to settle on
+
+    def all_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        cur = self.conn.execute(sql, params)
+        rows = cur.fetchall()
+        return list(map(row_maker(row, sql, partial(_names, cur)), rows))
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        found = self.conn.execute(sql, params).fetchone()
+        return None if found is None else found[0]
+
+    def column(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(map(_FIRST, self.conn.execute(sql, params).fetchall()))
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self.conn.execute(sql, params).rowcount

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
@@ -12,6 +12,7 @@ from pushtrack.domain.codes import shown_message_id, stored_message_id
 from pushtrack.domain.status import COUNTERS
 from pushtrack.domain.timeutil import DAY_US, HOUR_US, US
 from pushtrack.store.base import Engine, Tx
+from pushtrack.store.events import Span
 from pushtrack.store.jsontext import loads
 from pushtrack.store.tracking import tracking_key
 
@@ -58,26 +59,66 @@ class MessageSummary(msgspec.Struct, frozen=True):
     totals: list[Totals]
 
 
-_SUMS = ", ".join(f"SUM({c})" for c in COUNTERS)
+#: The counters summed over a group's rows (its shards, hours), each under its own name.
+_SUMS = ", ".join(f"SUM({c}) AS {c}" for c in COUNTERS)
 
 
-def _totals(bucket: int, platform: int, values: Sequence[Any]) -> Totals:
-    return Totals(bucket, platform, *(int(v or 0) for v in values))
+class _Counts(NamedTuple):
+    """The counters of one (bucket, platform), as ``counter_rows`` reads them (``_SUMS``:
+    the names of ``COUNTERS``, which the statement's check holds this class to)."""
+
+    bucket: int
+    platform: int
+    sends: int | None
+    deliveries: int | None
+    opens: int | None
+    inbox_opens: int | None
+    unshowable_sends: int | None
+    errors: int | None
+    confirmed: int | None
+
+
+class _MessageCounts(NamedTuple):
+    """The counters of one (message, platform) over the message's life (``_SUMS``)."""
+
+    message_id: int
+    platform: int
+    sends: int | None
+    deliveries: int | None
+    opens: int | None
+    inbox_opens: int | None
+    unshowable_sends: int | None
+    errors: int | None
+    confirmed: int | None
+
+
+def _totals(bucket: int, platform: int, row: _Counts | _MessageCounts) -> Totals:
+    return Totals(bucket, platform, **{c: int(getattr(row, c) or 0) for c in COUNTERS})
 
 
 def find_message(
     tx: Tx, *, account: str, apps: frozenset[str] | None, code: str
 ) -> MessageRef | None:
     """A message of the account (and of the token's applications)."""
-    row = tx.one(
-        "SELECT m.id, m.code, a.code, m.created_at FROM messages m"
+    row = tx.one_as(
+        _RefRow,
+        "SELECT m.id, m.code, a.code AS app_code, m.created_at FROM messages m"
         " JOIN applications a ON a.id = m.app_id JOIN accounts acc ON acc.id = a.account_id"
         " WHERE m.code = ? AND acc.name = ?",
         (code, account),
     )
-    if row is None or (apps is not None and row[2] not in apps):
+    if row is None or (apps is not None and row.app_code not in apps):
         return None
-    return MessageRef(*row)
+    return MessageRef(**row._asdict())
+
+
+class _RefRow(NamedTuple):
+    """``MessageRef``'s fields."""
+
+    id: int
+    code: str
+    app_code: str
+    created_at: int
 
 
 def counter_rows(
@@ -113,19 +154,23 @@ def counter_rows(
     if platforms:
         where.append(f"platform IN ({','.join('?' * len(platforms))})")
         params.extend(platforms)
-    rows = tx.all(
-        f"SELECT {column}, platform, {_SUMS} FROM {table} WHERE {' AND '.join(where)}"
+    rows = tx.all_as(
+        _Counts,
+        f"SELECT {column} AS bucket, platform, {_SUMS} FROM {table}"
+        f" WHERE {' AND '.join(where)}"
         f" GROUP BY {column}, platform ORDER BY {column}, platform",  # the sum of its shards
         params,
     )
     if interval != "day":
-        return [_totals(r[0], r[1], r[2:]) for r in rows]
-    days: dict[tuple[int, int], list[int]] = {}
+        return [_totals(r.bucket, r.platform, r) for r in rows]
+    days: dict[tuple[int, int], dict[str, int]] = {}
     for r in rows:
-        sums = days.setdefault((r[0] - r[0] % DAY_US, r[1]), [0] * len(COUNTERS))
-        for i, v in enumerate(r[2:]):
-            sums[i] += int(v)
-    return [_totals(day, platform, sums) for (day, platform), sums in sorted(days.items())]
+        sums = days.setdefault(
+            (r.bucket - r.bucket % DAY_US, r.platform), dict.fromkeys(COUNTERS, 0)
+        )
+        for c in COUNTERS:
+            sums[c] += int(getattr(r, c))
+    return [Totals(day, platform, **sums) for (day, platform), sums in sorted(days.items())]
 
 
 def activity_span(tx: Tx, *, message_id: int, since: int) -> tuple[int, int] | None:
@@ -133,13 +178,15 @@ def activity_span(tx: Tx, *, message_id: int, since: int) -> tuple[int, int] | N
 
     Only minutes at or after ``since`` (the retention window's start) count; None if none.
     """
-    row = tx.one(
-        "SELECT MIN(minute), MAX(minute) FROM counters_minute WHERE message_id = ? AND minute >= ?",
+    span = tx.one_as(
+        Span,
+        "SELECT MIN(minute) AS first, MAX(minute) AS last FROM counters_minute"
+        " WHERE message_id = ? AND minute >= ?",
         (message_id, since),
     )
-    if row is None or row[0] is None:
+    if span is None or span.first is None or span.last is None:
         return None
-    return int(row[0]), int(row[1])
+    return int(span.first), int(span.last)
 
 
 def list_messages(
@@ -196,44 +243,64 @@ def list_messages(
         " JOIN accounts acc ON acc.id = a.account_id"
         f" WHERE {' AND '.join(where)}"
     )
-    found = tx.one(f"SELECT COUNT(*) {base}", params)
-    total = int(found[0]) if found else 0
-    rows = tx.all(
-        "SELECT m.id, m.code, a.code, m.campaign, m.notification, m.send_at, m.status,"
-        f" m.created_at {base} ORDER BY m.created_at DESC, m.id DESC LIMIT ? OFFSET ?",
+    total = int(tx.scalar(f"SELECT COUNT(*) {base}", params) or 0)
+    rows = tx.all_as(
+        _SummaryRow,
+        "SELECT m.id, m.code, a.code AS app_code, m.campaign, m.notification, m.send_at,"
+        f" m.status, m.created_at {base} ORDER BY m.created_at DESC, m.id DESC LIMIT ? OFFSET ?",
         [*params, limit, offset],
     )
     if not rows:
         return total, []
-    ids = [r[0] for r in rows]
+    ids = [r.id for r in rows]
     marks = ",".join("?" * len(ids))
     kinds: dict[int, set[int]] = {}
-    for mid, platform in tx.all(
-        f"SELECT DISTINCT message_id, platform FROM payloads WHERE message_id IN ({marks})", ids
+    for p in tx.all_as(
+        _PayloadPlatform,
+        f"SELECT DISTINCT message_id, platform FROM payloads WHERE message_id IN ({marks})",
+        ids,
     ):
-        kinds.setdefault(mid, set()).add(platform)
+        kinds.setdefault(p.message_id, set()).add(p.platform)
     totals: dict[int, list[Totals]] = {}
-    for r in tx.all(
+    for c in tx.all_as(
+        _MessageCounts,
         f"SELECT message_id, platform, {_SUMS} FROM counters WHERE message_id IN ({marks})"
         " GROUP BY message_id, platform ORDER BY message_id, platform",
         ids,
     ):
-        totals.setdefault(r[0], []).append(_totals(0, r[1], r[2:]))
+        totals.setdefault(c.message_id, []).append(_totals(0, c.platform, c))
     return total, [
         MessageSummary(
-            id=shown_message_id(key, r[0]),
-            code=r[1],
-            app_code=r[2],
-            campaign=r[3],
-            notification=loads(r[4]),
-            send_at=r[5],
-            status=r[6],
-            created_at=r[7],
-            platforms=sorted(kinds.get(r[0], ())),
-            totals=totals.get(r[0], []),
+            id=shown_message_id(key, r.id),
+            code=r.code,
+            app_code=r.app_code,
+            campaign=r.campaign,
+            notification=loads(r.notification),
+            send_at=r.send_at,
+            status=r.status,
+            created_at=r.created_at,
+            platforms=sorted(kinds.get(r.id, ())),
+            totals=totals.get(r.id, []),
         )
         for r in rows
     ]
+
+
+class _SummaryRow(NamedTuple):
+    id: int
+    code: str
+    app_code: str
+    campaign: str | None
+    #: JSON text
+    notification: str
+    send_at: int
+    status: str
+    created_at: int
+
+
+class _PayloadPlatform(NamedTuple):
+    message_id: int
+    platform: int
 
 
 class StatsStore:

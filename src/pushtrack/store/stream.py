@@ -62,10 +62,10 @@ def horizon(tx: Tx) -> int | None:
     """
     if tx.dialect != "postgresql":
         return None
-    row = tx.one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
-    assert row is not None
-    top = next_id = int(row[0])
-    for (xid,) in tx.all(
+    xmax = tx.scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+    assert xmax is not None
+    top = next_id = int(xmax)
+    for xid in tx.column(
         "SELECT backend_xid::text::bigint FROM pg_stat_activity"
         " WHERE datname = current_database() AND backend_xid IS NOT NULL"
     ):
@@ -85,14 +85,13 @@ def time_horizon(tx: Tx) -> int | None:
     service's and the database's clocks are taken to agree (NTP)."""
     if tx.dialect != "postgresql":
         return None
-    row = tx.one(
+    start = tx.scalar(
         "SELECT (EXTRACT(EPOCH FROM LEAST(clock_timestamp(), MIN(xact_start))) * 1000000)::bigint"
         " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
         " AND xact_start IS NOT NULL AND state <> 'idle' AND backend_type = 'client backend'"
     )
-    assert row is not None
-    assert row[0] is not None
-    return int(row[0])
+    assert start is not None
+    return int(start)
 
 
 def head(tx: Tx) -> Position:
@@ -101,14 +100,24 @@ def head(tx: Tx) -> Position:
         h = horizon(tx)
         assert h is not None
         return Position(h - 1, 2**63 - 1)
-    e = tx.one("SELECT ts, id FROM events ORDER BY ts DESC, id DESC LIMIT 1")
-    d = tx.one("SELECT created_at, id FROM deliveries ORDER BY created_at DESC, id DESC LIMIT 1")
+    e = tx.one_as(_Last, "SELECT ts, id FROM events ORDER BY ts DESC, id DESC LIMIT 1")
+    d = tx.one_as(
+        _Last,
+        "SELECT created_at AS ts, id FROM deliveries ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
     candidates = [Position(START.at, START.key)]
     if e is not None:
-        candidates.append(Position(int(e[0]), int(e[1]) + EVENT_KEY))
+        candidates.append(Position(int(e.ts), int(e.id) + EVENT_KEY))
     if d is not None:
-        candidates.append(Position(int(d[0]), int(d[1])))
+        candidates.append(Position(int(d.ts), int(d.id)))
     return max(candidates)
+
+
+class _Last(NamedTuple):
+    """The last row of the trail's events, or of its deliveries' ``created``."""
+
+    ts: int
+    id: int
 
 
 def position_at(tx: Tx, since: int) -> Position:
@@ -117,16 +126,16 @@ def position_at(tx: Tx, since: int) -> Position:
     if tx.dialect != "postgresql":
         return Position(since - 1, 2**63 - 1)
     found = [
-        r
-        for r in (
-            tx.one("SELECT MIN(tx) FROM events WHERE ts >= ?", (since,)),
-            tx.one("SELECT MIN(tx) FROM deliveries WHERE created_at >= ?", (since,)),
+        first
+        for first in (
+            tx.scalar("SELECT MIN(tx) FROM events WHERE ts >= ?", (since,)),
+            tx.scalar("SELECT MIN(tx) FROM deliveries WHERE created_at >= ?", (since,)),
         )
-        if r is not None and r[0] is not None
+        if first is not None
     ]
     if not found:
         return head(tx)
-    return Position(min(int(r[0]) for r in found) - 1, 2**63 - 1)
+    return Position(min(int(first) for first in found) - 1, 2**63 - 1)
 
 
 class Filter(msgspec.Struct, frozen=True):
@@ -186,8 +195,8 @@ def read(tx: Tx, after: Position, f: Filter, limit: int) -> Page:
         for cond, values in ranges(at, "e.id", after.key - EVENT_KEY, "e.tx"):
             scans.append(
                 (
-                    f"SELECT {at}, e.id + {EVENT_KEY}, e.ts, e.status, e.description,"
-                    f" e.gateway_id, e.failure_class, e.delivery_id FROM events e"
+                    f"SELECT {at} AS at, e.id + {EVENT_KEY} AS key, e.ts, e.status,"
+                    " e.description, e.gateway_id, e.failure_class, e.delivery_id FROM events e"
                     f" WHERE {cond} ORDER BY {at}, e.id LIMIT ?",
                     [*values, scan],
                 )
@@ -197,9 +206,10 @@ def read(tx: Tx, after: Position, f: Filter, limit: int) -> Page:
         for cond, values in ranges(at, "d.id", min(after.key, EVENT_KEY), "d.tx"):
             scans.append(
                 (
-                    f"SELECT {at}, d.id, d.created_at, {int(Status.CREATED)}, '{DESC_CREATED}',"
-                    f" NULL, NULL, d.id FROM deliveries d WHERE {cond}"
-                    f" ORDER BY {at}, d.id LIMIT ?",
+                    f"SELECT {at} AS at, d.id AS key, d.created_at AS ts,"
+                    f" {int(Status.CREATED)} AS status, '{DESC_CREATED}' AS description,"
+                    " NULL AS gateway_id, NULL AS failure_class, d.id AS delivery_id"
+                    f" FROM deliveries d WHERE {cond} ORDER BY {at}, d.id LIMIT ?",
                     [*values, scan],
                 )
             )
@@ -209,7 +219,7 @@ def read(tx: Tx, after: Position, f: Filter, limit: int) -> Page:
     stops: list[Position] = []
     candidates: list[_Scanned] = []
     for sql, values in scans:
-        rows = [_Scanned._make(r) for r in tx.all(sql, values)]
+        rows = tx.all_as(_Scanned, sql, values)
         candidates += rows
         if len(rows) == scan:
             stops.append(Position(int(rows[-1].at), int(rows[-1].key)))
@@ -295,15 +305,18 @@ def _deliveries(tx: Tx, ids: Sequence[int], f: Filter) -> dict[int, _Delivery]:
         add("m.code = ?", f.message_code)
     if f.hwids:
         add(f"d.hwid IN ({marks(f.hwids)})", *f.hwids)
-    rows = tx.all(
-        f"SELECT d.id, {_COLUMNS} FROM deliveries d {_JOINS} WHERE {' AND '.join(where)}", params
+    rows = tx.all_as(
+        _Delivery,
+        f"SELECT {_COLUMNS} FROM deliveries d {_JOINS} WHERE {' AND '.join(where)}",
+        params,
     )
-    return {int(r[0]): _Delivery._make(r) for r in rows}
+    return {int(r.delivery_id): r for r in rows}
 
 
 _COLUMNS = (
-    "a.code, m.code, m.id, d.legacy_code, d.hwid, d.target_id, d.user_id, d.platform,"
-    " d.state, d.attempts, d.retry_reason, d.retry_class"
+    "d.id AS delivery_id, a.code AS app_code, m.code AS message_code, m.id AS message_id,"
+    " d.legacy_code, d.hwid, d.target_id, d.user_id, d.platform, d.state, d.attempts,"
+    " d.retry_reason, d.retry_class"
 )
 _JOINS = "JOIN messages m ON m.id = d.message_id JOIN applications a ON a.id = m.app_id"
 

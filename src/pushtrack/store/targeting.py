@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -116,31 +116,46 @@ def _dumps(value: Any) -> str:
 # -- tag definitions ---------------------------------------------------------------------
 
 
-def _def_from_row(row: tuple[Any, ...]) -> TagDef:
+class _DefRow(NamedTuple):
+    id: int
+    name: str
+    type: int
+    declared: int
+    created_at: int
+
+
+def _def_from_row(row: _DefRow) -> TagDef:
     return TagDef(
-        id=row[0], name=row[1], type=TagType(row[2]), declared=bool(row[3]), created_at=row[4]
+        id=row.id,
+        name=row.name,
+        type=TagType(row.type),
+        declared=bool(row.declared),
+        created_at=row.created_at,
     )
 
 
-_DEF_COLUMNS = "id, name, type, declared, created_at"
+_DEF_COLUMNS = ", ".join(_DefRow._fields)
 
 
 def tag_defs(tx: Tx, app: App, names: Sequence[str] | None = None) -> dict[str, TagDef]:
     """The application's tag definitions by name (only ``names`` when given)."""
     if names is None:
-        rows = tx.all(
-            f"SELECT {_DEF_COLUMNS} FROM tag_defs WHERE app_id = ? ORDER BY name", (app.id,)
+        rows = tx.all_as(
+            _DefRow,
+            f"SELECT {_DEF_COLUMNS} FROM tag_defs WHERE app_id = ? ORDER BY name",
+            (app.id,),
         )
     elif not names:
         return {}
     else:
         unique = sorted(set(names))
         marks = ", ".join("?" for _ in unique)
-        rows = tx.all(
+        rows = tx.all_as(
+            _DefRow,
             f"SELECT {_DEF_COLUMNS} FROM tag_defs WHERE app_id = ? AND name IN ({marks})",
             (app.id, *unique),
         )
-    return {row[1]: _def_from_row(row) for row in rows}
+    return {row.name: _def_from_row(row) for row in rows}
 
 
 def _check_name(name: str) -> None:
@@ -151,16 +166,18 @@ def _check_name(name: str) -> None:
 
 
 def _insert_def(tx: Tx, app: App, name: str, tag_type: TagType, declared: bool) -> TagDef:
-    count = tx.one("SELECT COUNT(*) FROM tag_defs WHERE app_id = ?", (app.id,))
-    if count and count[0] >= MAX_TAGS_PER_APP:
+    count = tx.scalar("SELECT COUNT(*) FROM tag_defs WHERE app_id = ?", (app.id,))
+    if count is not None and count >= MAX_TAGS_PER_APP:
         raise TagError(f"an application has at most {MAX_TAGS_PER_APP} tags")
     tx.run(
         "INSERT INTO tag_defs (app_id, name, type, declared, created_at) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (app_id, name) DO NOTHING",
         (app.id, name, int(tag_type), int(declared), tx.now()),
     )
-    row = tx.one(
-        f"SELECT {_DEF_COLUMNS} FROM tag_defs WHERE app_id = ? AND name = ?", (app.id, name)
+    row = tx.one_as(
+        _DefRow,
+        f"SELECT {_DEF_COLUMNS} FROM tag_defs WHERE app_id = ? AND name = ?",
+        (app.id, name),
     )
     assert row is not None
     return _def_from_row(row)
@@ -199,13 +216,13 @@ def delete_tag(tx: Tx, app: App, name: str) -> bool:
 def device_id(tx: Tx, app: App, hwid: str, *, lock: bool = False) -> int | None:
     """A device's id; with ``lock`` the device row is locked (writes to its tags queue up)."""
     if lock:
-        row = tx.one(
+        found = tx.scalar(
             "UPDATE devices SET updated_at = ? WHERE app_id = ? AND hwid = ? RETURNING id",
             (tx.now(), app.id, hwid),
         )
     else:
-        row = tx.one("SELECT id FROM devices WHERE app_id = ? AND hwid = ?", (app.id, hwid))
-    return int(row[0]) if row else None
+        found = tx.scalar("SELECT id FROM devices WHERE app_id = ? AND hwid = ?", (app.id, hwid))
+    return int(found) if found is not None else None
 
 
 def set_device_tags(tx: Tx, app: App, device: int, tags: dict[str, Any]) -> None:
@@ -261,11 +278,13 @@ def _change_list(tx: Tx, device: int, tag: int, change: ListChange) -> None:
             (device, tag, *change.items),
         )
         return
-    rows = tx.all(
-        "SELECT num, txt FROM tag_values WHERE device_id = ? AND tag_id = ?", (device, tag)
+    rows = tx.all_as(
+        _ValueRow,
+        "SELECT num, txt FROM tag_values WHERE device_id = ? AND tag_id = ?",
+        (device, tag),
     )
-    have = {txt for _, txt in rows}
-    top = max((num for num, _ in rows if num is not None), default=-1)
+    have = {r.txt for r in rows}
+    top = max((r.num for r in rows if r.num is not None), default=-1)
     new = [item for item in change.items if item not in have]
     if len(have) + len(new) > MAX_LIST_ITEMS:
         raise TagError(f"a list tag holds at most {MAX_LIST_ITEMS} elements")
@@ -273,6 +292,13 @@ def _change_list(tx: Tx, device: int, tag: int, change: ListChange) -> None:
         "INSERT INTO tag_values (device_id, tag_id, num, txt) VALUES (?, ?, ?, ?)",
         [(device, tag, top + 1 + i, item) for i, item in enumerate(new)],
     )
+
+
+class _ValueRow(NamedTuple):
+    """A stored tag value (``domain/tags.py``'s ``Row``)."""
+
+    num: int | None
+    txt: str | None
 
 
 def set_tags(tx: Tx, app: App, hwid: str, tags: dict[str, Any]) -> bool:
@@ -289,16 +315,24 @@ def get_tags(tx: Tx, app: App, hwid: str) -> dict[str, Any] | None:
     device = device_id(tx, app, hwid)
     if device is None:
         return None
-    rows = tx.all(
+    rows = tx.all_as(
+        _TagValue,
         "SELECT g.name, g.type, v.num, v.txt FROM tag_values v"
         " JOIN tag_defs g ON g.id = v.tag_id"
         " WHERE v.device_id = ? ORDER BY g.name, v.num",
         (device,),
     )
     grouped: dict[str, tuple[TagType, list[Row]]] = {}
-    for name, tag_type, num, txt in rows:
-        grouped.setdefault(name, (TagType(tag_type), []))[1].append((num, txt))
+    for r in rows:
+        grouped.setdefault(r.name, (TagType(r.type), []))[1].append((r.num, r.txt))
     return {name: wire_value(kind, values) for name, (kind, values) in grouped.items()}
+
+
+class _TagValue(NamedTuple):
+    name: str
+    type: int
+    num: int | None
+    txt: str | None
 
 
 # -- checking a selection -------------------------------------------------------------------
@@ -364,9 +398,7 @@ def _marks(n: int) -> str:
 class _Compiler:
     """One compilation: SQL text built left to right, parameters in the same order."""
 
-    def __init__(
-        self, tx: Tx, app: App, defs: dict[str, tuple[int, TagType]], after: int | None
-    ) -> None:
+    def __init__(self, tx: Tx, app: App, defs: dict[str, TagDef], after: int | None) -> None:
         self.app = app
         self.defs = defs
         self.now_s = tx.now() // US
@@ -475,10 +507,10 @@ class _Compiler:
             if found is None:  # nobody has a tag that is not defined
                 return _TRUE if node.op == "NOTSET" else _FALSE
             try:
-                pred = compile_condition(found[1], node.tag, node.op, node.operand, self.now_s)
+                pred = compile_condition(found.type, node.tag, node.op, node.operand, self.now_s)
             except TagValueError as exc:
                 raise SelectionError(f"{t.render(node)}: {exc.message}") from None
-            return self.predicate(found[0], pred)
+            return self.predicate(found.id, pred)
         if isinstance(node, t.Union | t.Intersection):
             glue = " OR " if isinstance(node, t.Union) else " AND "
             return "(" + glue.join(self.node(item) for item in node.items) + ")"
@@ -509,7 +541,7 @@ def audience_where(
     never widened by a condition that silently matches nothing.
     """
     names = sorted({c.tag for c in t.tag_conditions(node) if c.app in (None, app.code)})
-    defs = {name: (d.id, d.type) for name, d in tag_defs(tx, app, names).items()}
+    defs = tag_defs(tx, app, names)
     compiler = _Compiler(tx, app, defs, after)
     if after is None:
         return compiler.node(node), compiler.params
@@ -523,36 +555,36 @@ def audience_where(
 
 def count(tx: Tx, app: App, node: t.Node) -> int:
     where, params = audience_where(tx, app, node)
-    row = tx.one(
+    found = tx.scalar(
         f"SELECT COUNT(*) FROM devices d WHERE d.app_id = ? AND {where}", (app.id, *params)
     )
-    return int(row[0]) if row else 0
+    return int(found or 0)
 
 
 def select_ids(tx: Tx, app: App, node: t.Node, after: int = 0, limit: int = 1000) -> list[int]:
     """Ids of selected devices above ``after``, ascending, at most ``limit``."""
     where, params = audience_where(tx, app, node, after=after)
-    rows = tx.all(
+    ids = tx.column(
         f"SELECT d.id FROM devices d WHERE d.app_id = ? AND {where} ORDER BY d.id LIMIT ?",
         (app.id, *params, limit),
     )
-    return [int(r[0]) for r in rows]
+    return [int(i) for i in ids]
 
 
 def select_hwids(tx: Tx, app: App, node: t.Node) -> list[str]:
     where, params = audience_where(tx, app, node)
-    rows = tx.all(
+    return tx.column(
         f"SELECT d.hwid FROM devices d WHERE d.app_id = ? AND {where} ORDER BY d.hwid",
         (app.id, *params),
     )
-    return [r[0] for r in rows]
 
 
 # -- saved filters -----------------------------------------------------------------------------
 
 
 _FILTER_COLUMNS = (
-    "f.name, f.expression, f.selection, f.conditions, f.operator, a.code, f.created_at"
+    "f.name, f.expression, f.selection, f.conditions, f.operator, a.code AS application,"
+    " f.created_at"
 )
 _FILTER_FROM = (
     "saved_filters f JOIN accounts acc ON acc.id = f.account_id"
@@ -560,15 +592,26 @@ _FILTER_FROM = (
 )
 
 
-def _filter_from_row(row: tuple[Any, ...]) -> SavedFilter:
+class _FilterRow(NamedTuple):
+    name: str
+    expression: str
+    #: JSON text: the selection tree, the conditions as given (NULL: an expression's)
+    selection: str
+    conditions: str | None
+    operator: str | None
+    application: str | None
+    created_at: int
+
+
+def _filter_from_row(row: _FilterRow) -> SavedFilter:
     return SavedFilter(
-        name=row[0],
-        expression=row[1],
-        selection=t.decode_node(row[2]),
-        conditions=msgspec.json.decode(row[3]) if row[3] is not None else None,
-        operator=row[4],
-        application=row[5],
-        created_at=row[6],
+        name=row.name,
+        expression=row.expression,
+        selection=t.decode_node(row.selection),
+        conditions=msgspec.json.decode(row.conditions) if row.conditions is not None else None,
+        operator=row.operator,
+        application=row.application,
+        created_at=row.created_at,
     )
 
 
@@ -583,15 +626,15 @@ def create_filter(
     operator: str | None = None,
 ) -> SavedFilter:
     """Save a selection under a name unique in the account (``TagError`` if taken)."""
-    row = tx.one("SELECT id FROM accounts WHERE name = ?", (account,))
-    if row is None:
+    account_id = tx.scalar("SELECT id FROM accounts WHERE name = ?", (account,))
+    if account_id is None:
         raise ConflictError(f"no account {account!r}")
-    made = tx.one(
+    made = tx.scalar(
         "INSERT INTO saved_filters (account_id, app_id, name, expression, selection,"
         " conditions, operator, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (account_id, name) DO NOTHING RETURNING id",
         (
-            row[0],
+            account_id,
             app.id if app else None,
             name,
             t.render(node),
@@ -609,7 +652,8 @@ def create_filter(
 
 
 def get_filter(tx: Tx, account: str, name: str) -> SavedFilter | None:
-    row = tx.one(
+    row = tx.one_as(
+        _FilterRow,
         f"SELECT {_FILTER_COLUMNS} FROM {_FILTER_FROM} WHERE acc.name = ? AND f.name = ?",
         (account, name),
     )
@@ -617,7 +661,8 @@ def get_filter(tx: Tx, account: str, name: str) -> SavedFilter | None:
 
 
 def list_filters(tx: Tx, account: str) -> list[SavedFilter]:
-    rows = tx.all(
+    rows = tx.all_as(
+        _FilterRow,
         f"SELECT {_FILTER_COLUMNS} FROM {_FILTER_FROM} WHERE acc.name = ? ORDER BY f.name",
         (account,),
     )

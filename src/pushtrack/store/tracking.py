@@ -16,10 +16,10 @@ from pushtrack.store.base import Tx
 
 def tracking_key(tx: Tx) -> bytes:
     """The server secret tracking codes are derived under (one primary-key read)."""
-    row = tx.one("SELECT value FROM server_secrets WHERE name = 'tracking'")
-    if row is None:  # pragma: no cover - migration 9 writes it
+    value = tx.scalar("SELECT value FROM server_secrets WHERE name = 'tracking'")
+    if value is None:  # pragma: no cover - migration 9 writes it
         raise RuntimeError("the database has no tracking secret (is it migrated?)")
-    return bytes.fromhex(row[0])
+    return bytes.fromhex(value)
 
 
 def code_of(key: bytes, delivery_id: int, legacy: str | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 from functools import partial
-from typing import Any
+from typing import NamedTuple
 
 import msgspec
 
@@ -22,9 +22,9 @@ from pushtrack.store.stream import Position, head, position_at
 
 KIND = JobKind.WEBHOOK
 _COLUMNS = (
-    "w.id, w.app_id, a.code, w.url, w.secret, w.statuses, w.created_at, w.cursor_at,"
-    " w.cursor_key, w.delivered, w.last_success_at, w.failing_since, w.failing, w.last_error,"
-    " w.secret_sealed"
+    "w.id, w.app_id, a.code AS application_code, w.url, w.secret, w.statuses, w.created_at,"
+    " w.cursor_at, w.cursor_key, w.delivered, w.last_success_at, w.failing_since, w.failing,"
+    " w.last_error, w.secret_sealed"
 )
 _FROM = (
     "webhooks w JOIN applications a ON a.id = w.app_id JOIN accounts acc ON acc.id = a.account_id"
@@ -54,22 +54,43 @@ class Webhook(msgspec.Struct, frozen=True):
     last_error: str | None
 
 
-def _hook(r: tuple[Any, ...]) -> Webhook:
+class _HookRow(NamedTuple):
+    """An endpoint as ``_COLUMNS`` reads it."""
+
+    id: int
+    app_id: int
+    application_code: str
+    url: str
+    secret: str
+    #: JSON list, or NULL
+    statuses: str | None
+    created_at: int
+    cursor_at: int
+    cursor_key: int
+    delivered: int
+    last_success_at: int | None
+    failing_since: int | None
+    failing: int
+    last_error: str | None
+    secret_sealed: int
+
+
+def _hook(r: _HookRow) -> Webhook:
     return Webhook(
-        id=int(r[0]),
-        app_id=int(r[1]),
-        application_code=r[2],
-        url=r[3],
-        secret=r[4],
-        statuses=tuple(msgspec.json.decode(r[5])) if r[5] is not None else None,
-        created_at=int(r[6]),
-        cursor=Position(int(r[7]), int(r[8])),
-        delivered=int(r[9]),
-        last_success_at=r[10],
-        failing_since=r[11],
-        failing=bool(r[12]),
-        last_error=r[13],
-        secret_sealed=bool(r[14]),
+        id=int(r.id),
+        app_id=int(r.app_id),
+        application_code=r.application_code,
+        url=r.url,
+        secret=r.secret,
+        statuses=tuple(msgspec.json.decode(r.statuses)) if r.statuses is not None else None,
+        created_at=int(r.created_at),
+        cursor=Position(int(r.cursor_at), int(r.cursor_key)),
+        delivered=int(r.delivered),
+        last_success_at=r.last_success_at,
+        failing_since=r.failing_since,
+        failing=bool(r.failing),
+        last_error=r.last_error,
+        secret_sealed=bool(r.secret_sealed),
     )
 
 
@@ -85,10 +106,10 @@ def add(
 ) -> Webhook:
     """A new endpoint, starting after everything the trail holds now, and its job;
     ``secret`` is stored as given (``sealed``: a Fernet token of the signing secret)."""
-    if tx.one("SELECT 1 FROM webhooks WHERE app_id = ? AND url = ?", (app_id, url)):
+    if tx.scalar("SELECT 1 FROM webhooks WHERE app_id = ? AND url = ?", (app_id, url)) is not None:
         raise ConflictError(f"url: {url} is already a webhook of this application")
     start = head(tx)
-    row = tx.one(
+    webhook_id = tx.scalar(
         "INSERT INTO webhooks (app_id, url, secret, secret_sealed, statuses, created_at,"
         " cursor_at, cursor_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
@@ -102,17 +123,17 @@ def add(
             start.key,
         ),
     )
-    assert row is not None
+    assert webhook_id is not None
     jobs.enqueue(
-        tx, kind=KIND, account=account, params=WebhookParams(webhook_id=row[0]), run_at=tx.now()
+        tx, kind=KIND, account=account, params=WebhookParams(webhook_id=webhook_id), run_at=tx.now()
     )
-    found = get(tx, int(row[0]))
+    found = get(tx, int(webhook_id))
     assert found is not None
     return found
 
 
 def get(tx: Tx, webhook_id: int) -> Webhook | None:
-    row = tx.one(f"SELECT {_COLUMNS} FROM {_FROM} WHERE w.id = ?", (webhook_id,))
+    row = tx.one_as(_HookRow, f"SELECT {_COLUMNS} FROM {_FROM} WHERE w.id = ?", (webhook_id,))
     return _hook(row) if row else None
 
 
@@ -126,14 +147,18 @@ def list_hooks(
     if app_code is not None:
         where.append("a.code = ?")
         params.append(app_code)
-    rows = tx.all(
-        f"SELECT {_COLUMNS} FROM {_FROM} WHERE {' AND '.join(where)} ORDER BY w.id", params
+    rows = tx.all_as(
+        _HookRow,
+        f"SELECT {_COLUMNS} FROM {_FROM} WHERE {' AND '.join(where)} ORDER BY w.id",
+        params,
     )
     return [_hook(r) for r in rows]
 
 
 def find(tx: Tx, *, app_id: int, url: str) -> Webhook | None:
-    row = tx.one(f"SELECT {_COLUMNS} FROM {_FROM} WHERE w.app_id = ? AND w.url = ?", (app_id, url))
+    row = tx.one_as(
+        _HookRow, f"SELECT {_COLUMNS} FROM {_FROM} WHERE w.app_id = ? AND w.url = ?", (app_id, url)
+    )
     return _hook(row) if row else None
 
 
@@ -192,7 +217,7 @@ def replay(tx: Tx, *, app_id: int, url: str, since: int) -> Webhook | None:
 
 def all_hooks(tx: Tx) -> list[Webhook]:
     """Every endpoint of every account (``pushtrack secrets seal``, ``doctor``)."""
-    return [_hook(r) for r in tx.all(f"SELECT {_COLUMNS} FROM {_FROM} ORDER BY w.id")]
+    return [_hook(r) for r in tx.all_as(_HookRow, f"SELECT {_COLUMNS} FROM {_FROM} ORDER BY w.id")]
 
 
 def reseal(tx: Tx, *, webhook_id: int, old: str, new: str) -> bool:
@@ -207,8 +232,7 @@ def reseal(tx: Tx, *, webhook_id: int, old: str, new: str) -> bool:
 
 
 def failing_count(tx: Tx) -> int:
-    row = tx.one("SELECT COUNT(*) FROM webhooks WHERE failing = 1")
-    return int(row[0]) if row else 0
+    return int(tx.scalar("SELECT COUNT(*) FROM webhooks WHERE failing = 1") or 0)
 
 
 class WebhookStore:
