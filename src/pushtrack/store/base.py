@@ -211,7 +211,7 @@ class Tx(Protocol):
     ``all`` and ``all_planned`` give plain tuples: for pages of thousands of rows that
     are unpacked where they are read, their columns named beside the statement (a
     NamedTuple, a tuple subclass, is never untracked by the cyclic GC: ARCHITECTURE.md),
-    for tests, and for the dispatcher's statements in ``store/dispatch.py``.
+    and for tests.
     """
 
     dialect: str  # "sqlite" | "postgresql", for the few statements that differ

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -41,19 +41,6 @@ _SENT, _CREATED = int(Status.SENT), int(Status.CREATED)
 
 #: platform -> (kind, settings, version) of an application's gateways.
 Gateways = dict[int, tuple[str, dict[str, Any], int]]
-
-#: The rows of one query, read by name: a NamedTuple whose fields are its columns.
-_R = TypeVar("_R", bound=NamedTuple)
-
-
-def _named(shape: type[_R], rows: Iterable[Sequence[Any]]) -> list[_R]:
-    """Query rows as ``shape`` (its fields name the SELECT's columns, in their order)."""
-    return list(map(shape._make, rows))
-
-
-def _named_one(shape: type[_R], row: Sequence[Any] | None) -> _R | None:
-    return None if row is None else shape._make(row)
-
 
 #: A throttled message sends in bursts of this many seconds' worth of its rate.
 RATE_WINDOW_US = 250_000
@@ -235,13 +222,11 @@ _MESSAGE_CONTEXT_SQL = (
 def set_gateway(
     tx: Tx, *, account: str, app_code: str, platform: int, kind: str, config: dict[str, Any]
 ) -> None:
-    app = _named_one(
+    app = tx.one_as(
         _AppId,
-        tx.one(
-            "SELECT a.id FROM applications a JOIN accounts acc ON acc.id = a.account_id"
-            " WHERE a.code = ? AND acc.name = ?",
-            (app_code, account),
-        ),
+        "SELECT a.id AS app_id FROM applications a JOIN accounts acc ON acc.id = a.account_id"
+        " WHERE a.code = ? AND acc.name = ?",
+        (app_code, account),
     )
     if app is None:
         raise ConflictError(f"no application {app_code} in account {account!r}")
@@ -278,19 +263,18 @@ def reseal_gateway(
 
 def gateways(tx: Tx, *, app_id: int) -> Gateways:
     """platform -> (kind, settings, version) of an application."""
-    rows = _named(
+    rows = tx.all_as(
         _GatewayRow,
-        tx.all(
-            "SELECT platform, kind, config, updated_at FROM gateways WHERE app_id = ?", (app_id,)
-        ),
+        "SELECT platform, kind, config, updated_at FROM gateways WHERE app_id = ?",
+        (app_id,),
     )
     return {r.platform: (r.kind, loads(r.config), r.updated_at) for r in rows}
 
 
 def gateway_kinds(tx: Tx, *, app_id: int) -> dict[int, str]:
     """platform -> gateway kind, without the settings (safe to show)."""
-    rows = _named(
-        _GatewayKind, tx.all("SELECT platform, kind FROM gateways WHERE app_id = ?", (app_id,))
+    rows = tx.all_as(
+        _GatewayKind, "SELECT platform, kind FROM gateways WHERE app_id = ?", (app_id,)
     )
     return {r.platform: r.kind for r in rows}
 
@@ -317,7 +301,7 @@ class _DueRow(NamedTuple):
 #: The columns of ``_DueRow``, of a range's deliveries.
 _DUE_SQL = (
     "SELECT d.id, d.legacy_code, d.platform, dev.push_token, dev.subscribed, d.hash,"
-    " COALESCE(d.user_id, d.hwid), d.attempts, d.payload_id, d.next_at,"
+    " COALESCE(d.user_id, d.hwid) AS user_id, d.attempts, d.payload_id, d.next_at,"
     " dev.web_p256dh, dev.web_auth, d.state, d.in_flight"
     " FROM deliveries d LEFT JOIN devices dev ON dev.id = d.device_id"
     " WHERE d.id BETWEEN ? AND ? AND d.message_id = ? AND d.state IN (?, ?)"
@@ -389,11 +373,11 @@ def start_batch(
     lock_message(tx, message_id)
     read: JobContext | None = None
     if context is None:
-        row = _named_one(_MessageContext, tx.one(_MESSAGE_CONTEXT_SQL, (message_id,)))
+        row = tx.one_as(_MessageContext, _MESSAGE_CONTEXT_SQL, (message_id,))
         msg = None if row is None else _MessageState(row.app_id, row.status)
     else:
         row = None
-        msg = _named_one(_MessageState, tx.one(_MESSAGE_STATE_SQL, (message_id,)))
+        msg = tx.one_as(_MessageState, _MESSAGE_STATE_SQL, (message_id,))
     if msg is None:
         return _Started(None, [], b"")
     if msg.status == MessageStatus.CANCELLED:
@@ -404,7 +388,7 @@ def start_batch(
     assert context is not None
     settings, rate = context.gateways, context.rate
     now = tx.now()
-    rows = _named(_DueRow, tx.all(_DUE_SQL, (first, last, message_id, _CREATED, _SENT)))
+    rows = tx.all_as(_DueRow, _DUE_SQL, (first, last, message_id, _CREATED, _SENT))
     due: list[_DueRow] = []
     refused: dict[str, list[int]] = defaultdict(list)
     reasons: dict[int, str | None] = {}
@@ -459,12 +443,10 @@ def start_batch(
     payloads: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     for start in range(0, len(payload_ids), 500):
         part = payload_ids[start : start + 500]
-        for p in _named(
+        for p in tx.all_as(
             _PayloadRow,
-            tx.all(
-                f"SELECT id, body, options FROM payloads WHERE id IN ({','.join('?' * len(part))})",
-                part,
-            ),
+            f"SELECT id, body, options FROM payloads WHERE id IN ({','.join('?' * len(part))})",
+            part,
         ):
             payloads[p.id] = (loads(p.body), loads(p.options))
     key = tracking_key(tx) if rows else b""
@@ -569,12 +551,10 @@ def _claim_slots(tx: Tx, message_id: int, now: int, rate: int, wanted: int) -> t
     """
     # The UPDATE takes the message row's lock first (PostgreSQL): concurrent jobs of
     # one message claim their slots one after the other.
-    row = _named_one(
+    row = tx.one_as(
         _RateAt,
-        tx.one(
-            "UPDATE messages SET rate_at = COALESCE(rate_at, 0) WHERE id = ? RETURNING rate_at",
-            (message_id,),
-        ),
+        "UPDATE messages SET rate_at = COALESCE(rate_at, 0) WHERE id = ? RETURNING rate_at",
+        (message_id,),
     )
     start = max(int(row.rate_at or 0) if row else 0, now)
     room = now + RATE_WINDOW_US - start
@@ -639,12 +619,13 @@ def _transition(
         event: tuple[Any, ...] = (ts, int(status), description, failure_class)
         if gateways is not None:
             event += (gateways[0], gateways[1])
-        counts = _named(
+        counts = tx.all_as(
             _PlatformCount,
-            tx.all(_pg_transition(update, column, gateways is not None), (*head, *event, *counted)),
+            _pg_transition(update, column, gateways is not None),
+            (*head, *event, *counted),
         )
         return sum(c.n for c in counts)
-    won = _named(_Won, tx.all(update, head))
+    won = tx.all_as(_Won, update, head)
     if won:
         if gateways is None:
             tx.run(
@@ -861,23 +842,19 @@ def _unsubscribe(tx: Tx, app_id: int, message_id: int, tokens: Sequence[DeadToke
     always = [t.token for t in tokens if t.since is None]
     for start in range(0, len(always), 900):
         part = always[start : start + 900]
-        gone += _named(
+        gone += tx.all_as(
             _Unsubscribed,
-            tx.all(
-                "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
-                f" AND push_token IN ({','.join('?' * len(part))}){returning}",
-                (now, app_id, *part),
-            ),
+            "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
+            f" AND push_token IN ({','.join('?' * len(part))}){returning}",
+            (now, app_id, *part),
         )
     for t in tokens:
         if t.since is not None:
-            gone += _named(
+            gone += tx.all_as(
                 _Unsubscribed,
-                tx.all(
-                    "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
-                    f" AND push_token = ? AND (token_at IS NULL OR token_at <= ?){returning}",
-                    (now, app_id, t.token, t.since),
-                ),
+                "UPDATE devices SET subscribed = 0, updated_at = ? WHERE app_id = ?"
+                f" AND push_token = ? AND (token_at IS NULL OR token_at <= ?){returning}",
+                (now, app_id, t.token, t.since),
             )
     if gone:
         tx.many(
@@ -915,19 +892,17 @@ def finish_message(tx: Tx, *, message_id: int) -> str:
     """
     lock_message(tx, message_id)
     tx.run(_TO_DONE, (message_id, message_id, _CREATED, _SENT))
-    row = _named_one(_Status, tx.one("SELECT status FROM messages WHERE id = ?", (message_id,)))
+    row = tx.one_as(_Status, "SELECT status FROM messages WHERE id = ?", (message_id,))
     return str(row.status) if row else "unknown"
 
 
 def cancel_rest(tx: Tx, *, message_id: int, first: int, last: int) -> None:
     """A cancelled message: end what is left of a range ``failed``/``Cancelled``."""
-    rows = _named(
+    rows = tx.all_as(
         _Won,
-        tx.all(
-            "SELECT id, platform FROM deliveries WHERE id BETWEEN ? AND ? AND message_id = ?"
-            " AND state IN (?, ?)",
-            (first, last, message_id, _CREATED, _SENT),
-        ),
+        "SELECT id, platform FROM deliveries WHERE id BETWEEN ? AND ? AND message_id = ?"
+        " AND state IN (?, ?)",
+        (first, last, message_id, _CREATED, _SENT),
     )
     fail(tx, message_id, [(r.id, r.platform, DESC_CANCELLED) for r in rows])
 
@@ -941,25 +916,21 @@ class GatewayState(msgspec.Struct, frozen=True):
 
 def gateway_pauses(tx: Tx, *, app_id: int) -> dict[int, Pause]:
     """platform -> pause, for an application's paused gateways."""
-    rows = _named(
+    rows = tx.all_as(
         _PauseRow,
-        tx.all(
-            "SELECT platform, paused_at, paused_reason FROM gateways"
-            " WHERE app_id = ? AND paused_at IS NOT NULL",
-            (app_id,),
-        ),
+        "SELECT platform, paused_at, paused_reason FROM gateways"
+        " WHERE app_id = ? AND paused_at IS NOT NULL",
+        (app_id,),
     )
     return {r.platform: Pause(int(r.paused_at), str(r.paused_reason or "")) for r in rows}
 
 
 def gateway_states(tx: Tx, *, app_id: int) -> dict[int, GatewayState]:
     """platform -> kind and pause of an application's gateways (safe to show)."""
-    rows = _named(
+    rows = tx.all_as(
         _GatewayStateRow,
-        tx.all(
-            "SELECT platform, kind, paused_at, paused_reason FROM gateways WHERE app_id = ?",
-            (app_id,),
-        ),
+        "SELECT platform, kind, paused_at, paused_reason FROM gateways WHERE app_id = ?",
+        (app_id,),
     )
     return {
         r.platform: GatewayState(
