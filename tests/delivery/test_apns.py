@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -15,6 +16,9 @@ from pushtrack.delivery.registry import build_gateway, parse_config
 from pushtrack.domain.platforms import Platform
 from tests.delivery._support import apns_token, notification, pem_of
 from tests.gateways import ApnsServer
+
+#: The namespace every pushtrack version derived ``apns-id`` UUIDs under.
+APNS_ID_NAMESPACE = uuid.UUID("5b0e7c1e-8f4a-4c2b-9a55-1c6d2f0e7a31")
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +50,9 @@ async def test_delivered_with_payload_and_headers(
     assert {"aps", "p", "md", "pw_msg", "u"} <= received.payload.keys()
     assert received.payload["md"] == {"mid": 42, "user_id": "user-1"}
     headers = received.headers
+    # the apns-id is uuid5 of the tracking code: the same on every resend, and the
+    # same as every earlier version gave (ids already sent must never change)
+    assert received.apns_id == str(uuid.uuid5(APNS_ID_NAMESPACE, sent.tracking_code)).upper()
     assert headers["apns-topic"] == apns_settings["topic"]
     assert headers["apns-push-type"] == "alert"
     assert headers["apns-priority"] == "10"

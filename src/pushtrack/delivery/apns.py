@@ -17,6 +17,7 @@ outcome through the tables below (the one place APNs reasons are mapped).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -244,15 +245,24 @@ class ApnsGateway(HttpGateway):
 
 
 #: The namespace of the ``apns-id`` UUIDs (``apns_id_of``).
-_APNS_ID_NAMESPACE = uuid.UUID("5b0e7c1e-8f4a-4c2b-9a55-1c6d2f0e7a31")
+_APNS_ID_NAMESPACE = uuid.UUID("5b0e7c1e-8f4a-4c2b-9a55-1c6d2f0e7a31").bytes
 
 
 def apns_id_of(n: Notification) -> str:
     """The ``apns-id`` of a notification: a UUID derived from its delivery (its tracking
     code, unique to the delivery and to this installation), the same on every request
     for it, so a delivery sent again after a crash is the same notification to Apple
-    (docs/api.md §7.3)."""
-    return str(uuid.uuid5(_APNS_ID_NAMESPACE, n.tracking_code)).upper()
+    (docs/api.md §7.3).
+
+    It is ``uuid5(namespace, tracking code)`` (RFC 9562 §5.5), spelled out on the bytes:
+    one per delivery sent, without building ``uuid.UUID`` objects."""
+    digest = bytearray(
+        hashlib.sha1(_APNS_ID_NAMESPACE + n.tracking_code.encode(), usedforsecurity=False).digest()
+    )
+    digest[6] = digest[6] & 0x0F | 0x50  # version 5
+    digest[8] = digest[8] & 0x3F | 0x80  # the RFC's variant
+    h = digest[:16].hex().upper()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _reason_of(response: _http.Response) -> str | None:

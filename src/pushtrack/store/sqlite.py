@@ -161,25 +161,23 @@ def _connect(path: str, *, readonly: bool = False, cache_mb: int = 16) -> sqlite
 
 
 def _begin_immediate(conn: sqlite3.Connection) -> None:
-    """``BEGIN IMMEDIATE`` for the writer: a write lock another process holds (the
-    purge, a worker, the CLI) is waited for in short steps (``LOCK_POLL_S``), so the
-    writer takes it within a step of its release, for as long as the busy timeout.
-    Statements inside the transaction keep the connection's busy timeout."""
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
-                    raise
-                if time.monotonic() >= deadline:
-                    raise
-            time.sleep(LOCK_POLL_S)
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    """``BEGIN IMMEDIATE`` on the writer's connection, whose busy timeout is 0: a write
+    lock another process holds (the purge, a worker, the CLI) is waited for in short
+    steps (``LOCK_POLL_S``), so the writer takes it within a step of its release, for
+    as long as the busy timeout. Once it holds the lock, nothing in its transaction
+    waits for another connection (WAL: readers never block the writer, and the
+    checkpoint after a commit is passive)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(LOCK_POLL_S)
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -334,6 +332,7 @@ class SQLiteEngine:
 
     def _write_loop(self) -> None:
         conn = _connect(self.path, cache_mb=self.cache_mb)
+        conn.execute("PRAGMA busy_timeout = 0")  # _begin_immediate waits for the lock
         tx = _Tx(conn, self.clock)
         try:
             while True:
