@@ -116,11 +116,29 @@ def test_rows_by_name(engine: Engine) -> None:
             tx.scalar("SELECT MAX(created_at) FROM accounts WHERE name = ?", ("zz",)),
             tx.column("SELECT name FROM accounts ORDER BY name DESC"),
             tx.column("SELECT name FROM accounts WHERE name = ?", ("zz",)),
+            tx.all_unordered_as(_Account, f"{select} WHERE name IN (?, ?, ?)", ("b", "a", "zz")),
+            tx.all_unordered_as(_Account, f"{select} WHERE name = ?", ("zz",)),
         ]
 
-    (every, listed, planned, none, one, missing, summed, value, no_row, null, names, no_names) = (
-        engine.write_sync(fn)
-    )
+    (
+        every,
+        listed,
+        planned,
+        none,
+        one,
+        missing,
+        summed,
+        value,
+        no_row,
+        null,
+        names,
+        no_names,
+        unordered,
+        no_unordered,
+    ) = engine.write_sync(fn)
+    assert sorted(unordered) == every
+    assert [type(r) for r in unordered] == [_Account, _Account]
+    assert no_unordered == []
     assert every == [_Account("a", 1), _Account("b", 2)]
     assert [type(r) for r in every] == [_Account, _Account]
     assert [r.created_at for r in every] == [1, 2]
@@ -149,10 +167,74 @@ def test_a_row_class_must_be_named_by_its_statement(engine: Engine) -> None:
             engine.read_sync(lambda tx, sql=sql: tx.all_as(_Account, sql))
         with pytest.raises(TypeError, match="the statement's columns are"):
             engine.read_sync(lambda tx, sql=sql: tx.one_as(_Account, sql))
+        with pytest.raises(TypeError, match="the statement's columns are"):
+            engine.read_sync(lambda tx, sql=sql: tx.all_unordered_as(_Account, sql))
     # a statement that failed the check fails it again, with rows as without
     engine.write_sync(lambda tx: tx.run("INSERT INTO accounts (name, created_at) VALUES ('c', 3)"))
     with pytest.raises(TypeError):
         engine.read_sync(lambda tx: tx.all_as(_Account, "SELECT created_at, name FROM accounts"))
+
+
+class _Row(NamedTuple):
+    id: int
+    account_id: int
+    hash: str
+    apps: str | None
+    created_at: int
+    revoked_at: int | None
+
+
+def test_many_rows_and_many_read_whole(engine: Engine) -> None:
+    # Inserts of every size land whole and exact, however ``many`` groups them (SQLite:
+    # multi-row statements; PostgreSQL: pipelined or COPY); what the unordered read gives
+    # back is every row, values and types as written (NULLs, non-ASCII text, 64-bit ints).
+    insert = (
+        "INSERT INTO api_tokens (id, account_id, hash, apps, created_at, revoked_at, kind,"
+        " prefix) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    def fn(tx: Tx) -> list[Any]:
+        account = accounts.account_id(tx, name="many")
+        written: list[_Row] = []
+        top = 0
+        for n in (0, 1, 2, 255, 256, 257, 700):
+            rows = [
+                _Row(
+                    top + i + 1,
+                    account,
+                    f"h{top + i + 1}-ü\"'?{i}",
+                    None if i % 2 else "[1]",
+                    2**62 - top - i,
+                    None if i % 5 else -i,
+                )
+                for i in range(n)
+            ]
+            tx.many(insert, ((*r, "server", "p") for r in rows))  # any iterable
+            written += rows
+            top += n
+        # a tail after the marks: each row still meets the ones before it
+        tx.many(
+            f"{insert} ON CONFLICT (id) DO UPDATE SET created_at = api_tokens.created_at + 1",
+            [(*written[0], "server", "p")] * 3
+            + [(top + 1, account, "last", None, 5, None, "server", "p")],
+        )
+        select = "SELECT id, account_id, hash, apps, created_at, revoked_at FROM api_tokens"
+        return [
+            written,
+            tx.all_as(_Row, f"{select} ORDER BY id"),
+            tx.all_unordered_as(_Row, select),
+            tx.all_unordered_as(_Row, f"{select} WHERE id > ? AND id <= ?", (10, 12)),
+        ]
+
+    written, read, unordered, some = engine.write_sync(fn)
+    expected = list(written)
+    expected[0] = expected[0]._replace(created_at=expected[0].created_at + 3)
+    expected.append(_Row(len(written) + 1, written[0].account_id, "last", None, 5, None))
+    assert len(written) == 1471
+    assert read == expected
+    assert sorted(unordered) == expected
+    assert sorted(some) == expected[10:12]
+    assert all(type(r) is _Row for r in unordered)
 
 
 def test_new_ids_are_fresh_and_ascending(engine: Engine) -> None:

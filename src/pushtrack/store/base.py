@@ -228,6 +228,15 @@ class Tx(Protocol):
         """Every row, as ``row``."""
         ...
 
+    def all_unordered_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        """``all_as`` for reads of many rows whose order does not matter (integer, text
+        and NULL columns only). SQLite packs them into one JSON array in one step
+        (``json_group_array``): its driver lets go of the GIL and takes it back for
+        every row it steps, and under load each taking back can wait for a thread
+        running Python (the event loop, a planner) to yield, so a thousand-row read
+        could take several times its work."""
+        ...
+
     def all_planned(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """``all``, planned for these values each time: for a statement whose good plan
         depends on them (PostgreSQL would otherwise settle, after a few runs of a

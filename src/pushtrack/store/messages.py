@@ -103,8 +103,8 @@ def _resolve(tx: Tx, app: App, entries: Sequence[str]) -> dict[str, Device]:
     for start in range(0, len(unique), 900):
         part = unique[start : start + 900]
         marks = ",".join("?" * len(part))
-        for dev in read_devices(
-            tx,
+        for dev in tx.all_unordered_as(
+            Device,
             f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE d.app_id = ? AND d.hwid IN ({marks})",
             (app.id, *part),
         ):

@@ -221,6 +221,9 @@ class _PgTx:
         rows = cur.fetchall()
         return list(map(row_maker(row, sql, partial(_names, cur)), rows))
 
+    def all_unordered_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        return self.all_as(row, sql, params)  # psycopg reads a result whole already
+
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         found = self._execute(sql, params).fetchone()
         return None if found is None else found[0]

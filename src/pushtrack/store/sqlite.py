@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -24,9 +26,12 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 from pushtrack.domain.timeutil import now_us
 from pushtrack.metrics import WRITER_BATCH
@@ -85,6 +90,23 @@ def _translate(exc: sqlite3.Error, what: str = "") -> StoreError:
 
 _FIRST = itemgetter(0)
 
+#: Rows one multi-row ``INSERT … VALUES`` of ``_Tx.many`` takes at most.
+MANY_ROWS = 256
+#: SQLite's limit on a statement's parameters (SQLITE_MAX_VARIABLE_NUMBER).
+_MAX_PARAMS = 32766
+_VALUES = re.compile(r"(INSERT\b.*?\bVALUES\s*)(\(\s*\?(?:\s*,\s*\?)*\s*\))([^?]*)", re.S | re.I)
+
+
+@functools.lru_cache(maxsize=256)
+def _values_of(sql: str) -> tuple[str, str, str, int] | None:
+    """``INSERT … VALUES (?, …) [tail]`` split around its one group of marks, and the
+    most rows one statement of it may take; None for any other statement."""
+    found = _VALUES.fullmatch(sql)
+    if found is None:
+        return None
+    head, group, tail = found.groups()
+    return head, group, tail, min(MANY_ROWS, _MAX_PARAMS // group.count("?"))
+
 
 def _names(cur: sqlite3.Cursor) -> list[str]:
     """A statement's column names (as written, or as ``AS`` names them)."""
@@ -123,6 +145,17 @@ class _Tx:
         rows = cur.fetchall()
         return list(map(row_maker(row, sql, partial(_names, cur)), rows))
 
+    def all_unordered_as(self, row: type[R], sql: str, params: Sequence[Any] = ()) -> list[R]:
+        fields = ", ".join(getattr(row, "_fields", ()))
+        packed = f"SELECT json_group_array(json_array({fields})) FROM ({sql})"
+        # the statement's own columns are checked against the class the first time
+        make = row_maker(row, sql, partial(self._names_of, sql, params))
+        (text,) = self.conn.execute(packed, params).fetchone()
+        return list(map(make, msgspec.json.decode(text)))
+
+    def _names_of(self, sql: str, params: Sequence[Any]) -> list[str]:
+        return _names(self.conn.execute(f"SELECT * FROM ({sql}) LIMIT 0", params))
+
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         found = self.conn.execute(sql, params).fetchone()
         return None if found is None else found[0]
@@ -134,7 +167,28 @@ class _Tx:
         return self.conn.execute(sql, params).rowcount
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        self.conn.executemany(sql, rows)
+        """``executemany``, but an ``INSERT … VALUES (?, …)`` goes as multi-row
+        statements (``MANY_ROWS`` rows each, then falling powers of two: a few
+        statements, each prepared once and kept in the statement cache). The driver
+        lets go of the GIL for each statement it steps, and under load each taking
+        back can wait for a thread running Python: one step per row made a thousand
+        rows cost several times their work (see ``all_unordered_as``)."""
+        split = _values_of(sql)
+        if split is None:
+            self.conn.executemany(sql, rows)
+            return
+        head, group, tail, size = split
+        batch = rows if isinstance(rows, list) else list(rows)
+        start, left = 0, len(batch)
+        while left:
+            while size > left:
+                size //= 2
+            self.conn.execute(
+                f"{head}{','.join([group] * size)}{tail}",
+                list(chain.from_iterable(batch[start : start + size])),
+            )
+            start += size
+            left -= size
 
     def new_ids(self, table: str, n: int) -> list[int]:
         # Safe: we hold the database's write lock (BEGIN IMMEDIATE) until commit.
