@@ -33,6 +33,9 @@ IDLE = (
     "_worker (concurrent/futures/thread.py)",
     "Condition.wait (threading.py)",
     "Event.wait (threading.py)",
+    # the SQLite writer's own frame is innermost only while it waits on its queue
+    # (SimpleQueue.get runs in C); its work runs in SQLiteEngine._commit_group
+    "SQLiteEngine._write_loop (pushtrack/store/sqlite.py)",
 )
 
 

@@ -73,7 +73,7 @@ def find_reported(tx: Tx, keys: Sequence[tuple[int, str, str]]) -> list[Reported
             (*apps, *hwids, *hashes),
         )
     values = ", ".join(["(?, ?, ?)"] * len(keys))
-    return tx.all_as(
+    return tx.all_unordered_as(
         Reported,
         f"WITH r (app_id, hwid, hash) AS (VALUES {values}) SELECT {columns} FROM r"
         " JOIN devices dv ON dv.app_id = r.app_id AND dv.hwid = r.hwid"
