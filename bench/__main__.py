@@ -56,7 +56,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite")
     p.add_argument(
-        "--out", type=Path, help="report path (default: bench/results/latest.json for full runs)"
+        "--out",
+        type=Path,
+        help="report path (default for full runs: bench/results/latest.json, on"
+        " PostgreSQL latest-postgresql.json)",
     )
     p.add_argument(
         "--profile",
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             bench.cleanup()
     doc = report(bench, figures, argv)
-    out = args.out or (None if args.quick or args.only else RESULTS / "latest.json")
+    default = "latest.json" if args.engine == "sqlite" else f"latest-{args.engine}.json"
+    out = args.out or (None if args.quick or args.only else RESULTS / default)
     if out is not None:
         write_report(doc, out)
         print(f"bench: report written to {out}", file=sys.stderr)
