@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -108,3 +110,35 @@ def _pg_columns(url: str) -> dict[str, set[str]]:
 
 def test_same_tables_and_columns_as_sqlite(pg_url: str, tmp_path: Path) -> None:
     assert _pg_columns(pg_url) == _sqlite_columns(tmp_path / "schema.db")
+
+
+def test_a_delivery_changing_state_is_a_hot_update(pg_url: str) -> None:
+    # Sending and device reports change a delivery's state, in_flight, attempts,
+    # next_at, confirmed and opened: no index may name them, or each change writes an
+    # entry into every index of the table (a partial index on state, migration 16,
+    # halved dispatch on PostgreSQL; migration 18 dropped it).
+    PostgresEngine(pg_url).close_sync()
+    columns = ("state = 2", "in_flight = 1", "attempts = 1", "next_at = 5",
+               "state = 4", "confirmed = 1", "opened = 1", "in_flight = 0")  # fmt: skip
+
+    def counts(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+        row = conn.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO deliveries (message_id, target_id, hwid, platform, state, created_at)"
+            " SELECT 1, 'h' || i, 'h' || i, 1, 1, 0 FROM generate_series(1, 20) i"
+        )
+        for change in columns:
+            conn.execute(f"UPDATE deliveries SET {change}")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT 1")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while counts(conn)[0] < 20 * len(columns) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert counts(conn) == (20 * len(columns), 20 * len(columns))

@@ -43,7 +43,10 @@ def server_secret(tx: Tx) -> bytes:
 def failures(tx: Tx, *, message_id: int, limit: int) -> list[FailureGroup]:
     """A message's failed deliveries grouped by the gateway's reason and platform.
 
-    Reads the failed deliveries only (the partial index ``deliveries_failed``). Their
+    Reads the failed deliveries only on SQLite (the partial index ``deliveries_failed``);
+    PostgreSQL reads the message's deliveries and keeps the failed ones (an index
+    naming ``state`` would make every state change a non-HOT update: pg_schema's
+    migration 18). Their
     ``failed`` events are looked up within the hours the message's ``errors`` counters
     cover (each failure is counted in its hour in the transaction that writes it, as
     getMessageLog bounds a message's events): PostgreSQL reads only the daily
@@ -65,7 +68,7 @@ def failures(tx: Tx, *, message_id: int, limit: int) -> list[FailureGroup]:
         " FROM deliveries d"
         f" JOIN events e ON e.delivery_id = d.id AND e.status = ?{bound}"
         # the state written out: a partial index serves only a statement that names its
-        # condition (PostgreSQL's generic plan of a prepared statement would not know it)
+        # condition
         f" WHERE d.message_id = ? AND d.state = {int(Status.FAILED)}"
         " GROUP BY e.description, e.failure_class, d.platform"
         " ORDER BY COUNT(*) DESC, e.description, d.platform LIMIT ?",
