@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import threading
 import time
@@ -118,6 +119,7 @@ def test_a_delivery_changing_state_is_a_hot_update(pg_url: str) -> None:
     # entry into every index of the table (a partial index on state, migration 16,
     # halved dispatch on PostgreSQL; migration 18 dropped it).
     PostgresEngine(pg_url).close_sync()
+    changed = ("state", "in_flight", "attempts", "next_at", "confirmed", "opened")
     columns = ("state = 2", "in_flight = 1", "attempts = 1", "next_at = 5",
                "state = 4", "confirmed = 1", "opened = 1", "in_flight = 0")  # fmt: skip
 
@@ -129,9 +131,15 @@ def test_a_delivery_changing_state_is_a_hot_update(pg_url: str) -> None:
         return int(row[0]), int(row[1])
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
+        indexes = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'deliveries'"
+        ).fetchall()
+        assert [d for (d,) in indexes if any(re.search(rf"\b{c}\b", d) for c in changed)] == []
+        # few rows: every version of them fits their page, so no update depends on
+        # pruning (which a snapshot held elsewhere can delay)
         conn.execute(
             "INSERT INTO deliveries (message_id, target_id, hwid, platform, state, created_at)"
-            " SELECT 1, 'h' || i, 'h' || i, 1, 1, 0 FROM generate_series(1, 20) i"
+            " SELECT 1, 'h' || i, 'h' || i, 1, 1, 0 FROM generate_series(1, 5) i"
         )
         for change in columns:
             conn.execute(f"UPDATE deliveries SET {change}")
@@ -139,6 +147,6 @@ def test_a_delivery_changing_state_is_a_hot_update(pg_url: str) -> None:
         conn.execute("SELECT 1")
     with psycopg.connect(pg_url, autocommit=True) as conn:
         deadline = time.monotonic() + 10
-        while counts(conn)[0] < 20 * len(columns) and time.monotonic() < deadline:
+        while counts(conn)[0] < 5 * len(columns) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert counts(conn) == (20 * len(columns), 20 * len(columns))
+        assert counts(conn) == (5 * len(columns), 5 * len(columns))
