@@ -5,8 +5,11 @@ units of work waiting in its queue run in one transaction. Only if a unit
 fails is the transaction rolled back and the group run again with a savepoint
 per unit, so the failing unit rolls back alone while the others commit
 together. A caller is answered only after the commit, so nothing it was told
-about is lost. Reads run on a small pool of reader connections, which WAL
-lets proceed beside the writer. Other processes (a worker, the CLI) share the
+about is lost. A batch of small writes (``write_batch``: the device reports)
+finding the writer idle runs on the writer's connection in its caller's thread
+instead, in its own transaction: no hand-over to the writer thread and back.
+Reads run on a small pool of reader connections, which WAL lets proceed
+beside the writer. Other processes (a worker, the CLI) share the
 file; SQLite's lock and the busy timeout order their transactions.
 """
 
@@ -54,7 +57,8 @@ log = logging.getLogger("pushtrack.store")
 GROUP_MAX = 64
 #: The writer's page cache by default (index inserts want it); readers get a quarter.
 WRITER_CACHE_MB = 64
-#: The background checkpointer's period; the writer checkpoints itself past this many pages.
+#: The background checkpointer's period (the writer's connection never checkpoints;
+#: other connections of this file would past WAL_AUTOCHECKPOINT pages).
 CHECKPOINT_SECONDS = 0.5
 WAL_AUTOCHECKPOINT = 16384
 BUSY_TIMEOUT_MS = 10_000
@@ -333,9 +337,18 @@ class SQLiteEngine:
                 _create_private(Path(path))
             with contextlib.closing(_connect(path)) as conn:
                 migrate(conn)
+            writer = self._writer_connection()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open {self.url}: {exc}") from exc
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        #: Held by whoever uses the writer's connection: the writer thread for a group,
+        #: or a caller writing a batch in its own thread (``_write_here``).
+        self._writing = threading.Lock()
+        #: The writer's transaction (its connection), until the writer thread stops.
+        self._writer_tx: _Tx | None = _Tx(writer, clock)
+        #: The writer thread has a group and waits for ``_writing``: no batch may
+        #: take the connection before it.
+        self._writer_waits = False
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
         self._writer.start()
         self._local = threading.local()
@@ -371,8 +384,9 @@ class SQLiteEngine:
     def _checkpoint_loop(self) -> None:
         """Copy the WAL into the database beside the writer, so commits never wait for it.
 
-        The writer's own automatic checkpoint (at WAL_AUTOCHECKPOINT pages) only
-        runs if this thread falls far behind.
+        The only checkpoints of this process's writes: the writer's connection has no
+        automatic checkpoint, since its commits may run on an event loop
+        (``_write_here``), which must not wait for a checkpoint's fsync.
         """
         conn = _connect(self.path, cache_mb=1)
         try:
@@ -380,14 +394,22 @@ class SQLiteEngine:
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:
-                    log.warning("WAL checkpoint failed; the writer will checkpoint itself")
+                    log.warning("WAL checkpoint failed; trying again shortly")
         finally:
             conn.close()
 
-    def _write_loop(self) -> None:
+    def _writer_connection(self) -> sqlite3.Connection:
         conn = _connect(self.path, cache_mb=self.cache_mb)
         conn.execute("PRAGMA busy_timeout = 0")  # _begin_immediate waits for the lock
-        tx = _Tx(conn, self.clock)
+        # the checkpointer thread copies the WAL: a commit here (which may run on an
+        # event loop, ``_write_here``) never checkpoints, and so never waits for fsync
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        return conn
+
+    def _write_loop(self) -> None:
+        tx = self._writer_tx
+        assert tx is not None
+        conn = tx.conn
         try:
             while True:
                 first = self._queue.get()
@@ -404,11 +426,16 @@ class SQLiteEngine:
                         stop = True
                         break
                     group.append(nxt)
-                self._commit_group(conn, tx, group)
+                self._writer_waits = True
+                with self._writing:
+                    self._writer_waits = False
+                    self._commit_group(conn, tx, group)
                 if stop:
                     return
         finally:
-            conn.close()
+            with self._writing:
+                self._writer_tx = None
+                conn.close()
 
     def _commit_group(self, conn: sqlite3.Connection, tx: _Tx, group: list[_Unit]) -> None:
         """Run a group in one transaction: all units at once, or each in a savepoint.
@@ -473,7 +500,55 @@ class SQLiteEngine:
         return result
 
     async def write_batch(self, fn: Callable[[Tx], T], *, statements_whole: bool = False) -> T:
+        """``write``; run here and now if the writer is idle (``_write_here``)."""
+        done = self._write_here(fn)
+        if done is not _NOT_HERE:
+            return done  # type: ignore[return-value]
         return await self.write(fn)  # the writer's transaction holds every statement
+
+    def _write_here(self, fn: Callable[[Tx], T]) -> T | object:
+        """Run ``fn`` in a transaction of its own on the writer's connection, in the
+        calling thread, when the writer is idle: nothing queued for it, no group
+        being committed, and no other process holding SQLite's write lock.
+        ``_NOT_HERE`` otherwise, having done nothing (the writer thread then takes it
+        in turn, waiting for the lock as it does).
+
+        For a batch of small writes on an event loop (the device reports): the hand
+        over to the writer thread and back (its wake-up, the GIL passed between the
+        threads at every statement, the answer's wake-up of the loop) cost more CPU
+        than the batch's own statements, and the loop waits only for those. Nothing
+        in it waits for another connection: ``BEGIN IMMEDIATE`` is tried once (busy
+        timeout 0), the transaction runs alone on the connection, and its commit
+        never checkpoints (the checkpointer thread does).
+        """
+        if self._closed or self._writer_waits or not self._queue.empty():
+            return _NOT_HERE
+        if not self._writing.acquire(blocking=False):
+            return _NOT_HERE
+        try:
+            tx = self._writer_tx
+            if tx is None:  # the writer thread has not started, or has stopped
+                return _NOT_HERE
+            conn = tx.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                    return _NOT_HERE  # another process writes
+                raise _translate(exc) from exc
+            WRITER_BATCH.observe(1)
+            try:
+                result = fn(tx)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc) from exc
+                raise
+            return result
+        finally:
+            self._writing.release()
 
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run a unit of work from a thread that has no event loop (CLI, jobs)."""
@@ -532,6 +607,9 @@ class SQLiteEngine:
                 conn.close()
             self._readers.clear()
 
+
+#: ``SQLiteEngine._write_here``: the writer was not idle, nothing was done.
+_NOT_HERE = object()
 
 #: mypy checks here that the engine satisfies the ``Engine`` protocol.
 _ENGINE_CHECK: type[Engine] = SQLiteEngine
