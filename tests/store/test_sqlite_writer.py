@@ -146,9 +146,9 @@ def test_a_failing_batch_written_in_its_callers_thread_rolls_back(engine: SQLite
 def test_the_checkpointer_copies_what_batches_wrote_into_the_database_file(
     engine: SQLiteEngine,
 ) -> None:
-    # The writer's connection never checkpoints (its commits may run on an event loop):
-    # the checkpointer thread copies the WAL into the file. ``immutable=1`` reads the
-    # database file alone, without the WAL.
+    # The checkpointer thread copies the WAL into the file (a commit of a batch written
+    # in its caller's thread does not). ``immutable=1`` reads the database file alone,
+    # without the WAL.
     for i in range(20):
         run(engine.write_batch(partial(accounts.account_id, name=f"a{i}")))
     deadline = time.monotonic() + 10
@@ -162,3 +162,22 @@ def test_the_checkpointer_copies_what_batches_wrote_into_the_database_file(
             break
         assert time.monotonic() < deadline, f"{count} of 20 rows in the database file"
         time.sleep(0.1)
+
+
+def test_opening_a_current_file_takes_no_lock(engine: SQLiteEngine) -> None:
+    # Another process (the purge, a worker, the CLI) opens the file while this one
+    # writes: with the schema current it starts at once, whoever holds the lock.
+    other = sqlite3.connect(engine.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        second = SQLiteEngine(engine.path)
+        opened_in = time.monotonic() - started
+        try:
+            assert second.read_sync(lambda tx: tx.scalar("SELECT COUNT(*) FROM accounts")) == 0
+        finally:
+            second.close_sync()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert opened_in < 2  # SQLiteEngine's busy timeout is 10 s

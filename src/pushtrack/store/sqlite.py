@@ -57,8 +57,7 @@ log = logging.getLogger("pushtrack.store")
 GROUP_MAX = 64
 #: The writer's page cache by default (index inserts want it); readers get a quarter.
 WRITER_CACHE_MB = 64
-#: The background checkpointer's period (the writer's connection never checkpoints;
-#: other connections of this file would past WAL_AUTOCHECKPOINT pages).
+#: The background checkpointer's period; a writer checkpoints itself past this many pages.
 CHECKPOINT_SECONDS = 0.5
 WAL_AUTOCHECKPOINT = 16384
 BUSY_TIMEOUT_MS = 10_000
@@ -219,7 +218,7 @@ def _connect(path: str, *, readonly: bool = False, cache_mb: int = 16) -> sqlite
 
 
 def _begin_immediate(conn: sqlite3.Connection) -> None:
-    """``BEGIN IMMEDIATE`` on the writer's connection, whose busy timeout is 0: a write
+    """``BEGIN IMMEDIATE`` on a connection whose busy timeout is 0 (the writer's): a write
     lock another process holds (the purge, a worker, the CLI) is waited for in short
     steps (``LOCK_POLL_S``), so the writer takes it within a step of its release, for
     as long as the busy timeout. Once it holds the lock, nothing in its transaction
@@ -239,8 +238,20 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file's schema up to date (``conn``: a connection of its own).
+
+    A schema already up to date takes no lock: a process opening the file beside a
+    busy writer (the purge, a worker, the CLI beside ``serve``) starts at once. One
+    that migrates takes the write lock in short steps, as the writer does
+    (``_begin_immediate``): SQLite's busy handler, sleeping longer and longer, would
+    rarely find it free between the transactions of a writer that commits back to
+    back, and give up after the busy timeout.
+    """
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("BEGIN IMMEDIATE")
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+        return
+    conn.execute("PRAGMA busy_timeout = 0")
+    _begin_immediate(conn)
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -349,6 +360,8 @@ class SQLiteEngine:
         #: The writer thread has a group and waits for ``_writing``: no batch may
         #: take the connection before it.
         self._writer_waits = False
+        #: The WAL's length in pages when the checkpointer last looked.
+        self._wal_pages = 0
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
         self._writer.start()
         self._local = threading.local()
@@ -384,26 +397,24 @@ class SQLiteEngine:
     def _checkpoint_loop(self) -> None:
         """Copy the WAL into the database beside the writer, so commits never wait for it.
 
-        The only checkpoints of this process's writes: the writer's connection has no
-        automatic checkpoint, since its commits may run on an event loop
-        (``_write_here``), which must not wait for a checkpoint's fsync.
+        The writer's own automatic checkpoint (at WAL_AUTOCHECKPOINT pages) only
+        runs if this thread falls far behind; the WAL's length it sees tells
+        ``_write_here`` when a commit might.
         """
         conn = _connect(self.path, cache_mb=1)
         try:
             while not self._stop_checkpoints.wait(CHECKPOINT_SECONDS):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    found = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self._wal_pages = int(found[1]) if found else 0
                 except sqlite3.Error:
-                    log.warning("WAL checkpoint failed; trying again shortly")
+                    log.warning("WAL checkpoint failed; the writer will checkpoint itself")
         finally:
             conn.close()
 
     def _writer_connection(self) -> sqlite3.Connection:
         conn = _connect(self.path, cache_mb=self.cache_mb)
         conn.execute("PRAGMA busy_timeout = 0")  # _begin_immediate waits for the lock
-        # the checkpointer thread copies the WAL: a commit here (which may run on an
-        # event loop, ``_write_here``) never checkpoints, and so never waits for fsync
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
 
     def _write_loop(self) -> None:
@@ -509,19 +520,28 @@ class SQLiteEngine:
     def _write_here(self, fn: Callable[[Tx], T]) -> T | object:
         """Run ``fn`` in a transaction of its own on the writer's connection, in the
         calling thread, when the writer is idle: nothing queued for it, no group
-        being committed, and no other process holding SQLite's write lock.
-        ``_NOT_HERE`` otherwise, having done nothing (the writer thread then takes it
-        in turn, waiting for the lock as it does).
+        being committed, no other process holding SQLite's write lock, and a WAL
+        short enough that the commit will not checkpoint. ``_NOT_HERE`` otherwise,
+        having done nothing (the writer thread then takes it in turn, waiting for
+        the lock as it does).
 
         For a batch of small writes on an event loop (the device reports): the hand
         over to the writer thread and back (its wake-up, the GIL passed between the
         threads at every statement, the answer's wake-up of the loop) cost more CPU
         than the batch's own statements, and the loop waits only for those. Nothing
         in it waits for another connection: ``BEGIN IMMEDIATE`` is tried once (busy
-        timeout 0), the transaction runs alone on the connection, and its commit
-        never checkpoints (the checkpointer thread does).
+        timeout 0), and the transaction runs alone on the connection. Its commit
+        does not checkpoint (that would wait for fsync): a commit checkpoints once the
+        WAL passes WAL_AUTOCHECKPOINT pages, which the checkpointer thread keeps it far
+        below; when it last saw the WAL past half of that, the batch goes to the
+        writer thread.
         """
-        if self._closed or self._writer_waits or not self._queue.empty():
+        if (
+            self._closed
+            or self._writer_waits
+            or self._wal_pages > WAL_AUTOCHECKPOINT // 2
+            or not self._queue.empty()
+        ):
             return _NOT_HERE
         if not self._writing.acquire(blocking=False):
             return _NOT_HERE
