@@ -327,3 +327,15 @@ def test_sqlite_writer_waits_out_a_write_lock_another_process_holds(tmp_path: An
         other.close()
     finally:
         run(engine.close())
+
+
+def test_the_tracking_secret_is_read_once_per_engine(engine: Engine) -> None:
+    # Migration 9 makes it and it never changes: every code given out depends on it.
+    # So an engine reads it once (a round trip on PostgreSQL) and keeps it.
+    from pushtrack.store.tracking import tracking_key
+
+    first = engine.read_sync(tracking_key)
+    assert len(first) >= 16
+    engine.write_sync(lambda tx: tx.run("DELETE FROM server_secrets WHERE name = 'tracking'"))
+    assert engine.read_sync(tracking_key) == first
+    assert run(engine.write(tracking_key)) == first

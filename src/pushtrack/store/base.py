@@ -215,6 +215,9 @@ class Tx(Protocol):
     """
 
     dialect: str  # "sqlite" | "postgresql", for the few statements that differ
+    #: Values that never change once the database exists (the tracking secret), read
+    #: once and kept by the engine for all its transactions.
+    memo: dict[str, Any]
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...
 

@@ -176,18 +176,20 @@ class _PgTx:
 
     dialect = "postgresql"
 
-    __slots__ = ("_clock", "_enter_pipeline", "_pipeline", "conn", "cur")
+    __slots__ = ("_clock", "_enter_pipeline", "_pipeline", "conn", "cur", "memo")
 
     def __init__(
         self,
         conn: psycopg.Connection[Any],
         clock: Callable[[], int],
+        memo: dict[str, Any],
         pipeline: psycopg.Pipeline | None = None,
         enter_pipeline: Callable[[], psycopg.Pipeline] | None = None,
     ) -> None:
         self.conn = conn
         self.cur = conn.cursor()
         self._clock = clock
+        self.memo = memo
         #: In pipeline mode, statements whose result nobody reads (``many``) go out
         #: with the next one that is read, or with COMMIT: one round trip, not several.
         self._pipeline = pipeline
@@ -292,6 +294,8 @@ class PostgresEngine:
         self.url = url
         self.clock = clock
         self._closed = False
+        #: ``Tx.memo`` of every transaction of this engine.
+        self._memo: dict[str, Any] = {}
         #: ``unchecked``: this thread is taking a connection for statements that are
         #: whole (``_check``).
         self._local = threading.local()
@@ -437,16 +441,17 @@ class PostgresEngine:
                     tx = _PgTx(
                         conn,
                         self.clock,
+                        self._memo,
                         enter_pipeline=lambda: pipeline.enter_context(conn.pipeline()),
                     )
                     return fn(tx)
             try:
                 if pipelined:
                     with conn.pipeline() as pipeline:
-                        result = fn(_PgTx(conn, self.clock, pipeline))
+                        result = fn(_PgTx(conn, self.clock, self._memo, pipeline))
                         conn.commit()
                     return result
-                result = fn(_PgTx(conn, self.clock))
+                result = fn(_PgTx(conn, self.clock, self._memo))
             except BaseException:
                 with contextlib.suppress(psycopg.Error):
                     conn.rollback()

@@ -121,11 +121,14 @@ class _Tx:
 
     dialect = "sqlite"
 
-    __slots__ = ("_clock", "conn")
+    __slots__ = ("_clock", "conn", "memo")
 
-    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, clock: Callable[[], int], memo: dict[str, Any]
+    ) -> None:
         self.conn = conn
         self._clock = clock
+        self.memo = memo
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self.conn.execute(sql, params).fetchone()
@@ -356,7 +359,9 @@ class SQLiteEngine:
         #: or a caller writing a batch in its own thread (``_write_here``).
         self._writing = threading.Lock()
         #: The writer's transaction (its connection), until the writer thread stops.
-        self._writer_tx: _Tx | None = _Tx(writer, clock)
+        #: ``Tx.memo`` of every transaction of this engine.
+        self._memo: dict[str, Any] = {}
+        self._writer_tx: _Tx | None = _Tx(writer, clock, self._memo)
         #: The writer thread has a group and waits for ``_writing``: no batch may
         #: take the connection before it.
         self._writer_waits = False
@@ -587,7 +592,7 @@ class SQLiteEngine:
             conn = _connect(self.path, cache_mb=self._reader_cache_mb)
             with self._readers_lock:
                 self._readers.append(conn)
-            tx = _Tx(conn, self.clock)
+            tx = _Tx(conn, self.clock, self._memo)
             self._local.tx = tx
         return tx
 

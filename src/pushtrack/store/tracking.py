@@ -15,11 +15,19 @@ from pushtrack.store.base import Tx
 
 
 def tracking_key(tx: Tx) -> bytes:
-    """The server secret tracking codes are derived under (one primary-key read)."""
-    value = tx.scalar("SELECT value FROM server_secrets WHERE name = 'tracking'")
-    if value is None:  # pragma: no cover - migration 9 writes it
-        raise RuntimeError("the database has no tracking secret (is it migrated?)")
-    return bytes.fromhex(value)
+    """The server secret tracking codes are derived under: read once per engine (a
+    primary-key read, a round trip on PostgreSQL), then kept (``Tx.memo``). It never
+    changes: migration 9 makes it, and every code given out depends on it."""
+    key: bytes | None = tx.memo.get(_MEMO_KEY)
+    if key is None:
+        value = tx.scalar("SELECT value FROM server_secrets WHERE name = 'tracking'")
+        if value is None:  # pragma: no cover - migration 9 writes it
+            raise RuntimeError("the database has no tracking secret (is it migrated?)")
+        key = tx.memo[_MEMO_KEY] = bytes.fromhex(value)
+    return key
+
+
+_MEMO_KEY = "tracking_key"
 
 
 def code_of(key: bytes, delivery_id: int, legacy: str | None) -> str:
