@@ -83,7 +83,8 @@ def test_a_batch_waits_its_turn_while_the_writer_thread_commits(engine: SQLiteEn
 
     run(scenario())
     assert order == ["slow", "batch"]
-    assert threads != [threading.get_ident()]  # the writer thread wrote it, in turn
+    (writer,) = threads
+    assert writer != threading.get_ident()  # the writer thread wrote it, in turn
     assert _names(engine) == ["slow", "batch"]
 
 
@@ -117,7 +118,8 @@ def test_a_batch_leaves_the_loop_free_while_another_process_holds_the_lock(
         other.close()
     assert waited >= 0.25  # it waited for the other's commit...
     assert ticks >= 10  # ...without holding up the loop
-    assert threads != [threading.get_ident()]
+    (writer,) = threads
+    assert writer != threading.get_ident()
     assert _names(engine) == ["other", "mine"]
 
 

@@ -358,9 +358,9 @@ class SQLiteEngine:
         #: Held by whoever uses the writer's connection: the writer thread for a group,
         #: or a caller writing a batch in its own thread (``_write_here``).
         self._writing = threading.Lock()
-        #: The writer's transaction (its connection), until the writer thread stops.
         #: ``Tx.memo`` of every transaction of this engine.
         self._memo: dict[str, Any] = {}
+        #: The writer's transaction (its connection), until the writer thread stops.
         self._writer_tx: _Tx | None = _Tx(writer, clock, self._memo)
         #: The writer thread has a group and waits for ``_writing``: no batch may
         #: take the connection before it.
