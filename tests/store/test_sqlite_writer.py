@@ -117,7 +117,7 @@ def test_a_batch_leaves_the_loop_free_while_another_process_holds_the_lock(
     finally:
         other.close()
     assert waited >= 0.25  # it waited for the other's commit...
-    assert ticks >= 10  # ...without holding up the loop
+    assert ticks >= 5  # ...without holding up the loop (blocked, it would tick once)
     (writer,) = threads
     assert writer != threading.get_ident()
     assert _names(engine) == ["other", "mine"]
