@@ -528,3 +528,55 @@ def test_kill_9_mid_batch_to_apns_sends_again_with_the_same_apns_id(
             )
         }
         assert kept == first_ids
+
+
+def test_a_worker_stopped_while_a_batch_starts_hands_it_back_unsent(
+    tmp_path: Path, fcm_server: FcmServer, fcm_settings: dict[str, Any]
+) -> None:
+    """The worker stops while a batch's transaction (which marks its deliveries sent and
+    in flight) is still running: that transaction commits all the same, but nothing was
+    written to FCM, so its deliveries go back due, unsent, and the next worker sends
+    them (not "outcome unknown", which is for requests that may have reached FCM)."""
+    import sqlite3
+
+    from pushtrack import config
+    from pushtrack.domain.jobs import JobKind
+    from pushtrack.worker import build_worker
+
+    url = f"sqlite:///{tmp_path}/stop.db"
+    with service(url) as svc:
+        tokens = [f"fcm-{i:04d}" for i in range(5)]
+        send_to(svc, (3, "fcm", fcm_settings), tokens, "stopped")
+        worker = build_worker(config.load({"database": url}, env={}), svc.store)
+        handle = worker.handlers[JobKind.DISPATCH]
+
+        async def stop_while_starting() -> None:
+            # the message's audience first: its expansion queues the dispatch job
+            (expand,) = await svc.store.jobs.claim(worker.owner, [JobKind.EXPAND], 1, 30)
+            await worker.handlers[JobKind.EXPAND](expand)
+            (job,) = await svc.store.jobs.claim(worker.owner, [JobKind.DISPATCH], 1, 30)
+            # another process holds SQLite's write lock: the batch's transaction waits
+            other = sqlite3.connect(f"{tmp_path}/stop.db", isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            task = asyncio.create_task(handle(job))
+            await asyncio.sleep(0.3)  # the batch is starting, queued behind the lock
+            task.cancel()
+            await asyncio.sleep(0.1)
+            other.execute("COMMIT")  # it commits now, after the stop
+            other.close()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await svc.store.jobs.reschedule(job.id, worker.owner, svc.store.clock())
+            for close in worker.closers:
+                await close()
+
+        run(stop_while_starting())
+        db = svc.db
+        assert fcm_server.arrived == []
+        assert db.count_where("deliveries", "in_flight <> 0") == 0
+        assert db.count_where("deliveries", "state IN (3, 4)") == 0
+        # the next worker sends each once
+        run(build_worker(config.load({"database": url}, env={}), svc.store).run_until_idle(30))
+        assert sorted(fcm_server.arrived) == sorted(tokens)
+        assert db.count_where("deliveries", "state = 3") == len(tokens)
+        assert db.rows("SELECT COUNT(*) FROM events WHERE status = 4") == [(0,)]

@@ -203,10 +203,16 @@ class Dispatcher:
         # later batches of this run go on with it.
         context: JobContext | None = None
         while True:
-            batch = await self.store.dispatch.start_batch(
+            start = self.store.dispatch.start_batch(
                 message_id, first, last, refusal, context,
                 app_id=p.app_id, probe_seconds=self.policy.probe_seconds,
             )  # fmt: skip
+            starting = asyncio.ensure_future(start)
+            try:
+                batch = await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                await self._hand_back(starting, context)
+                raise
             if batch is None:
                 return Done({"message": "gone"})
             if batch.message_status == MessageStatus.CANCELLED:
@@ -234,6 +240,28 @@ class Dispatcher:
                 await asyncio.sleep(max(0.0, wait))
                 continue
             return Later(min(waiting))
+
+    async def _hand_back(
+        self, starting: asyncio.Future[Batch | None], context: JobContext | None
+    ) -> None:
+        """The job was cancelled (its worker stops) while a batch was starting: that
+        transaction goes on, and may commit the batch's deliveries ``sent`` and in flight
+        with no request written for them (a later run would end them outcome unknown).
+        So it is waited for, and its deliveries are handed back unsent, due again (the
+        gateways write nothing for a drain already stopping: ``NOT_SENT``)."""
+        try:
+            batch = await starting
+            context = context or (batch.context if batch is not None else None)
+            if batch is None or not batch.due or context is None:
+                return
+            drain = _http.Drain()
+            drain.stopping = True
+            base = context.send_time + (LOCAL_TIME_SPREAD_US if context.local_time else 0)
+            await self._send(
+                context.app_id, context.gateways, batch, base, finish=False, drain=drain
+            )
+        except Exception:  # stopping: what stays in flight ends outcome unknown, as before
+            log.exception("stopping: a batch that was starting could not be handed back")
 
     async def _send_through(
         self,
