@@ -233,6 +233,15 @@ def test_worker_runs_inside_serve_only_when_set(tmp_path: Path, worker: bool) ->
             f"{url}/json/1.3/registerDevice", json={"request": reg}, headers=device, timeout=30
         ).json()
         assert out["status_code"] == 200, out
+        # the demo's sandbox fails and defers a few pushes, as gateways do: this one
+        # accepts everything, so a worker's send ends ``delivered``
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHTRACK_")}
+        cli_env["PUSHTRACK_DATABASE"] = f"sqlite:///{tmp_path}/serve.db"
+        subprocess.run(
+            [PUSHTRACK, "app", "set-gateway", app, "--platform", "ios", "--kind", "sandbox",
+             "--set", "failure_rate=0", "--set", "retry_rate=0"],
+            cwd=tmp_path, env=cli_env, capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
         body = {
             "auth": demo["server_token"],
             "application": app,
@@ -250,7 +259,7 @@ def test_worker_runs_inside_serve_only_when_set(tmp_path: Path, worker: bool) ->
         while time.monotonic() < deadline and states != [(3,)]:
             time.sleep(0.1)
             states = db.rows(sql, (code,))
-        # the demo's gateway (the sandbox) accepts everything: only a worker sends it
+        # only a worker sends it
         assert states == ([(3,)] if worker else [(1,)])
     finally:
         proc.terminate()
