@@ -114,6 +114,12 @@ IN_FLIGHT_UNKNOWN = (
 LOCAL_TIME_SPREAD_US = 14 * 3600 * 1_000_000
 
 
+def _base(context: JobContext) -> int:
+    """When a job's limits (TTL, retry window) count from: its message's send time, or
+    for one sent at each device's local time, when the last zone reaches it."""
+    return context.send_time + (LOCAL_TIME_SPREAD_US if context.local_time else 0)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How long and how often a refused delivery is tried again (docs/api.md §7)."""
@@ -221,7 +227,7 @@ class Dispatcher:
                 context = batch.context
                 assert context is not None  # the first batch of a message still there
             app_id, settings = context.app_id, context.gateways
-            base = context.send_time + (LOCAL_TIME_SPREAD_US if context.local_time else 0)
+            base = _base(context)
             retry_at: int | None = None
             if batch.due or batch.held:
                 outcome = await self._send_through(
@@ -256,9 +262,8 @@ class Dispatcher:
                 return
             drain = _http.Drain()
             drain.stopping = True
-            base = context.send_time + (LOCAL_TIME_SPREAD_US if context.local_time else 0)
             await self._send(
-                context.app_id, context.gateways, batch, base, finish=False, drain=drain
+                context.app_id, context.gateways, batch, _base(context), finish=False, drain=drain
             )
         except Exception:  # stopping: what stays in flight ends outcome unknown, as before
             log.exception("stopping: a batch that was starting could not be handed back")
