@@ -20,25 +20,30 @@ What goes, for a window starting at ``before``:
 
 Queries do not wait for the purge: they filter by the window themselves.
 
-Measured with ``bench/retention.py`` (300,000 events and 96,000 deliveries
-sixteen days old, purged by ``pushtrack purge`` while createMessage fan-out
-runs, on a busy 2-core machine): on SQLite, batches of 2,000 events / 500
-deliveries with a rest as long as each batch cost fan-out a 2.5% dip (the
-purge took 45 s); the same batches without rests took 21 s but cost 26.5%.
-On PostgreSQL, two partition drops and the batched delivery deletes: a 16.5%
-dip, 9.9 s. At full scale (1,000,000 events) rests as long as each batch left
-a 20.1% dip; rests twice as long, 19.4%; later 38% in 186 s (``make bench``).
-Alone, the row deletes of that day take about 10 s of SQLite writer time
-(events 5 s, deliveries 4.5 s, half of it in commits: a delivery's ``device_id``
-index entry sits on a random page), so most of the drop's time is the purge
-waiting for the lock that fan-out keeps busy. Batches of 500 events / 125
-deliveries resting four times as long as each took (waiting included) crawled
-under that contention (140,000 events in 8 minutes): the rest must follow the
-time a batch holds the lock, not the time it waited for it. So it does: each
-batch is timed from its transaction's start to its commit, and the purge rests
-``PAUSE_RATIO`` times that. The service's writer waits for the lock in short
+How it paces itself, and why. Alone, the row deletes of a day of 1,000,000
+events and their 320,000 deliveries take about two seconds of SQLite writer
+time; what fan-out loses while they run is mostly not that time but the
+purge's *commits*. Every transaction another process commits makes the
+service's writer connection drop its whole page cache at its next
+transaction (SQLite re-reads a database another connection changed), and
+fan-out's index inserts then read their pages again. Measured with
+``bench/retention.py`` (fan-out over HTTP, 1,000,000 events): a process that
+only commits a one-row update about 30 times a second cost fan-out 37% of
+its rate, three times a second 0.6%; the purge of 2,000 events / 500
+deliveries per batch, resting 12 times each batch's hold, committed about
+that often and cost 37-44%. So the purge commits seldom and does more in
+each commit: a batch grows (doubling, up to ``MAX_GROWTH`` times its first
+size) while it holds the writer under ``HOLD_S / 2``, and shrinks when it
+holds it over ``2 * HOLD_S``; each size is kept for the rest of the purge.
+After a full batch the purge rests ``PAUSE_RATIO`` times as long as the
+batch held the writer, and never less than ``MIN_REST_S``. The hold is
+timed from the transaction's start to its commit; the time it waited for the
+lock is not counted (under contention the wait is long while the hold is
+short, and a rest that followed the wait would leave the purge crawling
+without sparing anyone). The service's writer waits for the lock in short
 steps (``sqlite.LOCK_POLL_S``), not with SQLite's busy handler, whose growing
 sleeps (1, 2, 5, 10, 15 ms ...) let a 10 ms hold keep ingestion out for 18 ms.
+On PostgreSQL the same pacing spreads the purge's I/O.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import msgspec
@@ -60,15 +65,22 @@ from pushtrack.store.exports import FileRecord, delete_files, expired_files
 
 log = logging.getLogger("pushtrack.retention")
 
-#: Rows per delete batch: a few milliseconds of writer time on SQLite.
+#: Rows per delete batch at first: a few milliseconds of writer time on SQLite.
 BATCH = 2000
-#: Deliveries per delete batch (three indexes each: dearer than events).
+#: Deliveries per delete batch at first (more indexes each: dearer than events).
 DELIVERY_BATCH = 500
+#: A batch grows to at most this many times its first size...
+MAX_GROWTH = 32
+#: ... aiming to hold the writer about this long (seconds): long enough that the purge
+#: commits a few times a second, short enough that ingestion hardly notices the wait.
+HOLD_S = 0.025
+#: The shortest rest after a full batch (seconds): at most ~4 commits a second.
+MIN_REST_S = 0.25
 #: Longest wait for the lock that dropping an events partition takes (PostgreSQL).
 DROP_LOCK_TIMEOUT = "2s"
-#: Rest after each batch, as a share of the time the batch held the writer (from its
-#: transaction's start to the commit, waits for the lock aside). 12: the purge holds
-#: SQLite's one lock a thirteenth of the time at most, and ingestion keeps the rest.
+#: Rest after each full batch, as a share of the time the batch held the writer (from
+#: its transaction's start to the commit, waits for the lock aside). 12: the purge
+#: holds SQLite's one lock a thirteenth of the time at most, and ingestion keeps the rest.
 PAUSE_RATIO = 12.0
 #: Messages whose rows are removed per batch.
 MESSAGE_BATCH = 50
@@ -194,9 +206,20 @@ class _Held:
         return max(0.0, time.monotonic() - self.start)
 
 
-def _timed(tx: Tx, *, fn: partial[int], held: _Held) -> int:
+def _timed(tx: Tx, *, fn: Callable[[Tx], int], held: _Held) -> int:
     held.start = time.monotonic()
     return fn(tx)
+
+
+def resized(limit: int, first: int, held_s: float) -> int:
+    """The next batch's size after a full batch of ``limit`` rows held the writer
+    ``held_s`` seconds: doubled while under half of ``HOLD_S`` (up to ``MAX_GROWTH``
+    times ``first``), halved when over twice it (down to a tenth of ``first``)."""
+    if held_s < HOLD_S / 2:
+        return min(limit * 2, first * MAX_GROWTH)
+    if held_s > HOLD_S * 2:
+        return max(limit // 2, max(1, first // 10))
+    return limit
 
 
 class RetentionStore:
@@ -205,52 +228,56 @@ class RetentionStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def _drain(self, fn: partial[int], limit: int) -> int:
-        """Run a batch delete until it comes back short, resting between batches.
+    async def _drain(
+        self, fn: Callable[..., int], first: int, limits: dict[Callable[..., int], int]
+    ) -> int:
+        """Run a batch delete (``fn(tx, limit=n)``) until it comes back short.
 
-        After each batch it rests ``PAUSE_RATIO`` times as long as the batch held
-        the writer (SQLite's one lock, PostgreSQL's I/O), however slow the disk.
-        The time spent waiting for the lock is not counted: under contention the
-        wait is long while the hold is short, and a rest that followed the wait
-        would leave the purge crawling without sparing anyone.
+        Batches start at ``first`` rows, or at the size this purge reached for
+        ``fn`` before (``limits``), and are resized after each full one
+        (``resized``); after each full batch the purge rests ``PAUSE_RATIO``
+        times as long as it held the writer, and at least ``MIN_REST_S``.
         """
+        key = fn.func if isinstance(fn, partial) else fn
+        limit = limits.get(key, first)
         total = 0
         while True:
             held = _Held()
-            n = await self.engine.write(partial(_timed, fn=fn, held=held))
+            n = await self.engine.write(partial(_timed, fn=partial(fn, limit=limit), held=held))
             total += n
             if n < limit:
+                limits[key] = limit
                 return total
-            await asyncio.sleep(held.seconds() * PAUSE_RATIO)
+            seconds = held.seconds()
+            await asyncio.sleep(max(MIN_REST_S, seconds * PAUSE_RATIO))
+            limit = resized(limit, first, seconds)
 
     async def purge_rows(self, before: int, batch: int = BATCH) -> PurgeReport:
         """Remove the tracking rows older than ``before`` (files: see ``stale_files``)."""
         report = PurgeReport(before=before)
+        limits: dict[Callable[..., int], int] = {}
         try:
             report.partitions = await self.engine.write(partial(drop_partitions, before=before))
         except StoreError as exc:
             # Whole days are not deleted row by row: they wait for the next round.
             log.warning("retention: event partitions not dropped this round: %s", exc)
         else:
-            report.events = await self._drain(
-                partial(delete_events, before=before, limit=batch), batch
-            )
+            report.events = await self._drain(partial(delete_events, before=before), batch, limits)
+        delivery_batch = max(1, batch * DELIVERY_BATCH // BATCH)
         while ids := await self.engine.read(
             partial(old_messages, before=before, limit=MESSAGE_BATCH)
         ):
             report.deliveries += await self._drain(
-                partial(delete_deliveries, message_ids=ids, limit=DELIVERY_BATCH), DELIVERY_BATCH
+                partial(delete_deliveries, message_ids=ids), delivery_batch, limits
             )
             report.messages += await self.engine.write(partial(delete_messages, message_ids=ids))
-        report.counters = await self._drain(
-            partial(delete_counters, before=before, limit=batch), batch
-        )
-        report.jobs = await self._drain(partial(delete_jobs, before=before, limit=batch), batch)
+        report.counters = await self._drain(partial(delete_counters, before=before), batch, limits)
+        report.jobs = await self._drain(partial(delete_jobs, before=before), batch, limits)
         report.device_events = await self._drain(
-            partial(delete_device_events, before=before, limit=batch), batch
+            partial(delete_device_events, before=before), batch, limits
         )
         report.dead_tokens = await self._drain(
-            partial(delete_dead_tokens, before=before, limit=batch), batch
+            partial(delete_dead_tokens, before=before), batch, limits
         )
         return report
 

@@ -1,0 +1,88 @@
+"""How the purge paces itself: batches that grow while they are quick, and rests
+between them, so it commits a few times a second at most (every commit of another
+process costs the service's SQLite writer its page cache)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pushtrack.store import Engine, Store, open_store
+from pushtrack.store.base import Tx
+from pushtrack.store.retention import (
+    BATCH,
+    HOLD_S,
+    MAX_GROWTH,
+    MIN_REST_S,
+    RetentionStore,
+    resized,
+)
+from tests.support import run
+
+OLD_EVENTS = 40_000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = open_store(f"sqlite:///{tmp_path / 'pace.db'}")
+    try:
+        yield opened
+    finally:
+        run(opened.close())
+
+
+class _Timed:
+    """An engine that notes when each write returned, and what it returned."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.writes: list[tuple[float, Any]] = []
+
+    async def write(self, fn: Callable[[Tx], Any]) -> Any:
+        result = await self.engine.write(fn)
+        self.writes.append((time.monotonic(), result))
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+def test_a_long_purge_grows_its_batches_and_rests_between_them(store: Store) -> None:
+    now = store.clock()
+    old = now - 30 * 86_400_000_000
+    run(
+        store.engine.write(
+            lambda tx: tx.many(
+                "INSERT INTO events (ts, delivery_id, status, description)"
+                " VALUES (?, ?, 2, 'Sent')",
+                [(old + i, i) for i in range(OLD_EVENTS)],
+            )
+        )
+    )
+    timed = _Timed(store.engine)
+    report = run(RetentionStore(timed).purge_rows(now - 86_400_000_000))
+    assert report.events == OLD_EVENTS
+    left = store.engine.read_sync(lambda tx: tx.scalar("SELECT COUNT(*) FROM events"))
+    assert left == 0
+    # In batches of BATCH it took 21 commits resting 12 times each batch's few
+    # milliseconds; growing (2,000, 4,000, 8,000, 16,000, the rest) it takes about
+    # six, a slow machine's halvings a few more.
+    batches = [(at, n) for at, n in timed.writes if n]  # the events' (nothing else was old)
+    assert sum(n for _, n in batches) == OLD_EVENTS
+    assert 2 <= len(batches) <= 12, batches
+    # each full batch is followed by a rest of at least MIN_REST_S
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(batches)]
+    assert min(gaps) >= MIN_REST_S * 0.9, gaps
+
+
+def test_batch_sizes_follow_the_time_a_batch_held_the_writer() -> None:
+    assert resized(BATCH, BATCH, HOLD_S / 4) == 2 * BATCH
+    assert resized(BATCH * MAX_GROWTH, BATCH, 0.0) == BATCH * MAX_GROWTH  # grown enough
+    assert resized(4 * BATCH, BATCH, HOLD_S) == 4 * BATCH  # about right: kept
+    assert resized(4 * BATCH, BATCH, HOLD_S * 3) == 2 * BATCH
+    assert resized(BATCH // 10, BATCH, 10.0) == BATCH // 10  # never below a tenth
