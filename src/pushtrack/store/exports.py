@@ -27,8 +27,10 @@ from pushtrack.store.jsontext import loads
 from pushtrack.store.messages import EVENT_KEY
 from pushtrack.store.tracking import tracking_key
 
-#: Rows per keyset page.
-PAGE_ROWS = 10_000
+#: Rows per keyset page (of events, and as many of deliveries' ``created``). 5,000: a
+#: day of 2,000,000 events exports as fast as with 10,000, and the worker's peak RSS is
+#: 16 MB lower (132 MB against 148 in ``bench/export.py``, alternated runs).
+PAGE_ROWS = 5_000
 #: Payload templates kept decoded between pages (a day rarely has more messages).
 TEMPLATE_CACHE = 4096
 #: Deliveries kept between pages (with their rendered payloads).
