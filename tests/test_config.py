@@ -287,3 +287,23 @@ def test_sqlite_cache_mb_sizes_the_page_caches(tmp_path: Path) -> None:
     assert default[0] == 4 * default[1]
     with pytest.raises(StoreError, match=re.escape("only cache_mb=1..65536")):
         open_store(f"sqlite:///{tmp_path}/c.db?cache_mb=0")
+
+
+def test_an_in_memory_sqlite_database_is_refused(tmp_path: Path) -> None:
+    """Every connection to ``:memory:`` would be a database of its own: the readers
+    would find no tables, and every request would fail."""
+    with pytest.raises(StoreError, match="needs a file that its connections share"):
+        open_store("sqlite:///:memory:")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PUSHTRACK_")}
+    done = subprocess.run(
+        [PUSHTRACK, "serve", "--database", "sqlite:///:memory:", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "needs a file that its connections share" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []

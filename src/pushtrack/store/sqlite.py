@@ -346,9 +346,14 @@ class SQLiteEngine:
         #: page cache of the writer, and of each reader (a quarter of it)
         self.cache_mb = cache_mb
         self._reader_cache_mb = max(1, cache_mb // 4)
+        if path == ":memory:" or path.startswith("file:"):
+            # Each connection (the writer, every reader) would open a database of its own.
+            raise StoreError(
+                f"cannot open {self.url}: the store needs a file that its connections share"
+                " (an in-memory database would be a different, empty one for each of them)"
+            )
         try:
-            if path != ":memory:":
-                _create_private(Path(path))
+            _create_private(Path(path))
             with contextlib.closing(_connect(path)) as conn:
                 migrate(conn)
             writer = self._writer_connection()
@@ -378,8 +383,7 @@ class SQLiteEngine:
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="sqlite-checkpointer", daemon=True
         )
-        if path != ":memory:":
-            self._checkpointer.start()
+        self._checkpointer.start()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteEngine:
