@@ -346,7 +346,7 @@ class SQLiteEngine:
         #: page cache of the writer, and of each reader (a quarter of it)
         self.cache_mb = cache_mb
         self._reader_cache_mb = max(1, cache_mb // 4)
-        if path == ":memory:" or path.startswith("file:"):
+        if path == ":memory:":
             # Each connection (the writer, every reader) would open a database of its own.
             raise StoreError(
                 f"cannot open {self.url}: the store needs a file that its connections share"
