@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,31 @@ def key_file(settings: Settings) -> Path | None:
     return None
 
 
+def _create_key_file(path: Path) -> None:
+    """Write a new key to ``path`` unless another process does first.
+
+    The key is written to a private file beside it and linked into place, so
+    ``path`` never exists empty or half written; a process that finds it made
+    meanwhile keeps the other's key (two starting at once must agree on one).
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise SealingError(f"cannot create the secret key file {path}: {exc}") from None
+    try:
+        with open(fd, "w") as f:
+            f.write(new_key() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # made meanwhile: its key is the one
+    except OSError as exc:
+        raise SealingError(f"cannot create the secret key file {path}: {exc}") from None
+    finally:
+        os.unlink(tmp)
+
+
 class Sealer:
     def __init__(self, keys: Sequence[str]) -> None:
         try:
@@ -73,9 +99,7 @@ class Sealer:
         if not path.exists():
             if not create:
                 return None
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with open(fd, "w") as f:
-                f.write(new_key() + "\n")
+            _create_key_file(path)
         try:
             lines = [k for k in path.read_text().splitlines() if k.strip()]
         except OSError as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +187,30 @@ def test_secret_key_file_names_where_the_keys_live(tmp_path: Path) -> None:
     keys.write_text("\n")
     with pytest.raises(SealingError, match="holds no key"):
         Sealer.load(settings)
+
+
+def _load_at_once(settings: config.Settings, n: int) -> list[Sealer | None]:
+    """``Sealer.load(create=True)`` in ``n`` threads released together."""
+    start = threading.Barrier(n)
+
+    def load(_: int) -> Sealer | None:
+        start.wait()
+        return Sealer.load(settings, create=True)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(load, range(n)))
+
+
+def test_processes_starting_at_once_agree_on_one_key(tmp_path: Path) -> None:
+    """Several processes opening a new SQLite database at once (serve, a worker) each
+    find no key file: one key is made, every one of them reads it, none fails."""
+    for round_ in range(20):
+        settings = config.load({"database": f"sqlite:///{tmp_path}/r{round_}.db"}, env={})
+        sealers = _load_at_once(settings, 8)
+        keys = (tmp_path / f"r{round_}.db.key").read_text().split()
+        assert len(keys) == 1
+        token = Sealer(keys).seal_text("secret")
+        assert None not in sealers
+        assert {s.open_value(token, "x") for s in sealers if s is not None} == {"secret"}
+    # no temporary file is left beside the keys
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"r{i}.db.key" for i in range(20))
