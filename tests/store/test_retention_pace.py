@@ -86,3 +86,47 @@ def test_batch_sizes_follow_the_time_a_batch_held_the_writer() -> None:
     assert resized(4 * BATCH, BATCH, HOLD_S) == 4 * BATCH  # about right: kept
     assert resized(4 * BATCH, BATCH, HOLD_S * 3) == 2 * BATCH
     assert resized(BATCH // 10, BATCH, 10.0) == BATCH // 10  # never below a tenth
+
+
+def test_old_deliveries_go_device_range_by_device_range(store: Store) -> None:
+    """Each purge transaction takes every old delivery of the devices it covers (all
+    three old messages' at once), and the new message's deliveries stay."""
+    now = store.clock()
+    old = now - 30 * 86_400_000_000
+    devices = range(1, 2001)
+
+    def write(tx: Tx) -> None:
+        tx.many(
+            "INSERT INTO messages (id, code, app_id, notification, send_at, status, deliveries,"
+            " created_at) VALUES (?, ?, 1, '{}', ?, 'done', 2000, ?)",
+            [(m, f"M-{m}", at, at) for m, at in ((1, old), (2, old), (3, old), (4, now))],
+        )
+        tx.many(
+            "INSERT INTO deliveries (message_id, device_id, target_id, hwid, platform, state,"
+            " created_at) VALUES (?, ?, '', ?, 1, 3, ?)",
+            [(m, d, f"hw-{d}", old if m < 4 else now) for m in (1, 2, 3, 4) for d in devices],
+        )
+        # a delivery to an hwid no device had
+        tx.run(
+            "INSERT INTO deliveries (message_id, device_id, target_id, hwid, platform, state,"
+            " created_at) VALUES (1, NULL, '', 'ghost', 1, 4, ?)",
+            (old,),
+        )
+
+    run(store.engine.write(write))
+    timed = _Timed(store.engine)
+    report = run(RetentionStore(timed).purge_rows(now - 86_400_000_000))
+    assert report.deliveries == 3 * len(devices) + 1
+    assert report.messages == 3
+    left = store.engine.read_sync(
+        lambda tx: tx.all("SELECT message_id, COUNT(*) FROM deliveries GROUP BY message_id")
+    )
+    assert [tuple(r) for r in left] == [(4, len(devices))]
+    removed = [(at, n) for at, n in timed.writes if n]
+    walk, rest = removed[:-2], removed[-2:]
+    assert [n for _, n in rest] == [1, 3]  # the ghost's delivery, then the messages
+    assert sum(n for _, n in walk) == 3 * len(devices)
+    assert all(n % 3 == 0 for _, n in walk), walk  # a device's three at once
+    assert len(walk) <= 10, walk  # ranges widen while quick
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(walk)]
+    assert min(gaps) >= MIN_REST_S * 0.9, gaps
