@@ -16,9 +16,10 @@ from pushtrack.store import Engine, Store, open_store
 from pushtrack.store.base import Tx
 from pushtrack.store.retention import (
     BATCH,
+    FIRST_WIDTH,
     HOLD_S,
-    MAX_GROWTH,
     MIN_REST_S,
+    WALK_LIMIT,
     RetentionStore,
     resized,
 )
@@ -81,11 +82,11 @@ def test_a_long_purge_grows_its_batches_and_rests_between_them(store: Store) -> 
 
 
 def test_batch_sizes_follow_the_time_a_batch_held_the_writer() -> None:
-    assert resized(BATCH, BATCH, HOLD_S / 4) == 2 * BATCH
-    assert resized(BATCH * MAX_GROWTH, BATCH, 0.0) == BATCH * MAX_GROWTH  # grown enough
-    assert resized(4 * BATCH, BATCH, HOLD_S) == 4 * BATCH  # about right: kept
-    assert resized(4 * BATCH, BATCH, HOLD_S * 3) == 2 * BATCH
-    assert resized(BATCH // 10, BATCH, 10.0) == BATCH // 10  # never below a tenth
+    assert resized(BATCH, HOLD_S / 4, low=1, high=4 * BATCH) == 2 * BATCH
+    assert resized(4 * BATCH, 0.0, low=1, high=4 * BATCH) == 4 * BATCH  # grown enough
+    assert resized(4 * BATCH, HOLD_S, low=1, high=8 * BATCH) == 4 * BATCH  # about right
+    assert resized(4 * BATCH, HOLD_S * 3, low=1, high=8 * BATCH) == 2 * BATCH
+    assert resized(BATCH, 10.0, low=BATCH, high=8 * BATCH) == BATCH  # never below low
 
 
 def test_old_deliveries_go_device_range_by_device_range(store: Store) -> None:
@@ -130,3 +131,37 @@ def test_old_deliveries_go_device_range_by_device_range(store: Store) -> None:
     assert len(walk) <= 10, walk  # ranges widen while quick
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(walk)]
     assert min(gaps) >= MIN_REST_S * 0.9, gaps
+
+
+def test_a_range_with_more_old_deliveries_than_a_transaction_takes_goes_in_parts(
+    store: Store,
+) -> None:
+    now = store.clock()
+    old = now - 30 * 86_400_000_000
+    messages = WALK_LIMIT // FIRST_WIDTH + 50  # the first range holds more than WALK_LIMIT
+
+    def write(tx: Tx) -> None:
+        tx.many(
+            "INSERT INTO messages (id, code, app_id, notification, send_at, status, deliveries,"
+            " created_at) VALUES (?, ?, 1, '{}', ?, 'done', ?, ?)",
+            [(m, f"M-{m}", old, FIRST_WIDTH, old) for m in range(1, messages + 1)],
+        )
+        tx.many(
+            "INSERT INTO deliveries (message_id, device_id, target_id, hwid, platform, state,"
+            " created_at) VALUES (?, ?, '', ?, 1, 3, ?)",
+            [
+                (m, d, f"hw-{d}", old)
+                for m in range(1, messages + 1)
+                for d in range(1, FIRST_WIDTH + 1)
+            ],
+        )
+
+    run(store.engine.write(write))
+    timed = _Timed(store.engine)
+    report = run(RetentionStore(timed).purge_rows(now - 86_400_000_000))
+    assert report.deliveries == messages * FIRST_WIDTH
+    assert report.messages == messages
+    counts = [n for _, n in timed.writes if n]
+    assert counts[0] == WALK_LIMIT  # the first range, in parts
+    assert max(counts) == WALK_LIMIT
+    assert store.engine.read_sync(lambda tx: tx.scalar("SELECT COUNT(*) FROM deliveries")) == 0

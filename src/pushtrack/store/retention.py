@@ -93,6 +93,8 @@ MIN_REST_S = 0.25
 #: Devices whose old deliveries go in one purge transaction at first, and at most.
 FIRST_WIDTH = 64
 MAX_WIDTH = 1 << 20
+#: Most deliveries one transaction of the device walk deletes.
+WALK_LIMIT = DELIVERY_BATCH * MAX_GROWTH
 #: Longest wait for the lock that dropping an events partition takes (PostgreSQL).
 DROP_LOCK_TIMEOUT = "2s"
 #: Rest after each full batch, as a share of the time the batch held the writer (from
@@ -170,8 +172,9 @@ def device_span(tx: Tx) -> tuple[int, int] | None:
     return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
 
-def delete_device_range(tx: Tx, *, before: int, lo: int, hi: int) -> int:
-    """The deliveries of the devices ``lo`` .. ``hi - 1`` that belong to old messages.
+def delete_device_range(tx: Tx, *, before: int, lo: int, hi: int, limit: int) -> int:
+    """Up to ``limit`` deliveries of the devices ``lo`` .. ``hi - 1`` that belong to old
+    messages.
 
     Walking device ranges, each purge transaction takes all the old entries of
     a stretch of the ``deliveries_device`` index at once: that index's leaf
@@ -180,9 +183,9 @@ def delete_device_range(tx: Tx, *, before: int, lo: int, hi: int) -> int:
     rewriting pages that fan-out was writing to.
     """
     return tx.run(
-        f"DELETE FROM deliveries WHERE device_id >= ? AND device_id < ?"
-        f" AND message_id IN ({_OLD_MESSAGES})",
-        (lo, hi, *_old_params(before)),
+        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
+        f" WHERE device_id >= ? AND device_id < ? AND message_id IN ({_OLD_MESSAGES}) LIMIT ?)",
+        (lo, hi, *_old_params(before), limit),
     )
 
 
@@ -258,26 +261,15 @@ def _timed(tx: Tx, *, fn: Callable[[Tx], int], held: _Held) -> int:
     return fn(tx)
 
 
-def widened(width: int, held_s: float) -> int:
-    """The next device range's width after one that held the writer ``held_s`` seconds:
-    doubled while under half of ``HOLD_S`` (empty stretches pass quickly), halved
-    when over twice it."""
+def resized(size: int, held_s: float, *, low: int, high: int) -> int:
+    """The next batch's size (rows, or devices) after one of ``size`` held the writer
+    ``held_s`` seconds: doubled while under half of ``HOLD_S``, halved when over
+    twice it, kept within ``low`` .. ``high``."""
     if held_s < HOLD_S / 2:
-        return min(width * 2, MAX_WIDTH)
+        return min(size * 2, high)
     if held_s > HOLD_S * 2:
-        return max(width // 2, 1)
-    return width
-
-
-def resized(limit: int, first: int, held_s: float) -> int:
-    """The next batch's size after a full batch of ``limit`` rows held the writer
-    ``held_s`` seconds: doubled while under half of ``HOLD_S`` (up to ``MAX_GROWTH``
-    times ``first``), halved when over twice it (down to a tenth of ``first``)."""
-    if held_s < HOLD_S / 2:
-        return min(limit * 2, first * MAX_GROWTH)
-    if held_s > HOLD_S * 2:
-        return max(limit // 2, max(1, first // 10))
-    return limit
+        return max(size // 2, low)
+    return size
 
 
 class RetentionStore:
@@ -308,13 +300,14 @@ class RetentionStore:
                 return total
             seconds = held.seconds()
             await asyncio.sleep(max(MIN_REST_S, seconds * PAUSE_RATIO))
-            limit = resized(limit, first, seconds)
+            limit = resized(limit, seconds, low=max(1, first // 10), high=first * MAX_GROWTH)
 
     async def _walk_devices(self, before: int) -> int:
         """Delete old messages' deliveries device range by device range
         (``delete_device_range``), resting after each range that had any as after a
-        full batch; a range's width follows the time it held the writer
-        (``widened``)."""
+        full batch. A range's width follows the time it held the writer
+        (``resized``); a range holding more than ``WALK_LIMIT`` old deliveries (one
+        that grew wide over devices with none) is taken in parts, and narrowed."""
         span = await self.engine.read(device_span)
         if span is None:
             return 0
@@ -323,14 +316,17 @@ class RetentionStore:
         total = 0
         while lo <= top:
             held = _Held()
-            fn = partial(delete_device_range, before=before, lo=lo, hi=lo + width)
+            fn = partial(delete_device_range, before=before, lo=lo, hi=lo + width, limit=WALK_LIMIT)
             n = await self.engine.write(partial(_timed, fn=fn, held=held))
             total += n
-            lo += width
             seconds = held.seconds()
             if n:
                 await asyncio.sleep(max(MIN_REST_S, seconds * PAUSE_RATIO))
-            width = widened(width, seconds)
+            if n < WALK_LIMIT:
+                lo += width
+                width = resized(width, seconds, low=1, high=MAX_WIDTH)
+            else:
+                width = max(1, width // 2)
         return total
 
     async def purge_rows(self, before: int, batch: int = BATCH) -> PurgeReport:
