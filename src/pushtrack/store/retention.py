@@ -55,7 +55,7 @@ longer rests did not lower it (1 s rests: 28% over 174 s). So deliveries go
 device range by device range (``delete_device_range``): each transaction
 takes every old delivery of a stretch of devices, and each leaf is rewritten
 once. Deliveries alone then cost 10.7% (19 s instead of 60), the whole purge
-13-19% in 41-43 s (from 23-31% in ~100 s). An index keyed by (day, device)
+13-19% in 41-56 s in four runs (from 23-31% in ~100 s). An index keyed by (day, device)
 gave 16% in a trial, but device reports find their delivery through
 ``deliveries_device``, which would then probe every day of the window.
 """
