@@ -272,11 +272,22 @@ def resized(size: int, held_s: float, *, low: int, high: int) -> int:
     return size
 
 
+async def _rest(held_s: float) -> None:
+    """The rest after a batch that held the writer ``held_s`` seconds."""
+    await asyncio.sleep(max(MIN_REST_S, held_s * PAUSE_RATIO))
+
+
 class RetentionStore:
     """The retention part of the ``Store``: ``store.retention``."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    async def _write_held(self, fn: Callable[[Tx], int]) -> tuple[int, float]:
+        """Run a delete: (its rows, how long it held the writer, ``_Held``)."""
+        held = _Held()
+        n = await self.engine.write(partial(_timed, fn=fn, held=held))
+        return n, held.seconds()
 
     async def _drain(
         self, fn: Callable[..., int], first: int, limits: dict[Callable[..., int], int]
@@ -292,14 +303,12 @@ class RetentionStore:
         limit = limits.get(key, first)
         total = 0
         while True:
-            held = _Held()
-            n = await self.engine.write(partial(_timed, fn=partial(fn, limit=limit), held=held))
+            n, seconds = await self._write_held(partial(fn, limit=limit))
             total += n
             if n < limit:
                 limits[key] = limit
                 return total
-            seconds = held.seconds()
-            await asyncio.sleep(max(MIN_REST_S, seconds * PAUSE_RATIO))
+            await _rest(seconds)
             limit = resized(limit, seconds, low=max(1, first // 10), high=first * MAX_GROWTH)
 
     async def _walk_devices(self, before: int) -> int:
@@ -315,13 +324,11 @@ class RetentionStore:
         width = FIRST_WIDTH
         total = 0
         while lo <= top:
-            held = _Held()
             fn = partial(delete_device_range, before=before, lo=lo, hi=lo + width, limit=WALK_LIMIT)
-            n = await self.engine.write(partial(_timed, fn=fn, held=held))
+            n, seconds = await self._write_held(fn)
             total += n
-            seconds = held.seconds()
             if n:
-                await asyncio.sleep(max(MIN_REST_S, seconds * PAUSE_RATIO))
+                await _rest(seconds)
             if n < WALK_LIMIT:
                 lo += width
                 width = resized(width, seconds, low=1, high=MAX_WIDTH)
