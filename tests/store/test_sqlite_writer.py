@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pushtrack.store import accounts
+from pushtrack.store import sqlite as sqlite_engine
 from pushtrack.store.base import ConflictError, StoreError, Tx
 from pushtrack.store.sqlite import SQLiteEngine
 from tests.support import run
@@ -183,3 +184,35 @@ def test_opening_a_current_file_takes_no_lock(engine: SQLiteEngine) -> None:
         other.execute("ROLLBACK")
         other.close()
     assert opened_in < 2  # SQLiteEngine's busy timeout is 10 s
+
+
+def test_under_steady_batches_the_wal_starts_over_and_batches_stay_in_their_callers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite starts the WAL over only when a transaction begins with all of it copied,
+    # which steady writes never allow: the checkpointer's restart checkpoint does.
+    # Without it the WAL would climb to the automatic checkpoint (4 MB here, reached),
+    # and a batch finding it past half would go to the writer thread.
+    monkeypatch.setattr(sqlite_engine, "CHECKPOINT_SECONDS", 0.05)
+    monkeypatch.setattr(sqlite_engine, "WAL_AUTOCHECKPOINT", 1024)
+    monkeypatch.setattr(sqlite_engine, "RESTART_PAGES", 64)
+    engine = SQLiteEngine(str(tmp_path / "steady.db"))
+    wal = Path(f"{engine.path}-wal")
+    threads: list[int] = []
+    largest = 0
+    try:
+        # ~2,000 pages in ~1.5 s: a row of half a page and its index entry per batch
+        started = time.monotonic()
+        for i in range(1000):
+            run(engine.write_batch(_account_from(f"{i:04}" + "x" * 2000, threads)))
+            largest = max(largest, wal.stat().st_size)
+            time.sleep(max(0.0, started + i * 0.0015 - time.monotonic()))
+        # (a batch that meets a restart holding the write lock goes to the writer
+        # thread: one in 40 here, with a restart every 50 ms; 400 without them)
+        elsewhere = sum(t != threading.get_ident() for t in threads)
+        assert elsewhere < 100
+        count = engine.read_sync(lambda tx: tx.scalar("SELECT COUNT(*) FROM accounts"))
+        assert count == 1000
+    finally:
+        engine.close_sync()
+    assert largest < 512 * 4096, f"the WAL grew to {largest} bytes"

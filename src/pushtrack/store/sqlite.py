@@ -60,6 +60,10 @@ WRITER_CACHE_MB = 64
 #: The background checkpointer's period; a writer checkpoints itself past this many pages.
 CHECKPOINT_SECONDS = 0.5
 WAL_AUTOCHECKPOINT = 16384
+#: The checkpointer starts the WAL over past this many pages (``_checkpoint``), and waits
+#: at most this long for the write lock and for readers to do it.
+RESTART_PAGES = 1024
+RESTART_WAIT_MS = 2
 BUSY_TIMEOUT_MS = 10_000
 #: How often the writer tries again for a write lock another process holds. SQLite's
 #: own busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ms ... between tries, so a purge
@@ -218,6 +222,18 @@ def _connect(path: str, *, readonly: bool = False, cache_mb: int = 16) -> sqlite
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
     return conn
+
+
+def _checkpoint(conn: sqlite3.Connection) -> int:
+    """A passive checkpoint, then a restart one if the WAL is past RESTART_PAGES; the
+    WAL's length in pages after them (0: the next transaction starts it over)."""
+    found = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    pages = int(found[1]) if found else 0
+    if pages > RESTART_PAGES:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        if busy == 0:
+            return 0
+    return pages
 
 
 def _begin_immediate(conn: sqlite3.Connection) -> None:
@@ -404,18 +420,29 @@ class SQLiteEngine:
     # -- plumbing -----------------------------------------------------------------------
 
     def _checkpoint_loop(self) -> None:
-        """Copy the WAL into the database beside the writer, so commits never wait for it.
+        """Copy the WAL into the database beside the writer, so commits never wait for it,
+        and have the WAL start over once it is copied.
 
-        The writer's own automatic checkpoint (at WAL_AUTOCHECKPOINT pages) only
-        runs if this thread falls far behind; the WAL's length it sees tells
-        ``_write_here`` when a commit might.
+        A passive checkpoint copies the WAL without taking the write lock, but SQLite
+        starts the WAL over (writes its next frame at the start of the file) only
+        when a transaction begins with every frame copied, which under steady writes
+        never happens: the WAL then grows until a commit passes WAL_AUTOCHECKPOINT
+        pages and checkpoints itself, and ``_write_here``, which must not commit
+        there, hands every batch to the writer thread for the upper half of that
+        climb. So once the WAL passes RESTART_PAGES, a restart checkpoint follows
+        the passive one: it takes the write lock for the frames committed since
+        (a few) and two syncs, and then the next transaction starts the WAL over.
+        It waits for the lock, and for readers of an older snapshot, at most
+        RESTART_WAIT_MS; if either is in the way the WAL keeps growing until a later
+        round finds the way clear. The WAL's length it sees tells ``_write_here``
+        when a commit might checkpoint.
         """
         conn = _connect(self.path, cache_mb=1)
+        conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
         try:
             while not self._stop_checkpoints.wait(CHECKPOINT_SECONDS):
                 try:
-                    found = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self._wal_pages = int(found[1]) if found else 0
+                    self._wal_pages = _checkpoint(conn)
                 except sqlite3.Error:
                     log.warning("WAL checkpoint failed; the writer will checkpoint itself")
         finally:
@@ -542,8 +569,8 @@ class SQLiteEngine:
         timeout 0), and the transaction runs alone on the connection. Its commit
         does not checkpoint (that would wait for fsync): a commit checkpoints once the
         WAL passes WAL_AUTOCHECKPOINT pages, which the checkpointer thread keeps it far
-        below; when it last saw the WAL past half of that, the batch goes to the
-        writer thread.
+        below (starting it over, ``_checkpoint_loop``); when it last saw the WAL past
+        half of that, the batch goes to the writer thread.
         """
         if (
             self._closed
