@@ -441,6 +441,13 @@ MIGRATIONS: list[str] = [
     """
     DROP INDEX IF EXISTS deliveries_failed;
     """,
+    # 19: a device's report names its delivery by (device, payload hash) (see the
+    # SQLite migration). ``hash`` is written once, with the delivery, so the index
+    # keeps sending's updates HOT.
+    """
+    DROP INDEX deliveries_device;
+    CREATE INDEX deliveries_device ON deliveries (device_id, hash);
+    """,
 ]
 
 

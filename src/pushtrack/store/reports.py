@@ -52,8 +52,10 @@ def find_reported(tx: Tx, keys: Sequence[tuple[int, str, str]]) -> list[Reported
     """The deliveries that ``(application id, hwid, payload hash)`` name, in one statement.
 
     The one place that knows how a device's report names its delivery: through the
-    device (by application and hwid), then its deliveries by device id and hash. A
-    delivery to an entry that matched no device has no hash and is never named.
+    device (by application and hwid), then its delivery by device id and hash, both
+    in ``deliveries_device`` (so a report reads one index entry, however many
+    deliveries the device has). A delivery to an entry that matched no device has no
+    hash and is never named.
     """
     if not keys:
         return []
@@ -217,7 +219,7 @@ def _pg_report_sql(status: Status) -> str:
     the transition each asks for: ``_DELIVERED``, ``_OPENED`` or ``_FIND_ONLY``), the
     events' ts and description, then (ts, ts) per counter table. Answers the reports
     (1-based) that named a delivery. The reports are found by the unique (app_id,
-    hwid) index, then the device's deliveries by device id, as ``find_reported`` does.
+    hwid) index, then the delivery by device id and hash, as ``find_reported`` does.
     """
     guard, kind = _PG_REPORT_TRANSITIONS[status]
     column = COUNTER_OF[status]

@@ -456,4 +456,16 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE deliveries ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
     """,
+    # 18: nothing here (PostgreSQL's migration 18 drops an index of its own, for its
+    # HOT updates; SQLite updates a row in place); the entry keeps both engines
+    # numbered alike.
+    "",
+    # 19: a device's report names its delivery by (device, payload hash): the index
+    # holds both, so the report's lookup reads the one delivery it names instead of
+    # every delivery of the device in the retention window (a device sent ten pushes a
+    # day keeps hundreds). ``hash`` is written once, with the delivery.
+    """
+    DROP INDEX deliveries_device;
+    CREATE INDEX deliveries_device ON deliveries (device_id, hash);
+    """,
 ]
