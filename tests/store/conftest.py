@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from pushtrack.domain.timeutil import DAY_US
 from pushtrack.store import open_engine
 from pushtrack.store.base import Engine
 from tests.conftest import ENGINES, fresh_database_url
@@ -59,3 +60,24 @@ def database_at(url: str, version: int, rows: str, *, pg_first: str = "") -> Non
         if pg_first:
             pg.execute(pg_first.encode())
         pg.execute(rows.encode())
+
+
+def database_of_schema(
+    engine: str, tmp_path: Path, version: int, rows: Sequence[str], now: int
+) -> Iterator[str]:
+    """A fresh database of ``engine`` at schema ``version`` holding ``rows`` (SQL), with
+    on PostgreSQL the events partition of ``now``'s day; removed after."""
+    urls = fresh_database_url(engine, tmp_path)
+    url = next(urls)
+    day = now - now % DAY_US
+    database_at(
+        url,
+        version,
+        ";".join(rows),
+        pg_first=f"CREATE TABLE events_old PARTITION OF events FOR VALUES FROM ({day})"
+        f" TO ({day + DAY_US})",
+    )
+    try:
+        yield url
+    finally:
+        urls.close()

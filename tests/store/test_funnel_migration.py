@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from pushtrack.domain.status import Status
-from pushtrack.domain.timeutil import DAY_US, HOUR_US
+from pushtrack.domain.timeutil import HOUR_US
 from pushtrack.store import open_store
 from pushtrack.store.base import LogQuery
-from tests.conftest import ENGINES, fresh_database_url
-from tests.store.conftest import database_at
+from tests.conftest import ENGINES
+from tests.store.conftest import database_of_schema
 from tests.support import run
 
 NOW = 1_700_000_000_000_000
@@ -47,20 +47,7 @@ OLD_ROWS = [
 
 @pytest.fixture(params=ENGINES)
 def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    urls = fresh_database_url(request.param, tmp_path)
-    url = next(urls)
-    day = NOW - NOW % DAY_US
-    database_at(
-        url,
-        9,
-        ";".join(OLD_ROWS),
-        pg_first=f"CREATE TABLE events_old PARTITION OF events FOR VALUES FROM ({day})"
-        f" TO ({day + DAY_US})",
-    )
-    try:
-        yield url
-    finally:
-        urls.close()
+    yield from database_of_schema(request.param, tmp_path, 9, OLD_ROWS, NOW)
 
 
 def test_old_trail_reads_as_before_and_confirmations_are_kept_after(old_database: str) -> None:

@@ -10,31 +10,17 @@ from pathlib import Path
 import pytest
 
 from pushtrack.domain.status import Status
-from pushtrack.domain.timeutil import DAY_US
 from pushtrack.store import open_store
 from pushtrack.store.stream import START, Filter
 from tests.conftest import ENGINES, fresh_database_url
-from tests.store.conftest import database_at
+from tests.store.conftest import database_at, database_of_schema
 from tests.store.test_funnel_migration import NOW, OLD_ROWS
 from tests.support import run
 
 
 @pytest.fixture(params=ENGINES)
 def schema_12(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    urls = fresh_database_url(request.param, tmp_path)
-    url = next(urls)
-    day = NOW - NOW % DAY_US
-    database_at(
-        url,
-        12,
-        ";".join(OLD_ROWS),
-        pg_first=f"CREATE TABLE events_old PARTITION OF events FOR VALUES FROM ({day})"
-        f" TO ({day + DAY_US})",
-    )
-    try:
-        yield url
-    finally:
-        urls.close()
+    yield from database_of_schema(request.param, tmp_path, 12, OLD_ROWS, NOW)
 
 
 def test_the_old_trail_streams_from_the_start_and_new_rows_follow(schema_12: str) -> None:

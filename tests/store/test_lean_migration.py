@@ -11,12 +11,11 @@ import pytest
 
 from pushtrack.domain import codes
 from pushtrack.domain.status import Status
-from pushtrack.domain.timeutil import DAY_US
 from pushtrack.store import open_store
 from pushtrack.store.base import LogQuery, MessagePlan, Targeting
 from pushtrack.store.exports import TrackQuery
-from tests.conftest import ENGINES, fresh_database_url
-from tests.store.conftest import database_at
+from tests.conftest import ENGINES
+from tests.store.conftest import database_of_schema
 from tests.support import run
 
 LEGACY = "T-1A2B-3C4D5E6F-708192A3"
@@ -51,20 +50,7 @@ OLD_ROWS = [
 
 @pytest.fixture(params=ENGINES)
 def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    urls = fresh_database_url(request.param, tmp_path)
-    url = next(urls)
-    day = NOW - NOW % DAY_US
-    database_at(
-        url,
-        6,
-        ";".join(OLD_ROWS),
-        pg_first=f"CREATE TABLE events_old PARTITION OF events FOR VALUES FROM ({day})"
-        f" TO ({day + DAY_US})",
-    )
-    try:
-        yield url
-    finally:
-        urls.close()
+    yield from database_of_schema(request.param, tmp_path, 6, OLD_ROWS, NOW)
 
 
 def test_old_tracking_codes_and_lookups_survive(old_database: str) -> None:

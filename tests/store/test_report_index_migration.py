@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from pushtrack.domain.status import Status
-from pushtrack.domain.timeutil import DAY_US
 from pushtrack.store import open_store
-from tests.conftest import ENGINES, fresh_database_url
-from tests.store.conftest import database_at
+from tests.conftest import ENGINES
+from tests.store.conftest import database_of_schema
 from tests.store.test_funnel_migration import NOW, OLD_ROWS
 from tests.support import run
 
@@ -30,20 +29,7 @@ MORE_ROWS = [
 
 @pytest.fixture(params=ENGINES)
 def schema_18(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    urls = fresh_database_url(request.param, tmp_path)
-    url = next(urls)
-    day = NOW - NOW % DAY_US
-    database_at(
-        url,
-        18,
-        ";".join(OLD_ROWS + MORE_ROWS),
-        pg_first=f"CREATE TABLE events_old PARTITION OF events FOR VALUES FROM ({day})"
-        f" TO ({day + DAY_US})",
-    )
-    try:
-        yield url
-    finally:
-        urls.close()
+    yield from database_of_schema(request.param, tmp_path, 18, OLD_ROWS + MORE_ROWS, NOW)
 
 
 def _index_columns(store: object, url: str) -> list[str]:
