@@ -55,9 +55,9 @@ longer rests did not lower it (1 s rests: 28% over 174 s). So deliveries go
 device range by device range (``delete_device_range``): each transaction
 takes every old delivery of a stretch of devices, and each leaf is rewritten
 once. Deliveries alone then cost 10.7% (19 s instead of 60), the whole purge
-13-19% in 41-56 s in four runs (from 23-31% in ~100 s). An index keyed by (day, device)
-gave 16% in a trial, but device reports find their delivery through
-``deliveries_device``, which would then probe every day of the window.
+13-19% in 41-56 s in four runs (from 23-31% in ~100 s). An index keyed by (day,
+device) gave 16% in a trial, but device reports find their delivery through
+``deliveries_device`` (device, hash), which would then probe every day of the window.
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ class RetentionStore:
         self.engine = engine
 
     async def _write_held(self, fn: Callable[[Tx], int]) -> tuple[int, float]:
-        """Run a delete: (its rows, how long it held the writer, ``_Held``)."""
+        """Run a delete: (its rows, how long it held the writer in seconds)."""
         held = _Held()
         n = await self.engine.write(partial(_timed, fn=fn, held=held))
         return n, held.seconds()
